@@ -1,0 +1,1 @@
+//! Loading and validating pipeline files (written by the pipeline helper).

@@ -1,0 +1,124 @@
+//! Pipeline definitions: a named, versioned DAG of steps.
+//!
+//! The types here are plain data consumed by the pure workflow core. Loading
+//! and validation of `config/pipelines/*.toml` lives in [`load`].
+
+use serde::{Deserialize, Serialize};
+
+pub mod load;
+
+/// A validated pipeline: every `needs` index points at an earlier-declared or
+/// later-declared step of the same pipeline, and the graph is acyclic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineDef {
+    /// Pipeline name, e.g. `video`; also the first token of event subjects.
+    pub name: String,
+    /// Version chosen by the author; a workflow keeps the version it started with.
+    pub version: u32,
+    /// Steps in declaration order; `StepDef::needs` indexes into this vector.
+    pub steps: Vec<StepDef>,
+    /// Whole-workflow deadline, measured from start (and from each reopen).
+    pub workflow_timeout_ms: Option<u64>,
+}
+
+/// One node of the DAG.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepDef {
+    /// Step name, unique within the pipeline.
+    pub name: String,
+    /// Task type workers subscribe to; defaults to the step name.
+    pub task_type: String,
+    /// Indices of the steps this one depends on (sorted, deduplicated).
+    pub needs: Vec<u16>,
+    /// Retry policy after defaults and overrides are merged.
+    pub retry: RetryPolicy,
+    /// Timeouts after defaults and overrides are merged.
+    pub timeouts: StepTimeouts,
+}
+
+/// How failed attempts of a step are retried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Attempts per generation, the first one included (>= 1).
+    pub max_attempts: u32,
+    /// Delay before the second attempt.
+    pub initial_backoff_ms: u64,
+    /// Multiplier applied per further attempt (>= 1.0).
+    pub backoff_coefficient: f64,
+    /// Cap on any single delay.
+    pub max_backoff_ms: u64,
+    /// Fraction in [0, 1]: the delay is spread uniformly over
+    /// `delay * (1 - jitter) ..= delay * (1 + jitter)`, capped at `max_backoff_ms`.
+    pub jitter: f64,
+    /// Error kinds that fail the step at once, whatever `retryable` says.
+    pub non_retryable: Vec<String>,
+}
+
+/// Per-attempt deadlines; `None` means no deadline of that kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepTimeouts {
+    /// From dispatch until a worker reports it started the task.
+    pub schedule_to_start_ms: Option<u64>,
+    /// From start until the result.
+    pub start_to_close_ms: Option<u64>,
+    /// Longest silence between heartbeats of a started task.
+    pub heartbeat_ms: Option<u64>,
+}
+
+/// Bounds on what a pipeline file may declare.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineLimits {
+    pub steps_max: usize,
+    pub needs_max: usize,
+    pub name_len_max: usize,
+    pub max_attempts_max: u32,
+}
+
+impl Default for PipelineLimits {
+    fn default() -> Self {
+        Self { steps_max: 256, needs_max: 64, name_len_max: 64, max_attempts_max: 1000 }
+    }
+}
+
+impl PipelineDef {
+    /// Index of the step called `name`.
+    pub fn step_index(&self, name: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.name == name)
+    }
+
+    /// `true` for `step` and for every step that depends on it, directly or
+    /// transitively: the set a "rerun from step" runs again.
+    pub fn downstream_closure(&self, step: usize) -> Vec<bool> {
+        let mut marked = vec![false; self.steps.len()];
+        if step >= marked.len() {
+            return marked;
+        }
+        marked[step] = true;
+        // The graph is acyclic, so a fixpoint is reached in at most `len` passes;
+        // pipelines are small (bounded by `steps_max`), so the quadratic walk is fine.
+        loop {
+            let mut changed = false;
+            for (i, s) in self.steps.iter().enumerate() {
+                if !marked[i] && s.needs.iter().any(|&d| marked[d as usize]) {
+                    marked[i] = true;
+                    changed = true;
+                }
+            }
+            if !changed {
+                return marked;
+            }
+        }
+    }
+
+    /// A stable content hash of the definition (FNV-1a over its postcard
+    /// encoding), used to store one copy of each distinct definition.
+    pub fn content_hash(&self) -> u64 {
+        let bytes = postcard::to_allocvec(self).unwrap_or_default();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h
+    }
+}
