@@ -1,4 +1,41 @@
-//! Narralytica Orchestrator (layout map is filled in as modules land).
+//! # Narralytica Orchestrator
+//!
+//! The control layer of the Narralytica video platform: it runs each step of
+//! a pipeline DAG only when its prerequisites succeeded, sends tasks to
+//! workers, applies retry policies and timeouts, and survives crashes of
+//! workers and of itself without losing or duplicating accepted work.
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`pipeline`] | pipeline definitions: TOML format, validation, DAG helpers |
+//! | [`workflow`] | the pure core: `decide`, `evolve`, state, events, commands |
+//! | [`storage`] | the storage trait, RocksDB and in-memory twins, codec, keys, group commit |
+//! | [`engine`] | ractor actors: root → partition → workflow; timers, liveness, metrics |
+//! | [`transport`] | engine ↔ workers traits; the in-process transport |
+//! | [`sim`] | simulated workers (dev mode and tests) |
+//! | [`verify`] | the independent journal checker behind `orchestrator verify` |
+//! | [`node`] | assembling storage + committer + pipelines for a process |
+//! | [`cli`] | the `orchestrator` command |
+//!
+//! # Invariants
+//!
+//! * **Pure core.** `workflow` does no IO, reads no clock, draws no random
+//!   numbers and does not use tokio (enforced by a test).
+//! * **Write-ahead.** The events of a transition are in a synced write batch
+//!   before any command they imply runs and before anyone is told.
+//! * **One mutator.** Only `workflow::evolve` changes a workflow state, live
+//!   and on replay, so replay rebuilds exactly the live state.
+//! * **Routing.** Only partitions hold workflow actor references; everything
+//!   else addresses workflows by id.
+
+pub mod cli;
+pub mod engine;
+pub mod node;
 pub mod pipeline;
+pub mod sim;
 pub mod storage;
+pub mod transport;
+pub mod verify;
 pub mod workflow;

@@ -1,1 +1,8 @@
+//! The one integration-test binary: the crate and RocksDB are linked once.
 
+mod support;
+
+mod cli;
+mod engine;
+mod purity;
+mod verify;

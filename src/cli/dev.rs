@@ -1,0 +1,273 @@
+//! `orchestrator dev`: the engine and simulated workers in one process, with
+//! RocksDB under `--data-dir`. Resumes whatever it finds there (also after a
+//! kill -9), durably accepts `--workflows` new ones, runs them, and ends with
+//! one machine-readable summary line.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use super::summary::Summary;
+use crate::engine::{Clock, Engine, EngineConfig, Hooks, Metrics, SystemClock};
+use crate::node::{open_node, NodeOptions};
+use crate::sim::{self, SimConfig};
+use crate::transport::inproc::InProcTransport;
+use crate::workflow::Status;
+
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// RocksDB data directory (created if missing).
+    #[arg(long, default_value = "./data/dev")]
+    pub data_dir: PathBuf,
+    /// Directory of pipeline files.
+    #[arg(long, default_value = "config/pipelines")]
+    pub pipelines: PathBuf,
+    /// Pipeline the new workflows run.
+    #[arg(long, default_value = "video")]
+    pub pipeline: String,
+    /// New workflows to start.
+    #[arg(long, default_value_t = 100)]
+    pub workflows: u64,
+    /// Share of task attempts that fail retryably, in [0, 1].
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_rate: f64,
+    /// Time each simulated task takes.
+    #[arg(long, default_value_t = 0)]
+    pub task_latency_ms: u64,
+    /// Simulated workers busy at once (tasks beyond wait in their queue); 0 = unlimited.
+    #[arg(long, default_value_t = 1_000)]
+    pub worker_concurrency: usize,
+    /// Seed of the simulated workers' failure draws.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Exit 0 once no workflow is running.
+    #[arg(long)]
+    pub exit_when_done: bool,
+    /// Stop gracefully after this many seconds and exit 0.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Partitions of a new data dir (an existing one keeps its count).
+    #[arg(long, default_value_t = 8)]
+    pub partitions: u16,
+    /// Workflow actors alive at once.
+    #[arg(long, default_value_t = EngineConfig::default().resident_max)]
+    pub resident_max: usize,
+    /// Passivated workflow states cached in memory.
+    #[arg(long, default_value_t = EngineConfig::default().state_cache_max)]
+    pub state_cache_max: usize,
+    /// Snapshot every this many events.
+    #[arg(long, default_value_t = EngineConfig::default().snapshot_every_events)]
+    pub snapshot_every: u64,
+    /// Most storage ops in one synced write batch.
+    #[arg(long, default_value_t = 4096)]
+    pub commit_batch_max: usize,
+    /// RocksDB block cache size.
+    #[arg(long, default_value_t = 64)]
+    pub block_cache_mib: usize,
+    /// RocksDB write buffers, all memtables together.
+    #[arg(long, default_value_t = 64)]
+    pub write_buffer_mib: usize,
+    /// Actor restarts before a crashing workflow is parked as failed.
+    #[arg(long, default_value_t = EngineConfig::default().restart_budget)]
+    pub restart_budget: u32,
+}
+
+pub fn run(args: DevArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return std::future::pending().await,
+            };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+    };
+    match rt.block_on(run_dev(args, shutdown)) {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The whole dev run; `shutdown` resolving stops it gracefully (tests pass
+/// their own future, the binary passes SIGINT/SIGTERM).
+pub async fn run_dev(
+    args: DevArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<Summary, String> {
+    if !(0.0..=1.0).contains(&args.fail_rate) {
+        return Err(format!("--fail-rate must be within [0, 1], got {}", args.fail_rate));
+    }
+    if let Some(d) = args.duration {
+        if !(d.is_finite() && d > 0.0) {
+            return Err(format!("--duration must be a positive number of seconds, got {d}"));
+        }
+    }
+    let began = Instant::now();
+    let config = EngineConfig {
+        partitions: args.partitions,
+        resident_max: args.resident_max,
+        state_cache_max: args.state_cache_max,
+        snapshot_every_events: args.snapshot_every,
+        restart_budget: args.restart_budget,
+        ..EngineConfig::default()
+    };
+    let node = open_node(&NodeOptions {
+        data_dir: args.data_dir.clone(),
+        pipelines_dir: args.pipelines.clone(),
+        partitions: args.partitions,
+        commit_batch_max: args.commit_batch_max,
+        block_cache_mib: args.block_cache_mib,
+        write_buffer_mib: args.write_buffer_mib,
+    })
+    .await?;
+    if node.pipelines.current(&args.pipeline).is_none() {
+        return Err(format!(
+            "unknown pipeline {:?}; {} has: {}",
+            args.pipeline,
+            args.pipelines.display(),
+            node.pipelines.names().join(", ")
+        ));
+    }
+    let metrics = Arc::new(Metrics::default());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (transport, worker_rx) = InProcTransport::new();
+    let hook_metrics = metrics.clone();
+    let hooks = Hooks {
+        on_terminal: Some(Arc::new(move |wf, def| {
+            if wf.status == Status::Completed {
+                let outputs: Vec<Option<&str>> = wf.steps.iter().map(|s| s.output.as_deref()).collect();
+                let wrong = sim::check_outputs(def, &outputs);
+                if !wrong.is_empty() {
+                    Metrics::inc(&hook_metrics.output_errors);
+                    tracing::error!(workflow_id = %wf.id, wrong = ?wrong, "workflow output mismatch");
+                }
+            }
+        })),
+        faults: None,
+    };
+    let engine = Engine::start(crate::engine::EngineCtx {
+        store: node.store.clone(),
+        committer: node.committer.clone(),
+        clock: clock.clone(),
+        transport: Arc::new(transport),
+        pipelines: node.pipelines.clone(),
+        metrics: metrics.clone(),
+        config,
+        hooks,
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let workers = tokio::spawn(sim::run(
+        SimConfig {
+            latency_ms: args.task_latency_ms,
+            fail_rate: args.fail_rate,
+            seed: args.seed,
+            worker: "dev-sim".into(),
+            heartbeat_every_ms: None,
+            concurrency: args.worker_concurrency,
+        },
+        worker_rx,
+        engine.sink(),
+        clock.clone(),
+    ));
+    let resumed = Metrics::get(&metrics.workflows_resumed);
+    if resumed > 0 {
+        eprintln!("resumed {resumed} unfinished workflow(s) from {}", args.data_dir.display());
+    }
+
+    // Accept every new workflow durably first, in bounded chunks.
+    let mut created = 0u64;
+    const CHUNK: u64 = 10_000;
+    let mut k = 0u64;
+    while k < args.workflows {
+        let n = CHUNK.min(args.workflows - k);
+        let items: Vec<(String, String)> = (0..n)
+            .map(|_| {
+                let id = format!("dev-{}", uuid::Uuid::now_v7());
+                let input = format!(r#"{{"video_id":"{id}","video_url":"s3://media/{id}.mp4"}}"#);
+                (id, input)
+            })
+            .collect();
+        let r = engine
+            .accept_many(&args.pipeline, items)
+            .await
+            .map_err(|e| format!("accepting workflows: {e}"))?;
+        created += r.created;
+        k += n;
+    }
+    engine.release_held();
+
+    let tty = std::io::stderr().is_terminal();
+    let deadline = args.duration.map(|d| began + Duration::from_secs_f64(d));
+    tokio::pin!(shutdown);
+    let total = resumed + created;
+    loop {
+        let terminal = Metrics::get(&metrics.workflows_completed)
+            + Metrics::get(&metrics.workflows_failed)
+            + Metrics::get(&metrics.workflows_cancelled);
+        let active = (total + Metrics::get(&metrics.workflows_reopened)).saturating_sub(terminal);
+        if tty {
+            progress(terminal, total, active, &metrics);
+        }
+        if args.exit_when_done && active == 0 {
+            break;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(Duration::from_millis(if tty { 200 } else { 20 })) => {}
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    engine.shutdown().await;
+    workers.abort();
+    let _ = workers.await;
+    let summary = Summary::collect(&node.store, &metrics, 0)?;
+    drop(node);
+    Ok(summary)
+}
+
+fn progress(done: u64, total: u64, active: u64, m: &Metrics) {
+    let width = 30usize;
+    let filled = if total == 0 { width } else { (done.min(total) as usize * width) / total as usize };
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\r[{}{}] {done}/{total} done  running={active}  tasks={}  retries={}   ",
+        "#".repeat(filled),
+        " ".repeat(width - filled),
+        Metrics::get(&m.tasks_dispatched),
+        Metrics::get(&m.task_retries),
+    );
+    let _ = err.flush();
+}

@@ -1,0 +1,82 @@
+//! Command-line interface: one file per command, all thin over the library.
+
+pub mod dev;
+pub mod pipelines;
+pub mod summary;
+pub mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Narralytica Orchestrator: durable workflow engine for media and ML pipelines.
+#[derive(Debug, Parser)]
+#[command(name = "orchestrator", version, about)]
+pub struct Cli {
+    /// Log level filter (e.g. `info`, `debug`, `orchestrator=debug`); env `RUST_LOG` also works.
+    #[arg(long, global = true, env = "NARRALYTICA_LOG", default_value = "warn")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Engine + simulated workers in one process, RocksDB under --data-dir.
+    Dev(dev::DevArgs),
+    /// Check every journal in a data dir: invariants and checksums.
+    Verify(verify::VerifyArgs),
+    /// Pipeline files.
+    #[command(subcommand)]
+    Pipelines(PipelinesCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PipelinesCmd {
+    /// Validate every pipeline file in DIR and print each DAG.
+    Check {
+        /// Directory of `*.toml` pipeline files.
+        #[arg(default_value = "config/pipelines")]
+        dir: PathBuf,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    init_logging(&cli.log_level);
+    match cli.command {
+        Command::Dev(args) => dev::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Pipelines(PipelinesCmd::Check { dir }) => pipelines::check(&dir),
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Peak resident set size of this process in MiB (VmHWM), 0 where unknown.
+pub fn peak_rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}

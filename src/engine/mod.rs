@@ -1,0 +1,358 @@
+//! The actor layer (ractor), thin by design:
+//!
+//! ```text
+//! RootActor ──supervises──► PartitionActor × partitions ──supervises──► WorkflowActor × resident
+//! ```
+//!
+//! * [`root`]: spawns the partitions and restarts one that fails (it recovers from storage).
+//! * [`partition`]: routes by workflow id, passivates idle actors, restarts crashed ones,
+//!   owns timers and liveness deadlines, recovers after a restart.
+//! * [`workflow_actor`]: one per resident workflow; decide → durable append → evolve → act.
+//! * [`transition`]: that sequence, shared with the partition (bulk accept, parking).
+//!
+//! Senders only ever talk to the [`Engine`] handle, which talks to partitions.
+
+pub mod clock;
+pub mod metrics;
+pub mod partition;
+pub mod registry;
+pub mod root;
+pub mod timers;
+pub mod transition;
+pub mod workflow_actor;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use ractor::{Actor, ActorRef};
+
+use crate::pipeline::PipelineDef;
+use crate::storage::group_commit::GroupCommitter;
+use crate::storage::store::WorkflowStore;
+use crate::transport::{ReportSink, Transport, WorkerReport};
+use crate::workflow::{Input, Outcome, WorkflowState};
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use metrics::Metrics;
+pub use partition::{AcceptReport, PartitionMsg};
+pub use registry::PipelineRegistry;
+pub use workflow_actor::StartReply;
+
+/// Engine limits and cadences; every one has a default and a config key.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Fixed when a data dir is created; a store opened with another count is refused.
+    pub partitions: u16,
+    /// Workflow actors alive at once (split evenly over partitions); more wait their turn.
+    pub resident_max: usize,
+    /// Passivated workflow states kept in memory (LRU) to skip a storage read on wake-up.
+    pub state_cache_max: usize,
+    /// Crashes of one workflow's actor before the workflow is parked as failed.
+    pub restart_budget: u32,
+    /// A snapshot is written every this many events (and at every terminal transition).
+    pub snapshot_every_events: u64,
+    /// How often each partition checks timers and liveness deadlines.
+    pub tick_ms: u64,
+    /// Timers or timeouts handled per partition per tick.
+    pub timer_batch_max: usize,
+    /// Workflows per commit request in a bulk accept.
+    pub accept_chunk: usize,
+    /// How long a caller waits for a reply from the engine.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            partitions: 8,
+            resident_max: 10_000,
+            state_cache_max: 20_000,
+            restart_budget: 3,
+            snapshot_every_events: 64,
+            tick_ms: 10,
+            timer_batch_max: 4_096,
+            accept_chunk: 256,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+type TerminalHook = dyn Fn(&WorkflowState, &PipelineDef) + Send + Sync;
+
+/// Fault injection for tests of supervision: make a workflow's actor panic.
+#[derive(Debug, Default)]
+pub struct Faults {
+    panic_once: Mutex<HashSet<String>>,
+    panic_always: Mutex<HashSet<String>>,
+}
+
+impl Faults {
+    /// The next input handled for `id` panics, once.
+    pub fn panic_once(&self, id: &str) {
+        self.panic_once.lock().insert(id.to_string());
+    }
+
+    /// Every input handled for `id` panics (a poison workflow).
+    pub fn panic_always(&self, id: &str) {
+        self.panic_always.lock().insert(id.to_string());
+    }
+
+    pub(crate) fn maybe_panic(&self, id: &str) {
+        if self.panic_once.lock().remove(id) {
+            panic!("injected fault: panic once in workflow {id}");
+        }
+        if self.panic_always.lock().contains(id) {
+            panic!("injected fault: poison workflow {id}");
+        }
+    }
+}
+
+/// Optional callbacks into the shell.
+#[derive(Default, Clone)]
+pub struct Hooks {
+    /// Called after each terminal transition is durable (dev uses it to check outputs).
+    pub on_terminal: Option<Arc<TerminalHook>>,
+    pub faults: Option<Arc<Faults>>,
+}
+
+/// Everything an actor needs, shared read-only.
+pub struct EngineCtx {
+    pub store: WorkflowStore,
+    pub committer: Arc<GroupCommitter>,
+    pub clock: Arc<dyn Clock>,
+    pub transport: Arc<dyn Transport>,
+    pub pipelines: Arc<PipelineRegistry>,
+    pub metrics: Arc<Metrics>,
+    pub config: EngineConfig,
+    pub hooks: Hooks,
+}
+
+/// Routes worker reports and requests to partitions by workflow id.
+pub struct Router {
+    partitions: RwLock<Vec<ActorRef<PartitionMsg>>>,
+    store: WorkflowStore,
+}
+
+impl Router {
+    fn partition(&self, id: &str) -> Option<ActorRef<PartitionMsg>> {
+        let p = usize::from(self.store.partition_of(id));
+        self.partitions.read().get(p).cloned()
+    }
+
+    pub(crate) fn set(&self, index: usize, actor: ActorRef<PartitionMsg>) {
+        let mut parts = self.partitions.write();
+        if parts.len() <= index {
+            parts.resize(index + 1, actor.clone());
+        }
+        parts[index] = actor;
+    }
+}
+
+impl ReportSink for Router {
+    fn report(&self, workflow_id: &str, report: WorkerReport) {
+        if let Some(p) = self.partition(workflow_id) {
+            let _ = p.cast(PartitionMsg::Report {
+                id: workflow_id.to_string(),
+                report,
+            });
+        }
+    }
+}
+
+/// Errors callers of the engine can see.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("engine is not running")]
+    Stopped,
+    #[error("request timed out")]
+    Timeout,
+    #[error("{0}")]
+    Rejected(String),
+    #[error("cannot start engine: {0}")]
+    Start(String),
+}
+
+/// Handle to a running engine.
+pub struct Engine {
+    ctx: Arc<EngineCtx>,
+    router: Arc<Router>,
+    root: ActorRef<root::RootMsg>,
+    root_join: tokio::task::JoinHandle<()>,
+}
+
+impl Engine {
+    /// Starts the supervision tree; returns once every partition has recovered.
+    pub async fn start(ctx: EngineCtx) -> Result<Engine, Error> {
+        let ctx = Arc::new(ctx);
+        let router = Arc::new(Router {
+            partitions: RwLock::new(Vec::new()),
+            store: ctx.store.clone(),
+        });
+        let args = root::RootArgs {
+            ctx: ctx.clone(),
+            router: router.clone(),
+        };
+        let (root, root_join) = Actor::spawn(None, root::RootActor, args)
+            .await
+            .map_err(|e| Error::Start(e.to_string()))?;
+        Ok(Engine {
+            ctx,
+            router,
+            root,
+            root_join,
+        })
+    }
+
+    pub fn ctx(&self) -> &Arc<EngineCtx> {
+        &self.ctx
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.ctx.metrics
+    }
+
+    /// Where workers deliver their reports.
+    pub fn sink(&self) -> Arc<dyn ReportSink> {
+        self.router.clone()
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.ctx.config.request_timeout_ms)
+    }
+
+    /// Starts a workflow, or returns the existing one with this id.
+    pub async fn start_workflow(&self, pipeline: &str, id: &str, input: &str) -> Result<StartReply, Error> {
+        validate_id(id, self.ctx.config_id_max())?;
+        validate_input(input)?;
+        let p = self.router.partition(id).ok_or(Error::Stopped)?;
+        let r = p
+            .call(
+                |reply| PartitionMsg::Start {
+                    id: id.to_string(),
+                    pipeline: pipeline.to_string(),
+                    input: input.to_string(),
+                    reply,
+                },
+                Some(self.timeout()),
+            )
+            .await;
+        flatten(r)
+    }
+
+    /// Durably accepts many new workflows (ids already present are skipped);
+    /// their first tasks wait for [`Engine::release_held`].
+    pub async fn accept_many(&self, pipeline: &str, items: Vec<(String, String)>) -> Result<AcceptReport, Error> {
+        let parts = self.router.partitions.read().clone();
+        let mut per: Vec<Vec<(String, String)>> = vec![Vec::new(); parts.len()];
+        for (id, input) in items {
+            validate_id(&id, self.ctx.config_id_max())?;
+            validate_input(&input)?;
+            per[usize::from(self.ctx.store.partition_of(&id))].push((id, input));
+        }
+        let mut calls = Vec::new();
+        for (p, items) in parts.iter().zip(per) {
+            if items.is_empty() {
+                continue;
+            }
+            let pipeline = pipeline.to_string();
+            let p = p.clone();
+            calls.push(tokio::spawn(async move {
+                p.call(
+                    |reply| PartitionMsg::AcceptMany { pipeline, items, reply },
+                    None,
+                )
+                .await
+            }));
+        }
+        let mut total = AcceptReport::default();
+        for c in calls {
+            let r = c.await.map_err(|_| Error::Stopped)?;
+            let r = flatten(r)?;
+            total.created += r.created;
+            total.existing += r.existing;
+        }
+        Ok(total)
+    }
+
+    /// Dispatches the first tasks of workflows accepted by [`Engine::accept_many`].
+    pub fn release_held(&self) {
+        for p in self.router.partitions.read().iter() {
+            let _ = p.cast(PartitionMsg::RunHeld);
+        }
+    }
+
+    /// Sends an input (cancel, pause, resume, reopen, ...) and waits for its outcome.
+    pub async fn send(&self, id: &str, input: Input) -> Result<Outcome, Error> {
+        let p = self.router.partition(id).ok_or(Error::Stopped)?;
+        let r = p
+            .call(
+                |reply| PartitionMsg::Input {
+                    id: id.to_string(),
+                    input,
+                    reply: Some(reply),
+                },
+                Some(self.timeout()),
+            )
+            .await;
+        flatten(r)
+    }
+
+    /// The current state of a workflow, `None` if it does not exist.
+    pub async fn describe(&self, id: &str) -> Result<Option<WorkflowState>, Error> {
+        let p = self.router.partition(id).ok_or(Error::Stopped)?;
+        let r = p
+            .call(
+                |reply| PartitionMsg::Describe {
+                    id: id.to_string(),
+                    reply,
+                },
+                Some(self.timeout()),
+            )
+            .await;
+        flatten(r)
+    }
+
+    /// Stops intake and every actor. Durable state needs no flush: every
+    /// acknowledged transition is already synced.
+    pub async fn shutdown(self) {
+        self.root.stop(None);
+        let _ = self.root_join.await;
+    }
+}
+
+impl EngineCtx {
+    fn config_id_max(&self) -> usize {
+        255
+    }
+}
+
+fn validate_id(id: &str, max: usize) -> Result<(), Error> {
+    if id.is_empty() || id.len() > max {
+        return Err(Error::Rejected(format!(
+            "workflow id must be 1..={max} bytes, got {}",
+            id.len()
+        )));
+    }
+    if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Error::Rejected(format!("workflow id {id:?} contains whitespace or control characters")));
+    }
+    Ok(())
+}
+
+fn validate_input(input: &str) -> Result<(), Error> {
+    serde_json::from_str::<serde::de::IgnoredAny>(input)
+        .map(|_| ())
+        .map_err(|e| Error::Rejected(format!("workflow input is not valid JSON: {e}")))
+}
+
+fn flatten<T>(r: Result<ractor::rpc::CallResult<Result<T, String>>, ractor::MessagingErr<PartitionMsg>>) -> Result<T, Error> {
+    match r {
+        Ok(ractor::rpc::CallResult::Success(Ok(v))) => Ok(v),
+        Ok(ractor::rpc::CallResult::Success(Err(e))) => Err(Error::Rejected(e)),
+        Ok(ractor::rpc::CallResult::Timeout) => Err(Error::Timeout),
+        Ok(ractor::rpc::CallResult::SenderError) => Err(Error::Stopped),
+        Err(_) => Err(Error::Stopped),
+    }
+}

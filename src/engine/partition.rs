@@ -1,0 +1,672 @@
+//! The partition supervisor: owns the id → actor map of one slice of the
+//! workflow-id space, routes every message to the right workflow actor,
+//! passivates idle actors, restarts crashed ones from storage (parking a
+//! workflow that keeps crashing), and keeps the partition's timers and
+//! liveness deadlines. Senders never hold a workflow actor's reference.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use super::metrics::Metrics;
+use super::transition::{after_commit, load, prepare, PartitionTimes, StatusEntry};
+use super::workflow_actor::{Init, InputReply, Resident, StartReply, WorkflowActor, WorkflowArgs, WorkflowMsg};
+use super::EngineCtx;
+use crate::transport::WorkerReport;
+use crate::workflow::{decide, decide_start, redispatch, Input, Status, TaskSpec, TimerKind, WorkflowState};
+
+/// Result of a bulk accept on one partition.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AcceptReport {
+    pub created: u64,
+    pub existing: u64,
+}
+
+pub enum PartitionMsg {
+    Start {
+        id: String,
+        pipeline: String,
+        input: String,
+        reply: RpcReplyPort<Result<StartReply, String>>,
+    },
+    /// Durably accept many new workflows; their first tasks are held until `RunHeld`.
+    AcceptMany {
+        pipeline: String,
+        items: Vec<(String, String)>,
+        reply: RpcReplyPort<Result<AcceptReport, String>>,
+    },
+    RunHeld,
+    Input {
+        id: String,
+        input: Input,
+        reply: Option<RpcReplyPort<InputReply>>,
+    },
+    Report {
+        id: String,
+        report: WorkerReport,
+    },
+    Describe {
+        id: String,
+        reply: RpcReplyPort<Result<Option<WorkflowState>, String>>,
+    },
+    /// From a workflow actor after each message it handled.
+    Idle {
+        id: String,
+        handled: u64,
+    },
+    Tick,
+}
+
+pub struct PartitionArgs {
+    pub index: u16,
+    pub ctx: Arc<EngineCtx>,
+}
+
+/// A copy of a routed message, kept until the actor acknowledges it so it
+/// can be delivered again to a restarted actor.
+#[derive(Clone)]
+enum Replay {
+    Input(Input, Option<(u64, TimerKind)>),
+    Describe,
+}
+
+struct Entry {
+    actor: Option<ActorRef<WorkflowMsg>>,
+    /// A stop was requested; messages wait in `queued` for the successor.
+    stopping: bool,
+    routed: u64,
+    acked: u64,
+    unacked: VecDeque<Replay>,
+    queued: VecDeque<WorkflowMsg>,
+}
+
+impl Entry {
+    fn new() -> Self {
+        Entry {
+            actor: None,
+            stopping: false,
+            routed: 0,
+            acked: 0,
+            unacked: VecDeque::new(),
+            queued: VecDeque::new(),
+        }
+    }
+}
+
+/// Bounded LRU of passivated workflow states, so a workflow that wakes up
+/// soon after passivation does not go back to storage.
+struct StateCache {
+    max: usize,
+    map: HashMap<String, (Box<WorkflowState>, u64)>,
+    order: VecDeque<(String, u64)>,
+    stamp: u64,
+}
+
+impl StateCache {
+    fn new(max: usize) -> Self {
+        StateCache {
+            max,
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            stamp: 0,
+        }
+    }
+
+    fn put(&mut self, id: String, state: Box<WorkflowState>) {
+        if self.max == 0 {
+            return;
+        }
+        self.stamp += 1;
+        self.order.push_back((id.clone(), self.stamp));
+        self.map.insert(id, (state, self.stamp));
+        while self.map.len() > self.max {
+            let Some((old, stamp)) = self.order.pop_front() else { break };
+            if self.map.get(&old).is_some_and(|(_, s)| *s == stamp) {
+                self.map.remove(&old);
+            }
+        }
+        // Stale order entries (re-inserted ids) are compacted once they dominate.
+        if self.order.len() > 2 * self.max + 1024 {
+            let map = &self.map;
+            self.order.retain(|(id, s)| map.get(id).is_some_and(|(_, cur)| cur == s));
+        }
+    }
+
+    fn take(&mut self, id: &str) -> Option<Box<WorkflowState>> {
+        self.map.remove(id).map(|(s, _)| s)
+    }
+
+    fn remove(&mut self, id: &str) {
+        self.map.remove(id);
+    }
+}
+
+pub struct PartitionState {
+    index: u16,
+    ctx: Arc<EngineCtx>,
+    times: Arc<Mutex<PartitionTimes>>,
+    entries: HashMap<String, Entry>,
+    by_actor: HashMap<ActorId, String>,
+    cache: StateCache,
+    resident: usize,
+    resident_cap: usize,
+    /// Ids with queued messages, waiting for a resident slot.
+    deferred: VecDeque<String>,
+    restarts: HashMap<String, u32>,
+    held: Vec<TaskSpec>,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub struct PartitionActor;
+
+impl Actor for PartitionActor {
+    type Msg = PartitionMsg;
+    type State = PartitionState;
+    type Arguments = PartitionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<PartitionMsg>,
+        args: PartitionArgs,
+    ) -> Result<PartitionState, ActorProcessingErr> {
+        let ctx = args.ctx;
+        let parts = usize::from(ctx.config.partitions.max(1));
+        let mut st = PartitionState {
+            index: args.index,
+            times: Arc::new(Mutex::new(PartitionTimes::default())),
+            entries: HashMap::new(),
+            by_actor: HashMap::new(),
+            cache: StateCache::new(ctx.config.state_cache_max.div_ceil(parts)),
+            resident: 0,
+            resident_cap: ctx.config.resident_max.div_ceil(parts).max(1),
+            deferred: VecDeque::new(),
+            restarts: HashMap::new(),
+            held: Vec::new(),
+            ticker: None,
+            ctx,
+        };
+        st.recover()?;
+        let tick = std::time::Duration::from_millis(st.ctx.config.tick_ms.max(1));
+        let me = myself.clone();
+        st.ticker = Some(tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                interval.tick().await;
+                if me.cast(PartitionMsg::Tick).is_err() {
+                    return;
+                }
+            }
+        }));
+        Ok(st)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<PartitionMsg>,
+        st: &mut PartitionState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(t) = st.ticker.take() {
+            t.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<PartitionMsg>,
+        msg: PartitionMsg,
+        st: &mut PartitionState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            PartitionMsg::Start {
+                id,
+                pipeline,
+                input,
+                reply,
+            } => match st.ctx.pipelines.current(&pipeline) {
+                Some((pref, def)) => {
+                    let msg = WorkflowMsg::Start {
+                        pipeline: pref,
+                        def,
+                        input,
+                        reply: Some(reply),
+                    };
+                    st.route(&myself, id, msg, None);
+                }
+                None => {
+                    Metrics::inc(&st.ctx.metrics.rejected_inputs);
+                    let _ = reply.send(Err(format!("unknown pipeline {pipeline:?}")));
+                }
+            },
+            PartitionMsg::AcceptMany {
+                pipeline,
+                items,
+                reply,
+            } => {
+                let r = st.accept_many(&pipeline, items).await;
+                let _ = reply.send(r);
+            }
+            PartitionMsg::RunHeld => {
+                let held = std::mem::take(&mut st.held);
+                for spec in held {
+                    Metrics::inc(&st.ctx.metrics.tasks_dispatched);
+                    st.ctx.transport.dispatch(&spec);
+                }
+            }
+            PartitionMsg::Input { id, input, reply } => {
+                let msg = WorkflowMsg::Input {
+                    input: input.clone(),
+                    fired: None,
+                    reply,
+                };
+                st.route(&myself, id, msg, Some(Replay::Input(input, None)));
+            }
+            PartitionMsg::Report { id, report } => st.report(&myself, id, report),
+            PartitionMsg::Describe { id, reply } => {
+                st.route(&myself, id, WorkflowMsg::Describe(reply), Some(Replay::Describe));
+            }
+            PartitionMsg::Idle { id, handled } => st.idle(&id, handled),
+            PartitionMsg::Tick => st.tick(&myself),
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<PartitionMsg>,
+        evt: SupervisionEvent,
+        st: &mut PartitionState,
+    ) -> Result<(), ActorProcessingErr> {
+        match evt {
+            SupervisionEvent::ActorTerminated(cell, boxed, _) => {
+                let Some(id) = st.by_actor.remove(&cell.get_id()) else {
+                    return Ok(());
+                };
+                st.resident -= 1;
+                st.ctx.metrics.resident.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(mut b) = boxed {
+                    if let Ok(r) = b.take::<Resident>() {
+                        if r.broken.is_none() {
+                            if let Some(wf) = r.wf {
+                                st.cache.put(id.clone(), Box::new(wf));
+                            }
+                        }
+                    }
+                }
+                st.after_exit(&myself, id);
+            }
+            SupervisionEvent::ActorFailed(cell, err) => {
+                let Some(id) = st.by_actor.remove(&cell.get_id()) else {
+                    return Ok(());
+                };
+                st.resident -= 1;
+                st.ctx.metrics.resident.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                st.crashed(&myself, id, err.to_string()).await;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl PartitionState {
+    /// Reloads non-terminal workflows: re-sends their owed tasks (same task
+    /// ids), re-watches them, and re-arms the partition's durable timers.
+    fn recover(&mut self) -> Result<(), ActorProcessingErr> {
+        let ctx = self.ctx.clone();
+        let now = ctx.clock.now_ms();
+        let timers: Vec<(u64, String, u64, TimerKind)> = ctx
+            .store
+            .due_timers(self.index, u64::MAX, usize::MAX)
+            .map_err(|e| format!("partition {}: reading timers: {e}", self.index))?;
+        {
+            let mut t = self.times.lock();
+            for (due, id, _tag, timer) in timers {
+                t.timers.arm(due, &id, timer);
+            }
+        }
+        let mut resumed = 0u64;
+        for status in [Status::Running, Status::Paused] {
+            let ids: Vec<(String, StatusEntry)> = ctx
+                .store
+                .list_status(self.index, status.code(), usize::MAX)
+                .map_err(|e| format!("partition {}: reading status index: {e}", self.index))?;
+            for (id, _) in ids {
+                resumed += 1;
+                let wf = match load(&ctx, self.index, &id) {
+                    Ok(Some(wf)) => wf,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        Metrics::inc(&ctx.metrics.corrupt_workflows);
+                        tracing::error!(workflow_id = %id, error = %e, "cannot recover workflow");
+                        continue;
+                    }
+                };
+                let def = match ctx.pipelines.get(&wf.pipeline) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::error!(workflow_id = %id, error = %e, "pipeline of workflow missing");
+                        continue;
+                    }
+                };
+                for (i, _) in wf.in_flight() {
+                    if let Some(spec) = redispatch(&wf, &def, i, now) {
+                        self.times.lock().liveness.watch(&spec, now);
+                        Metrics::inc(&ctx.metrics.tasks_redispatched);
+                        ctx.transport.dispatch(&spec);
+                    }
+                }
+                self.cache.put(id, Box::new(wf));
+            }
+        }
+        ctx.metrics
+            .workflows_resumed
+            .fetch_add(resumed, std::sync::atomic::Ordering::Relaxed);
+        if resumed > 0 {
+            tracing::info!(partition = self.index, resumed, "partition recovered");
+        }
+        Ok(())
+    }
+
+    fn spawn(&mut self, myself: &ActorRef<PartitionMsg>, id: &str, init: Init) -> Option<ActorRef<WorkflowMsg>> {
+        let args = WorkflowArgs {
+            id: id.to_string(),
+            partition: self.index,
+            ctx: self.ctx.clone(),
+            times: self.times.clone(),
+            supervisor: myself.clone(),
+            init,
+        };
+        match Actor::spawn_linked_instant(None, WorkflowActor, args, myself.get_cell()) {
+            Ok((actor, _join)) => {
+                self.by_actor.insert(actor.get_id(), id.to_string());
+                self.resident += 1;
+                self.ctx.metrics.resident.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Metrics::inc(&self.ctx.metrics.actors_spawned);
+                Some(actor)
+            }
+            Err(e) => {
+                tracing::error!(workflow_id = %id, error = %e, "cannot spawn workflow actor");
+                None
+            }
+        }
+    }
+
+    fn init_for(&mut self, id: &str) -> Init {
+        match self.cache.take(id) {
+            Some(s) => Init::State(s),
+            None => Init::Load,
+        }
+    }
+
+    /// Sends `msg` to the workflow's actor, spawning it if needed, or queues
+    /// it while the actor is stopping or no resident slot is free.
+    fn route(&mut self, myself: &ActorRef<PartitionMsg>, id: String, msg: WorkflowMsg, replay: Option<Replay>) {
+        let _ = replay;
+        if !self.entries.contains_key(&id) {
+            self.entries.insert(id.clone(), Entry::new());
+            if self.resident >= self.resident_cap {
+                self.deferred.push_back(id.clone());
+            } else {
+                let init = self.init_for(&id);
+                let actor = self.spawn(myself, &id, init);
+                if let Some(e) = self.entries.get_mut(&id) {
+                    e.actor = actor;
+                }
+            }
+        }
+        let Some(entry) = self.entries.get_mut(&id) else { return };
+        match (&entry.actor, entry.stopping) {
+            (Some(actor), false) => send(actor, entry, msg),
+            _ => entry.queued.push_back(msg),
+        }
+    }
+
+    fn report(&mut self, myself: &ActorRef<PartitionMsg>, id: String, report: WorkerReport) {
+        let now = self.ctx.clock.now_ms();
+        match report {
+            WorkerReport::Started { task_id, .. } => {
+                self.times.lock().liveness.started(&task_id, now);
+            }
+            WorkerReport::Heartbeat { task_id } => {
+                self.times.lock().liveness.heartbeat(&task_id, now);
+            }
+            WorkerReport::Result(result) => {
+                // Whatever the workflow makes of it, this attempt is over.
+                self.times.lock().liveness.unwatch(&result.task_id);
+                let input = Input::TaskResult(result);
+                let msg = WorkflowMsg::Input {
+                    input: input.clone(),
+                    fired: None,
+                    reply: None,
+                };
+                self.route(myself, id, msg, None);
+            }
+        }
+    }
+
+    fn idle(&mut self, id: &str, handled: u64) {
+        let Some(entry) = self.entries.get_mut(id) else { return };
+        let newly = handled.saturating_sub(entry.acked);
+        for _ in 0..newly {
+            entry.unacked.pop_front();
+        }
+        entry.acked = entry.acked.max(handled);
+        if entry.acked == entry.routed && entry.queued.is_empty() && !entry.stopping {
+            if let Some(actor) = &entry.actor {
+                // Nothing in flight: passivate now. The state comes back in
+                // the termination event and goes to the cache.
+                entry.stopping = true;
+                actor.stop(None);
+                Metrics::inc(&self.ctx.metrics.passivations);
+            }
+        }
+    }
+
+    /// An actor stopped cleanly: start a successor if messages are waiting,
+    /// otherwise forget the entry; then give free slots to deferred ids.
+    fn after_exit(&mut self, myself: &ActorRef<PartitionMsg>, id: String) {
+        let waiting = self.entries.get(&id).is_some_and(|e| !e.queued.is_empty());
+        if waiting {
+            self.restart(myself, &id, false);
+        } else {
+            self.entries.remove(&id);
+        }
+        self.drain_deferred(myself);
+    }
+
+    fn drain_deferred(&mut self, myself: &ActorRef<PartitionMsg>) {
+        while self.resident < self.resident_cap {
+            let Some(id) = self.deferred.pop_front() else { break };
+            if self.entries.get(&id).is_some_and(|e| e.actor.is_none()) {
+                self.restart(myself, &id, false);
+            }
+        }
+    }
+
+    /// (Re)starts the actor of an existing entry and flushes what waits for it.
+    /// After a crash, `from_storage` drops any cached state and re-delivers
+    /// the messages the dead actor had not acknowledged.
+    fn restart(&mut self, myself: &ActorRef<PartitionMsg>, id: &str, from_storage: bool) {
+        let init = if from_storage {
+            self.cache.remove(id);
+            Init::Load
+        } else {
+            self.init_for(id)
+        };
+        let actor = self.spawn(myself, id, init);
+        let Some(entry) = self.entries.get_mut(id) else { return };
+        entry.stopping = false;
+        entry.actor = actor.clone();
+        let mut redo: VecDeque<WorkflowMsg> = VecDeque::new();
+        if from_storage {
+            for r in entry.unacked.drain(..) {
+                redo.push_back(match r {
+                    Replay::Input(input, fired) => WorkflowMsg::Input {
+                        input,
+                        fired,
+                        reply: None,
+                    },
+                    Replay::Describe => continue,
+                });
+            }
+        }
+        entry.routed = 0;
+        entry.acked = 0;
+        entry.unacked.clear();
+        redo.extend(entry.queued.drain(..));
+        match actor {
+            Some(actor) => {
+                for msg in redo {
+                    send(&actor, entry, msg);
+                }
+            }
+            None => {
+                self.entries.remove(id);
+            }
+        }
+    }
+
+    async fn crashed(&mut self, myself: &ActorRef<PartitionMsg>, id: String, error: String) {
+        Metrics::inc(&self.ctx.metrics.actor_restarts);
+        let n = self.restarts.entry(id.clone()).or_insert(0);
+        *n += 1;
+        let count = *n;
+        tracing::warn!(workflow_id = %id, restarts = count, error = %error, "workflow actor crashed");
+        if count <= self.ctx.config.restart_budget {
+            self.restart(myself, &id, true);
+            return;
+        }
+        // Out of budget: park the workflow as failed with the panic message,
+        // and never start an actor for it again in this run.
+        self.restarts.remove(&id);
+        self.cache.remove(&id);
+        if let Some(entry) = self.entries.remove(&id) {
+            drop(entry.queued);
+        }
+        Metrics::inc(&self.ctx.metrics.workflows_parked);
+        let reason = format!("parked after {count} crashes: {error}");
+        if let Err(e) = self.park(&id, reason).await {
+            tracing::error!(workflow_id = %id, error = %e, "parking failed");
+        }
+        self.drain_deferred(myself);
+    }
+
+    async fn park(&mut self, id: &str, reason: String) -> Result<(), String> {
+        let ctx = self.ctx.clone();
+        let Some(wf) = load(&ctx, self.index, id)? else { return Ok(()) };
+        let def = ctx.pipelines.get(&wf.pipeline)?;
+        let decision = decide(&wf, &def, &Input::Park { reason }, ctx.clock.now_ms());
+        let prepared = prepare(&ctx, self.index, id, Some(&wf), decision, None);
+        if prepared.ops.is_empty() {
+            return Ok(());
+        }
+        ctx.committer.commit(prepared.ops).await.map_err(|e| e.to_string())?;
+        if let Some(next) = prepared.next {
+            after_commit(&ctx, &self.times, Some(wf.status), &next, &def, &prepared.decision);
+        }
+        Ok(())
+    }
+
+    async fn accept_many(&mut self, pipeline: &str, items: Vec<(String, String)>) -> Result<AcceptReport, String> {
+        let ctx = self.ctx.clone();
+        let (pref, def) = ctx
+            .pipelines
+            .current(pipeline)
+            .ok_or_else(|| format!("unknown pipeline {pipeline:?}"))?;
+        let mut report = AcceptReport::default();
+        let chunk = ctx.config.accept_chunk.max(1);
+        for part in items.chunks(chunk) {
+            let mut ops = Vec::new();
+            let mut done = Vec::new();
+            for (id, input) in part {
+                let exists = self.entries.contains_key(id)
+                    || load(&ctx, self.index, id).map(|s| s.is_some()).unwrap_or(true);
+                if exists {
+                    report.existing += 1;
+                    continue;
+                }
+                let now = ctx.clock.now_ms();
+                let decision = decide_start(id, pref.clone(), &def, input, now);
+                let prepared = prepare(&ctx, self.index, id, None, decision, None);
+                ops.extend(prepared.ops);
+                if let Some(next) = prepared.next {
+                    done.push((next, prepared.decision));
+                }
+            }
+            if ops.is_empty() {
+                continue;
+            }
+            ctx.committer.commit(ops).await.map_err(|e| format!("journal append failed: {e}"))?;
+            for (next, mut decision) in done {
+                // Hold the first tasks until every workflow is accepted.
+                let mut held = Vec::new();
+                decision.commands.retain(|c| match c {
+                    crate::workflow::Command::Dispatch(spec) => {
+                        held.push((**spec).clone());
+                        false
+                    }
+                    _ => true,
+                });
+                after_commit(&ctx, &self.times, None, &next, &def, &decision);
+                let now = ctx.clock.now_ms();
+                {
+                    let mut t = self.times.lock();
+                    for spec in &held {
+                        t.liveness.watch(spec, now);
+                    }
+                }
+                self.held.extend(held);
+                // Its first result will wake it soon: keep the state warm.
+                self.cache.put(next.id.clone(), Box::new(next));
+                report.created += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    fn tick(&mut self, myself: &ActorRef<PartitionMsg>) {
+        let now = self.ctx.clock.now_ms();
+        let (timers, expired) = {
+            let mut t = self.times.lock();
+            let timers = t.timers.pop_due(now, self.ctx.config.timer_batch_max);
+            let expired = t.liveness.expired(now, self.ctx.config.timer_batch_max);
+            (timers, expired)
+        };
+        for (due, id, timer) in timers {
+            let input = Input::TimerFired(timer.clone());
+            let fired = Some((due, timer));
+            let msg = WorkflowMsg::Input {
+                input: input.clone(),
+                fired: fired.clone(),
+                reply: None,
+            };
+            self.route(myself, id, msg, None);
+        }
+        for (id, task_id, timeout) in expired {
+            let input = Input::TaskTimedOut { task_id, timeout };
+            let msg = WorkflowMsg::Input {
+                input,
+                fired: None,
+                reply: None,
+            };
+            self.route(myself, id, msg, None);
+        }
+    }
+}
+
+/// Casts to a live actor and records a copy for re-delivery after a crash.
+fn send(actor: &ActorRef<WorkflowMsg>, entry: &mut Entry, msg: WorkflowMsg) {
+    let replay = match &msg {
+        WorkflowMsg::Input { input, fired, .. } => Replay::Input(input.clone(), fired.clone()),
+        WorkflowMsg::Describe(_) => Replay::Describe,
+        WorkflowMsg::Start { .. } => Replay::Describe,
+    };
+    if actor.cast(msg).is_ok() {
+        entry.routed += 1;
+        entry.unacked.push_back(replay);
+    }
+}

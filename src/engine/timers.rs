@@ -1,0 +1,266 @@
+//! Per-partition time keeping, plain data structures driven by the partition
+//! actor: durable timers (retry backoffs, workflow deadlines) mirrored from
+//! storage, and liveness deadlines of attempts out with workers. Neither wakes
+//! a workflow actor unless a deadline really passed.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::workflow::{TaskSpec, TimeoutKind, TimerKind};
+
+/// In-memory mirror of one partition's durable timers, ordered by due time.
+#[derive(Debug, Default)]
+pub struct TimerWheel {
+    due: BTreeSet<(u64, String, TimerKind)>,
+}
+
+impl TimerWheel {
+    pub fn arm(&mut self, due_ms: u64, workflow_id: &str, timer: TimerKind) {
+        self.due.insert((due_ms, workflow_id.to_string(), timer));
+    }
+
+    pub fn disarm(&mut self, due_ms: u64, workflow_id: &str, timer: &TimerKind) {
+        self.due.remove(&(due_ms, workflow_id.to_string(), timer.clone()));
+    }
+
+    /// Removes and returns every timer due at or before `now_ms`, up to `max`.
+    pub fn pop_due(&mut self, now_ms: u64, max: usize) -> Vec<(u64, String, TimerKind)> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            match self.due.first() {
+                Some((due, _, _)) if *due <= now_ms => {
+                    if let Some(t) = self.due.pop_first() {
+                        out.push(t);
+                    }
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.due.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.due.is_empty()
+    }
+}
+
+/// What the partition knows about one attempt out with workers. Heartbeats and
+/// "started" notices land here and are not journaled: losing them in a crash
+/// only means the attempt is watched afresh after recovery.
+#[derive(Debug, Clone)]
+struct Watch {
+    workflow_id: String,
+    dispatched_ms: u64,
+    started_ms: Option<u64>,
+    last_beat_ms: u64,
+    schedule_to_start_ms: Option<u64>,
+    start_to_close_ms: Option<u64>,
+    heartbeat_ms: Option<u64>,
+}
+
+impl Watch {
+    /// The earliest deadline of this attempt and its kind, if any.
+    fn next_deadline(&self) -> Option<(u64, TimeoutKind)> {
+        let mut best: Option<(u64, TimeoutKind)> = None;
+        let mut consider = |at: Option<u64>, kind| {
+            if let Some(at) = at {
+                if best.is_none_or(|(b, _)| at < b) {
+                    best = Some((at, kind));
+                }
+            }
+        };
+        match self.started_ms {
+            None => consider(
+                self.schedule_to_start_ms.map(|t| self.dispatched_ms.saturating_add(t)),
+                TimeoutKind::ScheduleToStart,
+            ),
+            Some(started) => {
+                consider(
+                    self.start_to_close_ms.map(|t| started.saturating_add(t)),
+                    TimeoutKind::StartToClose,
+                );
+                consider(
+                    self.heartbeat_ms.map(|t| self.last_beat_ms.saturating_add(t)),
+                    TimeoutKind::Heartbeat,
+                );
+            }
+        }
+        best
+    }
+}
+
+/// Liveness deadlines of attempts out with workers, per partition.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    watches: HashMap<String, Watch>,
+    /// Candidate deadlines; an entry may be outdated (the attempt started or
+    /// heartbeated since) and is then re-queued at its real deadline.
+    queue: BTreeSet<(u64, String)>,
+}
+
+impl Liveness {
+    pub fn watch(&mut self, spec: &TaskSpec, now_ms: u64) {
+        let w = Watch {
+            workflow_id: spec.workflow_id.clone(),
+            dispatched_ms: now_ms,
+            started_ms: None,
+            last_beat_ms: now_ms,
+            schedule_to_start_ms: spec.schedule_to_start_ms,
+            start_to_close_ms: spec.start_to_close_ms,
+            heartbeat_ms: spec.heartbeat_timeout_ms,
+        };
+        if let Some((at, _)) = w.next_deadline() {
+            self.queue.insert((at, spec.task_id.clone()));
+        }
+        self.watches.insert(spec.task_id.clone(), w);
+    }
+
+    pub fn unwatch(&mut self, task_id: &str) {
+        // The queue entry goes stale and is dropped when it comes due.
+        self.watches.remove(task_id);
+    }
+
+    /// A worker took the task. Returns false for an attempt not being watched.
+    pub fn started(&mut self, task_id: &str, at_ms: u64) -> bool {
+        match self.watches.get_mut(task_id) {
+            Some(w) => {
+                if w.started_ms.is_none() {
+                    w.started_ms = Some(at_ms);
+                    w.last_beat_ms = at_ms;
+                    if let Some((at, _)) = w.next_deadline() {
+                        self.queue.insert((at, task_id.to_string()));
+                    }
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A worker is still busy with the task (a heartbeat also implies started).
+    pub fn heartbeat(&mut self, task_id: &str, at_ms: u64) -> bool {
+        match self.watches.get_mut(task_id) {
+            Some(w) => {
+                if w.started_ms.is_none() {
+                    w.started_ms = Some(at_ms);
+                    if let Some((at, _)) = { w.last_beat_ms = at_ms; w.next_deadline() } {
+                        self.queue.insert((at, task_id.to_string()));
+                    }
+                } else {
+                    w.last_beat_ms = at_ms;
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Attempts whose deadline passed: `(workflow_id, task_id, kind)`. Each is
+    /// reported once and stops being watched; the workflow decides what follows.
+    pub fn expired(&mut self, now_ms: u64, max: usize) -> Vec<(String, String, TimeoutKind)> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some((at, _)) = self.queue.first() else { break };
+            if *at > now_ms {
+                break;
+            }
+            let Some((_, task_id)) = self.queue.pop_first() else { break };
+            let Some(w) = self.watches.get(&task_id) else { continue };
+            match w.next_deadline() {
+                Some((real, kind)) if real <= now_ms => {
+                    let w = self.watches.remove(&task_id).expect("present");
+                    out.push((w.workflow_id, task_id, kind));
+                }
+                Some((real, _)) => {
+                    self.queue.insert((real, task_id));
+                }
+                None => {}
+            }
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.watches.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.watches.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(task_id: &str, s2s: Option<u64>, s2c: Option<u64>, hb: Option<u64>) -> TaskSpec {
+        TaskSpec {
+            task_id: task_id.into(),
+            idempotency_key: "k".into(),
+            workflow_id: "wf".into(),
+            pipeline: "p".into(),
+            pipeline_version: 1,
+            step: "s".into(),
+            step_index: 0,
+            task_type: "s".into(),
+            attempt: 1,
+            max_attempts: 3,
+            input: "{}".into(),
+            deadline_ms: None,
+            schedule_to_start_ms: s2s,
+            start_to_close_ms: s2c,
+            heartbeat_timeout_ms: hb,
+        }
+    }
+
+    #[test]
+    fn schedule_to_start_fires_unless_started() {
+        let mut l = Liveness::default();
+        l.watch(&spec("a", Some(100), Some(1000), None), 0);
+        l.watch(&spec("b", Some(100), Some(1000), None), 0);
+        assert!(l.started("b", 50));
+        assert!(l.expired(99, 10).is_empty());
+        let e = l.expired(100, 10);
+        assert_eq!(e, vec![("wf".into(), "a".into(), TimeoutKind::ScheduleToStart)]);
+        assert!(l.expired(1049, 10).is_empty());
+        assert_eq!(l.expired(1050, 10)[0].2, TimeoutKind::StartToClose);
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn heartbeats_keep_an_attempt_alive() {
+        let mut l = Liveness::default();
+        l.watch(&spec("a", None, None, Some(100)), 0);
+        assert!(l.heartbeat("a", 10));
+        for t in (60..1000).step_by(60) {
+            assert!(l.expired(t, 10).is_empty(), "expired at {t}");
+            assert!(l.heartbeat("a", t));
+        }
+        assert_eq!(l.expired(2000, 10)[0].2, TimeoutKind::Heartbeat);
+        assert!(!l.heartbeat("a", 2001), "no longer watched");
+    }
+
+    #[test]
+    fn unwatched_attempts_never_fire() {
+        let mut l = Liveness::default();
+        l.watch(&spec("a", Some(10), None, None), 0);
+        l.unwatch("a");
+        assert!(l.expired(1000, 10).is_empty());
+    }
+
+    #[test]
+    fn timer_wheel_pops_in_due_order() {
+        let mut w = TimerWheel::default();
+        w.arm(30, "x", TimerKind::Workflow { generation: 0 });
+        w.arm(10, "y", TimerKind::Workflow { generation: 0 });
+        w.arm(20, "z", TimerKind::Workflow { generation: 0 });
+        w.disarm(20, "z", &TimerKind::Workflow { generation: 0 });
+        let due = w.pop_due(25, 10);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].1, "y");
+        assert_eq!(w.len(), 1);
+    }
+}

@@ -1,0 +1,256 @@
+//! One transition, the write-ahead way: decide → make the events durable
+//! (with the status index, timers and snapshot they imply, in one batch) →
+//! evolve → run the commands. Shared by the workflow actor and by the
+//! partition (bulk accept, parking a crashing workflow).
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::metrics::Metrics;
+use super::EngineCtx;
+use crate::pipeline::PipelineDef;
+use crate::storage::Op;
+use crate::workflow::{
+    evolve, replay, Command, Decision, EventKind, JournalRecord, Outcome, Status, TaskSpec,
+    TimerKind, WorkflowState,
+};
+
+use super::timers::{Liveness, TimerWheel};
+
+/// Value of a status-index entry: enough to list workflows without loading them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusEntry {
+    pub pipeline: String,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+/// The partition's clocks, shared with its workflow actors.
+#[derive(Debug, Default)]
+pub struct PartitionTimes {
+    pub timers: TimerWheel,
+    pub liveness: Liveness,
+}
+
+/// Stable 64-bit tag of a timer, for its storage key.
+pub fn timer_tag(timer: &TimerKind) -> u64 {
+    match *timer {
+        TimerKind::Retry {
+            step,
+            generation,
+            attempt,
+        } => (1 << 63) | (u64::from(generation) << 40) | (u64::from(step) << 24) | u64::from(attempt & 0xff_ffff),
+        TimerKind::Workflow { generation } => u64::from(generation),
+    }
+}
+
+/// Storage ops and post-state of a decision, before it is durable.
+pub struct Prepared {
+    pub ops: Vec<Op>,
+    pub next: Option<WorkflowState>,
+    pub decision: Decision,
+}
+
+/// Builds the batch for `decision` on `prev` (`None` for a new workflow).
+/// `fired` is the durable timer whose firing caused the decision: its row goes too.
+pub fn prepare(
+    ctx: &EngineCtx,
+    partition: u16,
+    id: &str,
+    prev: Option<&WorkflowState>,
+    decision: Decision,
+    fired: Option<&(u64, TimerKind)>,
+) -> Prepared {
+    let store = &ctx.store;
+    let mut ops = Vec::new();
+    if let Some((due, timer)) = fired {
+        ops.push(store.timer_delete(partition, *due, id, timer_tag(timer)));
+    }
+    if decision.events.is_empty() {
+        return Prepared {
+            ops,
+            next: None,
+            decision,
+        };
+    }
+    let next = match prev {
+        Some(p) => {
+            let mut n = p.clone();
+            for e in &decision.events {
+                evolve(&mut n, e);
+            }
+            n
+        }
+        None => match replay(decision.events.iter()) {
+            Some(n) => n,
+            None => {
+                return Prepared {
+                    ops,
+                    next: None,
+                    decision,
+                }
+            }
+        },
+    };
+    let first_seq = prev.map_or(1, |p| p.next_seq);
+    let record = JournalRecord {
+        first_seq,
+        events: decision.events.clone(),
+    };
+    ops.push(store.journal_put(partition, id, first_seq, &record));
+    let prev_status = prev.map(|p| p.status);
+    if prev_status != Some(next.status) {
+        if let Some(s) = prev_status {
+            ops.push(store.status_delete(partition, s.code(), id));
+        }
+        let entry = StatusEntry {
+            pipeline: next.pipeline.name.clone(),
+            created_at_ms: next.created_at_ms,
+            updated_at_ms: next.updated_at_ms,
+        };
+        ops.push(store.status_put(partition, next.status.code(), id, &entry));
+    }
+    for c in &decision.commands {
+        match c {
+            Command::ArmTimer { due_ms, timer } => {
+                ops.push(store.timer_put(partition, *due_ms, id, timer_tag(timer), timer))
+            }
+            Command::DisarmTimer { due_ms, timer } => {
+                ops.push(store.timer_delete(partition, *due_ms, id, timer_tag(timer)))
+            }
+            _ => {}
+        }
+    }
+    let every = ctx.config.snapshot_every_events.max(1);
+    let crossed = (next.next_seq - 1) / every != (first_seq - 1) / every;
+    let ended = next.status.is_terminal() && prev_status != Some(next.status);
+    if crossed || ended {
+        ops.push(store.snapshot_put(partition, id, &next));
+        Metrics::inc(&ctx.metrics.snapshots);
+    }
+    Prepared {
+        ops,
+        next: Some(next),
+        decision,
+    }
+}
+
+/// After the batch is durable: count, run the commands, call the hooks.
+pub fn after_commit(
+    ctx: &EngineCtx,
+    times: &Mutex<PartitionTimes>,
+    prev_status: Option<Status>,
+    next: &WorkflowState,
+    def: &PipelineDef,
+    decision: &Decision,
+) {
+    let m = &ctx.metrics;
+    let now = ctx.clock.now_ms();
+    if !decision.events.is_empty() {
+        Metrics::inc(&m.journal_records);
+        m.journal_events
+            .fetch_add(decision.events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    for e in &decision.events {
+        match &e.kind {
+            EventKind::WorkflowStarted { .. } => {
+                Metrics::inc(&m.workflows_started);
+                m.note_start(e.at_ms);
+            }
+            EventKind::TaskFailed { .. } => Metrics::inc(&m.task_failures),
+            EventKind::TaskTimedOut { .. } => Metrics::inc(&m.task_timeouts),
+            EventKind::WorkflowReopened { .. } => Metrics::inc(&m.workflows_reopened),
+            _ => {}
+        }
+    }
+    if prev_status != Some(next.status) && next.status.is_terminal() {
+        let c = match next.status {
+            Status::Completed => &m.workflows_completed,
+            Status::Failed => &m.workflows_failed,
+            _ => &m.workflows_cancelled,
+        };
+        Metrics::inc(c);
+        m.note_terminal(now);
+        m.workflow_latency_ms
+            .record(now.saturating_sub(next.created_at_ms));
+        if let Some(hook) = &ctx.hooks.on_terminal {
+            hook(next, def);
+        }
+    }
+    let mut dispatches: Vec<&TaskSpec> = Vec::new();
+    {
+        let mut t = times.lock();
+        for c in &decision.commands {
+            match c {
+                Command::Dispatch(spec) => {
+                    t.liveness.watch(spec, now);
+                    dispatches.push(spec);
+                }
+                Command::CancelTask { task_id, .. } => t.liveness.unwatch(task_id),
+                Command::ArmTimer { due_ms, timer } => t.timers.arm(*due_ms, &next.id, timer.clone()),
+                Command::DisarmTimer { due_ms, timer } => t.timers.disarm(*due_ms, &next.id, timer),
+            }
+        }
+    }
+    for c in &decision.commands {
+        if let Command::CancelTask { task_id, task_type } = c {
+            ctx.transport.cancel(task_id, task_type);
+        }
+    }
+    for spec in dispatches {
+        Metrics::inc(&m.tasks_dispatched);
+        if spec.attempt > 1 {
+            Metrics::inc(&m.task_retries);
+        }
+        ctx.transport.dispatch(spec);
+    }
+}
+
+/// Counts an input that changed nothing.
+pub fn note_outcome(ctx: &EngineCtx, outcome: &Outcome) {
+    match outcome {
+        Outcome::Applied => {}
+        Outcome::Ignored(r) => ctx.metrics.ignored(*r),
+        Outcome::Rejected(_) => Metrics::inc(&ctx.metrics.rejected_inputs),
+    }
+}
+
+/// Loads a workflow from its snapshot and journal tail. `Ok(None)` when it
+/// does not exist; an error names the corrupt record.
+pub fn load(ctx: &EngineCtx, partition: u16, id: &str) -> Result<Option<WorkflowState>, String> {
+    let store = &ctx.store;
+    let snapshot: Option<WorkflowState> = store
+        .load_snapshot(partition, id)
+        .map_err(|e| e.to_string())?;
+    let from = snapshot.as_ref().map_or(1, |s| s.next_seq);
+    let records: Vec<(u64, JournalRecord)> = store
+        .load_journal(partition, id, from)
+        .map_err(|e| e.to_string())?;
+    let mut state = snapshot;
+    for (_, rec) in records {
+        for (k, event) in rec.events.iter().enumerate() {
+            let seq = rec.first_seq + k as u64;
+            match &mut state {
+                None => {
+                    if seq != 1 {
+                        return Err(format!("workflow {id}: journal starts at seq {seq}"));
+                    }
+                    state = crate::workflow::evolve::start(event);
+                    if state.is_none() {
+                        return Err(format!("workflow {id}: first event is {}", event.kind.name()));
+                    }
+                }
+                Some(s) => {
+                    if seq < s.next_seq {
+                        continue;
+                    }
+                    if seq != s.next_seq {
+                        return Err(format!("workflow {id}: journal gap at seq {}", s.next_seq));
+                    }
+                    evolve(s, event);
+                }
+            }
+        }
+    }
+    Ok(state)
+}

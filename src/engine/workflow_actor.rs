@@ -1,0 +1,247 @@
+//! The workflow actor: owns one workflow's state while it is resident. Thin:
+//! every rule lives in the pure core; this only sequences
+//! decide → durable append → evolve → commands, one input at a time.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use super::partition::PartitionMsg;
+use super::transition::{after_commit, load, note_outcome, prepare, PartitionTimes};
+use super::EngineCtx;
+use crate::pipeline::PipelineDef;
+use crate::workflow::{decide, decide_start, Input, Outcome, PipelineRef, TimerKind, WorkflowState};
+
+/// Reply to a start request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartReply {
+    pub id: String,
+    pub status: crate::workflow::Status,
+    /// False when a workflow with this id already existed (it is returned instead).
+    pub created: bool,
+}
+
+/// Reply to any other input.
+pub type InputReply = Result<Outcome, String>;
+
+pub enum WorkflowMsg {
+    Start {
+        pipeline: PipelineRef,
+        def: Arc<PipelineDef>,
+        input: String,
+        reply: Option<RpcReplyPort<Result<StartReply, String>>>,
+    },
+    Input {
+        input: Input,
+        /// The durable timer that produced this input; its row is removed with the transition.
+        fired: Option<(u64, TimerKind)>,
+        reply: Option<RpcReplyPort<InputReply>>,
+    },
+    Describe(RpcReplyPort<Result<Option<WorkflowState>, String>>),
+}
+
+/// How a spawned actor gets its state.
+pub enum Init {
+    /// From the partition's cache of passivated states.
+    State(Box<WorkflowState>),
+    /// From storage (snapshot + journal tail); may find nothing (a new id).
+    Load,
+}
+
+pub struct WorkflowArgs {
+    pub id: String,
+    pub partition: u16,
+    pub ctx: Arc<EngineCtx>,
+    pub times: Arc<Mutex<PartitionTimes>>,
+    pub supervisor: ActorRef<PartitionMsg>,
+    pub init: Init,
+}
+
+pub struct WorkflowActor;
+
+/// State of the actor (not only of the workflow): handed back to the
+/// partition when the actor is passivated.
+pub struct Resident {
+    pub id: String,
+    pub partition: u16,
+    ctx: Arc<EngineCtx>,
+    times: Arc<Mutex<PartitionTimes>>,
+    supervisor: ActorRef<PartitionMsg>,
+    pub wf: Option<WorkflowState>,
+    def: Option<Arc<PipelineDef>>,
+    /// Set when the stored state could not be read: the workflow is not served.
+    pub broken: Option<String>,
+    /// Messages handled so far; the partition passivates when it matches what it routed.
+    handled: u64,
+}
+
+impl Actor for WorkflowActor {
+    type Msg = WorkflowMsg;
+    type State = Resident;
+    type Arguments = WorkflowArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: WorkflowArgs,
+    ) -> Result<Resident, ActorProcessingErr> {
+        let WorkflowArgs {
+            id,
+            partition,
+            ctx,
+            times,
+            supervisor,
+            init,
+        } = args;
+        let (wf, broken) = match init {
+            Init::State(s) => (Some(*s), None),
+            Init::Load => match load(&ctx, partition, &id) {
+                Ok(wf) => (wf, None),
+                Err(e) => (None, Some(e)),
+            },
+        };
+        let mut broken = broken;
+        let def = match &wf {
+            Some(s) => match ctx.pipelines.get(&s.pipeline) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    broken = Some(e);
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(reason) = &broken {
+            super::metrics::Metrics::inc(&ctx.metrics.corrupt_workflows);
+            tracing::error!(workflow_id = %id, error = %reason, "workflow cannot be loaded; not serving it");
+        }
+        Ok(Resident {
+            id,
+            partition,
+            ctx,
+            times,
+            supervisor,
+            wf,
+            def,
+            broken,
+            handled: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: WorkflowMsg,
+        st: &mut Resident,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            WorkflowMsg::Start {
+                pipeline,
+                def,
+                input,
+                reply,
+            } => {
+                let r = st.start(pipeline, def, input).await;
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
+            }
+            WorkflowMsg::Input { input, fired, reply } => {
+                if let Some(faults) = &st.ctx.hooks.faults {
+                    faults.maybe_panic(&st.id);
+                }
+                let r = st.input(input, fired).await;
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
+            }
+            WorkflowMsg::Describe(reply) => {
+                let r = match &st.broken {
+                    Some(e) => Err(e.clone()),
+                    None => Ok(st.wf.clone()),
+                };
+                let _ = reply.send(r);
+            }
+        }
+        st.handled += 1;
+        let _ = st.supervisor.cast(PartitionMsg::Idle {
+            id: st.id.clone(),
+            handled: st.handled,
+        });
+        Ok(())
+    }
+}
+
+impl Resident {
+    async fn start(
+        &mut self,
+        pipeline: PipelineRef,
+        def: Arc<PipelineDef>,
+        input: String,
+    ) -> Result<StartReply, String> {
+        if let Some(e) = &self.broken {
+            return Err(e.clone());
+        }
+        if let Some(wf) = &self.wf {
+            return Ok(StartReply {
+                id: self.id.clone(),
+                status: wf.status,
+                created: false,
+            });
+        }
+        let now = self.ctx.clock.now_ms();
+        let decision = decide_start(&self.id, pipeline, &def, &input, now);
+        let prepared = prepare(&self.ctx, self.partition, &self.id, None, decision, None);
+        self.ctx.committer.commit(prepared.ops).await.map_err(|e| {
+            super::metrics::Metrics::inc(&self.ctx.metrics.commit_errors);
+            format!("journal append failed: {e}")
+        })?;
+        let next = prepared.next.ok_or("internal: start produced no state")?;
+        after_commit(&self.ctx, &self.times, None, &next, &def, &prepared.decision);
+        let status = next.status;
+        self.wf = Some(next);
+        self.def = Some(def);
+        Ok(StartReply {
+            id: self.id.clone(),
+            status,
+            created: true,
+        })
+    }
+
+    async fn input(
+        &mut self,
+        input: Input,
+        fired: Option<(u64, TimerKind)>,
+    ) -> Result<Outcome, String> {
+        if let Some(e) = &self.broken {
+            return Err(e.clone());
+        }
+        let (Some(wf), Some(def)) = (&self.wf, &self.def) else {
+            super::metrics::Metrics::inc(&self.ctx.metrics.unknown_tasks);
+            return Err(format!("unknown workflow {}", self.id));
+        };
+        let now = self.ctx.clock.now_ms();
+        let decision = decide(wf, def, &input, now);
+        let outcome = decision.outcome.clone();
+        note_outcome(&self.ctx, &outcome);
+        if let crate::workflow::Outcome::Ignored(reason) = &outcome {
+            tracing::debug!(workflow_id = %self.id, reason = reason.as_str(), "input ignored");
+        }
+        let prev_status = wf.status;
+        let prepared = prepare(&self.ctx, self.partition, &self.id, Some(wf), decision, fired.as_ref());
+        if !prepared.ops.is_empty() {
+            if let Err(e) = self.ctx.committer.commit(prepared.ops).await {
+                super::metrics::Metrics::inc(&self.ctx.metrics.commit_errors);
+                tracing::error!(workflow_id = %self.id, error = %e, "journal append failed; input dropped");
+                return Err(format!("journal append failed: {e}"));
+            }
+        }
+        if let Some(next) = prepared.next {
+            let def = def.clone();
+            after_commit(&self.ctx, &self.times, Some(prev_status), &next, &def, &prepared.decision);
+            self.wf = Some(next);
+        }
+        Ok(outcome)
+    }
+}

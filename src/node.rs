@@ -1,0 +1,70 @@
+//! Assembling a node: storage, the group committer and the pipelines. Shared
+//! by `dev` and (later) `run`, so both open the data dir the same way.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::engine::PipelineRegistry;
+use crate::pipeline::load::load_pipeline_dir;
+use crate::pipeline::PipelineLimits;
+use crate::storage::group_commit::{CommitConfig, GroupCommitter};
+use crate::storage::rocks::{RocksConfig, RocksStorage};
+use crate::storage::store::WorkflowStore;
+use crate::storage::Storage;
+
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub data_dir: PathBuf,
+    pub pipelines_dir: PathBuf,
+    pub partitions: u16,
+    pub commit_batch_max: usize,
+    pub block_cache_mib: usize,
+    pub write_buffer_mib: usize,
+}
+
+pub struct Node {
+    pub storage: Arc<dyn Storage>,
+    pub store: WorkflowStore,
+    pub committer: Arc<GroupCommitter>,
+    pub pipelines: Arc<PipelineRegistry>,
+}
+
+/// Opens the data dir and loads and persists the pipeline definitions.
+pub async fn open_node(opts: &NodeOptions) -> Result<Node, String> {
+    let defs = load_pipeline_dir(&opts.pipelines_dir, &PipelineLimits::default()).map_err(|errs| {
+        errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+    })?;
+    if defs.is_empty() {
+        return Err(format!("no pipeline files in {}", opts.pipelines_dir.display()));
+    }
+    std::fs::create_dir_all(&opts.data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", opts.data_dir.display()))?;
+    let rocks = RocksConfig {
+        block_cache_mib: opts.block_cache_mib,
+        write_buffer_mib: opts.write_buffer_mib,
+        ..RocksConfig::default()
+    };
+    let storage: Arc<dyn Storage> = Arc::new(
+        RocksStorage::open(&opts.data_dir, &rocks)
+            .map_err(|e| format!("cannot open data dir {}: {e}", opts.data_dir.display()))?,
+    );
+    let store = WorkflowStore::open(storage.clone(), opts.partitions).map_err(|e| e.to_string())?;
+    let committer = Arc::new(GroupCommitter::start(
+        storage.clone(),
+        CommitConfig {
+            batch_max_entries: opts.commit_batch_max,
+            ..CommitConfig::default()
+        },
+    ));
+    let pipelines = Arc::new(PipelineRegistry::new(store.clone(), defs));
+    committer
+        .commit(pipelines.persist_ops())
+        .await
+        .map_err(|e| format!("cannot store pipeline definitions: {e}"))?;
+    Ok(Node {
+        storage,
+        store,
+        committer,
+        pipelines,
+    })
+}

@@ -1,0 +1,243 @@
+//! An independent checker of a workflow's raw event sequence.
+//!
+//! It deliberately does not call `evolve`: it keeps its own minimal model of
+//! what each event is allowed to do, so a bug in `evolve` or `decide` shows
+//! up as a violation instead of being replayed faithfully. The property
+//! tests use it as their oracle and `orchestrator verify` runs it over every
+//! journal on disk.
+
+use crate::pipeline::PipelineDef;
+use crate::workflow::{AfterFailure, Event, EventKind, ReopenMode, Status};
+
+/// One broken rule, at the event with sequence number `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub seq: u64,
+    pub message: String,
+}
+
+/// What the checker concluded about one journal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    /// Status after the last event, if the journal started properly.
+    pub status: Option<Status>,
+    pub events: u64,
+    pub violations: Vec<Violation>,
+}
+
+#[derive(Clone, Default)]
+struct StepModel {
+    succeeded: bool,
+    attempts: u32,
+    /// Attempt currently out with workers.
+    outstanding: Option<u32>,
+}
+
+/// Checks `events` (with their sequence numbers) of workflow `id` against
+/// the rules of `pipeline`.
+pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) -> Checked {
+    let mut v = Vec::new();
+    let mut status: Option<Status> = None;
+    let mut generation = 0u32;
+    let n = pipeline.steps.len();
+    let mut steps = vec![StepModel::default(); n];
+    let mut must_fail_next = false;
+    let mut expected_seq = 1u64;
+
+    let mut bad = |seq: u64, msg: String| v.push(Violation { seq, message: msg });
+
+    for (seq, event) in events {
+        let seq = *seq;
+        if seq != expected_seq {
+            bad(seq, format!("sequence gap: expected {expected_seq}, found {seq}"));
+        }
+        expected_seq = seq + 1;
+        if must_fail_next && !matches!(event.kind, EventKind::WorkflowFailed { .. }) {
+            bad(seq, "a step gave up but the workflow did not fail".into());
+        }
+        must_fail_next = false;
+        let name = event.kind.name();
+        let Some(st) = status else {
+            match &event.kind {
+                EventKind::WorkflowStarted { id: wid, steps: count, .. } => {
+                    if wid != id {
+                        bad(seq, format!("started event names workflow {wid:?}, journal is {id:?}"));
+                    }
+                    if usize::from(*count) != n {
+                        bad(seq, format!("started with {count} steps, pipeline has {n}"));
+                    }
+                    status = Some(Status::Running);
+                }
+                _ => bad(seq, format!("journal starts with {name}, not workflow_started")),
+            }
+            continue;
+        };
+        if st.is_terminal() && !matches!(event.kind, EventKind::WorkflowReopened { .. }) {
+            bad(seq, format!("{name} after the workflow became {st}"));
+            continue;
+        }
+        if let Some(step) = event.kind.step() {
+            if usize::from(step) >= n {
+                bad(seq, format!("{name} names step index {step}, pipeline has {n} steps"));
+                continue;
+            }
+        }
+        match &event.kind {
+            EventKind::WorkflowStarted { .. } => bad(seq, "second workflow_started".into()),
+            EventKind::TaskDispatched { step, attempt, task_id } => {
+                let i = usize::from(*step);
+                let def = &pipeline.steps[i];
+                if st != Status::Running {
+                    bad(seq, format!("step {} dispatched while {st}", def.name));
+                }
+                for &d in &def.needs {
+                    if !steps[usize::from(d)].succeeded {
+                        bad(seq, format!(
+                            "step {} dispatched before its dependency {} succeeded in generation {generation}",
+                            def.name, pipeline.steps[usize::from(d)].name
+                        ));
+                    }
+                }
+                let m = &mut steps[i];
+                if m.succeeded {
+                    bad(seq, format!("step {} dispatched after it succeeded in generation {generation}", def.name));
+                }
+                if m.outstanding.is_some() {
+                    bad(seq, format!("step {} dispatched while an attempt is still out", def.name));
+                }
+                if *attempt != m.attempts + 1 {
+                    bad(seq, format!("step {} attempt {attempt} follows attempt {}", def.name, m.attempts));
+                }
+                if *attempt > def.retry.max_attempts {
+                    bad(seq, format!(
+                        "step {} attempt {attempt} exceeds max_attempts {}",
+                        def.name, def.retry.max_attempts
+                    ));
+                }
+                let expected = format!("{id}:{}:{generation}:{attempt}", def.name);
+                if *task_id != expected {
+                    bad(seq, format!("task id {task_id:?}, expected {expected:?}"));
+                }
+                m.attempts = *attempt;
+                m.outstanding = Some(*attempt);
+            }
+            EventKind::TaskSucceeded { step, attempt, .. } => {
+                let i = usize::from(*step);
+                let m = &mut steps[i];
+                if m.succeeded {
+                    bad(seq, format!("step {} succeeded twice in generation {generation}", pipeline.steps[i].name));
+                }
+                if m.outstanding != Some(*attempt) {
+                    bad(seq, format!("step {} attempt {attempt} succeeded but was not out", pipeline.steps[i].name));
+                }
+                m.outstanding = None;
+                m.succeeded = true;
+            }
+            EventKind::TaskFailed { step, attempt, then, error, .. } => {
+                let i = usize::from(*step);
+                let def = &pipeline.steps[i];
+                let retryable = error.retryable && !def.retry.non_retryable.contains(&error.kind);
+                if matches!(then, AfterFailure::RetryAt(_)) && !retryable {
+                    bad(seq, format!("step {} retried a non-retryable error {}", def.name, error.kind));
+                }
+                failed(&mut steps[i], def, *attempt, *then, seq, &mut bad, &mut must_fail_next);
+            }
+            EventKind::TaskTimedOut { step, attempt, then, .. } => {
+                let i = usize::from(*step);
+                failed(&mut steps[i], &pipeline.steps[i], *attempt, *then, seq, &mut bad, &mut must_fail_next);
+            }
+            EventKind::WorkflowPaused => {
+                if st != Status::Running {
+                    bad(seq, format!("paused while {st}"));
+                }
+                status = Some(Status::Paused);
+            }
+            EventKind::WorkflowResumed => {
+                if st != Status::Paused {
+                    bad(seq, format!("resumed while {st}"));
+                }
+                status = Some(Status::Running);
+            }
+            EventKind::WorkflowCompleted => {
+                if let Some(i) = steps.iter().position(|m| !m.succeeded) {
+                    bad(seq, format!("completed while step {} has not succeeded", pipeline.steps[i].name));
+                }
+                status = Some(Status::Completed);
+            }
+            EventKind::WorkflowFailed { .. } => status = Some(Status::Failed),
+            EventKind::WorkflowCancelled { .. } => status = Some(Status::Cancelled),
+            EventKind::WorkflowReopened { generation: g, mode, reset, .. } => {
+                if !st.is_terminal() {
+                    bad(seq, format!("reopened while {st}"));
+                }
+                if *g != generation + 1 {
+                    bad(seq, format!("reopened as generation {g} after {generation}"));
+                }
+                if let ReopenMode::RetryFailed = mode {
+                    if st == Status::Completed {
+                        bad(seq, "retry of a completed workflow".into());
+                    }
+                }
+                generation = *g;
+                let mut is_reset = vec![false; n];
+                for &r in reset {
+                    match is_reset.get_mut(usize::from(r)) {
+                        Some(x) => *x = true,
+                        None => bad(seq, format!("reopen resets step index {r}, pipeline has {n} steps")),
+                    }
+                }
+                for (i, m) in steps.iter_mut().enumerate() {
+                    m.outstanding = None;
+                    if is_reset[i] {
+                        *m = StepModel::default();
+                    } else if !m.succeeded {
+                        bad(seq, format!("reopen keeps step {} that never succeeded", pipeline.steps[i].name));
+                    } else {
+                        // Kept: its success carries into the new generation.
+                        m.attempts = 0;
+                    }
+                }
+                status = Some(Status::Running);
+            }
+        }
+        if event.kind.is_terminal() {
+            for m in &mut steps {
+                m.outstanding = None;
+            }
+        }
+    }
+    if must_fail_next {
+        bad(expected_seq.saturating_sub(1), "a step gave up but the workflow did not fail".into());
+    }
+    Checked {
+        status,
+        events: events.len() as u64,
+        violations: v,
+    }
+}
+
+fn failed(
+    m: &mut StepModel,
+    def: &crate::pipeline::StepDef,
+    attempt: u32,
+    then: AfterFailure,
+    seq: u64,
+    bad: &mut impl FnMut(u64, String),
+    must_fail_next: &mut bool,
+) {
+    if m.outstanding != Some(attempt) {
+        bad(seq, format!("step {} attempt {attempt} failed but was not out", def.name));
+    }
+    m.outstanding = None;
+    match then {
+        AfterFailure::RetryAt(_) => {
+            if attempt >= def.retry.max_attempts {
+                bad(seq, format!(
+                    "step {} schedules a retry after attempt {attempt} of {}",
+                    def.name, def.retry.max_attempts
+                ));
+            }
+        }
+        AfterFailure::GiveUp => *must_fail_next = true,
+    }
+}

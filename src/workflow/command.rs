@@ -1,0 +1,39 @@
+//! Commands: effects the shell runs after the events that imply them are durable.
+
+use serde::{Deserialize, Serialize};
+
+use super::input::TimerKind;
+
+/// One attempt of one step, ready to send to workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub task_id: String,
+    pub idempotency_key: String,
+    pub workflow_id: String,
+    pub pipeline: String,
+    pub pipeline_version: u32,
+    pub step: String,
+    pub step_index: u16,
+    pub task_type: String,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    /// `{"workflow": <workflow input>, "deps": {<step>: <output>, ...}}` as JSON text.
+    pub input: String,
+    /// Absolute deadline (schedule-to-start + start-to-close from dispatch), if both are set.
+    pub deadline_ms: Option<u64>,
+    pub schedule_to_start_ms: Option<u64>,
+    pub start_to_close_ms: Option<u64>,
+    pub heartbeat_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Send the task to workers and watch its liveness deadlines.
+    Dispatch(Box<TaskSpec>),
+    /// Tell workers to stop this attempt, and stop watching it.
+    CancelTask { task_id: String, task_type: String },
+    /// Arm a durable timer; the shell stores it with the events of this transition.
+    ArmTimer { due_ms: u64, timer: TimerKind },
+    /// A timer that is no longer needed (the workflow ended); the shell removes it.
+    DisarmTimer { due_ms: u64, timer: TimerKind },
+}

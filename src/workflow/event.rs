@@ -1,0 +1,164 @@
+//! Journaled events: the only record of what happened to a workflow.
+//!
+//! Events are appended to the journal before any command they imply runs, and
+//! [`super::evolve`] is the only function that applies them to state. They are
+//! stored with postcard: adding a variant at the end is compatible, reordering
+//! or removing one is not.
+
+use serde::{Deserialize, Serialize};
+
+use super::state::PipelineRef;
+
+/// One journaled event with the time the orchestrator decided it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub at_ms: u64,
+    pub kind: EventKind,
+}
+
+/// An error reported by a worker (or made up by the orchestrator for timeouts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskError {
+    /// Machine-readable class, matched against `RetryPolicy::non_retryable`.
+    pub kind: String,
+    pub message: String,
+    pub retryable: bool,
+}
+
+/// Which deadline of an attempt expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TimeoutKind {
+    ScheduleToStart,
+    StartToClose,
+    Heartbeat,
+}
+
+impl TimeoutKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeoutKind::ScheduleToStart => "schedule_to_start",
+            TimeoutKind::StartToClose => "start_to_close",
+            TimeoutKind::Heartbeat => "heartbeat",
+        }
+    }
+}
+
+/// What follows a failed or timed-out attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AfterFailure {
+    /// Another attempt is due at this time.
+    RetryAt(u64),
+    /// The step has failed for this generation.
+    GiveUp,
+}
+
+/// How a terminal workflow is reopened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReopenMode {
+    /// Retry the steps that did not succeed.
+    RetryFailed,
+    /// Run this step and everything downstream of it again.
+    RerunFrom(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EventKind {
+    WorkflowStarted {
+        id: String,
+        pipeline: PipelineRef,
+        input: String,
+        steps: u16,
+        deadline_ms: Option<u64>,
+    },
+    TaskDispatched {
+        step: u16,
+        attempt: u32,
+        task_id: String,
+    },
+    TaskSucceeded {
+        step: u16,
+        attempt: u32,
+        output: String,
+        worker: Option<String>,
+        started_at_ms: Option<u64>,
+    },
+    TaskFailed {
+        step: u16,
+        attempt: u32,
+        error: TaskError,
+        worker: Option<String>,
+        then: AfterFailure,
+    },
+    TaskTimedOut {
+        step: u16,
+        attempt: u32,
+        timeout: TimeoutKind,
+        then: AfterFailure,
+    },
+    WorkflowPaused,
+    WorkflowResumed,
+    WorkflowCompleted,
+    WorkflowFailed {
+        step: Option<u16>,
+        reason: String,
+    },
+    WorkflowCancelled {
+        reason: String,
+    },
+    WorkflowReopened {
+        generation: u32,
+        mode: ReopenMode,
+        /// Steps reset to pending; everything else keeps its state and output.
+        reset: Vec<u16>,
+        deadline_ms: Option<u64>,
+    },
+}
+
+impl EventKind {
+    /// Short snake_case name used in logs, metrics and event subjects.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::WorkflowStarted { .. } => "workflow_started",
+            EventKind::TaskDispatched { .. } => "task_dispatched",
+            EventKind::TaskSucceeded { .. } => "task_succeeded",
+            EventKind::TaskFailed { .. } => "task_failed",
+            EventKind::TaskTimedOut { .. } => "task_timed_out",
+            EventKind::WorkflowPaused => "workflow_paused",
+            EventKind::WorkflowResumed => "workflow_resumed",
+            EventKind::WorkflowCompleted => "workflow_completed",
+            EventKind::WorkflowFailed { .. } => "workflow_failed",
+            EventKind::WorkflowCancelled { .. } => "workflow_cancelled",
+            EventKind::WorkflowReopened { .. } => "workflow_reopened",
+        }
+    }
+
+    /// The step an event is about, if any.
+    pub fn step(&self) -> Option<u16> {
+        match self {
+            EventKind::TaskDispatched { step, .. }
+            | EventKind::TaskSucceeded { step, .. }
+            | EventKind::TaskFailed { step, .. }
+            | EventKind::TaskTimedOut { step, .. } => Some(*step),
+            EventKind::WorkflowFailed { step, .. } => *step,
+            _ => None,
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            EventKind::WorkflowCompleted
+                | EventKind::WorkflowFailed { .. }
+                | EventKind::WorkflowCancelled { .. }
+        )
+    }
+}
+
+/// One journal record: the events of one transition, made durable together.
+/// `first_seq` is the sequence number of `events[0]`; sequence numbers are
+/// gapless per workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalRecord {
+    pub first_seq: u64,
+    pub events: Vec<Event>,
+}

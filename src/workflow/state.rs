@@ -1,0 +1,184 @@
+//! The state of one workflow, rebuilt from its journal by [`super::evolve`].
+
+use serde::{Deserialize, Serialize};
+
+use super::event::TaskError;
+
+/// Lifecycle status of a workflow. `Completed`, `Failed` and `Cancelled` are
+/// terminal: only a reopen leaves them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Status {
+    Running,
+    Paused,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Running,
+        Status::Paused,
+        Status::Completed,
+        Status::Failed,
+        Status::Cancelled,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Completed | Status::Failed | Status::Cancelled)
+    }
+
+    /// Stable one-byte code used in storage keys; never renumber.
+    pub fn code(self) -> u8 {
+        match self {
+            Status::Running => 1,
+            Status::Paused => 2,
+            Status::Completed => 3,
+            Status::Failed => 4,
+            Status::Cancelled => 5,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.code() == code)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where one step stands in the current generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StepStatus {
+    /// Not yet dispatched in this generation (waiting on dependencies or on resume).
+    Pending,
+    /// An attempt is out with workers (`StepState::task_id`).
+    Dispatched,
+    /// The last attempt failed retryably; the next one is due at `retry_due_ms`.
+    Backoff,
+    Succeeded,
+    /// Attempts exhausted or a non-retryable error.
+    Failed,
+    /// The workflow ended (cancel, failure elsewhere, timeout) while this step was out or waiting.
+    Cancelled,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Dispatched => "dispatched",
+            StepStatus::Backoff => "backoff",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Reference to the exact pipeline definition a workflow runs: name, version
+/// and content hash. The definition itself is stored once per hash, so
+/// editing a pipeline file never changes a workflow in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PipelineRef {
+    pub name: String,
+    pub version: u32,
+    pub hash: u64,
+}
+
+/// One step of one workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepState {
+    pub status: StepStatus,
+    /// Attempts dispatched in the current generation (1-based once dispatched).
+    pub attempt: u32,
+    /// Task id of the latest attempt; kept after it ends so late duplicates are recognised.
+    pub task_id: Option<String>,
+    /// Generation in which the step last succeeded; guards "at most once per generation".
+    pub succeeded_generation: Option<u32>,
+    /// JSON text of the step's output, once succeeded.
+    pub output: Option<String>,
+    pub last_error: Option<TaskError>,
+    /// Worker that reported the latest result.
+    pub worker: Option<String>,
+    pub dispatched_at_ms: Option<u64>,
+    pub started_at_ms: Option<u64>,
+    pub finished_at_ms: Option<u64>,
+    /// When the next attempt is due, while in `Backoff`.
+    pub retry_due_ms: Option<u64>,
+}
+
+impl StepState {
+    pub fn new() -> Self {
+        StepState {
+            status: StepStatus::Pending,
+            attempt: 0,
+            task_id: None,
+            succeeded_generation: None,
+            output: None,
+            last_error: None,
+            worker: None,
+            dispatched_at_ms: None,
+            started_at_ms: None,
+            finished_at_ms: None,
+            retry_due_ms: None,
+        }
+    }
+}
+
+impl Default for StepState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Everything the core knows about one workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowState {
+    pub id: String,
+    pub pipeline: PipelineRef,
+    /// The caller's input, JSON text.
+    pub input: String,
+    pub status: Status,
+    /// Starts at 0; every reopen increments it.
+    pub generation: u32,
+    /// Indexed like `PipelineDef::steps`.
+    pub steps: Vec<StepState>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    /// Time of the latest terminal transition.
+    pub finished_at_ms: Option<u64>,
+    /// Whole-workflow deadline of the current generation.
+    pub deadline_ms: Option<u64>,
+    /// Why the workflow failed or was cancelled.
+    pub reason: Option<String>,
+    /// Sequence number the next journaled event gets (= events so far).
+    pub next_seq: u64,
+}
+
+impl WorkflowState {
+    /// Steps whose attempt is out with workers.
+    pub fn in_flight(&self) -> impl Iterator<Item = (usize, &StepState)> {
+        self.steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.status == StepStatus::Dispatched)
+    }
+}

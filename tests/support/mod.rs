@@ -1,0 +1,116 @@
+//! Shared test harness: an engine over in-memory (or RocksDB) storage with
+//! in-process simulated workers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orchestrator::engine::{Clock, Engine, EngineConfig, EngineCtx, Faults, Hooks, Metrics, PipelineRegistry, SystemClock};
+use orchestrator::pipeline::load::load_pipeline_dir;
+use orchestrator::pipeline::{PipelineDef, PipelineLimits};
+use orchestrator::sim::{self, SimConfig};
+use orchestrator::storage::group_commit::{CommitConfig, GroupCommitter};
+use orchestrator::storage::store::WorkflowStore;
+use orchestrator::storage::Storage;
+use orchestrator::transport::inproc::InProcTransport;
+use orchestrator::workflow::Status;
+
+pub fn video_pipelines() -> Vec<PipelineDef> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pipelines");
+    load_pipeline_dir(&dir, &PipelineLimits::default()).expect("shipped pipelines are valid")
+}
+
+pub struct Harness {
+    pub engine: Engine,
+    pub metrics: Arc<Metrics>,
+    pub faults: Arc<Faults>,
+    pub store: WorkflowStore,
+    pub committer: Arc<GroupCommitter>,
+    workers: tokio::task::JoinHandle<sim::SimStats>,
+}
+
+pub struct Options {
+    pub partitions: u16,
+    pub sim: SimConfig,
+    pub config: EngineConfig,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            partitions: 4,
+            sim: SimConfig::default(),
+            config: EngineConfig {
+                partitions: 4,
+                tick_ms: 5,
+                ..EngineConfig::default()
+            },
+        }
+    }
+}
+
+impl Harness {
+    pub async fn start(storage: Arc<dyn Storage>, opts: Options) -> Harness {
+        let store = WorkflowStore::open(storage.clone(), opts.partitions).expect("open store");
+        let committer = Arc::new(GroupCommitter::start(storage, CommitConfig::default()));
+        let pipelines = Arc::new(PipelineRegistry::new(store.clone(), video_pipelines()));
+        committer.commit(pipelines.persist_ops()).await.expect("persist pipelines");
+        let metrics = Arc::new(Metrics::default());
+        let faults = Arc::new(Faults::default());
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let (transport, rx) = InProcTransport::new();
+        let hook_metrics = metrics.clone();
+        let engine = Engine::start(EngineCtx {
+            store: store.clone(),
+            committer: committer.clone(),
+            clock: clock.clone(),
+            transport: Arc::new(transport),
+            pipelines,
+            metrics: metrics.clone(),
+            config: EngineConfig { partitions: opts.partitions, ..opts.config },
+            hooks: Hooks {
+                on_terminal: Some(Arc::new(move |wf, def| {
+                    if wf.status == Status::Completed {
+                        let outs: Vec<Option<&str>> = wf.steps.iter().map(|s| s.output.as_deref()).collect();
+                        if !sim::check_outputs(def, &outs).is_empty() {
+                            Metrics::inc(&hook_metrics.output_errors);
+                        }
+                    }
+                })),
+                faults: Some(faults.clone()),
+            },
+        })
+        .await
+        .expect("engine starts");
+        let workers = tokio::spawn(sim::run(opts.sim, rx, engine.sink(), clock));
+        Harness { engine, metrics, faults, store, committer, workers }
+    }
+
+    pub fn terminal(&self) -> u64 {
+        Metrics::get(&self.metrics.workflows_completed)
+            + Metrics::get(&self.metrics.workflows_failed)
+            + Metrics::get(&self.metrics.workflows_cancelled)
+    }
+
+    /// Waits until `n` workflows reached a terminal status in this run.
+    pub async fn wait_terminal(&self, n: u64, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.terminal() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {n} workflows ended within {within:?}",
+                self.terminal()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.engine.shutdown().await;
+        self.workers.abort();
+        let _ = self.workers.await;
+    }
+}
+
+pub fn video_input(id: &str) -> String {
+    format!(r#"{{"video_id":"{id}","video_url":"s3://media/{id}.mp4"}}"#)
+}
