@@ -49,16 +49,19 @@ pub async fn open_node(opts: &NodeOptions) -> Result<Node, String> {
             .map_err(|e| format!("cannot open data dir {}: {e}", opts.data_dir.display()))?,
     );
     let store = WorkflowStore::open(storage.clone(), opts.partitions).map_err(|e| e.to_string())?;
-    let committer = Arc::new(GroupCommitter::start(
-        storage.clone(),
-        CommitConfig {
-            batch_max_entries: opts.commit_batch_max,
-            ..CommitConfig::default()
-        },
-    ));
+    let committer = Arc::new(
+        GroupCommitter::start(
+            storage.clone(),
+            CommitConfig {
+                batch_max_entries: opts.commit_batch_max,
+                ..CommitConfig::default()
+            },
+        )
+        .map_err(|e| e.to_string())?,
+    );
     let pipelines = Arc::new(PipelineRegistry::new(store.clone(), defs));
     committer
-        .commit(pipelines.persist_ops())
+        .commit(pipelines.persist_ops().map_err(|e| e.to_string())?)
         .await
         .map_err(|e| format!("cannot store pipeline definitions: {e}"))?;
     Ok(Node {

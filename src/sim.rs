@@ -126,7 +126,6 @@ struct Pending {
     task_id: Box<str>,
     attempt: u32,
     outcome: Result<Box<str>, ()>,
-    heartbeat_ms: Option<u64>,
 }
 
 /// Counters of what the simulated workers did.
@@ -190,7 +189,6 @@ pub async fn run(
                             task_id: spec.task_id.into_boxed_str(),
                             attempt: spec.attempt,
                             outcome,
-                            heartbeat_ms: spec.heartbeat_timeout_ms,
                         });
                     }
                 }

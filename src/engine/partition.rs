@@ -318,14 +318,14 @@ impl PartitionState {
     fn recover(&mut self) -> Result<(), ActorProcessingErr> {
         let ctx = self.ctx.clone();
         let now = ctx.clock.now_ms();
-        let timers: Vec<(u64, String, u64, TimerKind)> = ctx
+        let timers: Vec<crate::storage::store::DueTimer<TimerKind>> = ctx
             .store
             .due_timers(self.index, u64::MAX, usize::MAX)
             .map_err(|e| format!("partition {}: reading timers: {e}", self.index))?;
         {
             let mut t = self.times.lock();
-            for (due, id, _tag, timer) in timers {
-                t.timers.arm(due, &id, timer);
+            for d in timers {
+                t.timers.arm(d.due_ms, &d.id, d.value);
             }
         }
         let mut resumed = 0u64;
@@ -380,7 +380,7 @@ impl PartitionState {
             supervisor: myself.clone(),
             init,
         };
-        match Actor::spawn_linked_instant(None, WorkflowActor, args, myself.get_cell()) {
+        match ractor::ActorRuntime::spawn_linked_instant(None, WorkflowActor, args, myself.get_cell()) {
             Ok((actor, _join)) => {
                 self.by_actor.insert(actor.get_id(), id.to_string());
                 self.resident += 1;
@@ -419,8 +419,8 @@ impl PartitionState {
             }
         }
         let Some(entry) = self.entries.get_mut(&id) else { return };
-        match (&entry.actor, entry.stopping) {
-            (Some(actor), false) => send(actor, entry, msg),
+        match (entry.actor.clone(), entry.stopping) {
+            (Some(actor), false) => send(&actor, entry, msg),
             _ => entry.queued.push_back(msg),
         }
     }
@@ -560,7 +560,7 @@ impl PartitionState {
         let Some(wf) = load(&ctx, self.index, id)? else { return Ok(()) };
         let def = ctx.pipelines.get(&wf.pipeline)?;
         let decision = decide(&wf, &def, &Input::Park { reason }, ctx.clock.now_ms());
-        let prepared = prepare(&ctx, self.index, id, Some(&wf), decision, None);
+        let prepared = prepare(&ctx, self.index, id, Some(&wf), decision, None)?;
         if prepared.ops.is_empty() {
             return Ok(());
         }
@@ -591,7 +591,7 @@ impl PartitionState {
                 }
                 let now = ctx.clock.now_ms();
                 let decision = decide_start(id, pref.clone(), &def, input, now);
-                let prepared = prepare(&ctx, self.index, id, None, decision, None);
+                let prepared = prepare(&ctx, self.index, id, None, decision, None)?;
                 ops.extend(prepared.ops);
                 if let Some(next) = prepared.next {
                     done.push((next, prepared.decision));

@@ -45,7 +45,7 @@ impl PipelineRegistry {
     }
 
     /// Storage ops that persist every known definition (idempotent puts).
-    pub fn persist_ops(&self) -> Vec<Op> {
+    pub fn persist_ops(&self) -> Result<Vec<Op>, crate::storage::Error> {
         self.by_ref
             .read()
             .iter()

@@ -60,18 +60,18 @@ pub fn prepare(
     prev: Option<&WorkflowState>,
     decision: Decision,
     fired: Option<&(u64, TimerKind)>,
-) -> Prepared {
+) -> Result<Prepared, String> {
     let store = &ctx.store;
     let mut ops = Vec::new();
     if let Some((due, timer)) = fired {
-        ops.push(store.timer_delete(partition, *due, id, timer_tag(timer)));
+        ops.push(store.timer_delete(partition, *due, id, timer_tag(timer)).map_err(e)?);
     }
     if decision.events.is_empty() {
-        return Prepared {
+        return Ok(Prepared {
             ops,
             next: None,
             decision,
-        };
+        });
     }
     let next = match prev {
         Some(p) => {
@@ -84,11 +84,11 @@ pub fn prepare(
         None => match replay(decision.events.iter()) {
             Some(n) => n,
             None => {
-                return Prepared {
+                return Ok(Prepared {
                     ops,
                     next: None,
                     decision,
-                }
+                })
             }
         },
     };
@@ -97,26 +97,26 @@ pub fn prepare(
         first_seq,
         events: decision.events.clone(),
     };
-    ops.push(store.journal_put(partition, id, first_seq, &record));
+    ops.push(store.journal_put(partition, id, first_seq, &record).map_err(e)?);
     let prev_status = prev.map(|p| p.status);
     if prev_status != Some(next.status) {
         if let Some(s) = prev_status {
-            ops.push(store.status_delete(partition, s.code(), id));
+            ops.push(store.status_delete(partition, s.code(), id).map_err(e)?);
         }
         let entry = StatusEntry {
             pipeline: next.pipeline.name.clone(),
             created_at_ms: next.created_at_ms,
             updated_at_ms: next.updated_at_ms,
         };
-        ops.push(store.status_put(partition, next.status.code(), id, &entry));
+        ops.push(store.status_put(partition, next.status.code(), id, &entry).map_err(e)?);
     }
     for c in &decision.commands {
         match c {
             Command::ArmTimer { due_ms, timer } => {
-                ops.push(store.timer_put(partition, *due_ms, id, timer_tag(timer), timer))
+                ops.push(store.timer_put(partition, *due_ms, id, timer_tag(timer), timer).map_err(e)?)
             }
             Command::DisarmTimer { due_ms, timer } => {
-                ops.push(store.timer_delete(partition, *due_ms, id, timer_tag(timer)))
+                ops.push(store.timer_delete(partition, *due_ms, id, timer_tag(timer)).map_err(e)?)
             }
             _ => {}
         }
@@ -125,14 +125,18 @@ pub fn prepare(
     let crossed = (next.next_seq - 1) / every != (first_seq - 1) / every;
     let ended = next.status.is_terminal() && prev_status != Some(next.status);
     if crossed || ended {
-        ops.push(store.snapshot_put(partition, id, &next));
+        ops.push(store.snapshot_put(partition, id, &next).map_err(e)?);
         Metrics::inc(&ctx.metrics.snapshots);
     }
-    Prepared {
+    Ok(Prepared {
         ops,
         next: Some(next),
         decision,
-    }
+    })
+}
+
+fn e(err: crate::storage::Error) -> String {
+    err.to_string()
 }
 
 /// After the batch is durable: count, run the commands, call the hooks.

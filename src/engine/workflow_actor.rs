@@ -192,7 +192,7 @@ impl Resident {
         }
         let now = self.ctx.clock.now_ms();
         let decision = decide_start(&self.id, pipeline, &def, &input, now);
-        let prepared = prepare(&self.ctx, self.partition, &self.id, None, decision, None);
+        let prepared = prepare(&self.ctx, self.partition, &self.id, None, decision, None)?;
         self.ctx.committer.commit(prepared.ops).await.map_err(|e| {
             super::metrics::Metrics::inc(&self.ctx.metrics.commit_errors);
             format!("journal append failed: {e}")
@@ -229,7 +229,7 @@ impl Resident {
             tracing::debug!(workflow_id = %self.id, reason = reason.as_str(), "input ignored");
         }
         let prev_status = wf.status;
-        let prepared = prepare(&self.ctx, self.partition, &self.id, Some(wf), decision, fired.as_ref());
+        let prepared = prepare(&self.ctx, self.partition, &self.id, Some(wf), decision, fired.as_ref())?;
         if !prepared.ops.is_empty() {
             if let Err(e) = self.ctx.committer.commit(prepared.ops).await {
                 super::metrics::Metrics::inc(&self.ctx.metrics.commit_errors);

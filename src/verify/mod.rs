@@ -68,38 +68,46 @@ pub fn verify_store(store: &WorkflowStore) -> Result<Report, String> {
     let mut finished: Vec<Journal> = Vec::new();
 
     // Journals come in key order: all records of one workflow are contiguous.
+    let mut bad_keys = 0u64;
     store
-        .scan_all_journals::<JournalRecord>(&mut |partition, id, seq, record| {
-            let same = current.as_ref().is_some_and(|j| j.partition == partition && j.id == id);
+        .scan_all_journals::<JournalRecord, _>(|key, record| {
+            let Ok(key) = key else {
+                bad_keys += 1;
+                return true;
+            };
+            let same = current
+                .as_ref()
+                .is_some_and(|j| j.partition == key.partition && j.id == key.id);
             if !same {
                 if let Some(j) = current.take() {
                     finished.push(j);
                 }
                 current = Some(Journal {
-                    partition,
-                    id: id.to_string(),
+                    partition: key.partition,
+                    id: key.id.clone(),
                     events: Vec::new(),
                     corrupt: false,
                 });
             }
-            let j = current.as_mut().expect("just set");
+            let Some(j) = current.as_mut() else { return true };
             match record {
-                Ok(rec) => {
-                    if rec.first_seq != seq {
-                        // The key and the record disagree: treat as corruption.
-                        j.corrupt = true;
-                        return;
-                    }
+                // The key and the record must agree on the sequence number.
+                Ok(rec) if rec.first_seq == key.seq => {
                     for (k, e) in rec.events.into_iter().enumerate() {
-                        j.events.push((seq + k as u64, e));
+                        j.events.push((key.seq + k as u64, e));
                     }
                 }
-                Err(_) => j.corrupt = true,
+                _ => j.corrupt = true,
             }
+            true
         })
         .map_err(|e| e.to_string())?;
     if let Some(j) = current.take() {
         finished.push(j);
+    }
+    if bad_keys > 0 {
+        report.corrupt += bad_keys;
+        report.detail(format!("{bad_keys} journal key(s) cannot be decoded"));
     }
 
     let mut journal_status: HashMap<(u16, String), Status> = HashMap::new();
@@ -147,18 +155,25 @@ pub fn verify_store(store: &WorkflowStore) -> Result<Report, String> {
 
     // Snapshots: decodable (checksummed) and not ahead of their journal.
     store
-        .scan_all_snapshots::<WorkflowState>(&mut |partition, id, snap| match snap {
-            Ok(s) => {
-                if s.id != id {
-                    report.violations += 1;
-                    report.detail(format!("snapshot under {id} names workflow {}", s.id));
+        .scan_all_snapshots::<WorkflowState, _>(|key, snap| {
+            match (key, snap) {
+                (Ok(key), Ok(s)) => {
+                    if s.id != key.id {
+                        report.violations += 1;
+                        report.detail(format!("snapshot under {} names workflow {}", key.id, s.id));
+                    }
                 }
-                let _ = partition;
+                (key, Err(e)) => {
+                    report.corrupt += 1;
+                    let id = key.map(|k| k.id).unwrap_or_else(|_| "?".into());
+                    report.detail(format!("workflow {id}: corrupt snapshot: {e}"));
+                }
+                (Err(e), Ok(_)) => {
+                    report.corrupt += 1;
+                    report.detail(format!("undecodable snapshot key: {e}"));
+                }
             }
-            Err(e) => {
-                report.corrupt += 1;
-                report.detail(format!("workflow {id}: corrupt snapshot: {e}"));
-            }
+            true
         })
         .map_err(|e| e.to_string())?;
 

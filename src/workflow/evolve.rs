@@ -28,7 +28,8 @@ pub fn start(event: &Event) -> Option<WorkflowState> {
         finished_at_ms: None,
         deadline_ms: *deadline_ms,
         reason: None,
-        next_seq: 1,
+        // The started event itself is seq 1.
+        next_seq: 2,
     })
 }
 
