@@ -85,6 +85,34 @@ impl WorkflowStore {
         })
     }
 
+    /// Open a store that must already exist, with the partition count it was
+    /// created with (for offline tools such as `verify`).
+    pub fn open_existing(storage: Arc<dyn Storage>) -> Result<Self, Error> {
+        let key = keys::meta(META_PARTITIONS);
+        match storage.get(&key)? {
+            Some(bytes) => {
+                let partitions: u16 = codec::decode(&key, &bytes)?;
+                Self::open(storage, partitions)
+            }
+            None => Err(Error::InvalidArgument(
+                "not an orchestrator store: no partition count recorded".into(),
+            )),
+        }
+    }
+
+    /// Number of workflows with `status` in `partition`, read from the status
+    /// index without decoding its values.
+    pub fn count_status(&self, partition: u16, status: u8) -> Result<u64, Error> {
+        self.check_partition(partition)?;
+        let range = keys::status_range(partition, status);
+        let mut n = 0u64;
+        self.storage.scan(&range.from, &range.to, &mut |_, _| {
+            n += 1;
+            true
+        })?;
+        Ok(n)
+    }
+
     /// The partition count of this store.
     pub fn partitions(&self) -> u16 {
         self.partitions
