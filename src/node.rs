@@ -31,11 +31,18 @@ pub struct Node {
 
 /// Opens the data dir and loads and persists the pipeline definitions.
 pub async fn open_node(opts: &NodeOptions) -> Result<Node, String> {
-    let defs = load_pipeline_dir(&opts.pipelines_dir, &PipelineLimits::default()).map_err(|errs| {
-        errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
-    })?;
+    let defs =
+        load_pipeline_dir(&opts.pipelines_dir, &PipelineLimits::default()).map_err(|errs| {
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })?;
     if defs.is_empty() {
-        return Err(format!("no pipeline files in {}", opts.pipelines_dir.display()));
+        return Err(format!(
+            "no pipeline files in {}",
+            opts.pipelines_dir.display()
+        ));
     }
     std::fs::create_dir_all(&opts.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", opts.data_dir.display()))?;

@@ -102,7 +102,10 @@ pub fn check_outputs(pipeline: &PipelineDef, outputs: &[Option<&str>]) -> Vec<St
             .and_then(|o| serde_json::from_str::<serde_json::Value>(o).ok())
             .and_then(|v| v.get("n").and_then(|n| n.as_u64()));
         if got != Some(expected[i]) {
-            wrong.push(format!("{}: n={got:?}, expected {}", step.name, expected[i]));
+            wrong.push(format!(
+                "{}: n={got:?}, expected {}",
+                step.name, expected[i]
+            ));
         }
     }
     wrong
@@ -174,13 +177,25 @@ pub async fn run(
                     let outcome = if fail {
                         Err(())
                     } else {
-                        output_for(&spec).map(String::into_boxed_str).map_err(|_| ())
+                        output_for(&spec)
+                            .map(String::into_boxed_str)
+                            .map_err(|_| ())
                     };
                     let wf = spec.workflow_id.clone();
                     if cfg.latency_ms == 0 {
                         stats.executed += 1;
                         stats.failed += u64::from(outcome.is_err());
-                        sink.report(&wf, result(&cfg, &spec.task_id, &spec.step, spec.attempt, outcome, clock.now_ms()));
+                        sink.report(
+                            &wf,
+                            result(
+                                &cfg,
+                                &spec.task_id,
+                                &spec.step,
+                                spec.attempt,
+                                outcome,
+                                clock.now_ms(),
+                            ),
+                        );
                     } else {
                         if let Some(h) = spec.heartbeat_timeout_ms {
                             hb_min = Some(hb_min.map_or(h, |m: u64| m.min(h)));
@@ -225,16 +240,23 @@ pub async fn run(
                 break;
             }
             heap.pop();
-            let Some(p) = pending.remove(&s) else { continue };
+            let Some(p) = pending.remove(&s) else {
+                continue;
+            };
             if cancelled.remove(&p.task_id) {
                 stats.cancelled += 1;
                 continue;
             }
-            let Some(wf) = workflow_of_task(&p.task_id) else { continue };
+            let Some(wf) = workflow_of_task(&p.task_id) else {
+                continue;
+            };
             let step = crate::transport::step_of_task(&p.task_id).unwrap_or_default();
             stats.executed += 1;
             stats.failed += u64::from(p.outcome.is_err());
-            sink.report(wf, result(&cfg, &p.task_id, step, p.attempt, p.outcome, now));
+            sink.report(
+                wf,
+                result(&cfg, &p.task_id, step, p.attempt, p.outcome, now),
+            );
         }
         // Long tasks heartbeat so the engine knows they are alive.
         let every = cfg
@@ -245,7 +267,12 @@ pub async fn run(
                 last_beat = now;
                 for p in pending.values() {
                     if let Some(wf) = workflow_of_task(&p.task_id) {
-                        sink.report(wf, WorkerReport::Heartbeat { task_id: p.task_id.to_string() });
+                        sink.report(
+                            wf,
+                            WorkerReport::Heartbeat {
+                                task_id: p.task_id.to_string(),
+                            },
+                        );
                     }
                 }
             }
@@ -288,7 +315,9 @@ mod tests {
 
     #[test]
     fn draws_are_uniform_enough_and_repeatable() {
-        let fails = (0..10_000).filter(|i| draw(7, &format!("t{i}")) < 0.2).count();
+        let fails = (0..10_000)
+            .filter(|i| draw(7, &format!("t{i}")) < 0.2)
+            .count();
         assert!((1_800..2_200).contains(&fails), "{fails}");
         assert_eq!(draw(7, "x"), draw(7, "x"));
         assert_ne!(draw(7, "x"), draw(8, "x"));

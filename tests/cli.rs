@@ -33,14 +33,21 @@ fn fields(stdout: &str, prefix: &str) -> std::collections::HashMap<String, Strin
 }
 
 fn num(f: &std::collections::HashMap<String, String>, k: &str) -> f64 {
-    f.get(k).unwrap_or_else(|| panic!("no {k}")).parse().unwrap()
+    f.get(k)
+        .unwrap_or_else(|| panic!("no {k}"))
+        .parse()
+        .unwrap()
 }
 
 #[test]
 fn pipelines_check_prints_each_dag() {
     let out = run(&["pipelines", "check"], None);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("pipeline video v1"), "{stdout}");
     assert!(stdout.contains("embed"), "{stdout}");
 }
@@ -56,7 +63,10 @@ fn pipelines_check_names_the_file_and_the_problem() {
     let out = run(&["pipelines", "check", dir.path().to_str().unwrap()], None);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("broken.toml") && stderr.contains("ghost"), "{stderr}");
+    assert!(
+        stderr.contains("broken.toml") && stderr.contains("ghost"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -76,25 +86,64 @@ fn bad_flags_get_clear_errors_not_panics() {
 #[test]
 fn dev_completes_every_workflow_despite_retryable_failures() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(&["dev", "--workflows", "300", "--fail-rate", "0.2", "--exit-when-done"], Some(dir.path()));
+    let out = run(
+        &[
+            "dev",
+            "--workflows",
+            "300",
+            "--fail-rate",
+            "0.2",
+            "--exit-when-done",
+        ],
+        Some(dir.path()),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let last = stdout.lines().last().unwrap();
-    assert!(last.starts_with("summary "), "the last line is the summary: {last}");
+    assert!(
+        last.starts_with("summary "),
+        "the last line is the summary: {last}"
+    );
     let f = fields(&stdout, "summary ");
-    assert_eq!((num(&f, "completed"), num(&f, "failed"), num(&f, "running"), num(&f, "errors")), (300.0, 0.0, 0.0, 0.0));
+    assert_eq!(
+        (
+            num(&f, "completed"),
+            num(&f, "failed"),
+            num(&f, "running"),
+            num(&f, "errors")
+        ),
+        (300.0, 0.0, 0.0, 0.0)
+    );
     assert!(num(&f, "retries") > 0.0);
     assert!(num(&f, "wal_syncs") > 0.0);
     let v = run(&["verify"], Some(dir.path()));
     let vf = fields(&String::from_utf8_lossy(&v.stdout), "verify ");
-    assert_eq!((num(&vf, "workflows"), num(&vf, "violations"), num(&vf, "corrupt")), (300.0, 0.0, 0.0));
+    assert_eq!(
+        (
+            num(&vf, "workflows"),
+            num(&vf, "violations"),
+            num(&vf, "corrupt")
+        ),
+        (300.0, 0.0, 0.0)
+    );
 }
 
 #[test]
 fn dev_resumes_every_workflow_after_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = bin()
-        .args(["dev", "--workflows", "2000", "--task-latency-ms", "200", "--data-dir"])
+        .args([
+            "dev",
+            "--workflows",
+            "2000",
+            "--task-latency-ms",
+            "200",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -103,15 +152,37 @@ fn dev_resumes_every_workflow_after_kill_9() {
     std::thread::sleep(Duration::from_secs(2));
     child.kill().unwrap(); // SIGKILL
     let _ = child.wait();
-    let out = run(&["dev", "--workflows", "0", "--exit-when-done"], Some(dir.path()));
+    let out = run(
+        &["dev", "--workflows", "0", "--exit-when-done"],
+        Some(dir.path()),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let f = fields(&stdout, "summary ");
     assert!(num(&f, "resumed") > 0.0, "{stdout}");
-    assert_eq!((num(&f, "completed"), num(&f, "running"), num(&f, "errors")), (2000.0, 0.0, 0.0), "{stdout}");
+    assert_eq!(
+        (num(&f, "completed"), num(&f, "running"), num(&f, "errors")),
+        (2000.0, 0.0, 0.0),
+        "{stdout}"
+    );
     let v = run(&["verify"], Some(dir.path()));
     let vout = String::from_utf8_lossy(&v.stdout);
-    assert!(v.status.success(), "{vout}\n{}", String::from_utf8_lossy(&v.stderr));
+    assert!(
+        v.status.success(),
+        "{vout}\n{}",
+        String::from_utf8_lossy(&v.stderr)
+    );
     let vf = fields(&vout, "verify ");
-    assert_eq!((num(&vf, "workflows"), num(&vf, "violations"), num(&vf, "corrupt")), (2000.0, 0.0, 0.0));
+    assert_eq!(
+        (
+            num(&vf, "workflows"),
+            num(&vf, "violations"),
+            num(&vf, "corrupt")
+        ),
+        (2000.0, 0.0, 0.0)
+    );
 }

@@ -48,7 +48,9 @@ fn workflow_core_imports_no_io_clock_randomness_or_tokio() {
             for w in words(code) {
                 for bad in FORBIDDEN {
                     assert!(
-                        !(w == *bad || w.starts_with(&format!("{bad}::")) || w.contains(&format!("::{bad}"))),
+                        !(w == *bad
+                            || w.starts_with(&format!("{bad}::"))
+                            || w.contains(&format!("::{bad}"))),
                         "{}:{}: the pure core must not use `{bad}`: {line}",
                         path.display(),
                         n + 1

@@ -9,7 +9,10 @@ use orchestrator::workflow::{AfterFailure, Event, EventKind, PipelineRef, Reopen
 use crate::support::video_pipelines;
 
 fn video() -> PipelineDef {
-    video_pipelines().into_iter().find(|p| p.name == "video").unwrap()
+    video_pipelines()
+        .into_iter()
+        .find(|p| p.name == "video")
+        .unwrap()
 }
 
 fn ev(kind: EventKind) -> Event {
@@ -19,7 +22,11 @@ fn ev(kind: EventKind) -> Event {
 fn started(p: &PipelineDef) -> EventKind {
     EventKind::WorkflowStarted {
         id: "w".into(),
-        pipeline: PipelineRef { name: p.name.clone(), version: p.version, hash: p.content_hash() },
+        pipeline: PipelineRef {
+            name: p.name.clone(),
+            version: p.version,
+            hash: p.content_hash(),
+        },
         input: "{}".into(),
         steps: p.steps.len() as u16,
         deadline_ms: None,
@@ -35,33 +42,60 @@ fn dispatch(p: &PipelineDef, step: usize, generation: u32, attempt: u32) -> Even
 }
 
 fn success(step: usize, attempt: u32) -> EventKind {
-    EventKind::TaskSucceeded { step: step as u16, attempt, output: "{}".into(), worker: None, started_at_ms: None }
+    EventKind::TaskSucceeded {
+        step: step as u16,
+        attempt,
+        output: "{}".into(),
+        worker: None,
+        started_at_ms: None,
+    }
 }
 
 fn failure(step: usize, attempt: u32, retryable: bool, then: AfterFailure) -> EventKind {
     EventKind::TaskFailed {
         step: step as u16,
         attempt,
-        error: TaskError { kind: "x".into(), message: "m".into(), retryable },
+        error: TaskError {
+            kind: "x".into(),
+            message: "m".into(),
+            retryable,
+        },
         worker: None,
         then,
     }
 }
 
 fn run(p: &PipelineDef, kinds: Vec<EventKind>) -> Vec<String> {
-    let events: Vec<(u64, Event)> = kinds.into_iter().enumerate().map(|(i, k)| (i as u64 + 1, ev(k))).collect();
-    check_journal("w", p, &events).violations.into_iter().map(|v| v.message).collect()
+    let events: Vec<(u64, Event)> = kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| (i as u64 + 1, ev(k)))
+        .collect();
+    check_journal("w", p, &events)
+        .violations
+        .into_iter()
+        .map(|v| v.message)
+        .collect()
 }
 
 fn assert_violates(p: &PipelineDef, kinds: Vec<EventKind>, needle: &str) {
     let v = run(p, kinds);
-    assert!(v.iter().any(|m| m.contains(needle)), "expected a violation containing {needle:?}, got {v:?}");
+    assert!(
+        v.iter().any(|m| m.contains(needle)),
+        "expected a violation containing {needle:?}, got {v:?}"
+    );
 }
 
 #[test]
 fn a_legal_journal_has_no_violations() {
     let p = video();
-    let mut k = vec![started(&p), dispatch(&p, 0, 0, 1), failure(0, 1, true, AfterFailure::RetryAt(5)), dispatch(&p, 0, 0, 2), success(0, 2)];
+    let mut k = vec![
+        started(&p),
+        dispatch(&p, 0, 0, 1),
+        failure(0, 1, true, AfterFailure::RetryAt(5)),
+        dispatch(&p, 0, 0, 2),
+        success(0, 2),
+    ];
     k.push(dispatch(&p, 1, 0, 1));
     k.push(success(1, 1));
     assert_eq!(run(&p, k), Vec::<String>::new());
@@ -70,13 +104,26 @@ fn a_legal_journal_has_no_violations() {
 #[test]
 fn dispatch_before_dependencies_succeeded_is_a_violation() {
     let p = video();
-    assert_violates(&p, vec![started(&p), dispatch(&p, 1, 0, 1)], "before its dependency ingest succeeded");
+    assert_violates(
+        &p,
+        vec![started(&p), dispatch(&p, 1, 0, 1)],
+        "before its dependency ingest succeeded",
+    );
 }
 
 #[test]
 fn a_step_succeeding_twice_in_a_generation_is_a_violation() {
     let p = video();
-    assert_violates(&p, vec![started(&p), dispatch(&p, 0, 0, 1), success(0, 1), success(0, 1)], "succeeded twice");
+    assert_violates(
+        &p,
+        vec![
+            started(&p),
+            dispatch(&p, 0, 0, 1),
+            success(0, 1),
+            success(0, 1),
+        ],
+        "succeeded twice",
+    );
 }
 
 #[test]
@@ -97,7 +144,11 @@ fn a_terminal_workflow_changing_without_reopen_is_a_violation() {
     let p = video();
     assert_violates(
         &p,
-        vec![started(&p), EventKind::WorkflowCancelled { reason: "x".into() }, dispatch(&p, 0, 0, 1)],
+        vec![
+            started(&p),
+            EventKind::WorkflowCancelled { reason: "x".into() },
+            dispatch(&p, 0, 0, 1),
+        ],
         "after the workflow became cancelled",
     );
 }
@@ -105,20 +156,55 @@ fn a_terminal_workflow_changing_without_reopen_is_a_violation() {
 #[test]
 fn a_reopen_must_start_the_next_generation_from_a_terminal_state() {
     let p = video();
-    let reopen = |generation| EventKind::WorkflowReopened { generation, mode: ReopenMode::RetryFailed, reset: (0..9).collect(), deadline_ms: None };
+    let reopen = |generation| EventKind::WorkflowReopened {
+        generation,
+        mode: ReopenMode::RetryFailed,
+        reset: (0..9).collect(),
+        deadline_ms: None,
+    };
     assert_violates(&p, vec![started(&p), reopen(1)], "reopened while running");
-    assert_violates(&p, vec![started(&p), EventKind::WorkflowFailed { step: None, reason: "x".into() }, reopen(3)], "generation 3 after 0");
+    assert_violates(
+        &p,
+        vec![
+            started(&p),
+            EventKind::WorkflowFailed {
+                step: None,
+                reason: "x".into(),
+            },
+            reopen(3),
+        ],
+        "generation 3 after 0",
+    );
 }
 
 #[test]
 fn gaps_wrong_task_ids_retried_fatal_errors_and_early_completion_are_violations() {
     let p = video();
     let events = vec![(1, ev(started(&p))), (3, ev(dispatch(&p, 0, 0, 1)))];
-    assert!(check_journal("w", &p, &events).violations.iter().any(|v| v.message.contains("sequence gap")));
-    let bad_id = EventKind::TaskDispatched { step: 0, attempt: 1, task_id: "other".into() };
+    assert!(check_journal("w", &p, &events)
+        .violations
+        .iter()
+        .any(|v| v.message.contains("sequence gap")));
+    let bad_id = EventKind::TaskDispatched {
+        step: 0,
+        attempt: 1,
+        task_id: "other".into(),
+    };
     assert_violates(&p, vec![started(&p), bad_id], "task id");
-    assert_violates(&p, vec![started(&p), dispatch(&p, 0, 0, 1), failure(0, 1, false, AfterFailure::RetryAt(3))], "retried a non-retryable");
-    assert_violates(&p, vec![started(&p), EventKind::WorkflowCompleted], "completed while step ingest");
+    assert_violates(
+        &p,
+        vec![
+            started(&p),
+            dispatch(&p, 0, 0, 1),
+            failure(0, 1, false, AfterFailure::RetryAt(3)),
+        ],
+        "retried a non-retryable",
+    );
+    assert_violates(
+        &p,
+        vec![started(&p), EventKind::WorkflowCompleted],
+        "completed while step ingest",
+    );
     assert_violates(&p, vec![dispatch(&p, 0, 0, 1)], "not workflow_started");
 }
 
@@ -128,15 +214,25 @@ async fn a_flipped_byte_in_a_stored_record_is_reported_as_corrupt() {
     use orchestrator::storage::{Op, Storage};
     let dir = tempfile::tempdir().unwrap();
     {
-        let storage: Arc<dyn Storage> = Arc::new(RocksStorage::open(dir.path(), &RocksConfig::default()).unwrap());
-        let h = crate::support::Harness::start(storage.clone(), crate::support::Options::default()).await;
+        let storage: Arc<dyn Storage> =
+            Arc::new(RocksStorage::open(dir.path(), &RocksConfig::default()).unwrap());
+        let h = crate::support::Harness::start(storage.clone(), crate::support::Options::default())
+            .await;
         for i in 0..5 {
             let id = format!("b-{i}");
-            h.engine.start_workflow("video", &id, &crate::support::video_input(&id)).await.unwrap();
+            h.engine
+                .start_workflow("video", &id, &crate::support::video_input(&id))
+                .await
+                .unwrap();
         }
         h.wait_terminal(5, std::time::Duration::from_secs(30)).await;
         let clean = orchestrator::verify::verify_store(&h.store).unwrap();
-        assert_eq!((clean.completed, clean.violations, clean.corrupt), (5, 0, 0), "{:?}", clean.details);
+        assert_eq!(
+            (clean.completed, clean.violations, clean.corrupt),
+            (5, 0, 0),
+            "{:?}",
+            clean.details
+        );
         h.stop().await;
         // Flip one byte in the middle of the first journal record.
         let mut first: Option<(Vec<u8>, Vec<u8>)> = None;

@@ -77,7 +77,10 @@ pub struct DevArgs {
 }
 
 pub fn run(args: DevArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start runtime: {e}");
@@ -88,10 +91,11 @@ pub fn run(args: DevArgs) -> ExitCode {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => return std::future::pending().await,
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(t) => t,
+                    Err(_) => return std::future::pending().await,
+                };
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}
@@ -121,11 +125,16 @@ pub async fn run_dev(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<Summary, String> {
     if !(0.0..=1.0).contains(&args.fail_rate) {
-        return Err(format!("--fail-rate must be within [0, 1], got {}", args.fail_rate));
+        return Err(format!(
+            "--fail-rate must be within [0, 1], got {}",
+            args.fail_rate
+        ));
     }
     if let Some(d) = args.duration {
         if !(d.is_finite() && d > 0.0) {
-            return Err(format!("--duration must be a positive number of seconds, got {d}"));
+            return Err(format!(
+                "--duration must be a positive number of seconds, got {d}"
+            ));
         }
     }
     let began = Instant::now();
@@ -161,7 +170,8 @@ pub async fn run_dev(
     let hooks = Hooks {
         on_terminal: Some(Arc::new(move |wf, def| {
             if wf.status == Status::Completed {
-                let outputs: Vec<Option<&str>> = wf.steps.iter().map(|s| s.output.as_deref()).collect();
+                let outputs: Vec<Option<&str>> =
+                    wf.steps.iter().map(|s| s.output.as_deref()).collect();
                 let wrong = sim::check_outputs(def, &outputs);
                 if !wrong.is_empty() {
                     Metrics::inc(&hook_metrics.output_errors);
@@ -198,7 +208,10 @@ pub async fn run_dev(
     ));
     let resumed = Metrics::get(&metrics.workflows_resumed);
     if resumed > 0 {
-        eprintln!("resumed {resumed} unfinished workflow(s) from {}", args.data_dir.display());
+        eprintln!(
+            "resumed {resumed} unfinished workflow(s) from {}",
+            args.data_dir.display()
+        );
     }
 
     // Accept every new workflow durably first, in bounded chunks.
@@ -259,7 +272,11 @@ pub async fn run_dev(
 
 fn progress(done: u64, total: u64, active: u64, m: &Metrics) {
     let width = 30usize;
-    let filled = if total == 0 { width } else { (done.min(total) as usize * width) / total as usize };
+    let filled = if total == 0 {
+        width
+    } else {
+        (done.min(total) as usize * width) / total as usize
+    };
     let mut err = std::io::stderr().lock();
     let _ = write!(
         err,

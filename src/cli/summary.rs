@@ -33,16 +33,18 @@ pub fn status_counts(store: &WorkflowStore) -> Result<[u64; 5], String> {
     let mut counts = [0u64; 5];
     for p in 0..store.partitions() {
         for (k, s) in Status::ALL.iter().enumerate() {
-            counts[k] += store
-                .count_status(p, s.code())
-                .map_err(|e| e.to_string())?;
+            counts[k] += store.count_status(p, s.code()).map_err(|e| e.to_string())?;
         }
     }
     Ok(counts)
 }
 
 impl Summary {
-    pub fn collect(store: &WorkflowStore, m: &Metrics, extra_errors: u64) -> Result<Summary, String> {
+    pub fn collect(
+        store: &WorkflowStore,
+        m: &Metrics,
+        extra_errors: u64,
+    ) -> Result<Summary, String> {
         let c = status_counts(store)?;
         let wal_syncs = store.wal_syncs();
         let events = Metrics::get(&m.journal_events);
@@ -64,10 +66,20 @@ impl Summary {
             tasks: Metrics::get(&m.tasks_dispatched) + Metrics::get(&m.tasks_redispatched),
             retries: Metrics::get(&m.task_retries),
             duplicates_ignored: m.duplicates_ignored(),
-            errors: Metrics::get(&m.output_errors) + Metrics::get(&m.corrupt_workflows) + extra_errors,
+            errors: Metrics::get(&m.output_errors)
+                + Metrics::get(&m.corrupt_workflows)
+                + extra_errors,
             wal_syncs,
-            events_per_sync: if wal_syncs > 0 { events as f64 / wal_syncs as f64 } else { 0.0 },
-            wf_per_s: if secs > 0.0 { completed_here as f64 / secs } else { 0.0 },
+            events_per_sync: if wal_syncs > 0 {
+                events as f64 / wal_syncs as f64
+            } else {
+                0.0
+            },
+            wf_per_s: if secs > 0.0 {
+                completed_here as f64 / secs
+            } else {
+                0.0
+            },
             p50_ms: m.workflow_latency_ms.quantile(0.50),
             p99_ms: m.workflow_latency_ms.quantile(0.99),
             peak_rss_mib: super::peak_rss_mib(),

@@ -223,7 +223,12 @@ impl Engine {
     }
 
     /// Starts a workflow, or returns the existing one with this id.
-    pub async fn start_workflow(&self, pipeline: &str, id: &str, input: &str) -> Result<StartReply, Error> {
+    pub async fn start_workflow(
+        &self,
+        pipeline: &str,
+        id: &str,
+        input: &str,
+    ) -> Result<StartReply, Error> {
         validate_id(id, self.ctx.config_id_max())?;
         validate_input(input)?;
         let p = self.router.partition(id).ok_or(Error::Stopped)?;
@@ -243,7 +248,11 @@ impl Engine {
 
     /// Durably accepts many new workflows (ids already present are skipped);
     /// their first tasks wait for [`Engine::release_held`].
-    pub async fn accept_many(&self, pipeline: &str, items: Vec<(String, String)>) -> Result<AcceptReport, Error> {
+    pub async fn accept_many(
+        &self,
+        pipeline: &str,
+        items: Vec<(String, String)>,
+    ) -> Result<AcceptReport, Error> {
         let parts = self.router.partitions.read().clone();
         let mut per: Vec<Vec<(String, String)>> = vec![Vec::new(); parts.len()];
         for (id, input) in items {
@@ -260,7 +269,11 @@ impl Engine {
             let p = p.clone();
             calls.push(tokio::spawn(async move {
                 p.call(
-                    |reply| PartitionMsg::AcceptMany { pipeline, items, reply },
+                    |reply| PartitionMsg::AcceptMany {
+                        pipeline,
+                        items,
+                        reply,
+                    },
                     None,
                 )
                 .await
@@ -336,7 +349,9 @@ fn validate_id(id: &str, max: usize) -> Result<(), Error> {
         )));
     }
     if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(Error::Rejected(format!("workflow id {id:?} contains whitespace or control characters")));
+        return Err(Error::Rejected(format!(
+            "workflow id {id:?} contains whitespace or control characters"
+        )));
     }
     Ok(())
 }
@@ -347,7 +362,9 @@ fn validate_input(input: &str) -> Result<(), Error> {
         .map_err(|e| Error::Rejected(format!("workflow input is not valid JSON: {e}")))
 }
 
-fn flatten<T>(r: Result<ractor::rpc::CallResult<Result<T, String>>, ractor::MessagingErr<PartitionMsg>>) -> Result<T, Error> {
+fn flatten<T>(
+    r: Result<ractor::rpc::CallResult<Result<T, String>>, ractor::MessagingErr<PartitionMsg>>,
+) -> Result<T, Error> {
     match r {
         Ok(ractor::rpc::CallResult::Success(Ok(v))) => Ok(v),
         Ok(ractor::rpc::CallResult::Success(Err(e))) => Err(Error::Rejected(e)),

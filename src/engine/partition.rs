@@ -12,10 +12,14 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 
 use super::metrics::Metrics;
 use super::transition::{after_commit, load, prepare, PartitionTimes, StatusEntry};
-use super::workflow_actor::{Init, InputReply, Resident, StartReply, WorkflowActor, WorkflowArgs, WorkflowMsg};
+use super::workflow_actor::{
+    Init, InputReply, Resident, StartReply, WorkflowActor, WorkflowArgs, WorkflowMsg,
+};
 use super::EngineCtx;
 use crate::transport::WorkerReport;
-use crate::workflow::{decide, decide_start, redispatch, Input, Status, TaskSpec, TimerKind, WorkflowState};
+use crate::workflow::{
+    decide, decide_start, redispatch, Input, Status, TaskSpec, TimerKind, WorkflowState,
+};
 
 /// Result of a bulk accept on one partition.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -122,7 +126,9 @@ impl StateCache {
         self.order.push_back((id.clone(), self.stamp));
         self.map.insert(id, (state, self.stamp));
         while self.map.len() > self.max {
-            let Some((old, stamp)) = self.order.pop_front() else { break };
+            let Some((old, stamp)) = self.order.pop_front() else {
+                break;
+            };
             if self.map.get(&old).is_some_and(|(_, s)| *s == stamp) {
                 self.map.remove(&old);
             }
@@ -130,7 +136,8 @@ impl StateCache {
         // Stale order entries (re-inserted ids) are compacted once they dominate.
         if self.order.len() > 2 * self.max + 1024 {
             let map = &self.map;
-            self.order.retain(|(id, s)| map.get(id).is_some_and(|(_, cur)| cur == s));
+            self.order
+                .retain(|(id, s)| map.get(id).is_some_and(|(_, cur)| cur == s));
         }
     }
 
@@ -266,7 +273,12 @@ impl Actor for PartitionActor {
             }
             PartitionMsg::Report { id, report } => st.report(&myself, id, report),
             PartitionMsg::Describe { id, reply } => {
-                st.route(&myself, id, WorkflowMsg::Describe(reply), Some(Replay::Describe));
+                st.route(
+                    &myself,
+                    id,
+                    WorkflowMsg::Describe(reply),
+                    Some(Replay::Describe),
+                );
             }
             PartitionMsg::Idle { id, handled } => st.idle(&id, handled),
             PartitionMsg::Tick => st.tick(&myself),
@@ -286,7 +298,10 @@ impl Actor for PartitionActor {
                     return Ok(());
                 };
                 st.resident -= 1;
-                st.ctx.metrics.resident.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                st.ctx
+                    .metrics
+                    .resident
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 if let Some(mut b) = boxed {
                     if let Ok(r) = b.take::<Resident>() {
                         if r.broken.is_none() {
@@ -303,7 +318,10 @@ impl Actor for PartitionActor {
                     return Ok(());
                 };
                 st.resident -= 1;
-                st.ctx.metrics.resident.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                st.ctx
+                    .metrics
+                    .resident
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 st.crashed(&myself, id, err.to_string()).await;
             }
             _ => {}
@@ -371,7 +389,12 @@ impl PartitionState {
         Ok(())
     }
 
-    fn spawn(&mut self, myself: &ActorRef<PartitionMsg>, id: &str, init: Init) -> Option<ActorRef<WorkflowMsg>> {
+    fn spawn(
+        &mut self,
+        myself: &ActorRef<PartitionMsg>,
+        id: &str,
+        init: Init,
+    ) -> Option<ActorRef<WorkflowMsg>> {
         let args = WorkflowArgs {
             id: id.to_string(),
             partition: self.index,
@@ -380,11 +403,19 @@ impl PartitionState {
             supervisor: myself.clone(),
             init,
         };
-        match ractor::ActorRuntime::spawn_linked_instant(None, WorkflowActor, args, myself.get_cell()) {
+        match ractor::ActorRuntime::spawn_linked_instant(
+            None,
+            WorkflowActor,
+            args,
+            myself.get_cell(),
+        ) {
             Ok((actor, _join)) => {
                 self.by_actor.insert(actor.get_id(), id.to_string());
                 self.resident += 1;
-                self.ctx.metrics.resident.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.ctx
+                    .metrics
+                    .resident
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Metrics::inc(&self.ctx.metrics.actors_spawned);
                 Some(actor)
             }
@@ -404,7 +435,13 @@ impl PartitionState {
 
     /// Sends `msg` to the workflow's actor, spawning it if needed, or queues
     /// it while the actor is stopping or no resident slot is free.
-    fn route(&mut self, myself: &ActorRef<PartitionMsg>, id: String, msg: WorkflowMsg, replay: Option<Replay>) {
+    fn route(
+        &mut self,
+        myself: &ActorRef<PartitionMsg>,
+        id: String,
+        msg: WorkflowMsg,
+        replay: Option<Replay>,
+    ) {
         let _ = replay;
         if !self.entries.contains_key(&id) {
             self.entries.insert(id.clone(), Entry::new());
@@ -418,7 +455,9 @@ impl PartitionState {
                 }
             }
         }
-        let Some(entry) = self.entries.get_mut(&id) else { return };
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
         match (entry.actor.clone(), entry.stopping) {
             (Some(actor), false) => send(&actor, entry, msg),
             _ => entry.queued.push_back(msg),
@@ -449,7 +488,9 @@ impl PartitionState {
     }
 
     fn idle(&mut self, id: &str, handled: u64) {
-        let Some(entry) = self.entries.get_mut(id) else { return };
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
         let newly = handled.saturating_sub(entry.acked);
         for _ in 0..newly {
             entry.unacked.pop_front();
@@ -480,7 +521,9 @@ impl PartitionState {
 
     fn drain_deferred(&mut self, myself: &ActorRef<PartitionMsg>) {
         while self.resident < self.resident_cap {
-            let Some(id) = self.deferred.pop_front() else { break };
+            let Some(id) = self.deferred.pop_front() else {
+                break;
+            };
             if self.entries.get(&id).is_some_and(|e| e.actor.is_none()) {
                 self.restart(myself, &id, false);
             }
@@ -498,7 +541,9 @@ impl PartitionState {
             self.init_for(id)
         };
         let actor = self.spawn(myself, id, init);
-        let Some(entry) = self.entries.get_mut(id) else { return };
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
         entry.stopping = false;
         entry.actor = actor.clone();
         let mut redo: VecDeque<WorkflowMsg> = VecDeque::new();
@@ -557,21 +602,37 @@ impl PartitionState {
 
     async fn park(&mut self, id: &str, reason: String) -> Result<(), String> {
         let ctx = self.ctx.clone();
-        let Some(wf) = load(&ctx, self.index, id)? else { return Ok(()) };
+        let Some(wf) = load(&ctx, self.index, id)? else {
+            return Ok(());
+        };
         let def = ctx.pipelines.get(&wf.pipeline)?;
         let decision = decide(&wf, &def, &Input::Park { reason }, ctx.clock.now_ms());
         let prepared = prepare(&ctx, self.index, id, Some(&wf), decision, None)?;
         if prepared.ops.is_empty() {
             return Ok(());
         }
-        ctx.committer.commit(prepared.ops).await.map_err(|e| e.to_string())?;
+        ctx.committer
+            .commit(prepared.ops)
+            .await
+            .map_err(|e| e.to_string())?;
         if let Some(next) = prepared.next {
-            after_commit(&ctx, &self.times, Some(wf.status), &next, &def, &prepared.decision);
+            after_commit(
+                &ctx,
+                &self.times,
+                Some(wf.status),
+                &next,
+                &def,
+                &prepared.decision,
+            );
         }
         Ok(())
     }
 
-    async fn accept_many(&mut self, pipeline: &str, items: Vec<(String, String)>) -> Result<AcceptReport, String> {
+    async fn accept_many(
+        &mut self,
+        pipeline: &str,
+        items: Vec<(String, String)>,
+    ) -> Result<AcceptReport, String> {
         let ctx = self.ctx.clone();
         let (pref, def) = ctx
             .pipelines
@@ -584,7 +645,9 @@ impl PartitionState {
             let mut done = Vec::new();
             for (id, input) in part {
                 let exists = self.entries.contains_key(id)
-                    || load(&ctx, self.index, id).map(|s| s.is_some()).unwrap_or(true);
+                    || load(&ctx, self.index, id)
+                        .map(|s| s.is_some())
+                        .unwrap_or(true);
                 if exists {
                     report.existing += 1;
                     continue;
@@ -600,7 +663,10 @@ impl PartitionState {
             if ops.is_empty() {
                 continue;
             }
-            ctx.committer.commit(ops).await.map_err(|e| format!("journal append failed: {e}"))?;
+            ctx.committer
+                .commit(ops)
+                .await
+                .map_err(|e| format!("journal append failed: {e}"))?;
             for (next, mut decision) in done {
                 // Hold the first tasks until every workflow is accepted.
                 let mut held = Vec::new();

@@ -32,7 +32,9 @@ impl PipelineRegistry {
             };
             let def = Arc::new(def);
             by_ref.insert(r.clone(), def.clone());
-            let newer = current.get(&r.name).is_none_or(|(old, _)| old.version < r.version);
+            let newer = current
+                .get(&r.name)
+                .is_none_or(|(old, _)| old.version < r.version);
             if newer {
                 current.insert(r.name.clone(), (r, def));
             }
@@ -49,7 +51,10 @@ impl PipelineRegistry {
         self.by_ref
             .read()
             .iter()
-            .map(|(r, d)| self.store.pipeline_put(&r.name, r.version, r.hash, d.as_ref()))
+            .map(|(r, d)| {
+                self.store
+                    .pipeline_put(&r.name, r.version, r.hash, d.as_ref())
+            })
             .collect()
     }
 
@@ -73,7 +78,10 @@ impl PipelineRegistry {
             .load_pipeline(&r.name, r.version, r.hash)
             .map_err(|e| format!("pipeline {} v{}: {e}", r.name, r.version))?;
         let def = Arc::new(loaded.ok_or_else(|| {
-            format!("pipeline {} v{} (hash {:016x}) is not stored", r.name, r.version, r.hash)
+            format!(
+                "pipeline {} v{} (hash {:016x}) is not stored",
+                r.name, r.version, r.hash
+            )
         })?);
         self.by_ref.write().insert(r.clone(), def.clone());
         Ok(def)

@@ -19,7 +19,8 @@ impl TimerWheel {
     }
 
     pub fn disarm(&mut self, due_ms: u64, workflow_id: &str, timer: &TimerKind) {
-        self.due.remove(&(due_ms, workflow_id.to_string(), timer.clone()));
+        self.due
+            .remove(&(due_ms, workflow_id.to_string(), timer.clone()));
     }
 
     /// Removes and returns every timer due at or before `now_ms`, up to `max`.
@@ -74,7 +75,8 @@ impl Watch {
         };
         match self.started_ms {
             None => consider(
-                self.schedule_to_start_ms.map(|t| self.dispatched_ms.saturating_add(t)),
+                self.schedule_to_start_ms
+                    .map(|t| self.dispatched_ms.saturating_add(t)),
                 TimeoutKind::ScheduleToStart,
             ),
             Some(started) => {
@@ -83,7 +85,8 @@ impl Watch {
                     TimeoutKind::StartToClose,
                 );
                 consider(
-                    self.heartbeat_ms.map(|t| self.last_beat_ms.saturating_add(t)),
+                    self.heartbeat_ms
+                        .map(|t| self.last_beat_ms.saturating_add(t)),
                     TimeoutKind::Heartbeat,
                 );
             }
@@ -146,7 +149,10 @@ impl Liveness {
             Some(w) => {
                 if w.started_ms.is_none() {
                     w.started_ms = Some(at_ms);
-                    if let Some((at, _)) = { w.last_beat_ms = at_ms; w.next_deadline() } {
+                    if let Some((at, _)) = {
+                        w.last_beat_ms = at_ms;
+                        w.next_deadline()
+                    } {
                         self.queue.insert((at, task_id.to_string()));
                     }
                 } else {
@@ -163,12 +169,18 @@ impl Liveness {
     pub fn expired(&mut self, now_ms: u64, max: usize) -> Vec<(String, String, TimeoutKind)> {
         let mut out = Vec::new();
         while out.len() < max {
-            let Some((at, _)) = self.queue.first() else { break };
+            let Some((at, _)) = self.queue.first() else {
+                break;
+            };
             if *at > now_ms {
                 break;
             }
-            let Some((_, task_id)) = self.queue.pop_first() else { break };
-            let Some(w) = self.watches.get(&task_id) else { continue };
+            let Some((_, task_id)) = self.queue.pop_first() else {
+                break;
+            };
+            let Some(w) = self.watches.get(&task_id) else {
+                continue;
+            };
             match w.next_deadline() {
                 Some((real, kind)) if real <= now_ms => {
                     let w = self.watches.remove(&task_id).expect("present");
@@ -224,7 +236,10 @@ mod tests {
         assert!(l.started("b", 50));
         assert!(l.expired(99, 10).is_empty());
         let e = l.expired(100, 10);
-        assert_eq!(e, vec![("wf".into(), "a".into(), TimeoutKind::ScheduleToStart)]);
+        assert_eq!(
+            e,
+            vec![("wf".into(), "a".into(), TimeoutKind::ScheduleToStart)]
+        );
         assert!(l.expired(1049, 10).is_empty());
         assert_eq!(l.expired(1050, 10)[0].2, TimeoutKind::StartToClose);
         assert!(l.is_empty());

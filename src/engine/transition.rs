@@ -39,7 +39,12 @@ pub fn timer_tag(timer: &TimerKind) -> u64 {
             step,
             generation,
             attempt,
-        } => (1 << 63) | (u64::from(generation) << 40) | (u64::from(step) << 24) | u64::from(attempt & 0xff_ffff),
+        } => {
+            (1 << 63)
+                | (u64::from(generation) << 40)
+                | (u64::from(step) << 24)
+                | u64::from(attempt & 0xff_ffff)
+        }
         TimerKind::Workflow { generation } => u64::from(generation),
     }
 }
@@ -64,7 +69,11 @@ pub fn prepare(
     let store = &ctx.store;
     let mut ops = Vec::new();
     if let Some((due, timer)) = fired {
-        ops.push(store.timer_delete(partition, *due, id, timer_tag(timer)).map_err(e)?);
+        ops.push(
+            store
+                .timer_delete(partition, *due, id, timer_tag(timer))
+                .map_err(e)?,
+        );
     }
     if decision.events.is_empty() {
         return Ok(Prepared {
@@ -97,7 +106,11 @@ pub fn prepare(
         first_seq,
         events: decision.events.clone(),
     };
-    ops.push(store.journal_put(partition, id, first_seq, &record).map_err(e)?);
+    ops.push(
+        store
+            .journal_put(partition, id, first_seq, &record)
+            .map_err(e)?,
+    );
     let prev_status = prev.map(|p| p.status);
     if prev_status != Some(next.status) {
         if let Some(s) = prev_status {
@@ -108,16 +121,24 @@ pub fn prepare(
             created_at_ms: next.created_at_ms,
             updated_at_ms: next.updated_at_ms,
         };
-        ops.push(store.status_put(partition, next.status.code(), id, &entry).map_err(e)?);
+        ops.push(
+            store
+                .status_put(partition, next.status.code(), id, &entry)
+                .map_err(e)?,
+        );
     }
     for c in &decision.commands {
         match c {
-            Command::ArmTimer { due_ms, timer } => {
-                ops.push(store.timer_put(partition, *due_ms, id, timer_tag(timer), timer).map_err(e)?)
-            }
-            Command::DisarmTimer { due_ms, timer } => {
-                ops.push(store.timer_delete(partition, *due_ms, id, timer_tag(timer)).map_err(e)?)
-            }
+            Command::ArmTimer { due_ms, timer } => ops.push(
+                store
+                    .timer_put(partition, *due_ms, id, timer_tag(timer), timer)
+                    .map_err(e)?,
+            ),
+            Command::DisarmTimer { due_ms, timer } => ops.push(
+                store
+                    .timer_delete(partition, *due_ms, id, timer_tag(timer))
+                    .map_err(e)?,
+            ),
             _ => {}
         }
     }
@@ -152,8 +173,10 @@ pub fn after_commit(
     let now = ctx.clock.now_ms();
     if !decision.events.is_empty() {
         Metrics::inc(&m.journal_records);
-        m.journal_events
-            .fetch_add(decision.events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        m.journal_events.fetch_add(
+            decision.events.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
     for e in &decision.events {
         match &e.kind {
@@ -191,7 +214,9 @@ pub fn after_commit(
                     dispatches.push(spec);
                 }
                 Command::CancelTask { task_id, .. } => t.liveness.unwatch(task_id),
-                Command::ArmTimer { due_ms, timer } => t.timers.arm(*due_ms, &next.id, timer.clone()),
+                Command::ArmTimer { due_ms, timer } => {
+                    t.timers.arm(*due_ms, &next.id, timer.clone())
+                }
                 Command::DisarmTimer { due_ms, timer } => t.timers.disarm(*due_ms, &next.id, timer),
             }
         }
@@ -241,7 +266,10 @@ pub fn load(ctx: &EngineCtx, partition: u16, id: &str) -> Result<Option<Workflow
                     }
                     state = crate::workflow::evolve::start(event);
                     if state.is_none() {
-                        return Err(format!("workflow {id}: first event is {}", event.kind.name()));
+                        return Err(format!(
+                            "workflow {id}: first event is {}",
+                            event.kind.name()
+                        ));
                     }
                 }
                 Some(s) => {

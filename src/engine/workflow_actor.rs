@@ -11,7 +11,9 @@ use super::partition::PartitionMsg;
 use super::transition::{after_commit, load, note_outcome, prepare, PartitionTimes};
 use super::EngineCtx;
 use crate::pipeline::PipelineDef;
-use crate::workflow::{decide, decide_start, Input, Outcome, PipelineRef, TimerKind, WorkflowState};
+use crate::workflow::{
+    decide, decide_start, Input, Outcome, PipelineRef, TimerKind, WorkflowState,
+};
 
 /// Reply to a start request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,7 +149,11 @@ impl Actor for WorkflowActor {
                     let _ = reply.send(r);
                 }
             }
-            WorkflowMsg::Input { input, fired, reply } => {
+            WorkflowMsg::Input {
+                input,
+                fired,
+                reply,
+            } => {
                 if let Some(faults) = &st.ctx.hooks.faults {
                     faults.maybe_panic(&st.id);
                 }
@@ -198,7 +204,14 @@ impl Resident {
             format!("journal append failed: {e}")
         })?;
         let next = prepared.next.ok_or("internal: start produced no state")?;
-        after_commit(&self.ctx, &self.times, None, &next, &def, &prepared.decision);
+        after_commit(
+            &self.ctx,
+            &self.times,
+            None,
+            &next,
+            &def,
+            &prepared.decision,
+        );
         let status = next.status;
         self.wf = Some(next);
         self.def = Some(def);
@@ -229,7 +242,14 @@ impl Resident {
             tracing::debug!(workflow_id = %self.id, reason = reason.as_str(), "input ignored");
         }
         let prev_status = wf.status;
-        let prepared = prepare(&self.ctx, self.partition, &self.id, Some(wf), decision, fired.as_ref())?;
+        let prepared = prepare(
+            &self.ctx,
+            self.partition,
+            &self.id,
+            Some(wf),
+            decision,
+            fired.as_ref(),
+        )?;
         if !prepared.ops.is_empty() {
             if let Err(e) = self.ctx.committer.commit(prepared.ops).await {
                 super::metrics::Metrics::inc(&self.ctx.metrics.commit_errors);
@@ -239,7 +259,14 @@ impl Resident {
         }
         if let Some(next) = prepared.next {
             let def = def.clone();
-            after_commit(&self.ctx, &self.times, Some(prev_status), &next, &def, &prepared.decision);
+            after_commit(
+                &self.ctx,
+                &self.times,
+                Some(prev_status),
+                &next,
+                &def,
+                &prepared.decision,
+            );
             self.wf = Some(next);
         }
         Ok(outcome)

@@ -76,7 +76,12 @@ pub struct PipelineLimits {
 
 impl Default for PipelineLimits {
     fn default() -> Self {
-        Self { steps_max: 256, needs_max: 64, name_len_max: 64, max_attempts_max: 1000 }
+        Self {
+            steps_max: 256,
+            needs_max: 64,
+            name_len_max: 64,
+            max_attempts_max: 1000,
+        }
     }
 }
 

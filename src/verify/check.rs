@@ -49,7 +49,10 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
     for (seq, event) in events {
         let seq = *seq;
         if seq != expected_seq {
-            bad(seq, format!("sequence gap: expected {expected_seq}, found {seq}"));
+            bad(
+                seq,
+                format!("sequence gap: expected {expected_seq}, found {seq}"),
+            );
         }
         expected_seq = seq + 1;
         if must_fail_next && !matches!(event.kind, EventKind::WorkflowFailed { .. }) {
@@ -59,16 +62,26 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
         let name = event.kind.name();
         let Some(st) = status else {
             match &event.kind {
-                EventKind::WorkflowStarted { id: wid, steps: count, .. } => {
+                EventKind::WorkflowStarted {
+                    id: wid,
+                    steps: count,
+                    ..
+                } => {
                     if wid != id {
-                        bad(seq, format!("started event names workflow {wid:?}, journal is {id:?}"));
+                        bad(
+                            seq,
+                            format!("started event names workflow {wid:?}, journal is {id:?}"),
+                        );
                     }
                     if usize::from(*count) != n {
                         bad(seq, format!("started with {count} steps, pipeline has {n}"));
                     }
                     status = Some(Status::Running);
                 }
-                _ => bad(seq, format!("journal starts with {name}, not workflow_started")),
+                _ => bad(
+                    seq,
+                    format!("journal starts with {name}, not workflow_started"),
+                ),
             }
             continue;
         };
@@ -78,13 +91,20 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
         }
         if let Some(step) = event.kind.step() {
             if usize::from(step) >= n {
-                bad(seq, format!("{name} names step index {step}, pipeline has {n} steps"));
+                bad(
+                    seq,
+                    format!("{name} names step index {step}, pipeline has {n} steps"),
+                );
                 continue;
             }
         }
         match &event.kind {
             EventKind::WorkflowStarted { .. } => bad(seq, "second workflow_started".into()),
-            EventKind::TaskDispatched { step, attempt, task_id } => {
+            EventKind::TaskDispatched {
+                step,
+                attempt,
+                task_id,
+            } => {
                 let i = usize::from(*step);
                 let def = &pipeline.steps[i];
                 if st != Status::Running {
@@ -100,19 +120,37 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
                 }
                 let m = &mut steps[i];
                 if m.succeeded {
-                    bad(seq, format!("step {} dispatched after it succeeded in generation {generation}", def.name));
+                    bad(
+                        seq,
+                        format!(
+                            "step {} dispatched after it succeeded in generation {generation}",
+                            def.name
+                        ),
+                    );
                 }
                 if m.outstanding.is_some() {
-                    bad(seq, format!("step {} dispatched while an attempt is still out", def.name));
+                    bad(
+                        seq,
+                        format!("step {} dispatched while an attempt is still out", def.name),
+                    );
                 }
                 if *attempt != m.attempts + 1 {
-                    bad(seq, format!("step {} attempt {attempt} follows attempt {}", def.name, m.attempts));
+                    bad(
+                        seq,
+                        format!(
+                            "step {} attempt {attempt} follows attempt {}",
+                            def.name, m.attempts
+                        ),
+                    );
                 }
                 if *attempt > def.retry.max_attempts {
-                    bad(seq, format!(
-                        "step {} attempt {attempt} exceeds max_attempts {}",
-                        def.name, def.retry.max_attempts
-                    ));
+                    bad(
+                        seq,
+                        format!(
+                            "step {} attempt {attempt} exceeds max_attempts {}",
+                            def.name, def.retry.max_attempts
+                        ),
+                    );
                 }
                 let expected = format!("{id}:{}:{generation}:{attempt}", def.name);
                 if *task_id != expected {
@@ -125,26 +163,71 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
                 let i = usize::from(*step);
                 let m = &mut steps[i];
                 if m.succeeded {
-                    bad(seq, format!("step {} succeeded twice in generation {generation}", pipeline.steps[i].name));
+                    bad(
+                        seq,
+                        format!(
+                            "step {} succeeded twice in generation {generation}",
+                            pipeline.steps[i].name
+                        ),
+                    );
                 }
                 if m.outstanding != Some(*attempt) {
-                    bad(seq, format!("step {} attempt {attempt} succeeded but was not out", pipeline.steps[i].name));
+                    bad(
+                        seq,
+                        format!(
+                            "step {} attempt {attempt} succeeded but was not out",
+                            pipeline.steps[i].name
+                        ),
+                    );
                 }
                 m.outstanding = None;
                 m.succeeded = true;
             }
-            EventKind::TaskFailed { step, attempt, then, error, .. } => {
+            EventKind::TaskFailed {
+                step,
+                attempt,
+                then,
+                error,
+                ..
+            } => {
                 let i = usize::from(*step);
                 let def = &pipeline.steps[i];
                 let retryable = error.retryable && !def.retry.non_retryable.contains(&error.kind);
                 if matches!(then, AfterFailure::RetryAt(_)) && !retryable {
-                    bad(seq, format!("step {} retried a non-retryable error {}", def.name, error.kind));
+                    bad(
+                        seq,
+                        format!(
+                            "step {} retried a non-retryable error {}",
+                            def.name, error.kind
+                        ),
+                    );
                 }
-                failed(&mut steps[i], def, *attempt, *then, seq, &mut bad, &mut must_fail_next);
+                failed(
+                    &mut steps[i],
+                    def,
+                    *attempt,
+                    *then,
+                    seq,
+                    &mut bad,
+                    &mut must_fail_next,
+                );
             }
-            EventKind::TaskTimedOut { step, attempt, then, .. } => {
+            EventKind::TaskTimedOut {
+                step,
+                attempt,
+                then,
+                ..
+            } => {
                 let i = usize::from(*step);
-                failed(&mut steps[i], &pipeline.steps[i], *attempt, *then, seq, &mut bad, &mut must_fail_next);
+                failed(
+                    &mut steps[i],
+                    &pipeline.steps[i],
+                    *attempt,
+                    *then,
+                    seq,
+                    &mut bad,
+                    &mut must_fail_next,
+                );
             }
             EventKind::WorkflowPaused => {
                 if st != Status::Running {
@@ -160,18 +243,32 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
             }
             EventKind::WorkflowCompleted => {
                 if let Some(i) = steps.iter().position(|m| !m.succeeded) {
-                    bad(seq, format!("completed while step {} has not succeeded", pipeline.steps[i].name));
+                    bad(
+                        seq,
+                        format!(
+                            "completed while step {} has not succeeded",
+                            pipeline.steps[i].name
+                        ),
+                    );
                 }
                 status = Some(Status::Completed);
             }
             EventKind::WorkflowFailed { .. } => status = Some(Status::Failed),
             EventKind::WorkflowCancelled { .. } => status = Some(Status::Cancelled),
-            EventKind::WorkflowReopened { generation: g, mode, reset, .. } => {
+            EventKind::WorkflowReopened {
+                generation: g,
+                mode,
+                reset,
+                ..
+            } => {
                 if !st.is_terminal() {
                     bad(seq, format!("reopened while {st}"));
                 }
                 if *g != generation + 1 {
-                    bad(seq, format!("reopened as generation {g} after {generation}"));
+                    bad(
+                        seq,
+                        format!("reopened as generation {g} after {generation}"),
+                    );
                 }
                 if let ReopenMode::RetryFailed = mode {
                     if st == Status::Completed {
@@ -183,7 +280,10 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
                 for &r in reset {
                     match is_reset.get_mut(usize::from(r)) {
                         Some(x) => *x = true,
-                        None => bad(seq, format!("reopen resets step index {r}, pipeline has {n} steps")),
+                        None => bad(
+                            seq,
+                            format!("reopen resets step index {r}, pipeline has {n} steps"),
+                        ),
                     }
                 }
                 for (i, m) in steps.iter_mut().enumerate() {
@@ -191,7 +291,13 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
                     if is_reset[i] {
                         *m = StepModel::default();
                     } else if !m.succeeded {
-                        bad(seq, format!("reopen keeps step {} that never succeeded", pipeline.steps[i].name));
+                        bad(
+                            seq,
+                            format!(
+                                "reopen keeps step {} that never succeeded",
+                                pipeline.steps[i].name
+                            ),
+                        );
                     } else {
                         // Kept: its success carries into the new generation.
                         m.attempts = 0;
@@ -207,7 +313,10 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
         }
     }
     if must_fail_next {
-        bad(expected_seq.saturating_sub(1), "a step gave up but the workflow did not fail".into());
+        bad(
+            expected_seq.saturating_sub(1),
+            "a step gave up but the workflow did not fail".into(),
+        );
     }
     Checked {
         status,
@@ -226,16 +335,22 @@ fn failed(
     must_fail_next: &mut bool,
 ) {
     if m.outstanding != Some(attempt) {
-        bad(seq, format!("step {} attempt {attempt} failed but was not out", def.name));
+        bad(
+            seq,
+            format!("step {} attempt {attempt} failed but was not out", def.name),
+        );
     }
     m.outstanding = None;
     match then {
         AfterFailure::RetryAt(_) => {
             if attempt >= def.retry.max_attempts {
-                bad(seq, format!(
-                    "step {} schedules a retry after attempt {attempt} of {}",
-                    def.name, def.retry.max_attempts
-                ));
+                bad(
+                    seq,
+                    format!(
+                        "step {} schedules a retry after attempt {attempt} of {}",
+                        def.name, def.retry.max_attempts
+                    ),
+                );
             }
         }
         AfterFailure::GiveUp => *must_fail_next = true,

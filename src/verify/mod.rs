@@ -89,7 +89,9 @@ pub fn verify_store(store: &WorkflowStore) -> Result<Report, String> {
                     corrupt: false,
                 });
             }
-            let Some(j) = current.as_mut() else { return true };
+            let Some(j) = current.as_mut() else {
+                return true;
+            };
             match record {
                 // The key and the record must agree on the sequence number.
                 Ok(rec) if rec.first_seq == key.seq => {
@@ -118,19 +120,30 @@ pub fn verify_store(store: &WorkflowStore) -> Result<Report, String> {
             report.detail(format!("workflow {}: corrupt journal record", j.id));
             continue;
         }
-        let Some((_, first)) = j.events.first() else { continue };
+        let Some((_, first)) = j.events.first() else {
+            continue;
+        };
         let EventKind::WorkflowStarted { pipeline, .. } = &first.kind else {
             report.violations += 1;
-            report.detail(format!("workflow {}: journal does not start with workflow_started", j.id));
+            report.detail(format!(
+                "workflow {}: journal does not start with workflow_started",
+                j.id
+            ));
             continue;
         };
         let key = (pipeline.name.clone(), pipeline.version, pipeline.hash);
-        let def = pipelines
-            .entry(key)
-            .or_insert_with(|| store.load_pipeline(&pipeline.name, pipeline.version, pipeline.hash).ok().flatten());
+        let def = pipelines.entry(key).or_insert_with(|| {
+            store
+                .load_pipeline(&pipeline.name, pipeline.version, pipeline.hash)
+                .ok()
+                .flatten()
+        });
         let Some(def) = def.as_ref() else {
             report.violations += 1;
-            report.detail(format!("workflow {}: pipeline {} v{} is not stored", j.id, pipeline.name, pipeline.version));
+            report.detail(format!(
+                "workflow {}: pipeline {} v{} is not stored",
+                j.id, pipeline.name, pipeline.version
+            ));
             continue;
         };
         let checked = check_journal(&j.id, def, &j.events);
@@ -180,20 +193,23 @@ pub fn verify_store(store: &WorkflowStore) -> Result<Report, String> {
     // The status index must agree with the journals.
     for p in 0..store.partitions() {
         for status in Status::ALL {
-            let entries: Vec<(String, StatusEntry)> = match store.list_status(p, status.code(), usize::MAX) {
-                Ok(v) => v,
-                Err(e) => {
-                    report.corrupt += 1;
-                    report.detail(format!("partition {p}: status index unreadable: {e}"));
-                    continue;
-                }
-            };
+            let entries: Vec<(String, StatusEntry)> =
+                match store.list_status(p, status.code(), usize::MAX) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        report.corrupt += 1;
+                        report.detail(format!("partition {p}: status index unreadable: {e}"));
+                        continue;
+                    }
+                };
             for (id, _) in entries {
                 match journal_status.get(&(p, id.clone())) {
                     Some(s) if *s == status => {}
                     Some(s) => {
                         report.violations += 1;
-                        report.detail(format!("workflow {id}: status index says {status}, journal says {s}"));
+                        report.detail(format!(
+                            "workflow {id}: status index says {status}, journal says {s}"
+                        ));
                     }
                     None => {}
                 }

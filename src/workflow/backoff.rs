@@ -47,7 +47,10 @@ mod tests {
     fn exponential_and_capped_without_jitter() {
         let p = policy(0.0);
         let delays: Vec<u64> = (1..=8).map(|a| retry_delay_ms(&p, a, "t")).collect();
-        assert_eq!(delays, vec![200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]);
+        assert_eq!(
+            delays,
+            vec![200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]
+        );
     }
 
     #[test]

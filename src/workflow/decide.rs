@@ -11,7 +11,7 @@ use super::command::{Command, TaskSpec};
 use super::event::{AfterFailure, Event, EventKind, ReopenMode, TaskError, TimeoutKind};
 use super::evolve::{evolve, start};
 use super::input::{Input, TaskOutcome, TaskResult, TimerKind};
-use super::state::{PipelineRef, StepStatus, Status, WorkflowState};
+use super::state::{PipelineRef, Status, StepStatus, WorkflowState};
 use crate::pipeline::PipelineDef;
 
 /// Why an input changed nothing although it was well-formed.
@@ -89,7 +89,9 @@ pub fn decide_start(
     input: &str,
     now_ms: u64,
 ) -> Decision {
-    let deadline_ms = pipeline.workflow_timeout_ms.map(|t| now_ms.saturating_add(t));
+    let deadline_ms = pipeline
+        .workflow_timeout_ms
+        .map(|t| now_ms.saturating_add(t));
     let started = Event {
         at_ms: now_ms,
         kind: EventKind::WorkflowStarted {
@@ -535,9 +537,10 @@ impl Builder<'_> {
         for i in 0..self.state.steps.len() {
             let s = &self.state.steps[i];
             let ready = match s.status {
-                StepStatus::Pending => self.pipeline.steps[i].needs.iter().all(|&d| {
-                    self.state.steps[usize::from(d)].status == StepStatus::Succeeded
-                }),
+                StepStatus::Pending => self.pipeline.steps[i]
+                    .needs
+                    .iter()
+                    .all(|&d| self.state.steps[usize::from(d)].status == StepStatus::Succeeded),
                 StepStatus::Backoff => due_retries && s.retry_due_ms.is_some_and(|d| d <= self.now),
                 _ => false,
             };
@@ -610,7 +613,12 @@ fn error_summary(e: &TaskError) -> String {
 
 /// Re-creates the dispatch command of an attempt that is still out, with the
 /// same task id: used after a restart to re-send owed tasks.
-pub fn redispatch(state: &WorkflowState, pipeline: &PipelineDef, step: usize, now_ms: u64) -> Option<TaskSpec> {
+pub fn redispatch(
+    state: &WorkflowState,
+    pipeline: &PipelineDef,
+    step: usize,
+    now_ms: u64,
+) -> Option<TaskSpec> {
     let s = state.steps.get(step)?;
     if s.status != StepStatus::Dispatched {
         return None;

@@ -2,7 +2,7 @@
 //! after an append is durable and on replay, so both give the same state.
 
 use super::event::{AfterFailure, Event, EventKind};
-use super::state::{StepState, StepStatus, Status, WorkflowState};
+use super::state::{Status, StepState, StepStatus, WorkflowState};
 
 /// Builds the state from a `WorkflowStarted` event; `None` for any other event.
 pub fn start(event: &Event) -> Option<WorkflowState> {

@@ -30,7 +30,11 @@ pub struct TaskResult {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TimerKind {
     /// The backoff of `step` before `attempt` is over.
-    Retry { step: u16, generation: u32, attempt: u32 },
+    Retry {
+        step: u16,
+        generation: u32,
+        attempt: u32,
+    },
     /// The whole-workflow deadline.
     Workflow { generation: u32 },
 }
@@ -39,12 +43,19 @@ pub enum TimerKind {
 pub enum Input {
     TaskResult(TaskResult),
     /// A liveness deadline of an attempt passed (tracked by the partition).
-    TaskTimedOut { task_id: String, timeout: TimeoutKind },
+    TaskTimedOut {
+        task_id: String,
+        timeout: TimeoutKind,
+    },
     TimerFired(TimerKind),
-    Cancel { reason: String },
+    Cancel {
+        reason: String,
+    },
     Pause,
     Resume,
     Reopen(ReopenMode),
     /// The workflow's actor kept crashing: fail it with this reason.
-    Park { reason: String },
+    Park {
+        reason: String,
+    },
 }

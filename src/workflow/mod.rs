@@ -24,10 +24,12 @@ pub mod state;
 
 pub use command::{Command, TaskSpec};
 pub use decide::{decide, decide_start, redispatch, Decision, IgnoreReason, Outcome};
-pub use event::{AfterFailure, Event, EventKind, JournalRecord, ReopenMode, TaskError, TimeoutKind};
+pub use event::{
+    AfterFailure, Event, EventKind, JournalRecord, ReopenMode, TaskError, TimeoutKind,
+};
 pub use evolve::{evolve, replay};
 pub use input::{Input, TaskOutcome, TaskResult, TimerKind};
-pub use state::{PipelineRef, StepState, StepStatus, Status, WorkflowState};
+pub use state::{PipelineRef, Status, StepState, StepStatus, WorkflowState};
 
 #[cfg(test)]
 mod tests;

@@ -67,7 +67,7 @@ impl World {
     fn start(pipeline: PipelineDef, input: &str) -> World {
         let d = decide_start("wf-1", pref(&pipeline), &pipeline, input, 1_000);
         assert_eq!(d.outcome, Outcome::Applied);
-        let state = replay(d.events.iter()).expect("started");
+        let state = super::evolve::start(&d.events[0]).expect("started");
         let mut w = World {
             pipeline,
             state,
@@ -130,7 +130,11 @@ impl World {
         if s.status != StepStatus::Dispatched {
             return None;
         }
-        self.tasks.iter().rev().find(|t| Some(&t.task_id) == s.task_id.as_ref()).cloned()
+        self.tasks
+            .iter()
+            .rev()
+            .find(|t| Some(&t.task_id) == s.task_id.as_ref())
+            .cloned()
     }
 
     fn succeed(&mut self, t: &TaskSpec, output: &str) -> Outcome {
@@ -201,7 +205,11 @@ impl World {
 
     fn timer_live(&self, t: &TimerKind) -> bool {
         match *t {
-            TimerKind::Retry { step, generation, attempt } => {
+            TimerKind::Retry {
+                step,
+                generation,
+                attempt,
+            } => {
                 let s = &self.state.steps[usize::from(step)];
                 generation == self.state.generation
                     && s.status == StepStatus::Backoff
@@ -216,7 +224,10 @@ impl World {
 fn happy_path_passes_outputs_downstream_and_completes() {
     let mut w = World::start(diamond(), r#"{"video_url":"s3://v.mp4"}"#);
     let a = w.current("a").unwrap();
-    assert_eq!(a.input, r#"{"workflow":{"video_url":"s3://v.mp4"},"deps":{}}"#);
+    assert_eq!(
+        a.input,
+        r#"{"workflow":{"video_url":"s3://v.mp4"},"deps":{}}"#
+    );
     assert_eq!(a.task_id, "wf-1:a:0:1");
     assert_eq!(a.idempotency_key, "wf-1:a:0");
     assert_eq!(w.succeed(&a, r#"{"n":1}"#), Outcome::Applied);
@@ -226,7 +237,10 @@ fn happy_path_passes_outputs_downstream_and_completes() {
     assert!(w.current("d").is_none());
     w.succeed(&c, r#"{"n":3}"#);
     let d = w.current("d").unwrap();
-    assert_eq!(d.input, r#"{"workflow":{"video_url":"s3://v.mp4"},"deps":{"b":{"n":2},"c":{"n":3}}}"#);
+    assert_eq!(
+        d.input,
+        r#"{"workflow":{"video_url":"s3://v.mp4"},"deps":{"b":{"n":2},"c":{"n":3}}}"#
+    );
     w.succeed(&d, "{}");
     assert_eq!(w.state.status, Status::Completed);
     assert_eq!(replay(w.journal.iter().map(|(_, e)| e)).unwrap(), w.state);
@@ -249,7 +263,12 @@ fn retryable_failure_backs_off_then_gives_up_at_max_attempts() {
         }
     }
     assert_eq!(w.state.status, Status::Failed);
-    assert!(w.state.reason.as_deref().unwrap().contains("step a failed after 3 attempt(s)"));
+    assert!(w
+        .state
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("step a failed after 3 attempt(s)"));
 }
 
 #[test]
@@ -272,16 +291,31 @@ fn duplicates_stale_and_unknown_results_change_nothing() {
     let (due, timer) = w.timers.pop().unwrap();
     w.now = due;
     w.apply(Input::TimerFired(timer.clone()));
-    assert_eq!(w.apply(Input::TimerFired(timer)), Outcome::Ignored(IgnoreReason::StaleTimer));
+    assert_eq!(
+        w.apply(Input::TimerFired(timer)),
+        Outcome::Ignored(IgnoreReason::StaleTimer)
+    );
     let a2 = w.current("a").unwrap();
-    assert_eq!(w.succeed(&a1, "{}"), Outcome::Ignored(IgnoreReason::StaleAttempt));
+    assert_eq!(
+        w.succeed(&a1, "{}"),
+        Outcome::Ignored(IgnoreReason::StaleAttempt)
+    );
     assert_eq!(w.succeed(&a2, "{}"), Outcome::Applied);
-    assert_eq!(w.succeed(&a2, "{}"), Outcome::Ignored(IgnoreReason::Duplicate));
+    assert_eq!(
+        w.succeed(&a2, "{}"),
+        Outcome::Ignored(IgnoreReason::Duplicate)
+    );
     let mut bogus = a2.clone();
     bogus.task_id = "someone-else:a:0:1".into();
-    assert_eq!(w.succeed(&bogus, "{}"), Outcome::Ignored(IgnoreReason::UnknownTask));
+    assert_eq!(
+        w.succeed(&bogus, "{}"),
+        Outcome::Ignored(IgnoreReason::UnknownTask)
+    );
     bogus.step = "nope".into();
-    assert_eq!(w.succeed(&bogus, "{}"), Outcome::Ignored(IgnoreReason::UnknownTask));
+    assert_eq!(
+        w.succeed(&bogus, "{}"),
+        Outcome::Ignored(IgnoreReason::UnknownTask)
+    );
 }
 
 #[test]
@@ -303,10 +337,16 @@ fn timeouts_retry_and_cancel_the_hung_attempt() {
     let d = decide(
         &w.state,
         &w.pipeline,
-        &Input::TaskTimedOut { task_id: a.task_id.clone(), timeout: TimeoutKind::StartToClose },
+        &Input::TaskTimedOut {
+            task_id: a.task_id.clone(),
+            timeout: TimeoutKind::StartToClose,
+        },
         w.now,
     );
-    assert!(d.commands.iter().any(|c| matches!(c, Command::CancelTask { task_id, .. } if *task_id == a.task_id)));
+    assert!(d
+        .commands
+        .iter()
+        .any(|c| matches!(c, Command::CancelTask { task_id, .. } if *task_id == a.task_id)));
     w.record(d, false);
     assert_eq!(w.state.steps[0].status, StepStatus::Backoff);
 }
@@ -315,12 +355,30 @@ fn timeouts_retry_and_cancel_the_hung_attempt() {
 fn cancel_is_terminal_and_cancels_running_tasks() {
     let mut w = World::start(diamond(), "{}");
     let a = w.current("a").unwrap();
-    let d = decide(&w.state, &w.pipeline, &Input::Cancel { reason: "ops".into() }, w.now);
-    assert!(d.commands.iter().any(|c| matches!(c, Command::CancelTask { task_id, .. } if *task_id == a.task_id)));
+    let d = decide(
+        &w.state,
+        &w.pipeline,
+        &Input::Cancel {
+            reason: "ops".into(),
+        },
+        w.now,
+    );
+    assert!(d
+        .commands
+        .iter()
+        .any(|c| matches!(c, Command::CancelTask { task_id, .. } if *task_id == a.task_id)));
     w.record(d, false);
     assert_eq!(w.state.status, Status::Cancelled);
-    assert_eq!(w.succeed(&a, "{}"), Outcome::Ignored(IgnoreReason::WorkflowTerminal));
-    assert!(matches!(w.apply(Input::Cancel { reason: "again".into() }), Outcome::Rejected(_)));
+    assert_eq!(
+        w.succeed(&a, "{}"),
+        Outcome::Ignored(IgnoreReason::WorkflowTerminal)
+    );
+    assert!(matches!(
+        w.apply(Input::Cancel {
+            reason: "again".into()
+        }),
+        Outcome::Rejected(_)
+    ));
     assert!(matches!(w.apply(Input::Resume), Outcome::Rejected(_)));
 }
 
@@ -329,12 +387,25 @@ fn rerun_from_step_keeps_upstream_outputs_and_starts_a_generation() {
     let mut w = World::start(diamond(), "{}");
     w.drain();
     assert_eq!(w.state.status, Status::Completed);
-    assert!(matches!(w.apply(Input::Reopen(ReopenMode::RetryFailed)), Outcome::Rejected(_)));
-    assert!(matches!(w.apply(Input::Reopen(ReopenMode::RerunFrom("zz".into()))), Outcome::Rejected(_)));
-    assert_eq!(w.apply(Input::Reopen(ReopenMode::RerunFrom("b".into()))), Outcome::Applied);
+    assert!(matches!(
+        w.apply(Input::Reopen(ReopenMode::RetryFailed)),
+        Outcome::Rejected(_)
+    ));
+    assert!(matches!(
+        w.apply(Input::Reopen(ReopenMode::RerunFrom("zz".into()))),
+        Outcome::Rejected(_)
+    ));
+    assert_eq!(
+        w.apply(Input::Reopen(ReopenMode::RerunFrom("b".into()))),
+        Outcome::Applied
+    );
     assert_eq!(w.state.generation, 1);
     assert_eq!(w.state.steps[0].status, StepStatus::Succeeded);
-    assert_eq!(w.state.steps[2].status, StepStatus::Succeeded, "c is not downstream of b");
+    assert_eq!(
+        w.state.steps[2].status,
+        StepStatus::Succeeded,
+        "c is not downstream of b"
+    );
     assert_eq!(w.state.steps[3].status, StepStatus::Pending);
     let b = w.current("b").unwrap();
     assert_eq!(b.task_id, "wf-1:b:1:1");
@@ -349,7 +420,10 @@ fn retry_of_a_failed_workflow_runs_the_failed_steps_again() {
     let a = w.current("a").unwrap();
     w.fail(&a, "fatal", false);
     assert_eq!(w.state.status, Status::Failed);
-    assert_eq!(w.apply(Input::Reopen(ReopenMode::RetryFailed)), Outcome::Applied);
+    assert_eq!(
+        w.apply(Input::Reopen(ReopenMode::RetryFailed)),
+        Outcome::Applied
+    );
     assert_eq!(w.current("a").unwrap().attempt, 1);
     w.drain();
     assert_eq!(w.state.status, Status::Completed);
@@ -358,13 +432,21 @@ fn retry_of_a_failed_workflow_runs_the_failed_steps_again() {
 #[test]
 fn workflow_timeout_fails_and_old_generation_timers_are_stale() {
     let mut w = World::start(diamond(), "{}");
-    let (due, timer) = w.timers.iter().find(|(_, t)| matches!(t, TimerKind::Workflow { .. })).cloned().unwrap();
+    let (due, timer) = w
+        .timers
+        .iter()
+        .find(|(_, t)| matches!(t, TimerKind::Workflow { .. }))
+        .cloned()
+        .unwrap();
     w.now = due;
     w.apply(Input::TimerFired(timer.clone()));
     assert_eq!(w.state.status, Status::Failed);
     assert_eq!(w.state.reason.as_deref(), Some("workflow timeout"));
     w.apply(Input::Reopen(ReopenMode::RetryFailed));
-    assert_eq!(w.apply(Input::TimerFired(timer)), Outcome::Ignored(IgnoreReason::StaleTimer));
+    assert_eq!(
+        w.apply(Input::TimerFired(timer)),
+        Outcome::Ignored(IgnoreReason::StaleTimer)
+    );
 }
 
 #[test]
@@ -416,12 +498,19 @@ fn action() -> impl Strategy<Value = Action> {
 }
 
 fn dag() -> impl Strategy<Value = PipelineDef> {
-    (1usize..8, proptest::collection::vec((any::<u8>(), 1u32..4), 8), any::<bool>()).prop_map(
-        |(n, raw, timeout)| {
+    (
+        1usize..8,
+        proptest::collection::vec((any::<u8>(), 1u32..4), 8),
+        any::<bool>(),
+    )
+        .prop_map(|(n, raw, timeout)| {
             let steps = (0..n)
                 .map(|i| {
                     let (mask, attempts) = raw[i];
-                    let needs: Vec<u16> = (0..i).filter(|j| mask & (1 << (j % 8)) != 0).map(|j| j as u16).collect();
+                    let needs: Vec<u16> = (0..i)
+                        .filter(|j| mask & (1 << (j % 8)) != 0)
+                        .map(|j| j as u16)
+                        .collect();
                     step(&format!("s{i}"), &needs, attempts)
                 })
                 .collect();
@@ -431,8 +520,7 @@ fn dag() -> impl Strategy<Value = PipelineDef> {
                 steps,
                 workflow_timeout_ms: timeout.then_some(30_000),
             }
-        },
-    )
+        })
 }
 
 proptest! {

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use orchestrator::engine::{Clock, Engine, EngineConfig, EngineCtx, Faults, Hooks, Metrics, PipelineRegistry, SystemClock};
+use orchestrator::engine::{
+    Clock, Engine, EngineConfig, EngineCtx, Faults, Hooks, Metrics, PipelineRegistry, SystemClock,
+};
 use orchestrator::pipeline::load::load_pipeline_dir;
 use orchestrator::pipeline::{PipelineDef, PipelineLimits};
 use orchestrator::sim::{self, SimConfig};
@@ -24,6 +26,7 @@ pub struct Harness {
     pub metrics: Arc<Metrics>,
     pub faults: Arc<Faults>,
     pub store: WorkflowStore,
+    /// Kept so tests can inspect batching (`stats()`).
     pub committer: Arc<GroupCommitter>,
     workers: tokio::task::JoinHandle<sim::SimStats>,
 }
@@ -51,9 +54,13 @@ impl Default for Options {
 impl Harness {
     pub async fn start(storage: Arc<dyn Storage>, opts: Options) -> Harness {
         let store = WorkflowStore::open(storage.clone(), opts.partitions).expect("open store");
-        let committer = Arc::new(GroupCommitter::start(storage, CommitConfig::default()));
+        let committer =
+            Arc::new(GroupCommitter::start(storage, CommitConfig::default()).expect("committer"));
         let pipelines = Arc::new(PipelineRegistry::new(store.clone(), video_pipelines()));
-        committer.commit(pipelines.persist_ops()).await.expect("persist pipelines");
+        committer
+            .commit(pipelines.persist_ops().unwrap())
+            .await
+            .expect("persist pipelines");
         let metrics = Arc::new(Metrics::default());
         let faults = Arc::new(Faults::default());
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -66,11 +73,15 @@ impl Harness {
             transport: Arc::new(transport),
             pipelines,
             metrics: metrics.clone(),
-            config: EngineConfig { partitions: opts.partitions, ..opts.config },
+            config: EngineConfig {
+                partitions: opts.partitions,
+                ..opts.config
+            },
             hooks: Hooks {
                 on_terminal: Some(Arc::new(move |wf, def| {
                     if wf.status == Status::Completed {
-                        let outs: Vec<Option<&str>> = wf.steps.iter().map(|s| s.output.as_deref()).collect();
+                        let outs: Vec<Option<&str>> =
+                            wf.steps.iter().map(|s| s.output.as_deref()).collect();
                         if !sim::check_outputs(def, &outs).is_empty() {
                             Metrics::inc(&hook_metrics.output_errors);
                         }
@@ -82,7 +93,14 @@ impl Harness {
         .await
         .expect("engine starts");
         let workers = tokio::spawn(sim::run(opts.sim, rx, engine.sink(), clock));
-        Harness { engine, metrics, faults, store, committer, workers }
+        Harness {
+            engine,
+            metrics,
+            faults,
+            store,
+            committer,
+            workers,
+        }
     }
 
     pub fn terminal(&self) -> u64 {
