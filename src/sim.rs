@@ -51,10 +51,18 @@ impl Default for SimConfig {
 }
 
 #[derive(Deserialize)]
-struct TaskInput {
-    workflow: serde_json::Value,
-    #[serde(default)]
-    deps: std::collections::BTreeMap<String, DepOutput>,
+struct TaskInput<'a> {
+    #[serde(borrow, default)]
+    workflow: WorkflowInput<'a>,
+    #[serde(borrow, default)]
+    deps: std::collections::BTreeMap<std::borrow::Cow<'a, str>, DepOutput>,
+}
+
+/// The part of the workflow input the simulated workers read.
+#[derive(Deserialize, Default)]
+struct WorkflowInput<'a> {
+    #[serde(borrow, default)]
+    video_id: Option<std::borrow::Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -68,12 +76,13 @@ pub fn output_for(spec: &TaskSpec) -> Result<String, String> {
     let input: TaskInput =
         serde_json::from_str(&spec.input).map_err(|e| format!("bad task input: {e}"))?;
     let n = 1 + input.deps.values().map(|d| d.n).sum::<u64>();
-    let video_id = input
-        .workflow
-        .get("video_id")
-        .and_then(|v| v.as_str())
-        .unwrap_or(&spec.workflow_id);
-    Ok(serde_json::json!({ "video_id": video_id, "step": spec.step, "n": n }).to_string())
+    let video_id = input.workflow.video_id.as_deref().unwrap_or(&spec.workflow_id);
+    // Step names are `[a-z0-9_-]`; the video id may need escaping.
+    let video_id = serde_json::to_string(video_id).map_err(|e| e.to_string())?;
+    Ok(format!(
+        r#"{{"video_id":{video_id},"step":"{}","n":{n}}}"#,
+        spec.step
+    ))
 }
 
 /// `n` each step of `pipeline` must report in a correct run.
@@ -99,8 +108,8 @@ pub fn check_outputs(pipeline: &PipelineDef, outputs: &[Option<&str>]) -> Vec<St
             .get(i)
             .copied()
             .flatten()
-            .and_then(|o| serde_json::from_str::<serde_json::Value>(o).ok())
-            .and_then(|v| v.get("n").and_then(|n| n.as_u64()));
+            .and_then(|o| serde_json::from_str::<DepOutput>(o).ok())
+            .map(|d| d.n);
         if got != Some(expected[i]) {
             wrong.push(format!(
                 "{}: n={got:?}, expected {}",

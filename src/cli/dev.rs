@@ -266,6 +266,17 @@ pub async fn run_dev(
     workers.abort();
     let _ = workers.await;
     let summary = Summary::collect(&node.store, &metrics, 0)?;
+    let commits = node.committer.stats();
+    tracing::info!(
+        actors_spawned = Metrics::get(&metrics.actors_spawned),
+        passivations = Metrics::get(&metrics.passivations),
+        snapshots = Metrics::get(&metrics.snapshots),
+        journal_records = Metrics::get(&metrics.journal_records),
+        commit_batches = commits.batches,
+        commit_requests = commits.requests,
+        commit_entries = commits.entries,
+        "engine figures"
+    );
     drop(node);
     Ok(summary)
 }

@@ -13,6 +13,7 @@
 //! Senders only ever talk to the [`Engine`] handle, which talks to partitions.
 
 pub mod clock;
+pub mod fasthash;
 pub mod metrics;
 pub mod partition;
 pub mod registry;

@@ -4,7 +4,9 @@
 //! workflow that keeps crashing), and keeps the partition's timers and
 //! liveness deadlines. Senders never hold a workflow actor's reference.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use super::fasthash::FastMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -84,6 +86,15 @@ struct Entry {
     acked: u64,
     unacked: VecDeque<Replay>,
     queued: VecDeque<WorkflowMsg>,
+    /// Listed in `PartitionState::idle`: nothing was in flight when last checked.
+    idle_listed: bool,
+}
+
+impl Entry {
+    /// Nothing routed to the actor is unhandled and nothing waits for it.
+    fn is_idle(&self) -> bool {
+        self.actor.is_some() && !self.stopping && self.acked == self.routed && self.queued.is_empty()
+    }
 }
 
 impl Entry {
@@ -95,6 +106,7 @@ impl Entry {
             acked: 0,
             unacked: VecDeque::new(),
             queued: VecDeque::new(),
+            idle_listed: false,
         }
     }
 }
@@ -103,7 +115,7 @@ impl Entry {
 /// soon after passivation does not go back to storage.
 struct StateCache {
     max: usize,
-    map: HashMap<String, (Box<WorkflowState>, u64)>,
+    map: FastMap<String, (Box<WorkflowState>, u64)>,
     order: VecDeque<(String, u64)>,
     stamp: u64,
 }
@@ -112,7 +124,7 @@ impl StateCache {
     fn new(max: usize) -> Self {
         StateCache {
             max,
-            map: HashMap::new(),
+            map: FastMap::default(),
             order: VecDeque::new(),
             stamp: 0,
         }
@@ -154,15 +166,17 @@ pub struct PartitionState {
     index: u16,
     ctx: Arc<EngineCtx>,
     times: Arc<Mutex<PartitionTimes>>,
-    entries: HashMap<String, Entry>,
-    by_actor: HashMap<ActorId, String>,
+    entries: FastMap<String, Entry>,
+    by_actor: FastMap<ActorId, String>,
     cache: StateCache,
     resident: usize,
     resident_cap: usize,
     /// Ids with queued messages, waiting for a resident slot.
     deferred: VecDeque<String>,
-    restarts: HashMap<String, u32>,
-    held: Vec<TaskSpec>,
+    /// Ids whose actor had nothing in flight when it last reported (may be stale).
+    idle: Vec<String>,
+    restarts: FastMap<String, u32>,
+    held: Vec<Box<TaskSpec>>,
     ticker: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -183,13 +197,14 @@ impl Actor for PartitionActor {
         let mut st = PartitionState {
             index: args.index,
             times: Arc::new(Mutex::new(PartitionTimes::default())),
-            entries: HashMap::new(),
-            by_actor: HashMap::new(),
+            entries: FastMap::default(),
+            by_actor: FastMap::default(),
             cache: StateCache::new(ctx.config.state_cache_max.div_ceil(parts)),
             resident: 0,
             resident_cap: ctx.config.resident_max.div_ceil(parts).max(1),
             deferred: VecDeque::new(),
-            restarts: HashMap::new(),
+            idle: Vec::new(),
+            restarts: FastMap::default(),
             held: Vec::new(),
             ticker: None,
             ctx,
@@ -241,7 +256,7 @@ impl Actor for PartitionActor {
                         input,
                         reply: Some(reply),
                     };
-                    st.route(&myself, id, msg, None);
+                    st.route(&myself, id, msg);
                 }
                 None => {
                     Metrics::inc(&st.ctx.metrics.rejected_inputs);
@@ -260,25 +275,20 @@ impl Actor for PartitionActor {
                 let held = std::mem::take(&mut st.held);
                 for spec in held {
                     Metrics::inc(&st.ctx.metrics.tasks_dispatched);
-                    st.ctx.transport.dispatch(&spec);
+                    st.ctx.transport.dispatch(spec);
                 }
             }
             PartitionMsg::Input { id, input, reply } => {
                 let msg = WorkflowMsg::Input {
-                    input: input.clone(),
+                    input,
                     fired: None,
                     reply,
                 };
-                st.route(&myself, id, msg, Some(Replay::Input(input, None)));
+                st.route(&myself, id, msg);
             }
             PartitionMsg::Report { id, report } => st.report(&myself, id, report),
             PartitionMsg::Describe { id, reply } => {
-                st.route(
-                    &myself,
-                    id,
-                    WorkflowMsg::Describe(reply),
-                    Some(Replay::Describe),
-                );
+                st.route(&myself, id, WorkflowMsg::Describe(reply));
             }
             PartitionMsg::Idle { id, handled } => st.idle(&id, handled),
             PartitionMsg::Tick => st.tick(&myself),
@@ -374,7 +384,7 @@ impl PartitionState {
                     if let Some(spec) = redispatch(&wf, &def, i, now) {
                         self.times.lock().liveness.watch(&spec, now);
                         Metrics::inc(&ctx.metrics.tasks_redispatched);
-                        ctx.transport.dispatch(&spec);
+                        ctx.transport.dispatch(Box::new(spec));
                     }
                 }
                 self.cache.put(id, Box::new(wf));
@@ -435,17 +445,13 @@ impl PartitionState {
 
     /// Sends `msg` to the workflow's actor, spawning it if needed, or queues
     /// it while the actor is stopping or no resident slot is free.
-    fn route(
-        &mut self,
-        myself: &ActorRef<PartitionMsg>,
-        id: String,
-        msg: WorkflowMsg,
-        replay: Option<Replay>,
-    ) {
-        let _ = replay;
+    fn route(&mut self, myself: &ActorRef<PartitionMsg>, id: String, msg: WorkflowMsg) {
         if !self.entries.contains_key(&id) {
             self.entries.insert(id.clone(), Entry::new());
             if self.resident >= self.resident_cap {
+                // Full: make room by passivating an idle actor now; this id
+                // gets the slot when that actor has stopped.
+                self.passivate_idle(1);
                 self.deferred.push_back(id.clone());
             } else {
                 let init = self.init_for(&id);
@@ -476,13 +482,12 @@ impl PartitionState {
             WorkerReport::Result(result) => {
                 // Whatever the workflow makes of it, this attempt is over.
                 self.times.lock().liveness.unwatch(&result.task_id);
-                let input = Input::TaskResult(result);
                 let msg = WorkflowMsg::Input {
-                    input: input.clone(),
+                    input: Input::TaskResult(result),
                     fired: None,
                     reply: None,
                 };
-                self.route(myself, id, msg, None);
+                self.route(myself, id, msg);
             }
         }
     }
@@ -496,13 +501,31 @@ impl PartitionState {
             entry.unacked.pop_front();
         }
         entry.acked = entry.acked.max(handled);
-        if entry.acked == entry.routed && entry.queued.is_empty() && !entry.stopping {
-            if let Some(actor) = &entry.actor {
-                // Nothing in flight: passivate now. The state comes back in
-                // the termination event and goes to the cache.
-                entry.stopping = true;
-                actor.stop(None);
-                Metrics::inc(&self.ctx.metrics.passivations);
+        if entry.is_idle() && !entry.idle_listed {
+            // Waiting only on tasks or timers: passivated at the next tick
+            // (or sooner when a resident slot is needed). Deferring to the
+            // tick lets a result that is already on its way find the actor
+            // alive instead of paying a stop and a respawn.
+            entry.idle_listed = true;
+            self.idle.push(id.to_string());
+        }
+    }
+
+    /// Stops every actor that is still idle. Their states come back in the
+    /// termination events and go to the cache.
+    fn passivate_idle(&mut self, max: usize) {
+        let mut stopped = 0;
+        while stopped < max {
+            let Some(id) = self.idle.pop() else { break };
+            let Some(entry) = self.entries.get_mut(&id) else { continue };
+            entry.idle_listed = false;
+            if entry.is_idle() {
+                if let Some(actor) = &entry.actor {
+                    entry.stopping = true;
+                    actor.stop(None);
+                    Metrics::inc(&self.ctx.metrics.passivations);
+                    stopped += 1;
+                }
             }
         }
     }
@@ -615,16 +638,10 @@ impl PartitionState {
             .commit(prepared.ops)
             .await
             .map_err(|e| e.to_string())?;
-        if let Some(next) = prepared.next {
-            after_commit(
-                &ctx,
-                &self.times,
-                Some(wf.status),
-                &next,
-                &def,
-                &prepared.decision,
-            );
-        }
+        let mut wf = wf;
+        let prev_status = wf.status;
+        super::transition::apply(&mut wf, &prepared.decision);
+        after_commit(&ctx, &self.times, Some(prev_status), &wf, &def, prepared.decision);
         Ok(())
     }
 
@@ -670,14 +687,15 @@ impl PartitionState {
             for (next, mut decision) in done {
                 // Hold the first tasks until every workflow is accepted.
                 let mut held = Vec::new();
-                decision.commands.retain(|c| match c {
-                    crate::workflow::Command::Dispatch(spec) => {
-                        held.push((**spec).clone());
-                        false
+                let mut rest = Vec::new();
+                for c in std::mem::take(&mut decision.commands) {
+                    match c {
+                        crate::workflow::Command::Dispatch(spec) => held.push(spec),
+                        other => rest.push(other),
                     }
-                    _ => true,
-                });
-                after_commit(&ctx, &self.times, None, &next, &def, &decision);
+                }
+                decision.commands = rest;
+                after_commit(&ctx, &self.times, None, &next, &def, decision);
                 let now = ctx.clock.now_ms();
                 {
                     let mut t = self.times.lock();
@@ -695,6 +713,7 @@ impl PartitionState {
     }
 
     fn tick(&mut self, myself: &ActorRef<PartitionMsg>) {
+        self.passivate_idle(usize::MAX);
         let now = self.ctx.clock.now_ms();
         let (timers, expired) = {
             let mut t = self.times.lock();
@@ -703,14 +722,12 @@ impl PartitionState {
             (timers, expired)
         };
         for (due, id, timer) in timers {
-            let input = Input::TimerFired(timer.clone());
-            let fired = Some((due, timer));
             let msg = WorkflowMsg::Input {
-                input: input.clone(),
-                fired: fired.clone(),
+                input: Input::TimerFired(timer.clone()),
+                fired: Some((due, timer)),
                 reply: None,
             };
-            self.route(myself, id, msg, None);
+            self.route(myself, id, msg);
         }
         for (id, task_id, timeout) in expired {
             let input = Input::TaskTimedOut { task_id, timeout };
@@ -719,7 +736,7 @@ impl PartitionState {
                 fired: None,
                 reply: None,
             };
-            self.route(myself, id, msg, None);
+            self.route(myself, id, msg);
         }
     }
 }

@@ -49,11 +49,34 @@ pub fn timer_tag(timer: &TimerKind) -> u64 {
     }
 }
 
-/// Storage ops and post-state of a decision, before it is durable.
+/// Storage ops of a decision, before it is durable.
 pub struct Prepared {
     pub ops: Vec<Op>,
+    /// The state of a workflow created by this decision (`prev` was `None`).
     pub next: Option<WorkflowState>,
     pub decision: Decision,
+}
+
+/// The workflow status after `decision`'s events, without building the state.
+pub fn status_after(mut status: Status, decision: &Decision) -> Status {
+    for ev in &decision.events {
+        status = match ev.kind {
+            EventKind::WorkflowPaused => Status::Paused,
+            EventKind::WorkflowResumed | EventKind::WorkflowReopened { .. } => Status::Running,
+            EventKind::WorkflowCompleted => Status::Completed,
+            EventKind::WorkflowFailed { .. } => Status::Failed,
+            EventKind::WorkflowCancelled { .. } => Status::Cancelled,
+            _ => status,
+        };
+    }
+    status
+}
+
+/// Applies the (durable) events of `decision` to the live state.
+pub fn apply(state: &mut WorkflowState, decision: &Decision) {
+    for ev in &decision.events {
+        evolve(state, ev);
+    }
 }
 
 /// Builds the batch for `decision` on `prev` (`None` for a new workflow).
@@ -82,16 +105,13 @@ pub fn prepare(
             decision,
         });
     }
-    let next = match prev {
-        Some(p) => {
-            let mut n = p.clone();
-            for e in &decision.events {
-                evolve(&mut n, e);
-            }
-            n
-        }
+    // A new workflow's state is built from its first events; an existing one
+    // is evolved in place after the commit, so it is not cloned here unless a
+    // snapshot of the post-state is due.
+    let created = match prev {
+        Some(_) => None,
         None => match replay(decision.events.iter()) {
-            Some(n) => n,
+            Some(n) => Some(n),
             None => {
                 return Ok(Prepared {
                     ops,
@@ -100,6 +120,12 @@ pub fn prepare(
                 })
             }
         },
+    };
+    let prev_status = prev.map(|p| p.status);
+    let next_status = match (prev, &created) {
+        (Some(p), _) => status_after(p.status, &decision),
+        (None, Some(c)) => c.status,
+        (None, None) => Status::Running,
     };
     let first_seq = prev.map_or(1, |p| p.next_seq);
     let record = JournalRecord {
@@ -111,19 +137,23 @@ pub fn prepare(
             .journal_put(partition, id, first_seq, &record)
             .map_err(e)?,
     );
-    let prev_status = prev.map(|p| p.status);
-    if prev_status != Some(next.status) {
+    if prev_status != Some(next_status) {
         if let Some(s) = prev_status {
             ops.push(store.status_delete(partition, s.code(), id).map_err(e)?);
         }
+        let (pipeline, created_at_ms) = match (prev, &created) {
+            (Some(p), _) => (p.pipeline.name.clone(), p.created_at_ms),
+            (None, Some(c)) => (c.pipeline.name.clone(), c.created_at_ms),
+            (None, None) => (String::new(), 0),
+        };
         let entry = StatusEntry {
-            pipeline: next.pipeline.name.clone(),
-            created_at_ms: next.created_at_ms,
-            updated_at_ms: next.updated_at_ms,
+            pipeline,
+            created_at_ms,
+            updated_at_ms: decision.events.last().map_or(0, |ev| ev.at_ms),
         };
         ops.push(
             store
-                .status_put(partition, next.status.code(), id, &entry)
+                .status_put(partition, next_status.code(), id, &entry)
                 .map_err(e)?,
         );
     }
@@ -143,15 +173,26 @@ pub fn prepare(
         }
     }
     let every = ctx.config.snapshot_every_events.max(1);
-    let crossed = (next.next_seq - 1) / every != (first_seq - 1) / every;
-    let ended = next.status.is_terminal() && prev_status != Some(next.status);
+    let last_seq = first_seq + decision.events.len() as u64 - 1;
+    let crossed = last_seq / every != (first_seq - 1) / every;
+    let ended = next_status.is_terminal() && prev_status != Some(next_status);
     if crossed || ended {
-        ops.push(store.snapshot_put(partition, id, &next).map_err(e)?);
-        Metrics::inc(&ctx.metrics.snapshots);
+        let snapshot = match (prev, &created) {
+            (Some(p), _) => {
+                let mut n = p.clone();
+                apply(&mut n, &decision);
+                Some(n)
+            }
+            (None, c) => c.clone(),
+        };
+        if let Some(snapshot) = snapshot {
+            ops.push(store.snapshot_put(partition, id, &snapshot).map_err(e)?);
+            Metrics::inc(&ctx.metrics.snapshots);
+        }
     }
     Ok(Prepared {
         ops,
-        next: Some(next),
+        next: created,
         decision,
     })
 }
@@ -167,7 +208,7 @@ pub fn after_commit(
     prev_status: Option<Status>,
     next: &WorkflowState,
     def: &PipelineDef,
-    decision: &Decision,
+    decision: Decision,
 ) {
     let m = &ctx.metrics;
     let now = ctx.clock.now_ms();
@@ -204,26 +245,22 @@ pub fn after_commit(
             hook(next, def);
         }
     }
-    let mut dispatches: Vec<&TaskSpec> = Vec::new();
+    let mut dispatches: Vec<Box<TaskSpec>> = Vec::new();
     {
         let mut t = times.lock();
-        for c in &decision.commands {
+        for c in decision.commands {
             match c {
                 Command::Dispatch(spec) => {
-                    t.liveness.watch(spec, now);
+                    t.liveness.watch(&spec, now);
                     dispatches.push(spec);
                 }
-                Command::CancelTask { task_id, .. } => t.liveness.unwatch(task_id),
-                Command::ArmTimer { due_ms, timer } => {
-                    t.timers.arm(*due_ms, &next.id, timer.clone())
+                Command::CancelTask { task_id, task_type } => {
+                    t.liveness.unwatch(&task_id);
+                    ctx.transport.cancel(&task_id, &task_type);
                 }
-                Command::DisarmTimer { due_ms, timer } => t.timers.disarm(*due_ms, &next.id, timer),
+                Command::ArmTimer { due_ms, timer } => t.timers.arm(due_ms, &next.id, timer),
+                Command::DisarmTimer { due_ms, timer } => t.timers.disarm(due_ms, &next.id, &timer),
             }
-        }
-    }
-    for c in &decision.commands {
-        if let Command::CancelTask { task_id, task_type } = c {
-            ctx.transport.cancel(task_id, task_type);
         }
     }
     for spec in dispatches {

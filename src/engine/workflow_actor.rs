@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::partition::PartitionMsg;
-use super::transition::{after_commit, load, note_outcome, prepare, PartitionTimes};
+use super::transition::{after_commit, apply, load, note_outcome, prepare, PartitionTimes};
 use super::EngineCtx;
 use crate::pipeline::PipelineDef;
 use crate::workflow::{
@@ -210,7 +210,7 @@ impl Resident {
             None,
             &next,
             &def,
-            &prepared.decision,
+            prepared.decision,
         );
         let status = next.status;
         self.wf = Some(next);
@@ -242,14 +242,7 @@ impl Resident {
             tracing::debug!(workflow_id = %self.id, reason = reason.as_str(), "input ignored");
         }
         let prev_status = wf.status;
-        let prepared = prepare(
-            &self.ctx,
-            self.partition,
-            &self.id,
-            Some(wf),
-            decision,
-            fired.as_ref(),
-        )?;
+        let prepared = prepare(&self.ctx, self.partition, &self.id, Some(wf), decision, fired.as_ref())?;
         if !prepared.ops.is_empty() {
             if let Err(e) = self.ctx.committer.commit(prepared.ops).await {
                 super::metrics::Metrics::inc(&self.ctx.metrics.commit_errors);
@@ -257,17 +250,12 @@ impl Resident {
                 return Err(format!("journal append failed: {e}"));
             }
         }
-        if let Some(next) = prepared.next {
+        if !prepared.decision.events.is_empty() {
             let def = def.clone();
-            after_commit(
-                &self.ctx,
-                &self.times,
-                Some(prev_status),
-                &next,
-                &def,
-                &prepared.decision,
-            );
-            self.wf = Some(next);
+            if let Some(wf) = self.wf.as_mut() {
+                apply(wf, &prepared.decision);
+                after_commit(&self.ctx, &self.times, Some(prev_status), wf, &def, prepared.decision);
+            }
         }
         Ok(outcome)
     }

@@ -30,10 +30,10 @@ impl InProcTransport {
 }
 
 impl Transport for InProcTransport {
-    fn dispatch(&self, task: &TaskSpec) {
+    fn dispatch(&self, task: Box<TaskSpec>) {
         // A closed channel means the workers are gone (shutdown); the attempt
         // is healed by its timeout after a restart, exactly like a lost NATS message.
-        let _ = self.tx.send(ToWorker::Task(Box::new(task.clone())));
+        let _ = self.tx.send(ToWorker::Task(task));
     }
 
     fn cancel(&self, task_id: &str, _task_type: &str) {

@@ -13,7 +13,7 @@ use crate::workflow::{TaskResult, TaskSpec};
 pub trait Transport: Send + Sync + 'static {
     /// Hands an attempt to the workers of its task type. Must not block; a
     /// task that cannot be sent is healed by its timeout and a new attempt.
-    fn dispatch(&self, task: &TaskSpec);
+    fn dispatch(&self, task: Box<TaskSpec>);
     /// Asks workers to stop an attempt (cancelled workflow or superseded attempt).
     fn cancel(&self, task_id: &str, task_type: &str);
 }
