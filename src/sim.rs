@@ -76,7 +76,11 @@ pub fn output_for(spec: &TaskSpec) -> Result<String, String> {
     let input: TaskInput =
         serde_json::from_str(&spec.input).map_err(|e| format!("bad task input: {e}"))?;
     let n = 1 + input.deps.values().map(|d| d.n).sum::<u64>();
-    let video_id = input.workflow.video_id.as_deref().unwrap_or(&spec.workflow_id);
+    let video_id = input
+        .workflow
+        .video_id
+        .as_deref()
+        .unwrap_or(&spec.workflow_id);
     // Step names are `[a-z0-9_-]`; the video id may need escaping.
     let video_id = serde_json::to_string(video_id).map_err(|e| e.to_string())?;
     Ok(format!(

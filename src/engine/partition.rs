@@ -93,7 +93,10 @@ struct Entry {
 impl Entry {
     /// Nothing routed to the actor is unhandled and nothing waits for it.
     fn is_idle(&self) -> bool {
-        self.actor.is_some() && !self.stopping && self.acked == self.routed && self.queued.is_empty()
+        self.actor.is_some()
+            && !self.stopping
+            && self.acked == self.routed
+            && self.queued.is_empty()
     }
 }
 
@@ -517,7 +520,9 @@ impl PartitionState {
         let mut stopped = 0;
         while stopped < max {
             let Some(id) = self.idle.pop() else { break };
-            let Some(entry) = self.entries.get_mut(&id) else { continue };
+            let Some(entry) = self.entries.get_mut(&id) else {
+                continue;
+            };
             entry.idle_listed = false;
             if entry.is_idle() {
                 if let Some(actor) = &entry.actor {
@@ -641,7 +646,14 @@ impl PartitionState {
         let mut wf = wf;
         let prev_status = wf.status;
         super::transition::apply(&mut wf, &prepared.decision);
-        after_commit(&ctx, &self.times, Some(prev_status), &wf, &def, prepared.decision);
+        after_commit(
+            &ctx,
+            &self.times,
+            Some(prev_status),
+            &wf,
+            &def,
+            prepared.decision,
+        );
         Ok(())
     }
 
@@ -662,9 +674,7 @@ impl PartitionState {
             let mut done = Vec::new();
             for (id, input) in part {
                 let exists = self.entries.contains_key(id)
-                    || load(&ctx, self.index, id)
-                        .map(|s| s.is_some())
-                        .unwrap_or(true);
+                    || ctx.store.workflow_exists(self.index, id).unwrap_or(true);
                 if exists {
                     report.existing += 1;
                     continue;

@@ -11,8 +11,8 @@ use super::EngineCtx;
 use crate::pipeline::PipelineDef;
 use crate::storage::Op;
 use crate::workflow::{
-    evolve, replay, Command, Decision, EventKind, JournalRecord, Outcome, Status, TaskSpec,
-    TimerKind, WorkflowState,
+    evolve, replay, Command, Decision, EventKind, JournalRecord, JournalRecordRef, Outcome, Status,
+    TaskSpec, TimerKind, WorkflowState,
 };
 
 use super::timers::{Liveness, TimerWheel};
@@ -128,9 +128,9 @@ pub fn prepare(
         (None, None) => Status::Running,
     };
     let first_seq = prev.map_or(1, |p| p.next_seq);
-    let record = JournalRecord {
+    let record = JournalRecordRef {
         first_seq,
-        events: decision.events.clone(),
+        events: &decision.events,
     };
     ops.push(
         store

@@ -204,14 +204,7 @@ impl Resident {
             format!("journal append failed: {e}")
         })?;
         let next = prepared.next.ok_or("internal: start produced no state")?;
-        after_commit(
-            &self.ctx,
-            &self.times,
-            None,
-            &next,
-            &def,
-            prepared.decision,
-        );
+        after_commit(&self.ctx, &self.times, None, &next, &def, prepared.decision);
         let status = next.status;
         self.wf = Some(next);
         self.def = Some(def);
@@ -242,7 +235,14 @@ impl Resident {
             tracing::debug!(workflow_id = %self.id, reason = reason.as_str(), "input ignored");
         }
         let prev_status = wf.status;
-        let prepared = prepare(&self.ctx, self.partition, &self.id, Some(wf), decision, fired.as_ref())?;
+        let prepared = prepare(
+            &self.ctx,
+            self.partition,
+            &self.id,
+            Some(wf),
+            decision,
+            fired.as_ref(),
+        )?;
         if !prepared.ops.is_empty() {
             if let Err(e) = self.ctx.committer.commit(prepared.ops).await {
                 super::metrics::Metrics::inc(&self.ctx.metrics.commit_errors);
@@ -254,7 +254,14 @@ impl Resident {
             let def = def.clone();
             if let Some(wf) = self.wf.as_mut() {
                 apply(wf, &prepared.decision);
-                after_commit(&self.ctx, &self.times, Some(prev_status), wf, &def, prepared.decision);
+                after_commit(
+                    &self.ctx,
+                    &self.times,
+                    Some(prev_status),
+                    wf,
+                    &def,
+                    prepared.decision,
+                );
             }
         }
         Ok(outcome)

@@ -113,6 +113,21 @@ impl WorkflowStore {
         Ok(n)
     }
 
+    /// Whether workflow `id` has any stored state: two point reads (bloom
+    /// filters make a miss cheap), no iterator. A workflow always journals
+    /// its seq 1 on creation; a snapshot covers a truncated journal.
+    pub fn workflow_exists(&self, partition: u16, id: &str) -> Result<bool, Error> {
+        self.check_partition(partition)?;
+        if self
+            .storage
+            .get(&keys::journal(partition, id, 1)?)?
+            .is_some()
+        {
+            return Ok(true);
+        }
+        Ok(self.storage.get(&keys::snapshot(partition, id)?)?.is_some())
+    }
+
     /// The partition count of this store.
     pub fn partitions(&self) -> u16 {
         self.partitions

@@ -153,7 +153,7 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
                     );
                 }
                 let expected = format!("{id}:{}:{generation}:{attempt}", def.name);
-                if *task_id != expected {
+                if **task_id != *expected {
                     bad(seq, format!("task id {task_id:?}, expected {expected:?}"));
                 }
                 m.attempts = *attempt;

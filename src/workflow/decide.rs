@@ -97,7 +97,7 @@ pub fn decide_start(
         kind: EventKind::WorkflowStarted {
             id: id.to_string(),
             pipeline: pipeline_ref,
-            input: input.to_string(),
+            input: input.into(),
             steps: pipeline.steps.len() as u16,
             deadline_ms,
         },
@@ -211,8 +211,8 @@ impl Builder<'_> {
                 self.emit(EventKind::TaskSucceeded {
                     step,
                     attempt,
-                    output: output.clone(),
-                    worker: r.worker.clone(),
+                    output: output.as_str().into(),
+                    worker: r.worker.as_deref().map(Into::into),
                     started_at_ms: r.started_at_ms,
                 });
                 self.advance(false);
@@ -229,7 +229,7 @@ impl Builder<'_> {
                     step,
                     attempt,
                     error: error.clone(),
-                    worker: r.worker.clone(),
+                    worker: r.worker.as_deref().map(Into::into),
                     then,
                 });
                 self.after_failure_effects(i, then, error_summary(error));
@@ -481,7 +481,7 @@ impl Builder<'_> {
         for (i, s) in self.state.steps.iter().enumerate() {
             match s.status {
                 StepStatus::Dispatched => effects.push(Command::CancelTask {
-                    task_id: s.task_id.clone().unwrap_or_default(),
+                    task_id: s.task_id.as_deref().unwrap_or_default().to_string(),
                     task_type: self.pipeline.steps[i].task_type.clone(),
                 }),
                 StepStatus::Backoff => {
@@ -601,7 +601,7 @@ impl Builder<'_> {
         self.emit(EventKind::TaskDispatched {
             step: i as u16,
             attempt,
-            task_id,
+            task_id: task_id.as_str().into(),
         });
         self.commands.push(Command::Dispatch(Box::new(spec)));
     }

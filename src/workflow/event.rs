@@ -5,6 +5,8 @@
 //! stored with postcard: adding a variant at the end is compatible, reordering
 //! or removing one is not.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::state::PipelineRef;
@@ -66,27 +68,27 @@ pub enum EventKind {
     WorkflowStarted {
         id: String,
         pipeline: PipelineRef,
-        input: String,
+        input: Arc<str>,
         steps: u16,
         deadline_ms: Option<u64>,
     },
     TaskDispatched {
         step: u16,
         attempt: u32,
-        task_id: String,
+        task_id: Arc<str>,
     },
     TaskSucceeded {
         step: u16,
         attempt: u32,
-        output: String,
-        worker: Option<String>,
+        output: Arc<str>,
+        worker: Option<Arc<str>>,
         started_at_ms: Option<u64>,
     },
     TaskFailed {
         step: u16,
         attempt: u32,
         error: TaskError,
-        worker: Option<String>,
+        worker: Option<Arc<str>>,
         then: AfterFailure,
     },
     TaskTimedOut {
@@ -152,6 +154,14 @@ impl EventKind {
                 | EventKind::WorkflowCancelled { .. }
         )
     }
+}
+
+/// Borrowed twin of [`JournalRecord`] with the same encoding, so a record is
+/// written without copying its events.
+#[derive(Debug, Serialize)]
+pub struct JournalRecordRef<'a> {
+    pub first_seq: u64,
+    pub events: &'a [Event],
 }
 
 /// One journal record: the events of one transition, made durable together.

@@ -25,7 +25,8 @@ pub mod state;
 pub use command::{Command, TaskSpec};
 pub use decide::{decide, decide_start, redispatch, Decision, IgnoreReason, Outcome};
 pub use event::{
-    AfterFailure, Event, EventKind, JournalRecord, ReopenMode, TaskError, TimeoutKind,
+    AfterFailure, Event, EventKind, JournalRecord, JournalRecordRef, ReopenMode, TaskError,
+    TimeoutKind,
 };
 pub use evolve::{evolve, replay};
 pub use input::{Input, TaskOutcome, TaskResult, TimerKind};

@@ -1,5 +1,7 @@
 //! The state of one workflow, rebuilt from its journal by [`super::evolve`].
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::event::TaskError;
@@ -110,14 +112,15 @@ pub struct StepState {
     /// Attempts dispatched in the current generation (1-based once dispatched).
     pub attempt: u32,
     /// Task id of the latest attempt; kept after it ends so late duplicates are recognised.
-    pub task_id: Option<String>,
+    pub task_id: Option<Arc<str>>,
     /// Generation in which the step last succeeded; guards "at most once per generation".
     pub succeeded_generation: Option<u32>,
-    /// JSON text of the step's output, once succeeded.
-    pub output: Option<String>,
+    /// JSON text of the step's output, once succeeded. Shared, not copied,
+    /// between events, state and snapshots.
+    pub output: Option<Arc<str>>,
     pub last_error: Option<TaskError>,
     /// Worker that reported the latest result.
-    pub worker: Option<String>,
+    pub worker: Option<Arc<str>>,
     pub dispatched_at_ms: Option<u64>,
     pub started_at_ms: Option<u64>,
     pub finished_at_ms: Option<u64>,
@@ -155,7 +158,7 @@ pub struct WorkflowState {
     pub id: String,
     pub pipeline: PipelineRef,
     /// The caller's input, JSON text.
-    pub input: String,
+    pub input: Arc<str>,
     pub status: Status,
     /// Starts at 0; every reopen increments it.
     pub generation: u32,

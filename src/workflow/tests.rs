@@ -450,6 +450,25 @@ fn workflow_timeout_fails_and_old_generation_timers_are_stale() {
 }
 
 #[test]
+fn borrowed_and_owned_journal_records_encode_identically() {
+    let w = World::start(diamond(), r#"{"x":1}"#);
+    let events: Vec<Event> = w.journal.iter().map(|(_, e)| e.clone()).collect();
+    let owned = postcard::to_allocvec(&JournalRecord {
+        first_seq: 1,
+        events: events.clone(),
+    })
+    .unwrap();
+    let borrowed = postcard::to_allocvec(&JournalRecordRef {
+        first_seq: 1,
+        events: &events,
+    })
+    .unwrap();
+    assert_eq!(owned, borrowed);
+    let back: JournalRecord = postcard::from_bytes(&borrowed).unwrap();
+    assert_eq!(back.events, events);
+}
+
+#[test]
 fn redispatch_rebuilds_the_same_task() {
     let w = World::start(diamond(), r#"{"x":1}"#);
     let a = w.current("a").unwrap();
