@@ -100,7 +100,8 @@ fn dev_completes_every_workflow_despite_retryable_failures() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "{stdout}\n{}",
+        "{:?}\n{stdout}\n{}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     let last = stdout.lines().last().unwrap();
@@ -159,7 +160,8 @@ fn dev_resumes_every_workflow_after_kill_9() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "{stdout}\n{}",
+        "{:?}\n{stdout}\n{}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     let f = fields(&stdout, "summary ");

@@ -37,7 +37,7 @@ fn dispatch(p: &PipelineDef, step: usize, generation: u32, attempt: u32) -> Even
     EventKind::TaskDispatched {
         step: step as u16,
         attempt,
-        task_id: format!("w:{}:{generation}:{attempt}", p.steps[step].name),
+        task_id: format!("w:{}:{generation}:{attempt}", p.steps[step].name).into(),
     }
 }
 

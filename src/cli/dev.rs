@@ -234,6 +234,11 @@ pub async fn run_dev(
         created += r.created;
         k += n;
     }
+    tracing::info!(
+        created,
+        accept_ms = began.elapsed().as_millis() as u64,
+        "accepted new workflows"
+    );
     engine.release_held();
 
     let tty = std::io::stderr().is_terminal();
@@ -277,7 +282,15 @@ pub async fn run_dev(
         commit_entries = commits.entries,
         "engine figures"
     );
-    drop(node);
+    // Join the commit thread before RocksDB is closed, so nothing touches
+    // the database while the process tears down.
+    let crate::node::Node { committer, .. } = node;
+    match Arc::try_unwrap(committer) {
+        Ok(c) => {
+            let _ = tokio::task::spawn_blocking(move || c.shutdown()).await;
+        }
+        Err(_) => tracing::warn!("group committer still shared at exit"),
+    }
     Ok(summary)
 }
 

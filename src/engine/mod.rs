@@ -328,11 +328,21 @@ impl Engine {
         flatten(r)
     }
 
-    /// Stops intake and every actor. Durable state needs no flush: every
-    /// acknowledged transition is already synced.
+    /// Stops intake and every actor, children first, and waits for them.
+    /// Durable state needs no flush: every acknowledged transition is
+    /// already synced. In-flight commits finish before their actor stops.
     pub async fn shutdown(self) {
-        self.root.stop(None);
+        let wait = Some(self.timeout());
+        let parts = self.router.partitions.read().clone();
+        for p in &parts {
+            let _ = p.stop_children_and_wait(None, wait).await;
+        }
+        for p in &parts {
+            let _ = p.stop_and_wait(None, wait).await;
+        }
+        let _ = self.root.stop_and_wait(None, wait).await;
         let _ = self.root_join.await;
+        self.router.partitions.write().clear();
     }
 }
 

@@ -15,7 +15,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use super::metrics::Metrics;
 use super::transition::{after_commit, load, prepare, PartitionTimes, StatusEntry};
 use super::workflow_actor::{
-    Init, InputReply, Resident, StartReply, WorkflowActor, WorkflowArgs, WorkflowMsg,
+    Init, InputReply, Resident, Slot, StartReply, WorkflowActor, WorkflowArgs, WorkflowMsg,
 };
 use super::EngineCtx;
 use crate::transport::WorkerReport;
@@ -57,11 +57,6 @@ pub enum PartitionMsg {
         id: String,
         reply: RpcReplyPort<Result<Option<WorkflowState>, String>>,
     },
-    /// From a workflow actor after each message it handled.
-    Idle {
-        id: String,
-        handled: u64,
-    },
     Tick,
 }
 
@@ -74,7 +69,7 @@ pub struct PartitionArgs {
 /// can be delivered again to a restarted actor.
 #[derive(Clone)]
 enum Replay {
-    Input(Input, Option<(u64, TimerKind)>),
+    Input(Arc<Input>, Option<(u64, TimerKind)>),
     Describe,
 }
 
@@ -86,11 +81,21 @@ struct Entry {
     acked: u64,
     unacked: VecDeque<Replay>,
     queued: VecDeque<WorkflowMsg>,
-    /// Listed in `PartitionState::idle`: nothing was in flight when last checked.
-    idle_listed: bool,
+    /// Progress of the current actor, shared with it.
+    slot: Arc<Slot>,
 }
 
 impl Entry {
+    /// Catches up with what the actor handled and drops those re-delivery copies.
+    fn sync_acks(&mut self) {
+        let handled = self.slot.handled.load(std::sync::atomic::Ordering::Acquire);
+        let newly = handled.saturating_sub(self.acked);
+        for _ in 0..newly {
+            self.unacked.pop_front();
+        }
+        self.acked = self.acked.max(handled);
+    }
+
     /// Nothing routed to the actor is unhandled and nothing waits for it.
     fn is_idle(&self) -> bool {
         self.actor.is_some()
@@ -109,7 +114,7 @@ impl Entry {
             acked: 0,
             unacked: VecDeque::new(),
             queued: VecDeque::new(),
-            idle_listed: false,
+            slot: Arc::new(Slot::default()),
         }
     }
 }
@@ -176,9 +181,11 @@ pub struct PartitionState {
     resident_cap: usize,
     /// Ids with queued messages, waiting for a resident slot.
     deferred: VecDeque<String>,
-    /// Ids whose actor had nothing in flight when it last reported (may be stale).
+    /// Ids whose actor finished a message since the last sweep, not yet checked.
     idle: Vec<String>,
     restarts: FastMap<String, u32>,
+    // Boxed: they go to the transport as they are, without a copy.
+    #[allow(clippy::vec_box)]
     held: Vec<Box<TaskSpec>>,
     ticker: Option<tokio::task::JoinHandle<()>>,
 }
@@ -259,7 +266,7 @@ impl Actor for PartitionActor {
                         input,
                         reply: Some(reply),
                     };
-                    st.route(&myself, id, msg);
+                    st.route(&myself, id, msg).await;
                 }
                 None => {
                     Metrics::inc(&st.ctx.metrics.rejected_inputs);
@@ -283,18 +290,17 @@ impl Actor for PartitionActor {
             }
             PartitionMsg::Input { id, input, reply } => {
                 let msg = WorkflowMsg::Input {
-                    input,
+                    input: Arc::new(input),
                     fired: None,
                     reply,
                 };
-                st.route(&myself, id, msg);
+                st.route(&myself, id, msg).await;
             }
-            PartitionMsg::Report { id, report } => st.report(&myself, id, report),
+            PartitionMsg::Report { id, report } => st.report(&myself, id, report).await,
             PartitionMsg::Describe { id, reply } => {
-                st.route(&myself, id, WorkflowMsg::Describe(reply));
+                st.route(&myself, id, WorkflowMsg::Describe(reply)).await;
             }
-            PartitionMsg::Idle { id, handled } => st.idle(&id, handled),
-            PartitionMsg::Tick => st.tick(&myself),
+            PartitionMsg::Tick => st.tick(&myself).await,
         }
         Ok(())
     }
@@ -324,7 +330,7 @@ impl Actor for PartitionActor {
                         }
                     }
                 }
-                st.after_exit(&myself, id);
+                st.after_exit(&myself, id).await;
             }
             SupervisionEvent::ActorFailed(cell, err) => {
                 let Some(id) = st.by_actor.remove(&cell.get_id()) else {
@@ -402,26 +408,22 @@ impl PartitionState {
         Ok(())
     }
 
-    fn spawn(
+    async fn spawn(
         &mut self,
         myself: &ActorRef<PartitionMsg>,
         id: &str,
         init: Init,
-    ) -> Option<ActorRef<WorkflowMsg>> {
+    ) -> Option<(ActorRef<WorkflowMsg>, Arc<Slot>)> {
+        let slot = Arc::new(Slot::default());
         let args = WorkflowArgs {
             id: id.to_string(),
             partition: self.index,
             ctx: self.ctx.clone(),
             times: self.times.clone(),
-            supervisor: myself.clone(),
+            slot: slot.clone(),
             init,
         };
-        match ractor::ActorRuntime::spawn_linked_instant(
-            None,
-            WorkflowActor,
-            args,
-            myself.get_cell(),
-        ) {
+        match Actor::spawn_linked(None, WorkflowActor, args, myself.get_cell()).await {
             Ok((actor, _join)) => {
                 self.by_actor.insert(actor.get_id(), id.to_string());
                 self.resident += 1;
@@ -430,7 +432,7 @@ impl PartitionState {
                     .resident
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Metrics::inc(&self.ctx.metrics.actors_spawned);
-                Some(actor)
+                Some((actor, slot))
             }
             Err(e) => {
                 tracing::error!(workflow_id = %id, error = %e, "cannot spawn workflow actor");
@@ -448,7 +450,7 @@ impl PartitionState {
 
     /// Sends `msg` to the workflow's actor, spawning it if needed, or queues
     /// it while the actor is stopping or no resident slot is free.
-    fn route(&mut self, myself: &ActorRef<PartitionMsg>, id: String, msg: WorkflowMsg) {
+    async fn route(&mut self, myself: &ActorRef<PartitionMsg>, id: String, msg: WorkflowMsg) {
         if !self.entries.contains_key(&id) {
             self.entries.insert(id.clone(), Entry::new());
             if self.resident >= self.resident_cap {
@@ -458,9 +460,12 @@ impl PartitionState {
                 self.deferred.push_back(id.clone());
             } else {
                 let init = self.init_for(&id);
-                let actor = self.spawn(myself, &id, init);
+                let spawned = self.spawn(myself, &id, init).await;
                 if let Some(e) = self.entries.get_mut(&id) {
-                    e.actor = actor;
+                    if let Some((actor, slot)) = spawned {
+                        e.actor = Some(actor);
+                        e.slot = slot;
+                    }
                 }
             }
         }
@@ -473,7 +478,7 @@ impl PartitionState {
         }
     }
 
-    fn report(&mut self, myself: &ActorRef<PartitionMsg>, id: String, report: WorkerReport) {
+    async fn report(&mut self, myself: &ActorRef<PartitionMsg>, id: String, report: WorkerReport) {
         let now = self.ctx.clock.now_ms();
         match report {
             WorkerReport::Started { task_id, .. } => {
@@ -486,45 +491,36 @@ impl PartitionState {
                 // Whatever the workflow makes of it, this attempt is over.
                 self.times.lock().liveness.unwatch(&result.task_id);
                 let msg = WorkflowMsg::Input {
-                    input: Input::TaskResult(result),
+                    input: Arc::new(Input::TaskResult(result)),
                     fired: None,
                     reply: None,
                 };
-                self.route(myself, id, msg);
+                self.route(myself, id, msg).await;
             }
-        }
-    }
-
-    fn idle(&mut self, id: &str, handled: u64) {
-        let Some(entry) = self.entries.get_mut(id) else {
-            return;
-        };
-        let newly = handled.saturating_sub(entry.acked);
-        for _ in 0..newly {
-            entry.unacked.pop_front();
-        }
-        entry.acked = entry.acked.max(handled);
-        if entry.is_idle() && !entry.idle_listed {
-            // Waiting only on tasks or timers: passivated at the next tick
-            // (or sooner when a resident slot is needed). Deferring to the
-            // tick lets a result that is already on its way find the actor
-            // alive instead of paying a stop and a respawn.
-            entry.idle_listed = true;
-            self.idle.push(id.to_string());
         }
     }
 
     /// Stops every actor that is still idle. Their states come back in the
     /// termination events and go to the cache.
     fn passivate_idle(&mut self, max: usize) {
+        let reported = std::mem::take(&mut self.times.lock().idle);
+        self.idle.extend(reported);
         let mut stopped = 0;
         while stopped < max {
             let Some(id) = self.idle.pop() else { break };
             let Some(entry) = self.entries.get_mut(&id) else {
                 continue;
             };
-            entry.idle_listed = false;
+            // Unlist first, then read progress: a message handled after this
+            // point lists the actor again.
+            entry
+                .slot
+                .listed
+                .store(false, std::sync::atomic::Ordering::Release);
+            entry.sync_acks();
             if entry.is_idle() {
+                // Waiting only on tasks or timers: passivate. The state comes
+                // back in the termination event and goes to the cache.
                 if let Some(actor) = &entry.actor {
                     entry.stopping = true;
                     actor.stop(None);
@@ -537,23 +533,23 @@ impl PartitionState {
 
     /// An actor stopped cleanly: start a successor if messages are waiting,
     /// otherwise forget the entry; then give free slots to deferred ids.
-    fn after_exit(&mut self, myself: &ActorRef<PartitionMsg>, id: String) {
+    async fn after_exit(&mut self, myself: &ActorRef<PartitionMsg>, id: String) {
         let waiting = self.entries.get(&id).is_some_and(|e| !e.queued.is_empty());
         if waiting {
-            self.restart(myself, &id, false);
+            self.restart(myself, &id, false).await;
         } else {
             self.entries.remove(&id);
         }
-        self.drain_deferred(myself);
+        self.drain_deferred(myself).await;
     }
 
-    fn drain_deferred(&mut self, myself: &ActorRef<PartitionMsg>) {
+    async fn drain_deferred(&mut self, myself: &ActorRef<PartitionMsg>) {
         while self.resident < self.resident_cap {
             let Some(id) = self.deferred.pop_front() else {
                 break;
             };
             if self.entries.get(&id).is_some_and(|e| e.actor.is_none()) {
-                self.restart(myself, &id, false);
+                self.restart(myself, &id, false).await;
             }
         }
     }
@@ -561,21 +557,25 @@ impl PartitionState {
     /// (Re)starts the actor of an existing entry and flushes what waits for it.
     /// After a crash, `from_storage` drops any cached state and re-delivers
     /// the messages the dead actor had not acknowledged.
-    fn restart(&mut self, myself: &ActorRef<PartitionMsg>, id: &str, from_storage: bool) {
+    async fn restart(&mut self, myself: &ActorRef<PartitionMsg>, id: &str, from_storage: bool) {
         let init = if from_storage {
             self.cache.remove(id);
             Init::Load
         } else {
             self.init_for(id)
         };
-        let actor = self.spawn(myself, id, init);
+        // Settle what the previous actor finished before its slot is replaced.
+        if let Some(entry) = self.entries.get_mut(id) {
+            entry.sync_acks();
+        }
+        let spawned = self.spawn(myself, id, init).await;
         let Some(entry) = self.entries.get_mut(id) else {
             return;
         };
         entry.stopping = false;
-        entry.actor = actor.clone();
         let mut redo: VecDeque<WorkflowMsg> = VecDeque::new();
         if from_storage {
+            // What the dead actor had not finished, the one that killed it included.
             for r in entry.unacked.drain(..) {
                 redo.push_back(match r {
                     Replay::Input(input, fired) => WorkflowMsg::Input {
@@ -591,8 +591,10 @@ impl PartitionState {
         entry.acked = 0;
         entry.unacked.clear();
         redo.extend(entry.queued.drain(..));
-        match actor {
-            Some(actor) => {
+        match spawned {
+            Some((actor, slot)) => {
+                entry.actor = Some(actor.clone());
+                entry.slot = slot;
                 for msg in redo {
                     send(&actor, entry, msg);
                 }
@@ -610,7 +612,7 @@ impl PartitionState {
         let count = *n;
         tracing::warn!(workflow_id = %id, restarts = count, error = %error, "workflow actor crashed");
         if count <= self.ctx.config.restart_budget {
-            self.restart(myself, &id, true);
+            self.restart(myself, &id, true).await;
             return;
         }
         // Out of budget: park the workflow as failed with the panic message,
@@ -625,7 +627,7 @@ impl PartitionState {
         if let Err(e) = self.park(&id, reason).await {
             tracing::error!(workflow_id = %id, error = %e, "parking failed");
         }
-        self.drain_deferred(myself);
+        self.drain_deferred(myself).await;
     }
 
     async fn park(&mut self, id: &str, reason: String) -> Result<(), String> {
@@ -722,7 +724,7 @@ impl PartitionState {
         Ok(report)
     }
 
-    fn tick(&mut self, myself: &ActorRef<PartitionMsg>) {
+    async fn tick(&mut self, myself: &ActorRef<PartitionMsg>) {
         self.passivate_idle(usize::MAX);
         let now = self.ctx.clock.now_ms();
         let (timers, expired) = {
@@ -733,20 +735,20 @@ impl PartitionState {
         };
         for (due, id, timer) in timers {
             let msg = WorkflowMsg::Input {
-                input: Input::TimerFired(timer.clone()),
+                input: Arc::new(Input::TimerFired(timer.clone())),
                 fired: Some((due, timer)),
                 reply: None,
             };
-            self.route(myself, id, msg);
+            self.route(myself, id, msg).await;
         }
         for (id, task_id, timeout) in expired {
             let input = Input::TaskTimedOut { task_id, timeout };
             let msg = WorkflowMsg::Input {
-                input,
+                input: Arc::new(input),
                 fired: None,
                 reply: None,
             };
-            self.route(myself, id, msg);
+            self.route(myself, id, msg).await;
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct StatusEntry {
 pub struct PartitionTimes {
     pub timers: TimerWheel,
     pub liveness: Liveness,
+    /// Ids of workflow actors that finished a message since the last sweep.
+    pub idle: Vec<String>,
 }
 
 /// Stable 64-bit tag of a timer, for its storage key.

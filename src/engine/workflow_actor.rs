@@ -2,12 +2,12 @@
 //! every rule lives in the pure core; this only sequences
 //! decide → durable append → evolve → commands, one input at a time.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use super::partition::PartitionMsg;
 use super::transition::{after_commit, apply, load, note_outcome, prepare, PartitionTimes};
 use super::EngineCtx;
 use crate::pipeline::PipelineDef;
@@ -27,6 +27,16 @@ pub struct StartReply {
 /// Reply to any other input.
 pub type InputReply = Result<Outcome, String>;
 
+/// Shared between a workflow actor and its partition: how far the actor got.
+/// Replaces an "I am idle" message per handled message with two atomics.
+#[derive(Debug, Default)]
+pub struct Slot {
+    /// Messages handled so far; the partition passivates when it matches what it routed.
+    pub handled: AtomicU64,
+    /// The actor's id is in the partition's idle list (at most once).
+    pub listed: AtomicBool,
+}
+
 pub enum WorkflowMsg {
     Start {
         pipeline: PipelineRef,
@@ -35,7 +45,8 @@ pub enum WorkflowMsg {
         reply: Option<RpcReplyPort<Result<StartReply, String>>>,
     },
     Input {
-        input: Input,
+        /// Shared with the partition's copy kept for re-delivery after a crash.
+        input: Arc<Input>,
         /// The durable timer that produced this input; its row is removed with the transition.
         fired: Option<(u64, TimerKind)>,
         reply: Option<RpcReplyPort<InputReply>>,
@@ -56,7 +67,7 @@ pub struct WorkflowArgs {
     pub partition: u16,
     pub ctx: Arc<EngineCtx>,
     pub times: Arc<Mutex<PartitionTimes>>,
-    pub supervisor: ActorRef<PartitionMsg>,
+    pub slot: Arc<Slot>,
     pub init: Init,
 }
 
@@ -69,13 +80,11 @@ pub struct Resident {
     pub partition: u16,
     ctx: Arc<EngineCtx>,
     times: Arc<Mutex<PartitionTimes>>,
-    supervisor: ActorRef<PartitionMsg>,
     pub wf: Option<WorkflowState>,
     def: Option<Arc<PipelineDef>>,
     /// Set when the stored state could not be read: the workflow is not served.
     pub broken: Option<String>,
-    /// Messages handled so far; the partition passivates when it matches what it routed.
-    handled: u64,
+    slot: Arc<Slot>,
 }
 
 impl Actor for WorkflowActor {
@@ -93,7 +102,7 @@ impl Actor for WorkflowActor {
             partition,
             ctx,
             times,
-            supervisor,
+            slot,
             init,
         } = args;
         let (wf, broken) = match init {
@@ -123,11 +132,10 @@ impl Actor for WorkflowActor {
             partition,
             ctx,
             times,
-            supervisor,
             wf,
             def,
             broken,
-            handled: 0,
+            slot,
         })
     }
 
@@ -157,7 +165,7 @@ impl Actor for WorkflowActor {
                 if let Some(faults) = &st.ctx.hooks.faults {
                     faults.maybe_panic(&st.id);
                 }
-                let r = st.input(input, fired).await;
+                let r = st.input(&input, fired).await;
                 if let Some(reply) = reply {
                     let _ = reply.send(r);
                 }
@@ -170,11 +178,10 @@ impl Actor for WorkflowActor {
                 let _ = reply.send(r);
             }
         }
-        st.handled += 1;
-        let _ = st.supervisor.cast(PartitionMsg::Idle {
-            id: st.id.clone(),
-            handled: st.handled,
-        });
+        st.slot.handled.fetch_add(1, Ordering::Release);
+        if !st.slot.listed.swap(true, Ordering::AcqRel) {
+            st.times.lock().idle.push(st.id.clone());
+        }
         Ok(())
     }
 }
@@ -217,7 +224,7 @@ impl Resident {
 
     async fn input(
         &mut self,
-        input: Input,
+        input: &Input,
         fired: Option<(u64, TimerKind)>,
     ) -> Result<Outcome, String> {
         if let Some(e) = &self.broken {
@@ -228,7 +235,7 @@ impl Resident {
             return Err(format!("unknown workflow {}", self.id));
         };
         let now = self.ctx.clock.now_ms();
-        let decision = decide(wf, def, &input, now);
+        let decision = decide(wf, def, input, now);
         let outcome = decision.outcome.clone();
         note_outcome(&self.ctx, &outcome);
         if let crate::workflow::Outcome::Ignored(reason) = &outcome {

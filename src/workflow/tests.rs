@@ -133,7 +133,7 @@ impl World {
         self.tasks
             .iter()
             .rev()
-            .find(|t| Some(&t.task_id) == s.task_id.as_ref())
+            .find(|t| Some(t.task_id.as_str()) == s.task_id.as_deref())
             .cloned()
     }
 
