@@ -92,7 +92,11 @@ async fn starting_an_existing_id_returns_it_instead_of_a_second_one() {
     assert!(!b.created);
     assert_eq!(b.status, Status::Completed);
     let wf = h.engine.describe("same").await.unwrap().unwrap();
-    assert_eq!(&*wf.input, video_input("same").as_str(), "the first input stays");
+    assert_eq!(
+        &*wf.input,
+        video_input("same").as_str(),
+        "the first input stays"
+    );
     assert_eq!(Metrics::get(&h.metrics.workflows_started), 1);
     h.stop().await;
 }
