@@ -68,6 +68,7 @@ fn group_commit(c: &mut Criterion) {
             batch_max_entries: n,
             queue_capacity: n.max(1) * 2,
             sync: true,
+            threads: 1,
         };
         let gc = Arc::new(GroupCommitter::start(store.storage().clone(), cfg).expect("start"));
         let next = Arc::new(AtomicU64::new(0));

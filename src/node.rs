@@ -18,6 +18,7 @@ pub struct NodeOptions {
     pub pipelines_dir: PathBuf,
     pub partitions: u16,
     pub commit_batch_max: usize,
+    pub commit_threads: usize,
     pub block_cache_mib: usize,
     pub write_buffer_mib: usize,
 }
@@ -61,6 +62,7 @@ pub async fn open_node(opts: &NodeOptions) -> Result<Node, String> {
             storage.clone(),
             CommitConfig {
                 batch_max_entries: opts.commit_batch_max,
+                threads: opts.commit_threads,
                 ..CommitConfig::default()
             },
         )

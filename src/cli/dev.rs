@@ -59,12 +59,18 @@ pub struct DevArgs {
     /// Passivated workflow states cached in memory.
     #[arg(long, default_value_t = EngineConfig::default().state_cache_max)]
     pub state_cache_max: usize,
+    /// Idle time before a workflow actor waiting on tasks is passivated (0 = at the next tick).
+    #[arg(long, default_value_t = EngineConfig::default().passivate_idle_ms)]
+    pub passivate_idle_ms: u64,
     /// Snapshot every this many events.
     #[arg(long, default_value_t = EngineConfig::default().snapshot_every_events)]
     pub snapshot_every: u64,
     /// Most storage ops in one synced write batch.
     #[arg(long, default_value_t = 4096)]
     pub commit_batch_max: usize,
+    /// Writer threads of the group committer (their fsyncs overlap).
+    #[arg(long, default_value_t = 2)]
+    pub commit_threads: usize,
     /// RocksDB block cache size.
     #[arg(long, default_value_t = 64)]
     pub block_cache_mib: usize,
@@ -142,6 +148,7 @@ pub async fn run_dev(
         partitions: args.partitions,
         resident_max: args.resident_max,
         state_cache_max: args.state_cache_max,
+        passivate_idle_ms: args.passivate_idle_ms,
         snapshot_every_events: args.snapshot_every,
         restart_budget: args.restart_budget,
         ..EngineConfig::default()
@@ -151,6 +158,7 @@ pub async fn run_dev(
         pipelines_dir: args.pipelines.clone(),
         partitions: args.partitions,
         commit_batch_max: args.commit_batch_max,
+        commit_threads: args.commit_threads,
         block_cache_mib: args.block_cache_mib,
         write_buffer_mib: args.write_buffer_mib,
     })

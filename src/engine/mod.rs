@@ -50,6 +50,11 @@ pub struct EngineConfig {
     pub resident_max: usize,
     /// Passivated workflow states kept in memory (LRU) to skip a storage read on wake-up.
     pub state_cache_max: usize,
+    /// How long an idle workflow actor (waiting only on tasks or timers) stays
+    /// resident before it is passivated; 0 passivates at the next partition
+    /// tick. Under `resident_max` pressure the least recently active idle
+    /// actor is passivated at once whatever this says.
+    pub passivate_idle_ms: u64,
     /// Crashes of one workflow's actor before the workflow is parked as failed.
     pub restart_budget: u32,
     /// A snapshot is written every this many events (and at every terminal transition).
@@ -70,6 +75,7 @@ impl Default for EngineConfig {
             partitions: 8,
             resident_max: 10_000,
             state_cache_max: 20_000,
+            passivate_idle_ms: 1_000,
             restart_budget: 3,
             snapshot_every_events: 64,
             tick_ms: 10,

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use super::fasthash::FastMap;
+use super::fasthash::{FastMap, FastSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -181,12 +181,20 @@ pub struct PartitionState {
     resident_cap: usize,
     /// Ids with queued messages, waiting for a resident slot.
     deferred: VecDeque<String>,
-    /// Ids whose actor finished a message since the last sweep, not yet checked.
-    idle: Vec<String>,
+    /// Idle actors in the order they went idle: (passivate after, id, messages
+    /// handled when queued). Stale entries are skipped when popped.
+    idle: VecDeque<(u64, String, u64)>,
     restarts: FastMap<String, u32>,
-    // Boxed: they go to the transport as they are, without a copy.
+    /// Owed tasks of bulk-accepted or recovered workflows, per workflow, in
+    /// order: released while fewer than the resident cap of them are in
+    /// flight, so a backlog of any size runs under the cap. The flag marks
+    /// re-sends after a restart. Boxed: they go to the transport as they are.
     #[allow(clippy::vec_box)]
-    held: Vec<Box<TaskSpec>>,
+    held: VecDeque<(String, Vec<Box<TaskSpec>>, bool)>,
+    /// Released workflows that have not ended yet.
+    released: FastSet<String>,
+    /// `RunHeld` was received (bulk accept) or a recovery queued re-sends.
+    release_enabled: bool,
     ticker: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -213,9 +221,11 @@ impl Actor for PartitionActor {
             resident: 0,
             resident_cap: ctx.config.resident_max.div_ceil(parts).max(1),
             deferred: VecDeque::new(),
-            idle: Vec::new(),
+            idle: VecDeque::new(),
             restarts: FastMap::default(),
-            held: Vec::new(),
+            held: VecDeque::new(),
+            released: FastSet::default(),
+            release_enabled: false,
             ticker: None,
             ctx,
         };
@@ -282,11 +292,8 @@ impl Actor for PartitionActor {
                 let _ = reply.send(r);
             }
             PartitionMsg::RunHeld => {
-                let held = std::mem::take(&mut st.held);
-                for spec in held {
-                    Metrics::inc(&st.ctx.metrics.tasks_dispatched);
-                    st.ctx.transport.dispatch(spec);
-                }
+                st.release_enabled = true;
+                st.release();
             }
             PartitionMsg::Input { id, input, reply } => {
                 let msg = WorkflowMsg::Input {
@@ -389,16 +396,19 @@ impl PartitionState {
                         continue;
                     }
                 };
-                for (i, _) in wf.in_flight() {
-                    if let Some(spec) = redispatch(&wf, &def, i, now) {
-                        self.times.lock().liveness.watch(&spec, now);
-                        Metrics::inc(&ctx.metrics.tasks_redispatched);
-                        ctx.transport.dispatch(Box::new(spec));
-                    }
+                let owed: Vec<Box<TaskSpec>> = wf
+                    .in_flight()
+                    .filter_map(|(i, _)| redispatch(&wf, &def, i, now).map(Box::new))
+                    .collect();
+                if !owed.is_empty() {
+                    self.held.push_back((id.clone(), owed, true));
                 }
                 self.cache.put(id, Box::new(wf));
             }
         }
+        // Owed tasks go out in order, under the resident cap like a backlog.
+        self.release_enabled = true;
+        self.release();
         ctx.metrics
             .workflows_resumed
             .fetch_add(resumed, std::sync::atomic::Ordering::Relaxed);
@@ -456,7 +466,8 @@ impl PartitionState {
             if self.resident >= self.resident_cap {
                 // Full: make room by passivating an idle actor now; this id
                 // gets the slot when that actor has stopped.
-                self.passivate_idle(1);
+                let now = self.ctx.clock.now_ms();
+                self.passivate_idle(now, 1);
                 self.deferred.push_back(id.clone());
             } else {
                 let init = self.init_for(&id);
@@ -500,14 +511,12 @@ impl PartitionState {
         }
     }
 
-    /// Stops every actor that is still idle. Their states come back in the
-    /// termination events and go to the cache.
-    fn passivate_idle(&mut self, max: usize) {
+    /// Moves actors that reported finishing a message into the idle queue
+    /// if they are indeed idle, with the time they may be passivated.
+    fn collect_idle(&mut self, now_ms: u64) {
         let reported = std::mem::take(&mut self.times.lock().idle);
-        self.idle.extend(reported);
-        let mut stopped = 0;
-        while stopped < max {
-            let Some(id) = self.idle.pop() else { break };
+        let grace = self.ctx.config.passivate_idle_ms;
+        for id in reported {
             let Some(entry) = self.entries.get_mut(&id) else {
                 continue;
             };
@@ -519,13 +528,36 @@ impl PartitionState {
                 .store(false, std::sync::atomic::Ordering::Release);
             entry.sync_acks();
             if entry.is_idle() {
-                // Waiting only on tasks or timers: passivate. The state comes
-                // back in the termination event and goes to the cache.
+                self.idle
+                    .push_back((now_ms.saturating_add(grace), id, entry.acked));
+            }
+        }
+    }
+
+    /// Passivates actors idle since their deadline (all due ones), plus up to
+    /// `force` more in least-recently-active order when a slot is needed.
+    /// Their states come back in the termination events and go to the cache.
+    fn passivate_idle(&mut self, now_ms: u64, mut force: usize) {
+        self.collect_idle(now_ms);
+        while let Some((due, _, _)) = self.idle.front() {
+            if *due > now_ms && force == 0 {
+                break;
+            }
+            let Some((_, id, mark)) = self.idle.pop_front() else {
+                break;
+            };
+            let Some(entry) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            entry.sync_acks();
+            // Still idle and nothing handled since it was queued: a workflow
+            // waiting only on tasks or timers. Passivate it.
+            if entry.is_idle() && entry.acked == mark {
                 if let Some(actor) = &entry.actor {
                     entry.stopping = true;
                     actor.stop(None);
                     Metrics::inc(&self.ctx.metrics.passivations);
-                    stopped += 1;
+                    force = force.saturating_sub(1);
                 }
             }
         }
@@ -708,14 +740,9 @@ impl PartitionState {
                 }
                 decision.commands = rest;
                 after_commit(&ctx, &self.times, None, &next, &def, decision);
-                let now = ctx.clock.now_ms();
-                {
-                    let mut t = self.times.lock();
-                    for spec in &held {
-                        t.liveness.watch(spec, now);
-                    }
+                if !held.is_empty() {
+                    self.held.push_back((next.id.clone(), held, false));
                 }
-                self.held.extend(held);
                 // Its first result will wake it soon: keep the state warm.
                 self.cache.put(next.id.clone(), Box::new(next));
                 report.created += 1;
@@ -724,9 +751,47 @@ impl PartitionState {
         Ok(report)
     }
 
+    /// Sends held tasks while fewer than the resident cap of released
+    /// workflows are still running. Tasks are watched from the moment they
+    /// are really sent, so waiting in this queue never times them out.
+    fn release(&mut self) {
+        let finished = std::mem::take(&mut self.times.lock().finished);
+        for id in finished {
+            self.released.remove(&id);
+        }
+        if !self.release_enabled {
+            return;
+        }
+        while self.released.len() < self.resident_cap {
+            let Some((id, specs, resend)) = self.held.pop_front() else {
+                break;
+            };
+            let now = self.ctx.clock.now_ms();
+            {
+                let mut t = self.times.lock();
+                for spec in &specs {
+                    t.liveness.watch(spec, now);
+                }
+            }
+            for spec in specs {
+                let counter = if resend {
+                    &self.ctx.metrics.tasks_redispatched
+                } else {
+                    &self.ctx.metrics.tasks_dispatched
+                };
+                Metrics::inc(counter);
+                self.ctx.transport.dispatch(spec);
+            }
+            self.released.insert(id);
+        }
+    }
+
     async fn tick(&mut self, myself: &ActorRef<PartitionMsg>) {
-        self.passivate_idle(usize::MAX);
+        self.release();
         let now = self.ctx.clock.now_ms();
+        // Ids waiting for a resident slot take them from idle actors first.
+        let wanted = self.deferred.len();
+        self.passivate_idle(now, wanted);
         let (timers, expired) = {
             let mut t = self.times.lock();
             let timers = t.timers.pop_due(now, self.ctx.config.timer_batch_max);

@@ -32,6 +32,8 @@ pub struct PartitionTimes {
     pub liveness: Liveness,
     /// Ids of workflow actors that finished a message since the last sweep.
     pub idle: Vec<String>,
+    /// Ids of workflows that reached a terminal status since the last tick.
+    pub finished: Vec<String>,
 }
 
 /// Stable 64-bit tag of a timer, for its storage key.
@@ -246,6 +248,7 @@ pub fn after_commit(
         if let Some(hook) = &ctx.hooks.on_terminal {
             hook(next, def);
         }
+        times.lock().finished.push(next.id.clone());
     }
     let mut dispatches: Vec<Box<TaskSpec>> = Vec::new();
     {
