@@ -351,3 +351,144 @@ async fn passivation_keeps_resident_actors_under_the_cap() {
     assert!(Metrics::get(&h.metrics.passivations) >= 100);
     h.stop().await;
 }
+
+/// A one-step pipeline with short, explicit timeouts for time-driven tests.
+fn short_pipeline(version: u32, max_attempts: u32) -> orchestrator::pipeline::PipelineDef {
+    let text = format!(
+        r#"
+[pipeline]
+name = "short"
+version = {version}
+
+[defaults.retry]
+max_attempts = {max_attempts}
+initial_backoff = "100ms"
+max_backoff = "100ms"
+jitter = 0.0
+
+[defaults.timeouts]
+schedule_to_start = "1s"
+start_to_close = "2s"
+
+[[steps]]
+name = "a"
+
+[[steps]]
+name = "b"
+needs = ["a"]
+"#
+    );
+    orchestrator::pipeline::load::parse_pipeline(&text, "short.toml", &Default::default()).unwrap()
+}
+
+async fn wait_for(
+    h: &Harness,
+    id: &str,
+    what: &str,
+    cond: impl Fn(&orchestrator::workflow::WorkflowState) -> bool,
+) -> orchestrator::workflow::WorkflowState {
+    for _ in 0..2_000 {
+        if let Some(wf) = h.engine.describe(id).await.unwrap() {
+            if cond(&wf) {
+                return wf;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("{id}: never reached: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_to_close_timeouts_retry_on_manual_time_then_fail_the_workflow() {
+    use orchestrator::engine::ManualClock;
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let opts = Options {
+        pipelines: Some(vec![short_pipeline(1, 2)]),
+        clock: Some(clock.clone()),
+        // Workers take the task and never answer within the test.
+        ..sim(3_600_000, 0.0)
+    };
+    let h = Harness::start(Arc::new(MemoryStorage::new()), opts).await;
+    h.engine.start_workflow("short", "t-1", "{}").await.unwrap();
+    let wf = wait_for(&h, "t-1", "attempt 1 out", |w| {
+        w.steps[0].status == StepStatus::Dispatched
+    })
+    .await;
+    assert_eq!(wf.steps[0].attempt, 1);
+    // Nothing happens while time stands still.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(Metrics::get(&h.metrics.task_timeouts), 0);
+    // Past start-to-close: the attempt times out and backs off.
+    clock.advance(2_500);
+    let wf = wait_for(&h, "t-1", "backoff", |w| {
+        w.steps[0].status == StepStatus::Backoff
+    })
+    .await;
+    assert_eq!(wf.steps[0].last_error.as_ref().unwrap().kind, "timeout");
+    // Past the backoff: attempt 2 goes out.
+    clock.advance(150);
+    wait_for(&h, "t-1", "attempt 2 out", |w| {
+        w.steps[0].attempt == 2 && w.steps[0].status == StepStatus::Dispatched
+    })
+    .await;
+    // Attempt 2 times out too: attempts exhausted, the workflow fails.
+    clock.advance(2_500);
+    let wf = wait_for(&h, "t-1", "failed", |w| w.status == Status::Failed).await;
+    let reason = wf.reason.unwrap();
+    assert!(
+        reason.contains("step a failed after 2 attempt(s)") && reason.contains("start_to_close"),
+        "{reason}"
+    );
+    assert_eq!(Metrics::get(&h.metrics.task_timeouts), 2);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_keeps_the_pipeline_version_it_started_with() {
+    let storage = Arc::new(MemoryStorage::new());
+    let v1 = Options {
+        pipelines: Some(vec![short_pipeline(1, 3)]),
+        ..sim(3_600_000, 0.0)
+    };
+    let h = Harness::start(storage.clone(), v1).await;
+    h.engine
+        .start_workflow("short", "pinned", "{}")
+        .await
+        .unwrap();
+    wait_for(&h, "pinned", "dispatched", |w| {
+        w.steps[0].status == StepStatus::Dispatched
+    })
+    .await;
+    h.stop().await;
+    // The file changes: version 2 allows 7 attempts. New workflows get it,
+    // the one in flight keeps version 1.
+    let v2 = Options {
+        pipelines: Some(vec![short_pipeline(2, 7)]),
+        ..sim(10, 0.0)
+    };
+    let h = Harness::start(
+        storage.clone() as Arc<dyn orchestrator::storage::Storage>,
+        v2,
+    )
+    .await;
+    h.engine
+        .start_workflow("short", "fresh", "{}")
+        .await
+        .unwrap();
+    h.wait_terminal(2, Duration::from_secs(20)).await;
+    let pinned = h.engine.describe("pinned").await.unwrap().unwrap();
+    let fresh = h.engine.describe("fresh").await.unwrap().unwrap();
+    assert_eq!((pinned.pipeline.version, fresh.pipeline.version), (1, 2));
+    assert_eq!(
+        (pinned.status, fresh.status),
+        (Status::Completed, Status::Completed)
+    );
+    let report = verify_store(&h.store).unwrap();
+    assert_eq!(
+        (report.violations, report.corrupt),
+        (0, 0),
+        "{:?}",
+        report.details
+    );
+    h.stop().await;
+}

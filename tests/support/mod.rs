@@ -35,6 +35,10 @@ pub struct Options {
     pub partitions: u16,
     pub sim: SimConfig,
     pub config: EngineConfig,
+    /// Pipelines to load instead of `config/pipelines`.
+    pub pipelines: Option<Vec<PipelineDef>>,
+    /// Clock to use instead of the system clock.
+    pub clock: Option<Arc<dyn Clock>>,
 }
 
 impl Default for Options {
@@ -47,6 +51,8 @@ impl Default for Options {
                 tick_ms: 5,
                 ..EngineConfig::default()
             },
+            pipelines: None,
+            clock: None,
         }
     }
 }
@@ -56,14 +62,15 @@ impl Harness {
         let store = WorkflowStore::open(storage.clone(), opts.partitions).expect("open store");
         let committer =
             Arc::new(GroupCommitter::start(storage, CommitConfig::default()).expect("committer"));
-        let pipelines = Arc::new(PipelineRegistry::new(store.clone(), video_pipelines()));
+        let defs = opts.pipelines.unwrap_or_else(video_pipelines);
+        let pipelines = Arc::new(PipelineRegistry::new(store.clone(), defs));
         committer
             .commit(pipelines.persist_ops().unwrap())
             .await
             .expect("persist pipelines");
         let metrics = Arc::new(Metrics::default());
         let faults = Arc::new(Faults::default());
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let clock: Arc<dyn Clock> = opts.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let (transport, rx) = InProcTransport::new();
         let hook_metrics = metrics.clone();
         let engine = Engine::start(EngineCtx {
