@@ -68,8 +68,8 @@ pub struct DevArgs {
     /// Most storage ops in one synced write batch.
     #[arg(long, default_value_t = 4096)]
     pub commit_batch_max: usize,
-    /// Writer threads of the group committer (their fsyncs overlap).
-    #[arg(long, default_value_t = 2)]
+    /// Writer threads of the group committer (more than one overlaps fsyncs).
+    #[arg(long, default_value_t = 1)]
     pub commit_threads: usize,
     /// RocksDB block cache size.
     #[arg(long, default_value_t = 64)]
