@@ -257,3 +257,91 @@ async fn a_flipped_byte_in_a_stored_record_is_reported_as_corrupt() {
     assert!(stdout.contains("corrupt=1"), "{stdout}");
     assert!(stdout.contains("workflows=5"), "{stdout}");
 }
+
+/// The same illegal journals, written into a store: `verify_store` (what
+/// `orchestrator verify` runs) reports a violation for each of them.
+#[test]
+fn verify_reports_each_illegal_journal_written_to_a_store() {
+    use orchestrator::storage::memory::MemoryStorage;
+    use orchestrator::storage::store::WorkflowStore;
+    use orchestrator::storage::Storage;
+    use orchestrator::workflow::JournalRecord;
+
+    let p = video();
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let store = WorkflowStore::open(storage.clone(), 4).unwrap();
+    let max = p.steps[0].retry.max_attempts;
+    let mut too_many = vec![];
+    for a in 1..=max {
+        too_many.push(dispatch(&p, 0, 0, a));
+        too_many.push(failure(0, a, true, AfterFailure::RetryAt(9)));
+    }
+    too_many.push(dispatch(&p, 0, 0, max + 1));
+    let cases: Vec<(&str, Vec<EventKind>)> = vec![
+        ("early-dispatch", vec![dispatch(&p, 1, 0, 1)]),
+        (
+            "double-success",
+            vec![dispatch(&p, 0, 0, 1), success(0, 1), success(0, 1)],
+        ),
+        ("too-many-attempts", too_many),
+        (
+            "after-terminal",
+            vec![
+                EventKind::WorkflowCancelled { reason: "x".into() },
+                dispatch(&p, 0, 0, 1),
+            ],
+        ),
+        (
+            "fatal-retried",
+            vec![
+                dispatch(&p, 0, 0, 1),
+                failure(0, 1, false, AfterFailure::RetryAt(3)),
+            ],
+        ),
+        ("early-complete", vec![EventKind::WorkflowCompleted]),
+    ];
+    let mut ops = vec![store
+        .pipeline_put(&p.name, p.version, p.content_hash(), &p)
+        .unwrap()];
+    for (id, kinds) in &cases {
+        let mut events = vec![ev(EventKind::WorkflowStarted {
+            id: id.to_string(),
+            pipeline: PipelineRef {
+                name: p.name.clone(),
+                version: p.version,
+                hash: p.content_hash(),
+            },
+            input: "{}".into(),
+            steps: p.steps.len() as u16,
+            deadline_ms: None,
+        })];
+        events.extend(kinds.iter().cloned().map(ev));
+        // Task ids in these journals name workflow "w"; rewrite them for this id.
+        for e in &mut events {
+            if let EventKind::TaskDispatched { task_id, .. } = &mut e.kind {
+                *task_id = task_id.replacen("w:", &format!("{id}:"), 1).into();
+            }
+        }
+        let part = store.partition_of(id);
+        let record = JournalRecord {
+            first_seq: 1,
+            events,
+        };
+        ops.push(store.journal_put(part, id, 1, &record).unwrap());
+    }
+    storage.write(&ops, true).unwrap();
+    let report = orchestrator::verify::verify_store(&store).unwrap();
+    assert_eq!(report.workflows, cases.len() as u64);
+    assert_eq!(report.corrupt, 0);
+    for (id, _) in &cases {
+        assert!(
+            report
+                .details
+                .iter()
+                .any(|d| d.starts_with(&format!("workflow {id} "))),
+            "no violation reported for {id}: {:?}",
+            report.details
+        );
+    }
+    assert!(report.violations >= cases.len() as u64);
+}
