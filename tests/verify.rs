@@ -20,8 +20,12 @@ fn ev(kind: EventKind) -> Event {
 }
 
 fn started(p: &PipelineDef) -> EventKind {
+    started_as(p, "w")
+}
+
+fn started_as(p: &PipelineDef, id: &str) -> EventKind {
     EventKind::WorkflowStarted {
-        id: "w".into(),
+        id: id.into(),
         pipeline: PipelineRef {
             name: p.name.clone(),
             version: p.version,
@@ -304,17 +308,7 @@ fn verify_reports_each_illegal_journal_written_to_a_store() {
         .pipeline_put(&p.name, p.version, p.content_hash(), &p)
         .unwrap()];
     for (id, kinds) in &cases {
-        let mut events = vec![ev(EventKind::WorkflowStarted {
-            id: id.to_string(),
-            pipeline: PipelineRef {
-                name: p.name.clone(),
-                version: p.version,
-                hash: p.content_hash(),
-            },
-            input: "{}".into(),
-            steps: p.steps.len() as u16,
-            deadline_ms: None,
-        })];
+        let mut events = vec![ev(started_as(&p, id))];
         events.extend(kinds.iter().cloned().map(ev));
         // Task ids in these journals name workflow "w"; rewrite them for this id.
         for e in &mut events {

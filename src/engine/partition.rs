@@ -320,14 +320,9 @@ impl Actor for PartitionActor {
     ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorTerminated(cell, boxed, _) => {
-                let Some(id) = st.by_actor.remove(&cell.get_id()) else {
+                let Some(id) = st.exited(&cell) else {
                     return Ok(());
                 };
-                st.resident -= 1;
-                st.ctx
-                    .metrics
-                    .resident
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 if let Some(mut b) = boxed {
                     if let Ok(r) = b.take::<Resident>() {
                         if r.broken.is_none() {
@@ -340,14 +335,9 @@ impl Actor for PartitionActor {
                 st.after_exit(&myself, id).await;
             }
             SupervisionEvent::ActorFailed(cell, err) => {
-                let Some(id) = st.by_actor.remove(&cell.get_id()) else {
+                let Some(id) = st.exited(&cell) else {
                     return Ok(());
                 };
-                st.resident -= 1;
-                st.ctx
-                    .metrics
-                    .resident
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 st.crashed(&myself, id, err.to_string()).await;
             }
             _ => {}
@@ -357,6 +347,17 @@ impl Actor for PartitionActor {
 }
 
 impl PartitionState {
+    /// Forgets a workflow actor that ended (cleanly or not); its workflow id.
+    fn exited(&mut self, cell: &ractor::ActorCell) -> Option<String> {
+        let id = self.by_actor.remove(&cell.get_id())?;
+        self.resident -= 1;
+        self.ctx
+            .metrics
+            .resident
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        Some(id)
+    }
+
     /// Reloads non-terminal workflows: re-sends their owed tasks (same task
     /// ids), re-watches them, and re-arms the partition's durable timers.
     fn recover(&mut self) -> Result<(), ActorProcessingErr> {
