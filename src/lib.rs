@@ -34,6 +34,7 @@ pub mod cli;
 pub mod engine;
 pub mod node;
 pub mod pipeline;
+pub mod protocol;
 pub mod sim;
 pub mod storage;
 pub mod transport;
