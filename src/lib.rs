@@ -39,4 +39,5 @@ pub mod sim;
 pub mod storage;
 pub mod transport;
 pub mod verify;
+pub mod worker;
 pub mod workflow;

@@ -73,19 +73,19 @@ struct DepOutput {
 
 /// The output a correct worker returns for `spec`, as JSON text.
 pub fn output_for(spec: &TaskSpec) -> Result<String, String> {
+    output_from(&spec.input, &spec.workflow_id, &spec.step)
+}
+
+/// The output for a task input (JSON text) of `step` in workflow `workflow_id`.
+pub fn output_from(input: &str, workflow_id: &str, step: &str) -> Result<String, String> {
     let input: TaskInput =
-        serde_json::from_str(&spec.input).map_err(|e| format!("bad task input: {e}"))?;
+        serde_json::from_str(input).map_err(|e| format!("bad task input: {e}"))?;
     let n = 1 + input.deps.values().map(|d| d.n).sum::<u64>();
-    let video_id = input
-        .workflow
-        .video_id
-        .as_deref()
-        .unwrap_or(&spec.workflow_id);
+    let video_id = input.workflow.video_id.as_deref().unwrap_or(workflow_id);
     // Step names are `[a-z0-9_-]`; the video id may need escaping.
     let video_id = serde_json::to_string(video_id).map_err(|e| e.to_string())?;
     Ok(format!(
-        r#"{{"video_id":{video_id},"step":"{}","n":{n}}}"#,
-        spec.step
+        r#"{{"video_id":{video_id},"step":"{step}","n":{n}}}"#
     ))
 }
 
@@ -125,7 +125,7 @@ pub fn check_outputs(pipeline: &PipelineDef, outputs: &[Option<&str>]) -> Vec<St
 }
 
 /// A deterministic number in [0, 1) for this seed and task id.
-fn draw(seed: u64, task_id: &str) -> f64 {
+pub fn draw(seed: u64, task_id: &str) -> f64 {
     let mut h = seed ^ 0x9e37_79b9_7f4a_7c15;
     for b in task_id.bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);

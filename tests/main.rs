@@ -4,5 +4,7 @@ mod support;
 
 mod cli;
 mod engine;
+mod nats;
+mod protocol;
 mod purity;
 mod verify;

@@ -91,6 +91,11 @@ pub struct Metrics {
     pub late_results: AtomicU64,
     pub stale_timers: AtomicU64,
     pub rejected_inputs: AtomicU64,
+    /// Worker messages refused by the protocol decoder, by reason.
+    pub messages_oversized: AtomicU64,
+    pub messages_malformed: AtomicU64,
+    pub messages_unsupported_version: AtomicU64,
+    pub messages_invalid: AtomicU64,
     pub actor_restarts: AtomicU64,
     pub workflows_parked: AtomicU64,
     pub actors_spawned: AtomicU64,
@@ -125,6 +130,17 @@ impl Metrics {
             IgnoreReason::UnknownTask => &self.unknown_tasks,
             IgnoreReason::WorkflowTerminal => &self.late_results,
             IgnoreReason::StaleTimer => &self.stale_timers,
+        };
+        Self::inc(c);
+    }
+
+    /// Counts a refused worker message by its `ProtocolError::reason()`.
+    pub fn rejected_message(&self, reason: &str) {
+        let c = match reason {
+            "oversized" => &self.messages_oversized,
+            "malformed" => &self.messages_malformed,
+            "unsupported_version" => &self.messages_unsupported_version,
+            _ => &self.messages_invalid,
         };
         Self::inc(c);
     }

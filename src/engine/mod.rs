@@ -186,7 +186,7 @@ pub struct Engine {
     ctx: Arc<EngineCtx>,
     router: Arc<Router>,
     root: ActorRef<root::RootMsg>,
-    root_join: tokio::task::JoinHandle<()>,
+    root_join: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Engine {
@@ -208,7 +208,7 @@ impl Engine {
             ctx,
             router,
             root,
-            root_join,
+            root_join: Mutex::new(Some(root_join)),
         })
     }
 
@@ -319,6 +319,27 @@ impl Engine {
         flatten(r)
     }
 
+    /// Delivers a worker's result and waits until the transition it causes
+    /// (if any) is durable: the NATS intake acknowledges the message then.
+    pub async fn deliver_result(
+        &self,
+        id: &str,
+        result: crate::workflow::TaskResult,
+    ) -> Result<Outcome, Error> {
+        let p = self.router.partition(id).ok_or(Error::Stopped)?;
+        let r = p
+            .call(
+                |reply| PartitionMsg::Result {
+                    id: id.to_string(),
+                    result,
+                    reply,
+                },
+                Some(self.timeout()),
+            )
+            .await;
+        flatten(r)
+    }
+
     /// The current state of a workflow, `None` if it does not exist.
     pub async fn describe(&self, id: &str) -> Result<Option<WorkflowState>, Error> {
         let p = self.router.partition(id).ok_or(Error::Stopped)?;
@@ -337,7 +358,7 @@ impl Engine {
     /// Stops intake and every actor, children first, and waits for them.
     /// Durable state needs no flush: every acknowledged transition is
     /// already synced. In-flight commits finish before their actor stops.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         let wait = Some(self.timeout());
         let parts = self.router.partitions.read().clone();
         for p in &parts {
@@ -347,7 +368,10 @@ impl Engine {
             let _ = p.stop_and_wait(None, wait).await;
         }
         let _ = self.root.stop_and_wait(None, wait).await;
-        let _ = self.root_join.await;
+        let join = self.root_join.lock().take();
+        if let Some(join) = join {
+            let _ = join.await;
+        }
         self.router.partitions.write().clear();
     }
 }
@@ -388,5 +412,38 @@ fn flatten<T>(
         Ok(ractor::rpc::CallResult::Timeout) => Err(Error::Timeout),
         Ok(ractor::rpc::CallResult::SenderError) => Err(Error::Stopped),
         Err(_) => Err(Error::Stopped),
+    }
+}
+
+/// The NATS intake's view of the engine: results are applied durably before
+/// the intake acknowledges them.
+pub struct ResultIntake(pub Arc<Engine>);
+
+impl crate::transport::nats::ResultHandler for ResultIntake {
+    fn handle(
+        &self,
+        workflow_id: String,
+        result: crate::workflow::TaskResult,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), String>> {
+        let engine = self.0.clone();
+        Box::pin(async move {
+            match engine.deliver_result(&workflow_id, result).await {
+                Ok(_) => Ok(()),
+                // A journal failure is transient: leave the message unacked
+                // so JetStream redelivers it.
+                Err(Error::Rejected(m)) if m.starts_with("journal append failed") => Err(m),
+                // Unknown workflow or unreadable state: final, counted, acked.
+                Err(Error::Rejected(m)) => {
+                    Metrics::inc(&engine.ctx.metrics.unknown_tasks);
+                    tracing::warn!(workflow_id = %workflow_id, error = %m, "result for a workflow that cannot take it");
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+
+    fn rejected(&self, reason: &'static str) {
+        self.0.ctx.metrics.rejected_message(reason);
     }
 }

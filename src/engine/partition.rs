@@ -53,6 +53,12 @@ pub enum PartitionMsg {
         id: String,
         report: WorkerReport,
     },
+    /// A result whose sender waits until its transition is durable (NATS acks then).
+    Result {
+        id: String,
+        result: crate::workflow::TaskResult,
+        reply: RpcReplyPort<InputReply>,
+    },
     Describe {
         id: String,
         reply: RpcReplyPort<Result<Option<WorkflowState>, String>>,
@@ -304,6 +310,16 @@ impl Actor for PartitionActor {
                 st.route(&myself, id, msg).await;
             }
             PartitionMsg::Report { id, report } => st.report(&myself, id, report).await,
+            PartitionMsg::Result { id, result, reply } => {
+                // Whatever the workflow makes of it, this attempt is over.
+                st.times.lock().liveness.unwatch(&result.task_id);
+                let msg = WorkflowMsg::Input {
+                    input: Arc::new(Input::TaskResult(result)),
+                    fired: None,
+                    reply: Some(reply),
+                };
+                st.route(&myself, id, msg).await;
+            }
             PartitionMsg::Describe { id, reply } => {
                 st.route(&myself, id, WorkflowMsg::Describe(reply)).await;
             }

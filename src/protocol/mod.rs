@@ -21,7 +21,10 @@ pub const VERSION: u32 = 1;
 /// A task for a worker: one attempt of one step. Published on
 /// `<prefix>.tasks.<task_type>` with header `Nats-Msg-Id: <task_id>`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[schemars(title = "Task", description = "One attempt of one step, sent to the workers of its task type.")]
+#[schemars(
+    title = "Task",
+    description = "One attempt of one step, sent to the workers of its task type."
+)]
 pub struct TaskMessage {
     /// Protocol version, always 1.
     pub v: u32,
@@ -73,7 +76,10 @@ pub struct ErrorBody {
 
 /// A worker's result for one attempt, published on the task's `reply_to`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[schemars(title = "Result", description = "The outcome of one attempt, reported by a worker.")]
+#[schemars(
+    title = "Result",
+    description = "The outcome of one attempt, reported by a worker."
+)]
 pub struct ResultMessage {
     pub v: u32,
     pub task_id: String,
@@ -99,7 +105,10 @@ pub struct ResultMessage {
 /// "Still working on it": keeps an attempt alive past its heartbeat timeout.
 /// The first one also tells the orchestrator the attempt started.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[schemars(title = "Heartbeat", description = "Liveness of a running attempt; the first one marks it started.")]
+#[schemars(
+    title = "Heartbeat",
+    description = "Liveness of a running attempt; the first one marks it started."
+)]
 pub struct HeartbeatMessage {
     pub v: u32,
     pub task_id: String,
@@ -271,7 +280,11 @@ impl HeartbeatMessage {
 impl TaskMessage {
     /// The wire form of an attempt. `reply_to`/`heartbeat_to` are the
     /// orchestrator's subjects for this workflow's partition.
-    pub fn from_spec(spec: &TaskSpec, reply_to: String, heartbeat_to: String) -> Result<TaskMessage, ProtocolError> {
+    pub fn from_spec(
+        spec: &TaskSpec,
+        reply_to: String,
+        heartbeat_to: String,
+    ) -> Result<TaskMessage, ProtocolError> {
         let input = RawValue::from_string(spec.input.clone())
             .map_err(|e| ProtocolError::Invalid(format!("task input is not JSON: {e}")))?;
         Ok(TaskMessage {
@@ -306,9 +319,18 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
     let to_value = |s: schemars::Schema| serde_json::to_value(s).unwrap_or_default();
     vec![
         ("task.json", to_value(schemars::schema_for!(TaskMessage))),
-        ("result.json", to_value(schemars::schema_for!(ResultMessage))),
-        ("heartbeat.json", to_value(schemars::schema_for!(HeartbeatMessage))),
-        ("cancel.json", to_value(schemars::schema_for!(CancelMessage))),
+        (
+            "result.json",
+            to_value(schemars::schema_for!(ResultMessage)),
+        ),
+        (
+            "heartbeat.json",
+            to_value(schemars::schema_for!(HeartbeatMessage)),
+        ),
+        (
+            "cancel.json",
+            to_value(schemars::schema_for!(CancelMessage)),
+        ),
     ]
 }
 
@@ -334,7 +356,10 @@ mod tests {
 
     #[test]
     fn bad_results_get_clear_errors() {
-        let l = Limits { message_max_bytes: 300, output_max_bytes: 10 };
+        let l = Limits {
+            message_max_bytes: 300,
+            output_max_bytes: 10,
+        };
         let cases: Vec<(&[u8], &str)> = vec![
             (b"{not json", "malformed"),
             (br#"{"v":2,"task_id":"t","workflow_id":"w","step":"a","attempt":1,"status":"failed","error":{"kind":"x","message":"m","retryable":true}}"#, "unsupported_version"),
@@ -346,10 +371,18 @@ mod tests {
         ];
         for (raw, reason) in cases {
             let e = ResultMessage::decode(raw, &l).unwrap_err();
-            assert_eq!(e.reason(), reason, "{e} for {}", String::from_utf8_lossy(raw));
+            assert_eq!(
+                e.reason(),
+                reason,
+                "{e} for {}",
+                String::from_utf8_lossy(raw)
+            );
         }
         let big = vec![b' '; 301];
-        assert_eq!(ResultMessage::decode(&big, &l).unwrap_err().reason(), "oversized");
+        assert_eq!(
+            ResultMessage::decode(&big, &l).unwrap_err().reason(),
+            "oversized"
+        );
     }
 
     #[test]
@@ -371,9 +404,13 @@ mod tests {
             start_to_close_ms: None,
             heartbeat_timeout_ms: Some(60_000),
         };
-        let m = TaskMessage::from_spec(&spec, "p.results.0".into(), "p.heartbeats.0".into()).unwrap();
+        let m =
+            TaskMessage::from_spec(&spec, "p.results.0".into(), "p.heartbeats.0".into()).unwrap();
         let text = serde_json::to_string(&m).unwrap();
-        assert!(text.contains(r#""input":{"workflow":{"x":1},"deps":{}}"#), "{text}");
+        assert!(
+            text.contains(r#""input":{"workflow":{"x":1},"deps":{}}"#),
+            "{text}"
+        );
         let back = TaskMessage::decode(text.as_bytes(), &limits()).unwrap();
         assert_eq!(back.task_id, "w:a:0:1");
     }

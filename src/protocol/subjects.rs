@@ -12,14 +12,17 @@ pub struct Subjects {
 pub fn valid_token(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 128
-        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 impl Subjects {
     /// `prefix` may itself have dots (`acme.narralytica`); each part must be a valid token.
     pub fn new(prefix: &str) -> Result<Subjects, String> {
         if prefix.split('.').all(valid_token) {
-            Ok(Subjects { prefix: prefix.to_string() })
+            Ok(Subjects {
+                prefix: prefix.to_string(),
+            })
         } else {
             Err(format!("invalid NATS subject prefix {prefix:?}"))
         }

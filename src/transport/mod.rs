@@ -6,6 +6,7 @@
 //! make that safe.
 
 pub mod inproc;
+pub mod nats;
 
 use crate::workflow::{TaskResult, TaskSpec};
 

@@ -1,11 +1,14 @@
 //! Shared test harness: an engine over in-memory (or RocksDB) storage with
 //! in-process simulated workers.
 
+pub mod nats;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use orchestrator::engine::{
-    Clock, Engine, EngineConfig, EngineCtx, Faults, Hooks, Metrics, PipelineRegistry, SystemClock,
+    Clock, Engine, EngineConfig, EngineCtx, Faults, Hooks, Metrics, PipelineRegistry, ResultIntake,
+    SystemClock,
 };
 use orchestrator::pipeline::load::load_pipeline_dir;
 use orchestrator::pipeline::{PipelineDef, PipelineLimits};
@@ -14,6 +17,7 @@ use orchestrator::storage::group_commit::{CommitConfig, GroupCommitter};
 use orchestrator::storage::store::WorkflowStore;
 use orchestrator::storage::Storage;
 use orchestrator::transport::inproc::InProcTransport;
+use orchestrator::transport::nats::{NatsConfig, NatsTransport};
 use orchestrator::workflow::Status;
 
 pub fn video_pipelines() -> Vec<PipelineDef> {
@@ -22,13 +26,13 @@ pub fn video_pipelines() -> Vec<PipelineDef> {
 }
 
 pub struct Harness {
-    pub engine: Engine,
+    pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
     pub faults: Arc<Faults>,
     pub store: WorkflowStore,
     /// Kept so tests can inspect batching (`stats()`).
     pub committer: Arc<GroupCommitter>,
-    workers: tokio::task::JoinHandle<sim::SimStats>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 pub struct Options {
@@ -39,6 +43,9 @@ pub struct Options {
     pub pipelines: Option<Vec<PipelineDef>>,
     /// Clock to use instead of the system clock.
     pub clock: Option<Arc<dyn Clock>>,
+    /// Talk to workers over NATS at this URL instead of in-process
+    /// (the simulated workers then run as NATS workers too).
+    pub nats_url: Option<String>,
 }
 
 impl Default for Options {
@@ -53,6 +60,7 @@ impl Default for Options {
             },
             pipelines: None,
             clock: None,
+            nats_url: None,
         }
     }
 }
@@ -63,6 +71,12 @@ impl Harness {
         let committer =
             Arc::new(GroupCommitter::start(storage, CommitConfig::default()).expect("committer"));
         let defs = opts.pipelines.unwrap_or_else(video_pipelines);
+        let mut task_types: Vec<String> = defs
+            .iter()
+            .flat_map(|d| d.steps.iter().map(|s| s.task_type.clone()))
+            .collect();
+        task_types.sort();
+        task_types.dedup();
         let pipelines = Arc::new(PipelineRegistry::new(store.clone(), defs));
         committer
             .commit(pipelines.persist_ops().unwrap())
@@ -71,35 +85,91 @@ impl Harness {
         let metrics = Arc::new(Metrics::default());
         let faults = Arc::new(Faults::default());
         let clock: Arc<dyn Clock> = opts.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let (transport, rx) = InProcTransport::new();
         let hook_metrics = metrics.clone();
-        let engine = Engine::start(EngineCtx {
-            store: store.clone(),
-            committer: committer.clone(),
-            clock: clock.clone(),
-            transport: Arc::new(transport),
-            pipelines,
-            metrics: metrics.clone(),
-            config: EngineConfig {
-                partitions: opts.partitions,
-                ..opts.config
-            },
-            hooks: Hooks {
-                on_terminal: Some(Arc::new(move |wf, def| {
-                    if wf.status == Status::Completed {
-                        let outs: Vec<Option<&str>> =
-                            wf.steps.iter().map(|s| s.output.as_deref()).collect();
-                        if !sim::check_outputs(def, &outs).is_empty() {
-                            Metrics::inc(&hook_metrics.output_errors);
+        let (transport, inproc_rx, nats): (Arc<dyn orchestrator::transport::Transport>, _, _) =
+            match &opts.nats_url {
+                None => {
+                    let (t, rx) = InProcTransport::new();
+                    (Arc::new(t), Some(rx), None)
+                }
+                Some(url) => {
+                    let cfg = NatsConfig {
+                        url: url.clone(),
+                        ..NatsConfig::default()
+                    };
+                    let (client, js) = orchestrator::transport::nats::connect(&cfg)
+                        .await
+                        .expect("connect");
+                    orchestrator::transport::nats::ensure_streams(&js, &cfg)
+                        .await
+                        .expect("streams");
+                    let s2 = store.clone();
+                    let t = NatsTransport::start(
+                        cfg.clone(),
+                        client.clone(),
+                        js.clone(),
+                        Arc::new(move |id: &str| s2.partition_of(id)),
+                    )
+                    .expect("transport");
+                    (Arc::new(t), None, Some((cfg, client, js)))
+                }
+            };
+        let engine = Arc::new(
+            Engine::start(EngineCtx {
+                store: store.clone(),
+                committer: committer.clone(),
+                clock: clock.clone(),
+                transport,
+                pipelines,
+                metrics: metrics.clone(),
+                config: EngineConfig {
+                    partitions: opts.partitions,
+                    ..opts.config
+                },
+                hooks: Hooks {
+                    on_terminal: Some(Arc::new(move |wf, def| {
+                        if wf.status == Status::Completed {
+                            let outs: Vec<Option<&str>> =
+                                wf.steps.iter().map(|s| s.output.as_deref()).collect();
+                            if !sim::check_outputs(def, &outs).is_empty() {
+                                Metrics::inc(&hook_metrics.output_errors);
+                            }
                         }
-                    }
-                })),
-                faults: Some(faults.clone()),
-            },
-        })
-        .await
-        .expect("engine starts");
-        let workers = tokio::spawn(sim::run(opts.sim, rx, engine.sink(), clock));
+                    })),
+                    faults: Some(faults.clone()),
+                },
+            })
+            .await
+            .expect("engine starts"),
+        );
+        let mut workers = Vec::new();
+        if let Some(rx) = inproc_rx {
+            let sink = engine.sink();
+            workers.push(tokio::spawn(async move {
+                sim::run(opts.sim, rx, sink, clock).await;
+            }));
+        } else if let Some((cfg, client, js)) = nats {
+            let intake = orchestrator::transport::nats::run_intake(
+                cfg.clone(),
+                client,
+                js,
+                Arc::new(ResultIntake(engine.clone())),
+                engine.sink(),
+            );
+            workers.push(tokio::spawn(async move {
+                if let Err(e) = intake.await {
+                    panic!("intake: {e}");
+                }
+            }));
+            workers.push(tokio::spawn(async move {
+                let r =
+                    orchestrator::worker::run(cfg, opts.sim, task_types, std::future::pending())
+                        .await;
+                if let Err(e) = r {
+                    panic!("worker: {e}");
+                }
+            }));
+        }
         Harness {
             engine,
             metrics,
@@ -131,8 +201,10 @@ impl Harness {
 
     pub async fn stop(self) {
         self.engine.shutdown().await;
-        self.workers.abort();
-        let _ = self.workers.await;
+        for w in self.workers {
+            w.abort();
+            let _ = w.await;
+        }
     }
 }
 

@@ -1,0 +1,324 @@
+//! NATS transport: tasks and results on JetStream, heartbeats and cancel on
+//! core NATS (see `docs/protocol.md`).
+//!
+//! * Tasks go to the `<prefix>_TASKS` work-queue stream on
+//!   `<prefix>.tasks.<task_type>`, with `Nats-Msg-Id = task_id` so a re-send
+//!   of the same attempt inside the duplicate window is dropped by the server.
+//! * Results come back on `<prefix>.results.<partition>` into the
+//!   `<prefix>_RESULTS` stream; the orchestrator's durable consumer acks a
+//!   result only after the engine made its transition durable.
+//! * NATS is a transport, not storage: a publish that fails is retried a few
+//!   times and then dropped; the attempt's timeout heals it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::{workflow_of_task, ReportSink, Transport, WorkerReport};
+use crate::protocol::subjects::Subjects;
+use crate::protocol::{
+    CancelMessage, HeartbeatMessage, Limits, ResultMessage, TaskMessage, VERSION,
+};
+use crate::workflow::TaskSpec;
+
+/// Connection and stream settings; every limit has a default.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    pub url: String,
+    pub prefix: String,
+    /// Tasks and results older than this are dropped by the server.
+    pub stream_max_age: Duration,
+    /// Window in which a re-published task id is dropped as a duplicate.
+    pub duplicate_window: Duration,
+    /// How long a delivered result may stay unacknowledged before redelivery.
+    pub results_ack_wait: Duration,
+    /// Results delivered and not yet acknowledged, at most.
+    pub results_max_ack_pending: i64,
+    /// Tasks and cancels waiting to be published, at most (beyond: dropped, healed by timeouts).
+    pub publish_queue_max: usize,
+    /// Publish attempts of one task before it is left to its timeout; with the
+    /// backoff capped at 2 s, 40 attempts ride out about a minute of outage.
+    pub publish_attempts: u32,
+    pub limits: Limits,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: "nats://127.0.0.1:4222".into(),
+            prefix: "narralytica".into(),
+            stream_max_age: Duration::from_secs(7 * 24 * 3600),
+            duplicate_window: Duration::from_secs(120),
+            results_ack_wait: Duration::from_secs(5),
+            results_max_ack_pending: 10_000,
+            publish_queue_max: 100_000,
+            publish_attempts: 40,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Stream names derived from the prefix (dots are not allowed in them).
+pub fn stream_name(prefix: &str, what: &str) -> String {
+    format!("{}_{what}", prefix.replace('.', "_").to_uppercase())
+}
+
+/// Connects with unlimited reconnects (the orchestrator keeps running while
+/// NATS is down) and creates the streams idempotently.
+pub async fn connect(cfg: &NatsConfig) -> Result<(async_nats::Client, jetstream::Context), String> {
+    let client = async_nats::ConnectOptions::new()
+        .name("narralytica-orchestrator")
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connect(&cfg.url)
+        .await
+        .map_err(|e| format!("cannot connect to NATS at {}: {e}", cfg.url))?;
+    let js = jetstream::new(client.clone());
+    Ok((client, js))
+}
+
+/// Creates (or updates) the task and result streams.
+pub async fn ensure_streams(js: &jetstream::Context, cfg: &NatsConfig) -> Result<(), String> {
+    let subjects = Subjects::new(&cfg.prefix)?;
+    let max_msg = i32::try_from(cfg.limits.message_max_bytes).unwrap_or(i32::MAX);
+    for (what, subject) in [
+        ("TASKS", subjects.tasks_all()),
+        ("RESULTS", subjects.results_all()),
+    ] {
+        let config = stream::Config {
+            name: stream_name(&cfg.prefix, what),
+            subjects: vec![subject],
+            retention: stream::RetentionPolicy::WorkQueue,
+            max_age: cfg.stream_max_age,
+            max_message_size: max_msg,
+            duplicate_window: cfg.duplicate_window,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        };
+        js.get_or_create_stream(config).await.map_err(|e| {
+            format!(
+                "cannot create stream {}: {e}",
+                stream_name(&cfg.prefix, what)
+            )
+        })?;
+    }
+    Ok(())
+}
+
+enum Outgoing {
+    Task(Box<TaskSpec>),
+    Cancel { task_id: String, task_type: String },
+}
+
+/// Engine side of NATS: implements [`Transport`].
+pub struct NatsTransport {
+    tx: mpsc::Sender<Outgoing>,
+}
+
+impl NatsTransport {
+    /// Starts the publisher task. `partition_of` maps a workflow id to the
+    /// partition whose result subject its tasks name.
+    pub fn start(
+        cfg: NatsConfig,
+        client: async_nats::Client,
+        js: jetstream::Context,
+        partition_of: Arc<dyn Fn(&str) -> u16 + Send + Sync>,
+    ) -> Result<NatsTransport, String> {
+        let subjects = Subjects::new(&cfg.prefix)?;
+        let (tx, mut rx) = mpsc::channel::<Outgoing>(cfg.publish_queue_max.max(1));
+        let attempts = cfg.publish_attempts.max(1);
+        tokio::spawn(async move {
+            while let Some(out) = rx.recv().await {
+                match out {
+                    Outgoing::Task(spec) => {
+                        let p = partition_of(&spec.workflow_id);
+                        let msg = match TaskMessage::from_spec(
+                            &spec,
+                            subjects.results(p),
+                            subjects.heartbeats(p),
+                        ) {
+                            Ok(m) => m,
+                            Err(e) => {
+                                tracing::error!(task_id = %spec.task_id, error = %e, "task cannot be encoded");
+                                continue;
+                            }
+                        };
+                        let Ok(payload) = serde_json::to_vec(&msg) else {
+                            continue;
+                        };
+                        publish_task(
+                            &js,
+                            subjects.tasks(&spec.task_type),
+                            &spec.task_id,
+                            payload,
+                            attempts,
+                        )
+                        .await;
+                    }
+                    Outgoing::Cancel { task_id, task_type } => {
+                        let msg = CancelMessage {
+                            v: VERSION,
+                            workflow_id: workflow_of_task(&task_id).unwrap_or_default().to_string(),
+                            task_id,
+                            reason: "cancelled".into(),
+                        };
+                        if let Ok(payload) = serde_json::to_vec(&msg) {
+                            // Core NATS: a lost cancel only means a worker finishes a useless task.
+                            let _ = client
+                                .publish(subjects.cancel(&task_type), payload.into())
+                                .await;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(NatsTransport { tx })
+    }
+}
+
+async fn publish_task(
+    js: &jetstream::Context,
+    subject: String,
+    task_id: &str,
+    payload: Vec<u8>,
+    attempts: u32,
+) {
+    let payload: bytes::Bytes = payload.into();
+    let mut backoff = Duration::from_millis(50);
+    for attempt in 1..=attempts {
+        let msg = jetstream::message::PublishMessage::build()
+            .payload(payload.clone())
+            .message_id(task_id);
+        match js.send_publish(subject.clone(), msg).await {
+            Ok(ack) => match ack.await {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(task_id, attempt, error = %e, "task publish not acknowledged")
+                }
+            },
+            Err(e) => tracing::warn!(task_id, attempt, error = %e, "task publish failed"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+    tracing::error!(task_id, "task not published; its timeout will retry it");
+}
+
+impl Transport for NatsTransport {
+    fn dispatch(&self, task: Box<TaskSpec>) {
+        if let Err(e) = self.tx.try_send(Outgoing::Task(task)) {
+            tracing::error!(error = %e, "publish queue full; the task's timeout will retry it");
+        }
+    }
+
+    fn cancel(&self, task_id: &str, task_type: &str) {
+        let _ = self.tx.try_send(Outgoing::Cancel {
+            task_id: task_id.to_string(),
+            task_type: task_type.to_string(),
+        });
+    }
+}
+
+/// Where results go: the engine, which answers once the transition is durable.
+pub trait ResultHandler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        workflow_id: String,
+        result: crate::workflow::TaskResult,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), String>>;
+    /// Counts a message that was refused, by reason.
+    fn rejected(&self, reason: &'static str);
+}
+
+/// Consumes results (JetStream, acked after the durable transition) and
+/// heartbeats (core NATS) until the client closes.
+pub async fn run_intake(
+    cfg: NatsConfig,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    handler: Arc<dyn ResultHandler>,
+    sink: Arc<dyn ReportSink>,
+) -> Result<(), String> {
+    let subjects = Subjects::new(&cfg.prefix)?;
+    let limits = cfg.limits.clone();
+    // Heartbeats: loss is fine, so core NATS.
+    let mut beats = client
+        .subscribe(subjects.heartbeats_all())
+        .await
+        .map_err(|e| format!("cannot subscribe to heartbeats: {e}"))?;
+    let hb_limits = limits.clone();
+    let hb_handler = handler.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = beats.next().await {
+            match HeartbeatMessage::decode(&msg.payload, &hb_limits) {
+                Ok(h) => sink.report(
+                    &h.workflow_id,
+                    WorkerReport::Heartbeat { task_id: h.task_id },
+                ),
+                Err(e) => {
+                    hb_handler.rejected(e.reason());
+                    tracing::warn!(reason = e.reason(), error = %e, "heartbeat refused");
+                }
+            }
+        }
+    });
+    let stream = js
+        .get_stream(stream_name(&cfg.prefix, "RESULTS"))
+        .await
+        .map_err(|e| format!("results stream: {e}"))?;
+    let consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            "orchestrator",
+            consumer::pull::Config {
+                durable_name: Some("orchestrator".into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: cfg.results_ack_wait,
+                max_ack_pending: cfg.results_max_ack_pending,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| format!("results consumer: {e}"))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| format!("results consumer: {e}"))?;
+    while let Some(msg) = messages.next().await {
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "results consumer error");
+                continue;
+            }
+        };
+        match ResultMessage::decode(&msg.payload, &limits) {
+            Ok(r) => {
+                let (wf, result) = r.into_task_result();
+                let handler = handler.clone();
+                // Each result is acked only once its transition is durable;
+                // concurrently, bounded by the consumer's max_ack_pending.
+                tokio::spawn(async move {
+                    match handler.handle(wf, result).await {
+                        Ok(()) => {
+                            let _ = msg.ack().await;
+                        }
+                        Err(e) => {
+                            // Not acked: JetStream redelivers after ack_wait.
+                            tracing::warn!(error = %e, "result not applied; it will be redelivered");
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                handler.rejected(e.reason());
+                tracing::warn!(reason = e.reason(), error = %e, "result refused");
+                // A malformed message never becomes valid: terminate it.
+                let _ = msg.ack_with(jetstream::AckKind::Term).await;
+            }
+        }
+    }
+    Ok(())
+}

