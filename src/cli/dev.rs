@@ -276,6 +276,9 @@ pub async fn run_dev(
         eprintln!();
     }
     engine.shutdown().await;
+    // Release every handle on the engine context (it holds the committer and
+    // the store) before the commit thread is joined below.
+    drop(engine);
     workers.abort();
     let _ = workers.await;
     let summary = Summary::collect(&node.store, &metrics, 0)?;
@@ -297,7 +300,14 @@ pub async fn run_dev(
         Ok(c) => {
             let _ = tokio::task::spawn_blocking(move || c.shutdown()).await;
         }
-        Err(_) => tracing::warn!("group committer still shared at exit"),
+        Err(c) => {
+            // Something still holds it: wait for the queue to drain rather
+            // than let the process tear RocksDB down under a live writer.
+            tracing::warn!("group committer still shared at exit; waiting for it to drain");
+            while c.queue_depth() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
     }
     Ok(summary)
 }
