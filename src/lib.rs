@@ -30,6 +30,7 @@
 //! * **Routing.** Only partitions hold workflow actor references; everything
 //!   else addresses workflows by id.
 
+pub mod admin;
 pub mod cli;
 pub mod engine;
 pub mod node;

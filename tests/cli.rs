@@ -188,3 +188,126 @@ fn dev_resumes_every_workflow_after_kill_9() {
         (2000.0, 0.0, 0.0)
     );
 }
+
+fn wait_exit(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Issue 3's acceptance, scaled: `run` + `worker --simulate` + 50 × `start`
+/// over a real nats-server, SIGTERM, then `verify` on the data dir.
+#[test]
+fn run_worker_and_start_over_nats_survive_sigterm_and_verify_clean() {
+    let server = crate::support::nats::NatsServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let mut orch = bin()
+        .args(["run", "--nats-url", &url, "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut worker = bin()
+        .args([
+            "worker",
+            "--simulate",
+            "--latency-ms",
+            "5",
+            "--nats-url",
+            &url,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = |id: &str, wait: bool| {
+        let input = format!(r#"{{"video_url":"s3://media/{id}.mp4"}}"#);
+        let mut args = vec![
+            "start",
+            "video",
+            "--id",
+            id,
+            "--input",
+            &input,
+            "--nats-url",
+            &url,
+        ];
+        if wait {
+            args.push("--wait");
+        }
+        bin().args(&args).output().unwrap()
+    };
+    // The service may still be opening its data dir: retry the first start.
+    let mut first = start("v-0", false);
+    for _ in 0..50 {
+        if first.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        first = start("v-0", false);
+    }
+    let line = String::from_utf8_lossy(&first.stdout).to_string();
+    assert!(
+        line.starts_with("workflow id=v-0 status=") && line.trim_end().ends_with("created=true"),
+        "{line} {}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    for i in 1..50 {
+        let out = start(&format!("v-{i}"), false);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Starting an existing id returns it; --wait waits for the end.
+    for i in 0..50 {
+        let out = start(&format!("v-{i}"), true);
+        let line = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{line} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            line.trim(),
+            format!("workflow id=v-{i} status=completed created=false")
+        );
+    }
+    let pid = orch.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status =
+        wait_exit(&mut orch, Duration::from_secs(10)).expect("graceful shutdown within 10 s");
+    assert!(status.success(), "{status:?}");
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let v = run(&["verify"], Some(dir.path()));
+    let vout = String::from_utf8_lossy(&v.stdout);
+    let vf = fields(&vout, "verify ");
+    assert_eq!(
+        (
+            num(&vf, "workflows"),
+            num(&vf, "completed"),
+            num(&vf, "violations"),
+            num(&vf, "corrupt")
+        ),
+        (50.0, 50.0, 0.0, 0.0),
+        "{vout}"
+    );
+}

@@ -93,25 +93,7 @@ pub fn run(args: DevArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let shutdown = async {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(t) => t,
-                    Err(_) => return std::future::pending().await,
-                };
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = ctrl_c.await;
-        }
-    };
+    let shutdown = super::shutdown_signal();
     match rt.block_on(run_dev(args, shutdown)) {
         Ok(summary) => {
             println!("{summary}");

@@ -2,8 +2,11 @@
 
 pub mod dev;
 pub mod pipelines;
+pub mod run;
+pub mod start;
 pub mod summary;
 pub mod verify;
+pub mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +28,12 @@ pub struct Cli {
 pub enum Command {
     /// Engine + simulated workers in one process, RocksDB under --data-dir.
     Dev(dev::DevArgs),
+    /// The production service: engine + NATS transport + admin, RocksDB under --data-dir.
+    Run(run::RunArgs),
+    /// Start a workflow over NATS (or return the existing one with that id).
+    Start(start::StartArgs),
+    /// Workers over NATS; `--simulate` runs the simulated ones.
+    Worker(worker::WorkerArgs),
     /// Check every journal in a data dir: invariants and checksums.
     Verify(verify::VerifyArgs),
     /// Pipeline files.
@@ -57,6 +66,9 @@ pub fn main() -> ExitCode {
     init_logging(&cli.log_level);
     match cli.command {
         Command::Dev(args) => dev::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Start(args) => start::run(args),
+        Command::Worker(args) => worker::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Pipelines(PipelinesCmd::Check { dir }) => pipelines::check(&dir),
     }
@@ -83,4 +95,65 @@ pub fn peak_rss_mib() -> u64 {
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb / 1024)
+}
+
+/// Resolves on SIGINT or SIGTERM: the graceful-shutdown trigger of every
+/// long-running command.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// NATS connection flags shared by every NATS-facing command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsArgs {
+    /// NATS server URL.
+    #[arg(
+        long,
+        env = "NARRALYTICA_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// Subject prefix (`<prefix>.tasks.<type>`, ...).
+    #[arg(long, env = "NARRALYTICA_PREFIX", default_value = "narralytica")]
+    pub prefix: String,
+}
+
+impl NatsArgs {
+    pub fn config(&self) -> crate::transport::nats::NatsConfig {
+        crate::transport::nats::NatsConfig {
+            url: self.nats_url.clone(),
+            prefix: self.prefix.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// A multi-threaded runtime, or a clear error.
+pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start runtime: {e}");
+            ExitCode::FAILURE
+        })
 }

@@ -1,0 +1,100 @@
+//! `orchestrator worker --simulate`: simulated workers over NATS.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::NatsArgs;
+use crate::pipeline::load::load_pipeline_dir;
+use crate::pipeline::PipelineLimits;
+use crate::sim::SimConfig;
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Run simulated workers (the only kind this binary has).
+    #[arg(long, required = true)]
+    pub simulate: bool,
+    /// Task types to serve, comma-separated; all of the pipelines' by default.
+    #[arg(long, value_delimiter = ',')]
+    pub task_types: Vec<String>,
+    /// Pipelines whose task types are served by default.
+    #[arg(long, default_value = "config/pipelines")]
+    pub pipelines: PathBuf,
+    /// Time each task takes.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Share of attempts that fail retryably, in [0, 1].
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_rate: f64,
+    /// Tasks worked on at once.
+    #[arg(long, default_value_t = 1_000)]
+    pub concurrency: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Worker name reported with each result.
+    #[arg(long, default_value = "sim-worker")]
+    pub name: String,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+pub fn run(args: WorkerArgs) -> ExitCode {
+    if !(0.0..=1.0).contains(&args.fail_rate) {
+        eprintln!(
+            "error: --fail-rate must be within [0, 1], got {}",
+            args.fail_rate
+        );
+        return ExitCode::FAILURE;
+    }
+    let task_types = if args.task_types.is_empty() {
+        match load_pipeline_dir(&args.pipelines, &PipelineLimits::default()) {
+            Ok(defs) => {
+                let mut t: Vec<String> = defs
+                    .iter()
+                    .flat_map(|d| d.steps.iter().map(|s| s.task_type.clone()))
+                    .collect();
+                t.sort();
+                t.dedup();
+                t
+            }
+            Err(errs) => {
+                for e in errs {
+                    eprintln!("error: {e}");
+                }
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        args.task_types.clone()
+    };
+    let rt = match super::runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let sim = SimConfig {
+        latency_ms: args.latency_ms,
+        fail_rate: args.fail_rate,
+        seed: args.seed,
+        worker: args.name.clone(),
+        heartbeat_every_ms: None,
+        concurrency: args.concurrency,
+    };
+    eprintln!(
+        "workers serving {} task type(s): {}",
+        task_types.len(),
+        task_types.join(",")
+    );
+    match rt.block_on(crate::worker::run(
+        args.nats.config(),
+        sim,
+        task_types,
+        super::shutdown_signal(),
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
