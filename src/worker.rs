@@ -102,7 +102,7 @@ pub async fn run(
                             return;
                         }
                     };
-                    execute(&js, &client, &sim, &cancelled, &task).await;
+                    execute(&js, &client, &sim, &cancelled, &task, &msg).await;
                     let _ = msg.ack().await;
                 });
             }
@@ -123,6 +123,7 @@ async fn execute(
     sim: &SimConfig,
     cancelled: &Mutex<HashSet<String>>,
     task: &TaskMessage,
+    msg: &jetstream::Message,
 ) {
     let beat = |task: &TaskMessage| HeartbeatMessage {
         v: VERSION,
@@ -152,6 +153,8 @@ async fn execute(
             if let Ok(p) = serde_json::to_vec(&beat(task)) {
                 let _ = client.publish(task.heartbeat_to.clone(), p.into()).await;
             }
+            // Keep JetStream from redelivering a long task (docs/protocol.md).
+            let _ = msg.ack_with(jetstream::AckKind::Progress).await;
         }
     }
     let fail = draw(sim.seed, &task.task_id) < sim.fail_rate;

@@ -311,3 +311,128 @@ fn run_worker_and_start_over_nats_survive_sigterm_and_verify_clean() {
         "{vout}"
     );
 }
+
+/// `examples/python_worker.py` (nats-py) serves `transcribe` for a real
+/// orchestrator: one workflow completes through it; with `--fail fatal` the
+/// next one fails at that step.
+#[test]
+fn the_python_reference_worker_completes_and_fails_workflows() {
+    let ok = Command::new("python3")
+        .args(["-c", "import nats"])
+        .status()
+        .unwrap()
+        .success();
+    if !ok {
+        let installed = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "nats-py==2.16.0"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(
+            installed,
+            "nats-py is needed for this test and `pip install nats-py==2.16.0` failed"
+        );
+    }
+    let server = crate::support::nats::NatsServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let mut orch = bin()
+        .args(["run", "--nats-url", &url, "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let others =
+        "ingest,extract_audio,segment,enrich_topics,enrich_entities,enrich_sentiment,embed,index";
+    let mut sim = bin()
+        .args([
+            "worker",
+            "--simulate",
+            "--task-types",
+            others,
+            "--nats-url",
+            &url,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python_worker.py");
+    let start_wait = |id: &str| {
+        let mut out = bin()
+            .args([
+                "start",
+                "video",
+                "--id",
+                id,
+                "--wait",
+                "--timeout",
+                "60",
+                "--nats-url",
+                &url,
+            ])
+            .output()
+            .unwrap();
+        for _ in 0..50 {
+            // The service may still be starting: no reply yet.
+            let err = String::from_utf8_lossy(&out.stderr);
+            if !(err.contains("no reply") || err.contains("no orchestrator is listening")) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            out = bin()
+                .args([
+                    "start",
+                    "video",
+                    "--id",
+                    id,
+                    "--wait",
+                    "--timeout",
+                    "60",
+                    "--nats-url",
+                    &url,
+                ])
+                .output()
+                .unwrap();
+        }
+        out
+    };
+    for (id, fail, status) in [("py-1", "none", "completed"), ("py-2", "fatal", "failed")] {
+        let mut py = Command::new("python3")
+            .arg(&script)
+            .args([
+                "transcribe",
+                "--nats-url",
+                &url,
+                "--max-tasks",
+                "1",
+                "--work-seconds",
+                "0.2",
+                "--fail",
+                fail,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = start_wait(id);
+        let line = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            line.trim(),
+            format!("workflow id={id} status={status} created=true"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.success(), status == "completed");
+        let exit = wait_exit(&mut py, Duration::from_secs(20))
+            .expect("python worker exits after its task");
+        assert!(exit.success(), "python worker failed");
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &orch.id().to_string()])
+        .status();
+    let _ = wait_exit(&mut orch, Duration::from_secs(10));
+    let _ = sim.kill();
+    let _ = sim.wait();
+}

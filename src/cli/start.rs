@@ -57,7 +57,13 @@ async fn request(
     )
     .await
     .map_err(|_| format!("no reply on {subject} within 10 s (is `orchestrator run` up?)"))?
-    .map_err(|e| format!("request on {subject} failed: {e}"))?;
+    .map_err(|e| {
+        if e.to_string().contains("no responders") {
+            format!("no orchestrator is listening on {subject} (is `orchestrator run` up?)")
+        } else {
+            format!("request on {subject} failed: {e}")
+        }
+    })?;
     let reply: WorkflowReply =
         serde_json::from_slice(&msg.payload).map_err(|e| format!("bad reply: {e}"))?;
     match reply.error {
