@@ -436,3 +436,195 @@ fn the_python_reference_worker_completes_and_fails_workflows() {
     let _ = sim.kill();
     let _ = sim.wait();
 }
+
+/// A NATS test bench: a server, an orchestrator service and simulated workers,
+/// all real processes.
+struct Bench {
+    server: crate::support::nats::NatsServer,
+    dir: tempfile::TempDir,
+    pipelines: Option<std::path::PathBuf>,
+    orch: Option<std::process::Child>,
+    workers: Vec<std::process::Child>,
+}
+
+impl Bench {
+    fn new(pipelines: Option<std::path::PathBuf>) -> Bench {
+        Bench {
+            server: crate::support::nats::NatsServer::start(),
+            dir: tempfile::tempdir().unwrap(),
+            pipelines,
+            orch: None,
+            workers: Vec::new(),
+        }
+    }
+
+    fn url(&self) -> String {
+        self.server.url()
+    }
+
+    fn start_orchestrator(&mut self) {
+        let mut c = bin();
+        c.args(["run", "--nats-url", &self.url(), "--data-dir"])
+            .arg(self.dir.path());
+        if let Some(p) = &self.pipelines {
+            c.arg("--pipelines").arg(p);
+        }
+        self.orch = Some(
+            c.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    fn start_worker(&mut self, extra: &[&str]) -> usize {
+        let mut c = bin();
+        c.args(["worker", "--simulate", "--nats-url", &self.url()])
+            .args(extra);
+        if let Some(p) = &self.pipelines {
+            c.arg("--pipelines").arg(p);
+        }
+        self.workers.push(
+            c.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        self.workers.len() - 1
+    }
+
+    /// `orchestrator start`, retried while the service is not listening yet.
+    fn start(&self, pipeline: &str, id: &str, wait: bool) -> Output {
+        let url = self.url();
+        let mut args = vec![
+            "start",
+            pipeline,
+            "--id",
+            id,
+            "--timeout",
+            "120",
+            "--nats-url",
+            &url,
+        ];
+        if wait {
+            args.push("--wait");
+        }
+        let mut out = bin().args(&args).output().unwrap();
+        for _ in 0..100 {
+            let err = String::from_utf8_lossy(&out.stderr);
+            if !(err.contains("no reply") || err.contains("no orchestrator is listening")) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            out = bin().args(&args).output().unwrap();
+        }
+        out
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut o) = self.orch.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &o.id().to_string()])
+                .status();
+            let _ = wait_exit(&mut o, Duration::from_secs(10));
+            let _ = o.kill();
+        }
+        for mut w in self.workers.drain(..) {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+    }
+
+    fn verify(&self) -> std::collections::HashMap<String, String> {
+        let v = run(&["verify"], Some(self.dir.path()));
+        fields(&String::from_utf8_lossy(&v.stdout), "verify ")
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn the_orchestrator_killed_mid_run_over_nats_resumes_and_accepts_no_step_twice() {
+    let mut b = Bench::new(None);
+    b.start_orchestrator();
+    b.start_worker(&["--latency-ms", "100"]);
+    for i in 0..20 {
+        let out = b.start("video", &format!("k-{i}"), false);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    let mut orch = b.orch.take().unwrap();
+    orch.kill().unwrap(); // SIGKILL
+    let _ = orch.wait();
+    b.start_orchestrator();
+    for i in 0..20 {
+        let out = b.start("video", &format!("k-{i}"), true);
+        let line = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            line.trim(),
+            format!("workflow id=k-{i} status=completed created=false"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    b.stop();
+    let v = b.verify();
+    assert_eq!(
+        (
+            num(&v, "workflows"),
+            num(&v, "completed"),
+            num(&v, "violations"),
+            num(&v, "corrupt")
+        ),
+        (20.0, 20.0, 0.0, 0.0)
+    );
+}
+
+#[test]
+fn a_worker_killed_mid_task_is_replaced_by_a_new_attempt_after_its_heartbeat_timeout() {
+    let pipelines = tempfile::tempdir().unwrap();
+    std::fs::write(
+        pipelines.path().join("beat.toml"),
+        "[pipeline]\nname = \"beat\"\nversion = 1\n[defaults.retry]\nmax_attempts = 3\ninitial_backoff = \"100ms\"\nmax_backoff = \"100ms\"\n\
+         [defaults.timeouts]\nheartbeat = \"2s\"\nstart_to_close = \"10m\"\n[[steps]]\nname = \"slow\"\n",
+    )
+    .unwrap();
+    let mut b = Bench::new(Some(pipelines.path().to_path_buf()));
+    b.start_orchestrator();
+    let first = b.start_worker(&["--latency-ms", "600000"]);
+    let out = b.start("beat", "hb-1", false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Let the worker take the task and heartbeat, then kill it mid-task.
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = b.workers[first].kill();
+    let killed = std::time::Instant::now();
+    b.start_worker(&["--latency-ms", "10"]);
+    let out = b.start("beat", "hb-1", true);
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        line.trim(),
+        "workflow id=hb-1 status=completed created=false",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(2 + 1 + 2),
+        "a new attempt must start within heartbeat timeout + 1 s (took {took:?})"
+    );
+    b.stop();
+    let v = b.verify();
+    assert_eq!((num(&v, "completed"), num(&v, "violations")), (1.0, 0.0));
+}
