@@ -136,3 +136,79 @@ async fn a_nats_outage_mid_run_loses_nothing() {
     );
     h.stop().await;
 }
+
+fn beat_pipeline() -> orchestrator::pipeline::PipelineDef {
+    let text = "[pipeline]\nname = \"beat\"\nversion = 1\n[defaults.retry]\nmax_attempts = 3\n\
+                initial_backoff = \"100ms\"\nmax_backoff = \"100ms\"\n[defaults.timeouts]\n\
+                heartbeat = \"1s\"\nstart_to_close = \"10m\"\n[[steps]]\nname = \"slow\"\n";
+    orchestrator::pipeline::load::parse_pipeline(text, "beat.toml", &Default::default()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_a_long_task_alive_past_its_heartbeat_timeout() {
+    let server = NatsServer::start();
+    let opts = Options {
+        pipelines: Some(vec![beat_pipeline()]),
+        ..over(&server, 3_500, 0.0)
+    };
+    let h = Harness::start(Arc::new(MemoryStorage::new()), opts).await;
+    h.engine
+        .start_workflow("beat", "long-1", "{}")
+        .await
+        .unwrap();
+    h.wait_terminal(1, Duration::from_secs(30)).await;
+    let wf = h.engine.describe("long-1").await.unwrap().unwrap();
+    assert_eq!(wf.status, Status::Completed);
+    assert_eq!(
+        wf.steps[0].attempt, 1,
+        "3.5 s of work with a 1 s heartbeat timeout, done in one attempt"
+    );
+    assert_eq!(Metrics::get(&h.metrics.task_timeouts), 0);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_workflows_running_task_receives_the_cancel_message() {
+    use futures_util::StreamExt;
+    let server = NatsServer::start();
+    let opts = Options {
+        pipelines: Some(vec![beat_pipeline()]),
+        ..over(&server, 60_000, 0.0)
+    };
+    let h = Harness::start(Arc::new(MemoryStorage::new()), opts).await;
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let mut cancels = client.subscribe("narralytica.cancel.slow").await.unwrap();
+    client.flush().await.unwrap();
+    h.engine
+        .start_workflow("beat", "doomed-1", "{}")
+        .await
+        .unwrap();
+    // Wait until the worker has started it (its heartbeat reached the engine).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let outcome = h
+        .engine
+        .send(
+            "doomed-1",
+            orchestrator::workflow::Input::Cancel {
+                reason: "ops".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, orchestrator::workflow::Outcome::Applied);
+    let msg = tokio::time::timeout(Duration::from_secs(5), cancels.next())
+        .await
+        .expect("a cancel message")
+        .unwrap();
+    let cancel: orchestrator::protocol::CancelMessage =
+        serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(
+        (cancel.task_id.as_str(), cancel.workflow_id.as_str()),
+        ("doomed-1:slow:0:1", "doomed-1")
+    );
+    assert_eq!(
+        h.engine.describe("doomed-1").await.unwrap().unwrap().status,
+        Status::Cancelled
+    );
+    h.stop().await;
+}
