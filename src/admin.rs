@@ -63,11 +63,12 @@ pub async fn serve(
             .map_err(|e| format!("cannot subscribe to admin.{verb}: {e}"))?;
         subs.push((verb, sub));
     }
-    let mut tasks = Vec::new();
-    for (verb, mut sub) in subs {
+    // Plain futures, not spawned tasks: when the service drops `serve`, the
+    // loops (and their handles on the engine) go with it.
+    let loops = subs.into_iter().map(|(verb, mut sub)| {
         let engine = engine.clone();
         let client = client.clone();
-        tasks.push(tokio::spawn(async move {
+        async move {
             while let Some(msg) = sub.next().await {
                 let Some(reply_to) = msg.reply.clone() else {
                     continue;
@@ -85,9 +86,9 @@ pub async fn serve(
                     let _ = client.publish(reply_to, body.into()).await;
                 }
             }
-        }));
-    }
-    futures_util::future::join_all(tasks).await;
+        }
+    });
+    futures_util::future::join_all(loops).await;
     Ok(())
 }
 

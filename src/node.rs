@@ -80,3 +80,39 @@ pub async fn open_node(opts: &NodeOptions) -> Result<Node, String> {
         pipelines,
     })
 }
+
+impl Node {
+    /// Closes the node after the engine has stopped: waits (up to 5 s) for
+    /// the last holders of the committer to let go, joins the commit thread,
+    /// then drops the storage so RocksDB closes before the process exits.
+    /// Tearing RocksDB down at exit under a live writer aborts the process.
+    pub async fn close(self) {
+        let Node {
+            storage,
+            store,
+            committer,
+            pipelines,
+        } = self;
+        drop(pipelines);
+        let mut committer = committer;
+        let mut joined = false;
+        for _ in 0..500 {
+            match Arc::try_unwrap(committer) {
+                Ok(c) => {
+                    let _ = tokio::task::spawn_blocking(move || c.shutdown()).await;
+                    joined = true;
+                    break;
+                }
+                Err(shared) => {
+                    committer = shared;
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+        }
+        if !joined {
+            tracing::warn!("group committer still shared after 5 s; exiting without joining it");
+        }
+        drop(store);
+        drop(storage);
+    }
+}

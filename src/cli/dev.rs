@@ -275,22 +275,8 @@ pub async fn run_dev(
         commit_entries = commits.entries,
         "engine figures"
     );
-    // Join the commit thread before RocksDB is closed, so nothing touches
-    // the database while the process tears down.
-    let crate::node::Node { committer, .. } = node;
-    match Arc::try_unwrap(committer) {
-        Ok(c) => {
-            let _ = tokio::task::spawn_blocking(move || c.shutdown()).await;
-        }
-        Err(c) => {
-            // Something still holds it: wait for the queue to drain rather
-            // than let the process tear RocksDB down under a live writer.
-            tracing::warn!("group committer still shared at exit; waiting for it to drain");
-            while c.queue_depth() > 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    }
+    // Join the commit thread and close RocksDB before the process exits.
+    node.close().await;
     Ok(summary)
 }
 

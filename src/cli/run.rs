@@ -143,13 +143,12 @@ pub async fn serve(
     // redelivered to the next run.
     intake.abort();
     admin.abort();
-    let _ = tokio::time::timeout(Duration::from_secs(8), engine.shutdown()).await;
+    let _ = intake.await;
+    let _ = admin.await;
+    let _ = tokio::time::timeout(Duration::from_secs(6), engine.shutdown()).await;
     drop(engine);
-    let crate::node::Node { committer, .. } = node;
-    if let Ok(c) = Arc::try_unwrap(committer) {
-        let _ = tokio::task::spawn_blocking(move || c.shutdown()).await;
-    }
     let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+    node.close().await;
     eprintln!("orchestrator stopped");
     Ok(())
 }

@@ -251,7 +251,8 @@ pub async fn run_intake(
         .map_err(|e| format!("cannot subscribe to heartbeats: {e}"))?;
     let hb_limits = limits.clone();
     let hb_handler = handler.clone();
-    tokio::spawn(async move {
+    // Stopped with the intake: it holds the engine through the handler.
+    let _heartbeats = AbortOnDrop(tokio::spawn(async move {
         while let Some(msg) = beats.next().await {
             match HeartbeatMessage::decode(&msg.payload, &hb_limits) {
                 Ok(h) => sink.report(
@@ -264,7 +265,7 @@ pub async fn run_intake(
                 }
             }
         }
-    });
+    }));
     let stream = js
         .get_stream(stream_name(&cfg.prefix, "RESULTS"))
         .await
@@ -321,4 +322,13 @@ pub async fn run_intake(
         }
     }
     Ok(())
+}
+
+/// Aborts a background task when dropped (its owner was cancelled).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
