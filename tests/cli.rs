@@ -209,55 +209,11 @@ fn wait_exit(
 /// over a real nats-server, SIGTERM, then `verify` on the data dir.
 #[test]
 fn run_worker_and_start_over_nats_survive_sigterm_and_verify_clean() {
-    let server = crate::support::nats::NatsServer::start();
-    let url = server.url();
-    let dir = tempfile::tempdir().unwrap();
-    let mut orch = bin()
-        .args(["run", "--nats-url", &url, "--data-dir"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut worker = bin()
-        .args([
-            "worker",
-            "--simulate",
-            "--latency-ms",
-            "5",
-            "--nats-url",
-            &url,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = |id: &str, wait: bool| {
-        let input = format!(r#"{{"video_url":"s3://media/{id}.mp4"}}"#);
-        let mut args = vec![
-            "start",
-            "video",
-            "--id",
-            id,
-            "--input",
-            &input,
-            "--nats-url",
-            &url,
-        ];
-        if wait {
-            args.push("--wait");
-        }
-        bin().args(&args).output().unwrap()
-    };
-    // The service may still be opening its data dir: retry the first start.
-    let mut first = start("v-0", false);
-    for _ in 0..50 {
-        if first.status.success() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        first = start("v-0", false);
-    }
+    let mut b = Bench::new(None);
+    b.start_orchestrator();
+    b.start_worker(&["--latency-ms", "5"]);
+    let input = |id: &str| format!(r#"{{"video_url":"s3://media/{id}.mp4"}}"#);
+    let first = b.start_with("video", "v-0", &input("v-0"), false);
     let line = String::from_utf8_lossy(&first.stdout).to_string();
     assert!(
         line.starts_with("workflow id=v-0 status=") && line.trim_end().ends_with("created=true"),
@@ -265,7 +221,8 @@ fn run_worker_and_start_over_nats_survive_sigterm_and_verify_clean() {
         String::from_utf8_lossy(&first.stderr)
     );
     for i in 1..50 {
-        let out = start(&format!("v-{i}"), false);
+        let id = format!("v-{i}");
+        let out = b.start_with("video", &id, &input(&id), false);
         assert!(
             out.status.success(),
             "{}",
@@ -274,7 +231,8 @@ fn run_worker_and_start_over_nats_survive_sigterm_and_verify_clean() {
     }
     // Starting an existing id returns it; --wait waits for the end.
     for i in 0..50 {
-        let out = start(&format!("v-{i}"), true);
+        let id = format!("v-{i}");
+        let out = b.start_with("video", &id, &input(&id), true);
         let line = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -283,32 +241,28 @@ fn run_worker_and_start_over_nats_survive_sigterm_and_verify_clean() {
         );
         assert_eq!(
             line.trim(),
-            format!("workflow id=v-{i} status=completed created=false")
+            format!("workflow id={id} status=completed created=false")
         );
     }
-    let pid = orch.id().to_string();
+    let mut orch = b.orch.take().unwrap();
     assert!(Command::new("kill")
-        .args(["-TERM", &pid])
+        .args(["-TERM", &orch.id().to_string()])
         .status()
         .unwrap()
         .success());
     let status =
         wait_exit(&mut orch, Duration::from_secs(10)).expect("graceful shutdown within 10 s");
     assert!(status.success(), "{status:?}");
-    let _ = worker.kill();
-    let _ = worker.wait();
-    let v = run(&["verify"], Some(dir.path()));
-    let vout = String::from_utf8_lossy(&v.stdout);
-    let vf = fields(&vout, "verify ");
+    b.stop();
+    let v = b.verify();
     assert_eq!(
         (
-            num(&vf, "workflows"),
-            num(&vf, "completed"),
-            num(&vf, "violations"),
-            num(&vf, "corrupt")
+            num(&v, "workflows"),
+            num(&v, "completed"),
+            num(&v, "violations"),
+            num(&v, "corrupt")
         ),
-        (50.0, 50.0, 0.0, 0.0),
-        "{vout}"
+        (50.0, 50.0, 0.0, 0.0)
     );
 }
 
@@ -333,78 +287,19 @@ fn the_python_reference_worker_completes_and_fails_workflows() {
             "nats-py is needed for this test and `pip install nats-py==2.16.0` failed"
         );
     }
-    let server = crate::support::nats::NatsServer::start();
-    let url = server.url();
-    let dir = tempfile::tempdir().unwrap();
-    let mut orch = bin()
-        .args(["run", "--nats-url", &url, "--data-dir"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut b = Bench::new(None);
+    b.start_orchestrator();
     let others =
         "ingest,extract_audio,segment,enrich_topics,enrich_entities,enrich_sentiment,embed,index";
-    let mut sim = bin()
-        .args([
-            "worker",
-            "--simulate",
-            "--task-types",
-            others,
-            "--nats-url",
-            &url,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    b.start_worker(&["--task-types", others]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python_worker.py");
-    let start_wait = |id: &str| {
-        let mut out = bin()
-            .args([
-                "start",
-                "video",
-                "--id",
-                id,
-                "--wait",
-                "--timeout",
-                "60",
-                "--nats-url",
-                &url,
-            ])
-            .output()
-            .unwrap();
-        for _ in 0..50 {
-            // The service may still be starting: no reply yet.
-            let err = String::from_utf8_lossy(&out.stderr);
-            if !(err.contains("no reply") || err.contains("no orchestrator is listening")) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-            out = bin()
-                .args([
-                    "start",
-                    "video",
-                    "--id",
-                    id,
-                    "--wait",
-                    "--timeout",
-                    "60",
-                    "--nats-url",
-                    &url,
-                ])
-                .output()
-                .unwrap();
-        }
-        out
-    };
     for (id, fail, status) in [("py-1", "none", "completed"), ("py-2", "fatal", "failed")] {
         let mut py = Command::new("python3")
             .arg(&script)
             .args([
                 "transcribe",
                 "--nats-url",
-                &url,
+                &b.url(),
                 "--max-tasks",
                 "1",
                 "--work-seconds",
@@ -416,7 +311,7 @@ fn the_python_reference_worker_completes_and_fails_workflows() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let out = start_wait(id);
+        let out = b.start("video", id, true);
         let line = String::from_utf8_lossy(&out.stdout);
         assert_eq!(
             line.trim(),
@@ -429,12 +324,6 @@ fn the_python_reference_worker_completes_and_fails_workflows() {
             .expect("python worker exits after its task");
         assert!(exit.success(), "python worker failed");
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &orch.id().to_string()])
-        .status();
-    let _ = wait_exit(&mut orch, Duration::from_secs(10));
-    let _ = sim.kill();
-    let _ = sim.wait();
 }
 
 /// A NATS test bench: a server, an orchestrator service and simulated workers,
@@ -495,12 +384,18 @@ impl Bench {
 
     /// `orchestrator start`, retried while the service is not listening yet.
     fn start(&self, pipeline: &str, id: &str, wait: bool) -> Output {
+        self.start_with(pipeline, id, "{}", wait)
+    }
+
+    fn start_with(&self, pipeline: &str, id: &str, input: &str, wait: bool) -> Output {
         let url = self.url();
         let mut args = vec![
             "start",
             pipeline,
             "--id",
             id,
+            "--input",
+            input,
             "--timeout",
             "120",
             "--nats-url",

@@ -49,15 +49,7 @@ pub fn run(args: WorkerArgs) -> ExitCode {
     }
     let task_types = if args.task_types.is_empty() {
         match load_pipeline_dir(&args.pipelines, &PipelineLimits::default()) {
-            Ok(defs) => {
-                let mut t: Vec<String> = defs
-                    .iter()
-                    .flat_map(|d| d.steps.iter().map(|s| s.task_type.clone()))
-                    .collect();
-                t.sort();
-                t.dedup();
-                t
-            }
+            Ok(defs) => crate::pipeline::task_types(&defs),
             Err(errs) => {
                 for e in errs {
                     eprintln!("error: {e}");

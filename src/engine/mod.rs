@@ -177,8 +177,26 @@ pub enum Error {
     Timeout,
     #[error("{0}")]
     Rejected(String),
+    /// Transient storage failure; nothing changed and a retry may succeed.
+    #[error("journal append failed: {0}")]
+    Journal(String),
     #[error("cannot start engine: {0}")]
     Start(String),
+}
+
+impl From<String> for Error {
+    fn from(message: String) -> Self {
+        Error::Rejected(message)
+    }
+}
+
+impl From<workflow_actor::InputError> for Error {
+    fn from(e: workflow_actor::InputError) -> Self {
+        match e {
+            workflow_actor::InputError::Rejected(m) => Error::Rejected(m),
+            workflow_actor::InputError::Journal(m) => Error::Journal(m),
+        }
+    }
 }
 
 /// Handle to a running engine.
@@ -236,7 +254,7 @@ impl Engine {
         id: &str,
         input: &str,
     ) -> Result<StartReply, Error> {
-        validate_id(id, self.ctx.config_id_max())?;
+        validate_id(id)?;
         validate_input(input)?;
         let p = self.router.partition(id).ok_or(Error::Stopped)?;
         let r = p
@@ -263,7 +281,7 @@ impl Engine {
         let parts = self.router.partitions.read().clone();
         let mut per: Vec<Vec<(String, String)>> = vec![Vec::new(); parts.len()];
         for (id, input) in items {
-            validate_id(&id, self.ctx.config_id_max())?;
+            validate_id(&id)?;
             validate_input(&input)?;
             per[usize::from(self.ctx.store.partition_of(&id))].push((id, input));
         }
@@ -376,13 +394,11 @@ impl Engine {
     }
 }
 
-impl EngineCtx {
-    fn config_id_max(&self) -> usize {
-        255
-    }
-}
+/// Longest workflow id: storage keys carry it with a one-byte length.
+pub const WORKFLOW_ID_MAX_BYTES: usize = 255;
 
-fn validate_id(id: &str, max: usize) -> Result<(), Error> {
+fn validate_id(id: &str) -> Result<(), Error> {
+    let max = WORKFLOW_ID_MAX_BYTES;
     if id.is_empty() || id.len() > max {
         return Err(Error::Rejected(format!(
             "workflow id must be 1..={max} bytes, got {}",
@@ -403,12 +419,12 @@ fn validate_input(input: &str) -> Result<(), Error> {
         .map_err(|e| Error::Rejected(format!("workflow input is not valid JSON: {e}")))
 }
 
-fn flatten<T>(
-    r: Result<ractor::rpc::CallResult<Result<T, String>>, ractor::MessagingErr<PartitionMsg>>,
+fn flatten<T, E: Into<Error>>(
+    r: Result<ractor::rpc::CallResult<Result<T, E>>, ractor::MessagingErr<PartitionMsg>>,
 ) -> Result<T, Error> {
     match r {
         Ok(ractor::rpc::CallResult::Success(Ok(v))) => Ok(v),
-        Ok(ractor::rpc::CallResult::Success(Err(e))) => Err(Error::Rejected(e)),
+        Ok(ractor::rpc::CallResult::Success(Err(e))) => Err(e.into()),
         Ok(ractor::rpc::CallResult::Timeout) => Err(Error::Timeout),
         Ok(ractor::rpc::CallResult::SenderError) => Err(Error::Stopped),
         Err(_) => Err(Error::Stopped),
@@ -429,15 +445,14 @@ impl crate::transport::nats::ResultHandler for ResultIntake {
         Box::pin(async move {
             match engine.deliver_result(&workflow_id, result).await {
                 Ok(_) => Ok(()),
-                // A journal failure is transient: leave the message unacked
-                // so JetStream redelivers it.
-                Err(Error::Rejected(m)) if m.starts_with("journal append failed") => Err(m),
-                // Unknown workflow or unreadable state: final, counted, acked.
+                // Unknown workflow or unreadable state: final (the actor
+                // already counted it), so the message is acked.
                 Err(Error::Rejected(m)) => {
-                    Metrics::inc(&engine.ctx.metrics.unknown_tasks);
                     tracing::warn!(workflow_id = %workflow_id, error = %m, "result for a workflow that cannot take it");
                     Ok(())
                 }
+                // Journal failure, timeout, stopping: transient. Leave the
+                // message unacked so JetStream redelivers it.
                 Err(e) => Err(e.to_string()),
             }
         })

@@ -76,7 +76,8 @@ pub struct PartitionArgs {
 #[derive(Clone)]
 enum Replay {
     Input(Arc<Input>, Option<(u64, TimerKind)>),
-    Describe,
+    /// Not re-delivered (start, describe): kept only to keep counts aligned.
+    Skip,
 }
 
 struct Entry {
@@ -311,14 +312,7 @@ impl Actor for PartitionActor {
             }
             PartitionMsg::Report { id, report } => st.report(&myself, id, report).await,
             PartitionMsg::Result { id, result, reply } => {
-                // Whatever the workflow makes of it, this attempt is over.
-                st.times.lock().liveness.unwatch(&result.task_id);
-                let msg = WorkflowMsg::Input {
-                    input: Arc::new(Input::TaskResult(result)),
-                    fired: None,
-                    reply: Some(reply),
-                };
-                st.route(&myself, id, msg).await;
+                st.route_result(&myself, id, result, Some(reply)).await;
             }
             PartitionMsg::Describe { id, reply } => {
                 st.route(&myself, id, WorkflowMsg::Describe(reply)).await;
@@ -515,17 +509,26 @@ impl PartitionState {
             WorkerReport::Heartbeat { task_id } => {
                 self.times.lock().liveness.heartbeat(&task_id, now);
             }
-            WorkerReport::Result(result) => {
-                // Whatever the workflow makes of it, this attempt is over.
-                self.times.lock().liveness.unwatch(&result.task_id);
-                let msg = WorkflowMsg::Input {
-                    input: Arc::new(Input::TaskResult(result)),
-                    fired: None,
-                    reply: None,
-                };
-                self.route(myself, id, msg).await;
-            }
+            WorkerReport::Result(result) => self.route_result(myself, id, result, None).await,
         }
+    }
+
+    /// A worker's result: the attempt stops being watched (whatever the
+    /// workflow makes of it, it is over) and the result goes to the workflow.
+    async fn route_result(
+        &mut self,
+        myself: &ActorRef<PartitionMsg>,
+        id: String,
+        result: crate::workflow::TaskResult,
+        reply: Option<RpcReplyPort<InputReply>>,
+    ) {
+        self.times.lock().liveness.unwatch(&result.task_id);
+        let msg = WorkflowMsg::Input {
+            input: Arc::new(Input::TaskResult(result)),
+            fired: None,
+            reply,
+        };
+        self.route(myself, id, msg).await;
     }
 
     /// Moves actors that reported finishing a message into the idle queue
@@ -632,7 +635,7 @@ impl PartitionState {
                         fired,
                         reply: None,
                     },
-                    Replay::Describe => continue,
+                    Replay::Skip => continue,
                 });
             }
         }
@@ -839,8 +842,9 @@ impl PartitionState {
 fn send(actor: &ActorRef<WorkflowMsg>, entry: &mut Entry, msg: WorkflowMsg) {
     let replay = match &msg {
         WorkflowMsg::Input { input, fired, .. } => Replay::Input(input.clone(), fired.clone()),
-        WorkflowMsg::Describe(_) => Replay::Describe,
-        WorkflowMsg::Start { .. } => Replay::Describe,
+        // A start or describe whose actor crashed is answered by the dropped
+        // reply port (the caller sees an error); it is not re-delivered.
+        WorkflowMsg::Describe(_) | WorkflowMsg::Start { .. } => Replay::Skip,
     };
     if actor.cast(msg).is_ok() {
         entry.routed += 1;

@@ -24,8 +24,20 @@ pub struct StartReply {
     pub created: bool,
 }
 
+/// Why an input could not be taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// Final: unknown workflow, or its stored state cannot be read.
+    #[error("{0}")]
+    Rejected(String),
+    /// Transient: the journal append failed, nothing changed; sending the
+    /// input again may succeed.
+    #[error("journal append failed: {0}")]
+    Journal(String),
+}
+
 /// Reply to any other input.
-pub type InputReply = Result<Outcome, String>;
+pub type InputReply = Result<Outcome, InputError>;
 
 /// Shared between a workflow actor and its partition: how far the actor got.
 /// Replaces an "I am idle" message per handled message with two atomics.
@@ -222,17 +234,16 @@ impl Resident {
         })
     }
 
-    async fn input(
-        &mut self,
-        input: &Input,
-        fired: Option<(u64, TimerKind)>,
-    ) -> Result<Outcome, String> {
+    async fn input(&mut self, input: &Input, fired: Option<(u64, TimerKind)>) -> InputReply {
         if let Some(e) = &self.broken {
-            return Err(e.clone());
+            return Err(InputError::Rejected(e.clone()));
         }
         let (Some(wf), Some(def)) = (&self.wf, &self.def) else {
             super::metrics::Metrics::inc(&self.ctx.metrics.unknown_tasks);
-            return Err(format!("unknown workflow {}", self.id));
+            return Err(InputError::Rejected(format!(
+                "unknown workflow {}",
+                self.id
+            )));
         };
         let now = self.ctx.clock.now_ms();
         let decision = decide(wf, def, input, now);
@@ -249,12 +260,13 @@ impl Resident {
             Some(wf),
             decision,
             fired.as_ref(),
-        )?;
+        )
+        .map_err(InputError::Rejected)?;
         if !prepared.ops.is_empty() {
             if let Err(e) = self.ctx.committer.commit(prepared.ops).await {
                 super::metrics::Metrics::inc(&self.ctx.metrics.commit_errors);
                 tracing::error!(workflow_id = %self.id, error = %e, "journal append failed; input dropped");
-                return Err(format!("journal append failed: {e}"));
+                return Err(InputError::Journal(e.to_string()));
             }
         }
         if !prepared.decision.events.is_empty() {

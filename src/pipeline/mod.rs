@@ -85,6 +85,18 @@ impl Default for PipelineLimits {
     }
 }
 
+/// Every task type the given pipelines use, sorted and deduplicated: what a
+/// worker pool serving all of them subscribes to.
+pub fn task_types(defs: &[PipelineDef]) -> Vec<String> {
+    let mut t: Vec<String> = defs
+        .iter()
+        .flat_map(|d| d.steps.iter().map(|s| s.task_type.clone()))
+        .collect();
+    t.sort();
+    t.dedup();
+    t
+}
+
 impl PipelineDef {
     /// Index of the step called `name`.
     pub fn step_index(&self, name: &str) -> Option<usize> {

@@ -71,12 +71,7 @@ impl Harness {
         let committer =
             Arc::new(GroupCommitter::start(storage, CommitConfig::default()).expect("committer"));
         let defs = opts.pipelines.unwrap_or_else(video_pipelines);
-        let mut task_types: Vec<String> = defs
-            .iter()
-            .flat_map(|d| d.steps.iter().map(|s| s.task_type.clone()))
-            .collect();
-        task_types.sort();
-        task_types.dedup();
+        let task_types = orchestrator::pipeline::task_types(&defs);
         let pipelines = Arc::new(PipelineRegistry::new(store.clone(), defs));
         committer
             .commit(pipelines.persist_ops().unwrap())
