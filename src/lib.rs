@@ -32,6 +32,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod node;
 pub mod pipeline;

@@ -2,7 +2,9 @@
 //! the same protocol a real worker does (see `docs/protocol.md`). One pull
 //! consumer per task type, so a busy worker pulls only when it has a free slot.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,33 +14,176 @@ use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
 use crate::protocol::subjects::Subjects;
+use crate::protocol::trace::{span_id, TraceParent, TRACEPARENT, TRACESTATE};
 use crate::protocol::{
     ErrorBody, HeartbeatMessage, ResultMessage, ResultStatus, TaskMessage, VERSION,
 };
 use crate::sim::{draw, output_from, SimConfig};
 use crate::transport::nats::{stream_name, NatsConfig};
 
+/// Misbehaviour a simulated worker can be asked for, each a share of
+/// executions in [0, 1], drawn from the seed and the task id (so a run
+/// reproduces) independently of `fail_rate` and of each other.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerFaults {
+    /// Never answers: acks the task message (the worker took it), then no
+    /// heartbeat and no result. The orchestrator's timeouts must notice.
+    pub hang_rate: f64,
+    /// Answers twice (two result messages with different `Nats-Msg-Id`s, so
+    /// JetStream de-duplication does not hide the second one).
+    pub duplicate_rate: f64,
+    /// Answers late: the result is held back (no heartbeats) and published
+    /// only once the attempt is superseded — a cancel for it arrives, or a
+    /// newer attempt with the same idempotency key — as a slow worker would.
+    pub stale_rate: f64,
+    /// Appends one JSON line per execution here (see [`ExecutionRecord`]).
+    pub record: Option<PathBuf>,
+    /// Late answers held at once, at most (beyond it they are sent at once).
+    pub stale_max: usize,
+}
+
+impl WorkerFaults {
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, rate) in [
+            ("--hang-rate", self.hang_rate),
+            ("--duplicate-rate", self.duplicate_rate),
+            ("--stale-rate", self.stale_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(format!("{name} must be within [0, 1], got {rate}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One line of `--record FILE.jsonl`: what a worker did with one delivery.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExecutionRecord {
+    pub task_id: String,
+    pub idempotency_key: String,
+    pub workflow_id: String,
+    pub step: String,
+    pub attempt: u32,
+    /// `succeeded`, `failed`, `hung`, `late` (held back, then answered) or `cancelled`.
+    pub outcome: String,
+    /// Result messages published for this execution (0, 1 or 2).
+    pub answers: u32,
+    pub worker: String,
+    pub at_ms: u64,
+}
+
+/// Line-buffered, so a killed worker leaves whole lines behind.
+struct Recorder(Mutex<std::io::LineWriter<std::fs::File>>);
+
+impl Recorder {
+    fn open(path: &std::path::Path) -> Result<Recorder, String> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("cannot open record file {}: {e}", path.display()))?;
+        Ok(Recorder(Mutex::new(std::io::LineWriter::new(f))))
+    }
+
+    fn write(&self, rec: &ExecutionRecord) {
+        if let Ok(line) = serde_json::to_string(rec) {
+            let mut w = self.0.lock();
+            if let Err(e) = writeln!(w, "{line}") {
+                tracing::error!(error = %e, "cannot write the execution record");
+            }
+        }
+    }
+}
+
+/// A held-back answer of a `stale` execution, keyed by idempotency key.
+struct Withheld {
+    task_id: String,
+    reply_to: String,
+    payload: bytes::Bytes,
+    headers: async_nats::HeaderMap,
+}
+
+struct Shared {
+    js: jetstream::Context,
+    client: async_nats::Client,
+    sim: SimConfig,
+    faults: WorkerFaults,
+    cancelled: Mutex<HashSet<String>>,
+    withheld: Mutex<HashMap<String, Withheld>>,
+    recorder: Option<Recorder>,
+    limits: crate::protocol::Limits,
+}
+
+impl Shared {
+    fn record(&self, task: &TaskMessage, outcome: &str, answers: u32) {
+        if let Some(r) = &self.recorder {
+            r.write(&ExecutionRecord {
+                task_id: task.task_id.clone(),
+                idempotency_key: task.idempotency_key.clone(),
+                workflow_id: task.workflow_id.clone(),
+                step: task.step.clone(),
+                attempt: task.attempt,
+                outcome: outcome.to_owned(),
+                answers,
+                worker: self.sim.worker.clone(),
+                at_ms: crate::engine::clock::Clock::now_ms(&crate::engine::clock::SystemClock),
+            });
+        }
+    }
+
+    /// Publishes the held-back answer of `key`, if any (the attempt was superseded).
+    async fn release_withheld(&self, key: &str, only_task: Option<&str>) {
+        let w = {
+            let mut map = self.withheld.lock();
+            match only_task {
+                Some(t) if map.get(key).is_some_and(|w| w.task_id != t) => None,
+                _ => map.remove(key),
+            }
+        };
+        if let Some(w) = w {
+            publish_result(&self.js, &w.reply_to, &w.task_id, "", w.payload, w.headers).await;
+        }
+    }
+}
+
 /// Runs simulated workers for `task_types` until the connection closes or
 /// `shutdown` resolves.
 pub async fn run(
     nats: NatsConfig,
     sim: SimConfig,
+    faults: WorkerFaults,
     task_types: Vec<String>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
+    faults.validate()?;
+    let recorder = faults.record.as_deref().map(Recorder::open).transpose()?;
     let (client, js) = crate::transport::nats::connect(&nats).await?;
     crate::transport::nats::ensure_streams(&js, &nats).await?;
     let subjects = Subjects::new(&nats.prefix)?;
-    let cancelled: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let shared = Arc::new(Shared {
+        js: js.clone(),
+        client: client.clone(),
+        sim: sim.clone(),
+        faults,
+        cancelled: Mutex::default(),
+        withheld: Mutex::default(),
+        recorder,
+        limits: nats.limits.clone(),
+    });
     let mut cancels = client
         .subscribe(format!("{}.cancel.>", subjects.prefix()))
         .await
         .map_err(|e| format!("cannot subscribe to cancels: {e}"))?;
-    let c2 = cancelled.clone();
+    let s2 = shared.clone();
     tokio::spawn(async move {
         while let Some(m) = cancels.next().await {
             if let Ok(c) = serde_json::from_slice::<crate::protocol::CancelMessage>(&m.payload) {
-                let mut set = c2.lock();
+                // A superseded attempt that was held back answers now, late.
+                if let Some(key) = idempotency_key_of(&c.task_id) {
+                    s2.release_withheld(key, Some(&c.task_id)).await;
+                }
+                let mut set = s2.cancelled.lock();
                 if set.len() > 100_000 {
                     set.clear();
                 }
@@ -71,12 +216,8 @@ pub async fn run(
             )
             .await
             .map_err(|e| format!("consumer {name}: {e}"))?;
-        let js = js.clone();
-        let client = client.clone();
-        let sim = sim.clone();
         let slots = slots.clone();
-        let cancelled = cancelled.clone();
-        let limits = nats.limits.clone();
+        let shared = shared.clone();
         handles.push(tokio::spawn(async move {
             let Ok(mut messages) = consumer.messages().await else {
                 return;
@@ -85,16 +226,10 @@ pub async fn run(
                 let Ok(permit) = slots.clone().acquire_owned().await else {
                     return;
                 };
-                let (js, client, sim, cancelled, limits) = (
-                    js.clone(),
-                    client.clone(),
-                    sim.clone(),
-                    cancelled.clone(),
-                    limits.clone(),
-                );
+                let shared = shared.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let task = match TaskMessage::decode(&msg.payload, &limits) {
+                    let task = match TaskMessage::decode(&msg.payload, &shared.limits) {
                         Ok(t) => t,
                         Err(e) => {
                             tracing::warn!(error = %e, "task refused");
@@ -102,7 +237,7 @@ pub async fn run(
                             return;
                         }
                     };
-                    execute(&js, &client, &sim, &cancelled, &task, &msg).await;
+                    execute(&shared, &task, &msg).await;
                     let _ = msg.ack().await;
                 });
             }
@@ -117,14 +252,28 @@ pub async fn run(
     Ok(())
 }
 
-async fn execute(
-    js: &jetstream::Context,
-    client: &async_nats::Client,
-    sim: &SimConfig,
-    cancelled: &Mutex<HashSet<String>>,
-    task: &TaskMessage,
-    msg: &jetstream::Message,
-) {
+/// The idempotency key inside a task id (`<workflow>:<step>:<gen>:<attempt>` → without the attempt).
+fn idempotency_key_of(task_id: &str) -> Option<&str> {
+    task_id.rsplit_once(':').map(|(key, _)| key)
+}
+
+/// Independent draws per fault kind: salts keep them uncorrelated.
+fn drawn(sim: &SimConfig, salt: u64, task_id: &str, rate: f64) -> bool {
+    rate > 0.0 && draw(sim.seed ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15), task_id) < rate
+}
+
+async fn execute(shared: &Shared, task: &TaskMessage, msg: &jetstream::Message) {
+    let (sim, faults, client) = (&shared.sim, &shared.faults, &shared.client);
+    // An older attempt of this step held back by `stale_rate` answers now, late.
+    shared.release_withheld(&task.idempotency_key, None).await;
+    if shared.cancelled.lock().remove(&task.task_id) {
+        shared.record(task, "cancelled", 0);
+        return;
+    }
+    if drawn(sim, 1, &task.task_id, faults.hang_rate) {
+        shared.record(task, "hung", 0);
+        return;
+    }
     let beat = |task: &TaskMessage| HeartbeatMessage {
         v: VERSION,
         task_id: task.task_id.clone(),
@@ -132,9 +281,12 @@ async fn execute(
         worker: Some(sim.worker.clone()),
         progress: None,
     };
-    // The first heartbeat says "started".
-    if let Ok(p) = serde_json::to_vec(&beat(task)) {
-        let _ = client.publish(task.heartbeat_to.clone(), p.into()).await;
+    let stale = drawn(sim, 3, &task.task_id, faults.stale_rate);
+    // The first heartbeat says "started" (a held-back one stays silent).
+    if !stale {
+        if let Ok(p) = serde_json::to_vec(&beat(task)) {
+            let _ = client.publish(task.heartbeat_to.clone(), p.into()).await;
+        }
     }
     let started_at_ms = crate::engine::clock::Clock::now_ms(&crate::engine::clock::SystemClock);
     let every = task
@@ -146,10 +298,11 @@ async fn execute(
         let step = left.min(every);
         tokio::time::sleep(Duration::from_millis(step)).await;
         left -= step;
-        if cancelled.lock().remove(&task.task_id) {
+        if shared.cancelled.lock().remove(&task.task_id) {
+            shared.record(task, "cancelled", 0);
             return;
         }
-        if left > 0 {
+        if left > 0 && !stale {
             if let Ok(p) = serde_json::to_vec(&beat(task)) {
                 let _ = client.publish(task.heartbeat_to.clone(), p.into()).await;
             }
@@ -181,6 +334,11 @@ async fn execute(
             }
         }
     };
+    let outcome = if fail || error.is_some() {
+        "failed"
+    } else {
+        "succeeded"
+    };
     let result = ResultMessage {
         v: VERSION,
         task_id: task.task_id.clone(),
@@ -196,22 +354,92 @@ async fn execute(
     let Ok(payload) = serde_json::to_vec(&result) else {
         return;
     };
-    // Results go through JetStream so they survive an orchestrator restart.
-    // A worker keeps trying for a while (NATS may be restarting); after that
-    // the orchestrator's timeout re-runs the attempt.
     let payload: bytes::Bytes = payload.into();
+    // Trace context: the result is a child span of the task's.
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(h) = &msg.headers {
+        if let Some(tp) = h
+            .get(TRACEPARENT)
+            .and_then(|v| TraceParent::parse(v.as_str()))
+        {
+            headers.insert(
+                TRACEPARENT,
+                tp.child(&span_id(&format!("{}/worker", task.task_id))),
+            );
+        }
+        if let Some(ts) = h.get(TRACESTATE) {
+            headers.insert(TRACESTATE, ts.as_str());
+        }
+    }
+    if stale {
+        let mut map = shared.withheld.lock();
+        if map.len() < faults.stale_max.max(1) {
+            map.insert(
+                task.idempotency_key.clone(),
+                Withheld {
+                    task_id: task.task_id.clone(),
+                    reply_to: task.reply_to.clone(),
+                    payload,
+                    headers,
+                },
+            );
+            drop(map);
+            shared.record(task, "late", 1);
+            return;
+        }
+    }
+    let published = publish_result(
+        &shared.js,
+        &task.reply_to,
+        &task.task_id,
+        "",
+        payload.clone(),
+        headers.clone(),
+    )
+    .await;
+    let mut answers = u32::from(published);
+    if published && drawn(sim, 2, &task.task_id, faults.duplicate_rate) {
+        answers += u32::from(
+            publish_result(
+                &shared.js,
+                &task.reply_to,
+                &task.task_id,
+                ":dup",
+                payload,
+                headers,
+            )
+            .await,
+        );
+    }
+    shared.record(task, outcome, answers);
+}
+
+/// Publishes a result through JetStream (so it survives an orchestrator
+/// restart) with `Nats-Msg-Id: r:<task_id><suffix>`. A worker keeps trying
+/// for a while (NATS may be restarting); after that the orchestrator's
+/// timeout re-runs the attempt.
+async fn publish_result(
+    js: &jetstream::Context,
+    reply_to: &str,
+    task_id: &str,
+    suffix: &str,
+    payload: bytes::Bytes,
+    headers: async_nats::HeaderMap,
+) -> bool {
     let mut backoff = Duration::from_millis(100);
     for _ in 0..60 {
         let msg = jetstream::message::PublishMessage::build()
             .payload(payload.clone())
-            .message_id(format!("r:{}", task.task_id));
-        if let Ok(ack) = js.send_publish(task.reply_to.clone(), msg).await {
+            .headers(headers.clone())
+            .message_id(format!("r:{task_id}{suffix}"));
+        if let Ok(ack) = js.send_publish(reply_to.to_owned(), msg).await {
             if ack.await.is_ok() {
-                return;
+                return true;
             }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));
     }
-    tracing::error!(task_id = %task.task_id, "result not published");
+    tracing::error!(task_id, "result not published");
+    false
 }

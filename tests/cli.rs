@@ -84,6 +84,79 @@ fn bad_flags_get_clear_errors_not_panics() {
 }
 
 #[test]
+fn run_layers_defaults_file_environment_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("orchestrator.toml");
+    std::fs::write(
+        &file,
+        "[nats]\nurl = \"nats://from-file:1\"\nprefix = \"filed\"\n\
+         [engine]\nresident_max = 123\npartitions = 4\n[http]\naddr = \"127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["run", "--print-config", "--config"])
+        .arg(&file)
+        .args(["--partitions", "16", "--http-addr", "off"])
+        .env("NARRALYTICA_NATS_URL", "nats://from-env:2")
+        .env("NARRALYTICA_HTTP_ADDR", "127.0.0.1:3")
+        .env_remove("NARRALYTICA_PREFIX")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let get = |section: &str, key: &str| cfg[section][key].to_string();
+    // flag > env > file > default
+    assert_eq!(get("engine", "partitions"), "16", "flag over file");
+    assert_eq!(get("http", "addr"), "\"off\"", "flag over env and file");
+    assert_eq!(get("nats", "url"), "\"nats://from-env:2\"", "env over file");
+    assert_eq!(get("nats", "prefix"), "\"filed\"", "file over default");
+    assert_eq!(get("engine", "resident_max"), "123");
+    assert_eq!(get("engine", "restart_budget"), "3", "default kept");
+    // Without a file, the printed defaults are the shipped file's values.
+    let out = bin()
+        .args(["run", "--print-config"])
+        .env_remove("NARRALYTICA_NATS_URL")
+        .env_remove("NARRALYTICA_HTTP_ADDR")
+        .env_remove("NARRALYTICA_CONFIG")
+        .output()
+        .unwrap();
+    let printed: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let shipped: toml::Table =
+        toml::from_str(&std::fs::read_to_string("config/orchestrator.toml").unwrap()).unwrap();
+    assert_eq!(printed, shipped);
+}
+
+#[test]
+fn run_refuses_unknown_keys_and_bad_values_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, needle) in [
+        ("[nats]\nurll = \"x\"\n", "urll"),
+        ("[engine]\npartitions = 0\n", "engine.partitions"),
+        ("[shutdown]\ngrace = \"soon\"\n", "duration"),
+    ] {
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, text).unwrap();
+        let out = bin().args(["run", "--config"]).arg(&file).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {err}");
+        assert!(
+            err.contains(needle) && err.starts_with("error: "),
+            "{text}: {err}"
+        );
+    }
+    let out = bin()
+        .args(["run", "--config", "/nonexistent/orchestrator.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config"));
+}
+
+#[test]
 fn dev_completes_every_workflow_despite_retryable_failures() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(

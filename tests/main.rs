@@ -7,4 +7,5 @@ mod engine;
 mod nats;
 mod protocol;
 mod purity;
+mod transport;
 mod verify;

@@ -212,3 +212,114 @@ async fn a_cancelled_workflows_running_task_receives_the_cancel_message() {
     );
     h.stop().await;
 }
+
+/// Three steps with short timeouts, so hung and late attempts are noticed fast.
+fn faulty_pipeline() -> orchestrator::pipeline::PipelineDef {
+    let text = "[pipeline]\nname = \"faulty\"\nversion = 1\n[defaults.retry]\nmax_attempts = 20\n\
+                initial_backoff = \"20ms\"\nmax_backoff = \"100ms\"\n[defaults.timeouts]\n\
+                schedule_to_start = \"700ms\"\nheartbeat = \"700ms\"\nstart_to_close = \"2s\"\n\
+                [[steps]]\nname = \"a\"\n[[steps]]\nname = \"b\"\nneeds = [\"a\"]\n\
+                [[steps]]\nname = \"c\"\nneeds = [\"b\"]\n";
+    orchestrator::pipeline::load::parse_pipeline(text, "faulty.toml", &Default::default()).unwrap()
+}
+
+/// Workers that hang, answer twice and answer superseded attempts late: every
+/// workflow still completes, each extra answer is recognised (duplicate or
+/// stale attempt) and changes nothing, and the journal verifies clean. The
+/// workers' `--record` accounts for every execution.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_duplicate_and_stale_answers_over_nats_change_nothing() {
+    use orchestrator::worker::{ExecutionRecord, WorkerFaults};
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("executions.jsonl");
+    let opts = Options {
+        pipelines: Some(vec![faulty_pipeline()]),
+        worker_faults: WorkerFaults {
+            hang_rate: 0.15,
+            duplicate_rate: 0.3,
+            stale_rate: 0.2,
+            record: Some(record.clone()),
+            stale_max: 1000,
+        },
+        ..over(&server, 0, 0.0)
+    };
+    let h = Harness::start(Arc::new(MemoryStorage::new()), opts).await;
+    let n = 30;
+    for i in 0..n {
+        h.engine
+            .start_workflow("faulty", &format!("f-{i}"), "{}")
+            .await
+            .unwrap();
+    }
+    h.wait_terminal(n, Duration::from_secs(90)).await;
+    assert_eq!(Metrics::get(&h.metrics.workflows_completed), n);
+    let report = verify_store(&h.store).unwrap();
+    assert_eq!(
+        (report.violations, report.corrupt),
+        (0, 0),
+        "{:?}",
+        report.details
+    );
+    // Give the last late answers time to arrive and be classified.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let recs: Vec<ExecutionRecord> = std::fs::read_to_string(&record)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("record line is JSON"))
+        .collect();
+    let count = |o: &str| recs.iter().filter(|r| r.outcome == o).count() as u64;
+    let doubled = recs.iter().filter(|r| r.answers == 2).count() as u64;
+    assert!(
+        count("hung") > 0 && count("late") > 0 && doubled > 0,
+        "faults drawn: {recs:?}"
+    );
+    assert!(
+        Metrics::get(&h.metrics.task_timeouts) >= count("hung"),
+        "every hung execution timed out"
+    );
+    eprintln!(
+        "hung={} late={} doubled={} timeouts={} stale={} dup={} unknown={} late_results={}",
+        count("hung"),
+        count("late"),
+        doubled,
+        Metrics::get(&h.metrics.task_timeouts),
+        Metrics::get(&h.metrics.stale_attempts),
+        Metrics::get(&h.metrics.duplicates),
+        Metrics::get(&h.metrics.unknown_tasks),
+        Metrics::get(&h.metrics.late_results)
+    );
+    assert!(
+        Metrics::get(&h.metrics.stale_attempts) > 0,
+        "late answers of superseded attempts are stale"
+    );
+    assert!(Metrics::get(&h.metrics.duplicates) > 0);
+    // Every extra answer was recognised and ignored: a second answer is a
+    // duplicate (or, after the workflow ended, a late result); a held-back
+    // answer is a stale attempt (or a late result).
+    let ignored = Metrics::get(&h.metrics.duplicates)
+        + Metrics::get(&h.metrics.stale_attempts)
+        + Metrics::get(&h.metrics.late_results);
+    assert!(
+        ignored >= doubled + count("late"),
+        "ignored {ignored} < extra answers {}",
+        doubled + count("late")
+    );
+    assert_eq!(Metrics::get(&h.metrics.unknown_tasks), 0);
+    // Each completed step's accepted attempt is an execution the workers recorded.
+    for i in 0..n {
+        let wf = h.engine.describe(&format!("f-{i}")).await.unwrap().unwrap();
+        for s in &wf.steps {
+            let id = s
+                .task_id
+                .as_deref()
+                .expect("a dispatched step has a task id");
+            assert!(
+                recs.iter()
+                    .any(|r| r.task_id == id && (r.outcome == "succeeded" || r.outcome == "late")),
+                "accepted attempt {id} was executed"
+            );
+        }
+    }
+    h.stop().await;
+}

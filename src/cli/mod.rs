@@ -13,13 +13,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::config::LogFormat;
+
 /// Narralytica Orchestrator: durable workflow engine for media and ML pipelines.
 #[derive(Debug, Parser)]
 #[command(name = "orchestrator", version, about)]
 pub struct Cli {
-    /// Log level filter (e.g. `info`, `debug`, `orchestrator=debug`); env `RUST_LOG` also works.
-    #[arg(long, global = true, env = "NARRALYTICA_LOG", default_value = "warn")]
-    pub log_level: String,
+    #[command(flatten)]
+    pub log: LogArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -63,10 +64,16 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    init_logging(&cli.log_level);
+    if !matches!(cli.command, Command::Run(_)) {
+        // `run` sets up logging after layering its config file.
+        init_logging(
+            cli.log.level.as_deref().unwrap_or("warn"),
+            cli.log.format.unwrap_or(LogFormat::Pretty),
+        );
+    }
     match cli.command {
         Command::Dev(args) => dev::run(args),
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(args, cli.log),
         Command::Start(args) => start::run(args),
         Command::Worker(args) => worker::run(args),
         Command::Verify(args) => verify::run(args),
@@ -74,14 +81,35 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(level: &str) {
+/// Logging flags, global to every command.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LogArgs {
+    /// Log filter (e.g. `info`, `debug`, `orchestrator=debug`); `RUST_LOG` wins when set.
+    /// Default: `warn`, or `log.level` of the config file for `run`.
+    #[arg(long = "log-level", global = true, env = "NARRALYTICA_LOG")]
+    pub level: Option<String>,
+    /// Log format: `pretty` or `json` (one object a line).
+    #[arg(long = "log-format", global = true, env = "NARRALYTICA_LOG_FORMAT")]
+    pub format: Option<LogFormat>,
+}
+
+/// Structured logs on stderr: spans and fields (`workflow_id`, `step`,
+/// `attempt`, ...) as text or as one JSON object per line.
+pub fn init_logging(level: &str, format: LogFormat) {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+    };
 }
 
 /// Peak resident set size of this process in MiB (VmHWM), 0 where unknown.

@@ -9,48 +9,111 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::NatsArgs;
-use crate::engine::{
-    Clock, Engine, EngineConfig, EngineCtx, Hooks, Metrics, ResultIntake, SystemClock,
-};
-use crate::node::{open_node, NodeOptions};
+use super::LogArgs;
+use crate::config::Config;
+use crate::engine::{Clock, Engine, EngineCtx, Hooks, Metrics, ResultIntake, SystemClock};
+use crate::node::open_node;
 use crate::transport::nats::{connect, ensure_streams, run_intake, NatsTransport};
 
-#[derive(Debug, Clone, Args)]
+/// Flags and environment of `orchestrator run`. Each one, when given,
+/// overrides the config file; see `config/orchestrator.toml` for the rest.
+#[derive(Debug, Clone, Default, Args)]
+#[command(
+    after_help = "Example:\n  orchestrator run --config config/orchestrator.toml --nats-url nats://10.0.0.5:4222 --data-dir /var/lib/narralytica"
+)]
 pub struct RunArgs {
-    #[command(flatten)]
-    pub nats: NatsArgs,
-    /// RocksDB data directory (created if missing).
-    #[arg(
-        long,
-        env = "NARRALYTICA_DATA_DIR",
-        default_value = "./data/orchestrator"
-    )]
-    pub data_dir: PathBuf,
-    /// Directory of pipeline files.
-    #[arg(
-        long,
-        env = "NARRALYTICA_PIPELINES",
-        default_value = "config/pipelines"
-    )]
-    pub pipelines: PathBuf,
-    /// Partitions of a new data dir (an existing one keeps its count).
-    #[arg(long, default_value_t = 8)]
-    pub partitions: u16,
-    /// Workflow actors alive at once.
-    #[arg(long, default_value_t = EngineConfig::default().resident_max)]
-    pub resident_max: usize,
-    /// Most storage ops in one synced write batch.
-    #[arg(long, default_value_t = 4096)]
-    pub commit_batch_max: usize,
+    /// Config file (TOML); every option and its default: config/orchestrator.toml.
+    #[arg(long, env = "NARRALYTICA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration (defaults <- file <- env <- flags) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// NATS server URL [config: nats.url].
+    #[arg(long, env = "NARRALYTICA_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Subject prefix [config: nats.prefix].
+    #[arg(long, env = "NARRALYTICA_PREFIX")]
+    pub prefix: Option<String>,
+    /// RocksDB data directory [config: node.data_dir].
+    #[arg(long, env = "NARRALYTICA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Directory of pipeline files [config: node.pipelines_dir].
+    #[arg(long, env = "NARRALYTICA_PIPELINES")]
+    pub pipelines: Option<PathBuf>,
+    /// Partitions of a new data dir [config: engine.partitions].
+    #[arg(long)]
+    pub partitions: Option<u16>,
+    /// Workflow actors alive at once [config: engine.resident_max].
+    #[arg(long)]
+    pub resident_max: Option<usize>,
+    /// Most storage ops in one synced write batch [config: storage.commit_batch_max].
+    #[arg(long)]
+    pub commit_batch_max: Option<usize>,
+    /// Address of /healthz, /readyz, /metrics, or `off` [config: http.addr].
+    #[arg(long, env = "NARRALYTICA_HTTP_ADDR")]
+    pub http_addr: Option<String>,
 }
 
-pub fn run(args: RunArgs) -> ExitCode {
+impl RunArgs {
+    /// Defaults <- file <- environment <- flags (clap resolves env vs flag).
+    pub fn effective_config(&self, log: &LogArgs) -> Result<Config, String> {
+        let mut cfg = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = &self.nats_url {
+            cfg.nats.url = v.clone();
+        }
+        if let Some(v) = &self.prefix {
+            cfg.nats.prefix = v.clone();
+        }
+        if let Some(v) = &self.data_dir {
+            cfg.node.data_dir = v.clone();
+        }
+        if let Some(v) = &self.pipelines {
+            cfg.node.pipelines_dir = v.clone();
+        }
+        if let Some(v) = self.partitions {
+            cfg.engine.partitions = v;
+        }
+        if let Some(v) = self.resident_max {
+            cfg.engine.resident_max = v;
+        }
+        if let Some(v) = self.commit_batch_max {
+            cfg.storage.commit_batch_max = v;
+        }
+        if let Some(v) = &self.http_addr {
+            cfg.http.addr = v.clone();
+        }
+        if let Some(v) = &log.level {
+            cfg.log.level = v.clone();
+        }
+        if let Some(v) = log.format {
+            cfg.log.format = v;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+pub fn run(args: RunArgs, log: LogArgs) -> ExitCode {
+    let cfg = match args.effective_config(&log) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        print!("{}", cfg.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    super::init_logging(&cfg.log.level, cfg.log.format);
     let rt = match super::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match rt.block_on(serve(args, super::shutdown_signal())) {
+    match rt.block_on(serve(cfg, super::shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -61,20 +124,12 @@ pub fn run(args: RunArgs) -> ExitCode {
 
 /// The whole service; returns after a graceful shutdown.
 pub async fn serve(
-    args: RunArgs,
+    cfg: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
-    let node = open_node(&NodeOptions {
-        data_dir: args.data_dir.clone(),
-        pipelines_dir: args.pipelines.clone(),
-        partitions: args.partitions,
-        commit_batch_max: args.commit_batch_max,
-        commit_threads: 1,
-        block_cache_mib: 64,
-        write_buffer_mib: 64,
-    })
-    .await?;
-    let cfg = args.nats.config();
+    let node = open_node(&cfg.node_options()).await?;
+    let config = cfg;
+    let cfg = config.nats_config();
     let (client, js) = connect(&cfg).await?;
     // Streams are created idempotently; while NATS is unreachable, keep trying.
     tokio::pin!(shutdown);
@@ -107,11 +162,7 @@ pub async fn serve(
             transport: Arc::new(transport),
             pipelines: node.pipelines.clone(),
             metrics: metrics.clone(),
-            config: EngineConfig {
-                partitions: args.partitions,
-                resident_max: args.resident_max,
-                ..EngineConfig::default()
-            },
+            config: config.engine_config(),
             hooks: Hooks::default(),
         })
         .await
@@ -134,7 +185,7 @@ pub async fn serve(
         "orchestrator running: nats={} prefix={} data_dir={} resumed={}",
         cfg.url,
         cfg.prefix,
-        args.data_dir.display(),
+        config.node.data_dir.display(),
         Metrics::get(&metrics.workflows_resumed)
     );
     shutdown.await;
@@ -145,10 +196,27 @@ pub async fn serve(
     admin.abort();
     let _ = intake.await;
     let _ = admin.await;
-    let _ = tokio::time::timeout(Duration::from_secs(6), engine.shutdown()).await;
+    // The engine gets the grace period less 2 s for the NATS flush and
+    // closing RocksDB; past the grace the process exits anyway (every
+    // acknowledged transition is already synced, so that is kill-safe).
+    let grace = config.shutdown.grace.as_duration();
+    let engine_budget = grace
+        .saturating_sub(Duration::from_secs(2))
+        .max(Duration::from_millis(500));
+    if tokio::time::timeout(engine_budget, engine.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(?engine_budget, "engine did not stop in time");
+    }
     drop(engine);
     let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
-    node.close().await;
+    if tokio::time::timeout(Duration::from_secs(1), node.close())
+        .await
+        .is_err()
+    {
+        return Err("storage did not close within the shutdown grace".into());
+    }
     eprintln!("orchestrator stopped");
     Ok(())
 }

@@ -11,6 +11,9 @@ use crate::pipeline::PipelineLimits;
 use crate::sim::SimConfig;
 
 #[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Example:\n  orchestrator worker --simulate --task-types transcribe,embed --latency-ms 50 --fail-rate 0.05 --record /tmp/executions.jsonl"
+)]
 pub struct WorkerArgs {
     /// Run simulated workers (the only kind this binary has).
     #[arg(long, required = true)]
@@ -27,6 +30,21 @@ pub struct WorkerArgs {
     /// Share of attempts that fail retryably, in [0, 1].
     #[arg(long, default_value_t = 0.0)]
     pub fail_rate: f64,
+    /// Share of executions that never answer (task taken, then silence), in [0, 1].
+    #[arg(long, default_value_t = 0.0)]
+    pub hang_rate: f64,
+    /// Share of executions answered twice, in [0, 1].
+    #[arg(long, default_value_t = 0.0)]
+    pub duplicate_rate: f64,
+    /// Share of executions answered late, after the attempt was superseded, in [0, 1].
+    #[arg(long, default_value_t = 0.0)]
+    pub stale_rate: f64,
+    /// Append one JSON line per execution (task_id, idempotency_key, attempt, outcome, ...).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub record: Option<PathBuf>,
+    /// Late answers held back at once, at most.
+    #[arg(long, default_value_t = 100_000)]
+    pub stale_max: usize,
     /// Tasks worked on at once.
     #[arg(long, default_value_t = 1_000)]
     pub concurrency: usize,
@@ -45,7 +63,18 @@ pub fn run(args: WorkerArgs) -> ExitCode {
             "error: --fail-rate must be within [0, 1], got {}",
             args.fail_rate
         );
-        return ExitCode::FAILURE;
+        return ExitCode::from(2);
+    }
+    let faults = crate::worker::WorkerFaults {
+        hang_rate: args.hang_rate,
+        duplicate_rate: args.duplicate_rate,
+        stale_rate: args.stale_rate,
+        record: args.record.clone(),
+        stale_max: args.stale_max,
+    };
+    if let Err(e) = faults.validate() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
     }
     let task_types = if args.task_types.is_empty() {
         match load_pipeline_dir(&args.pipelines, &PipelineLimits::default()) {
@@ -80,6 +109,7 @@ pub fn run(args: WorkerArgs) -> ExitCode {
     match rt.block_on(crate::worker::run(
         args.nats.config(),
         sim,
+        faults,
         task_types,
         super::shutdown_signal(),
     )) {

@@ -8,6 +8,7 @@
 //! with another `v` is rejected with a clear error.
 
 pub mod subjects;
+pub mod trace;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use super::{workflow_of_task, ReportSink, Transport, WorkerReport};
 use crate::protocol::subjects::Subjects;
+use crate::protocol::trace::{task_traceparent, TraceParent, TRACEPARENT};
 use crate::protocol::{
     CancelMessage, HeartbeatMessage, Limits, ResultMessage, TaskMessage, VERSION,
 };
@@ -149,10 +150,12 @@ impl NatsTransport {
                         let Ok(payload) = serde_json::to_vec(&msg) else {
                             continue;
                         };
+                        let traceparent = task_traceparent(&spec.workflow_id, &spec.task_id);
                         publish_task(
                             &js,
                             subjects.tasks(&spec.task_type),
                             &spec.task_id,
+                            &traceparent,
                             payload,
                             attempts,
                         )
@@ -183,6 +186,7 @@ async fn publish_task(
     js: &jetstream::Context,
     subject: String,
     task_id: &str,
+    traceparent: &str,
     payload: Vec<u8>,
     attempts: u32,
 ) {
@@ -191,7 +195,8 @@ async fn publish_task(
     for attempt in 1..=attempts {
         let msg = jetstream::message::PublishMessage::build()
             .payload(payload.clone())
-            .message_id(task_id);
+            .message_id(task_id)
+            .header(TRACEPARENT, traceparent);
         match js.send_publish(subject.clone(), msg).await {
             Ok(ack) => match ack.await {
                 Ok(_) => return,
@@ -297,6 +302,21 @@ pub async fn run_intake(
         };
         match ResultMessage::decode(&msg.payload, &limits) {
             Ok(r) => {
+                // The worker's span, a child of the task's; logged with the
+                // result so a trace can be followed through the logs.
+                let trace = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(TRACEPARENT))
+                    .and_then(|v| TraceParent::parse(v.as_str()));
+                if let Some(t) = &trace {
+                    tracing::debug!(
+                        task_id = %r.task_id,
+                        trace_id = %t.trace_id,
+                        span_id = %t.parent_id,
+                        "result received"
+                    );
+                }
                 let (wf, result) = r.into_task_result();
                 let handler = handler.clone();
                 // Each result is acked only once its transition is durable;

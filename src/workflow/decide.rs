@@ -202,7 +202,14 @@ impl Builder<'_> {
             return self.classify_foreign(i, &r.task_id);
         }
         if s.status != StepStatus::Dispatched {
-            return Outcome::Ignored(IgnoreReason::Duplicate);
+            // This attempt already ended: by a result (so this is a second
+            // one), or by a timeout (so this is a late answer of a
+            // superseded attempt, even before the next attempt is out).
+            return Outcome::Ignored(if s.ended_by_timeout() {
+                IgnoreReason::StaleAttempt
+            } else {
+                IgnoreReason::Duplicate
+            });
         }
         let step = i as u16;
         let attempt = s.attempt;

@@ -98,7 +98,7 @@ pub fn evolve(state: &mut WorkflowState, event: &Event) {
         } => {
             if let Some(s) = state.steps.get_mut(usize::from(*step)) {
                 s.last_error = Some(super::event::TaskError {
-                    kind: "timeout".to_string(),
+                    kind: super::state::TIMEOUT_ERROR_KIND.to_string(),
                     message: format!("{} timeout", timeout.as_str()),
                     retryable: true,
                 });

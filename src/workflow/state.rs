@@ -105,6 +105,9 @@ pub struct PipelineRef {
     pub hash: u64,
 }
 
+/// `last_error.kind` of an attempt that ended by a timeout (not by a result).
+pub const TIMEOUT_ERROR_KIND: &str = "timeout";
+
 /// One step of one workflow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepState {
@@ -129,6 +132,16 @@ pub struct StepState {
 }
 
 impl StepState {
+    /// The latest attempt ended by a timeout rather than by a worker's
+    /// result, and the step has not succeeded since.
+    pub fn ended_by_timeout(&self) -> bool {
+        self.status != StepStatus::Dispatched
+            && self.status != StepStatus::Succeeded
+            && self.last_error.as_ref().is_some_and(|e| {
+                e.kind == TIMEOUT_ERROR_KIND && e.message.ends_with(" timeout") && e.retryable
+            })
+    }
+
     pub fn new() -> Self {
         StepState {
             status: StepStatus::Pending,

@@ -319,6 +319,30 @@ fn duplicates_stale_and_unknown_results_change_nothing() {
 }
 
 #[test]
+fn a_late_answer_of_a_timed_out_attempt_is_stale_even_before_the_next_attempt() {
+    let mut w = World::start(diamond(), "{}");
+    let a1 = w.current("a").unwrap();
+    let timed_out = w.apply(Input::TaskTimedOut {
+        task_id: a1.task_id.clone(),
+        timeout: crate::workflow::TimeoutKind::StartToClose,
+    });
+    assert_eq!(timed_out, Outcome::Applied);
+    // The step waits out its backoff; attempt 1's answer arrives now.
+    assert_eq!(
+        w.succeed(&a1, "{}"),
+        Outcome::Ignored(IgnoreReason::StaleAttempt)
+    );
+    // A failed attempt's second answer, by contrast, is a duplicate.
+    let mut w = World::start(diamond(), "{}");
+    let a1 = w.current("a").unwrap();
+    w.fail(&a1, "flaky", true);
+    assert_eq!(
+        w.succeed(&a1, "{}"),
+        Outcome::Ignored(IgnoreReason::Duplicate)
+    );
+}
+
+#[test]
 fn pause_holds_dispatch_and_resume_releases_it() {
     let mut w = World::start(diamond(), "{}");
     let a = w.current("a").unwrap();

@@ -46,6 +46,8 @@ pub struct Options {
     /// Talk to workers over NATS at this URL instead of in-process
     /// (the simulated workers then run as NATS workers too).
     pub nats_url: Option<String>,
+    /// Worker misbehaviour (NATS workers only).
+    pub worker_faults: orchestrator::worker::WorkerFaults,
 }
 
 impl Default for Options {
@@ -61,6 +63,7 @@ impl Default for Options {
             pipelines: None,
             clock: None,
             nats_url: None,
+            worker_faults: Default::default(),
         }
     }
 }
@@ -157,9 +160,14 @@ impl Harness {
                 }
             }));
             workers.push(tokio::spawn(async move {
-                let r =
-                    orchestrator::worker::run(cfg, opts.sim, task_types, std::future::pending())
-                        .await;
+                let r = orchestrator::worker::run(
+                    cfg,
+                    opts.sim,
+                    opts.worker_faults,
+                    task_types,
+                    std::future::pending(),
+                )
+                .await;
                 if let Err(e) = r {
                     panic!("worker: {e}");
                 }

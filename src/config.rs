@@ -1,0 +1,495 @@
+//! The service configuration of `orchestrator run`, layered
+//! defaults ← file (`--config`) ← environment ← flags.
+//!
+//! Every option has a default here; `config/orchestrator.toml` documents each
+//! one with exactly that default (a test keeps the two equal). Unknown keys
+//! are refused with the key's name, so a typo never silently falls back to a
+//! default. Durations are strings such as `"5s"`, `"10m"`, `"7d"`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::engine::EngineConfig;
+use crate::node::NodeOptions;
+use crate::pipeline::load::parse_duration_ms;
+use crate::protocol::Limits;
+use crate::transport::nats::NatsConfig;
+
+/// A duration written as a string (`"200ms"`, `"5s"`, `"1h30m"`, `"7d"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub u64);
+
+impl Dur {
+    pub const fn ms(ms: u64) -> Dur {
+        Dur(ms)
+    }
+    pub const fn secs(s: u64) -> Dur {
+        Dur(s * 1000)
+    }
+    pub fn as_duration(self) -> Duration {
+        Duration::from_millis(self.0)
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(u64, &str); 5] = [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1_000, "s"),
+            (1, "ms"),
+        ];
+        if self.0 == 0 {
+            return f.write_str("0s");
+        }
+        for (size, unit) in UNITS {
+            if self.0.is_multiple_of(size) {
+                return write!(f, "{}{unit}", self.0 / size);
+            }
+        }
+        write!(f, "{}ms", self.0)
+    }
+}
+
+impl std::str::FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "0" {
+            return Ok(Dur(0));
+        }
+        parse_duration_ms(s).map(Dur)
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|e| serde::de::Error::custom(format!("bad duration {s:?}: {e}")))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub node: NodeSection,
+    pub nats: NatsSection,
+    pub engine: EngineSection,
+    pub storage: StorageSection,
+    pub http: HttpSection,
+    pub log: LogSection,
+    pub shutdown: ShutdownSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// RocksDB data directory (created if missing). One process owns it.
+    pub data_dir: PathBuf,
+    /// Directory of pipeline files (`*.toml`).
+    pub pipelines_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsSection {
+    pub url: String,
+    pub prefix: String,
+    pub stream_max_age: Dur,
+    pub duplicate_window: Dur,
+    pub results_ack_wait: Dur,
+    pub results_max_ack_pending: i64,
+    pub publish_queue_max: usize,
+    pub publish_attempts: u32,
+    pub message_max_bytes: usize,
+    pub output_max_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    pub partitions: u16,
+    pub resident_max: usize,
+    pub state_cache_max: usize,
+    pub passivate_idle: Dur,
+    pub restart_budget: u32,
+    pub snapshot_every_events: u64,
+    pub tick: Dur,
+    pub timer_batch_max: usize,
+    pub accept_chunk: usize,
+    pub request_timeout: Dur,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    pub commit_batch_max: usize,
+    pub commit_threads: usize,
+    pub block_cache_mib: usize,
+    pub write_buffer_mib: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// `host:port` of `/healthz`, `/readyz` and `/metrics`; `"off"` disables.
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pretty" => Ok(LogFormat::Pretty),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("unknown log format {s:?} (pretty or json)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// A `tracing` filter: `info`, `warn`, `orchestrator=debug,info`, ...
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownSection {
+    /// Longest graceful stop on SIGTERM before the process exits anyway.
+    pub grace: Dur,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let nats = NatsConfig::default();
+        let engine = EngineConfig::default();
+        Config {
+            node: NodeSection {
+                data_dir: PathBuf::from("./data/orchestrator"),
+                pipelines_dir: PathBuf::from("config/pipelines"),
+            },
+            nats: NatsSection {
+                url: nats.url,
+                prefix: nats.prefix,
+                stream_max_age: Dur(nats.stream_max_age.as_millis() as u64),
+                duplicate_window: Dur(nats.duplicate_window.as_millis() as u64),
+                results_ack_wait: Dur(nats.results_ack_wait.as_millis() as u64),
+                results_max_ack_pending: nats.results_max_ack_pending,
+                publish_queue_max: nats.publish_queue_max,
+                publish_attempts: nats.publish_attempts,
+                message_max_bytes: nats.limits.message_max_bytes,
+                output_max_bytes: nats.limits.output_max_bytes,
+            },
+            engine: EngineSection {
+                partitions: engine.partitions,
+                resident_max: engine.resident_max,
+                state_cache_max: engine.state_cache_max,
+                passivate_idle: Dur(engine.passivate_idle_ms),
+                restart_budget: engine.restart_budget,
+                snapshot_every_events: engine.snapshot_every_events,
+                tick: Dur(engine.tick_ms),
+                timer_batch_max: engine.timer_batch_max,
+                accept_chunk: engine.accept_chunk,
+                request_timeout: Dur(engine.request_timeout_ms),
+            },
+            storage: StorageSection {
+                commit_batch_max: 4096,
+                commit_threads: 1,
+                block_cache_mib: 64,
+                write_buffer_mib: 64,
+            },
+            http: HttpSection {
+                addr: "127.0.0.1:9464".into(),
+            },
+            log: LogSection {
+                level: "info".into(),
+                format: LogFormat::Pretty,
+            },
+            shutdown: ShutdownSection {
+                grace: Dur::secs(10),
+            },
+        }
+    }
+}
+
+macro_rules! section_defaults {
+    ($($t:ident => $field:ident),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                Config::default().$field
+            }
+        }
+    )*};
+}
+section_defaults!(
+    NodeSection => node,
+    NatsSection => nats,
+    EngineSection => engine,
+    StorageSection => storage,
+    HttpSection => http,
+    LogSection => log,
+    ShutdownSection => shutdown
+);
+
+impl Config {
+    /// Parses a config file's text; unknown keys and bad values are errors
+    /// that name the key.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string().trim().to_owned())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        Config::parse(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    }
+
+    /// The effective configuration as TOML (`orchestrator run --print-config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// Range checks that serde's types cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut errs = Vec::new();
+        let mut need = |ok: bool, what: &str| {
+            if !ok {
+                errs.push(what.to_owned());
+            }
+        };
+        need(
+            (1..=1024).contains(&self.engine.partitions),
+            "engine.partitions must be within 1..=1024",
+        );
+        need(
+            self.engine.resident_max >= 1,
+            "engine.resident_max must be at least 1",
+        );
+        need(
+            self.engine.restart_budget >= 1,
+            "engine.restart_budget must be at least 1",
+        );
+        need(
+            self.engine.snapshot_every_events >= 1,
+            "engine.snapshot_every_events must be at least 1",
+        );
+        need(self.engine.tick.0 >= 1, "engine.tick must be at least 1ms");
+        need(
+            self.engine.timer_batch_max >= 1,
+            "engine.timer_batch_max must be at least 1",
+        );
+        need(
+            self.engine.accept_chunk >= 1,
+            "engine.accept_chunk must be at least 1",
+        );
+        need(
+            self.engine.request_timeout.0 >= 1,
+            "engine.request_timeout must be positive",
+        );
+        need(
+            self.storage.commit_batch_max >= 1,
+            "storage.commit_batch_max must be at least 1",
+        );
+        need(
+            (1..=16).contains(&self.storage.commit_threads),
+            "storage.commit_threads must be within 1..=16",
+        );
+        need(
+            self.storage.block_cache_mib >= 1 && self.storage.write_buffer_mib >= 1,
+            "storage.block_cache_mib and storage.write_buffer_mib must be at least 1",
+        );
+        need(
+            self.nats.message_max_bytes >= 1024,
+            "nats.message_max_bytes must be at least 1024",
+        );
+        need(
+            self.nats.output_max_bytes >= 1
+                && self.nats.output_max_bytes < self.nats.message_max_bytes,
+            "nats.output_max_bytes must be positive and below nats.message_max_bytes",
+        );
+        need(
+            self.nats.results_max_ack_pending >= 1,
+            "nats.results_max_ack_pending must be at least 1",
+        );
+        need(
+            self.nats.publish_queue_max >= 1 && self.nats.publish_attempts >= 1,
+            "nats.publish_queue_max and nats.publish_attempts must be at least 1",
+        );
+        need(
+            self.nats.results_ack_wait.0 >= 1000,
+            "nats.results_ack_wait must be at least 1s",
+        );
+        need(
+            self.nats.duplicate_window.0 >= 1000
+                && self.nats.duplicate_window.0 <= self.nats.stream_max_age.0,
+            "nats.duplicate_window must be at least 1s and at most nats.stream_max_age",
+        );
+        need(
+            crate::protocol::subjects::Subjects::new(&self.nats.prefix).is_ok(),
+            "nats.prefix must be dot-separated tokens of [A-Za-z0-9_-]",
+        );
+        need(
+            self.http.addr == "off" || self.http.addr.parse::<std::net::SocketAddr>().is_ok(),
+            "http.addr must be host:port (an IP address) or \"off\"",
+        );
+        need(
+            tracing_subscriber::EnvFilter::try_new(&self.log.level).is_ok(),
+            "log.level is not a valid filter (e.g. info, warn, orchestrator=debug)",
+        );
+        need(
+            self.shutdown.grace.0 >= 1000,
+            "shutdown.grace must be at least 1s",
+        );
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs.join("; "))
+        }
+    }
+
+    pub fn nats_config(&self) -> NatsConfig {
+        let n = &self.nats;
+        NatsConfig {
+            url: n.url.clone(),
+            prefix: n.prefix.clone(),
+            stream_max_age: n.stream_max_age.as_duration(),
+            duplicate_window: n.duplicate_window.as_duration(),
+            results_ack_wait: n.results_ack_wait.as_duration(),
+            results_max_ack_pending: n.results_max_ack_pending,
+            publish_queue_max: n.publish_queue_max,
+            publish_attempts: n.publish_attempts,
+            limits: Limits {
+                message_max_bytes: n.message_max_bytes,
+                output_max_bytes: n.output_max_bytes,
+            },
+        }
+    }
+
+    pub fn engine_config(&self) -> EngineConfig {
+        let e = &self.engine;
+        EngineConfig {
+            partitions: e.partitions,
+            resident_max: e.resident_max,
+            state_cache_max: e.state_cache_max,
+            passivate_idle_ms: e.passivate_idle.0,
+            restart_budget: e.restart_budget,
+            snapshot_every_events: e.snapshot_every_events,
+            tick_ms: e.tick.0,
+            timer_batch_max: e.timer_batch_max,
+            accept_chunk: e.accept_chunk,
+            request_timeout_ms: e.request_timeout.0,
+        }
+    }
+
+    pub fn node_options(&self) -> NodeOptions {
+        NodeOptions {
+            data_dir: self.node.data_dir.clone(),
+            pipelines_dir: self.node.pipelines_dir.clone(),
+            partitions: self.engine.partitions,
+            commit_batch_max: self.storage.commit_batch_max,
+            commit_threads: self.storage.commit_threads,
+            block_cache_mib: self.storage.block_cache_mib,
+            write_buffer_mib: self.storage.write_buffer_mib,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHIPPED: &str = include_str!("../config/orchestrator.toml");
+
+    #[test]
+    fn the_shipped_file_states_exactly_the_defaults() {
+        let parsed = Config::parse(SHIPPED).expect("config/orchestrator.toml parses");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn the_shipped_file_sets_every_option_explicitly() {
+        // Every key of the defaults appears uncommented in the file, so the
+        // file documents every option (not only the ones someone remembered).
+        let file: toml::Table = toml::from_str(SHIPPED).unwrap();
+        let defaults: toml::Table = toml::from_str(&Config::default().to_toml()).unwrap();
+        for (section, keys) in &defaults {
+            let keys = keys.as_table().unwrap();
+            let in_file = file
+                .get(section)
+                .and_then(|s| s.as_table())
+                .unwrap_or_else(|| panic!("section [{section}] missing from the file"));
+            for key in keys.keys() {
+                assert!(
+                    in_file.contains_key(key),
+                    "{section}.{key} missing from config/orchestrator.toml"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let e = Config::parse("[nats]\nurll = \"nats://x:1\"\n").unwrap_err();
+        assert!(e.contains("urll"), "{e}");
+        let e = Config::parse("[natz]\n").unwrap_err();
+        assert!(e.contains("natz"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_key() {
+        let e = Config::parse("[engine]\npartitions = 0\n").unwrap_err();
+        assert!(e.contains("engine.partitions"), "{e}");
+        let e = Config::parse("[nats]\nresults_ack_wait = \"5 parsecs\"\n").unwrap_err();
+        assert!(e.contains("duration"), "{e}");
+        let e = Config::parse("[http]\naddr = \"everywhere\"\n").unwrap_err();
+        assert!(e.contains("http.addr"), "{e}");
+        let e = Config::parse("[log]\nformat = \"xml\"\n").unwrap_err();
+        assert!(e.contains("xml") || e.contains("format"), "{e}");
+    }
+
+    #[test]
+    fn a_partial_file_keeps_the_other_defaults() {
+        let c = Config::parse("[engine]\nresident_max = 7\n").unwrap();
+        assert_eq!(c.engine.resident_max, 7);
+        assert_eq!(c.engine.partitions, Config::default().engine.partitions);
+        assert_eq!(c.nats, Config::default().nats);
+    }
+
+    #[test]
+    fn durations_round_trip() {
+        for (s, ms) in [
+            ("0s", 0),
+            ("250ms", 250),
+            ("5s", 5000),
+            ("2m", 120_000),
+            ("7d", 604_800_000),
+        ] {
+            let d: Dur = s.parse().unwrap();
+            assert_eq!(d.0, ms);
+            assert_eq!(d.to_string(), s);
+        }
+        assert_eq!(Dur(1500).to_string(), "1500ms");
+    }
+}

@@ -1,0 +1,466 @@
+//! One conformance suite for every transport: what the engine relies on from
+//! `Transport` (engine → workers) and the report path (workers → engine),
+//! run against the in-process channel and against a real `nats-server`.
+//!
+//! The contract: a dispatched attempt reaches a worker of its task type with
+//! every field intact, at least once (a re-dispatch with the same task id may
+//! arrive again or be de-duplicated, never become a different task); a
+//! cancel reaches the workers of that task type; a worker's result and
+//! heartbeats reach the engine side unchanged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use futures_util::StreamExt;
+use orchestrator::protocol::trace::{TraceParent, TRACEPARENT};
+use orchestrator::protocol::{HeartbeatMessage, ResultMessage, ResultStatus, TaskMessage};
+use orchestrator::transport::inproc::{InProcTransport, ToWorker};
+use orchestrator::transport::nats::{
+    connect, ensure_streams, run_intake, stream_name, NatsConfig, NatsTransport, ResultHandler,
+};
+use orchestrator::transport::{ReportSink, Transport, WorkerReport};
+use orchestrator::workflow::{TaskOutcome, TaskResult, TaskSpec};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use crate::support::nats::NatsServer;
+
+/// What a worker sees of one delivery.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    task_id: String,
+    idempotency_key: String,
+    workflow_id: String,
+    step: String,
+    task_type: String,
+    attempt: u32,
+    input: serde_json::Value,
+    heartbeat_timeout_ms: Option<u64>,
+    traceparent: Option<String>,
+}
+
+/// The engine side's view: every report, in arrival order.
+#[derive(Default)]
+struct Collector {
+    reports: Mutex<Vec<(String, WorkerReport)>>,
+}
+
+impl ReportSink for Collector {
+    fn report(&self, workflow_id: &str, report: WorkerReport) {
+        self.reports.lock().push((workflow_id.to_owned(), report));
+    }
+}
+
+struct CollectingHandler(Arc<Collector>);
+
+impl ResultHandler for CollectingHandler {
+    fn handle(
+        &self,
+        workflow_id: String,
+        result: TaskResult,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), String>> {
+        self.0
+            .reports
+            .lock()
+            .push((workflow_id, WorkerReport::Result(result)));
+        Box::pin(async { Ok(()) })
+    }
+    fn rejected(&self, _reason: &'static str) {}
+}
+
+/// A transport plus a fake worker fleet on its far side.
+trait Rig {
+    fn transport(&self) -> Arc<dyn Transport>;
+    fn collector(&self) -> Arc<Collector>;
+    /// The next delivery to a worker of `task_type`.
+    async fn next_task(&mut self, task_type: &str) -> Option<Seen>;
+    /// The next cancel a worker of `task_type` hears (its task id).
+    async fn next_cancel(&mut self, task_type: &str) -> Option<String>;
+    /// The worker answers `seen` / heartbeats it.
+    async fn answer(&mut self, seen: &Seen, result: TaskResult);
+    async fn heartbeat(&mut self, seen: &Seen);
+}
+
+fn spec(wf: &str, step: &str, task_type: &str, attempt: u32) -> Box<TaskSpec> {
+    Box::new(TaskSpec {
+        task_id: format!("{wf}:{step}:0:{attempt}"),
+        idempotency_key: format!("{wf}:{step}:0"),
+        workflow_id: wf.to_owned(),
+        pipeline: "video".into(),
+        pipeline_version: 1,
+        step: step.to_owned(),
+        step_index: 0,
+        task_type: task_type.to_owned(),
+        attempt,
+        max_attempts: 5,
+        input: format!(r#"{{"workflow":{{"video_id":"{wf}"}},"deps":{{}}}}"#),
+        deadline_ms: Some(1_900_000_000_000),
+        schedule_to_start_ms: None,
+        start_to_close_ms: None,
+        heartbeat_timeout_ms: Some(60_000),
+    })
+}
+
+fn success(seen: &Seen) -> TaskResult {
+    TaskResult {
+        task_id: seen.task_id.clone(),
+        step: seen.step.clone(),
+        attempt: seen.attempt,
+        outcome: TaskOutcome::Succeeded(format!(r#"{{"for":"{}"}}"#, seen.task_id)),
+        worker: Some("probe".into()),
+        started_at_ms: Some(1),
+    }
+}
+
+async fn wait_reports(c: &Collector, n: usize) -> Vec<(String, WorkerReport)> {
+    for _ in 0..500 {
+        if c.reports.lock().len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    c.reports.lock().clone()
+}
+
+async fn conformance<R: Rig>(mut rig: R, name: &str) {
+    let t = rig.transport();
+    // 1. Every field arrives intact, at the workers of the right type only.
+    let a = spec("wf-a", "transcribe", "transcribe", 1);
+    let b = spec("wf-b", "embed", "embed", 2);
+    t.dispatch(a.clone());
+    t.dispatch(b.clone());
+    let got_a = rig.next_task("transcribe").await.expect("task a delivered");
+    let got_b = rig.next_task("embed").await.expect("task b delivered");
+    for (want, got) in [(&a, &got_a), (&b, &got_b)] {
+        assert_eq!(
+            (
+                &got.task_id,
+                &got.idempotency_key,
+                &got.workflow_id,
+                &got.step,
+                &got.task_type,
+                got.attempt,
+                got.heartbeat_timeout_ms
+            ),
+            (
+                &want.task_id,
+                &want.idempotency_key,
+                &want.workflow_id,
+                &want.step,
+                &want.task_type,
+                want.attempt,
+                want.heartbeat_timeout_ms
+            ),
+            "{name}: delivered task differs"
+        );
+        let input: serde_json::Value = serde_json::from_str(&want.input).unwrap();
+        assert_eq!(got.input, input, "{name}: input differs");
+    }
+    assert!(
+        rig.next_task("transcribe").await.is_none(),
+        "{name}: one dispatch, one delivery"
+    );
+    // 2. A re-dispatch with the same id (recovery re-sends owed tasks) is the
+    //    same task, delivered again or de-duplicated — never something else.
+    t.dispatch(a.clone());
+    if let Some(again) = rig.next_task("transcribe").await {
+        assert_eq!(again, got_a, "{name}: a re-sent task must be identical");
+    }
+    // 3. Cancels reach the workers of the task type.
+    t.cancel(&a.task_id, "transcribe");
+    assert_eq!(
+        rig.next_cancel("transcribe").await.as_deref(),
+        Some(a.task_id.as_str()),
+        "{name}: cancel not heard"
+    );
+    // 4. Heartbeats and results come back unchanged, with the workflow id.
+    rig.heartbeat(&got_b).await;
+    let result = success(&got_b);
+    rig.answer(&got_b, result.clone()).await;
+    let reports = wait_reports(&rig.collector(), 2).await;
+    assert!(
+        reports.iter().any(|(wf, r)| wf == "wf-b"
+            && matches!(r, WorkerReport::Heartbeat { task_id } if *task_id == got_b.task_id)),
+        "{name}: heartbeat lost: {reports:?}"
+    );
+    assert!(
+        reports
+            .iter()
+            .any(|(wf, r)| wf == "wf-b" && *r == WorkerReport::Result(result.clone())),
+        "{name}: result lost or changed: {reports:?}"
+    );
+}
+
+// ---------------------------------------------------------------- in-process
+
+struct InProcRig {
+    transport: Arc<InProcTransport>,
+    rx: mpsc::UnboundedReceiver<ToWorker>,
+    pending: Vec<ToWorker>,
+    collector: Arc<Collector>,
+}
+
+impl InProcRig {
+    async fn next(&mut self, pick: impl Fn(&ToWorker) -> bool) -> Option<ToWorker> {
+        loop {
+            if let Some(i) = self.pending.iter().position(&pick) {
+                return Some(self.pending.remove(i));
+            }
+            match tokio::time::timeout(Duration::from_millis(300), self.rx.recv()).await {
+                Ok(Some(m)) => self.pending.push(m),
+                _ => return None,
+            }
+        }
+    }
+}
+
+impl Rig for InProcRig {
+    fn transport(&self) -> Arc<dyn Transport> {
+        self.transport.clone()
+    }
+    fn collector(&self) -> Arc<Collector> {
+        self.collector.clone()
+    }
+    async fn next_task(&mut self, task_type: &str) -> Option<Seen> {
+        match self
+            .next(|m| matches!(m, ToWorker::Task(t) if t.task_type == task_type))
+            .await?
+        {
+            ToWorker::Task(t) => Some(Seen {
+                task_id: t.task_id,
+                idempotency_key: t.idempotency_key,
+                workflow_id: t.workflow_id,
+                step: t.step,
+                task_type: t.task_type,
+                attempt: t.attempt,
+                input: serde_json::from_str(&t.input).unwrap(),
+                heartbeat_timeout_ms: t.heartbeat_timeout_ms,
+                traceparent: None,
+            }),
+            ToWorker::Cancel { .. } => None,
+        }
+    }
+    async fn next_cancel(&mut self, _task_type: &str) -> Option<String> {
+        match self.next(|m| matches!(m, ToWorker::Cancel { .. })).await? {
+            ToWorker::Cancel { task_id } => Some(task_id),
+            ToWorker::Task(_) => None,
+        }
+    }
+    async fn answer(&mut self, seen: &Seen, result: TaskResult) {
+        self.collector
+            .report(&seen.workflow_id, WorkerReport::Result(result));
+    }
+    async fn heartbeat(&mut self, seen: &Seen) {
+        self.collector.report(
+            &seen.workflow_id,
+            WorkerReport::Heartbeat {
+                task_id: seen.task_id.clone(),
+            },
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_process_transport_conforms() {
+    let (t, rx) = InProcTransport::new();
+    let rig = InProcRig {
+        transport: Arc::new(t),
+        rx,
+        pending: Vec::new(),
+        collector: Arc::default(),
+    };
+    conformance(rig, "inproc").await;
+}
+
+// ---------------------------------------------------------------------- NATS
+
+struct NatsRig {
+    _server: NatsServer,
+    transport: Arc<NatsTransport>,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    cfg: NatsConfig,
+    collector: Arc<Collector>,
+    consumers: std::collections::HashMap<String, consumer::pull::Stream>,
+    cancels: std::collections::HashMap<String, async_nats::Subscriber>,
+    _intake: tokio::task::JoinHandle<()>,
+}
+
+impl NatsRig {
+    async fn start() -> NatsRig {
+        let server = NatsServer::start();
+        let cfg = NatsConfig {
+            url: server.url(),
+            ..NatsConfig::default()
+        };
+        let (client, js) = connect(&cfg).await.expect("connect");
+        ensure_streams(&js, &cfg).await.expect("streams");
+        let transport = Arc::new(
+            NatsTransport::start(cfg.clone(), client.clone(), js.clone(), Arc::new(|_| 0))
+                .expect("transport"),
+        );
+        let collector: Arc<Collector> = Arc::default();
+        let intake = run_intake(
+            cfg.clone(),
+            client.clone(),
+            js.clone(),
+            Arc::new(CollectingHandler(collector.clone())),
+            collector.clone(),
+        );
+        let intake = tokio::spawn(async move {
+            let _ = intake.await;
+        });
+        let mut rig = NatsRig {
+            _server: server,
+            transport,
+            client,
+            js,
+            cfg,
+            collector,
+            consumers: Default::default(),
+            cancels: Default::default(),
+            _intake: intake,
+        };
+        // Workers subscribe before anything is dispatched (as a real fleet would).
+        for tt in ["transcribe", "embed"] {
+            rig.subscribe(tt).await;
+        }
+        rig
+    }
+
+    async fn subscribe(&mut self, task_type: &str) {
+        let subjects = orchestrator::protocol::subjects::Subjects::new(&self.cfg.prefix).unwrap();
+        let stream = self
+            .js
+            .get_stream(stream_name(&self.cfg.prefix, "TASKS"))
+            .await
+            .unwrap();
+        let c: consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                task_type,
+                consumer::pull::Config {
+                    durable_name: Some(format!("probe-{task_type}")),
+                    filter_subject: subjects.tasks(task_type),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        self.consumers
+            .insert(task_type.to_owned(), c.messages().await.unwrap());
+        let sub = self
+            .client
+            .subscribe(subjects.cancel(task_type))
+            .await
+            .unwrap();
+        self.client.flush().await.unwrap();
+        self.cancels.insert(task_type.to_owned(), sub);
+    }
+}
+
+impl Rig for NatsRig {
+    fn transport(&self) -> Arc<dyn Transport> {
+        self.transport.clone()
+    }
+    fn collector(&self) -> Arc<Collector> {
+        self.collector.clone()
+    }
+    async fn next_task(&mut self, task_type: &str) -> Option<Seen> {
+        let stream = self.consumers.get_mut(task_type)?;
+        let msg = tokio::time::timeout(Duration::from_millis(1500), stream.next())
+            .await
+            .ok()??
+            .ok()?;
+        let t = TaskMessage::decode(&msg.payload, &self.cfg.limits).expect("task decodes");
+        let traceparent = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(TRACEPARENT))
+            .map(|v| v.as_str().to_owned());
+        msg.ack().await.unwrap();
+        // The subject names the task type; the trace is the workflow's.
+        assert_eq!(
+            msg.subject.as_str(),
+            format!("narralytica.tasks.{task_type}")
+        );
+        let tp = TraceParent::parse(traceparent.as_deref().expect("traceparent header"))
+            .expect("valid traceparent");
+        assert_eq!(
+            tp.trace_id,
+            orchestrator::protocol::trace::trace_id(&t.workflow_id)
+        );
+        Some(Seen {
+            task_id: t.task_id,
+            idempotency_key: t.idempotency_key,
+            workflow_id: t.workflow_id,
+            step: t.step,
+            task_type: t.task_type,
+            attempt: t.attempt,
+            input: serde_json::from_str(t.input.get()).unwrap(),
+            heartbeat_timeout_ms: t.heartbeat_timeout_ms,
+            traceparent,
+        })
+    }
+    async fn next_cancel(&mut self, task_type: &str) -> Option<String> {
+        let sub = self.cancels.get_mut(task_type)?;
+        let msg = tokio::time::timeout(Duration::from_secs(3), sub.next())
+            .await
+            .ok()??;
+        let c: orchestrator::protocol::CancelMessage =
+            serde_json::from_slice(&msg.payload).expect("cancel decodes");
+        Some(c.task_id)
+    }
+    async fn answer(&mut self, seen: &Seen, result: TaskResult) {
+        let TaskOutcome::Succeeded(out) = &result.outcome else {
+            panic!("the probe only answers successes")
+        };
+        let msg = ResultMessage {
+            v: 1,
+            task_id: result.task_id.clone(),
+            workflow_id: seen.workflow_id.clone(),
+            step: result.step.clone(),
+            attempt: result.attempt,
+            status: ResultStatus::Succeeded,
+            output: Some(serde_json::value::RawValue::from_string(out.clone()).unwrap()),
+            error: None,
+            worker: result.worker.clone(),
+            started_at_ms: result.started_at_ms,
+        };
+        let subjects = orchestrator::protocol::subjects::Subjects::new(&self.cfg.prefix).unwrap();
+        self.js
+            .publish(
+                subjects.results(0),
+                serde_json::to_vec(&msg).unwrap().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    async fn heartbeat(&mut self, seen: &Seen) {
+        let subjects = orchestrator::protocol::subjects::Subjects::new(&self.cfg.prefix).unwrap();
+        let hb = HeartbeatMessage {
+            v: 1,
+            task_id: seen.task_id.clone(),
+            workflow_id: seen.workflow_id.clone(),
+            worker: Some("probe".into()),
+            progress: None,
+        };
+        self.client
+            .publish(
+                subjects.heartbeats(0),
+                serde_json::to_vec(&hb).unwrap().into(),
+            )
+            .await
+            .unwrap();
+        self.client.flush().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nats_transport_conforms() {
+    let rig = NatsRig::start().await;
+    conformance(rig, "nats").await;
+}
