@@ -62,8 +62,12 @@ async def handle(nc, js, msg, task, args, cancelled):
         result.update(status="failed", error={"kind": "py_error", "message": f"{args.fail} failure",
                                               "retryable": args.fail == "retryable"})
     # Results go through JetStream; the id lets the server drop a re-sent copy.
-    await js.publish(task["reply_to"], json.dumps(result).encode(),
-                     headers={"Nats-Msg-Id": "r:" + task["task_id"]})
+    # Passing the task's trace context on keeps the result in the workflow's trace.
+    headers = {"Nats-Msg-Id": "r:" + task["task_id"]}
+    for h in ("traceparent", "tracestate"):
+        if msg.headers and h in msg.headers:
+            headers[h] = msg.headers[h]
+    await js.publish(task["reply_to"], json.dumps(result).encode(), headers=headers)
     await msg.ack()  # only after the result is safely stored
 
 
