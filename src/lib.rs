@@ -33,6 +33,7 @@
 pub mod admin;
 pub mod cli;
 pub mod engine;
+pub mod http;
 pub mod node;
 pub mod pipeline;
 pub mod protocol;
