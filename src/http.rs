@@ -6,13 +6,14 @@
 //! served at once. Bad input gets a 4xx answer, never a panic.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::engine::metrics::prom::{Text, CONTENT_TYPE};
@@ -97,20 +98,105 @@ impl Readiness {
     }
 }
 
-/// Everything the endpoints read. Holds nothing that keeps storage open:
-/// the storage is reached through a `Weak` and the committer's histograms
-/// through their own `Arc`, so a lingering connection never delays a close.
+/// The journal's figures, attached once storage is open (the server may
+/// start before). Holds nothing that keeps storage open: the storage is
+/// reached through a `Weak` and the committer's histograms through their own
+/// `Arc`, so a lingering connection never delays closing RocksDB.
+#[derive(Default)]
+pub struct JournalSources {
+    commit: OnceLock<Arc<CommitHistograms>>,
+    storage: OnceLock<Weak<dyn Storage>>,
+}
+
+impl JournalSources {
+    /// Attaches the committer's histograms and the storage (first call wins).
+    pub fn attach(&self, commit: Arc<CommitHistograms>, storage: &Arc<dyn Storage>) {
+        let _ = self.commit.set(commit);
+        let _ = self.storage.set(Arc::downgrade(storage));
+    }
+}
+
+/// Everything the endpoints read.
 #[derive(Clone, Default)]
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
-    /// Journal write histograms of the group committer, once there is one.
-    pub commit: Option<Arc<CommitHistograms>>,
-    /// For the WAL-sync counter.
-    pub storage: Option<Weak<dyn Storage>>,
+    pub journal: Arc<JournalSources>,
     /// NATS connection state, when the service uses NATS.
     pub nats: Option<Arc<NatsStats>>,
     pub limits: HttpLimits,
+}
+
+/// The server as a service runs it: bound from an address flag (`off`
+/// disables it), stopped at shutdown, aborted if dropped on an error path.
+pub struct Endpoint {
+    state: HttpState,
+    local_addr: Option<SocketAddr>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Endpoint {
+    /// Binds `addr` (e.g. `127.0.0.1:9464`, or `off`) and serves `state`.
+    pub async fn start(addr: &str, state: HttpState) -> Result<Endpoint, String> {
+        let mut ep = Endpoint {
+            state,
+            local_addr: None,
+            stop: None,
+            task: None,
+        };
+        if addr.trim().eq_ignore_ascii_case("off") {
+            return Ok(ep);
+        }
+        let listener = TcpListener::bind(addr.trim())
+            .await
+            .map_err(|e| format!("cannot listen for HTTP on {addr}: {e}"))?;
+        ep.local_addr = listener.local_addr().ok();
+        if let Some(a) = ep.local_addr {
+            eprintln!("http listening on {a} (/healthz /readyz /metrics)");
+        }
+        let (tx, rx) = oneshot::channel();
+        ep.stop = Some(tx);
+        ep.task = Some(tokio::spawn(serve(listener, ep.state.clone(), async {
+            let _ = rx.await;
+        })));
+        Ok(ep)
+    }
+
+    /// The bound address; `None` when disabled.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    pub fn readiness(&self) -> &Readiness {
+        &self.state.readiness
+    }
+
+    /// The node's storage is open: attach its figures, mark it in readiness.
+    pub fn storage_opened(&self, node: &crate::node::Node) {
+        self.state
+            .journal
+            .attach(node.committer.histograms(), &node.storage);
+        self.state.readiness.set_storage_open();
+    }
+
+    /// Stops accepting, drops open connections and waits for the server.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, drops every open
@@ -525,7 +611,8 @@ pub fn render_metrics(state: &HttpState) -> String {
         "histogram",
         "Storage ops per synced journal write batch.",
     );
-    if let Some(c) = &state.commit {
+    let commit = state.journal.commit.get();
+    if let Some(c) = commit {
         t.histogram(
             "narralytica_journal_commit_batch_entries",
             &[],
@@ -537,7 +624,7 @@ pub fn render_metrics(state: &HttpState) -> String {
         "histogram",
         "Duration of one synced journal write (the fsync included).",
     );
-    if let Some(c) = &state.commit {
+    if let Some(c) = commit {
         t.histogram(
             "narralytica_journal_commit_latency_seconds",
             &[],
@@ -550,8 +637,9 @@ pub fn render_metrics(state: &HttpState) -> String {
         "Synced WAL writes of the storage engine (RocksDB's own counter).",
     );
     let syncs = state
+        .journal
         .storage
-        .as_ref()
+        .get()
         .and_then(Weak::upgrade)
         .map_or(0, |s| s.wal_syncs());
     t.sample("narralytica_journal_wal_syncs_total", &[], syncs as f64);

@@ -14,7 +14,7 @@ use crate::engine::{
     Clock, Engine, EngineConfig, EngineCtx, Hooks, Metrics, ResultIntake, SystemClock,
 };
 use crate::node::{open_node, NodeOptions};
-use crate::transport::nats::{connect, ensure_streams, run_intake, NatsTransport};
+use crate::transport::nats::{connect_with_stats, ensure_streams, run_intake, NatsTransport};
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
@@ -43,6 +43,9 @@ pub struct RunArgs {
     /// Most storage ops in one synced write batch.
     #[arg(long, default_value_t = 4096)]
     pub commit_batch_max: usize,
+    /// Address of `/healthz`, `/readyz` and `/metrics`; `off` disables them.
+    #[arg(long, env = "NARRALYTICA_HTTP_ADDR", default_value = "127.0.0.1:9464")]
+    pub http_addr: String,
 }
 
 pub fn run(args: RunArgs) -> ExitCode {
@@ -64,6 +67,19 @@ pub async fn serve(
     args: RunArgs,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
+    // Health and metrics first, so probes see the service come up.
+    let nats_stats = Arc::new(crate::transport::nats::NatsStats::default());
+    let metrics = Arc::new(Metrics::default());
+    let mut http = crate::http::Endpoint::start(
+        &args.http_addr,
+        crate::http::HttpState {
+            metrics: metrics.clone(),
+            readiness: Arc::new(crate::http::Readiness::with_nats(nats_stats.clone())),
+            nats: Some(nats_stats.clone()),
+            ..Default::default()
+        },
+    )
+    .await?;
     let node = open_node(&NodeOptions {
         data_dir: args.data_dir.clone(),
         pipelines_dir: args.pipelines.clone(),
@@ -74,8 +90,9 @@ pub async fn serve(
         write_buffer_mib: 64,
     })
     .await?;
+    http.storage_opened(&node);
     let cfg = args.nats.config();
-    let (client, js) = connect(&cfg).await?;
+    let (client, js) = connect_with_stats(&cfg, Some(nats_stats)).await?;
     // Streams are created idempotently; while NATS is unreachable, keep trying.
     tokio::pin!(shutdown);
     loop {
@@ -84,7 +101,10 @@ pub async fn serve(
             Err(e) => {
                 tracing::warn!(error = %e, "waiting for NATS");
                 tokio::select! {
-                    _ = &mut shutdown => return Ok(()),
+                    _ = &mut shutdown => {
+                        http.stop().await;
+                        return Ok(());
+                    }
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
@@ -97,7 +117,6 @@ pub async fn serve(
         js.clone(),
         Arc::new(move |id: &str| store.partition_of(id)),
     )?;
-    let metrics = Arc::new(Metrics::default());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let engine = Arc::new(
         Engine::start(EngineCtx {
@@ -117,6 +136,7 @@ pub async fn serve(
         .await
         .map_err(|e| e.to_string())?,
     );
+    http.readiness().set_recovery_done();
     let intake = tokio::spawn(run_intake(
         cfg.clone(),
         client.clone(),
@@ -139,6 +159,7 @@ pub async fn serve(
     );
     shutdown.await;
     eprintln!("orchestrator stopping");
+    http.stop().await;
     // Stop intake first: nothing new is accepted; unacked results are
     // redelivered to the next run.
     intake.abort();
