@@ -679,8 +679,8 @@ pub fn render_metrics(state: &HttpState) -> String {
         t.sample(name, &[], get(c));
     }
     let resident = Metrics::get(&m.resident);
-    let active = m.workflows_running.load(Ordering::Relaxed)
-        + m.workflows_paused.load(Ordering::Relaxed);
+    let active =
+        m.workflows_running.load(Ordering::Relaxed) + m.workflows_paused.load(Ordering::Relaxed);
     let passivated = u64::try_from(active).unwrap_or(0).saturating_sub(resident);
     t.family(
         "narralytica_workflows_resident",
@@ -710,7 +710,11 @@ pub fn render_metrics(state: &HttpState) -> String {
             "counter",
             "NATS connections after the first one.",
         );
-        t.sample("narralytica_nats_reconnects_total", &[], n.reconnects() as f64);
+        t.sample(
+            "narralytica_nats_reconnects_total",
+            &[],
+            n.reconnects() as f64,
+        );
     }
     let ready = state.readiness.ready().is_ok();
     t.family(

@@ -541,7 +541,9 @@ impl Metrics {
                 task_type,
                 outstanding,
                 oldest_age_secs: match (now, oldest) {
-                    (Some(now), Some(o)) if outstanding > 0 => now.saturating_sub(o) as f64 / 1000.0,
+                    (Some(now), Some(o)) if outstanding > 0 => {
+                        now.saturating_sub(o) as f64 / 1000.0
+                    }
                     _ => 0.0,
                 },
             })

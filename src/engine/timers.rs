@@ -320,10 +320,8 @@ mod tests {
         l.watch(&spec("c", None, None, None), 9);
         // A re-send of a watched attempt is not a second attempt.
         l.watch(&spec("c", None, None, None), 12);
-        let mut b: Vec<(String, u64, Option<u64>)> = l
-            .backlog()
-            .map(|(t, n, o)| (t.to_string(), n, o))
-            .collect();
+        let mut b: Vec<(String, u64, Option<u64>)> =
+            l.backlog().map(|(t, n, o)| (t.to_string(), n, o)).collect();
         b.sort();
         assert_eq!(
             b,
@@ -331,12 +329,13 @@ mod tests {
         );
         l.unwatch("b");
         assert_eq!(l.expired(100, 10).len(), 1, "a timed out");
-        let mut b: Vec<(String, u64, Option<u64>)> = l
-            .backlog()
-            .map(|(t, n, o)| (t.to_string(), n, o))
-            .collect();
+        let mut b: Vec<(String, u64, Option<u64>)> =
+            l.backlog().map(|(t, n, o)| (t.to_string(), n, o)).collect();
         b.sort();
-        assert_eq!(b, vec![("ingest".into(), 0, None), ("s".into(), 1, Some(12))]);
+        assert_eq!(
+            b,
+            vec![("ingest".into(), 0, None), ("s".into(), 1, Some(12))]
+        );
     }
 
     #[test]

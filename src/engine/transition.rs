@@ -223,7 +223,11 @@ pub fn after_commit(
             std::sync::atomic::Ordering::Relaxed,
         );
     }
-    let task_type = |step: u16| def.steps.get(usize::from(step)).map(|s| s.task_type.as_str());
+    let task_type = |step: u16| {
+        def.steps
+            .get(usize::from(step))
+            .map(|s| s.task_type.as_str())
+    };
     for e in &decision.events {
         match &e.kind {
             EventKind::WorkflowStarted { .. } => {
