@@ -138,6 +138,9 @@ fn parse_sample(line: &str) -> Result<(String, BTreeMap<String, String>, f64), S
     Ok((name.to_string(), labels, parse_value(value)?))
 }
 
+/// One histogram series: `(le, cumulative)` buckets, `_count`, has `_sum`.
+type Series = (Vec<(f64, f64)>, Option<f64>, bool);
+
 /// A strict parser of text format 0.0.4 as this exposition uses it: every
 /// family has HELP then TYPE before its samples, samples follow their own
 /// family, counters end in `_total`, histograms are complete and monotone.
@@ -199,7 +202,7 @@ fn parse_exposition(text: &str) -> Result<HashMap<String, Family>, String> {
             if !belongs {
                 return Err(format!("sample {name} does not belong to {fam_name}"));
             }
-            if fam.kind == "counter" && !(value >= 0.0) {
+            if fam.kind == "counter" && (value.is_nan() || value < 0.0) {
                 return Err(format!("counter sample {line:?} is negative or NaN"));
             }
             fam.samples.push((name, labels, value));
@@ -210,8 +213,7 @@ fn parse_exposition(text: &str) -> Result<HashMap<String, Family>, String> {
             continue;
         }
         // Per label set (le removed): buckets increasing, +Inf = _count.
-        let mut series: BTreeMap<Vec<(String, String)>, (Vec<(f64, f64)>, Option<f64>, bool)> =
-            BTreeMap::new();
+        let mut series: BTreeMap<Vec<(String, String)>, Series> = BTreeMap::new();
         for (sname, labels, value) in &fam.samples {
             let mut key: BTreeMap<String, String> = labels.clone();
             let le = key.remove("le");
