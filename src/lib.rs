@@ -16,6 +16,7 @@
 //! | [`transport`] | engine ↔ workers traits; the in-process transport |
 //! | [`sim`] | simulated workers (dev mode and tests) |
 //! | [`verify`] | the independent journal checker behind `orchestrator verify` |
+//! | [`http`] | `/healthz`, `/readyz`, `/metrics` (Prometheus) on a hand-rolled HTTP/1.1 server |
 //! | [`node`] | assembling storage + committer + pipelines for a process |
 //! | [`cli`] | the `orchestrator` command |
 //!
@@ -34,6 +35,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod http;
 pub mod node;
 pub mod pipeline;
 pub mod protocol;

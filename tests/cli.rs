@@ -7,6 +7,8 @@ use std::time::Duration;
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    // Parallel `run` processes must not compete for the default port 9464.
+    c.env("NARRALYTICA_HTTP_ADDR", "127.0.0.1:0");
     c
 }
 

@@ -4,6 +4,7 @@ mod support;
 
 mod cli;
 mod engine;
+mod http;
 mod nats;
 mod protocol;
 mod purity;

@@ -80,6 +80,9 @@ pub struct DevArgs {
     /// Actor restarts before a crashing workflow is parked as failed.
     #[arg(long, default_value_t = EngineConfig::default().restart_budget)]
     pub restart_budget: u32,
+    /// Address of `/healthz`, `/readyz` and `/metrics` (e.g. `127.0.0.1:9464`); `off` disables them.
+    #[arg(long, default_value = "off")]
+    pub http_addr: String,
 }
 
 pub fn run(args: DevArgs) -> ExitCode {
@@ -126,6 +129,15 @@ pub async fn run_dev(
         }
     }
     let began = Instant::now();
+    let metrics = Arc::new(Metrics::default());
+    let mut http = crate::http::Endpoint::start(
+        &args.http_addr,
+        crate::http::HttpState {
+            metrics: metrics.clone(),
+            ..Default::default()
+        },
+    )
+    .await?;
     let config = EngineConfig {
         partitions: args.partitions,
         resident_max: args.resident_max,
@@ -153,7 +165,7 @@ pub async fn run_dev(
             node.pipelines.names().join(", ")
         ));
     }
-    let metrics = Arc::new(Metrics::default());
+    http.storage_opened(&node);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (transport, worker_rx) = InProcTransport::new();
     let hook_metrics = metrics.clone();
@@ -183,6 +195,7 @@ pub async fn run_dev(
     })
     .await
     .map_err(|e| e.to_string())?;
+    http.readiness().set_recovery_done();
     let workers = tokio::spawn(sim::run(
         SimConfig {
             latency_ms: args.task_latency_ms,
@@ -257,6 +270,7 @@ pub async fn run_dev(
     if tty {
         eprintln!();
     }
+    http.stop().await;
     engine.shutdown().await;
     // Release every handle on the engine context (it holds the committer and
     // the store) before the commit thread is joined below.

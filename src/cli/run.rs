@@ -13,7 +13,7 @@ use super::LogArgs;
 use crate::config::Config;
 use crate::engine::{Clock, Engine, EngineCtx, Hooks, Metrics, ResultIntake, SystemClock};
 use crate::node::open_node;
-use crate::transport::nats::{connect, ensure_streams, run_intake, NatsTransport};
+use crate::transport::nats::{connect_with_stats, ensure_streams, run_intake, NatsTransport};
 
 /// Flags and environment of `orchestrator run`. Each one, when given,
 /// overrides the config file; see `config/orchestrator.toml` for the rest.
@@ -127,10 +127,24 @@ pub async fn serve(
     cfg: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
+    // Health and metrics first, so probes see the service come up.
+    let nats_stats = Arc::new(crate::transport::nats::NatsStats::default());
+    let metrics = Arc::new(Metrics::default());
+    let mut http = crate::http::Endpoint::start(
+        &cfg.http.addr,
+        crate::http::HttpState {
+            metrics: metrics.clone(),
+            readiness: Arc::new(crate::http::Readiness::with_nats(nats_stats.clone())),
+            nats: Some(nats_stats.clone()),
+            ..Default::default()
+        },
+    )
+    .await?;
     let node = open_node(&cfg.node_options()).await?;
+    http.storage_opened(&node);
     let config = cfg;
     let cfg = config.nats_config();
-    let (client, js) = connect(&cfg).await?;
+    let (client, js) = connect_with_stats(&cfg, Some(nats_stats)).await?;
     // Streams are created idempotently; while NATS is unreachable, keep trying.
     tokio::pin!(shutdown);
     loop {
@@ -139,7 +153,10 @@ pub async fn serve(
             Err(e) => {
                 tracing::warn!(error = %e, "waiting for NATS");
                 tokio::select! {
-                    _ = &mut shutdown => return Ok(()),
+                    _ = &mut shutdown => {
+                        http.stop().await;
+                        return Ok(());
+                    }
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
@@ -152,7 +169,6 @@ pub async fn serve(
         js.clone(),
         Arc::new(move |id: &str| store.partition_of(id)),
     )?;
-    let metrics = Arc::new(Metrics::default());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let engine = Arc::new(
         Engine::start(EngineCtx {
@@ -168,6 +184,7 @@ pub async fn serve(
         .await
         .map_err(|e| e.to_string())?,
     );
+    http.readiness().set_recovery_done();
     let intake = tokio::spawn(run_intake(
         cfg.clone(),
         client.clone(),
@@ -190,6 +207,7 @@ pub async fn serve(
     );
     shutdown.await;
     eprintln!("orchestrator stopping");
+    http.stop().await;
     // Stop intake first: nothing new is accepted; unacked results are
     // redelivered to the next run.
     intake.abort();

@@ -236,6 +236,9 @@ impl Actor for PartitionActor {
             ticker: None,
             ctx,
         };
+        st.ctx
+            .metrics
+            .register_partition(st.index, &st.times, st.ctx.clock.clone());
         st.recover()?;
         let tick = std::time::Duration::from_millis(st.ctx.config.tick_ms.max(1));
         let me = myself.clone();
@@ -384,11 +387,13 @@ impl PartitionState {
             }
         }
         let mut resumed = 0u64;
-        for status in [Status::Running, Status::Paused] {
+        let mut found = [0u64; 2];
+        for (k, status) in [Status::Running, Status::Paused].into_iter().enumerate() {
             let ids: Vec<(String, StatusEntry)> = ctx
                 .store
                 .list_status(self.index, status.code(), usize::MAX)
                 .map_err(|e| format!("partition {}: reading status index: {e}", self.index))?;
+            found[k] = ids.len() as u64;
             for (id, _) in ids {
                 resumed += 1;
                 let wf = match load(&ctx, self.index, &id) {
@@ -423,6 +428,7 @@ impl PartitionState {
         ctx.metrics
             .workflows_resumed
             .fetch_add(resumed, std::sync::atomic::Ordering::Relaxed);
+        ctx.metrics.note_recovered(self.index, found[0], found[1]);
         if resumed > 0 {
             tracing::info!(partition = self.index, resumed, "partition recovered");
         }
@@ -794,12 +800,9 @@ impl PartitionState {
                 }
             }
             for spec in specs {
-                let counter = if resend {
-                    &self.ctx.metrics.tasks_redispatched
-                } else {
-                    &self.ctx.metrics.tasks_dispatched
-                };
-                Metrics::inc(counter);
+                self.ctx
+                    .metrics
+                    .task_sent(&spec.task_type, spec.attempt, resend);
                 self.ctx.transport.dispatch(spec);
             }
             self.released.insert(id);

@@ -3,7 +3,8 @@
 //! storage, and liveness deadlines of attempts out with workers. Neither wakes
 //! a workflow actor unless a deadline really passed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use crate::workflow::{TaskSpec, TimeoutKind, TimerKind};
 
@@ -54,6 +55,7 @@ impl TimerWheel {
 #[derive(Debug, Clone)]
 struct Watch {
     workflow_id: String,
+    task_type: Arc<str>,
     dispatched_ms: u64,
     started_ms: Option<u64>,
     last_beat_ms: u64,
@@ -95,6 +97,14 @@ impl Watch {
     }
 }
 
+/// Watched attempts of one task type: how many, and how many per dispatch
+/// time (a multiset, so the oldest is the first key).
+#[derive(Debug, Default)]
+struct TypeBacklog {
+    outstanding: u64,
+    since: BTreeMap<u64, u32>,
+}
+
 /// Liveness deadlines of attempts out with workers, per partition.
 #[derive(Debug, Default)]
 pub struct Liveness {
@@ -102,12 +112,47 @@ pub struct Liveness {
     /// Candidate deadlines; an entry may be outdated (the attempt started or
     /// heartbeated since) and is then re-queued at its real deadline.
     queue: BTreeSet<(u64, String)>,
+    /// Watched attempts by task type, for the backlog metrics.
+    by_type: HashMap<Arc<str>, TypeBacklog>,
 }
 
 impl Liveness {
+    fn count_in(&mut self, task_type: &str, dispatched_ms: u64) -> Arc<str> {
+        let key = match self.by_type.get_key_value(task_type) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(task_type),
+        };
+        let b = self.by_type.entry(key.clone()).or_default();
+        b.outstanding += 1;
+        *b.since.entry(dispatched_ms).or_insert(0) += 1;
+        key
+    }
+
+    fn count_out(&mut self, w: &Watch) {
+        if let Some(b) = self.by_type.get_mut(&w.task_type) {
+            b.outstanding = b.outstanding.saturating_sub(1);
+            if let Some(n) = b.since.get_mut(&w.dispatched_ms) {
+                *n -= 1;
+                if *n == 0 {
+                    b.since.remove(&w.dispatched_ms);
+                }
+            }
+        }
+    }
+
+    /// `(task type, watched attempts, dispatch time of the oldest)` for
+    /// every task type seen (types stay listed with 0 once drained).
+    pub fn backlog(&self) -> impl Iterator<Item = (&str, u64, Option<u64>)> {
+        self.by_type
+            .iter()
+            .map(|(t, b)| (&**t, b.outstanding, b.since.keys().next().copied()))
+    }
+
     pub fn watch(&mut self, spec: &TaskSpec, now_ms: u64) {
+        let task_type = self.count_in(&spec.task_type, now_ms);
         let w = Watch {
             workflow_id: spec.workflow_id.clone(),
+            task_type,
             dispatched_ms: now_ms,
             started_ms: None,
             last_beat_ms: now_ms,
@@ -118,12 +163,17 @@ impl Liveness {
         if let Some((at, _)) = w.next_deadline() {
             self.queue.insert((at, spec.task_id.clone()));
         }
-        self.watches.insert(spec.task_id.clone(), w);
+        if let Some(old) = self.watches.insert(spec.task_id.clone(), w) {
+            // The same attempt sent again: it is watched once, from now.
+            self.count_out(&old);
+        }
     }
 
     pub fn unwatch(&mut self, task_id: &str) {
         // The queue entry goes stale and is dropped when it comes due.
-        self.watches.remove(task_id);
+        if let Some(w) = self.watches.remove(task_id) {
+            self.count_out(&w);
+        }
     }
 
     /// A worker took the task. Returns false for an attempt not being watched.
@@ -183,8 +233,10 @@ impl Liveness {
             };
             match w.next_deadline() {
                 Some((real, kind)) if real <= now_ms => {
-                    let w = self.watches.remove(&task_id).expect("present");
-                    out.push((w.workflow_id, task_id, kind));
+                    if let Some(w) = self.watches.remove(&task_id) {
+                        self.count_out(&w);
+                        out.push((w.workflow_id, task_id, kind));
+                    }
                 }
                 Some((real, _)) => {
                     self.queue.insert((real, task_id));
@@ -256,6 +308,34 @@ mod tests {
         }
         assert_eq!(l.expired(2000, 10)[0].2, TimeoutKind::Heartbeat);
         assert!(!l.heartbeat("a", 2001), "no longer watched");
+    }
+
+    #[test]
+    fn backlog_counts_watched_attempts_by_type_with_the_oldest() {
+        let mut l = Liveness::default();
+        let mut a = spec("a", Some(10), None, None);
+        a.task_type = "ingest".into();
+        l.watch(&a, 5);
+        l.watch(&spec("b", None, None, None), 7);
+        l.watch(&spec("c", None, None, None), 9);
+        // A re-send of a watched attempt is not a second attempt.
+        l.watch(&spec("c", None, None, None), 12);
+        let mut b: Vec<(String, u64, Option<u64>)> =
+            l.backlog().map(|(t, n, o)| (t.to_string(), n, o)).collect();
+        b.sort();
+        assert_eq!(
+            b,
+            vec![("ingest".into(), 1, Some(5)), ("s".into(), 2, Some(7))]
+        );
+        l.unwatch("b");
+        assert_eq!(l.expired(100, 10).len(), 1, "a timed out");
+        let mut b: Vec<(String, u64, Option<u64>)> =
+            l.backlog().map(|(t, n, o)| (t.to_string(), n, o)).collect();
+        b.sort();
+        assert_eq!(
+            b,
+            vec![("ingest".into(), 0, None), ("s".into(), 1, Some(12))]
+        );
     }
 
     #[test]

@@ -223,18 +223,37 @@ pub fn after_commit(
             std::sync::atomic::Ordering::Relaxed,
         );
     }
+    let task_type = |step: u16| {
+        def.steps
+            .get(usize::from(step))
+            .map(|s| s.task_type.as_str())
+    };
     for e in &decision.events {
         match &e.kind {
             EventKind::WorkflowStarted { .. } => {
                 Metrics::inc(&m.workflows_started);
+                m.by_pipeline
+                    .with(&next.pipeline.name, |p| Metrics::inc(&p.started));
                 m.note_start(e.at_ms);
             }
-            EventKind::TaskFailed { .. } => Metrics::inc(&m.task_failures),
-            EventKind::TaskTimedOut { .. } => Metrics::inc(&m.task_timeouts),
+            EventKind::TaskSucceeded { step, attempt, .. } => {
+                note_task_result(m, next, *step, *attempt, e.at_ms, task_type(*step), false);
+            }
+            EventKind::TaskFailed { step, attempt, .. } => {
+                Metrics::inc(&m.task_failures);
+                note_task_result(m, next, *step, *attempt, e.at_ms, task_type(*step), true);
+            }
+            EventKind::TaskTimedOut { step, .. } => {
+                Metrics::inc(&m.task_timeouts);
+                if let Some(t) = task_type(*step) {
+                    m.by_task_type.with(t, |s| Metrics::inc(&s.timeouts));
+                }
+            }
             EventKind::WorkflowReopened { .. } => Metrics::inc(&m.workflows_reopened),
             _ => {}
         }
     }
+    m.status_changed(prev_status, next.status);
     if prev_status != Some(next.status) && next.status.is_terminal() {
         let c = match next.status {
             Status::Completed => &m.workflows_completed,
@@ -243,8 +262,16 @@ pub fn after_commit(
         };
         Metrics::inc(c);
         m.note_terminal(now);
-        m.workflow_latency_ms
-            .record(now.saturating_sub(next.created_at_ms));
+        let latency = now.saturating_sub(next.created_at_ms);
+        m.workflow_latency_ms.record(latency);
+        m.by_pipeline.with(&next.pipeline.name, |p| {
+            Metrics::inc(match next.status {
+                Status::Completed => &p.completed,
+                Status::Failed => &p.failed,
+                _ => &p.cancelled,
+            });
+            p.latency.record(latency);
+        });
         if let Some(hook) = &ctx.hooks.on_terminal {
             hook(next, def);
         }
@@ -269,12 +296,40 @@ pub fn after_commit(
         }
     }
     for spec in dispatches {
-        Metrics::inc(&m.tasks_dispatched);
-        if spec.attempt > 1 {
-            Metrics::inc(&m.task_retries);
-        }
+        m.task_sent(&spec.task_type, spec.attempt, false);
         ctx.transport.dispatch(spec);
     }
+}
+
+/// Counts an accepted result of attempt `attempt` of `step`, with its
+/// latency from the journaled dispatch. The latency is skipped when the
+/// same decision already dispatched the next attempt (the state then holds
+/// that attempt's dispatch time).
+fn note_task_result(
+    m: &Metrics,
+    next: &WorkflowState,
+    step: u16,
+    attempt: u32,
+    at_ms: u64,
+    task_type: Option<&str>,
+    failed: bool,
+) {
+    let Some(task_type) = task_type else {
+        return;
+    };
+    let dispatched = next
+        .steps
+        .get(usize::from(step))
+        .filter(|s| s.attempt == attempt)
+        .and_then(|s| s.dispatched_at_ms);
+    m.by_task_type.with(task_type, |s| {
+        if failed {
+            Metrics::inc(&s.failures);
+        }
+        if let Some(d) = dispatched {
+            s.latency.record(at_ms.saturating_sub(d));
+        }
+    });
 }
 
 /// Counts an input that changed nothing.

@@ -34,6 +34,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Error, Op, Storage};
+use crate::engine::metrics::{FixedHistogram, COMMIT_BATCH_BOUNDS, COMMIT_LATENCY_BOUNDS_US};
 
 /// Bounds and durability of a [`GroupCommitter`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +97,26 @@ struct Counters {
     max_batch_entries: AtomicU64,
     failed_batches: AtomicU64,
     commit_time_ns: AtomicU64,
+    histograms: Arc<CommitHistograms>,
+}
+
+/// Distributions of the committer's writes, for the metrics exposition.
+/// Shared through an `Arc` that does not keep the committer alive.
+#[derive(Debug)]
+pub struct CommitHistograms {
+    /// Storage ops per write batch.
+    pub batch_entries: FixedHistogram,
+    /// Duration of one `Storage::write` (the synced write), in µs.
+    pub latency_us: FixedHistogram,
+}
+
+impl Default for CommitHistograms {
+    fn default() -> Self {
+        CommitHistograms {
+            batch_entries: FixedHistogram::new(COMMIT_BATCH_BOUNDS, 1.0),
+            latency_us: FixedHistogram::new(COMMIT_LATENCY_BOUNDS_US, 1_000_000.0),
+        }
+    }
 }
 
 /// One `commit` call waiting in the queue.
@@ -173,6 +194,11 @@ impl GroupCommitter {
         self.tx
             .as_ref()
             .map_or(0, |tx| tx.max_capacity() - tx.capacity())
+    }
+
+    /// Batch-size and write-latency histograms (shared, live).
+    pub fn histograms(&self) -> Arc<CommitHistograms> {
+        self.counters.histograms.clone()
     }
 
     /// A consistent-enough copy of the counters (each is read atomically).
@@ -281,6 +307,8 @@ fn write_batch(
     counters
         .commit_time_ns
         .fetch_add(elapsed_ns, Ordering::Relaxed);
+    counters.histograms.batch_entries.record(entries);
+    counters.histograms.latency_us.record(elapsed_ns / 1_000);
     if let Err(e) = &result {
         counters.failed_batches.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(error = %e, requests = waiters.len(), entries, "group commit write failed");

@@ -10,6 +10,7 @@
 //! * NATS is a transport, not storage: a publish that fails is retried a few
 //!   times and then dropped; the attempt's timeout heals it.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,13 +68,69 @@ pub fn stream_name(prefix: &str, what: &str) -> String {
     format!("{}_{what}", prefix.replace('.', "_").to_uppercase())
 }
 
+/// Connection state of a NATS client, kept by its event callback; read by
+/// the metrics exposition and by readiness.
+#[derive(Debug, Default)]
+pub struct NatsStats {
+    connected: AtomicBool,
+    /// Successful connections, the first one included.
+    connects: AtomicU64,
+    disconnects: AtomicU64,
+}
+
+impl NatsStats {
+    /// The client (re)connected.
+    pub fn note_connected(&self) {
+        self.connected.store(true, Ordering::Relaxed);
+        self.connects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The client lost its connection (it keeps trying to reconnect).
+    pub fn note_disconnected(&self) {
+        self.connected.store(false, Ordering::Relaxed);
+        self.disconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Connections after the first one.
+    pub fn reconnects(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed).saturating_sub(1)
+    }
+
+    pub fn disconnects(&self) -> u64 {
+        self.disconnects.load(Ordering::Relaxed)
+    }
+}
+
 /// Connects with unlimited reconnects (the orchestrator keeps running while
-/// NATS is down) and creates the streams idempotently.
+/// NATS is down). Returns at once even while NATS is unreachable.
 pub async fn connect(cfg: &NatsConfig) -> Result<(async_nats::Client, jetstream::Context), String> {
-    let client = async_nats::ConnectOptions::new()
+    connect_with_stats(cfg, None).await
+}
+
+/// [`connect`], keeping `stats` up to date from the client's connection events.
+pub async fn connect_with_stats(
+    cfg: &NatsConfig,
+    stats: Option<Arc<NatsStats>>,
+) -> Result<(async_nats::Client, jetstream::Context), String> {
+    let mut options = async_nats::ConnectOptions::new()
         .name("narralytica-orchestrator")
         .retry_on_initial_connect()
-        .max_reconnects(None)
+        .max_reconnects(None);
+    if let Some(stats) = stats {
+        options = options.event_callback(move |event| {
+            match event {
+                async_nats::Event::Connected => stats.note_connected(),
+                async_nats::Event::Disconnected => stats.note_disconnected(),
+                _ => {}
+            }
+            std::future::ready(())
+        });
+    }
+    let client = options
         .connect(&cfg.url)
         .await
         .map_err(|e| format!("cannot connect to NATS at {}: {e}", cfg.url))?;

@@ -61,7 +61,7 @@ pub struct NatsServer {
     dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -74,6 +74,17 @@ impl NatsServer {
         let mut s = NatsServer {
             child: None,
             port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        s.launch();
+        s
+    }
+
+    /// A server on `port` (e.g. one an orchestrator is already trying to reach).
+    pub fn start_on(port: u16) -> NatsServer {
+        let mut s = NatsServer {
+            child: None,
+            port,
             dir: tempfile::tempdir().unwrap(),
         };
         s.launch();
