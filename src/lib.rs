@@ -16,6 +16,8 @@
 //! | [`transport`] | engine ↔ workers traits; the in-process transport |
 //! | [`sim`] | simulated workers (dev mode and tests) |
 //! | [`verify`] | the independent journal checker behind `orchestrator verify` |
+//! | [`admin`] | the admin verbs over NATS request/reply |
+//! | [`batch`] | durable, rate-limited batch jobs run by the orchestrator |
 //! | [`node`] | assembling storage + committer + pipelines for a process |
 //! | [`cli`] | the `orchestrator` command |
 //!
@@ -31,6 +33,7 @@
 //!   else addresses workflows by id.
 
 pub mod admin;
+pub mod batch;
 pub mod cli;
 pub mod engine;
 pub mod node;
