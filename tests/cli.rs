@@ -4,13 +4,13 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-fn bin() -> Command {
+pub(crate) fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
     c
 }
 
-fn run(args: &[&str], data_dir: Option<&Path>) -> Output {
+pub(crate) fn run(args: &[&str], data_dir: Option<&Path>) -> Output {
     let mut c = bin();
     c.args(args);
     if let Some(d) = data_dir {
@@ -20,7 +20,7 @@ fn run(args: &[&str], data_dir: Option<&Path>) -> Output {
 }
 
 /// `key=value` pairs of the last line starting with `prefix`.
-fn fields(stdout: &str, prefix: &str) -> std::collections::HashMap<String, String> {
+pub(crate) fn fields(stdout: &str, prefix: &str) -> std::collections::HashMap<String, String> {
     let line = stdout
         .lines()
         .rev()
@@ -32,7 +32,7 @@ fn fields(stdout: &str, prefix: &str) -> std::collections::HashMap<String, Strin
         .collect()
 }
 
-fn num(f: &std::collections::HashMap<String, String>, k: &str) -> f64 {
+pub(crate) fn num(f: &std::collections::HashMap<String, String>, k: &str) -> f64 {
     f.get(k)
         .unwrap_or_else(|| panic!("no {k}"))
         .parse()
@@ -189,7 +189,7 @@ fn dev_resumes_every_workflow_after_kill_9() {
     );
 }
 
-fn wait_exit(
+pub(crate) fn wait_exit(
     child: &mut std::process::Child,
     within: Duration,
 ) -> Option<std::process::ExitStatus> {
@@ -328,16 +328,16 @@ fn the_python_reference_worker_completes_and_fails_workflows() {
 
 /// A NATS test bench: a server, an orchestrator service and simulated workers,
 /// all real processes.
-struct Bench {
+pub(crate) struct Bench {
     server: crate::support::nats::NatsServer,
-    dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
     pipelines: Option<std::path::PathBuf>,
-    orch: Option<std::process::Child>,
-    workers: Vec<std::process::Child>,
+    pub(crate) orch: Option<std::process::Child>,
+    pub(crate) workers: Vec<std::process::Child>,
 }
 
 impl Bench {
-    fn new(pipelines: Option<std::path::PathBuf>) -> Bench {
+    pub(crate) fn new(pipelines: Option<std::path::PathBuf>) -> Bench {
         Bench {
             server: crate::support::nats::NatsServer::start(),
             dir: tempfile::tempdir().unwrap(),
@@ -347,11 +347,11 @@ impl Bench {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.server.url()
     }
 
-    fn start_orchestrator(&mut self) {
+    pub(crate) fn start_orchestrator(&mut self) {
         let mut c = bin();
         c.args(["run", "--nats-url", &self.url(), "--data-dir"])
             .arg(self.dir.path());
@@ -366,7 +366,7 @@ impl Bench {
         );
     }
 
-    fn start_worker(&mut self, extra: &[&str]) -> usize {
+    pub(crate) fn start_worker(&mut self, extra: &[&str]) -> usize {
         let mut c = bin();
         c.args(["worker", "--simulate", "--nats-url", &self.url()])
             .args(extra);
@@ -383,11 +383,11 @@ impl Bench {
     }
 
     /// `orchestrator start`, retried while the service is not listening yet.
-    fn start(&self, pipeline: &str, id: &str, wait: bool) -> Output {
+    pub(crate) fn start(&self, pipeline: &str, id: &str, wait: bool) -> Output {
         self.start_with(pipeline, id, "{}", wait)
     }
 
-    fn start_with(&self, pipeline: &str, id: &str, input: &str, wait: bool) -> Output {
+    pub(crate) fn start_with(&self, pipeline: &str, id: &str, input: &str, wait: bool) -> Output {
         let url = self.url();
         let mut args = vec![
             "start",
@@ -416,7 +416,7 @@ impl Bench {
         out
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut o) = self.orch.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &o.id().to_string()])
@@ -430,7 +430,7 @@ impl Bench {
         }
     }
 
-    fn verify(&self) -> std::collections::HashMap<String, String> {
+    pub(crate) fn verify(&self) -> std::collections::HashMap<String, String> {
         let v = run(&["verify"], Some(self.dir.path()));
         fields(&String::from_utf8_lossy(&v.stdout), "verify ")
     }

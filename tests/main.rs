@@ -5,6 +5,7 @@ mod support;
 mod cli;
 mod engine;
 mod nats;
+mod ops;
 mod protocol;
 mod purity;
 mod verify;
