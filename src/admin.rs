@@ -721,11 +721,10 @@ fn history_event(
         EventKind::WorkflowFailed { reason, .. } | EventKind::WorkflowCancelled { reason } => {
             h.error = Some(reason.clone());
         }
-        EventKind::WorkflowReopened { mode, .. } => {
-            if let ReopenMode::RerunFrom(step) = mode {
-                h.step = Some(step.clone());
-            }
-        }
+        EventKind::WorkflowReopened {
+            mode: ReopenMode::RerunFrom(step),
+            ..
+        } => h.step = Some(step.clone()),
         _ => {}
     }
     h
