@@ -17,6 +17,8 @@
 //! | [`sim`] | simulated workers (dev mode and tests) |
 //! | [`verify`] | the independent journal checker behind `orchestrator verify` |
 //! | [`http`] | `/healthz`, `/readyz`, `/metrics` (Prometheus) on a hand-rolled HTTP/1.1 server |
+//! | [`admin`] | the admin verbs over NATS request/reply |
+//! | [`batch`] | durable, rate-limited batch jobs run by the orchestrator |
 //! | [`node`] | assembling storage + committer + pipelines for a process |
 //! | [`cli`] | the `orchestrator` command |
 //!
@@ -32,6 +34,7 @@
 //!   else addresses workflows by id.
 
 pub mod admin;
+pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod engine;

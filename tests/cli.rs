@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-fn bin() -> Command {
+pub(crate) fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
     // Parallel `run` processes must not compete for the default port 9464.
@@ -12,7 +12,7 @@ fn bin() -> Command {
     c
 }
 
-fn run(args: &[&str], data_dir: Option<&Path>) -> Output {
+pub(crate) fn run(args: &[&str], data_dir: Option<&Path>) -> Output {
     let mut c = bin();
     c.args(args);
     if let Some(d) = data_dir {
@@ -22,7 +22,7 @@ fn run(args: &[&str], data_dir: Option<&Path>) -> Output {
 }
 
 /// `key=value` pairs of the last line starting with `prefix`.
-fn fields(stdout: &str, prefix: &str) -> std::collections::HashMap<String, String> {
+pub(crate) fn fields(stdout: &str, prefix: &str) -> std::collections::HashMap<String, String> {
     let line = stdout
         .lines()
         .rev()
@@ -34,7 +34,7 @@ fn fields(stdout: &str, prefix: &str) -> std::collections::HashMap<String, Strin
         .collect()
 }
 
-fn num(f: &std::collections::HashMap<String, String>, k: &str) -> f64 {
+pub(crate) fn num(f: &std::collections::HashMap<String, String>, k: &str) -> f64 {
     f.get(k)
         .unwrap_or_else(|| panic!("no {k}"))
         .parse()
@@ -264,7 +264,7 @@ fn dev_resumes_every_workflow_after_kill_9() {
     );
 }
 
-fn wait_exit(
+pub(crate) fn wait_exit(
     child: &mut std::process::Child,
     within: Duration,
 ) -> Option<std::process::ExitStatus> {
@@ -403,16 +403,16 @@ fn the_python_reference_worker_completes_and_fails_workflows() {
 
 /// A NATS test bench: a server, an orchestrator service and simulated workers,
 /// all real processes.
-struct Bench {
+pub(crate) struct Bench {
     server: crate::support::nats::NatsServer,
-    dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
     pipelines: Option<std::path::PathBuf>,
-    orch: Option<std::process::Child>,
-    workers: Vec<std::process::Child>,
+    pub(crate) orch: Option<std::process::Child>,
+    pub(crate) workers: Vec<std::process::Child>,
 }
 
 impl Bench {
-    fn new(pipelines: Option<std::path::PathBuf>) -> Bench {
+    pub(crate) fn new(pipelines: Option<std::path::PathBuf>) -> Bench {
         Bench {
             server: crate::support::nats::NatsServer::start(),
             dir: tempfile::tempdir().unwrap(),
@@ -422,11 +422,11 @@ impl Bench {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.server.url()
     }
 
-    fn start_orchestrator(&mut self) {
+    pub(crate) fn start_orchestrator(&mut self) {
         let mut c = bin();
         c.args(["run", "--nats-url", &self.url(), "--data-dir"])
             .arg(self.dir.path());
@@ -441,7 +441,7 @@ impl Bench {
         );
     }
 
-    fn start_worker(&mut self, extra: &[&str]) -> usize {
+    pub(crate) fn start_worker(&mut self, extra: &[&str]) -> usize {
         let mut c = bin();
         c.args(["worker", "--simulate", "--nats-url", &self.url()])
             .args(extra);
@@ -458,11 +458,11 @@ impl Bench {
     }
 
     /// `orchestrator start`, retried while the service is not listening yet.
-    fn start(&self, pipeline: &str, id: &str, wait: bool) -> Output {
+    pub(crate) fn start(&self, pipeline: &str, id: &str, wait: bool) -> Output {
         self.start_with(pipeline, id, "{}", wait)
     }
 
-    fn start_with(&self, pipeline: &str, id: &str, input: &str, wait: bool) -> Output {
+    pub(crate) fn start_with(&self, pipeline: &str, id: &str, input: &str, wait: bool) -> Output {
         let url = self.url();
         let mut args = vec![
             "start",
@@ -491,7 +491,7 @@ impl Bench {
         out
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut o) = self.orch.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &o.id().to_string()])
@@ -505,7 +505,7 @@ impl Bench {
         }
     }
 
-    fn verify(&self) -> std::collections::HashMap<String, String> {
+    pub(crate) fn verify(&self) -> std::collections::HashMap<String, String> {
         let v = run(&["verify"], Some(self.dir.path()));
         fields(&String::from_utf8_lossy(&v.stdout), "verify ")
     }

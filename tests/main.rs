@@ -6,6 +6,7 @@ mod cli;
 mod engine;
 mod http;
 mod nats;
+mod ops;
 mod protocol;
 mod purity;
 mod transport;

@@ -1,6 +1,9 @@
 //! Command-line interface: one file per command, all thin over the library.
 
+pub mod backfill;
+pub mod batch;
 pub mod dev;
+pub mod ops;
 pub mod pipelines;
 pub mod run;
 pub mod start;
@@ -35,6 +38,26 @@ pub enum Command {
     Start(start::StartArgs),
     /// Workers over NATS; `--simulate` runs the simulated ones.
     Worker(worker::WorkerArgs),
+    /// A workflow's status and each step's status, attempts, last error, worker and timings.
+    Describe(ops::DescribeArgs),
+    /// A workflow's full lineage from the journal, one line per event.
+    History(ops::HistoryArgs),
+    /// Workflows by status, pipeline and age, one per line, id first.
+    List(ops::ListArgs),
+    /// Cancel a running or paused workflow.
+    Cancel(ops::CancelArgs),
+    /// Pause a running workflow: nothing new is dispatched until it is resumed.
+    Pause(ops::IdArgs),
+    /// Resume a paused workflow.
+    Resume(ops::IdArgs),
+    /// Reopen a failed or cancelled workflow as a new generation (its failed steps run again).
+    Retry(ops::IdArgs),
+    /// Run a step and everything downstream of it again, as a new generation.
+    Rerun(ops::RerunArgs),
+    /// Durable, rate-limited batch jobs: cancel, retry or rerun many workflows.
+    Batch(batch::BatchArgs),
+    /// Start one workflow per line of a JSON Lines file, each with a deterministic id.
+    Backfill(backfill::BackfillArgs),
     /// Check every journal in a data dir: invariants and checksums.
     Verify(verify::VerifyArgs),
     /// Pipeline files.
@@ -76,6 +99,16 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args, cli.log),
         Command::Start(args) => start::run(args),
         Command::Worker(args) => worker::run(args),
+        Command::Describe(args) => ops::describe(args),
+        Command::History(args) => ops::history(args),
+        Command::List(args) => ops::list(args),
+        Command::Cancel(args) => ops::cancel(args),
+        Command::Pause(args) => ops::pause(args),
+        Command::Resume(args) => ops::resume(args),
+        Command::Retry(args) => ops::retry(args),
+        Command::Rerun(args) => ops::rerun(args),
+        Command::Batch(args) => batch::run(args),
+        Command::Backfill(args) => backfill::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Pipelines(PipelinesCmd::Check { dir }) => pipelines::check(&dir),
     }

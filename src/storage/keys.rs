@@ -17,6 +17,9 @@
 //! | snapshot | `S` | `S partition:u16 len id` |
 //! | status index | `I` | `I partition:u16 status:u8 len id` |
 //! | timers | `T` | `T partition:u16 due_ms:u64 len id tag:u64` |
+//! | batch jobs | `B` | `B len job` |
+//! | batch job members | `K` | `K len job chunk:u32` |
+//! | batch job failed items | `F` | `F len job index:u64` |
 //!
 //! Architecture invariant: this layout is persistent. Changing any of it requires a
 //! migration of existing stores; adding a new table means picking an unused tag.
@@ -35,6 +38,12 @@ pub const SNAPSHOT: u8 = b'S';
 pub const STATUS: u8 = b'I';
 /// Tag of the durable timers table.
 pub const TIMER: u8 = b'T';
+/// Tag of the batch job table (one record per job).
+pub const BATCH_JOB: u8 = b'B';
+/// Tag of the frozen member lists of batch jobs, in chunks.
+pub const BATCH_MEMBERS: u8 = b'K';
+/// Tag of the failed items of batch jobs.
+pub const BATCH_FAILURES: u8 = b'F';
 
 /// Longest workflow id or pipeline name, in bytes: the length prefix is one byte.
 pub const MAX_NAME_LEN: usize = u8::MAX as usize;
@@ -215,6 +224,52 @@ pub fn timers_due(partition: u16, until_ms: u64) -> KeyRange {
         None => prefix_end(&prefix),
     };
     KeyRange { from: prefix, to }
+}
+
+/// Key of the record of batch job `job`.
+pub fn batch_job(job: &str) -> Result<Vec<u8>, Error> {
+    let mut k = vec![BATCH_JOB];
+    push_name(&mut k, job, "batch job id")?;
+    Ok(k)
+}
+
+/// Every batch job record, in job id order (ids by length, then bytes).
+pub fn all_batch_jobs() -> KeyRange {
+    KeyRange::prefixed(vec![BATCH_JOB])
+}
+
+/// Key of chunk `chunk` of the frozen member list of batch job `job`.
+pub fn batch_members(job: &str, chunk: u32) -> Result<Vec<u8>, Error> {
+    let mut k = vec![BATCH_MEMBERS];
+    push_name(&mut k, job, "batch job id")?;
+    k.extend_from_slice(&chunk.to_be_bytes());
+    Ok(k)
+}
+
+/// Key of the failed item at position `index` of batch job `job`.
+pub fn batch_failure(job: &str, index: u64) -> Result<Vec<u8>, Error> {
+    let mut k = batch_failures_prefix(job)?;
+    k.extend_from_slice(&index.to_be_bytes());
+    Ok(k)
+}
+
+/// Every failed item of batch job `job`, in member order.
+pub fn batch_failures(job: &str) -> Result<KeyRange, Error> {
+    Ok(KeyRange::prefixed(batch_failures_prefix(job)?))
+}
+
+fn batch_failures_prefix(job: &str) -> Result<Vec<u8>, Error> {
+    let mut k = vec![BATCH_FAILURES];
+    push_name(&mut k, job, "batch job id")?;
+    Ok(k)
+}
+
+/// Decode a batch job key into the job id.
+pub fn decode_batch_job(key: &[u8]) -> Result<String, Error> {
+    let mut r = Reader::new(key, BATCH_JOB)?;
+    let id = r.name()?;
+    r.end()?;
+    Ok(id)
 }
 
 fn pipeline_prefix(name: &str) -> Result<Vec<u8>, Error> {
@@ -525,6 +580,21 @@ mod tests {
             decode_snapshot(b"S\x00\x01\x01a\x00"),
             Err(Error::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn batch_keys_round_trip_and_do_not_overlap() {
+        let k = batch_job("b-1").unwrap();
+        assert_eq!(decode_batch_job(&k).unwrap(), "b-1");
+        assert!(in_range(&all_batch_jobs(), &k));
+        assert!(!in_range(
+            &all_batch_jobs(),
+            &batch_members("b-1", 0).unwrap()
+        ));
+        let f = batch_failures("b-1").unwrap();
+        assert!(in_range(&f, &batch_failure("b-1", u64::MAX).unwrap()));
+        assert!(!in_range(&f, &batch_failure("b-10", 0).unwrap()));
+        assert!(batch_failure("b-1", 1).unwrap() < batch_failure("b-1", 2).unwrap());
     }
 
     #[test]

@@ -297,8 +297,74 @@ impl WorkflowStore {
         ))
     }
 
+    /// Store (or replace) the record of batch job `job` (not partitioned).
+    pub fn batch_job_put<T: Serialize>(&self, job: &str, record: &T) -> Result<Op, Error> {
+        Ok(Op::Put(keys::batch_job(job)?, codec::encode(record)?))
+    }
+
+    /// Store chunk `chunk` of the frozen member list of batch job `job`.
+    pub fn batch_members_put<T: Serialize>(
+        &self,
+        job: &str,
+        chunk: u32,
+        members: &T,
+    ) -> Result<Op, Error> {
+        Ok(Op::Put(
+            keys::batch_members(job, chunk)?,
+            codec::encode(members)?,
+        ))
+    }
+
+    /// Record the failed item at position `index` of batch job `job`.
+    pub fn batch_failure_put<T: Serialize>(
+        &self,
+        job: &str,
+        index: u64,
+        failure: &T,
+    ) -> Result<Op, Error> {
+        Ok(Op::Put(
+            keys::batch_failure(job, index)?,
+            codec::encode(failure)?,
+        ))
+    }
+
     // -----------------------------------------------------------------------------
     // Readers
+
+    /// The record of batch job `job`, if any.
+    pub fn load_batch_job<T: DeserializeOwned>(&self, job: &str) -> Result<Option<T>, Error> {
+        self.load(&keys::batch_job(job)?)
+    }
+
+    /// Up to `limit` batch job records with their ids, in id order.
+    pub fn list_batch_jobs<T: DeserializeOwned>(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(String, T)>, Error> {
+        self.collect(&keys::all_batch_jobs(), limit, |k, v| {
+            Ok((keys::decode_batch_job(k)?, codec::decode(k, v)?))
+        })
+    }
+
+    /// Chunk `chunk` of the frozen member list of batch job `job`, if stored.
+    pub fn load_batch_members<T: DeserializeOwned>(
+        &self,
+        job: &str,
+        chunk: u32,
+    ) -> Result<Option<T>, Error> {
+        self.load(&keys::batch_members(job, chunk)?)
+    }
+
+    /// Up to `limit` failed items of batch job `job`, in member order.
+    pub fn list_batch_failures<T: DeserializeOwned>(
+        &self,
+        job: &str,
+        limit: usize,
+    ) -> Result<Vec<T>, Error> {
+        self.collect(&keys::batch_failures(job)?, limit, |k, v| {
+            codec::decode(k, v)
+        })
+    }
 
     /// The snapshot of workflow `id`, if any.
     pub fn load_snapshot<T: DeserializeOwned>(
