@@ -125,6 +125,7 @@ pub struct NatsSection {
     pub results_max_ack_pending: i64,
     pub publish_queue_max: usize,
     pub publish_attempts: u32,
+    pub publish_window: usize,
     pub message_max_bytes: usize,
     pub output_max_bytes: usize,
 }
@@ -211,6 +212,7 @@ impl Default for Config {
                 results_max_ack_pending: nats.results_max_ack_pending,
                 publish_queue_max: nats.publish_queue_max,
                 publish_attempts: nats.publish_attempts,
+                publish_window: nats.publish_window,
                 message_max_bytes: nats.limits.message_max_bytes,
                 output_max_bytes: nats.limits.output_max_bytes,
             },
@@ -361,8 +363,10 @@ impl Config {
             "nats.results_max_ack_pending must be at least 1",
         );
         need(
-            self.nats.publish_queue_max >= 1 && self.nats.publish_attempts >= 1,
-            "nats.publish_queue_max and nats.publish_attempts must be at least 1",
+            self.nats.publish_queue_max >= 1
+                && self.nats.publish_attempts >= 1
+                && self.nats.publish_window >= 1,
+            "nats.publish_queue_max, nats.publish_attempts and nats.publish_window must be at least 1",
         );
         need(
             self.nats.results_ack_wait.0 >= 1000,
@@ -407,6 +411,7 @@ impl Config {
             results_max_ack_pending: n.results_max_ack_pending,
             publish_queue_max: n.publish_queue_max,
             publish_attempts: n.publish_attempts,
+            publish_window: n.publish_window,
             limits: Limits {
                 message_max_bytes: n.message_max_bytes,
                 output_max_bytes: n.output_max_bytes,

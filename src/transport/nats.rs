@@ -41,6 +41,8 @@ pub struct NatsConfig {
     pub results_max_ack_pending: i64,
     /// Tasks and cancels waiting to be published, at most (beyond: dropped, healed by timeouts).
     pub publish_queue_max: usize,
+    /// Task publishes with their acknowledgements in flight at once.
+    pub publish_window: usize,
     /// Publish attempts of one task before it is left to its timeout; with the
     /// backoff capped at 2 s, 40 attempts ride out about a minute of outage.
     pub publish_attempts: u32,
@@ -58,6 +60,7 @@ impl Default for NatsConfig {
             results_max_ack_pending: 10_000,
             publish_queue_max: 100_000,
             publish_attempts: 40,
+            publish_window: 256,
             limits: Limits::default(),
         }
     }
@@ -188,51 +191,66 @@ impl NatsTransport {
         let subjects = Subjects::new(&cfg.prefix)?;
         let (tx, mut rx) = mpsc::channel::<Outgoing>(cfg.publish_queue_max.max(1));
         let attempts = cfg.publish_attempts.max(1);
+        let window = cfg.publish_window.max(1);
         tokio::spawn(async move {
-            while let Some(out) = rx.recv().await {
-                match out {
-                    Outgoing::Task(spec) => {
-                        let p = partition_of(&spec.workflow_id);
-                        let msg = match TaskMessage::from_spec(
-                            &spec,
-                            subjects.results(p),
-                            subjects.heartbeats(p),
-                        ) {
-                            Ok(m) => m,
-                            Err(e) => {
-                                tracing::error!(task_id = %spec.task_id, error = %e, "task cannot be encoded");
-                                continue;
-                            }
-                        };
-                        let Ok(payload) = serde_json::to_vec(&msg) else {
-                            continue;
-                        };
-                        let traceparent = task_traceparent(&spec.workflow_id, &spec.task_id);
-                        publish_task(
-                            &js,
-                            subjects.tasks(&spec.task_type),
-                            &spec.task_id,
-                            &traceparent,
-                            payload,
-                            attempts,
-                        )
-                        .await;
-                    }
-                    Outgoing::Cancel { task_id, task_type } => {
-                        let msg = CancelMessage {
-                            v: VERSION,
-                            workflow_id: workflow_of_task(&task_id).unwrap_or_default().to_string(),
-                            task_id,
-                            reason: "cancelled".into(),
-                        };
-                        if let Ok(payload) = serde_json::to_vec(&msg) {
-                            // Core NATS: a lost cancel only means a worker finishes a useless task.
-                            let _ = client
-                                .publish(subjects.cancel(&task_type), payload.into())
+            // Windows of publishes with their acknowledgements in flight at
+            // once: one round trip per window, not per task. Order between
+            // tasks does not matter (each is its own attempt).
+            let mut buf = Vec::with_capacity(window);
+            while rx.recv_many(&mut buf, window).await > 0 {
+                let sends = buf.drain(..).map(|out| {
+                    let (js, client, subjects) = (&js, &client, &subjects);
+                    let partition_of = &partition_of;
+                    async move {
+                        match out {
+                            Outgoing::Task(spec) => {
+                                let p = partition_of(&spec.workflow_id);
+                                let msg = match TaskMessage::from_spec(
+                                    &spec,
+                                    subjects.results(p),
+                                    subjects.heartbeats(p),
+                                ) {
+                                    Ok(m) => m,
+                                    Err(e) => {
+                                        tracing::error!(task_id = %spec.task_id, error = %e, "task cannot be encoded");
+                                        return;
+                                    }
+                                };
+                                let Ok(payload) = serde_json::to_vec(&msg) else {
+                                    return;
+                                };
+                                let traceparent =
+                                    task_traceparent(&spec.workflow_id, &spec.task_id);
+                                publish_task(
+                                    js,
+                                    subjects.tasks(&spec.task_type),
+                                    &spec.task_id,
+                                    &traceparent,
+                                    payload,
+                                    attempts,
+                                )
                                 .await;
+                            }
+                            Outgoing::Cancel { task_id, task_type } => {
+                                let msg = CancelMessage {
+                                    v: VERSION,
+                                    workflow_id: workflow_of_task(&task_id)
+                                        .unwrap_or_default()
+                                        .to_string(),
+                                    task_id,
+                                    reason: "cancelled".into(),
+                                };
+                                if let Ok(payload) = serde_json::to_vec(&msg) {
+                                    // Core NATS: a lost cancel only means a worker finishes a useless task.
+                                    let _ = client
+                                        .publish(subjects.cancel(&task_type), payload.into())
+                                        .await;
+                                }
+                            }
                         }
                     }
-                }
+                });
+                futures_util::future::join_all(sends).await;
             }
         });
         Ok(NatsTransport { tx })
