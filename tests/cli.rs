@@ -598,3 +598,38 @@ fn a_worker_killed_mid_task_is_replaced_by_a_new_attempt_after_its_heartbeat_tim
     let v = b.verify();
     assert_eq!((num(&v, "completed"), num(&v, "violations")), (1.0, 0.0));
 }
+
+/// Every command (and every subcommand) documents itself with an example.
+#[test]
+fn every_command_has_help_with_an_example() {
+    fn commands(args: &[&str]) -> Vec<String> {
+        let out = bin().args(args).arg("--help").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines()
+            .skip_while(|l| !l.starts_with("Commands:"))
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .filter(|c| c != "help")
+            .collect()
+    }
+    let top = commands(&[]);
+    assert!(top.len() >= 15, "{top:?}");
+    for c in top {
+        let subs = commands(&[&c]);
+        let leaves: Vec<Vec<String>> = if subs.is_empty() {
+            vec![vec![c.clone()]]
+        } else {
+            subs.into_iter().map(|s| vec![c.clone(), s]).collect()
+        };
+        for leaf in leaves {
+            let out = bin().args(&leaf).arg("--help").output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{leaf:?} --help failed");
+            assert!(
+                text.contains("Example"),
+                "{leaf:?} --help has no example:\n{text}"
+            );
+        }
+    }
+}

@@ -17,6 +17,9 @@ use crate::protocol::VERSION;
 const POLL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  orchestrator batch retry --status failed --since 24h --dry-run\n  orchestrator batch rerun --pipeline video --status completed --from-step enrich_topics --rate 20/s\n  orchestrator batch status b-0199...   # and: batch pause JOB, batch resume JOB"
+)]
 pub struct BatchArgs {
     #[command(subcommand)]
     pub cmd: BatchCmd,

@@ -68,6 +68,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum PipelinesCmd {
     /// Validate every pipeline file in DIR and print each DAG.
+    #[command(after_help = "Example:\n  orchestrator pipelines check config/pipelines")]
     Check {
         /// Directory of `*.toml` pipeline files.
         #[arg(default_value = "config/pipelines")]

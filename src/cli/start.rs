@@ -13,6 +13,9 @@ use crate::protocol::subjects::Subjects;
 use crate::protocol::VERSION;
 
 #[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Example:\n  orchestrator start video --id v-1 --input '{\"video_url\":\"s3://media/v-1.mp4\"}' --wait\n  # -> workflow id=v-1 status=completed created=true"
+)]
 pub struct StartArgs {
     /// Pipeline name (e.g. `video`).
     pub pipeline: String,
