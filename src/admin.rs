@@ -364,6 +364,9 @@ fn encode<T: Serialize>(r: Result<T, AdminError>) -> Vec<u8> {
 }
 
 /// Serves admin requests (and runs the batch jobs) until the subscriptions end.
+/// Admin requests of one verb served at once; more wait in the subscription.
+pub const ADMIN_IN_FLIGHT_MAX: usize = 256;
+
 pub async fn serve(
     client: async_nats::Client,
     prefix: String,
@@ -382,26 +385,32 @@ pub async fn serve(
     let (batches, runner) = batch::runner(engine.clone());
     // Plain futures, not spawned tasks: when the service drops `serve`, the
     // loops and the batch runner (and their handles on the engine) go with it.
-    let loops = subs.into_iter().map(|(verb, mut sub)| {
+    let loops = subs.into_iter().map(|(verb, sub)| {
         let engine = engine.clone();
         let client = client.clone();
         let batches = batches.clone();
         async move {
-            while let Some(msg) = sub.next().await {
-                let Some(reply_to) = msg.reply.clone() else {
-                    continue;
-                };
-                let body = if msg.payload.len() > request_max_bytes {
-                    engine.metrics().rejected_message("oversized");
-                    encode::<()>(Err(AdminError::bad(format!(
-                        "request of {} bytes exceeds {request_max_bytes}",
-                        msg.payload.len()
-                    ))))
-                } else {
-                    handle(verb, &msg.payload, &engine, &batches).await
-                };
-                let _ = client.publish(reply_to, body.into()).await;
-            }
+            // Requests are served concurrently (a start waits for its fsync;
+            // the group committer batches concurrent ones), bounded per verb.
+            sub.for_each_concurrent(ADMIN_IN_FLIGHT_MAX, |msg| {
+                let (engine, client, batches) = (&engine, &client, &batches);
+                async move {
+                    let Some(reply_to) = msg.reply.clone() else {
+                        return;
+                    };
+                    let body = if msg.payload.len() > request_max_bytes {
+                        engine.metrics().rejected_message("oversized");
+                        encode::<()>(Err(AdminError::bad(format!(
+                            "request of {} bytes exceeds {request_max_bytes}",
+                            msg.payload.len()
+                        ))))
+                    } else {
+                        handle(verb, &msg.payload, engine, batches).await
+                    };
+                    let _ = client.publish(reply_to, body.into()).await;
+                }
+            })
+            .await;
         }
     });
     futures_util::future::join(futures_util::future::join_all(loops), runner).await;
