@@ -7,6 +7,7 @@ mod engine;
 mod http;
 mod nats;
 mod ops;
+mod otel;
 mod protocol;
 mod purity;
 mod transport;

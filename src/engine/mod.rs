@@ -15,6 +15,7 @@
 pub mod clock;
 pub mod fasthash;
 pub mod metrics;
+pub mod observe;
 pub mod partition;
 pub mod registry;
 pub mod root;
@@ -122,6 +123,8 @@ pub struct Hooks {
     /// Called after each terminal transition is durable (dev uses it to check outputs).
     pub on_terminal: Option<Arc<TerminalHook>>,
     pub faults: Option<Arc<Faults>>,
+    /// Where finished spans go (the OTLP exporter); `None`: no spans are built.
+    pub spans: Option<Arc<dyn crate::otel::SpanSink>>,
 }
 
 /// Everything an actor needs, shared read-only.
