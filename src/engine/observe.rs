@@ -11,6 +11,8 @@ use crate::otel::{workflow_span_key, AttrValue, SpanKind, SpanRecord, SpanSink, 
 use crate::pipeline::PipelineDef;
 use crate::workflow::{AfterFailure, Command, Decision, EventKind, Status, WorkflowState};
 
+type Attrs = Vec<(&'static str, AttrValue)>;
+
 fn step_name(def: &PipelineDef, step: u16) -> &str {
     def.steps
         .get(usize::from(step))
@@ -181,14 +183,7 @@ pub fn spans_of(
     let mut out = Vec::new();
     let parent = workflow_span_key(&next.id, next.generation);
     for e in &decision.events {
-        let (step, attempt, outcome, status, worker, mut extra): (
-            u16,
-            u32,
-            &'static str,
-            SpanStatus,
-            Option<&str>,
-            Vec<(&'static str, AttrValue)>,
-        ) = match &e.kind {
+        let (step, attempt, outcome, status, worker, mut extra) = match &e.kind {
             EventKind::TaskSucceeded {
                 step,
                 attempt,
@@ -200,7 +195,7 @@ pub fn spans_of(
                 "succeeded",
                 SpanStatus::Ok,
                 worker.as_deref(),
-                Vec::new(),
+                Attrs::new(),
             ),
             EventKind::TaskFailed {
                 step,
