@@ -508,7 +508,13 @@ impl ExportTask {
         let n = batch.len() as u64;
         let body = encode_request(&self.cfg.service_name, batch);
         batch.clear();
-        let attempts = self.cfg.attempts.max(1);
+        // While the collector is known to be failing, each batch gets one
+        // attempt: retries would only hold newer spans back in the queue.
+        let attempts = if self.failing {
+            1
+        } else {
+            self.cfg.attempts.max(1)
+        };
         let mut backoff = Duration::from_millis(100);
         let mut last = String::new();
         for attempt in 1..=attempts {
