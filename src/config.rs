@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::engine::EngineConfig;
 use crate::node::NodeOptions;
+use crate::otel::{HttpEndpoint, OtlpConfig};
 use crate::pipeline::load::parse_duration_ms;
 use crate::protocol::Limits;
 use crate::transport::nats::NatsConfig;
@@ -89,6 +90,7 @@ pub struct Config {
     pub events: EventsSection,
     pub http: HttpSection,
     pub log: LogSection,
+    pub trace: TraceSection,
     pub shutdown: ShutdownSection,
 }
 
@@ -187,6 +189,26 @@ pub struct LogSection {
     pub format: LogFormat,
 }
 
+/// Span export over OTLP/HTTP (JSON encoding); off while `otlp_endpoint` is empty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TraceSection {
+    /// `http://host[:port][/base]`; spans go to `<base>/v1/traces`. Empty: off.
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported resource.
+    pub service_name: String,
+    /// Most spans in one export request.
+    pub batch_max: usize,
+    /// Spans waiting for export; beyond it new ones are dropped and counted.
+    pub queue_max: usize,
+    /// A partial batch is sent after at most this long.
+    pub flush_every: Dur,
+    /// One export request at most this long.
+    pub export_timeout: Dur,
+    /// Attempts of one batch before its spans are counted as failed.
+    pub export_attempts: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownSection {
@@ -198,6 +220,7 @@ impl Default for Config {
     fn default() -> Self {
         let nats = NatsConfig::default();
         let engine = EngineConfig::default();
+        let otlp = OtlpConfig::default();
         Config {
             node: NodeSection {
                 data_dir: PathBuf::from("./data/orchestrator"),
@@ -253,6 +276,15 @@ impl Default for Config {
                 level: "info".into(),
                 format: LogFormat::Pretty,
             },
+            trace: TraceSection {
+                otlp_endpoint: otlp.endpoint,
+                service_name: otlp.service_name,
+                batch_max: otlp.batch_max,
+                queue_max: otlp.queue_max,
+                flush_every: Dur(otlp.flush_every.as_millis() as u64),
+                export_timeout: Dur(otlp.timeout.as_millis() as u64),
+                export_attempts: otlp.attempts,
+            },
             shutdown: ShutdownSection {
                 grace: Dur::secs(10),
             },
@@ -277,6 +309,7 @@ section_defaults!(
     EventsSection => events,
     HttpSection => http,
     LogSection => log,
+    TraceSection => trace,
     ShutdownSection => shutdown
 );
 
@@ -389,6 +422,37 @@ impl Config {
             tracing_subscriber::EnvFilter::try_new(&self.log.level).is_ok(),
             "log.level is not a valid filter (e.g. info, warn, orchestrator=debug)",
         );
+        let t = &self.trace;
+        if !t.otlp_endpoint.is_empty() {
+            if let Err(e) = HttpEndpoint::parse(&t.otlp_endpoint) {
+                errs.push(format!("trace.otlp_endpoint: {e}"));
+            }
+        }
+        let mut need = |ok: bool, what: &str| {
+            if !ok {
+                errs.push(what.to_owned());
+            }
+        };
+        need(
+            !t.service_name.trim().is_empty(),
+            "trace.service_name must not be empty",
+        );
+        need(
+            t.queue_max >= 1 && (1..=t.queue_max).contains(&t.batch_max),
+            "trace.batch_max must be within 1..=trace.queue_max",
+        );
+        need(
+            t.flush_every.0 >= 10,
+            "trace.flush_every must be at least 10ms",
+        );
+        need(
+            t.export_timeout.0 >= 100,
+            "trace.export_timeout must be at least 100ms",
+        );
+        need(
+            (1..=100).contains(&t.export_attempts),
+            "trace.export_attempts must be within 1..=100",
+        );
         need(
             self.shutdown.grace.0 >= 1000,
             "shutdown.grace must be at least 1s",
@@ -429,6 +493,23 @@ impl Config {
             window_max: e.window_max,
             scan_max: e.scan_max,
         }
+    }
+
+    /// The span exporter's settings, `None` when no endpoint is configured.
+    pub fn otlp_config(&self) -> Option<OtlpConfig> {
+        let t = &self.trace;
+        if t.otlp_endpoint.trim().is_empty() {
+            return None;
+        }
+        Some(OtlpConfig {
+            endpoint: t.otlp_endpoint.trim().to_owned(),
+            service_name: t.service_name.clone(),
+            batch_max: t.batch_max,
+            queue_max: t.queue_max,
+            flush_every: t.flush_every.as_duration(),
+            timeout: t.export_timeout.as_duration(),
+            attempts: t.export_attempts,
+        })
     }
 
     pub fn engine_config(&self) -> EngineConfig {
@@ -511,6 +592,22 @@ mod tests {
         assert!(e.contains("http.addr"), "{e}");
         let e = Config::parse("[log]\nformat = \"xml\"\n").unwrap_err();
         assert!(e.contains("xml") || e.contains("format"), "{e}");
+        let e = Config::parse("[trace]\notlp_endpoint = \"https://c:4318\"\n").unwrap_err();
+        assert!(e.contains("trace.otlp_endpoint"), "{e}");
+        let e = Config::parse("[trace]\nbatch_max = 0\n").unwrap_err();
+        assert!(e.contains("trace.batch_max"), "{e}");
+    }
+
+    #[test]
+    fn tracing_is_off_until_an_endpoint_is_set() {
+        assert_eq!(Config::default().otlp_config(), None);
+        let c =
+            Config::parse("[trace]\notlp_endpoint = \"http://127.0.0.1:4318\"\nbatch_max = 64\n")
+                .unwrap();
+        let o = c.otlp_config().unwrap();
+        assert_eq!(o.endpoint, "http://127.0.0.1:4318");
+        assert_eq!(o.batch_max, 64);
+        assert_eq!(o.queue_max, 65_536);
     }
 
     #[test]

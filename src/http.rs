@@ -676,6 +676,21 @@ pub fn render_metrics(state: &HttpState) -> String {
             "Workflow actors stopped while idle (their state kept in storage and cache).",
             &m.passivations,
         ),
+        (
+            "narralytica_spans_exported_total",
+            "Spans accepted by the OTLP collector.",
+            &m.spans_exported,
+        ),
+        (
+            "narralytica_spans_dropped_total",
+            "Spans dropped because the export queue was full.",
+            &m.spans_dropped,
+        ),
+        (
+            "narralytica_spans_failed_total",
+            "Spans not exported: every attempt failed, or the collector rejected them.",
+            &m.spans_failed,
+        ),
     ] {
         t.family(name, "counter", help);
         t.sample(name, &[], get(c));

@@ -20,6 +20,7 @@
 //! | [`admin`] | the admin verbs over NATS request/reply |
 //! | [`batch`] | durable, rate-limited batch jobs run by the orchestrator |
 //! | [`node`] | assembling storage + committer + pipelines for a process |
+//! | [`otel`] | span records and their export over OTLP/HTTP (JSON) |
 //! | [`cli`] | the `orchestrator` command |
 //!
 //! # Invariants
@@ -41,6 +42,7 @@ pub mod engine;
 pub mod events;
 pub mod http;
 pub mod node;
+pub mod otel;
 pub mod pipeline;
 pub mod protocol;
 pub mod sim;

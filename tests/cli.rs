@@ -124,12 +124,53 @@ fn run_layers_defaults_file_environment_and_flags() {
         .env_remove("NARRALYTICA_NATS_URL")
         .env_remove("NARRALYTICA_HTTP_ADDR")
         .env_remove("NARRALYTICA_CONFIG")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_SERVICE_NAME")
         .output()
         .unwrap();
     let printed: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
     let shipped: toml::Table =
         toml::from_str(&std::fs::read_to_string("config/orchestrator.toml").unwrap()).unwrap();
     assert_eq!(printed, shipped);
+}
+
+#[test]
+fn run_takes_the_otlp_endpoint_from_the_flag_or_the_standard_env() {
+    let print = |args: &[&str], env: Option<&str>| {
+        let mut cmd = bin();
+        cmd.args(["run", "--print-config"])
+            .args(args)
+            .env_remove("NARRALYTICA_CONFIG")
+            .env_remove("OTEL_SERVICE_NAME");
+        match env {
+            Some(v) => cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", v),
+            None => cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        };
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        (out.status.code(), text, err)
+    };
+    let (code, text, _) = print(&[], Some("http://127.0.0.1:4318"));
+    assert_eq!(code, Some(0));
+    assert!(
+        text.contains("otlp_endpoint = \"http://127.0.0.1:4318\""),
+        "{text}"
+    );
+    let (_, text, _) = print(
+        &["--otlp-endpoint", "http://c:9/base"],
+        Some("http://env:1"),
+    );
+    assert!(
+        text.contains("otlp_endpoint = \"http://c:9/base\""),
+        "flag over env: {text}"
+    );
+    let (code, _, err) = print(&["--otlp-endpoint", "https://c:4318"], None);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("trace.otlp_endpoint") && err.contains("collector"),
+        "{err}"
+    );
 }
 
 #[test]

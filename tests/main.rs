@@ -8,6 +8,7 @@ mod events;
 mod http;
 mod nats;
 mod ops;
+mod otel;
 mod protocol;
 mod purity;
 mod transport;

@@ -86,6 +86,10 @@ pub struct DevArgs {
     /// Address of `/healthz`, `/readyz` and `/metrics` (e.g. `127.0.0.1:9464`); `off` disables them.
     #[arg(long, default_value = "off")]
     pub http_addr: String,
+    /// Export spans over OTLP/HTTP (JSON) to this `http://` base URL, e.g. `http://127.0.0.1:4318`;
+    /// the other `[trace]` settings keep their defaults.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 pub fn run(args: DevArgs) -> ExitCode {
@@ -170,6 +174,16 @@ pub async fn run_dev(
     }
     http.storage_opened(&node);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let exporter = match args.otlp_endpoint.as_deref().map(str::trim) {
+        Some(endpoint) if !endpoint.is_empty() => Some(crate::otel::OtlpExporter::start(
+            crate::otel::OtlpConfig {
+                endpoint: endpoint.to_owned(),
+                ..Default::default()
+            },
+            metrics.clone(),
+        )?),
+        _ => None,
+    };
     let (transport, worker_rx) = InProcTransport::new();
     let hook_metrics = metrics.clone();
     let hooks = Hooks {
@@ -186,6 +200,9 @@ pub async fn run_dev(
         })),
         faults: None,
         outbox: None,
+        spans: exporter
+            .clone()
+            .map(|e| e as Arc<dyn crate::otel::SpanSink>),
     };
     let engine = Engine::start(crate::engine::EngineCtx {
         store: node.store.clone(),
@@ -281,6 +298,16 @@ pub async fn run_dev(
     drop(engine);
     workers.abort();
     let _ = workers.await;
+    if let Some(x) = &exporter {
+        let flushed = x.flush(Duration::from_secs(5)).await;
+        eprintln!(
+            "spans exported={} dropped={} failed={}{}",
+            Metrics::get(&metrics.spans_exported),
+            Metrics::get(&metrics.spans_dropped),
+            Metrics::get(&metrics.spans_failed),
+            if flushed { "" } else { " (flush timed out)" }
+        );
+    }
     let summary = Summary::collect(&node.store, &metrics, 0)?;
     let commits = node.committer.stats();
     tracing::info!(

@@ -52,6 +52,12 @@ pub struct RunArgs {
     /// Address of /healthz, /readyz, /metrics, or `off` [config: http.addr].
     #[arg(long, env = "NARRALYTICA_HTTP_ADDR")]
     pub http_addr: Option<String>,
+    /// Export spans over OTLP/HTTP to this `http://` base URL; empty = off [config: trace.otlp_endpoint].
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of exported spans [config: trace.service_name].
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub otel_service_name: Option<String>,
 }
 
 impl RunArgs {
@@ -84,6 +90,12 @@ impl RunArgs {
         }
         if let Some(v) = &self.http_addr {
             cfg.http.addr = v.clone();
+        }
+        if let Some(v) = &self.otlp_endpoint {
+            cfg.trace.otlp_endpoint = v.trim().to_owned();
+        }
+        if let Some(v) = &self.otel_service_name {
+            cfg.trace.service_name = v.clone();
         }
         if let Some(v) = &log.level {
             cfg.log.level = v.clone();
@@ -189,6 +201,13 @@ pub async fn serve(
         Arc::new(move |id: &str| store.partition_of(id)),
     )?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let exporter = match config.otlp_config() {
+        Some(o) => {
+            eprintln!("exporting spans to {}", o.endpoint);
+            Some(crate::otel::OtlpExporter::start(o, metrics.clone())?)
+        }
+        None => None,
+    };
     let engine = Arc::new(
         Engine::start(EngineCtx {
             store: node.store.clone(),
@@ -200,6 +219,9 @@ pub async fn serve(
             config: config.engine_config(),
             hooks: Hooks {
                 outbox: events.as_ref().map(|(o, _)| o.clone()),
+                spans: exporter
+                    .clone()
+                    .map(|e| e as Arc<dyn crate::otel::SpanSink>),
                 ..Hooks::default()
             },
         })
@@ -265,6 +287,10 @@ pub async fn serve(
     if let Some(p) = publisher {
         p.abort();
         let _ = p.await;
+    }
+    // The spans of the last transitions; a dead collector costs at most 1 s.
+    if let Some(x) = &exporter {
+        x.flush(Duration::from_secs(1)).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
     if tokio::time::timeout(Duration::from_secs(1), node.close())

@@ -372,6 +372,12 @@ pub struct Metrics {
     pub journal_records: AtomicU64,
     pub journal_events: AtomicU64,
     pub snapshots: AtomicU64,
+    /// Spans accepted by the OTLP collector.
+    pub spans_exported: AtomicU64,
+    /// Spans dropped because the export queue was full.
+    pub spans_dropped: AtomicU64,
+    /// Spans whose export failed after every attempt, or that the collector rejected.
+    pub spans_failed: AtomicU64,
     /// Time of the first accepted start and latest terminal transition (ms).
     pub first_start_ms: AtomicU64,
     pub last_terminal_ms: AtomicU64,

@@ -15,6 +15,7 @@
 pub mod clock;
 pub mod fasthash;
 pub mod metrics;
+pub mod observe;
 pub mod partition;
 pub mod registry;
 pub mod root;
@@ -125,6 +126,8 @@ pub struct Hooks {
     /// Lifecycle events: every journal record also gets an outbox row and,
     /// once durable, goes to the publisher (`run` sets it; `dev` does not).
     pub outbox: Option<Arc<crate::events::Outbox>>,
+    /// Where finished spans go (the OTLP exporter); `None`: no spans are built.
+    pub spans: Option<Arc<dyn crate::otel::SpanSink>>,
 }
 
 /// Everything an actor needs, shared read-only.

@@ -300,6 +300,14 @@ pub fn after_commit(
             _ => {}
         }
     }
+    super::observe::committed(
+        ctx.hooks.spans.as_deref(),
+        prev_status,
+        next,
+        def,
+        &decision,
+        now,
+    );
     m.status_changed(prev_status, next.status);
     if prev_status != Some(next.status) && next.status.is_terminal() {
         let c = match next.status {

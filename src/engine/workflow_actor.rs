@@ -251,7 +251,27 @@ impl Resident {
         let outcome = decision.outcome.clone();
         note_outcome(&self.ctx, &outcome);
         if let crate::workflow::Outcome::Ignored(reason) = &outcome {
-            tracing::debug!(workflow_id = %self.id, reason = reason.as_str(), "input ignored");
+            match input {
+                Input::TaskResult(r) => tracing::debug!(
+                    workflow_id = %self.id,
+                    step = %r.step,
+                    attempt = r.attempt,
+                    task_id = %r.task_id,
+                    worker = r.worker.as_deref(),
+                    reason = reason.as_str(),
+                    "result ignored"
+                ),
+                Input::TaskTimedOut { task_id, timeout } => tracing::debug!(
+                    workflow_id = %self.id,
+                    task_id = %task_id,
+                    timeout = timeout.as_str(),
+                    reason = reason.as_str(),
+                    "timeout ignored"
+                ),
+                _ => {
+                    tracing::debug!(workflow_id = %self.id, reason = reason.as_str(), "input ignored")
+                }
+            }
         }
         let prev_status = wf.status;
         let prepared = prepare(

@@ -224,7 +224,7 @@ impl NatsTransport {
                                 publish_task(
                                     js,
                                     subjects.tasks(&spec.task_type),
-                                    &spec.task_id,
+                                    &spec,
                                     &traceparent,
                                     payload,
                                     attempts,
@@ -260,14 +260,19 @@ impl NatsTransport {
 async fn publish_task(
     js: &jetstream::Context,
     subject: String,
-    task_id: &str,
+    spec: &TaskSpec,
     traceparent: &str,
     payload: Vec<u8>,
     attempts: u32,
 ) {
     let payload: bytes::Bytes = payload.into();
     let mut backoff = Duration::from_millis(50);
-    for attempt in 1..=attempts {
+    let (task_id, workflow_id, step) = (
+        spec.task_id.as_str(),
+        spec.workflow_id.as_str(),
+        spec.step.as_str(),
+    );
+    for publish_attempt in 1..=attempts {
         let msg = jetstream::message::PublishMessage::build()
             .payload(payload.clone())
             .message_id(task_id)
@@ -275,22 +280,51 @@ async fn publish_task(
         match js.send_publish(subject.clone(), msg).await {
             Ok(ack) => match ack.await {
                 Ok(_) => return,
-                Err(e) => {
-                    tracing::warn!(task_id, attempt, error = %e, "task publish not acknowledged")
-                }
+                Err(e) => tracing::warn!(
+                    workflow_id,
+                    step,
+                    attempt = spec.attempt,
+                    task_id,
+                    publish_attempt,
+                    error = %e,
+                    "task publish not acknowledged"
+                ),
             },
-            Err(e) => tracing::warn!(task_id, attempt, error = %e, "task publish failed"),
+            Err(e) => tracing::warn!(
+                workflow_id,
+                step,
+                attempt = spec.attempt,
+                task_id,
+                publish_attempt,
+                error = %e,
+                "task publish failed"
+            ),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
-    tracing::error!(task_id, "task not published; its timeout will retry it");
+    tracing::error!(
+        workflow_id,
+        step,
+        attempt = spec.attempt,
+        task_id,
+        "task not published; its timeout will retry it"
+    );
 }
 
 impl Transport for NatsTransport {
     fn dispatch(&self, task: Box<TaskSpec>) {
-        if let Err(e) = self.tx.try_send(Outgoing::Task(task)) {
-            tracing::error!(error = %e, "publish queue full; the task's timeout will retry it");
+        match self.tx.try_send(Outgoing::Task(task)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(Outgoing::Task(t)))
+            | Err(mpsc::error::TrySendError::Closed(Outgoing::Task(t))) => tracing::error!(
+                workflow_id = %t.workflow_id,
+                step = %t.step,
+                attempt = t.attempt,
+                task_id = %t.task_id,
+                "publish queue full or closed; the task's timeout will retry it"
+            ),
+            Err(_) => {}
         }
     }
 
@@ -386,12 +420,16 @@ pub async fn run_intake(
                     .and_then(|v| TraceParent::parse(v.as_str()));
                 if let Some(t) = &trace {
                     tracing::debug!(
+                        workflow_id = %r.workflow_id,
+                        step = %r.step,
+                        attempt = r.attempt,
                         task_id = %r.task_id,
                         trace_id = %t.trace_id,
                         span_id = %t.parent_id,
                         "result received"
                     );
                 }
+                let task_id = r.task_id.clone();
                 let (wf, result) = r.into_task_result();
                 let handler = handler.clone();
                 // Each result is acked only once its transition is durable;
@@ -403,7 +441,7 @@ pub async fn run_intake(
                         }
                         Err(e) => {
                             // Not acked: JetStream redelivers after ack_wait.
-                            tracing::warn!(error = %e, "result not applied; it will be redelivered");
+                            tracing::warn!(task_id = %task_id, error = %e, "result not applied; it will be redelivered");
                         }
                     }
                 });

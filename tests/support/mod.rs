@@ -32,6 +32,8 @@ pub struct Harness {
     pub store: WorkflowStore,
     /// Kept so tests can inspect batching (`stats()`).
     pub committer: Arc<GroupCommitter>,
+    /// The span exporter, when `Options::otlp` was set.
+    pub exporter: Option<Arc<orchestrator::otel::OtlpExporter>>,
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -48,6 +50,8 @@ pub struct Options {
     pub nats_url: Option<String>,
     /// Worker misbehaviour (NATS workers only).
     pub worker_faults: orchestrator::worker::WorkerFaults,
+    /// Export spans with these settings (`Harness::exporter`).
+    pub otlp: Option<orchestrator::otel::OtlpConfig>,
 }
 
 impl Default for Options {
@@ -64,6 +68,7 @@ impl Default for Options {
             clock: None,
             nats_url: None,
             worker_faults: Default::default(),
+            otlp: None,
         }
     }
 }
@@ -84,6 +89,9 @@ impl Harness {
         let faults = Arc::new(Faults::default());
         let clock: Arc<dyn Clock> = opts.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let hook_metrics = metrics.clone();
+        let exporter = opts.otlp.map(|o| {
+            orchestrator::otel::OtlpExporter::start(o, metrics.clone()).expect("exporter")
+        });
         let (transport, inproc_rx, nats): (Arc<dyn orchestrator::transport::Transport>, _, _) =
             match &opts.nats_url {
                 None => {
@@ -136,6 +144,9 @@ impl Harness {
                     })),
                     faults: Some(faults.clone()),
                     outbox: None,
+                    spans: exporter
+                        .clone()
+                        .map(|e| e as Arc<dyn orchestrator::otel::SpanSink>),
                 },
             })
             .await
@@ -180,6 +191,7 @@ impl Harness {
             faults,
             store,
             committer,
+            exporter,
             workers,
         }
     }
