@@ -67,6 +67,35 @@ pub struct EngineConfig {
     pub accept_chunk: usize,
     /// How long a caller waits for a reply from the engine.
     pub request_timeout_ms: u64,
+    /// Purging of terminal workflows (see [`RetentionConfig`]).
+    pub retention: RetentionConfig,
+}
+
+/// When and how fast terminal workflows are purged. Each partition sweeps
+/// its own terminal status-index entries in its own serialized context, so
+/// a purge never races a live actor (see `partition.rs`, "Retention").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// A workflow terminal (completed, failed, cancelled) for this long is
+    /// purged; `None` keeps every workflow forever.
+    pub after_ms: Option<u64>,
+    /// How often a sweep round starts (each partition walks its terminal index).
+    pub sweep_every_ms: u64,
+    /// Most workflows purged in one write batch (one batch per partition per tick).
+    pub batch_max: usize,
+    /// Most status-index entries one partition examines per tick during a round.
+    pub scan_max: usize,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            after_ms: Some(30 * 86_400_000),
+            sweep_every_ms: 60_000,
+            batch_max: 1_000,
+            scan_max: 10_000,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -82,6 +111,7 @@ impl Default for EngineConfig {
             timer_batch_max: 4_096,
             accept_chunk: 256,
             request_timeout_ms: 30_000,
+            retention: RetentionConfig::default(),
         }
     }
 }
