@@ -9,5 +9,6 @@ mod nats;
 mod ops;
 mod protocol;
 mod purity;
+mod retention;
 mod transport;
 mod verify;

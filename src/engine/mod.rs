@@ -403,6 +403,20 @@ impl Engine {
         flatten(r)
     }
 
+    /// Writes a consistent checkpoint of the whole store to `to` (an absolute
+    /// path that does not exist yet, outside the data dir) while the engine
+    /// runs; see [`crate::backup`].
+    pub async fn checkpoint(
+        &self,
+        to: &std::path::Path,
+    ) -> Result<crate::backup::BackupReport, crate::backup::BackupError> {
+        let storage = self.ctx.store.storage().clone();
+        let to = to.to_path_buf();
+        tokio::task::spawn_blocking(move || crate::backup::checkpoint(&*storage, &to))
+            .await
+            .map_err(|e| crate::backup::BackupError::Failed(e.to_string()))?
+    }
+
     /// Stops intake and every actor, children first, and waits for them.
     /// Durable state needs no flush: every acknowledged transition is
     /// already synced. In-flight commits finish before their actor stops.
