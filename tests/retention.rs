@@ -32,19 +32,23 @@ needs = ["a"]
     orchestrator::pipeline::load::parse_pipeline(text, "short.toml", &Default::default()).unwrap()
 }
 
+/// Waits for `cond` on workflow `id`, moving the manual clock 60 ms at a
+/// time (the simulated workers' latency runs on that clock too).
 async fn wait_for(
     h: &Harness,
+    clock: &ManualClock,
     id: &str,
     what: &str,
     cond: impl Fn(&WorkflowState) -> bool,
 ) -> WorkflowState {
-    for _ in 0..2_000 {
+    for _ in 0..500 {
         if let Some(wf) = h.engine.describe(id).await.unwrap() {
             if cond(&wf) {
                 return wf;
             }
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        clock.advance(60);
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("{id}: never reached: {what}");
 }
@@ -142,10 +146,10 @@ async fn terminal_workflows_are_purged_after_retention_and_live_or_reopened_ones
     }
     e.start_workflow("short", "reopened", "{}").await.unwrap();
     for id in done.iter().chain(["reopened".to_string()].iter()) {
-        wait_for(&h, id, "completed", |w| w.status == Status::Completed).await;
+        wait_for(&h, &clock, id, "completed", |w| w.status == Status::Completed).await;
     }
     for id in &held {
-        wait_for(&h, id, "paused with step a done", |w| {
+        wait_for(&h, &clock, id, "paused with step a done", |w| {
             w.status == Status::Paused && w.steps[0].status == StepStatus::Succeeded
         })
         .await;
@@ -162,7 +166,7 @@ async fn terminal_workflows_are_purged_after_retention_and_live_or_reopened_ones
         .await
         .unwrap();
     assert_eq!(r, Outcome::Applied);
-    wait_for(&h, "reopened", "completed again", |w| {
+    wait_for(&h, &clock, "reopened", "completed again", |w| {
         w.status == Status::Completed && w.generation == 1
     })
     .await;
@@ -233,7 +237,7 @@ async fn retention_off_keeps_everything_and_memory_storage_refuses_checkpoints()
     let storage = Arc::new(MemoryStorage::new());
     let h = Harness::start(storage.clone(), opts).await;
     h.engine.start_workflow("short", "w", "{}").await.unwrap();
-    wait_for(&h, "w", "completed", |w| w.status == Status::Completed).await;
+    wait_for(&h, &clock, "w", "completed", |w| w.status == Status::Completed).await;
     clock.advance(400 * 86_400_000);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(h.engine.describe("w").await.unwrap().is_some());
@@ -246,4 +250,137 @@ async fn retention_off_keeps_everything_and_memory_storage_refuses_checkpoints()
         .unwrap_err();
     assert!(err.to_string().contains("unsupported"), "{err}");
     h.stop().await;
+}
+
+fn out(o: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).to_string(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
+}
+
+/// Runs `orchestrator backup ...` that must fail; returns its one error line.
+fn backup_fails(args: &[&str], to: &std::path::Path) -> String {
+    let o = bin().arg("backup").args(args).arg("--to").arg(to).output().unwrap();
+    let (stdout, stderr) = out(&o);
+    assert!(!o.status.success(), "should fail: {stdout}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    stderr
+}
+
+/// Backup of a live `orchestrator run` while workflows are in flight, then
+/// the restore procedure of docs/operations.md: the checkpoint becomes the
+/// data dir of a new node (here on a fresh nats-server), which completes
+/// every workflow.
+#[test]
+fn a_backup_of_a_live_node_under_load_restores_into_a_new_node_that_completes_every_workflow() {
+    let t0 = Instant::now();
+    let n = 30;
+    let ids: Vec<String> = (0..n).map(|i| format!("bk-{i}")).collect();
+    let input = |id: &str| format!(r#"{{"video_url":"s3://media/{id}.mp4"}}"#);
+    let mut b = Bench::new(None);
+    b.start_orchestrator();
+    b.start_worker(&["--latency-ms", "150"]);
+    for id in &ids {
+        let o = b.start_with("video", id, &input(id), false);
+        assert!(o.status.success(), "{:?}", out(&o));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let backups = tempfile::tempdir().unwrap();
+    let cp = backups.path().join("cp");
+    let o = bin()
+        .args(["backup", "--nats-url", &b.url(), "--to"])
+        .arg(&cp)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = out(&o);
+    assert!(o.status.success(), "{stdout} {stderr}");
+    let f = fields(&stdout, "backup ");
+    assert_eq!(f["path"], cp.display().to_string());
+    assert!(num(&f, "bytes") > 0.0 && num(&f, "files") >= 3.0, "{stdout}");
+    eprintln!("live backup: {}", stdout.trim());
+
+    // Bad targets: one line each, nothing written.
+    let url = b.url();
+    let e = backup_fails(&["--nats-url", &url], &cp);
+    assert!(e.contains("already exists"), "{e}");
+    let e = backup_fails(&["--nats-url", &url], &b.dir.path().join("inside"));
+    assert!(e.contains("inside the data dir"), "{e}");
+    assert!(!b.dir.path().join("inside").exists());
+    let e = backup_fails(&["--nats-url", &url], &backups.path().join("no/parent"));
+    assert!(e.contains("parent"), "{e}");
+    // Offline mode refuses a data dir a running orchestrator holds.
+    let e = backup_fails(
+        &["--data-dir", b.dir.path().to_str().unwrap()],
+        &backups.path().join("held"),
+    );
+    assert!(e.contains("cannot open"), "{e}");
+
+    // The checkpoint is a consistent data dir, taken mid-flight.
+    let v = crate::cli::run(&["verify"], Some(&cp));
+    let vf = fields(&String::from_utf8_lossy(&v.stdout), "verify ");
+    assert_eq!(
+        (num(&vf, "workflows"), num(&vf, "violations"), num(&vf, "corrupt")),
+        (n as f64, 0.0, 0.0),
+        "{vf:?}"
+    );
+    assert!(num(&vf, "running") > 0.0, "backup taken under load: {vf:?}");
+    eprintln!(
+        "checkpoint: running={} completed={}",
+        vf["running"], vf["completed"]
+    );
+    b.stop();
+
+    // Restore: a new node whose data dir is the checkpoint.
+    let mut r = Bench::new(None);
+    std::fs::remove_dir(r.dir.path()).unwrap();
+    std::fs::rename(&cp, r.dir.path()).unwrap();
+    r.start_orchestrator();
+    r.start_worker(&["--latency-ms", "5"]);
+    for id in &ids {
+        let o = r.start_with("video", id, &input(id), true);
+        let (stdout, stderr) = out(&o);
+        assert_eq!(
+            stdout.trim(),
+            format!("workflow id={id} status=completed created=false"),
+            "{stderr}"
+        );
+    }
+    let mut orch = r.orch.take().unwrap();
+    let _ = Command::new("kill")
+        .args(["-TERM", &orch.id().to_string()])
+        .status();
+    assert!(wait_exit(&mut orch, Duration::from_secs(10)).is_some());
+    let v = r.verify();
+    assert_eq!(
+        (
+            num(&v, "workflows"),
+            num(&v, "completed"),
+            num(&v, "violations"),
+            num(&v, "corrupt")
+        ),
+        (n as f64, n as f64, 0.0, 0.0)
+    );
+
+    // Offline backup of the stopped node.
+    let off = backups.path().join("offline");
+    let o = bin()
+        .args(["backup", "--data-dir"])
+        .arg(r.dir.path())
+        .arg("--to")
+        .arg(&off)
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?}", out(&o));
+    let v = crate::cli::run(&["verify"], Some(&off));
+    let vf = fields(&String::from_utf8_lossy(&v.stdout), "verify ");
+    assert_eq!(num(&vf, "completed"), n as f64);
+    let e = backup_fails(
+        &["--data-dir", backups.path().join("nothing").to_str().unwrap()],
+        &backups.path().join("x"),
+    );
+    assert!(e.contains("not a data dir"), "{e}");
+    eprintln!("backup test took {:?}", t0.elapsed());
 }
