@@ -69,9 +69,8 @@ pub fn checkpoint(storage: &dyn Storage, to: &Path) -> Result<BackupReport, Back
         Error::Unsupported(m) => BackupError::Unsupported(format!("backup unsupported: {m}")),
         other => BackupError::Failed(other.to_string()),
     })?;
-    let (files, bytes) = dir_size(to).map_err(|e| {
-        BackupError::Failed(format!("checkpoint written but unreadable: {e}"))
-    })?;
+    let (files, bytes) = dir_size(to)
+        .map_err(|e| BackupError::Failed(format!("checkpoint written but unreadable: {e}")))?;
     Ok(BackupReport {
         path: to.to_path_buf(),
         files,

@@ -77,18 +77,22 @@ fn assert_no_rows(store: &WorkflowStore, id: &str) {
         store.load_journal(p, id, 0).unwrap();
     assert!(journal.is_empty(), "{id}: journal left");
     assert!(
-        store.load_snapshot::<WorkflowState>(p, id).unwrap().is_none(),
+        store
+            .load_snapshot::<WorkflowState>(p, id)
+            .unwrap()
+            .is_none(),
         "{id}: snapshot left"
     );
     assert!(!store.workflow_exists(p, id).unwrap());
     for s in Status::ALL {
         let listed: Vec<(String, orchestrator::engine::transition::StatusEntry)> =
             store.list_status(p, s.code(), usize::MAX).unwrap();
-        assert!(listed.iter().all(|(i, _)| i != id), "{id}: index entry left");
+        assert!(
+            listed.iter().all(|(i, _)| i != id),
+            "{id}: index entry left"
+        );
     }
-    let timers = store
-        .timer_deletes_where(p, &mut |t| t == id)
-        .unwrap();
+    let timers = store.timer_deletes_where(p, &mut |t| t == id).unwrap();
     assert!(timers.is_empty(), "{id}: timers left");
 }
 
@@ -146,7 +150,10 @@ async fn terminal_workflows_are_purged_after_retention_and_live_or_reopened_ones
     }
     e.start_workflow("short", "reopened", "{}").await.unwrap();
     for id in done.iter().chain(["reopened".to_string()].iter()) {
-        wait_for(&h, &clock, id, "completed", |w| w.status == Status::Completed).await;
+        wait_for(&h, &clock, id, "completed", |w| {
+            w.status == Status::Completed
+        })
+        .await;
     }
     for id in &held {
         wait_for(&h, &clock, id, "paused with step a done", |w| {
@@ -160,7 +167,11 @@ async fn terminal_workflows_are_purged_after_retention_and_live_or_reopened_ones
     // so its retention starts again from then.
     clock.advance(AFTER_MS / 2);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(Metrics::get(&h.metrics.workflows_purged), 0, "nothing due yet");
+    assert_eq!(
+        Metrics::get(&h.metrics.workflows_purged),
+        0,
+        "nothing due yet"
+    );
     let r = e
         .send("reopened", Input::Reopen(ReopenMode::RerunFrom("a".into())))
         .await
@@ -184,7 +195,11 @@ async fn terminal_workflows_are_purged_after_retention_and_live_or_reopened_ones
         let wf = e.describe(id).await.unwrap().expect("paused stays");
         assert_eq!(wf.status, Status::Paused);
     }
-    let wf = e.describe("reopened").await.unwrap().expect("reopened stays");
+    let wf = e
+        .describe("reopened")
+        .await
+        .unwrap()
+        .expect("reopened stays");
     assert_eq!(wf.status, Status::Completed);
     // A reopen after the purge finds nothing.
     let err = e
@@ -237,7 +252,10 @@ async fn retention_off_keeps_everything_and_memory_storage_refuses_checkpoints()
     let storage = Arc::new(MemoryStorage::new());
     let h = Harness::start(storage.clone(), opts).await;
     h.engine.start_workflow("short", "w", "{}").await.unwrap();
-    wait_for(&h, &clock, "w", "completed", |w| w.status == Status::Completed).await;
+    wait_for(&h, &clock, "w", "completed", |w| {
+        w.status == Status::Completed
+    })
+    .await;
     clock.advance(400 * 86_400_000);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(h.engine.describe("w").await.unwrap().is_some());
@@ -261,7 +279,13 @@ fn out(o: &std::process::Output) -> (String, String) {
 
 /// Runs `orchestrator backup ...` that must fail; returns its one error line.
 fn backup_fails(args: &[&str], to: &std::path::Path) -> String {
-    let o = bin().arg("backup").args(args).arg("--to").arg(to).output().unwrap();
+    let o = bin()
+        .arg("backup")
+        .args(args)
+        .arg("--to")
+        .arg(to)
+        .output()
+        .unwrap();
     let (stdout, stderr) = out(&o);
     assert!(!o.status.success(), "should fail: {stdout}");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
@@ -298,7 +322,10 @@ fn a_backup_of_a_live_node_under_load_restores_into_a_new_node_that_completes_ev
     assert!(o.status.success(), "{stdout} {stderr}");
     let f = fields(&stdout, "backup ");
     assert_eq!(f["path"], cp.display().to_string());
-    assert!(num(&f, "bytes") > 0.0 && num(&f, "files") >= 3.0, "{stdout}");
+    assert!(
+        num(&f, "bytes") > 0.0 && num(&f, "files") >= 3.0,
+        "{stdout}"
+    );
     eprintln!("live backup: {}", stdout.trim());
 
     // Bad targets: one line each, nothing written.
@@ -321,7 +348,11 @@ fn a_backup_of_a_live_node_under_load_restores_into_a_new_node_that_completes_ev
     let v = crate::cli::run(&["verify"], Some(&cp));
     let vf = fields(&String::from_utf8_lossy(&v.stdout), "verify ");
     assert_eq!(
-        (num(&vf, "workflows"), num(&vf, "violations"), num(&vf, "corrupt")),
+        (
+            num(&vf, "workflows"),
+            num(&vf, "violations"),
+            num(&vf, "corrupt")
+        ),
         (n as f64, 0.0, 0.0),
         "{vf:?}"
     );
@@ -378,9 +409,69 @@ fn a_backup_of_a_live_node_under_load_restores_into_a_new_node_that_completes_ev
     let vf = fields(&String::from_utf8_lossy(&v.stdout), "verify ");
     assert_eq!(num(&vf, "completed"), n as f64);
     let e = backup_fails(
-        &["--data-dir", backups.path().join("nothing").to_str().unwrap()],
+        &[
+            "--data-dir",
+            backups.path().join("nothing").to_str().unwrap(),
+        ],
         &backups.path().join("x"),
     );
     assert!(e.contains("not a data dir"), "{e}");
     eprintln!("backup test took {:?}", t0.elapsed());
+}
+
+/// Measurement, not a check: how fast the default batch size purges
+/// completed video workflows from RocksDB (`cargo test --release --test
+/// integration purge_rate -- --ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn purge_rate_on_rocksdb() {
+    use orchestrator::storage::{RocksConfig, RocksStorage};
+    let n: u64 = 5_000;
+    let dir = tempfile::tempdir().unwrap();
+    let storage =
+        Arc::new(RocksStorage::open(dir.path().join("db"), &RocksConfig::default()).unwrap());
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let opts = Options {
+        clock: Some(clock.clone()),
+        config: EngineConfig {
+            partitions: 4,
+            tick_ms: 5,
+            retention: RetentionConfig {
+                after_ms: Some(AFTER_MS),
+                ..RetentionConfig::default()
+            },
+            ..EngineConfig::default()
+        },
+        ..Options::default()
+    };
+    let h = Harness::start(storage, opts).await;
+    let items: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            let id = format!("p-{i}");
+            let input = crate::support::video_input(&id);
+            (id, input)
+        })
+        .collect();
+    h.engine.accept_many("video", items).await.unwrap();
+    h.engine.release_held();
+    h.wait_terminal(n, Duration::from_secs(120)).await;
+    // Past the deadline: this tick passivates the idle actors (skipped by
+    // the round); the next round, a `sweep_every` later, purges.
+    clock.advance(AFTER_MS + 120_000);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = Metrics::get(&h.metrics.workflows_purged);
+    let t = Instant::now();
+    clock.advance(60_000);
+    while Metrics::get(&h.metrics.workflows_purged) < n {
+        assert!(t.elapsed() < Duration::from_secs(60), "purge too slow");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let took = t.elapsed();
+    eprintln!(
+        "purged {n} video workflows ({before} in the first round) in {took:?}: {:.0} wf/s",
+        (n - before) as f64 / took.as_secs_f64()
+    );
+    let report = verify_store(&h.store).unwrap();
+    assert_eq!((report.workflows, report.violations), (0, 0));
+    h.stop().await;
 }
