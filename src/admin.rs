@@ -4,7 +4,8 @@
 //!
 //! Verbs: `start`, `describe`, `history`, `list`, `cancel`, `pause`, `resume`,
 //! `retry`, `rerun`, and the durable batch jobs `batch.create`,
-//! `batch.status`, `batch.pause`, `batch.resume` (run by [`crate::batch`]).
+//! `batch.status`, `batch.pause`, `batch.resume` (run by [`crate::batch`]),
+//! and `backup` (a checkpoint of the live store, [`crate::backup`]).
 //! Every error reply is `{"v":1,"error":"...","code":"..."}`.
 
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use crate::storage::store::WorkflowStore;
 use crate::workflow::{EventKind, Input, JournalRecord, Outcome, ReopenMode, Status};
 
 /// Every admin verb this build serves.
-pub const VERBS: [&str; 13] = [
+pub const VERBS: [&str; 14] = [
     "start",
     "describe",
     "history",
@@ -35,6 +36,7 @@ pub const VERBS: [&str; 13] = [
     "batch.status",
     "batch.pause",
     "batch.resume",
+    "backup",
 ];
 
 /// Most workflows in one `list` reply.
@@ -56,6 +58,64 @@ pub mod code {
     pub const ILLEGAL_TRANSITION: &str = "illegal_transition";
     pub const UNKNOWN_JOB: &str = "unknown_job";
     pub const UNAVAILABLE: &str = "unavailable";
+    /// `backup` on a storage that cannot checkpoint (never in `run`).
+    pub const UNSUPPORTED: &str = "unsupported";
+    /// `backup`: RocksDB or the filesystem failed while checkpointing.
+    pub const BACKUP_FAILED: &str = "backup_failed";
+}
+
+/// `backup`: where to write the checkpoint, on the orchestrator's host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupRequest {
+    pub v: u32,
+    /// An absolute path that does not exist yet, outside the data dir.
+    pub to: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct BackupReply {
+    pub v: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub took_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+impl From<crate::backup::BackupError> for AdminError {
+    fn from(e: crate::backup::BackupError) -> Self {
+        use crate::backup::BackupError as B;
+        let c = match &e {
+            B::BadTarget(_) => code::BAD_REQUEST,
+            B::Unsupported(_) => code::UNSUPPORTED,
+            B::Failed(_) => code::BACKUP_FAILED,
+        };
+        AdminError::new(c, e.to_string())
+    }
+}
+
+async fn backup(r: BackupRequest, engine: &Engine) -> Result<BackupReply, AdminError> {
+    let report = engine
+        .checkpoint(std::path::Path::new(&r.to))
+        .await
+        .map_err(AdminError::from)?;
+    tracing::info!(path = %report.path.display(), files = report.files, bytes = report.bytes,
+        took_ms = report.took_ms, "backup written");
+    Ok(BackupReply {
+        v: VERSION,
+        path: Some(report.path.display().to_string()),
+        files: Some(report.files),
+        bytes: Some(report.bytes),
+        took_ms: Some(report.took_ms),
+        ..BackupReply::default()
+    })
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -450,7 +510,8 @@ has_version!(
     HistoryRequest,
     ListRequest,
     BatchCreateRequest,
-    BatchJobRequest
+    BatchJobRequest,
+    BackupRequest
 );
 
 async fn handle(verb: &str, payload: &[u8], engine: &Engine, batches: &BatchHandle) -> Vec<u8> {
@@ -493,6 +554,10 @@ async fn handle(verb: &str, payload: &[u8], engine: &Engine, batches: &BatchHand
         }
         "rerun" => encode(match parse::<RerunRequest>(verb, payload, engine) {
             Ok(r) => rerun(r, engine).await,
+            Err(e) => Err(e),
+        }),
+        "backup" => encode(match parse::<BackupRequest>(verb, payload, engine) {
+            Ok(r) => backup(r, engine).await,
             Err(e) => Err(e),
         }),
         "batch.create" => encode(match parse::<BatchCreateRequest>(verb, payload, engine) {
@@ -578,7 +643,15 @@ pub async fn control(id: &str, input: Input, engine: &Engine) -> Result<Workflow
     if engine.describe(id).await?.is_none() {
         return Err(unknown(id));
     }
-    match engine.send(id, input).await? {
+    // Retention may purge the workflow between the describe above and this
+    // input; the engine then answers as for any unknown id.
+    let outcome = match engine.send(id, input).await {
+        Err(crate::engine::Error::Rejected(m)) if m.starts_with("unknown workflow") => {
+            return Err(unknown(id))
+        }
+        r => r?,
+    };
+    match outcome {
         Outcome::Applied => {}
         Outcome::Rejected(m) => return Err(AdminError::new(code::ILLEGAL_TRANSITION, m)),
         Outcome::Ignored(r) => {

@@ -380,7 +380,15 @@ async fn run(engine: Arc<Engine>, mut rx: mpsc::Receiver<Cmd>) {
         }
         Err(e) => tracing::error!(error = %e, "cannot read batch jobs; none resumed"),
     }
+    let mut next_purge = tokio::time::Instant::now();
     loop {
+        if let Some(after_ms) = engine.ctx().config.retention.after_ms {
+            if tokio::time::Instant::now() >= next_purge {
+                purge_jobs(&engine, after_ms).await;
+                let every = engine.ctx().config.retention.sweep_every_ms.max(1);
+                next_purge = tokio::time::Instant::now() + Duration::from_millis(every);
+            }
+        }
         loop {
             match rx.try_recv() {
                 Ok(cmd) => command(&engine, &mut active, cmd).await,
@@ -399,7 +407,10 @@ async fn run(engine: Arc<Engine>, mut rx: mpsc::Receiver<Cmd>) {
             }
         }
         let next = if active.is_empty() {
-            rx.recv().await
+            tokio::select! {
+                c = rx.recv() => c,
+                _ = tokio::time::sleep_until(next_purge) => continue,
+            }
         } else {
             tokio::select! {
                 c = rx.recv() => c,
@@ -410,6 +421,45 @@ async fn run(engine: Arc<Engine>, mut rx: mpsc::Receiver<Cmd>) {
             Some(cmd) => command(&engine, &mut active, cmd).await,
             None => return,
         }
+    }
+}
+
+/// Retention of batch jobs: every completed job whose last change is older
+/// than `after_ms` is deleted (record, member chunks, failed items), one
+/// batch per job, up to `retention.batch_max` jobs per sweep. Runs inside
+/// the runner, so no command on that job is in progress; `batch.status` on
+/// it afterwards answers `unknown_job`.
+async fn purge_jobs(engine: &Engine, after_ms: u64) {
+    let ctx = engine.ctx();
+    let cutoff = ctx.clock.now_ms().saturating_sub(after_ms);
+    let jobs = match ctx.store.list_batch_jobs::<JobRecord>(JOBS_MAX) {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::warn!(error = %e, "retention: cannot read batch jobs");
+            return;
+        }
+    };
+    let due = jobs
+        .into_iter()
+        .filter(|(_, r)| r.state == JobState::Completed && r.updated_at_ms <= cutoff)
+        .take(ctx.config.retention.batch_max.max(1));
+    let mut purged = 0u64;
+    for (id, _) in due {
+        let ops = match ctx.store.batch_job_delete_ops(&id) {
+            Ok(ops) => ops,
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "retention: cannot prepare a job purge");
+                continue;
+            }
+        };
+        if let Err(e) = ctx.committer.commit(ops).await {
+            tracing::warn!(job = %id, error = %e, "retention: job purge failed");
+            return;
+        }
+        purged += 1;
+    }
+    if purged > 0 {
+        tracing::info!(purged, "retention: completed batch jobs purged");
     }
 }
 

@@ -80,6 +80,50 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// How long terminal workflows are kept: `"off"` (forever) or a positive
+/// duration. `"0s"` is refused rather than read as "purge at once" or "off".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    Forever,
+    For(Dur),
+}
+
+impl Keep {
+    pub fn as_ms(self) -> Option<u64> {
+        match self {
+            Keep::Forever => None,
+            Keep::For(d) => Some(d.0),
+        }
+    }
+}
+
+impl fmt::Display for Keep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Keep::Forever => f.write_str("off"),
+            Keep::For(d) => d.fmt(f),
+        }
+    }
+}
+
+impl Serialize for Keep {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Keep {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "off" {
+            return Ok(Keep::Forever);
+        }
+        s.parse()
+            .map(Keep::For)
+            .map_err(|e| serde::de::Error::custom(format!("bad duration {s:?}: {e} (or \"off\")")))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -92,6 +136,7 @@ pub struct Config {
     pub log: LogSection,
     pub trace: TraceSection,
     pub shutdown: ShutdownSection,
+    pub retention: RetentionSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,6 +256,19 @@ pub struct TraceSection {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct RetentionSection {
+    /// Terminal workflows are purged this long after they ended; `"off"` keeps them.
+    pub after: Keep,
+    /// How often each partition starts a sweep round.
+    pub sweep_every: Dur,
+    /// Most workflows purged in one write batch.
+    pub batch_max: usize,
+    /// Most status-index entries one partition examines per tick in a round.
+    pub scan_max: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ShutdownSection {
     /// Longest graceful stop on SIGTERM before the process exits anyway.
     pub grace: Dur,
@@ -288,6 +346,15 @@ impl Default for Config {
             shutdown: ShutdownSection {
                 grace: Dur::secs(10),
             },
+            retention: RetentionSection {
+                after: match engine.retention.after_ms {
+                    Some(ms) => Keep::For(Dur(ms)),
+                    None => Keep::Forever,
+                },
+                sweep_every: Dur(engine.retention.sweep_every_ms),
+                batch_max: engine.retention.batch_max,
+                scan_max: engine.retention.scan_max,
+            },
         }
     }
 }
@@ -310,7 +377,8 @@ section_defaults!(
     HttpSection => http,
     LogSection => log,
     TraceSection => trace,
-    ShutdownSection => shutdown
+    ShutdownSection => shutdown,
+    RetentionSection => retention
 );
 
 impl Config {
@@ -457,6 +525,18 @@ impl Config {
             self.shutdown.grace.0 >= 1000,
             "shutdown.grace must be at least 1s",
         );
+        need(
+            self.retention.after != Keep::For(Dur(0)),
+            "retention.after must be positive, or \"off\" to keep terminal workflows forever",
+        );
+        need(
+            self.retention.sweep_every.0 >= 1000,
+            "retention.sweep_every must be at least 1s",
+        );
+        need(
+            self.retention.batch_max >= 1 && self.retention.scan_max >= 1,
+            "retention.batch_max and retention.scan_max must be at least 1",
+        );
         if errs.is_empty() {
             Ok(())
         } else {
@@ -525,6 +605,12 @@ impl Config {
             timer_batch_max: e.timer_batch_max,
             accept_chunk: e.accept_chunk,
             request_timeout_ms: e.request_timeout.0,
+            retention: crate::engine::RetentionConfig {
+                after_ms: self.retention.after.as_ms(),
+                sweep_every_ms: self.retention.sweep_every.0,
+                batch_max: self.retention.batch_max,
+                scan_max: self.retention.scan_max,
+            },
         }
     }
 
@@ -616,6 +702,24 @@ mod tests {
         assert_eq!(c.engine.resident_max, 7);
         assert_eq!(c.engine.partitions, Config::default().engine.partitions);
         assert_eq!(c.nats, Config::default().nats);
+    }
+
+    #[test]
+    fn retention_is_off_or_a_positive_duration() {
+        let c = Config::parse("[retention]\nafter = \"off\"\n").unwrap();
+        assert_eq!(c.retention.after, Keep::Forever);
+        assert_eq!(c.engine_config().retention.after_ms, None);
+        assert!(c.to_toml().contains("after = \"off\""));
+        let c = Config::parse("[retention]\nafter = \"7d\"\n").unwrap();
+        assert_eq!(c.engine_config().retention.after_ms, Some(604_800_000));
+        for bad in ["0s", "0"] {
+            let e = Config::parse(&format!("[retention]\nafter = \"{bad}\"\n")).unwrap_err();
+            assert!(e.contains("retention.after"), "{e}");
+        }
+        let e = Config::parse("[retention]\nafter = \"never\"\n").unwrap_err();
+        assert!(e.contains("off"), "{e}");
+        let e = Config::parse("[retention]\nbatch_max = 0\n").unwrap_err();
+        assert!(e.contains("retention.batch_max"), "{e}");
     }
 
     #[test]

@@ -672,6 +672,11 @@ pub fn render_metrics(state: &HttpState) -> String {
             &m.workflows_parked,
         ),
         (
+            "narralytica_workflows_purged_total",
+            "Terminal workflows deleted by retention (journal, snapshot, index entry, timers).",
+            &m.workflows_purged,
+        ),
+        (
             "narralytica_workflow_passivations_total",
             "Workflow actors stopped while idle (their state kept in storage and cache).",
             &m.passivations,

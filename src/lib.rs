@@ -19,6 +19,7 @@
 //! | [`http`] | `/healthz`, `/readyz`, `/metrics` (Prometheus) on a hand-rolled HTTP/1.1 server |
 //! | [`admin`] | the admin verbs over NATS request/reply |
 //! | [`batch`] | durable, rate-limited batch jobs run by the orchestrator |
+//! | [`backup`] | consistent checkpoints of the store, live or offline |
 //! | [`node`] | assembling storage + committer + pipelines for a process |
 //! | [`otel`] | span records and their export over OTLP/HTTP (JSON) |
 //! | [`cli`] | the `orchestrator` command |
@@ -35,6 +36,7 @@
 //!   else addresses workflows by id.
 
 pub mod admin;
+pub mod backup;
 pub mod batch;
 pub mod cli;
 pub mod config;

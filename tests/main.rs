@@ -11,5 +11,6 @@ mod ops;
 mod otel;
 mod protocol;
 mod purity;
+mod retention;
 mod transport;
 mod verify;

@@ -1,6 +1,7 @@
 //! Command-line interface: one file per command, all thin over the library.
 
 pub mod backfill;
+pub mod backup;
 pub mod batch;
 pub mod dev;
 pub mod ops;
@@ -58,6 +59,8 @@ pub enum Command {
     Batch(batch::BatchArgs),
     /// Start one workflow per line of a JSON Lines file, each with a deterministic id.
     Backfill(backfill::BackfillArgs),
+    /// A consistent checkpoint of the store: of a running orchestrator over NATS, or of a stopped data dir.
+    Backup(backup::BackupArgs),
     /// Check every journal in a data dir: invariants and checksums.
     Verify(verify::VerifyArgs),
     /// Pipeline files.
@@ -110,6 +113,7 @@ pub fn main() -> ExitCode {
         Command::Rerun(args) => ops::rerun(args),
         Command::Batch(args) => batch::run(args),
         Command::Backfill(args) => backfill::run(args),
+        Command::Backup(args) => backup::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Pipelines(PipelinesCmd::Check { dir }) => pipelines::check(&dir),
     }

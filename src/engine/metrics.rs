@@ -362,6 +362,8 @@ pub struct Metrics {
     pub messages_invalid: AtomicU64,
     pub actor_restarts: AtomicU64,
     pub workflows_parked: AtomicU64,
+    /// Terminal workflows deleted by retention.
+    pub workflows_purged: AtomicU64,
     pub actors_spawned: AtomicU64,
     pub passivations: AtomicU64,
     pub resident: AtomicU64,

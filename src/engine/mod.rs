@@ -68,6 +68,35 @@ pub struct EngineConfig {
     pub accept_chunk: usize,
     /// How long a caller waits for a reply from the engine.
     pub request_timeout_ms: u64,
+    /// Purging of terminal workflows (see [`RetentionConfig`]).
+    pub retention: RetentionConfig,
+}
+
+/// When and how fast terminal workflows are purged. Each partition sweeps
+/// its own terminal status-index entries in its own serialized context, so
+/// a purge never races a live actor (see `partition.rs`, "Retention").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// A workflow terminal (completed, failed, cancelled) for this long is
+    /// purged; `None` keeps every workflow forever.
+    pub after_ms: Option<u64>,
+    /// How often a sweep round starts (each partition walks its terminal index).
+    pub sweep_every_ms: u64,
+    /// Most workflows purged in one write batch (one batch per partition per tick).
+    pub batch_max: usize,
+    /// Most status-index entries one partition examines per tick during a round.
+    pub scan_max: usize,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            after_ms: Some(30 * 86_400_000),
+            sweep_every_ms: 60_000,
+            batch_max: 1_000,
+            scan_max: 10_000,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -83,6 +112,7 @@ impl Default for EngineConfig {
             timer_batch_max: 4_096,
             accept_chunk: 256,
             request_timeout_ms: 30_000,
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -377,6 +407,20 @@ impl Engine {
             )
             .await;
         flatten(r)
+    }
+
+    /// Writes a consistent checkpoint of the whole store to `to` (an absolute
+    /// path that does not exist yet, outside the data dir) while the engine
+    /// runs; see [`crate::backup`].
+    pub async fn checkpoint(
+        &self,
+        to: &std::path::Path,
+    ) -> Result<crate::backup::BackupReport, crate::backup::BackupError> {
+        let storage = self.ctx.store.storage().clone();
+        let to = to.to_path_buf();
+        tokio::task::spawn_blocking(move || crate::backup::checkpoint(&*storage, &to))
+            .await
+            .map_err(|e| crate::backup::BackupError::Failed(e.to_string()))?
     }
 
     /// Stops intake and every actor, children first, and waits for them.

@@ -202,7 +202,43 @@ pub struct PartitionState {
     released: FastSet<String>,
     /// `RunHeld` was received (bulk accept) or a recovery queued re-sends.
     release_enabled: bool,
+    /// Progress of the current retention round.
+    sweep: Sweep,
     ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The terminal statuses a retention round walks, in this order.
+const TERMINAL: [Status; 3] = [Status::Completed, Status::Failed, Status::Cancelled];
+
+/// Status-index entries read per storage scan during a retention round.
+const SWEEP_PAGE: usize = 512;
+
+/// Where this partition's retention round stands.
+///
+/// # Retention
+///
+/// A round walks the partition's completed, failed and cancelled index
+/// entries, at most `retention.scan_max` entries and `retention.batch_max`
+/// purges per tick, and deletes every workflow whose status is older than
+/// `retention.after` (journal, snapshot, index entry, timers: one batch
+/// through the group committer). It runs inside the partition actor, the
+/// only place that routes messages to (and spawns) workflow actors, so
+/// nothing can reach the workflow between the check and the commit: a
+/// workflow with an entry here (resident actor, queued or unfinished
+/// messages, a stop in progress) is skipped and looked at next round, and
+/// one not resident has no transition in flight. A reopen (`retry`,
+/// `rerun`) arriving after the purge finds no state: `unknown workflow`.
+#[derive(Debug, Default)]
+struct Sweep {
+    /// No new round before this (engine clock, unix ms).
+    next_round_ms: u64,
+    active: bool,
+    /// Position in [`TERMINAL`].
+    status: usize,
+    /// Last id examined under that status.
+    after: Option<String>,
+    /// Earliest status time of the entries kept this round.
+    oldest_kept_ms: Option<u64>,
 }
 
 pub struct PartitionActor;
@@ -233,6 +269,7 @@ impl Actor for PartitionActor {
             held: VecDeque::new(),
             released: FastSet::default(),
             release_enabled: false,
+            sweep: Sweep::default(),
             ticker: None,
             ctx,
         };
@@ -840,6 +877,145 @@ impl PartitionState {
             };
             self.route(myself, id, msg).await;
         }
+        self.retention_step(now).await;
+    }
+
+    /// One tick's share of a retention round (see [`Sweep`]): picks due
+    /// terminal workflows that have no entry here and purges them in one
+    /// batch.
+    async fn retention_step(&mut self, now: u64) {
+        let cfg = self.ctx.config.retention.clone();
+        let Some(after) = cfg.after_ms else {
+            return;
+        };
+        if !self.sweep.active {
+            if now < self.sweep.next_round_ms {
+                return;
+            }
+            self.sweep = Sweep {
+                active: true,
+                ..Sweep::default()
+            };
+        }
+        let cutoff = now.saturating_sub(after);
+        let batch_max = cfg.batch_max.max(1);
+        let scan_max = cfg.scan_max.max(1);
+        let mut doomed: Vec<(String, u8)> = Vec::new();
+        let mut examined = 0usize;
+        let store = self.ctx.store.clone();
+        'walk: while self.sweep.status < TERMINAL.len() {
+            let code = TERMINAL[self.sweep.status].code();
+            loop {
+                if doomed.len() >= batch_max || examined >= scan_max {
+                    break 'walk;
+                }
+                let n = SWEEP_PAGE.min(scan_max - examined);
+                let page: Result<Vec<(String, StatusEntry)>, _> = match &self.sweep.after {
+                    None => store.list_status(self.index, code, n),
+                    Some(a) => store.list_status_after(self.index, code, a, n),
+                };
+                let page = match page {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(partition = self.index, error = %e,
+                            "retention: cannot read the status index; round abandoned");
+                        self.end_round(now, cfg.sweep_every_ms, after);
+                        return;
+                    }
+                };
+                let full = page.len() == n;
+                for (id, entry) in page {
+                    examined += 1;
+                    self.sweep.after = Some(id.clone());
+                    if entry.updated_at_ms <= cutoff && !self.entries.contains_key(&id) {
+                        doomed.push((id, code));
+                        if doomed.len() >= batch_max {
+                            break 'walk;
+                        }
+                    } else {
+                        let t = entry.updated_at_ms;
+                        self.sweep.oldest_kept_ms =
+                            Some(self.sweep.oldest_kept_ms.map_or(t, |o| o.min(t)));
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+            self.sweep.status += 1;
+            self.sweep.after = None;
+        }
+        if self.sweep.status >= TERMINAL.len() {
+            self.end_round(now, cfg.sweep_every_ms, after);
+        }
+        if !doomed.is_empty() {
+            self.purge(doomed).await;
+        }
+    }
+
+    /// The next round starts after `sweep_every`, or later when nothing
+    /// kept can be due before then.
+    fn end_round(&mut self, now: u64, sweep_every_ms: u64, after_ms: u64) {
+        let earliest = self
+            .sweep
+            .oldest_kept_ms
+            .map_or(0, |t| t.saturating_add(after_ms));
+        self.sweep.active = false;
+        self.sweep.next_round_ms = now.saturating_add(sweep_every_ms.max(1)).max(earliest);
+    }
+
+    /// Deletes every stored row of the `doomed` workflows in one batch and
+    /// forgets them here (cache, timers). Runs in the partition's serialized
+    /// context: none of them has an entry (checked by the caller, and no
+    /// message can be routed before this returns).
+    async fn purge(&mut self, doomed: Vec<(String, u8)>) {
+        let ctx = self.ctx.clone();
+        let store = &ctx.store;
+        // Owed tasks still held for release belong to live workflows only,
+        // but a held id is never purged under them.
+        let held: FastSet<&str> = self.held.iter().map(|(id, _, _)| id.as_str()).collect();
+        let doomed: Vec<(String, u8)> = doomed
+            .into_iter()
+            .filter(|(id, _)| !held.contains(id.as_str()))
+            .collect();
+        drop(held);
+        let ids: FastSet<String> = doomed.iter().map(|(id, _)| id.clone()).collect();
+        let mut ops = Vec::new();
+        let built: Result<(), crate::storage::Error> = (|| {
+            for (id, code) in &doomed {
+                ops.extend(store.workflow_delete_ops(self.index, id)?);
+                ops.push(store.status_delete(self.index, *code, id)?);
+            }
+            ops.extend(store.timer_deletes_where(self.index, &mut |id| ids.contains(id))?);
+            Ok(())
+        })();
+        if let Err(e) = built {
+            tracing::error!(partition = self.index, error = %e, "retention: cannot prepare a purge");
+            return;
+        }
+        if ops.is_empty() {
+            return;
+        }
+        if let Err(e) = ctx.committer.commit(ops).await {
+            Metrics::inc(&ctx.metrics.commit_errors);
+            tracing::warn!(partition = self.index, error = %e,
+                "retention: purge batch failed; retried next round");
+            return;
+        }
+        for id in &ids {
+            self.cache.remove(id);
+            self.restarts.remove(id);
+            self.released.remove(id);
+        }
+        self.times.lock().timers.disarm_where(|id| ids.contains(id));
+        ctx.metrics
+            .workflows_purged
+            .fetch_add(ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            partition = self.index,
+            purged = ids.len(),
+            "retention: terminal workflows purged"
+        );
     }
 }
 

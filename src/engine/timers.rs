@@ -24,6 +24,11 @@ impl TimerWheel {
             .remove(&(due_ms, workflow_id.to_string(), timer.clone()));
     }
 
+    /// Forgets every timer of the workflows `select` picks (they were purged).
+    pub fn disarm_where(&mut self, select: impl Fn(&str) -> bool) {
+        self.due.retain(|(_, id, _)| !select(id));
+    }
+
     /// Removes and returns every timer due at or before `now_ms`, up to `max`.
     pub fn pop_due(&mut self, now_ms: u64, max: usize) -> Vec<(u64, String, TimerKind)> {
         let mut out = Vec::new();

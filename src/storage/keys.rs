@@ -276,6 +276,13 @@ pub fn batch_members(job: &str, chunk: u32) -> Result<Vec<u8>, Error> {
     Ok(k)
 }
 
+/// Every chunk of the member list of batch job `job`.
+pub fn batch_members_all(job: &str) -> Result<KeyRange, Error> {
+    let mut k = vec![BATCH_MEMBERS];
+    push_name(&mut k, job, "batch job id")?;
+    Ok(KeyRange::prefixed(k))
+}
+
 /// Key of the failed item at position `index` of batch job `job`.
 pub fn batch_failure(job: &str, index: u64) -> Result<Vec<u8>, Error> {
     let mut k = batch_failures_prefix(job)?;

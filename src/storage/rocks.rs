@@ -175,6 +175,19 @@ impl Storage for RocksStorage {
     }
 
     fn checkpoint(&self, dir: &Path) -> Result<(), Error> {
+        if dir.symlink_metadata().is_ok() {
+            return Err(Error::InvalidArgument(format!(
+                "checkpoint target {} already exists",
+                dir.display()
+            )));
+        }
+        if crate::backup::is_within(dir, &self.path) {
+            return Err(Error::InvalidArgument(format!(
+                "checkpoint target {} is inside the data dir {}",
+                dir.display(),
+                self.path.display()
+            )));
+        }
         rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
         Ok(())
     }

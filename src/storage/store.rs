@@ -254,6 +254,42 @@ impl WorkflowStore {
         Ok(out)
     }
 
+    /// Delete ops for the whole stored history of workflow `id`: every journal
+    /// record and its snapshot (retention). Only keys are read, so corrupt
+    /// records go too. The caller adds the status-index entry and any timers.
+    pub fn workflow_delete_ops(&self, partition: u16, id: &str) -> Result<Vec<Op>, Error> {
+        self.check_partition(partition)?;
+        let range = keys::journal_range(partition, id, 0)?;
+        let mut ops = Vec::new();
+        self.storage.scan(&range.from, &range.to, &mut |k, _| {
+            ops.push(Op::Delete(k.to_vec()));
+            true
+        })?;
+        ops.push(Op::Delete(keys::snapshot(partition, id)?));
+        Ok(ops)
+    }
+
+    /// Delete ops for every durable timer of `partition` whose workflow id
+    /// `select` picks (keys only; a malformed key is left alone).
+    pub fn timer_deletes_where(
+        &self,
+        partition: u16,
+        select: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Vec<Op>, Error> {
+        self.check_partition(partition)?;
+        let range = keys::timers_due(partition, u64::MAX);
+        let mut ops = Vec::new();
+        self.storage.scan(&range.from, &range.to, &mut |k, _| {
+            if let Ok(t) = keys::decode_timer(k) {
+                if select(&t.id) {
+                    ops.push(Op::Delete(k.to_vec()));
+                }
+            }
+            true
+        })?;
+        Ok(ops)
+    }
+
     /// Replace the snapshot of workflow `id`.
     pub fn snapshot_put<T: Serialize>(
         &self,
@@ -368,6 +404,19 @@ impl WorkflowStore {
             keys::batch_failure(job, index)?,
             codec::encode(failure)?,
         ))
+    }
+
+    /// Delete ops for every row of batch job `job`: its record, member chunks
+    /// and failed items (retention; keys only).
+    pub fn batch_job_delete_ops(&self, job: &str) -> Result<Vec<Op>, Error> {
+        let mut ops = vec![Op::Delete(keys::batch_job(job)?)];
+        for range in [keys::batch_members_all(job)?, keys::batch_failures(job)?] {
+            self.storage.scan(&range.from, &range.to, &mut |k, _| {
+                ops.push(Op::Delete(k.to_vec()));
+                true
+            })?;
+        }
+        Ok(ops)
     }
 
     // -----------------------------------------------------------------------------
