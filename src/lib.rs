@@ -39,6 +39,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod loadgen;
 pub mod node;
 pub mod pipeline;
 pub mod protocol;
