@@ -5,6 +5,7 @@ mod support;
 mod cli;
 mod engine;
 mod http;
+mod loadgen;
 mod nats;
 mod ops;
 mod protocol;

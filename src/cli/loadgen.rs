@@ -142,6 +142,9 @@ pub fn run(args: LoadgenArgs) -> ExitCode {
                 .into(),
         );
     }
+    if args.burst.is_some() && args.rate.is_none() {
+        return usage("--burst needs --rate (mixed traffic is live traffic plus a burst)".into());
+    }
     if args.progress_every < Duration::from_millis(100) {
         return usage("--progress-every must be at least 100ms".into());
     }
