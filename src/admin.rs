@@ -678,7 +678,7 @@ async fn history(r: HistoryRequest, engine: &Engine) -> Result<HistoryReply, Adm
     })
 }
 
-fn history_event(
+pub(crate) fn history_event(
     seq: u64,
     ev: &crate::workflow::Event,
     generation: u32,

@@ -86,9 +86,23 @@ pub struct Config {
     pub nats: NatsSection,
     pub engine: EngineSection,
     pub storage: StorageSection,
+    pub events: EventsSection,
     pub http: HttpSection,
     pub log: LogSection,
     pub shutdown: ShutdownSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsSection {
+    /// Publish lifecycle events (`<prefix>.events.<pipeline>.<event>`).
+    pub enabled: bool,
+    pub max_age: Dur,
+    pub max_bytes: i64,
+    pub duplicate_window: Dur,
+    pub queue_max: usize,
+    pub window_max: usize,
+    pub scan_max: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -218,6 +232,18 @@ impl Default for Config {
                 block_cache_mib: 64,
                 write_buffer_mib: 64,
             },
+            events: {
+                let e = crate::events::EventsConfig::default();
+                EventsSection {
+                    enabled: true,
+                    max_age: Dur(e.max_age.as_millis() as u64),
+                    max_bytes: e.max_bytes,
+                    duplicate_window: Dur(e.duplicate_window.as_millis() as u64),
+                    queue_max: e.queue_max,
+                    window_max: e.window_max,
+                    scan_max: e.scan_max,
+                }
+            },
             http: HttpSection {
                 addr: "127.0.0.1:9464".into(),
             },
@@ -246,6 +272,7 @@ section_defaults!(
     NatsSection => nats,
     EngineSection => engine,
     StorageSection => storage,
+    EventsSection => events,
     HttpSection => http,
     LogSection => log,
     ShutdownSection => shutdown
@@ -384,6 +411,18 @@ impl Config {
                 message_max_bytes: n.message_max_bytes,
                 output_max_bytes: n.output_max_bytes,
             },
+        }
+    }
+
+    pub fn events_config(&self) -> crate::events::EventsConfig {
+        let e = &self.events;
+        crate::events::EventsConfig {
+            max_age: e.max_age.as_duration(),
+            max_bytes: e.max_bytes,
+            duplicate_window: e.duplicate_window.as_duration(),
+            queue_max: e.queue_max,
+            window_max: e.window_max,
+            scan_max: e.scan_max,
         }
     }
 

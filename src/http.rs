@@ -124,6 +124,8 @@ pub struct HttpState {
     pub journal: Arc<JournalSources>,
     /// NATS connection state, when the service uses NATS.
     pub nats: Option<Arc<NatsStats>>,
+    /// Lifecycle event publisher counters, when events are on.
+    pub events: Option<Arc<crate::events::EventStats>>,
     pub limits: HttpLimits,
 }
 
@@ -715,6 +717,38 @@ pub fn render_metrics(state: &HttpState) -> String {
             &[],
             n.reconnects() as f64,
         );
+    }
+    if let Some(ev) = &state.events {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (name, kind, help, v) in [
+            (
+                "narralytica_events_published_total",
+                "counter",
+                "Lifecycle event messages acknowledged by JetStream (one per journal record).",
+                ev.published.load(Relaxed),
+            ),
+            (
+                "narralytica_events_publish_failures_total",
+                "counter",
+                "Lifecycle event publishes that failed and were retried.",
+                ev.failures.load(Relaxed),
+            ),
+            (
+                "narralytica_events_queue_overflows_total",
+                "counter",
+                "Event messages that did not fit the publisher queue and were read back from the outbox.",
+                ev.overflows.load(Relaxed),
+            ),
+            (
+                "narralytica_events_backlog",
+                "gauge",
+                "Event messages the publisher holds in memory, waiting for their turn.",
+                ev.backlog.load(Relaxed),
+            ),
+        ] {
+            t.family(name, kind, help);
+            t.sample(name, &[], v as f64);
+        }
     }
     let ready = state.readiness.ready().is_ok();
     t.family(

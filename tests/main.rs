@@ -4,6 +4,7 @@ mod support;
 
 mod cli;
 mod engine;
+mod events;
 mod http;
 mod loadgen;
 mod nats;

@@ -182,6 +182,7 @@ pub async fn run_dev(
             }
         })),
         faults: None,
+        outbox: None,
     };
     let engine = Engine::start(crate::engine::EngineCtx {
         store: node.store.clone(),

@@ -127,6 +127,15 @@ pub async fn serve(
     cfg: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
+    // Lifecycle events: the outbox exists before the engine writes anything.
+    let events = if cfg.events.enabled {
+        Some(crate::events::Outbox::new(
+            &cfg.nats.prefix,
+            &cfg.events_config(),
+        )?)
+    } else {
+        None
+    };
     // Health and metrics first, so probes see the service come up.
     let nats_stats = Arc::new(crate::transport::nats::NatsStats::default());
     let metrics = Arc::new(Metrics::default());
@@ -136,6 +145,7 @@ pub async fn serve(
             metrics: metrics.clone(),
             readiness: Arc::new(crate::http::Readiness::with_nats(nats_stats.clone())),
             nats: Some(nats_stats.clone()),
+            events: events.as_ref().map(|(o, _)| o.stats.clone()),
             ..Default::default()
         },
     )
@@ -162,6 +172,15 @@ pub async fn serve(
             }
         }
     }
+    if events.is_some() {
+        crate::events::ensure_stream(
+            &js,
+            &cfg.prefix,
+            &config.events_config(),
+            cfg.limits.message_max_bytes,
+        )
+        .await?;
+    }
     let store = node.store.clone();
     let transport = NatsTransport::start(
         cfg.clone(),
@@ -179,12 +198,26 @@ pub async fn serve(
             pipelines: node.pipelines.clone(),
             metrics: metrics.clone(),
             config: config.engine_config(),
-            hooks: Hooks::default(),
+            hooks: Hooks {
+                outbox: events.as_ref().map(|(o, _)| o.clone()),
+                ..Hooks::default()
+            },
         })
         .await
         .map_err(|e| e.to_string())?,
     );
     http.readiness().set_recovery_done();
+    // The publisher first sends what a previous run left in the outbox.
+    let publisher = events.map(|(outbox, rx)| {
+        tokio::spawn(crate::events::run_publisher(
+            outbox,
+            rx,
+            node.store.clone(),
+            node.committer.clone(),
+            js.clone(),
+            config.events_config(),
+        ))
+    });
     let intake = tokio::spawn(run_intake(
         cfg.clone(),
         client.clone(),
@@ -228,6 +261,11 @@ pub async fn serve(
         tracing::warn!(?engine_budget, "engine did not stop in time");
     }
     drop(engine);
+    // Unpublished events stay in the outbox for the next start.
+    if let Some(p) = publisher {
+        p.abort();
+        let _ = p.await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
     if tokio::time::timeout(Duration::from_secs(1), node.close())
         .await

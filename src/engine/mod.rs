@@ -122,6 +122,9 @@ pub struct Hooks {
     /// Called after each terminal transition is durable (dev uses it to check outputs).
     pub on_terminal: Option<Arc<TerminalHook>>,
     pub faults: Option<Arc<Faults>>,
+    /// Lifecycle events: every journal record also gets an outbox row and,
+    /// once durable, goes to the publisher (`run` sets it; `dev` does not).
+    pub outbox: Option<Arc<crate::events::Outbox>>,
 }
 
 /// Everything an actor needs, shared read-only.

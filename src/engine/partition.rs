@@ -703,6 +703,7 @@ impl PartitionState {
             .commit(prepared.ops)
             .await
             .map_err(|e| e.to_string())?;
+        super::transition::publish_event(&ctx, prepared.event);
         let mut wf = wf;
         let prev_status = wf.status;
         super::transition::apply(&mut wf, &prepared.decision);
@@ -744,7 +745,7 @@ impl PartitionState {
                 let prepared = prepare(&ctx, self.index, id, None, decision, None)?;
                 ops.extend(prepared.ops);
                 if let Some(next) = prepared.next {
-                    done.push((next, prepared.decision));
+                    done.push((next, prepared.decision, prepared.event));
                 }
             }
             if ops.is_empty() {
@@ -754,7 +755,8 @@ impl PartitionState {
                 .commit(ops)
                 .await
                 .map_err(|e| format!("journal append failed: {e}"))?;
-            for (next, mut decision) in done {
+            for (next, mut decision, event) in done {
+                super::transition::publish_event(&ctx, event);
                 // Hold the first tasks until every workflow is accepted.
                 let mut held = Vec::new();
                 let mut rest = Vec::new();

@@ -56,6 +56,8 @@ pub fn timer_tag(timer: &TimerKind) -> u64 {
 /// Storage ops of a decision, before it is durable.
 pub struct Prepared {
     pub ops: Vec<Op>,
+    /// The lifecycle message of the record, for the publisher once durable.
+    pub event: Option<crate::events::OutboxItem>,
     /// The state of a workflow created by this decision (`prev` was `None`).
     pub next: Option<WorkflowState>,
     pub decision: Decision,
@@ -105,6 +107,7 @@ pub fn prepare(
     if decision.events.is_empty() {
         return Ok(Prepared {
             ops,
+            event: None,
             next: None,
             decision,
         });
@@ -119,6 +122,7 @@ pub fn prepare(
             None => {
                 return Ok(Prepared {
                     ops,
+                    event: None,
                     next: None,
                     decision,
                 })
@@ -141,6 +145,41 @@ pub fn prepare(
             .journal_put(partition, id, first_seq, &record)
             .map_err(e)?,
     );
+    let mut event = None;
+    if let Some(outbox) = ctx.hooks.outbox.as_ref().filter(|o| !o.dropping()) {
+        // `created` is set whenever `prev` is not (see above).
+        let (pref, generation) = match (prev, &created) {
+            (Some(p), _) => (&p.pipeline, p.generation),
+            (None, c) => (
+                c.as_ref()
+                    .map(|c| &c.pipeline)
+                    .ok_or("internal: no state")?,
+                0,
+            ),
+        };
+        let def = ctx.pipelines.get(pref)?;
+        if let Some(entry) = outbox.message(
+            id,
+            &def,
+            first_seq,
+            generation,
+            next_status,
+            &decision.events,
+        ) {
+            ops.push(
+                store
+                    .outbox_put(partition, id, first_seq, &entry)
+                    .map_err(e)?,
+            );
+            event = Some(crate::events::OutboxItem {
+                partition,
+                workflow_id: id.to_owned(),
+                seq: first_seq,
+                subject: entry.subject,
+                payload: entry.payload.into(),
+            });
+        }
+    }
     if prev_status != Some(next_status) {
         if let Some(s) = prev_status {
             ops.push(store.status_delete(partition, s.code(), id).map_err(e)?);
@@ -196,6 +235,7 @@ pub fn prepare(
     }
     Ok(Prepared {
         ops,
+        event,
         next: created,
         decision,
     })
@@ -203,6 +243,13 @@ pub fn prepare(
 
 fn e(err: crate::storage::Error) -> String {
     err.to_string()
+}
+
+/// After the batch is durable: the record's lifecycle message goes to the publisher.
+pub fn publish_event(ctx: &EngineCtx, event: Option<crate::events::OutboxItem>) {
+    if let (Some(outbox), Some(item)) = (&ctx.hooks.outbox, event) {
+        outbox.committed(item);
+    }
 }
 
 /// After the batch is durable: count, run the commands, call the hooks.

@@ -222,6 +222,7 @@ impl Resident {
             super::metrics::Metrics::inc(&self.ctx.metrics.commit_errors);
             format!("journal append failed: {e}")
         })?;
+        super::transition::publish_event(&self.ctx, prepared.event);
         let next = prepared.next.ok_or("internal: start produced no state")?;
         after_commit(&self.ctx, &self.times, None, &next, &def, prepared.decision);
         let status = next.status;
@@ -269,6 +270,7 @@ impl Resident {
                 return Err(InputError::Journal(e.to_string()));
             }
         }
+        super::transition::publish_event(&self.ctx, prepared.event);
         if !prepared.decision.events.is_empty() {
             let def = def.clone();
             if let Some(wf) = self.wf.as_mut() {

@@ -17,6 +17,7 @@
 //! | snapshot | `S` | `S partition:u16 len id` |
 //! | status index | `I` | `I partition:u16 status:u8 len id` |
 //! | timers | `T` | `T partition:u16 due_ms:u64 len id tag:u64` |
+//! | event outbox | `O` | `O partition:u16 len id seq:u64` |
 //! | batch jobs | `B` | `B len job` |
 //! | batch job members | `K` | `K len job chunk:u32` |
 //! | batch job failed items | `F` | `F len job index:u64` |
@@ -44,6 +45,8 @@ pub const BATCH_JOB: u8 = b'B';
 pub const BATCH_MEMBERS: u8 = b'K';
 /// Tag of the failed items of batch jobs.
 pub const BATCH_FAILURES: u8 = b'F';
+/// Tag of the lifecycle-event outbox (journal records not yet published).
+pub const OUTBOX: u8 = b'O';
 
 /// Longest workflow id or pipeline name, in bytes: the length prefix is one byte.
 pub const MAX_NAME_LEN: usize = u8::MAX as usize;
@@ -164,6 +167,33 @@ pub fn journal_range(partition: u16, id: &str, from_seq: u64) -> Result<KeyRange
 /// Every journal record of every workflow (offline verification).
 pub fn all_journals() -> KeyRange {
     KeyRange::prefixed(vec![JOURNAL])
+}
+
+/// Key of the outbox entry of the journal record of workflow `id` starting at `seq`.
+/// Same shape as the journal key, so a workflow's entries scan in journal order.
+pub fn outbox(partition: u16, id: &str, seq: u64) -> Result<Vec<u8>, Error> {
+    let mut k = vec![OUTBOX];
+    k.extend_from_slice(&partition.to_be_bytes());
+    push_name(&mut k, id, "workflow id")?;
+    k.extend_from_slice(&seq.to_be_bytes());
+    Ok(k)
+}
+
+/// Every outbox entry.
+pub fn all_outbox() -> KeyRange {
+    KeyRange::prefixed(vec![OUTBOX])
+}
+
+/// Decode an outbox key (same fields as a journal key).
+pub fn decode_outbox(key: &[u8]) -> Result<JournalKey, Error> {
+    let mut r = Reader::new(key, OUTBOX)?;
+    let k = JournalKey {
+        partition: r.u16()?,
+        id: r.name()?,
+        seq: r.u64()?,
+    };
+    r.end()?;
+    Ok(k)
 }
 
 /// Key of the snapshot of workflow `id`.

@@ -50,6 +50,9 @@ impl std::fmt::Debug for WorkflowStore {
     }
 }
 
+/// One scanned outbox row: its raw key (to delete it) and the decoded entry.
+pub type OutboxRow<T> = (Vec<u8>, Result<(JournalKey, T), Error>);
+
 impl WorkflowStore {
     /// Open the typed store over `storage`.
     ///
@@ -210,6 +213,45 @@ impl WorkflowStore {
             true
         })?;
         Ok(ops)
+    }
+
+    /// Remember that the journal record of `id` at `seq` still has to be
+    /// published as a lifecycle event; put it in the record's own batch.
+    pub fn outbox_put<T: Serialize>(
+        &self,
+        partition: u16,
+        id: &str,
+        seq: u64,
+        entry: &T,
+    ) -> Result<Op, Error> {
+        self.check_partition(partition)?;
+        Ok(Op::Put(
+            keys::outbox(partition, id, seq)?,
+            codec::encode(entry)?,
+        ))
+    }
+
+    /// The event of the record at `seq` of `id` is published.
+    pub fn outbox_delete(&self, partition: u16, id: &str, seq: u64) -> Result<Op, Error> {
+        self.check_partition(partition)?;
+        Ok(Op::Delete(keys::outbox(partition, id, seq)?))
+    }
+
+    /// Up to `limit` outbox entries, each workflow's in journal order. A corrupt
+    /// entry is returned as an error in place so the caller can drop it.
+    pub fn scan_outbox<T: DeserializeOwned>(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow<T>>, Error> {
+        let range = keys::all_outbox();
+        let mut out = Vec::new();
+        self.storage.scan(&range.from, &range.to, &mut |k, v| {
+            let item =
+                keys::decode_outbox(k).and_then(|key| codec::decode(k, v).map(|val| (key, val)));
+            out.push((k.to_vec(), item));
+            out.len() < limit
+        })?;
+        Ok(out)
     }
 
     /// Replace the snapshot of workflow `id`.

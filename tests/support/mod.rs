@@ -135,6 +135,7 @@ impl Harness {
                         }
                     })),
                     faults: Some(faults.clone()),
+                    outbox: None,
                 },
             })
             .await
