@@ -112,7 +112,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn fmt_duration(d: Duration) -> String {
     let us = d.as_micros();
-    if us % 1000 == 0 {
+    if us.is_multiple_of(1000) {
         format!("{}ms", us / 1000)
     } else {
         format!("{us}us")
