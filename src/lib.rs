@@ -19,6 +19,7 @@
 //! | [`http`] | `/healthz`, `/readyz`, `/metrics` (Prometheus) on a hand-rolled HTTP/1.1 server |
 //! | [`admin`] | the admin verbs over NATS request/reply |
 //! | [`batch`] | durable, rate-limited batch jobs run by the orchestrator |
+//! | [`loadgen`] | `orchestrator loadgen`: open/closed-loop load over NATS, outputs checked from the event stream |
 //! | [`node`] | assembling storage + committer + pipelines for a process |
 //! | [`cli`] | the `orchestrator` command |
 //!
