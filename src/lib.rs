@@ -20,6 +20,7 @@
 //! | [`admin`] | the admin verbs over NATS request/reply |
 //! | [`batch`] | durable, rate-limited batch jobs run by the orchestrator |
 //! | [`backup`] | consistent checkpoints of the store, live or offline |
+//! | [`loadgen`] | `orchestrator loadgen`: open/closed-loop load over NATS, outputs checked from the event stream |
 //! | [`node`] | assembling storage + committer + pipelines for a process |
 //! | [`otel`] | span records and their export over OTLP/HTTP (JSON) |
 //! | [`cli`] | the `orchestrator` command |
@@ -43,6 +44,7 @@ pub mod config;
 pub mod engine;
 pub mod events;
 pub mod http;
+pub mod loadgen;
 pub mod node;
 pub mod otel;
 pub mod pipeline;

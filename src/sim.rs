@@ -23,8 +23,11 @@ use crate::workflow::{TaskError, TaskOutcome, TaskResult, TaskSpec};
 /// How the simulated workers behave.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
-    /// Time each task takes.
+    /// Time each task takes (when `latency_dist` is `None`).
     pub latency_ms: u64,
+    /// Per-task latency drawn from a distribution (deterministic per task id
+    /// and seed); replaces `latency_ms` when set.
+    pub latency_dist: Option<LatencyDist>,
     /// Share of attempts that fail retryably, in [0, 1].
     pub fail_rate: f64,
     pub seed: u64,
@@ -41,11 +44,178 @@ impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
             latency_ms: 0,
+            latency_dist: None,
             fail_rate: 0.0,
             seed: 1,
             worker: "sim-0".into(),
             heartbeat_every_ms: None,
             concurrency: 1_000,
+        }
+    }
+}
+
+/// Longest latency a simulated task may be given (any distribution is capped here).
+pub const LATENCY_MAX: Duration = Duration::from_secs(3600);
+
+/// z of the 99th percentile of the standard normal distribution.
+const Z_P99: f64 = 2.326_347_874_040_841;
+
+/// Per-task latency of simulated workers, drawn deterministically from the
+/// seed and the task id (so a run reproduces). Text form, as the flags take it:
+/// `fixed:5ms`, `uniform:1ms..10ms`, `lognormal:p50=5ms,p99=50ms` (units
+/// `us`, `ms`, `s`; every value at most [`LATENCY_MAX`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LatencyDist {
+    Fixed(Duration),
+    /// Uniform in `[lo, hi]`.
+    Uniform(Duration, Duration),
+    /// Log-normal with that median and 99th percentile (`p99 >= p50 > 0`).
+    LogNormal {
+        p50: Duration,
+        p99: Duration,
+    },
+}
+
+/// Parses `5ms`, `1.5ms`, `250us`, `2s` (a bare `0` is zero).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let (num, scale) = if let Some(n) = t.strip_suffix("us").or_else(|| t.strip_suffix("µs")) {
+        (n, 1e-6)
+    } else if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        return Err(format!("{text:?} needs a unit: us, ms or s (e.g. 5ms)"));
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 5ms, 1.5s, 250us)"))?;
+    let secs = v * scale;
+    if !(secs.is_finite() && secs >= 0.0) {
+        return Err(format!(
+            "{text:?} is not a duration (e.g. 5ms, 1.5s, 250us)"
+        ));
+    }
+    if secs > LATENCY_MAX.as_secs_f64() {
+        return Err(format!(
+            "{text:?} is above the limit of {} s",
+            LATENCY_MAX.as_secs()
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn fmt_duration(d: Duration) -> String {
+    let us = d.as_micros();
+    if us.is_multiple_of(1000) {
+        format!("{}ms", us / 1000)
+    } else {
+        format!("{us}us")
+    }
+}
+
+impl std::str::FromStr for LatencyDist {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let usage = "expected fixed:5ms, uniform:1ms..10ms or lognormal:p50=5ms,p99=50ms";
+        let (kind, rest) = text
+            .split_once(':')
+            .ok_or_else(|| format!("bad latency {text:?}: {usage}"))?;
+        match kind.trim() {
+            "fixed" => Ok(LatencyDist::Fixed(parse_duration(rest)?)),
+            "uniform" => {
+                let (lo, hi) = rest
+                    .split_once("..")
+                    .ok_or_else(|| format!("bad latency {text:?}: {usage}"))?;
+                let (lo, hi) = (parse_duration(lo)?, parse_duration(hi)?);
+                if lo > hi {
+                    return Err(format!(
+                        "bad latency {text:?}: the lower bound is above the upper one"
+                    ));
+                }
+                Ok(LatencyDist::Uniform(lo, hi))
+            }
+            "lognormal" => {
+                let (mut p50, mut p99) = (None, None);
+                for part in rest.split(',') {
+                    match part.trim().split_once('=') {
+                        Some(("p50", v)) => p50 = Some(parse_duration(v)?),
+                        Some(("p99", v)) => p99 = Some(parse_duration(v)?),
+                        _ => return Err(format!("bad latency {text:?}: {usage}")),
+                    }
+                }
+                match (p50, p99) {
+                    (Some(p50), Some(p99)) if p50 > Duration::ZERO && p99 >= p50 => {
+                        Ok(LatencyDist::LogNormal { p50, p99 })
+                    }
+                    (Some(_), Some(_)) => Err(format!(
+                        "bad latency {text:?}: lognormal needs p99 >= p50 > 0"
+                    )),
+                    _ => Err(format!("bad latency {text:?}: {usage}")),
+                }
+            }
+            _ => Err(format!("bad latency {text:?}: {usage}")),
+        }
+    }
+}
+
+impl std::fmt::Display for LatencyDist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LatencyDist::Fixed(d) => write!(f, "fixed:{}", fmt_duration(*d)),
+            LatencyDist::Uniform(lo, hi) => {
+                write!(f, "uniform:{}..{}", fmt_duration(*lo), fmt_duration(*hi))
+            }
+            LatencyDist::LogNormal { p50, p99 } => write!(
+                f,
+                "lognormal:p50={},p99={}",
+                fmt_duration(*p50),
+                fmt_duration(*p99)
+            ),
+        }
+    }
+}
+
+impl LatencyDist {
+    /// The latency of `task_id`: the same for the same seed and task id.
+    pub fn sample(&self, seed: u64, task_id: &str) -> Duration {
+        let d = match *self {
+            LatencyDist::Fixed(d) => d,
+            LatencyDist::Uniform(lo, hi) => {
+                let u = draw_salted(seed, 16, task_id);
+                lo + (hi - lo).mul_f64(u)
+            }
+            LatencyDist::LogNormal { p50, p99 } => {
+                // Box-Muller from two independent draws; 1 - u keeps ln away from 0.
+                let u1 = 1.0 - draw_salted(seed, 16, task_id);
+                let u2 = draw_salted(seed, 17, task_id);
+                let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+                let mu = p50.as_secs_f64().ln();
+                let sigma = (p99.as_secs_f64() / p50.as_secs_f64()).ln() / Z_P99;
+                let secs = (mu + sigma * z).exp();
+                if secs.is_finite() {
+                    Duration::from_secs_f64(secs.min(LATENCY_MAX.as_secs_f64()))
+                } else {
+                    LATENCY_MAX
+                }
+            }
+        };
+        d.min(LATENCY_MAX)
+    }
+}
+
+impl SimConfig {
+    /// How long the task `task_id` takes: `latency_dist` when set, else `latency_ms`.
+    pub fn latency_for(&self, task_id: &str) -> Duration {
+        match &self.latency_dist {
+            Some(d) => d.sample(self.seed, task_id),
+            None => Duration::from_millis(self.latency_ms),
         }
     }
 }
@@ -87,6 +257,18 @@ pub fn output_from(input: &str, workflow_id: &str, step: &str) -> Result<String,
     Ok(format!(
         r#"{{"video_id":{video_id},"step":"{step}","n":{n}}}"#
     ))
+}
+
+/// A wrong version of a correct output: `n` off by 1000 (fault injection).
+pub fn corrupt_output(output: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(output) {
+        Ok(serde_json::Value::Object(mut o)) => {
+            let n = o.get("n").and_then(serde_json::Value::as_u64).unwrap_or(0);
+            o.insert("n".into(), serde_json::Value::from(n.saturating_add(1000)));
+            serde_json::Value::Object(o).to_string()
+        }
+        _ => r#"{"n":0}"#.to_string(),
+    }
 }
 
 /// `n` each step of `pipeline` must report in a correct run.
@@ -137,10 +319,16 @@ pub fn draw(seed: u64, task_id: &str) -> f64 {
     (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// A draw independent of [`draw`] with the same seed: `salt` picks the stream.
+pub fn draw_salted(seed: u64, salt: u64, task_id: &str) -> f64 {
+    draw(seed ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15), task_id)
+}
+
 /// One pending task: what to answer and when.
 struct Pending {
     task_id: Box<str>,
     attempt: u32,
+    latency_ms: u64,
     outcome: Result<Box<str>, ()>,
 }
 
@@ -195,7 +383,8 @@ pub async fn run(
                             .map_err(|_| ())
                     };
                     let wf = spec.workflow_id.clone();
-                    if cfg.latency_ms == 0 {
+                    let latency_ms = cfg.latency_for(&spec.task_id).as_millis() as u64;
+                    if latency_ms == 0 {
                         stats.executed += 1;
                         stats.failed += u64::from(outcome.is_err());
                         sink.report(
@@ -207,6 +396,7 @@ pub async fn run(
                                 spec.attempt,
                                 outcome,
                                 clock.now_ms(),
+                                0,
                             ),
                         );
                     } else {
@@ -216,6 +406,7 @@ pub async fn run(
                         queue.push_back(Pending {
                             task_id: spec.task_id.into_boxed_str(),
                             attempt: spec.attempt,
+                            latency_ms,
                             outcome,
                         });
                     }
@@ -245,7 +436,7 @@ pub async fn run(
                 );
             }
             seq += 1;
-            heap.push(Reverse((now + cfg.latency_ms, seq)));
+            heap.push(Reverse((now + p.latency_ms, seq)));
             pending.insert(seq, p);
         }
         while let Some(Reverse((due, s))) = heap.peek().copied() {
@@ -268,7 +459,15 @@ pub async fn run(
             stats.failed += u64::from(p.outcome.is_err());
             sink.report(
                 wf,
-                result(&cfg, &p.task_id, step, p.attempt, p.outcome, now),
+                result(
+                    &cfg,
+                    &p.task_id,
+                    step,
+                    p.attempt,
+                    p.outcome,
+                    now,
+                    p.latency_ms,
+                ),
             );
         }
         // Long tasks heartbeat so the engine knows they are alive.
@@ -303,6 +502,7 @@ fn result(
     attempt: u32,
     outcome: Result<Box<str>, ()>,
     now_ms: u64,
+    latency_ms: u64,
 ) -> WorkerReport {
     let outcome = match outcome {
         Ok(out) => TaskOutcome::Succeeded(out.into_string()),
@@ -318,7 +518,7 @@ fn result(
         attempt,
         outcome,
         worker: Some(cfg.worker.clone()),
-        started_at_ms: Some(now_ms.saturating_sub(cfg.latency_ms)),
+        started_at_ms: Some(now_ms.saturating_sub(latency_ms)),
     })
 }
 
@@ -334,5 +534,63 @@ mod tests {
         assert!((1_800..2_200).contains(&fails), "{fails}");
         assert_eq!(draw(7, "x"), draw(7, "x"));
         assert_ne!(draw(7, "x"), draw(8, "x"));
+    }
+
+    #[test]
+    fn latency_distributions_parse_print_and_sample() {
+        for text in [
+            "fixed:5ms",
+            "uniform:1ms..10ms",
+            "lognormal:p50=5ms,p99=50ms",
+            "fixed:250us",
+        ] {
+            let d: LatencyDist = text.parse().unwrap();
+            assert_eq!(d.to_string(), text);
+        }
+        for bad in [
+            "fixed",
+            "fixed:5",
+            "fixed:-1ms",
+            "uniform:10ms..1ms",
+            "uniform:1ms",
+            "lognormal:p50=5ms",
+            "lognormal:p50=50ms,p99=5ms",
+            "lognormal:p50=0ms,p99=5ms",
+            "gamma:1ms",
+            "fixed:2h",
+            "fixed:99999s",
+            "fixed:NaNms",
+        ] {
+            assert!(bad.parse::<LatencyDist>().is_err(), "{bad}");
+        }
+        let fixed: LatencyDist = "fixed:5ms".parse().unwrap();
+        assert_eq!(fixed.sample(1, "t"), Duration::from_millis(5));
+        let uni: LatencyDist = "uniform:1ms..10ms".parse().unwrap();
+        let ln: LatencyDist = "lognormal:p50=5ms,p99=50ms".parse().unwrap();
+        let mut us: Vec<Duration> = (0..20_000)
+            .map(|i| uni.sample(3, &format!("t{i}")))
+            .collect();
+        assert!(us
+            .iter()
+            .all(|d| (Duration::from_millis(1)..=Duration::from_millis(10)).contains(d)));
+        us.sort();
+        let mid = us[us.len() / 2].as_secs_f64() * 1e3;
+        assert!((5.0..6.0).contains(&mid), "{mid}");
+        let mut ls: Vec<f64> = (0..20_000)
+            .map(|i| ln.sample(3, &format!("t{i}")).as_secs_f64() * 1e3)
+            .collect();
+        ls.sort_by(f64::total_cmp);
+        let (p50, p99) = (ls[ls.len() / 2], ls[ls.len() * 99 / 100]);
+        assert!((4.7..5.3).contains(&p50), "p50 {p50}");
+        assert!((44.0..56.0).contains(&p99), "p99 {p99}");
+        // Repeatable per task id and seed, different across seeds.
+        assert_eq!(ln.sample(3, "x"), ln.sample(3, "x"));
+        assert_ne!(ln.sample(3, "x"), ln.sample(4, "x"));
+        // --latency-ms keeps working as a fixed latency.
+        let cfg = SimConfig {
+            latency_ms: 7,
+            ..SimConfig::default()
+        };
+        assert_eq!(cfg.latency_for("t"), Duration::from_millis(7));
     }
 }

@@ -40,6 +40,32 @@ pub struct WorkerFaults {
     pub record: Option<PathBuf>,
     /// Late answers held at once, at most (beyond it they are sent at once).
     pub stale_max: usize,
+    /// Succeeds with a wrong output: `n` off by 1000 (so every check
+    /// downstream of it must notice), for testing output checks.
+    pub corrupt_rate: f64,
+}
+
+/// What an observer of the workers learns of each answered execution (an
+/// in-process load generator splits task time into queue wait and run with it).
+#[derive(Debug, Clone, Copy)]
+pub struct Execution<'a> {
+    pub task_id: &'a str,
+    /// Unix µs when the worker started it (after the pull).
+    pub started_us: u64,
+    /// Unix µs when its result was ready, just before the result is published.
+    pub finished_us: u64,
+    pub succeeded: bool,
+}
+
+/// Called once per answered execution, before its result is published (so
+/// the call happens before the orchestrator can have seen the result).
+pub type Observer = Arc<dyn Fn(&Execution<'_>) + Send + Sync>;
+
+/// Unix time in µs.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 impl WorkerFaults {
@@ -48,6 +74,7 @@ impl WorkerFaults {
             ("--hang-rate", self.hang_rate),
             ("--duplicate-rate", self.duplicate_rate),
             ("--stale-rate", self.stale_rate),
+            ("--corrupt-rate", self.corrupt_rate),
         ] {
             if !(0.0..=1.0).contains(&rate) {
                 return Err(format!("{name} must be within [0, 1], got {rate}"));
@@ -113,6 +140,7 @@ struct Shared {
     withheld: Mutex<HashMap<String, Withheld>>,
     recorder: Option<Recorder>,
     limits: crate::protocol::Limits,
+    observer: Option<Observer>,
 }
 
 impl Shared {
@@ -156,6 +184,18 @@ pub async fn run(
     task_types: Vec<String>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
+    run_observed(nats, sim, faults, task_types, None, shutdown).await
+}
+
+/// [`run`], telling `observer` about every answered execution.
+pub async fn run_observed(
+    nats: NatsConfig,
+    sim: SimConfig,
+    faults: WorkerFaults,
+    task_types: Vec<String>,
+    observer: Option<Observer>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
     faults.validate()?;
     let recorder = faults.record.as_deref().map(Recorder::open).transpose()?;
     let (client, js) = crate::transport::nats::connect(&nats).await?;
@@ -170,6 +210,7 @@ pub async fn run(
         withheld: Mutex::default(),
         recorder,
         limits: nats.limits.clone(),
+        observer,
     });
     let mut cancels = client
         .subscribe(format!("{}.cancel.>", subjects.prefix()))
@@ -288,21 +329,22 @@ async fn execute(shared: &Shared, task: &TaskMessage, msg: &jetstream::Message) 
             let _ = client.publish(task.heartbeat_to.clone(), p.into()).await;
         }
     }
-    let started_at_ms = crate::engine::clock::Clock::now_ms(&crate::engine::clock::SystemClock);
+    let started_us = now_us();
+    let started_at_ms = started_us / 1000;
     let every = task
         .heartbeat_timeout_ms
-        .map(|h| (h / 3).max(1))
-        .unwrap_or(u64::MAX);
-    let mut left = sim.latency_ms;
-    while left > 0 {
+        .map(|h| Duration::from_millis((h / 3).max(1)))
+        .unwrap_or(Duration::MAX);
+    let mut left = sim.latency_for(&task.task_id);
+    while !left.is_zero() {
         let step = left.min(every);
-        tokio::time::sleep(Duration::from_millis(step)).await;
+        tokio::time::sleep(step).await;
         left -= step;
         if shared.cancelled.lock().remove(&task.task_id) {
             shared.record(task, "cancelled", 0);
             return;
         }
-        if left > 0 && !stale {
+        if !left.is_zero() && !stale {
             if let Ok(p) = serde_json::to_vec(&beat(task)) {
                 let _ = client.publish(task.heartbeat_to.clone(), p.into()).await;
             }
@@ -321,6 +363,13 @@ async fn execute(shared: &Shared, task: &TaskMessage, msg: &jetstream::Message) 
     } else {
         match output_from(task.input.get(), &task.workflow_id, &task.step)
             .ok()
+            .map(|o| {
+                if drawn(sim, 4, &task.task_id, faults.corrupt_rate) {
+                    crate::sim::corrupt_output(&o)
+                } else {
+                    o
+                }
+            })
             .and_then(|o| serde_json::value::RawValue::from_string(o).ok())
         {
             Some(o) => (ResultStatus::Succeeded, Some(o), None),
@@ -354,6 +403,14 @@ async fn execute(shared: &Shared, task: &TaskMessage, msg: &jetstream::Message) 
     let Ok(payload) = serde_json::to_vec(&result) else {
         return;
     };
+    if let Some(observe) = &shared.observer {
+        observe(&Execution {
+            task_id: &task.task_id,
+            started_us,
+            finished_us: now_us(),
+            succeeded: outcome == "succeeded",
+        });
+    }
     let payload: bytes::Bytes = payload.into();
     // Trace context: the result is a child span of the task's.
     let mut headers = async_nats::HeaderMap::new();

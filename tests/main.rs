@@ -6,6 +6,7 @@ mod cli;
 mod engine;
 mod events;
 mod http;
+mod loadgen;
 mod nats;
 mod ops;
 mod otel;

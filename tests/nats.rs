@@ -241,6 +241,7 @@ async fn hung_duplicate_and_stale_answers_over_nats_change_nothing() {
             stale_rate: 0.2,
             record: Some(record.clone()),
             stale_max: 1000,
+            ..WorkerFaults::default()
         },
         ..over(&server, 0, 0.0)
     };

@@ -220,6 +220,7 @@ pub async fn run_dev(
     let workers = tokio::spawn(sim::run(
         SimConfig {
             latency_ms: args.task_latency_ms,
+            latency_dist: None,
             fail_rate: args.fail_rate,
             seed: args.seed,
             worker: "dev-sim".into(),

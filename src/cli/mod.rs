@@ -4,6 +4,7 @@ pub mod backfill;
 pub mod backup;
 pub mod batch;
 pub mod dev;
+pub mod loadgen;
 pub mod ops;
 pub mod pipelines;
 pub mod run;
@@ -39,6 +40,8 @@ pub enum Command {
     Start(start::StartArgs),
     /// Workers over NATS; `--simulate` runs the simulated ones.
     Worker(worker::WorkerArgs),
+    /// Load against a live `orchestrator run`: open or closed loop, outputs checked, latency report.
+    Loadgen(loadgen::LoadgenArgs),
     /// A workflow's status and each step's status, attempts, last error, worker and timings.
     Describe(ops::DescribeArgs),
     /// A workflow's full lineage from the journal, one line per event.
@@ -103,6 +106,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args, cli.log),
         Command::Start(args) => start::run(args),
         Command::Worker(args) => worker::run(args),
+        Command::Loadgen(args) => loadgen::run(args),
         Command::Describe(args) => ops::describe(args),
         Command::History(args) => ops::history(args),
         Command::List(args) => ops::list(args),

@@ -12,7 +12,7 @@ use crate::sim::SimConfig;
 
 #[derive(Debug, Clone, Args)]
 #[command(
-    after_help = "Example:\n  orchestrator worker --simulate --task-types transcribe,embed --latency-ms 50 --fail-rate 0.05 --record /tmp/executions.jsonl"
+    after_help = "Examples:\n  orchestrator worker --simulate --task-types transcribe,embed --latency-ms 50 --fail-rate 0.05 --record /tmp/executions.jsonl\n  orchestrator worker --simulate --latency lognormal:p50=5ms,p99=50ms --concurrency 2000"
 )]
 pub struct WorkerArgs {
     /// Run simulated workers (the only kind this binary has).
@@ -24,9 +24,13 @@ pub struct WorkerArgs {
     /// Pipelines whose task types are served by default.
     #[arg(long, default_value = "config/pipelines")]
     pub pipelines: PathBuf,
-    /// Time each task takes.
-    #[arg(long, default_value_t = 0)]
+    /// Time each task takes, in ms (the same as `--latency fixed:<MS>ms`).
+    #[arg(long, default_value_t = 0, conflicts_with = "latency")]
     pub latency_ms: u64,
+    /// Per-task latency distribution, drawn from --seed and the task id:
+    /// `fixed:5ms`, `uniform:1ms..10ms` or `lognormal:p50=5ms,p99=50ms` (at most 1 h).
+    #[arg(long, value_name = "DIST")]
+    pub latency: Option<crate::sim::LatencyDist>,
     /// Share of attempts that fail retryably, in [0, 1].
     #[arg(long, default_value_t = 0.0)]
     pub fail_rate: f64,
@@ -39,6 +43,9 @@ pub struct WorkerArgs {
     /// Share of executions answered late, after the attempt was superseded, in [0, 1].
     #[arg(long, default_value_t = 0.0)]
     pub stale_rate: f64,
+    /// Share of executions that succeed with a wrong output (`n` off by 1000), in [0, 1].
+    #[arg(long, default_value_t = 0.0)]
+    pub corrupt_rate: f64,
     /// Append one JSON line per execution (task_id, idempotency_key, attempt, outcome, ...).
     #[arg(long, value_name = "FILE.jsonl")]
     pub record: Option<PathBuf>,
@@ -71,6 +78,7 @@ pub fn run(args: WorkerArgs) -> ExitCode {
         stale_rate: args.stale_rate,
         record: args.record.clone(),
         stale_max: args.stale_max,
+        corrupt_rate: args.corrupt_rate,
     };
     if let Err(e) = faults.validate() {
         eprintln!("error: {e}");
@@ -95,6 +103,7 @@ pub fn run(args: WorkerArgs) -> ExitCode {
     };
     let sim = SimConfig {
         latency_ms: args.latency_ms,
+        latency_dist: args.latency,
         fail_rate: args.fail_rate,
         seed: args.seed,
         worker: args.name.clone(),
