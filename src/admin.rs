@@ -482,10 +482,25 @@ fn parse<'a, T: Deserialize<'a> + HasVersion>(
     payload: &'a [u8],
     engine: &Engine,
 ) -> Result<T, AdminError> {
+    decode_request(verb, payload, || {
+        engine.metrics().rejected_message("malformed")
+    })
+}
+
+/// The request layer of [`parse`], without the engine: decodes `payload` as
+/// `verb`'s request and checks its version; `on_malformed` runs when the
+/// payload is not such a request.
+pub(crate) fn decode_request<'a, T: Deserialize<'a> + HasVersion>(
+    verb: &str,
+    payload: &'a [u8],
+    on_malformed: impl FnOnce(),
+) -> Result<T, AdminError> {
     match serde_json::from_slice::<T>(payload) {
         Err(e) => {
-            engine.metrics().rejected_message("malformed");
-            Err(AdminError::bad(format!("malformed {verb} request: {e}")))
+            on_malformed();
+            Err(AdminError::bad(crate::protocol::one_line(format!(
+                "malformed {verb} request: {e}"
+            ))))
         }
         Ok(r) if r.version() != VERSION => Err(AdminError::bad(format!(
             "unsupported protocol version {}",
@@ -495,7 +510,7 @@ fn parse<'a, T: Deserialize<'a> + HasVersion>(
     }
 }
 
-trait HasVersion {
+pub(crate) trait HasVersion {
     fn version(&self) -> u32;
 }
 

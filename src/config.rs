@@ -381,11 +381,26 @@ section_defaults!(
     RetentionSection => retention
 );
 
+/// A TOML error on one line: where, then what (the default rendering quotes
+/// the offending line over several lines).
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let what = crate::protocol::one_line(e.message().trim().to_owned());
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.chars().rev().take_while(|c| *c != '\n').count() + 1;
+            format!("TOML parse error at line {line}, column {column}: {what}")
+        }
+        None => format!("TOML parse error: {what}"),
+    }
+}
+
 impl Config {
     /// Parses a config file's text; unknown keys and bad values are errors
     /// that name the key.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string().trim().to_owned())?;
+        let cfg: Config = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -55,3 +55,6 @@ pub mod transport;
 pub mod verify;
 pub mod worker;
 pub mod workflow;
+
+#[cfg(test)]
+mod poison_tests;

@@ -339,3 +339,169 @@ fn verify_reports_each_illegal_journal_written_to_a_store() {
     }
     assert!(report.violations >= cases.len() as u64);
 }
+
+/// The raw journal records of `id`, in seq order.
+fn journal_records(
+    storage: &dyn orchestrator::storage::Storage,
+    store: &orchestrator::storage::store::WorkflowStore,
+    id: &str,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let r = orchestrator::storage::keys::journal_range(store.partition_of(id), id, 1).unwrap();
+    let mut out = Vec::new();
+    storage
+        .scan(&r.from, &r.to, &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            true
+        })
+        .unwrap();
+    out
+}
+
+/// Disk corruption: a journal record with a flipped byte, a torn (truncated)
+/// journal record and a snapshot with a flipped byte, each in a different
+/// workflow. `verify` names exactly those workflows; a restarted engine
+/// refuses to serve them (never a state built around the damage) and runs
+/// every other workflow, recovered or new, to completion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_records_are_reported_and_never_served_while_the_rest_runs() {
+    use std::time::Duration;
+
+    use orchestrator::engine::Metrics;
+    use orchestrator::storage::memory::MemoryStorage;
+    use orchestrator::storage::{Op, Storage};
+    use orchestrator::workflow::{Input, Status};
+
+    use crate::support::{video_input, Harness, Options};
+
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    // Four workflows run to completion (each ends with a snapshot)...
+    let h = Harness::start(storage.clone(), Options::default()).await;
+    for i in 0..4 {
+        let id = format!("done-{i}");
+        h.engine
+            .start_workflow("video", &id, &video_input(&id))
+            .await
+            .unwrap();
+    }
+    h.wait_terminal(4, Duration::from_secs(30)).await;
+    h.stop().await;
+    // ...and four stay mid-flight: their workers never answer.
+    let mut opts = Options::default();
+    opts.sim.latency_ms = 3_600_000;
+    let h = Harness::start(storage.clone(), opts).await;
+    for i in 0..4 {
+        let id = format!("run-{i}");
+        h.engine
+            .start_workflow("video", &id, &video_input(&id))
+            .await
+            .unwrap();
+    }
+    let store = h.store.clone();
+    h.stop().await;
+    let clean = orchestrator::verify::verify_store(&store).unwrap();
+    assert_eq!(
+        (
+            clean.workflows,
+            clean.completed,
+            clean.running,
+            clean.corrupt
+        ),
+        (8, 4, 4, 0),
+        "{:?}",
+        clean.details
+    );
+
+    // run-0: a flipped byte in its (only, snapshot-less) journal record.
+    let (key, mut value) = journal_records(&*storage, &store, "run-0").pop().unwrap();
+    let mid = value.len() / 2;
+    value[mid] ^= 0x01;
+    let mut ops = vec![Op::Put(key, value)];
+    // run-1: its last journal record torn in half.
+    let (key, mut value) = journal_records(&*storage, &store, "run-1").pop().unwrap();
+    value.truncate(value.len() / 2);
+    ops.push(Op::Put(key, value));
+    // done-1: a flipped byte in its terminal snapshot.
+    let key =
+        orchestrator::storage::keys::snapshot(store.partition_of("done-1"), "done-1").unwrap();
+    let mut value = storage.get(&key).unwrap().expect("done-1 has a snapshot");
+    let last = value.len() - 1;
+    value[last] ^= 0x80;
+    ops.push(Op::Put(key, value));
+    storage.write(&ops, true).unwrap();
+
+    let corrupt = ["run-0", "run-1", "done-1"];
+    let assert_verify_names_exactly_the_corrupt = |when: &str| {
+        let report = orchestrator::verify::verify_store(&store).unwrap();
+        assert_eq!(report.corrupt, 3, "{when}: {:?}", report.details);
+        for id in corrupt {
+            assert!(
+                report
+                    .details
+                    .iter()
+                    .any(|d| d.starts_with(&format!("workflow {id}: corrupt"))),
+                "{when}: {id} not reported: {:?}",
+                report.details
+            );
+        }
+        for i in 0..4 {
+            for id in [format!("done-{i}"), format!("run-{i}")] {
+                if !corrupt.contains(&id.as_str()) {
+                    assert!(
+                        !report.details.iter().any(|d| d.contains(&format!(" {id}"))),
+                        "{when}: healthy {id} reported: {:?}",
+                        report.details
+                    );
+                }
+            }
+        }
+    };
+    assert_verify_names_exactly_the_corrupt("before restart");
+
+    // Restart with answering workers.
+    let h = Harness::start(storage.clone(), Options::default()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    // Recovery flags the two corrupt running workflows.
+    while Metrics::get(&h.metrics.corrupt_workflows) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "recovery did not flag run-0 and run-1"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for id in corrupt {
+        let d = h.engine.describe(id).await;
+        assert!(d.is_err(), "{id} served despite corruption: {d:?}");
+        let sent = h
+            .engine
+            .send(
+                id,
+                Input::Cancel {
+                    reason: "poke".into(),
+                },
+            )
+            .await;
+        assert!(sent.is_err(), "{id} accepted an input: {sent:?}");
+    }
+    h.engine
+        .start_workflow("video", "new-0", &video_input("new-0"))
+        .await
+        .unwrap();
+    // Everything else completes: the two healthy recovered ones and the new one.
+    for id in ["run-2", "run-3", "new-0", "done-0", "done-2", "done-3"] {
+        loop {
+            let wf = h.engine.describe(id).await.unwrap().expect("exists");
+            if wf.status == Status::Completed {
+                break;
+            }
+            assert_eq!(wf.status, Status::Running, "{id}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id} did not complete"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    h.stop().await;
+    // The engine did not write over the damage (nor around it).
+    assert_verify_names_exactly_the_corrupt("after restart");
+}

@@ -193,7 +193,17 @@ fn check_version(v: u32) -> Result<(), ProtocolError> {
 }
 
 fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ProtocolError> {
-    serde_json::from_slice(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))
+    serde_json::from_slice(bytes).map_err(|e| ProtocolError::Malformed(one_line(e.to_string())))
+}
+
+/// `text` with line breaks escaped: serde errors quote the offending input
+/// (an unknown enum tag, say) verbatim, and a refusal is logged on one line.
+pub(crate) fn one_line(text: String) -> String {
+    if text.contains(['\n', '\r']) {
+        text.replace('\n', "\\n").replace('\r', "\\r")
+    } else {
+        text
+    }
 }
 
 impl ResultMessage {
