@@ -22,8 +22,9 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 /// `orchestrator run` on the bench's server and data dir, stderr watched:
-/// the receiver gets the time of the `orchestrator running` line.
-fn spawn_orchestrator(b: &Bench, plant: Option<&str>) -> (Child, mpsc::Receiver<Instant>) {
+/// the receiver gets the time of the `orchestrator running` line and the
+/// number of workflows it resumed.
+fn spawn_orchestrator(b: &Bench, plant: Option<&str>) -> (Child, mpsc::Receiver<(Instant, u64)>) {
     let mut c = bin();
     c.args(["run", "--nats-url", &b.url(), "--data-dir"])
         .arg(b.dir.path());
@@ -41,7 +42,13 @@ fn spawn_orchestrator(b: &Bench, plant: Option<&str>) -> (Child, mpsc::Receiver<
         for line in std::io::BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             if line.contains("orchestrator running") {
-                let _ = tx.send(Instant::now());
+                // `resumed=N`: workflows that were in flight at the kill.
+                let resumed = line
+                    .split_whitespace()
+                    .find_map(|kv| kv.strip_prefix("resumed="))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let _ = tx.send((Instant::now(), resumed));
             }
         }
     });
@@ -140,6 +147,7 @@ fn storm_kill_9_every_few_seconds_loses_nothing_and_accepts_no_step_twice() {
     let began = Instant::now();
     let mut to_running: Vec<Duration> = Vec::new();
     let mut kills = 0;
+    let mut resumed = 0u64;
     let mut spawned = Instant::now();
     loop {
         seed ^= seed << 13;
@@ -150,8 +158,9 @@ fn storm_kill_9_every_few_seconds_loses_nothing_and_accepts_no_step_twice() {
             break;
         }
         std::thread::sleep(wait);
-        if let Ok(t) = up.try_recv() {
+        if let Ok((t, r)) = up.try_recv() {
             to_running.push(t - spawned);
+            resumed += r;
         }
         let mut o = b.orch.take().unwrap();
         o.kill().unwrap(); // SIGKILL
@@ -181,15 +190,17 @@ fn storm_kill_9_every_few_seconds_loses_nothing_and_accepts_no_step_twice() {
         );
     }
     let drain_took = drain.elapsed();
-    if let Ok(t) = up.recv_timeout(Duration::from_secs(5)) {
+    if let Ok((t, r)) = up.recv_timeout(Duration::from_secs(5)) {
         to_running.push(t - spawned);
+        resumed += r;
     }
     std::thread::sleep(Duration::from_millis(500));
     b.stop();
 
     let mut out = checker(&b, &records, &["--expect-terminal"]);
     let mut f = fields(&String::from_utf8_lossy(&out.stdout), "check ");
-    if num(&f, "events_missing") > 0.0 {
+    let flushed = num(&f, "events_missing") > 0.0;
+    if flushed {
         // Rows a graceful stop left in the outbox are published by the next
         // start (the outbox's guarantee): give it one, then check again.
         let (mut o, _rx) = spawn_orchestrator(&b, None);
@@ -201,7 +212,7 @@ fn storm_kill_9_every_few_seconds_loses_nothing_and_accepts_no_step_twice() {
     to_running.sort();
     let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
     eprintln!(
-        "storm: workflows={n} accepted={} kills={kills} storm_s={:.1} drain_s={:.1} restart_to_running_ms min={:.0} p50={:.0} max={:.0} (of {}) extra_executions={}",
+        "storm: workflows={n} accepted={} kills={kills} storm_s={:.1} drain_s={:.1} resumed_in_flight={resumed} restart_to_running_ms min={:.0} p50={:.0} max={:.0} (of {}) outbox_flush_restart={flushed} extra_executions={}",
         accepted.load(Ordering::Relaxed),
         storm_took.as_secs_f64(),
         drain_took.as_secs_f64(),
@@ -309,4 +320,171 @@ fn storm_checker_catches_planted_faults() {
     let (mut o, _up) = spawn_orchestrator(&b, Some("no_such_plant"));
     let exit = crate::cli::wait_exit(&mut o, Duration::from_secs(10)).expect("refused at once");
     assert!(!exit.success());
+}
+
+/// Each rule of the system checker, on hand-written evidence: one workflow
+/// per breach, next to a clean one that must produce none.
+#[test]
+fn storm_checker_rules_on_hand_written_evidence() {
+    use orchestrator::events::{EventMessage, LifecycleEvent};
+    use orchestrator::storage::memory::MemoryStorage;
+    use orchestrator::storage::store::WorkflowStore;
+    use orchestrator::storage::Storage;
+    use orchestrator::verify::system::{check_system, SystemInputs};
+    use orchestrator::worker::ExecutionRecord;
+    use orchestrator::workflow::{Event, EventKind, JournalRecord, PipelineRef};
+
+    let p = crate::support::video_pipelines()
+        .into_iter()
+        .find(|p| p.name == "video")
+        .unwrap();
+    let step0 = p.steps[0].name.clone();
+    let started = |id: &str| EventKind::WorkflowStarted {
+        id: id.into(),
+        pipeline: PipelineRef {
+            name: p.name.clone(),
+            version: p.version,
+            hash: p.content_hash(),
+        },
+        input: "{}".into(),
+        steps: p.steps.len() as u16,
+        deadline_ms: None,
+    };
+    let dispatch = |id: &str, attempt: u32| EventKind::TaskDispatched {
+        step: 0,
+        attempt,
+        task_id: format!("{id}:{step0}:0:{attempt}").into(),
+    };
+    let success = |attempt: u32| EventKind::TaskSucceeded {
+        step: 0,
+        attempt,
+        output: "{}".into(),
+        worker: None,
+        started_at_ms: None,
+    };
+    let cancelled = || EventKind::WorkflowCancelled { reason: "x".into() };
+    let cases: Vec<(&str, Vec<EventKind>)> = vec![
+        (
+            "ok",
+            vec![started("ok"), dispatch("ok", 1), success(1), cancelled()],
+        ),
+        (
+            "dbl",
+            vec![started("dbl"), dispatch("dbl", 1), success(1), success(1)],
+        ),
+        (
+            "unrec",
+            vec![
+                started("unrec"),
+                dispatch("unrec", 1),
+                success(1),
+                cancelled(),
+            ],
+        ),
+        ("miss", vec![started("miss"), cancelled()]),
+        (
+            "order",
+            vec![started("order"), dispatch("order", 1), cancelled()],
+        ),
+        ("open", vec![started("open"), dispatch("open", 1)]),
+    ];
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let store = WorkflowStore::open(storage.clone(), 4).unwrap();
+    let mut ops = vec![store
+        .pipeline_put(&p.name, p.version, p.content_hash(), &p)
+        .unwrap()];
+    for (id, kinds) in &cases {
+        let events = kinds
+            .iter()
+            .cloned()
+            .map(|kind| Event { at_ms: 1, kind })
+            .collect();
+        let record = JournalRecord {
+            first_seq: 1,
+            events,
+        };
+        ops.push(
+            store
+                .journal_put(store.partition_of(id), id, 1, &record)
+                .unwrap(),
+        );
+    }
+    storage.write(&ops, true).unwrap();
+
+    let lifecycle = |id: &str, seq: u64| LifecycleEvent {
+        id: format!("{id}:{seq}"),
+        seq,
+        at: 1,
+        event: "x".into(),
+        generation: 0,
+        step: None,
+        attempt: None,
+        worker: None,
+        error: None,
+        output: None,
+    };
+    let msg = |id: &str, seqs: &[u64]| EventMessage {
+        v: 1,
+        workflow_id: id.into(),
+        pipeline: "video".into(),
+        status: "running".into(),
+        events: seqs.iter().map(|&s| lifecycle(id, s)).collect(),
+    };
+    let events = vec![
+        msg("ok", &[1, 2]),
+        msg("ok", &[2, 3]), // a re-sent message: deduplicated by id
+        msg("ok", &[4]),
+        msg("dbl", &[1, 2, 3, 4]),
+        msg("unrec", &[1, 2, 3, 4]),
+        msg("miss", &[1]),
+        msg("order", &[1, 3]),
+        msg("order", &[2]),
+        msg("open", &[1, 2]),
+    ];
+    let rec = |id: &str, attempt: u32| ExecutionRecord {
+        task_id: format!("{id}:{step0}:0:{attempt}"),
+        idempotency_key: format!("{id}:{step0}:0"),
+        workflow_id: id.into(),
+        step: step0.clone(),
+        attempt,
+        outcome: "succeeded".into(),
+        answers: 1,
+        worker: "w".into(),
+        at_ms: 1,
+    };
+    // "ok" also ran a second, unaccepted execution of the same key.
+    let records = vec![rec("ok", 1), rec("ok", 2), rec("dbl", 1)];
+    let inputs = SystemInputs {
+        expect_terminal: true,
+        events: Some(events),
+        records: Some(records),
+    };
+    let r = check_system(&store, &inputs).unwrap();
+    assert_eq!(r.workflows, 6);
+    assert_eq!(r.terminal, 4, "{r}");
+    assert_eq!(r.not_terminal, 2, "open and dbl: {r}");
+    assert_eq!(r.double_accepts, 1, "{r}");
+    assert_eq!(r.unrecorded_accepts, 1, "{r}");
+    assert_eq!(r.events_missing, 1, "{r}");
+    assert_eq!(r.events_out_of_order, 1, "{r}");
+    assert_eq!(r.extra_executions, 1, "{r}");
+    assert!(
+        r.journal_violations >= 1,
+        "dbl breaks the journal rules: {r}"
+    );
+    for id in ["dbl", "unrec", "miss", "order", "open"] {
+        assert!(
+            r.details
+                .iter()
+                .any(|d| d.starts_with(&format!("workflow {id}"))),
+            "{id}: {:?}",
+            r.details
+        );
+    }
+    assert!(
+        !r.details.iter().any(|d| d.starts_with("workflow ok")),
+        "{:?}",
+        r.details
+    );
+    assert!(r.violations() > 0);
 }
