@@ -13,5 +13,6 @@ mod otel;
 mod protocol;
 mod purity;
 mod retention;
+mod storm;
 mod transport;
 mod verify;

@@ -148,6 +148,21 @@ pub async fn serve(
     } else {
         None
     };
+    // Test-only negative controls for the reliability suite (never set in
+    // production): a planted bug the system checker must catch.
+    if let Ok(plant) = std::env::var("NARRALYTICA_PLANT") {
+        match (plant.as_str(), events.as_ref()) {
+            ("drop_events", Some((outbox, _))) => {
+                outbox.plant_drop_all();
+                eprintln!("warning: NARRALYTICA_PLANT=drop_events: test-only, every lifecycle event is dropped");
+            }
+            _ => {
+                return Err(format!(
+                    "NARRALYTICA_PLANT={plant:?}: unknown or inapplicable test-only plant (known: drop_events, with events enabled)"
+                ))
+            }
+        }
+    }
     // Health and metrics first, so probes see the service come up.
     let nats_stats = Arc::new(crate::transport::nats::NatsStats::default());
     let metrics = Arc::new(Metrics::default());

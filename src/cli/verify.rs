@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::storage::rocks::{RocksConfig, RocksStorage};
 use crate::storage::store::WorkflowStore;
 use crate::storage::Storage;
+use crate::verify::system::{check_system, read_event_stream, read_records, SystemInputs};
 use crate::verify::verify_store;
 pub use crate::verify::VerifyArgs;
 
@@ -32,6 +33,9 @@ pub fn run(args: VerifyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.system() {
+        return system(&args, &store);
+    }
     match verify_store(&store) {
         Ok(report) => {
             if args.details || report.violations + report.corrupt > 0 {
@@ -41,6 +45,62 @@ pub fn run(args: VerifyArgs) -> ExitCode {
             }
             println!("{report}");
             if report.violations + report.corrupt > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The system checker: journals, event stream and worker records.
+fn system(args: &VerifyArgs, store: &WorkflowStore) -> ExitCode {
+    let records = if args.record.is_empty() {
+        None
+    } else {
+        match read_records(&args.record) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let events = match &args.events_from {
+        None => None,
+        Some(url) => {
+            let rt = match super::runtime() {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            match rt.block_on(read_event_stream(url, &args.events_prefix)) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    let inputs = SystemInputs {
+        expect_terminal: args.expect_terminal,
+        events,
+        records,
+    };
+    match check_system(store, &inputs) {
+        Ok(report) => {
+            let bad = report.violations() > 0;
+            if args.details || bad {
+                for d in &report.details {
+                    eprintln!("{d}");
+                }
+            }
+            println!("{report}");
+            if bad {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS

@@ -7,6 +7,7 @@
 //! Snapshots are decoded too, so a corrupt snapshot is reported.
 
 pub mod check;
+pub mod system;
 
 use std::collections::HashMap;
 
@@ -222,7 +223,7 @@ pub fn verify_store(store: &WorkflowStore) -> Result<Report, String> {
 /// `orchestrator verify --data-dir DIR`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(
-    after_help = "Example (the node stopped: verify needs the data dir's lock):\n  orchestrator verify --data-dir /var/lib/narralytica/orchestrator --details\n  # -> verify workflows=50 completed=50 ... violations=0 corrupt=0"
+    after_help = "Example (the node stopped: verify needs the data dir's lock):\n  orchestrator verify --data-dir /var/lib/narralytica/orchestrator --details\n  # -> verify workflows=50 completed=50 ... violations=0 corrupt=0\n  orchestrator verify --data-dir D --events-from nats://127.0.0.1:4222 --record w0.jsonl --expect-terminal\n  # -> check workflows=100 terminal=100 events_missing=0 ... violations=0 (exit 1 on any violation)"
 )]
 pub struct VerifyArgs {
     #[arg(long, default_value = "./data/dev")]
@@ -230,4 +231,26 @@ pub struct VerifyArgs {
     /// Print every problem found (up to 200), not just the counts.
     #[arg(long)]
     pub details: bool,
+    /// Also run the system checker against this NATS server's lifecycle
+    /// event stream (`<PREFIX>_EVENTS`, read whole): every journaled
+    /// transition must be on it, per workflow in journal order.
+    #[arg(long, value_name = "NATS_URL")]
+    pub events_from: Option<String>,
+    /// Subject prefix of the event stream read by `--events-from`.
+    #[arg(long, default_value = "narralytica", requires = "events_from")]
+    pub events_prefix: String,
+    /// A simulated worker's `--record` file (repeat for several workers):
+    /// every accepted success must be an execution a worker answered.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub record: Vec<std::path::PathBuf>,
+    /// Every journaled workflow must be completed, failed or cancelled.
+    #[arg(long)]
+    pub expect_terminal: bool,
+}
+
+impl VerifyArgs {
+    /// Whether the system checker (the `check ...` line) runs.
+    pub fn system(&self) -> bool {
+        self.events_from.is_some() || !self.record.is_empty() || self.expect_terminal
+    }
 }
