@@ -3,7 +3,6 @@
 //! holding the engine up.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,54 +44,45 @@ fn otlp(endpoint: String) -> OtlpConfig {
 // ---------------------------------------------------------------------------
 // Logs
 
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
+/// Logs as a user gets them: the real binary with `--log-format json`. (In
+/// this test binary a thread-scoped subscriber is unreliable: tracing's
+/// per-callsite interest cache is process-wide and races with the other
+/// tests' subscribers, which once lost every `workflow finished` line.)
 #[test]
 fn log_lines_carry_workflow_step_and_attempt_as_json_fields() {
-    let buf = Buf::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || writer.clone())
-        .finish();
-    // One thread runs the runtime and every actor, so a scoped subscriber sees it all.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "dev",
+            "--workflows",
+            "3",
+            "--fail-rate",
+            "0.3",
+            "--exit-when-done",
+        ])
+        .args(["--log-format", "json", "--log-level", "orchestrator=debug"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("RUST_LOG")
+        .output()
         .unwrap();
-    let dispatched = tracing::subscriber::with_default(subscriber, || {
-        rt.block_on(async {
-            let h = Harness::start(Arc::new(MemoryStorage::new()), sim(0.3, None)).await;
-            for i in 0..3 {
-                let id = format!("log-{i}");
-                h.engine
-                    .start_workflow("video", &id, &video_input(&id))
-                    .await
-                    .unwrap();
-            }
-            h.wait_terminal(3, Duration::from_secs(30)).await;
-            assert_eq!(Metrics::get(&h.metrics.workflows_completed), 3);
-            let n = Metrics::get(&h.metrics.tasks_dispatched);
-            h.stop().await;
-            n
-        })
-    });
-    let text = String::from_utf8(buf.0.lock().clone()).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // `tasks=` of the summary: attempts sent to workers.
+    let dispatched: u64 = stdout
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("tasks="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no tasks= in {stdout}"));
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
     let lines: Vec<Value> = text
         .lines()
+        .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
     let with_msg = |m: &str| -> Vec<&Value> {
@@ -102,7 +92,7 @@ fn log_lines_carry_workflow_step_and_attempt_as_json_fields() {
                 l["message"] == m
                     && l["workflow_id"]
                         .as_str()
-                        .is_some_and(|w| w.starts_with("log-"))
+                        .is_some_and(|w| w.starts_with("dev-"))
             })
             .collect()
     };
