@@ -306,7 +306,9 @@ fn drawn(sim: &SimConfig, salt: u64, task_id: &str, rate: f64) -> bool {
 async fn execute(shared: &Shared, task: &TaskMessage, msg: &jetstream::Message) {
     let (sim, faults, client) = (&shared.sim, &shared.faults, &shared.client);
     // An older attempt of this step held back by `stale_rate` answers now, late.
-    shared.release_withheld(&task.idempotency_key, None).await;
+    if faults.stale_rate > 0.0 {
+        shared.release_withheld(&task.idempotency_key, None).await;
+    }
     if shared.cancelled.lock().remove(&task.task_id) {
         shared.record(task, "cancelled", 0);
         return;

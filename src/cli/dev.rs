@@ -3,7 +3,7 @@
 //! kill -9), durably accepts `--workflows` new ones, runs them, and ends with
 //! one machine-readable summary line.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -327,20 +327,13 @@ pub async fn run_dev(
 }
 
 fn progress(done: u64, total: u64, active: u64, m: &Metrics) {
-    let width = 30usize;
-    let filled = if total == 0 {
-        width
-    } else {
-        (done.min(total) as usize * width) / total as usize
-    };
-    let mut err = std::io::stderr().lock();
-    let _ = write!(
-        err,
-        "\r[{}{}] {done}/{total} done  running={active}  tasks={}  retries={}   ",
-        "#".repeat(filled),
-        " ".repeat(width - filled),
-        Metrics::get(&m.tasks_dispatched),
-        Metrics::get(&m.task_retries),
+    super::draw_bar(
+        done,
+        total,
+        &format!(
+            "done  running={active}  tasks={}  retries={}",
+            Metrics::get(&m.tasks_dispatched),
+            Metrics::get(&m.task_retries)
+        ),
     );
-    let _ = err.flush();
 }

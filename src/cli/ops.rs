@@ -167,20 +167,7 @@ impl Progress {
         if !self.tty {
             return;
         }
-        let width = 30usize;
-        let filled = if total == 0 {
-            width
-        } else {
-            (done.min(total) as usize * width) / total as usize
-        };
-        let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r[{}{}] {done}/{total} {note}   ",
-            "#".repeat(filled),
-            " ".repeat(width - filled)
-        );
-        let _ = err.flush();
+        super::draw_bar(done, total, note);
         self.drawn = true;
     }
 

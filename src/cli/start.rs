@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
+use super::ops::AdminClient;
 use super::NatsArgs;
 use crate::admin::{DescribeRequest, StartRequest, WorkflowReply};
-use crate::protocol::subjects::Subjects;
 use crate::protocol::VERSION;
 
 #[derive(Debug, Clone, Args)]
@@ -49,53 +49,21 @@ pub fn run(args: StartArgs) -> ExitCode {
     }
 }
 
-async fn request(
-    client: &async_nats::Client,
-    subject: String,
-    body: Vec<u8>,
-) -> Result<WorkflowReply, String> {
-    let msg = tokio::time::timeout(
-        Duration::from_secs(10),
-        client.request(subject.clone(), body.into()),
-    )
-    .await
-    .map_err(|_| format!("no reply on {subject} within 10 s (is `orchestrator run` up?)"))?
-    .map_err(|e| {
-        if e.to_string().contains("no responders") {
-            format!("no orchestrator is listening on {subject} (is `orchestrator run` up?)")
-        } else {
-            format!("request on {subject} failed: {e}")
-        }
-    })?;
-    let reply: WorkflowReply =
-        serde_json::from_slice(&msg.payload).map_err(|e| format!("bad reply: {e}"))?;
-    match reply.error {
-        Some(e) => Err(e),
-        None => Ok(reply),
-    }
-}
-
 async fn start(args: StartArgs) -> Result<ExitCode, String> {
     let input: serde_json::Value =
         serde_json::from_str(&args.input).map_err(|e| format!("--input is not valid JSON: {e}"))?;
-    let subjects = Subjects::new(&args.nats.prefix)?;
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .connect(&args.nats.nats_url)
-        .await
-        .map_err(|e| format!("cannot connect to NATS at {}: {e}", args.nats.nats_url))?;
+    let client = AdminClient::connect(&args.nats).await?;
     let id = args
         .id
         .clone()
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let body = serde_json::to_vec(&StartRequest {
+    let req = StartRequest {
         v: VERSION,
         pipeline: args.pipeline.clone(),
         id,
         input,
-    })
-    .map_err(|e| e.to_string())?;
-    let reply = request(&client, subjects.admin("start"), body).await?;
+    };
+    let reply: WorkflowReply = client.call("start", &req).await.map_err(|e| e.message)?;
     let id = reply.id.clone().unwrap_or_default();
     let created = reply.created.unwrap_or(false);
     let mut status = reply.status.unwrap_or_default();
@@ -109,15 +77,13 @@ async fn start(args: StartArgs) -> Result<ExitCode, String> {
                 ));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let body = serde_json::to_vec(&DescribeRequest {
+            let req = DescribeRequest {
                 v: VERSION,
                 id: id.clone(),
-            })
-            .map_err(|e| e.to_string())?;
-            status = request(&client, subjects.admin("describe"), body)
-                .await?
-                .status
-                .unwrap_or_default();
+            };
+            let reply: WorkflowReply =
+                client.call("describe", &req).await.map_err(|e| e.message)?;
+            status = reply.status.unwrap_or_default();
         }
     }
     println!("workflow id={id} status={status} created={created}");
