@@ -170,6 +170,8 @@ pub struct NatsSection {
     pub duplicate_window: Dur,
     pub results_ack_wait: Dur,
     pub results_max_ack_pending: i64,
+    pub results_direct: bool,
+    pub results_direct_in_flight_max: usize,
     pub publish_queue_max: usize,
     pub publish_attempts: u32,
     pub publish_window: usize,
@@ -291,6 +293,8 @@ impl Default for Config {
                 duplicate_window: Dur(nats.duplicate_window.as_millis() as u64),
                 results_ack_wait: Dur(nats.results_ack_wait.as_millis() as u64),
                 results_max_ack_pending: nats.results_max_ack_pending,
+                results_direct: nats.results_direct,
+                results_direct_in_flight_max: nats.results_direct_in_flight_max,
                 publish_queue_max: nats.publish_queue_max,
                 publish_attempts: nats.publish_attempts,
                 publish_window: nats.publish_window,
@@ -475,8 +479,8 @@ impl Config {
             "nats.output_max_bytes must be positive and below nats.message_max_bytes",
         );
         need(
-            self.nats.results_max_ack_pending >= 1,
-            "nats.results_max_ack_pending must be at least 1",
+            self.nats.results_max_ack_pending >= 1 && self.nats.results_direct_in_flight_max >= 1,
+            "nats.results_max_ack_pending and nats.results_direct_in_flight_max must be at least 1",
         );
         need(
             self.nats.publish_queue_max >= 1
@@ -568,6 +572,8 @@ impl Config {
             duplicate_window: n.duplicate_window.as_duration(),
             results_ack_wait: n.results_ack_wait.as_duration(),
             results_max_ack_pending: n.results_max_ack_pending,
+            results_direct: n.results_direct,
+            results_direct_in_flight_max: n.results_direct_in_flight_max,
             publish_queue_max: n.publish_queue_max,
             publish_attempts: n.publish_attempts,
             publish_window: n.publish_window,

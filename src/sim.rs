@@ -38,6 +38,9 @@ pub struct SimConfig {
     /// Tasks worked on at once, like a fleet of this many workers; more wait
     /// in a queue (held compactly). 0 means unlimited.
     pub concurrency: usize,
+    /// NATS workers send their "started" heartbeat only once a task has run
+    /// this long (0: at once); shorter tasks just answer.
+    pub started_after_ms: u64,
 }
 
 impl Default for SimConfig {
@@ -50,9 +53,13 @@ impl Default for SimConfig {
             worker: "sim-0".into(),
             heartbeat_every_ms: None,
             concurrency: 1_000,
+            started_after_ms: STARTED_AFTER_MS,
         }
     }
 }
+
+/// Default of [`SimConfig::started_after_ms`].
+pub const STARTED_AFTER_MS: u64 = 20;
 
 /// Longest latency a simulated task may be given (any distribution is capped here).
 pub const LATENCY_MAX: Duration = Duration::from_secs(3600);

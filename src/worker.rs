@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use crate::protocol::subjects::Subjects;
 use crate::protocol::trace::{span_id, TraceParent, TRACEPARENT, TRACESTATE};
 use crate::protocol::{
-    ErrorBody, HeartbeatMessage, ResultMessage, ResultStatus, TaskMessage, VERSION,
+    ErrorBody, HeartbeatMessage, ResultMessage, ResultReply, ResultStatus, TaskMessage, VERSION,
 };
 use crate::sim::{draw, output_from, SimConfig};
 use crate::transport::nats::{stream_name, NatsConfig};
@@ -126,10 +126,35 @@ impl Recorder {
 /// A held-back answer of a `stale` execution, keyed by idempotency key.
 struct Withheld {
     task_id: String,
-    reply_to: String,
+    route: Route,
     payload: bytes::Bytes,
     headers: async_nats::HeaderMap,
 }
+
+/// Where a result goes: the RESULTS stream (`reply_to`), or a request on
+/// `result_direct_to` that the orchestrator answers once the result is
+/// durable in its journal.
+#[derive(Debug, Clone)]
+enum Route {
+    JetStream(String),
+    Direct(String),
+}
+
+impl Route {
+    fn of(task: &TaskMessage, direct: bool) -> Route {
+        match (&task.result_direct_to, direct) {
+            (Some(subject), true) => Route::Direct(subject.clone()),
+            _ => Route::JetStream(task.reply_to.clone()),
+        }
+    }
+}
+
+/// How long a worker keeps trying to hand a result over (NATS or the
+/// orchestrator may be restarting); after that the orchestrator's timeout
+/// re-runs the attempt.
+const RESULT_RETRY_FOR: Duration = Duration::from_secs(120);
+/// Wait for the orchestrator's answer to one direct result request.
+const DIRECT_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Shared {
     js: jetstream::Context,
@@ -141,6 +166,8 @@ struct Shared {
     recorder: Option<Recorder>,
     limits: crate::protocol::Limits,
     observer: Option<Observer>,
+    /// Send results by request when the task offers `result_direct_to`.
+    direct: bool,
 }
 
 impl Shared {
@@ -170,8 +197,79 @@ impl Shared {
             }
         };
         if let Some(w) = w {
-            publish_result(&self.js, &w.reply_to, &w.task_id, "", w.payload, w.headers).await;
+            self.send_result(&w.route, &w.task_id, "", w.payload, w.headers, None)
+                .await;
         }
+    }
+
+    /// Hands a result over by `route`, retrying for [`RESULT_RETRY_FOR`].
+    /// While it retries, `task_msg` (the task's JetStream message) is kept
+    /// in progress so the task is not redelivered meanwhile.
+    async fn send_result(
+        &self,
+        route: &Route,
+        task_id: &str,
+        suffix: &str,
+        payload: bytes::Bytes,
+        headers: async_nats::HeaderMap,
+        task_msg: Option<&jetstream::Message>,
+    ) -> bool {
+        let give_up = tokio::time::Instant::now() + RESULT_RETRY_FOR;
+        let mut backoff = Duration::from_millis(50);
+        let mut progress_at = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let sent = match route {
+                Route::JetStream(subject) => {
+                    let msg = jetstream::message::PublishMessage::build()
+                        .payload(payload.clone())
+                        .headers(headers.clone())
+                        .message_id(format!("r:{task_id}{suffix}"));
+                    match self.js.send_publish(subject.clone(), msg).await {
+                        Ok(ack) => ack.await.is_ok(),
+                        Err(_) => false,
+                    }
+                }
+                Route::Direct(subject) => {
+                    let request = async_nats::Request::new()
+                        .payload(payload.clone())
+                        .headers(headers.clone())
+                        .timeout(Some(DIRECT_REPLY_TIMEOUT));
+                    match self.client.send_request(subject.clone(), request).await {
+                        Ok(reply) => match serde_json::from_slice::<ResultReply>(&reply.payload) {
+                            Ok(r) if r.ok => true,
+                            Ok(r) if !r.retry => {
+                                tracing::error!(
+                                    task_id,
+                                    error = r.error.as_deref().unwrap_or(""),
+                                    "result refused by the orchestrator"
+                                );
+                                return false;
+                            }
+                            _ => false,
+                        },
+                        Err(_) => false,
+                    }
+                }
+            };
+            if sent {
+                return true;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= give_up {
+                break;
+            }
+            if let Some(m) = task_msg.filter(|_| now >= progress_at) {
+                let _ = m.ack_with(jetstream::AckKind::Progress).await;
+                progress_at = now + Duration::from_secs(10);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+        tracing::error!(
+            task_id,
+            "result not handed over; the orchestrator's timeout will retry the attempt"
+        );
+        false
     }
 }
 
@@ -211,6 +309,7 @@ pub async fn run_observed(
         recorder,
         limits: nats.limits.clone(),
         observer,
+        direct: nats.results_direct,
     });
     let mut cancels = client
         .subscribe(format!("{}.cancel.>", subjects.prefix()))
@@ -325,21 +424,30 @@ async fn execute(shared: &Shared, task: &TaskMessage, msg: &jetstream::Message) 
         progress: None,
     };
     let stale = drawn(sim, 3, &task.task_id, faults.stale_rate);
-    // The first heartbeat says "started" (a held-back one stays silent).
-    if !stale {
-        if let Ok(p) = serde_json::to_vec(&beat(task)) {
-            let _ = client.publish(task.heartbeat_to.clone(), p.into()).await;
-        }
-    }
     let started_us = now_us();
     let started_at_ms = started_us / 1000;
     let every = task
         .heartbeat_timeout_ms
         .map(|h| Duration::from_millis((h / 3).max(1)))
         .unwrap_or(Duration::MAX);
+    // The first heartbeat says "started"; it is sent only once the task has
+    // run for `started_after` (the result itself carries `started_at_ms`),
+    // so short tasks cost no heartbeat message. A held-back one stays silent.
+    let started_after = Duration::from_millis(sim.started_after_ms);
+    if !stale && started_after.is_zero() {
+        if let Ok(p) = serde_json::to_vec(&beat(task)) {
+            let _ = client.publish(task.heartbeat_to.clone(), p.into()).await;
+        }
+    }
+    let mut next_beat = if started_after.is_zero() {
+        every
+    } else {
+        started_after.min(every)
+    };
     let mut left = sim.latency_for(&task.task_id);
     while !left.is_zero() {
-        let step = left.min(every);
+        let step = left.min(next_beat);
+        next_beat = every;
         tokio::time::sleep(step).await;
         left -= step;
         if shared.cancelled.lock().remove(&task.task_id) {
@@ -437,7 +545,7 @@ async fn execute(shared: &Shared, task: &TaskMessage, msg: &jetstream::Message) 
                 task.idempotency_key.clone(),
                 Withheld {
                     task_id: task.task_id.clone(),
-                    reply_to: task.reply_to.clone(),
+                    route: Route::of(task, shared.direct),
                     payload,
                     headers,
                 },
@@ -447,58 +555,24 @@ async fn execute(shared: &Shared, task: &TaskMessage, msg: &jetstream::Message) 
             return;
         }
     }
-    let published = publish_result(
-        &shared.js,
-        &task.reply_to,
-        &task.task_id,
-        "",
-        payload.clone(),
-        headers.clone(),
-    )
-    .await;
+    let route = Route::of(task, shared.direct);
+    let published = shared
+        .send_result(
+            &route,
+            &task.task_id,
+            "",
+            payload.clone(),
+            headers.clone(),
+            Some(msg),
+        )
+        .await;
     let mut answers = u32::from(published);
     if published && drawn(sim, 2, &task.task_id, faults.duplicate_rate) {
         answers += u32::from(
-            publish_result(
-                &shared.js,
-                &task.reply_to,
-                &task.task_id,
-                ":dup",
-                payload,
-                headers,
-            )
-            .await,
+            shared
+                .send_result(&route, &task.task_id, ":dup", payload, headers, Some(msg))
+                .await,
         );
     }
     shared.record(task, outcome, answers);
-}
-
-/// Publishes a result through JetStream (so it survives an orchestrator
-/// restart) with `Nats-Msg-Id: r:<task_id><suffix>`. A worker keeps trying
-/// for a while (NATS may be restarting); after that the orchestrator's
-/// timeout re-runs the attempt.
-async fn publish_result(
-    js: &jetstream::Context,
-    reply_to: &str,
-    task_id: &str,
-    suffix: &str,
-    payload: bytes::Bytes,
-    headers: async_nats::HeaderMap,
-) -> bool {
-    let mut backoff = Duration::from_millis(100);
-    for _ in 0..60 {
-        let msg = jetstream::message::PublishMessage::build()
-            .payload(payload.clone())
-            .headers(headers.clone())
-            .message_id(format!("r:{task_id}{suffix}"));
-        if let Ok(ack) = js.send_publish(reply_to.to_owned(), msg).await {
-            if ack.await.is_ok() {
-                return true;
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
-    }
-    tracing::error!(task_id, "result not published");
-    false
 }

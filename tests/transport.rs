@@ -14,7 +14,9 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 use orchestrator::protocol::trace::{TraceParent, TRACEPARENT};
-use orchestrator::protocol::{HeartbeatMessage, ResultMessage, ResultStatus, TaskMessage};
+use orchestrator::protocol::{
+    HeartbeatMessage, ResultMessage, ResultReply, ResultStatus, TaskMessage,
+};
 use orchestrator::transport::inproc::{InProcTransport, ToWorker};
 use orchestrator::transport::nats::{
     connect, ensure_streams, run_intake, stream_name, NatsConfig, NatsTransport, ResultHandler,
@@ -284,14 +286,19 @@ struct NatsRig {
     collector: Arc<Collector>,
     consumers: std::collections::HashMap<String, consumer::pull::Stream>,
     cancels: std::collections::HashMap<String, async_nats::Subscriber>,
+    /// `result_direct_to` of each task seen, by task id.
+    direct_to: std::collections::HashMap<String, String>,
     _intake: tokio::task::JoinHandle<()>,
 }
 
 impl NatsRig {
-    async fn start() -> NatsRig {
+    /// `direct`: the orchestrator offers `result_direct_to` and the probe
+    /// answers by request on it; otherwise results go through JetStream.
+    async fn start(direct: bool) -> NatsRig {
         let server = NatsServer::start();
         let cfg = NatsConfig {
             url: server.url(),
+            results_direct: direct,
             ..NatsConfig::default()
         };
         let (client, js) = connect(&cfg).await.expect("connect");
@@ -320,6 +327,7 @@ impl NatsRig {
             collector,
             consumers: Default::default(),
             cancels: Default::default(),
+            direct_to: Default::default(),
             _intake: intake,
         };
         // Workers subscribe before anything is dispatched (as a real fleet would).
@@ -380,6 +388,16 @@ impl Rig for NatsRig {
             .and_then(|h| h.get(TRACEPARENT))
             .map(|v| v.as_str().to_owned());
         msg.ack().await.unwrap();
+        // The direct subject is offered exactly when configured, and names
+        // the partition like `reply_to` does.
+        match &t.result_direct_to {
+            Some(subject) => {
+                assert!(self.cfg.results_direct, "offered although disabled");
+                assert_eq!(subject, "narralytica.rdirect.0");
+                self.direct_to.insert(t.task_id.clone(), subject.clone());
+            }
+            None => assert!(!self.cfg.results_direct, "not offered although enabled"),
+        }
         // The subject names the task type; the trace is the workflow's.
         assert_eq!(
             msg.subject.as_str(),
@@ -428,6 +446,17 @@ impl Rig for NatsRig {
             worker: result.worker.clone(),
             started_at_ms: result.started_at_ms,
         };
+        if let Some(subject) = self.direct_to.get(&result.task_id) {
+            // Answered only once the engine side has taken the result.
+            let reply = self
+                .client
+                .request(subject.clone(), serde_json::to_vec(&msg).unwrap().into())
+                .await
+                .expect("direct result answered");
+            let reply: ResultReply = serde_json::from_slice(&reply.payload).unwrap();
+            assert!(reply.ok, "direct result refused: {reply:?}");
+            return;
+        }
         let subjects = orchestrator::protocol::subjects::Subjects::new(&self.cfg.prefix).unwrap();
         self.js
             .publish(
@@ -461,6 +490,101 @@ impl Rig for NatsRig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_nats_transport_conforms() {
-    let rig = NatsRig::start().await;
+    let rig = NatsRig::start(false).await;
     conformance(rig, "nats").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nats_transport_conforms_with_direct_results() {
+    let rig = NatsRig::start(true).await;
+    conformance(rig, "nats-direct").await;
+}
+
+/// Applies results after a delay; refuses (transiently) task ids starting with `fail`.
+struct SlowHandler {
+    applied: Arc<Mutex<Vec<String>>>,
+}
+
+impl ResultHandler for SlowHandler {
+    fn handle(
+        &self,
+        _workflow_id: String,
+        result: TaskResult,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), String>> {
+        let applied = self.applied.clone();
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if result.task_id.starts_with("fail") {
+                return Err("journal append failed: disk full".into());
+            }
+            applied.lock().push(result.task_id);
+            Ok(())
+        })
+    }
+    fn rejected(&self, _reason: &'static str) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_results_are_answered_only_once_applied_and_refusals_say_whether_to_retry() {
+    let server = NatsServer::start();
+    let cfg = NatsConfig {
+        url: server.url(),
+        ..NatsConfig::default()
+    };
+    let (client, js) = connect(&cfg).await.expect("connect");
+    ensure_streams(&js, &cfg).await.expect("streams");
+    let applied: Arc<Mutex<Vec<String>>> = Arc::default();
+    let intake = run_intake(
+        cfg.clone(),
+        client.clone(),
+        js.clone(),
+        Arc::new(SlowHandler {
+            applied: applied.clone(),
+        }),
+        Arc::new(Collector::default()),
+    );
+    let _intake = tokio::spawn(async move {
+        let _ = intake.await;
+    });
+    let subject = orchestrator::protocol::subjects::Subjects::new(&cfg.prefix)
+        .unwrap()
+        .results_direct(3);
+    let ask = |payload: Vec<u8>| {
+        let (client, subject) = (client.clone(), subject.clone());
+        async move {
+            // The intake may still be subscribing: retry "no responders".
+            for _ in 0..50 {
+                match client
+                    .request(subject.clone(), payload.clone().into())
+                    .await
+                {
+                    Ok(m) => return serde_json::from_slice::<ResultReply>(&m.payload).unwrap(),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+            panic!("no answer on {subject}")
+        }
+    };
+    let result = |task_id: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "v": 1, "task_id": task_id, "workflow_id": "wf-1", "step": "transcribe",
+            "attempt": 1, "status": "succeeded", "output": {"n": 1}
+        }))
+        .unwrap()
+    };
+    // Applied: `ok` comes after the handler finished, never before.
+    let t0 = std::time::Instant::now();
+    let reply = ask(result("wf-1:transcribe:1:1")).await;
+    assert!(reply.ok && reply.error.is_none(), "{reply:?}");
+    assert!(t0.elapsed() >= Duration::from_millis(200));
+    assert_eq!(*applied.lock(), vec!["wf-1:transcribe:1:1".to_string()]);
+    // Not applied (journal error): not ok, worth retrying, with the reason.
+    let reply = ask(result("fail:transcribe:1:1")).await;
+    assert!(!reply.ok && reply.retry, "{reply:?}");
+    assert!(reply.error.unwrap().contains("disk full"));
+    // Malformed: not ok, never worth retrying, with a clear error.
+    let reply = ask(b"{\"v\": 1, \"task_id\": ".to_vec()).await;
+    assert!(!reply.ok && !reply.retry, "{reply:?}");
+    assert!(!reply.error.unwrap().is_empty());
+    assert_eq!(applied.lock().len(), 1);
 }

@@ -226,6 +226,7 @@ pub async fn run_dev(
             worker: "dev-sim".into(),
             heartbeat_every_ms: None,
             concurrency: args.worker_concurrency,
+            ..SimConfig::default()
         },
         worker_rx,
         engine.sink(),

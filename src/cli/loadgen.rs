@@ -260,6 +260,7 @@ pub fn run(args: LoadgenArgs) -> ExitCode {
             worker: format!("lg-{run_id}"),
             heartbeat_every_ms: None,
             concurrency: args.worker_concurrency as usize,
+            ..SimConfig::default()
         },
         faults: WorkerFaults {
             corrupt_rate: args.corrupt_rate,

@@ -55,6 +55,17 @@ pub struct WorkerArgs {
     /// Tasks worked on at once.
     #[arg(long, default_value_t = 1_000)]
     pub concurrency: usize,
+    /// Send the "started" heartbeat only once a task has run this long
+    /// (`0ms`: at once); shorter tasks just answer (their result carries
+    /// `started_at_ms`).
+    #[arg(long, default_value = "20ms", value_parser = crate::sim::parse_duration)]
+    pub started_after: std::time::Duration,
+    /// How results are handed over: `direct` (a request on the task's
+    /// `result_direct_to`, answered once the result is durable in the
+    /// journal; falls back to JetStream when the task does not offer it) or
+    /// `jetstream` (published on the RESULTS stream, `reply_to`).
+    #[arg(long, default_value = "direct", value_parser = ["direct", "jetstream"])]
+    pub results_via: String,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Worker name reported with each result.
@@ -109,14 +120,17 @@ pub fn run(args: WorkerArgs) -> ExitCode {
         worker: args.name.clone(),
         heartbeat_every_ms: None,
         concurrency: args.concurrency,
+        started_after_ms: args.started_after.as_millis() as u64,
     };
+    let mut nats = args.nats.config();
+    nats.results_direct = args.results_via == "direct";
     eprintln!(
         "workers serving {} task type(s): {}",
         task_types.len(),
         task_types.join(",")
     );
     match rt.block_on(crate::worker::run(
-        args.nats.config(),
+        nats,
         sim,
         faults,
         task_types,

@@ -51,10 +51,37 @@ pub struct TaskMessage {
     /// Longest allowed silence between heartbeats once started, if the step sets one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_timeout_ms: Option<u64>,
-    /// Subject to publish the result on.
+    /// Subject to publish the result on (JetStream: durable until the
+    /// orchestrator has applied it).
     pub reply_to: String,
     /// Subject to publish heartbeats on.
     pub heartbeat_to: String,
+    /// When present, the orchestrator also takes the result as a core NATS
+    /// request on this subject and answers with a [`ResultReply`] once the
+    /// result is durable in its journal (or was ignored). A worker that uses it
+    /// keeps the result and retries until it gets `ok`; it saves two
+    /// JetStream round trips per task. `reply_to` stays valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_direct_to: Option<String>,
+}
+
+/// The orchestrator's answer to a result sent on `result_direct_to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(
+    title = "ResultReply",
+    description = "Answer to a result sent by request on result_direct_to."
+)]
+pub struct ResultReply {
+    pub v: u32,
+    /// True once the result is durable in the journal, or was ignored as a
+    /// duplicate or stale answer: the worker may forget it.
+    pub ok: bool,
+    /// When `ok` is false: whether sending the same result again can help
+    /// (false for a malformed message).
+    #[serde(default)]
+    pub retry: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `succeeded` or `failed`.
@@ -295,6 +322,7 @@ impl TaskMessage {
         spec: &TaskSpec,
         reply_to: String,
         heartbeat_to: String,
+        result_direct_to: Option<String>,
     ) -> Result<TaskMessage, ProtocolError> {
         let input = RawValue::from_string(spec.input.clone())
             .map_err(|e| ProtocolError::Invalid(format!("task input is not JSON: {e}")))?;
@@ -314,6 +342,7 @@ impl TaskMessage {
             heartbeat_timeout_ms: spec.heartbeat_timeout_ms,
             reply_to,
             heartbeat_to,
+            result_direct_to,
         })
     }
 
@@ -341,6 +370,10 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         (
             "cancel.json",
             to_value(schemars::schema_for!(CancelMessage)),
+        ),
+        (
+            "result_reply.json",
+            to_value(schemars::schema_for!(ResultReply)),
         ),
     ]
 }
@@ -415,8 +448,8 @@ mod tests {
             start_to_close_ms: None,
             heartbeat_timeout_ms: Some(60_000),
         };
-        let m =
-            TaskMessage::from_spec(&spec, "p.results.0".into(), "p.heartbeats.0".into()).unwrap();
+        let m = TaskMessage::from_spec(&spec, "p.results.0".into(), "p.heartbeats.0".into(), None)
+            .unwrap();
         let text = serde_json::to_string(&m).unwrap();
         assert!(
             text.contains(r#""input":{"workflow":{"x":1},"deps":{}}"#),

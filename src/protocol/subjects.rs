@@ -48,6 +48,15 @@ impl Subjects {
         format!("{}.results.>", self.prefix)
     }
 
+    /// Results by request-reply (core NATS; outside the RESULTS stream).
+    pub fn results_direct(&self, partition: u16) -> String {
+        format!("{}.rdirect.{partition}", self.prefix)
+    }
+
+    pub fn results_direct_all(&self) -> String {
+        format!("{}.rdirect.>", self.prefix)
+    }
+
     pub fn heartbeats(&self, partition: u16) -> String {
         format!("{}.heartbeats.{partition}", self.prefix)
     }

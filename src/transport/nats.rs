@@ -22,7 +22,7 @@ use super::{workflow_of_task, ReportSink, Transport, WorkerReport};
 use crate::protocol::subjects::Subjects;
 use crate::protocol::trace::{task_traceparent, TraceParent, TRACEPARENT};
 use crate::protocol::{
-    CancelMessage, HeartbeatMessage, Limits, ResultMessage, TaskMessage, VERSION,
+    CancelMessage, HeartbeatMessage, Limits, ResultMessage, ResultReply, TaskMessage, VERSION,
 };
 use crate::workflow::TaskSpec;
 
@@ -39,6 +39,12 @@ pub struct NatsConfig {
     pub results_ack_wait: Duration,
     /// Results delivered and not yet acknowledged, at most.
     pub results_max_ack_pending: i64,
+    /// Offer workers `result_direct_to`: results by core NATS request,
+    /// answered after the journal append (docs/protocol.md).
+    pub results_direct: bool,
+    /// Direct results being applied at once; more wait in the subscription
+    /// (and a worker whose request times out sends again).
+    pub results_direct_in_flight_max: usize,
     /// Tasks and cancels waiting to be published, at most (beyond: dropped, healed by timeouts).
     pub publish_queue_max: usize,
     /// Task publishes with their acknowledgements in flight at once.
@@ -58,6 +64,8 @@ impl Default for NatsConfig {
             duplicate_window: Duration::from_secs(120),
             results_ack_wait: Duration::from_secs(5),
             results_max_ack_pending: 10_000,
+            results_direct: true,
+            results_direct_in_flight_max: 10_000,
             publish_queue_max: 100_000,
             publish_attempts: 40,
             publish_window: 256,
@@ -188,72 +196,93 @@ impl NatsTransport {
         js: jetstream::Context,
         partition_of: Arc<dyn Fn(&str) -> u16 + Send + Sync>,
     ) -> Result<NatsTransport, String> {
-        let subjects = Subjects::new(&cfg.prefix)?;
+        let subjects = Arc::new(Subjects::new(&cfg.prefix)?);
         let (tx, mut rx) = mpsc::channel::<Outgoing>(cfg.publish_queue_max.max(1));
         let attempts = cfg.publish_attempts.max(1);
         let window = cfg.publish_window.max(1);
+        let direct = cfg.results_direct;
         tokio::spawn(async move {
-            // Windows of publishes with their acknowledgements in flight at
-            // once: one round trip per window, not per task. Order between
-            // tasks does not matter (each is its own attempt).
-            let mut buf = Vec::with_capacity(window);
-            while rx.recv_many(&mut buf, window).await > 0 {
-                let sends = buf.drain(..).map(|out| {
-                    let (js, client, subjects) = (&js, &client, &subjects);
-                    let partition_of = &partition_of;
-                    async move {
-                        match out {
-                            Outgoing::Task(spec) => {
-                                let p = partition_of(&spec.workflow_id);
-                                let msg = match TaskMessage::from_spec(
-                                    &spec,
-                                    subjects.results(p),
-                                    subjects.heartbeats(p),
-                                ) {
-                                    Ok(m) => m,
-                                    Err(e) => {
-                                        tracing::error!(task_id = %spec.task_id, error = %e, "task cannot be encoded");
-                                        return;
-                                    }
-                                };
-                                let Ok(payload) = serde_json::to_vec(&msg) else {
-                                    return;
-                                };
-                                let traceparent =
-                                    task_traceparent(&spec.workflow_id, &spec.task_id);
-                                publish_task(
-                                    js,
-                                    subjects.tasks(&spec.task_type),
-                                    &spec,
-                                    &traceparent,
-                                    payload,
-                                    attempts,
-                                )
-                                .await;
-                            }
-                            Outgoing::Cancel { task_id, task_type } => {
-                                let msg = CancelMessage {
-                                    v: VERSION,
-                                    workflow_id: workflow_of_task(&task_id)
-                                        .unwrap_or_default()
-                                        .to_string(),
-                                    task_id,
-                                    reason: "cancelled".into(),
-                                };
-                                if let Ok(payload) = serde_json::to_vec(&msg) {
-                                    // Core NATS: a lost cancel only means a worker finishes a useless task.
-                                    let _ = client
-                                        .publish(subjects.cancel(&task_type), payload.into())
-                                        .await;
-                                }
-                            }
-                        }
-                    }
-                });
-                futures_util::future::join_all(sends).await;
+            // Up to `window` publishes with their acknowledgements in flight;
+            // the next one starts as soon as any acknowledgement returns (no
+            // waiting for a whole window). Order between tasks does not
+            // matter: each is its own attempt.
+            let mut in_flight = futures_util::stream::FuturesUnordered::new();
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                    out = rx.recv(), if in_flight.len() < window => match out {
+                        Some(out) => in_flight.push(send_outgoing(
+                            js.clone(),
+                            client.clone(),
+                            subjects.clone(),
+                            partition_of.clone(),
+                            out,
+                            attempts,
+                            direct,
+                        )),
+                        None => break,
+                    },
+                }
             }
+            while in_flight.next().await.is_some() {}
         });
         Ok(NatsTransport { tx })
+    }
+}
+
+async fn send_outgoing(
+    js: jetstream::Context,
+    client: async_nats::Client,
+    subjects: Arc<Subjects>,
+    partition_of: Arc<dyn Fn(&str) -> u16 + Send + Sync>,
+    out: Outgoing,
+    attempts: u32,
+    direct: bool,
+) {
+    match out {
+        Outgoing::Task(spec) => {
+            let p = partition_of(&spec.workflow_id);
+            let msg = match TaskMessage::from_spec(
+                &spec,
+                subjects.results(p),
+                subjects.heartbeats(p),
+                direct.then(|| subjects.results_direct(p)),
+            ) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(task_id = %spec.task_id, error = %e, "task cannot be encoded");
+                    return;
+                }
+            };
+            let Ok(payload) = serde_json::to_vec(&msg) else {
+                return;
+            };
+            let traceparent = task_traceparent(&spec.workflow_id, &spec.task_id);
+            publish_task(
+                &js,
+                subjects.tasks(&spec.task_type),
+                &spec,
+                &traceparent,
+                payload,
+                attempts,
+            )
+            .await;
+        }
+        Outgoing::Cancel { task_id, task_type } => {
+            let msg = CancelMessage {
+                v: VERSION,
+                workflow_id: workflow_of_task(&task_id).unwrap_or_default().to_string(),
+                task_id,
+                reason: "cancelled".into(),
+            };
+            if let Ok(payload) = serde_json::to_vec(&msg) {
+                // Core NATS: a lost cancel only means a worker finishes a useless task.
+                let _ = client
+                    .publish(subjects.cancel(&task_type), payload.into())
+                    .await;
+            }
+        }
     }
 }
 
@@ -380,6 +409,22 @@ pub async fn run_intake(
             }
         }
     }));
+    // Results by request-reply: answered once applied (durable or ignored).
+    let _direct = if cfg.results_direct {
+        let sub = client
+            .subscribe(subjects.results_direct_all())
+            .await
+            .map_err(|e| format!("cannot subscribe to direct results: {e}"))?;
+        Some(AbortOnDrop(tokio::spawn(serve_direct_results(
+            sub,
+            client.clone(),
+            handler.clone(),
+            limits.clone(),
+            cfg.results_direct_in_flight_max.max(1),
+        ))))
+    } else {
+        None
+    };
     let stream = js
         .get_stream(stream_name(&cfg.prefix, "RESULTS"))
         .await
@@ -411,24 +456,7 @@ pub async fn run_intake(
         };
         match ResultMessage::decode(&msg.payload, &limits) {
             Ok(r) => {
-                // The worker's span, a child of the task's; logged with the
-                // result so a trace can be followed through the logs.
-                let trace = msg
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get(TRACEPARENT))
-                    .and_then(|v| TraceParent::parse(v.as_str()));
-                if let Some(t) = &trace {
-                    tracing::debug!(
-                        workflow_id = %r.workflow_id,
-                        step = %r.step,
-                        attempt = r.attempt,
-                        task_id = %r.task_id,
-                        trace_id = %t.trace_id,
-                        span_id = %t.parent_id,
-                        "result received"
-                    );
-                }
+                log_received(&r, msg.headers.as_ref());
                 let task_id = r.task_id.clone();
                 let (wf, result) = r.into_task_result();
                 let handler = handler.clone();
@@ -455,6 +483,88 @@ pub async fn run_intake(
         }
     }
     Ok(())
+}
+
+/// Logs a received result with the worker's span, a child of the task's,
+/// so a trace can be followed through the logs.
+fn log_received(r: &ResultMessage, headers: Option<&async_nats::HeaderMap>) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let trace = headers
+        .and_then(|h| h.get(TRACEPARENT))
+        .and_then(|v| TraceParent::parse(v.as_str()));
+    if let Some(t) = &trace {
+        tracing::debug!(
+            workflow_id = %r.workflow_id,
+            step = %r.step,
+            attempt = r.attempt,
+            task_id = %r.task_id,
+            trace_id = %t.trace_id,
+            span_id = %t.parent_id,
+            "result received"
+        );
+    }
+}
+
+/// Serves `<prefix>.rdirect.>`: each request carries one result; the reply
+/// (`ResultReply`) says `ok` once the result's transition is durable or the
+/// result was ignored, so the worker can forget it. At most `in_flight_max`
+/// are applied at once; the rest wait in the subscription.
+async fn serve_direct_results(
+    mut sub: async_nats::Subscriber,
+    client: async_nats::Client,
+    handler: Arc<dyn ResultHandler>,
+    limits: Limits,
+    in_flight_max: usize,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(in_flight_max));
+    while let Some(msg) = sub.next().await {
+        let Some(reply_to) = msg.reply.clone() else {
+            // A plain publish cannot be answered: the worker would not know
+            // whether it was applied. Count and drop it.
+            handler.rejected("direct_without_reply");
+            continue;
+        };
+        let answer = |ok: bool, retry: bool, error: Option<String>| {
+            let reply = ResultReply {
+                v: VERSION,
+                ok,
+                retry,
+                error,
+            };
+            bytes::Bytes::from(serde_json::to_vec(&reply).unwrap_or_default())
+        };
+        let r = match ResultMessage::decode(&msg.payload, &limits) {
+            Ok(r) => r,
+            Err(e) => {
+                handler.rejected(e.reason());
+                tracing::warn!(reason = e.reason(), error = %e, "direct result refused");
+                let _ = client
+                    .publish(reply_to, answer(false, false, Some(e.to_string())))
+                    .await;
+                continue;
+            }
+        };
+        log_received(&r, msg.headers.as_ref());
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (handler, client) = (handler.clone(), client.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let task_id = r.task_id.clone();
+            let (wf, result) = r.into_task_result();
+            let payload = match handler.handle(wf, result).await {
+                Ok(()) => answer(true, false, None),
+                Err(e) => {
+                    tracing::warn!(task_id = %task_id, error = %e, "direct result not applied; the worker will send it again");
+                    answer(false, true, Some(e))
+                }
+            };
+            let _ = client.publish(reply_to, payload).await;
+        });
+    }
 }
 
 /// Aborts a background task when dropped (its owner was cancelled).
