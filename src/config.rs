@@ -149,6 +149,8 @@ pub struct EventsSection {
     pub duplicate_window: Dur,
     pub queue_max: usize,
     pub window_max: usize,
+    pub batch_max: usize,
+    pub batch_max_bytes: usize,
     pub scan_max: usize,
 }
 
@@ -328,6 +330,8 @@ impl Default for Config {
                     duplicate_window: Dur(e.duplicate_window.as_millis() as u64),
                     queue_max: e.queue_max,
                     window_max: e.window_max,
+                    batch_max: e.batch_max,
+                    batch_max_bytes: e.batch_max_bytes,
                     scan_max: e.scan_max,
                 }
             },
@@ -553,6 +557,12 @@ impl Config {
             "retention.sweep_every must be at least 1s",
         );
         need(
+            self.events.batch_max >= 1
+                && self.events.batch_max_bytes >= 1024
+                && self.events.batch_max_bytes <= self.nats.message_max_bytes,
+            "events.batch_max must be at least 1 and events.batch_max_bytes within [1024, nats.message_max_bytes]",
+        );
+        need(
             self.retention.batch_max >= 1 && self.retention.scan_max >= 1,
             "retention.batch_max and retention.scan_max must be at least 1",
         );
@@ -592,6 +602,8 @@ impl Config {
             duplicate_window: e.duplicate_window.as_duration(),
             queue_max: e.queue_max,
             window_max: e.window_max,
+            batch_max: e.batch_max,
+            batch_max_bytes: e.batch_max_bytes,
             scan_max: e.scan_max,
         }
     }

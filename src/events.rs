@@ -26,7 +26,7 @@
 //! One message carries all transitions of one workflow from one commit, so
 //! events cost one message per journal record, not one per event.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +75,45 @@ pub struct EventMessage {
     pub events: Vec<LifecycleEvent>,
 }
 
+/// Every shape a message on the event stream can have: one record
+/// (`workflow_id`, `pipeline`, `status`, `events`), or a batch of records
+/// of several workflows with the same subject (`records`).
+#[derive(Debug, Deserialize)]
+struct WireMessage {
+    v: u32,
+    #[serde(default)]
+    records: Option<Vec<EventMessage>>,
+    #[serde(default)]
+    workflow_id: Option<String>,
+    #[serde(default)]
+    pipeline: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    events: Option<Vec<LifecycleEvent>>,
+}
+
+/// Decodes a message of the event stream into its records, whichever its shape.
+pub fn decode_message(bytes: &[u8]) -> Result<Vec<EventMessage>, String> {
+    let w: WireMessage = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if w.v != VERSION {
+        return Err(format!("unsupported event message version {}", w.v));
+    }
+    match (w.records, w.workflow_id, w.pipeline, w.status, w.events) {
+        (Some(records), None, _, _, None) => Ok(records),
+        (None, Some(workflow_id), Some(pipeline), Some(status), Some(events)) => {
+            Ok(vec![EventMessage {
+                v: w.v,
+                workflow_id,
+                pipeline,
+                status,
+                events,
+            }])
+        }
+        _ => Err("an event message has either `records` or one record's fields".into()),
+    }
+}
+
 /// The stored outbox row: the message, ready to send.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutboxEntry {
@@ -103,6 +142,11 @@ pub struct EventsConfig {
     pub queue_max: usize,
     /// Messages with acknowledgements in flight at once.
     pub window_max: usize,
+    /// Records of different workflows with the same subject sent in one
+    /// message (1: every record alone).
+    pub batch_max: usize,
+    /// Largest batched message, in bytes.
+    pub batch_max_bytes: usize,
     /// Outbox rows read from storage per catch-up scan.
     pub scan_max: usize,
 }
@@ -115,6 +159,8 @@ impl Default for EventsConfig {
             duplicate_window: Duration::from_secs(120),
             queue_max: 65_536,
             window_max: 512,
+            batch_max: 64,
+            batch_max_bytes: 256 * 1024,
             scan_max: 10_000,
         }
     }
@@ -123,7 +169,10 @@ impl Default for EventsConfig {
 /// Publisher counters (rendered by `/metrics`).
 #[derive(Debug, Default)]
 pub struct EventStats {
+    /// Journal records published (acknowledged by JetStream).
     pub published: AtomicU64,
+    /// Messages that carried them (a batch carries several records).
+    pub messages: AtomicU64,
     pub failures: AtomicU64,
     pub overflows: AtomicU64,
     pub scans: AtomicU64,
@@ -362,12 +411,16 @@ pub async fn run_publisher(
         }
         backlog = rest;
         stats.backlog.store(backlog.len() as u64, Relaxed);
-        let acks = window.iter().map(|item| {
+        // Records with the same subject share a message (in window order,
+        // so each workflow's records stay in journal order).
+        let groups = batch_by_subject(&window, cfg.batch_max.max(1), cfg.batch_max_bytes);
+        let acks = groups.iter().map(|g| {
             let js = js.clone();
+            let (payload, id) = g.message(&window);
             let msg = jetstream::message::PublishMessage::build()
-                .payload(item.payload.clone())
-                .message_id(format!("{}:{}", item.workflow_id, item.seq));
-            let subject = item.subject.clone();
+                .payload(payload)
+                .message_id(id);
+            let subject = window[g.members[0]].subject.clone();
             async move {
                 match js.send_publish(subject, msg).await {
                     Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
@@ -375,7 +428,14 @@ pub async fn run_publisher(
                 }
             }
         });
-        let results = futures_util::future::join_all(acks).await;
+        let sent = futures_util::future::join_all(acks).await;
+        let mut results: Vec<Result<(), String>> = vec![Ok(()); window.len()];
+        for (g, r) in groups.iter().zip(sent) {
+            for &m in &g.members {
+                results[m] = r.clone();
+            }
+        }
+        stats.messages.fetch_add(groups.len() as u64, Relaxed);
         let mut done = Vec::new();
         let mut failed = Vec::new();
         for (item, r) in window.into_iter().zip(results) {
@@ -408,6 +468,190 @@ pub async fn run_publisher(
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Records of one window that go out as one message.
+#[derive(Debug, PartialEq, Eq)]
+struct Group {
+    /// Indexes into the window, in window order.
+    members: Vec<usize>,
+}
+
+impl Group {
+    /// The payload and `Nats-Msg-Id`. A single record goes out as it is
+    /// stored, with id `<workflow>:<first seq>`; a batch wraps the stored
+    /// records (`{"v":1,"records":[...]}`, no re-encoding) and its id is a
+    /// 128-bit digest of every member's `<workflow>:<seq>`, so a re-sent
+    /// batch of the same records is dropped by the server and a batch of
+    /// other records never is.
+    fn message(&self, window: &[OutboxItem]) -> (bytes::Bytes, String) {
+        if let [only] = self.members[..] {
+            let item = &window[only];
+            return (
+                item.payload.clone(),
+                format!("{}:{}", item.workflow_id, item.seq),
+            );
+        }
+        let len: usize = self
+            .members
+            .iter()
+            .map(|&m| window[m].payload.len() + 1)
+            .sum();
+        let mut body = Vec::with_capacity(len + 24);
+        body.extend_from_slice(b"{\"v\":1,\"records\":[");
+        let (mut h1, mut h2) = (
+            std::hash::DefaultHasher::new(),
+            std::hash::DefaultHasher::new(),
+        );
+        std::hash::Hash::hash(&0x5eed_u64, &mut h2);
+        for (k, &m) in self.members.iter().enumerate() {
+            if k > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(&window[m].payload);
+            for h in [&mut h1, &mut h2] {
+                std::hash::Hash::hash(&window[m].workflow_id, h);
+                std::hash::Hash::hash(&window[m].seq, h);
+            }
+        }
+        body.extend_from_slice(b"]}");
+        let id = format!(
+            "b:{:016x}{:016x}",
+            std::hash::Hasher::finish(&h1),
+            std::hash::Hasher::finish(&h2)
+        );
+        (body.into(), id)
+    }
+}
+
+/// Splits a window into messages: records with the same subject together,
+/// at most `max` records and about `max_bytes` bytes each (a record larger
+/// than that goes alone).
+fn batch_by_subject(window: &[OutboxItem], max: usize, max_bytes: usize) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
+    let mut open: HashMap<&str, (usize, usize)> = HashMap::new(); // subject -> (group, bytes)
+    for (i, item) in window.iter().enumerate() {
+        let size = item.payload.len() + 1;
+        match open.get_mut(item.subject.as_str()) {
+            Some((g, bytes))
+                if groups[*g].members.len() < max && *bytes + size + 24 <= max_bytes =>
+            {
+                groups[*g].members.push(i);
+                *bytes += size;
+            }
+            _ => {
+                open.insert(item.subject.as_str(), (groups.len(), size));
+                groups.push(Group { members: vec![i] });
+            }
+        }
+    }
+    groups
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    fn item(wf: &str, seq: u64, subject: &str) -> OutboxItem {
+        let msg = EventMessage {
+            v: 1,
+            workflow_id: wf.into(),
+            pipeline: "video".into(),
+            status: "running".into(),
+            events: vec![LifecycleEvent {
+                id: format!("{wf}:{seq}"),
+                seq,
+                at: 1,
+                event: "task_succeeded".into(),
+                generation: 0,
+                step: Some("ingest".into()),
+                attempt: Some(1),
+                worker: None,
+                error: None,
+                output: None,
+            }],
+        };
+        OutboxItem {
+            partition: 0,
+            workflow_id: wf.into(),
+            seq,
+            subject: subject.into(),
+            payload: serde_json::to_vec(&msg).unwrap().into(),
+        }
+    }
+
+    #[test]
+    fn records_with_one_subject_share_messages_up_to_the_limits() {
+        let w = vec![
+            item("a", 1, "s.x"),
+            item("b", 1, "s.y"),
+            item("c", 4, "s.x"),
+            item("d", 2, "s.x"),
+        ];
+        let g = batch_by_subject(&w, 2, 1 << 20);
+        let members: Vec<Vec<usize>> = g.iter().map(|g| g.members.clone()).collect();
+        assert_eq!(members, vec![vec![0, 2], vec![1], vec![3]]);
+        // A byte bound below two records sends each alone.
+        let one = w[0].payload.len();
+        let g = batch_by_subject(&w, 64, one + 30);
+        assert_eq!(g.len(), 4);
+        // max 1 turns batching off.
+        assert_eq!(batch_by_subject(&w, 1, 1 << 20).len(), 4);
+    }
+
+    #[test]
+    fn batches_decode_into_their_records_and_single_records_are_unchanged() {
+        let w = vec![item("a", 1, "s.x"), item("c", 4, "s.x")];
+        let (single, id) = Group { members: vec![1] }.message(&w);
+        assert_eq!(single, w[1].payload);
+        assert_eq!(id, "c:4");
+        let recs = decode_message(&single).unwrap();
+        assert_eq!((recs.len(), recs[0].workflow_id.as_str()), (1, "c"));
+
+        let (batch, id) = Group {
+            members: vec![0, 1],
+        }
+        .message(&w);
+        let recs = decode_message(&batch).unwrap();
+        let ids: Vec<_> = recs.iter().map(|r| r.events[0].id.as_str()).collect();
+        assert_eq!(ids, ["a:1", "c:4"]);
+        assert!(id.starts_with("b:") && id.len() == 34, "{id}");
+        // The same records give the same id; others a different one.
+        assert_eq!(
+            Group {
+                members: vec![0, 1]
+            }
+            .message(&w)
+            .1,
+            id
+        );
+        let other = vec![item("a", 1, "s.x"), item("c", 5, "s.x")];
+        assert_ne!(
+            Group {
+                members: vec![0, 1]
+            }
+            .message(&other)
+            .1,
+            id
+        );
+    }
+
+    #[test]
+    fn malformed_or_mixed_messages_are_refused() {
+        for bad in [
+            &b"{}"[..],
+            br#"{"v":2,"records":[]}"#,
+            br#"{"v":1,"records":[],"workflow_id":"a","events":[]}"#,
+            br#"{"v":1,"workflow_id":"a"}"#,
+            b"not json",
+        ] {
+            assert!(
+                decode_message(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -744,8 +744,14 @@ pub fn render_metrics(state: &HttpState) -> String {
             (
                 "narralytica_events_published_total",
                 "counter",
-                "Lifecycle event messages acknowledged by JetStream (one per journal record).",
+                "Journal records whose lifecycle events JetStream acknowledged.",
                 ev.published.load(Relaxed),
+            ),
+            (
+                "narralytica_events_messages_total",
+                "counter",
+                "Lifecycle event messages acknowledged by JetStream (a batch carries several records).",
+                ev.messages.load(Relaxed),
             ),
             (
                 "narralytica_events_publish_failures_total",

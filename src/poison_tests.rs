@@ -283,6 +283,9 @@ proptest! {
         if let Err(e) = serde_json::from_slice::<EventMessage>(&bytes) {
             one_line("event message", &e.to_string())?;
         }
+        if let Err(e) = crate::events::decode_message(&bytes) {
+            one_line("event message", &e)?;
+        }
     }
 
     #[test]

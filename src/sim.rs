@@ -41,6 +41,9 @@ pub struct SimConfig {
     /// NATS workers send their "started" heartbeat only once a task has run
     /// this long (0: at once); shorter tasks just answer.
     pub started_after_ms: u64,
+    /// On SIGTERM a NATS worker stops pulling and waits this long for the
+    /// tasks in hand to finish and their results to be handed over.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for SimConfig {
@@ -54,6 +57,7 @@ impl Default for SimConfig {
             heartbeat_every_ms: None,
             concurrency: 1_000,
             started_after_ms: STARTED_AFTER_MS,
+            shutdown_grace_ms: 30_000,
         }
     }
 }

@@ -383,10 +383,28 @@ pub async fn run_observed(
             }
         }));
     }
+    let aborts: Vec<_> = handles.iter().map(|h| h.abort_handle()).collect();
     tokio::pin!(shutdown);
     tokio::select! {
         _ = &mut shutdown => {}
         _ = futures_util::future::join_all(handles) => {}
+    }
+    // Graceful stop: pull nothing more, and let the tasks in hand finish and
+    // hand their results over (up to the grace), so a stopped worker leaves
+    // no result behind that the orchestrator already has — nor one it lacks.
+    for a in aborts {
+        a.abort();
+    }
+    let all = u32::try_from(sim.concurrency.max(1)).unwrap_or(u32::MAX);
+    let grace = Duration::from_millis(sim.shutdown_grace_ms);
+    if tokio::time::timeout(grace, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            in_hand = all as usize - slots.available_permits(),
+            "shutdown grace over; tasks in hand are left to JetStream redelivery"
+        );
     }
     client.flush().await.ok();
     Ok(())

@@ -532,17 +532,26 @@ impl Bench {
         out
     }
 
+    /// Workers first (SIGTERM: they finish the tasks in hand and hand the
+    /// results over while the orchestrator still answers), then the
+    /// orchestrator; SIGKILL for anything still up after 10 s.
     pub(crate) fn stop(&mut self) {
+        for w in &self.workers {
+            let _ = Command::new("kill")
+                .args(["-TERM", &w.id().to_string()])
+                .status();
+        }
+        for mut w in self.workers.drain(..) {
+            let _ = wait_exit(&mut w, Duration::from_secs(10));
+            let _ = w.kill();
+            let _ = w.wait();
+        }
         if let Some(mut o) = self.orch.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &o.id().to_string()])
                 .status();
             let _ = wait_exit(&mut o, Duration::from_secs(10));
             let _ = o.kill();
-        }
-        for mut w in self.workers.drain(..) {
-            let _ = w.kill();
-            let _ = w.wait();
         }
     }
 

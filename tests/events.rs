@@ -15,7 +15,8 @@ use orchestrator::workflow::JournalRecord;
 
 use crate::cli::Bench;
 
-/// Every message of the event stream, in stream order.
+/// Every record of the event stream, with its message's subject, in stream
+/// order (a batch message gives one entry per record).
 async fn read_stream(url: &str) -> Vec<(String, EventMessage)> {
     let client = async_nats::connect(url).await.unwrap();
     let js = jetstream::new(client);
@@ -31,8 +32,10 @@ async fn read_stream(url: &str) -> Vec<(String, EventMessage)> {
     let mut msgs = c.messages().await.unwrap();
     let mut out = Vec::new();
     while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(2), msgs.next()).await {
-        let body: EventMessage = serde_json::from_slice(&m.payload).expect("event message is JSON");
-        out.push((m.subject.to_string(), body));
+        let records = orchestrator::events::decode_message(&m.payload).expect("an event message");
+        for body in records {
+            out.push((m.subject.to_string(), body));
+        }
     }
     out
 }

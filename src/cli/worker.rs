@@ -66,6 +66,10 @@ pub struct WorkerArgs {
     /// `jetstream` (published on the RESULTS stream, `reply_to`).
     #[arg(long, default_value = "direct", value_parser = ["direct", "jetstream"])]
     pub results_via: String,
+    /// On SIGTERM: stop pulling tasks and wait this long for the tasks in
+    /// hand to finish and their results to be acknowledged.
+    #[arg(long, default_value = "30s", value_parser = crate::sim::parse_duration)]
+    pub shutdown_grace: std::time::Duration,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Worker name reported with each result.
@@ -121,6 +125,7 @@ pub fn run(args: WorkerArgs) -> ExitCode {
         heartbeat_every_ms: None,
         concurrency: args.concurrency,
         started_after_ms: args.started_after.as_millis() as u64,
+        shutdown_grace_ms: args.shutdown_grace.as_millis() as u64,
     };
     let mut nats = args.nats.config();
     nats.results_direct = args.results_via == "direct";

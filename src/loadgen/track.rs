@@ -126,6 +126,18 @@ pub struct Stages {
 #[derive(Deserialize)]
 struct EventMsg<'a> {
     v: u32,
+    /// A single record's workflow; absent in a batch.
+    #[serde(borrow, default)]
+    workflow_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    events: Vec<Event<'a>>,
+    /// A batch: records of several workflows (docs/protocol.md).
+    #[serde(borrow, default)]
+    records: Vec<Record<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Record<'a> {
     #[serde(borrow)]
     workflow_id: Cow<'a, str>,
     #[serde(borrow, default)]
@@ -301,12 +313,21 @@ impl Tracker {
             self.refused += 1;
             return;
         }
-        let Some(i) = self.index_of(&msg.workflow_id) else {
+        self.messages += 1;
+        if let Some(id) = &msg.workflow_id {
+            self.on_record(id, &msg.events, now_us);
+        }
+        for r in &msg.records {
+            self.on_record(&r.workflow_id, &r.events, now_us);
+        }
+    }
+
+    fn on_record(&mut self, workflow_id: &str, events: &[Event<'_>], now_us: u64) {
+        let Some(i) = self.index_of(workflow_id) else {
             return; // not ours
         };
-        self.messages += 1;
-        for ev in &msg.events {
-            self.apply(i, &msg.workflow_id, ev, now_us);
+        for ev in events {
+            self.apply(i, workflow_id, ev, now_us);
         }
     }
 

@@ -314,9 +314,9 @@ pub async fn read_event_stream(url: &str, prefix: &str) -> Result<Vec<EventMessa
             }
         };
         let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
-        let body: EventMessage = serde_json::from_slice(&m.payload)
+        let records = crate::events::decode_message(&m.payload)
             .map_err(|e| format!("stream {name} seq {seq}: not an event message: {e}"))?;
-        out.push(body);
+        out.extend(records);
         if seq >= last {
             return Ok(out);
         }

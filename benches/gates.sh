@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Issue 5's speed gates, measured end to end with `orchestrator loadgen`:
+# nats-server, `orchestrator run` and `orchestrator worker --simulate` as
+# separate processes on this machine, journal fsync on, lifecycle events on.
+#
+#   benches/gates.sh [RUNS]            # default 3 runs per figure
+#   NATS_SYNC=always benches/gates.sh  # nats-server with sync_interval: always
+#
+# Prints one line per run and the median of each figure; the reports are
+# kept in $OUT (default /tmp/narralytica-gates). Needs a release build
+# (`cargo build --release`) and `nats-server` on PATH.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-3}
+BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/orchestrator}
+OUT=${OUT:-/tmp/narralytica-gates}
+PORT=${PORT:-14622}
+WORKFLOWS=${WORKFLOWS:-4000}
+CONCURRENCY=${CONCURRENCY:-128}
+URL=nats://127.0.0.1:$PORT
+[ -x "$BIN" ] || { echo "no binary at $BIN: run cargo build --release" >&2; exit 2; }
+command -v nats-server >/dev/null || { echo "nats-server not on PATH (bash .ci/setup.sh)" >&2; exit 2; }
+rm -rf "$OUT"; mkdir -p "$OUT"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+cat > "$OUT/nats.conf" <<CONF
+port: $PORT
+jetstream { store_dir: "$OUT/js" $( [ "${NATS_SYNC:-}" = always ] && echo 'sync_interval: always' ) }
+CONF
+nats-server -c "$OUT/nats.conf" > "$OUT/nats.log" 2>&1 & pids+=($!)
+sleep 0.5
+"$BIN" run --nats-url "$URL" --data-dir "$OUT/data" --http-addr off > "$OUT/run.log" 2>&1 & RUN=$!; pids+=($RUN)
+"$BIN" worker --simulate --nats-url "$URL" > "$OUT/worker.log" 2>&1 & pids+=($!)
+sleep 1
+
+field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
+median() { python3 -c "import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:]),2))" "$@"; }
+
+# Warm-up (page cache, JetStream consumers, allocator).
+"$BIN" loadgen --nats-url "$URL" --concurrency 32 --workflows 500 > /dev/null 2>&1
+
+declare -a tp lat50 lat99
+for r in $(seq "$RUNS"); do
+  "$BIN" loadgen --nats-url "$URL" --concurrency "$CONCURRENCY" --workflows "$WORKFLOWS" \
+      --orchestrator-pid "$RUN" --report "$OUT/closed-$r.json" > "$OUT/closed-$r.log" 2>&1
+  w=$(field "$OUT/closed-$r.json" "d['workflows_per_s']"); e=$(field "$OUT/closed-$r.json" "d['errors']")
+  echo "closed   run $r: wf/s=$w tasks/s=$(field "$OUT/closed-$r.json" "d['tasks_per_s']") p50=$(field "$OUT/closed-$r.json" "d['latency_ms']['p50']") p99=$(field "$OUT/closed-$r.json" "d['latency_ms']['p99']") errors=$e"
+  tp+=("$w")
+done
+MAX=$(median "${tp[@]}")
+echo "closed   median wf/s=$MAX"
+
+for r in $(seq "$RUNS"); do
+  "$BIN" loadgen --nats-url "$URL" --concurrency 1 --workflows 300 --report "$OUT/unloaded-$r.json" > "$OUT/unloaded-$r.log" 2>&1
+  a=$(field "$OUT/unloaded-$r.json" "d['latency_ms']['p50']"); b=$(field "$OUT/unloaded-$r.json" "d['latency_ms']['p99']")
+  echo "unloaded run $r: p50=$a p99=$b errors=$(field "$OUT/unloaded-$r.json" "d['errors']")"
+  lat50+=("$a"); lat99+=("$b")
+done
+echo "unloaded median p50=$(median "${lat50[@]}") p99=$(median "${lat99[@]}")"
+
+HALF=$(python3 -c "print(int($MAX/2))")
+declare -a h99 h50
+for r in $(seq "$RUNS"); do
+  "$BIN" loadgen --nats-url "$URL" --rate "$HALF/s" --duration 20s --report "$OUT/half-$r.json" > "$OUT/half-$r.log" 2>&1
+  a=$(field "$OUT/half-$r.json" "d['latency_ms']['p50']"); b=$(field "$OUT/half-$r.json" "d['latency_ms']['p99']")
+  echo "50% load ($HALF/s) run $r: p50=$a p99=$b errors=$(field "$OUT/half-$r.json" "d['errors']")"
+  h50+=("$a"); h99+=("$b")
+done
+echo "50% load median p50=$(median "${h50[@]}") p99=$(median "${h99[@]}")"
