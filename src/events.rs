@@ -376,6 +376,7 @@ pub async fn run_publisher(
             }
         });
         let results = futures_util::future::join_all(acks).await;
+        crate::failpoints::point("outbox.publish");
         let mut done = Vec::new();
         let mut failed = Vec::new();
         for (item, r) in window.into_iter().zip(results) {

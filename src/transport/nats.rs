@@ -409,6 +409,7 @@ pub async fn run_intake(
                 continue;
             }
         };
+        crate::failpoints::point("result.received");
         match ResultMessage::decode(&msg.payload, &limits) {
             Ok(r) => {
                 // The worker's span, a child of the task's; logged with the
