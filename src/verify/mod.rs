@@ -270,5 +270,6 @@ impl VerifyArgs {
             || !self.record.is_empty()
             || self.expect_terminal
             || self.accepted.is_some()
+            || self.observed_until_ms.is_some()
     }
 }
