@@ -69,7 +69,7 @@ fn start_all(url: &str, ids: &[String]) {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(id) = ids.get(i) else { break };
                 let give_up = Instant::now() + Duration::from_secs(60);
-                while !start_no_wait(url, "video", id, "5").status.success() {
+                while !start_no_wait(url, "video", id, "2").status.success() {
                     assert!(Instant::now() < give_up, "{id} never accepted");
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -80,7 +80,9 @@ fn start_all(url: &str, ids: &[String]) {
 
 fn check(b: &Bench, args: &[&str], records: &[PathBuf]) -> (Option<i32>, HashMap<String, String>) {
     let mut c = bin();
-    c.args(["verify", "--data-dir"]).arg(b.dir.path()).args(args);
+    c.args(["verify", "--data-dir"])
+        .arg(b.dir.path())
+        .args(args);
     for r in records {
         c.arg("--record").arg(r);
     }
@@ -161,7 +163,10 @@ fn failpoints_crash_at_each_step_of_the_transition_path_and_recover() {
             o.kill().unwrap();
             let _ = o.wait();
         }
-        eprintln!("failpoint {name} ({action}): crashed, recovered, 20 completed in {:.1} s", round.elapsed().as_secs_f64());
+        eprintln!(
+            "failpoint {name} ({action}): crashed, recovered, 20 completed in {:.1} s",
+            round.elapsed().as_secs_f64()
+        );
         all.extend(ids);
     }
     // A last clean start flushes what the final kill left in the outbox.
@@ -323,12 +328,19 @@ fn failpoints_planted_engine_bugs_fail_the_checker() {
         let ids: Vec<String> = (0..10).map(|i| format!("{prefix}-{i}")).collect();
         for id in &ids {
             let out = b.start("quick", id, false);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         for id in &ids {
             let out = b.start("quick", id, true);
             let s = String::from_utf8_lossy(&out.stdout);
-            assert!(s.contains("status=completed") || s.contains("status=failed"), "{s}");
+            assert!(
+                s.contains("status=completed") || s.contains("status=failed"),
+                "{s}"
+            );
         }
         if let Some(mut o) = b.orch.take() {
             let _ = std::process::Command::new("kill")
@@ -340,7 +352,11 @@ fn failpoints_planted_engine_bugs_fail_the_checker() {
     run_quick(&mut b, "fresh", &[]);
     let (code, f) = check(&b, &["--expect-terminal"], &records);
     assert_eq!(code, Some(0), "without the plant: {f:?}");
-    run_quick(&mut b, "stale", &[("NARRALYTICA_PLANT", "skip_stale_check")]);
+    run_quick(
+        &mut b,
+        "stale",
+        &[("NARRALYTICA_PLANT", "skip_stale_check")],
+    );
     let late = std::fs::read_to_string(&records[0])
         .unwrap()
         .matches("\"late\"")
@@ -365,7 +381,11 @@ fn failpoints_stuck_rule_catches_a_node_that_stops_driving_its_workflows() {
     // journaling transitions for these workflows.
     for i in 0..3 {
         let out = b.start("quick", &format!("q-{i}"), false);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     std::thread::sleep(Duration::from_millis(1500));
     orch.kill().unwrap();
@@ -373,12 +393,20 @@ fn failpoints_stuck_rule_catches_a_node_that_stops_driving_its_workflows() {
     let killed = now_ms();
     // Bound: heartbeat 1 s + max backoff 0.2 s + slack 0.3 s.
     let until = killed.to_string();
-    let (code, f) = check(&b, &["--observed-until-ms", &until, "--stuck-slack-ms", "300"], &[]);
+    let (code, f) = check(
+        &b,
+        &["--observed-until-ms", &until, "--stuck-slack-ms", "300"],
+        &[],
+    );
     assert_eq!(code, Some(0), "driven until the kill: {f:?}");
     assert_eq!(num(&f, "stuck"), 0.0);
     // Two seconds later nothing has moved them.
     let until = (killed + 2_000).to_string();
-    let (code, f) = check(&b, &["--observed-until-ms", &until, "--stuck-slack-ms", "300"], &[]);
+    let (code, f) = check(
+        &b,
+        &["--observed-until-ms", &until, "--stuck-slack-ms", "300"],
+        &[],
+    );
     assert_eq!(code, Some(1), "{f:?}");
     assert_eq!(num(&f, "stuck"), 3.0, "{f:?}");
     assert_eq!(num(&f, "violations"), 3.0, "{f:?}");
@@ -401,7 +429,11 @@ fn failpoints_checker_rules_on_hand_written_evidence() {
         .find(|p| p.name == "video")
         .unwrap();
     let bound = idle_bound_ms(&p).unwrap();
-    assert_eq!(bound, 60_000 + 10_000, "video: heartbeat 60 s + max backoff 10 s");
+    assert_eq!(
+        bound,
+        60_000 + 10_000,
+        "video: heartbeat 60 s + max backoff 10 s"
+    );
     let slack = 5_000;
     let step0 = p.steps[0].name.clone();
     let started = |id: &str| EventKind::WorkflowStarted {
@@ -441,16 +473,27 @@ fn failpoints_checker_rules_on_hand_written_evidence() {
             vec![(0, started("paused")), (1, EventKind::WorkflowPaused)],
         ),
         // Running, silent since long before the end.
-        ("idle", vec![(end - gap, started("idle")), (end - gap, dispatch("idle"))]),
+        (
+            "idle",
+            vec![(end - gap, started("idle")), (end - gap, dispatch("idle"))],
+        ),
         // Finished, but went silent mid-run for longer than the bound.
         (
             "gap",
-            vec![(10, started("gap")), (10, dispatch("gap")), (10 + gap, cancelled())],
+            vec![
+                (10, started("gap")),
+                (10, dispatch("gap")),
+                (10 + gap, cancelled()),
+            ],
         ),
         // A task that ran before its dispatch was journaled.
         (
             "early",
-            vec![(500, started("early")), (500, dispatch("early")), (600, cancelled())],
+            vec![
+                (500, started("early")),
+                (500, dispatch("early")),
+                (600, cancelled()),
+            ],
         ),
     ];
     let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
@@ -467,7 +510,11 @@ fn failpoints_checker_rules_on_hand_written_evidence() {
                 .map(|(at_ms, kind)| Event { at_ms, kind })
                 .collect(),
         };
-        ops.push(store.journal_put(store.partition_of(id), id, 1, &record).unwrap());
+        ops.push(
+            store
+                .journal_put(store.partition_of(id), id, 1, &record)
+                .unwrap(),
+        );
     }
     storage.write(&ops, true).unwrap();
     let rec = |id: &str, at_ms: u64| ExecutionRecord {
@@ -498,14 +545,18 @@ fn failpoints_checker_rules_on_hand_written_evidence() {
     assert_eq!(r.accepted_lost, 1, "{r}");
     for id in ["idle", "gap", "early", "nowhere", "lost"] {
         assert!(
-            r.details.iter().any(|d| d.starts_with(&format!("workflow {id}:"))),
+            r.details
+                .iter()
+                .any(|d| d.starts_with(&format!("workflow {id}:"))),
             "{id}: {:?}",
             r.details
         );
     }
     for id in ["ok", "paused"] {
         assert!(
-            !r.details.iter().any(|d| d.starts_with(&format!("workflow {id}:"))),
+            !r.details
+                .iter()
+                .any(|d| d.starts_with(&format!("workflow {id}:"))),
             "{id}: {:?}",
             r.details
         );

@@ -162,7 +162,9 @@ pub async fn serve(
             outbox.plant_drop_all();
         }
         plants = engine_plants;
-        eprintln!("warning: NARRALYTICA_PLANT={plant}: test-only planted bug, never set in production");
+        eprintln!(
+            "warning: NARRALYTICA_PLANT={plant}: test-only planted bug, never set in production"
+        );
     }
     // Crash failpoints (`FAILPOINTS`), test-only as well.
     let failpoints = crate::failpoints::setup_from_env()?;

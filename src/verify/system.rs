@@ -145,7 +145,11 @@ pub fn idle_bound_ms(def: &PipelineDef) -> Option<u64> {
     let mut backoff = 0u64;
     for s in &def.steps {
         let t = &s.timeouts;
-        silence = silence.max(t.heartbeat_ms.or(t.start_to_close_ms).or(t.schedule_to_start_ms)?);
+        silence = silence.max(
+            t.heartbeat_ms
+                .or(t.start_to_close_ms)
+                .or(t.schedule_to_start_ms)?,
+        );
         backoff = backoff.max(s.retry.max_backoff_ms);
     }
     Some(silence.saturating_add(backoff))
@@ -310,7 +314,10 @@ pub fn check_system(store: &WorkflowStore, inputs: &SystemInputs) -> Result<Syst
                 at => {
                     r.unjournaled_executions += 1;
                     let why = match at {
-                        Some(at) => format!("ran at {} ms, its dispatch was journaled at {at} ms", x.at_ms),
+                        Some(at) => format!(
+                            "ran at {} ms, its dispatch was journaled at {at} ms",
+                            x.at_ms
+                        ),
                         None => "ran, its dispatch is not in the journal".to_owned(),
                     };
                     r.detail(format!(
