@@ -429,6 +429,7 @@ pub async fn run_publisher(
             }
         });
         let sent = futures_util::future::join_all(acks).await;
+        crate::failpoints::point("outbox.publish");
         let mut results: Vec<Result<(), String>> = vec![Ok(()); window.len()];
         for (g, r) in groups.iter().zip(sent) {
             for &m in &g.members {

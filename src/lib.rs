@@ -43,6 +43,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod events;
+pub mod failpoints;
 pub mod http;
 pub mod loadgen;
 pub mod node;

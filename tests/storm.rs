@@ -455,12 +455,13 @@ fn storm_checker_rules_on_hand_written_evidence() {
         worker: "w".into(),
         at_ms: 1,
     };
-    // "ok" also ran a second, unaccepted execution of the same key.
-    let records = vec![rec("ok", 1), rec("ok", 2), rec("dbl", 1)];
+    // "ok"'s task was also delivered a second time (unaccepted execution).
+    let records = vec![rec("ok", 1), rec("ok", 1), rec("dbl", 1)];
     let inputs = SystemInputs {
         expect_terminal: true,
         events: Some(events),
         records: Some(records),
+        ..SystemInputs::default()
     };
     let r = check_system(&store, &inputs).unwrap();
     assert_eq!(r.workflows, 6);

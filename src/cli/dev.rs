@@ -203,6 +203,7 @@ pub async fn run_dev(
         spans: exporter
             .clone()
             .map(|e| e as Arc<dyn crate::otel::SpanSink>),
+        plants: Default::default(),
     };
     let engine = Engine::start(crate::engine::EngineCtx {
         store: node.store.clone(),

@@ -150,18 +150,29 @@ pub async fn serve(
     };
     // Test-only negative controls for the reliability suite (never set in
     // production): a planted bug the system checker must catch.
+    let mut plants = crate::failpoints::Plants::default();
     if let Ok(plant) = std::env::var("NARRALYTICA_PLANT") {
-        match (plant.as_str(), events.as_ref()) {
-            ("drop_events", Some((outbox, _))) => {
-                outbox.plant_drop_all();
-                eprintln!("warning: NARRALYTICA_PLANT=drop_events: test-only, every lifecycle event is dropped");
-            }
-            _ => {
+        let (engine_plants, drop_events) = crate::failpoints::Plants::parse(&plant)?;
+        if drop_events {
+            let Some((outbox, _)) = events.as_ref() else {
                 return Err(format!(
-                    "NARRALYTICA_PLANT={plant:?}: unknown or inapplicable test-only plant (known: drop_events, with events enabled)"
-                ))
-            }
+                    "NARRALYTICA_PLANT={plant:?}: drop_events needs lifecycle events enabled"
+                ));
+            };
+            outbox.plant_drop_all();
         }
+        plants = engine_plants;
+        eprintln!(
+            "warning: NARRALYTICA_PLANT={plant}: test-only planted bug, never set in production"
+        );
+    }
+    // Crash failpoints (`FAILPOINTS`), test-only as well.
+    let failpoints = crate::failpoints::setup_from_env()?;
+    if !failpoints.is_empty() {
+        eprintln!(
+            "warning: FAILPOINTS active ({}): test-only, the process will crash",
+            failpoints.join(", ")
+        );
     }
     // Health and metrics first, so probes see the service come up.
     let nats_stats = Arc::new(crate::transport::nats::NatsStats::default());
@@ -237,6 +248,7 @@ pub async fn serve(
                 spans: exporter
                     .clone()
                     .map(|e| e as Arc<dyn crate::otel::SpanSink>),
+                plants,
                 ..Hooks::default()
             },
         })

@@ -86,10 +86,30 @@ fn system(args: &VerifyArgs, store: &WorkflowStore) -> ExitCode {
             }
         }
     };
+    let accepted = match &args.accepted {
+        None => None,
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => Some(
+                t.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            Err(e) => {
+                eprintln!("error: cannot read accepted ids {}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
     let inputs = SystemInputs {
         expect_terminal: args.expect_terminal,
         events,
         records,
+        accepted,
+        observed_until_ms: args.observed_until_ms,
+        stuck_slack_ms: args.stuck_slack_ms,
+        skew_ms: args.skew_ms,
     };
     match check_system(store, &inputs) {
         Ok(report) => {

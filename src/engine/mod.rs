@@ -158,6 +158,8 @@ pub struct Hooks {
     pub outbox: Option<Arc<crate::events::Outbox>>,
     /// Where finished spans go (the OTLP exporter); `None`: no spans are built.
     pub spans: Option<Arc<dyn crate::otel::SpanSink>>,
+    /// Test-only planted bugs (`NARRALYTICA_PLANT`); all off in production.
+    pub plants: crate::failpoints::Plants,
 }
 
 /// Everything an actor needs, shared read-only.

@@ -617,6 +617,7 @@ impl PartitionState {
             // waiting only on tasks or timers. Passivate it.
             if entry.is_idle() && entry.acked == mark {
                 if let Some(actor) = &entry.actor {
+                    crate::failpoints::point("passivate");
                     entry.stopping = true;
                     actor.stop(None);
                     Metrics::inc(&self.ctx.metrics.passivations);

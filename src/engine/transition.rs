@@ -231,6 +231,7 @@ pub fn prepare(
         if let Some(snapshot) = snapshot {
             ops.push(store.snapshot_put(partition, id, &snapshot).map_err(e)?);
             Metrics::inc(&ctx.metrics.snapshots);
+            crate::failpoints::point("snapshot.write");
         }
     }
     Ok(Prepared {
@@ -349,6 +350,9 @@ pub fn after_commit(
                 Command::DisarmTimer { due_ms, timer } => t.timers.disarm(due_ms, &next.id, &timer),
             }
         }
+    }
+    if !dispatches.is_empty() {
+        crate::failpoints::point("dispatch.after_append");
     }
     for spec in dispatches {
         m.task_sent(&spec.task_type, spec.attempt, false);

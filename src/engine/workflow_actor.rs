@@ -12,7 +12,8 @@ use super::transition::{after_commit, apply, load, note_outcome, prepare, Partit
 use super::EngineCtx;
 use crate::pipeline::PipelineDef;
 use crate::workflow::{
-    decide, decide_start, Input, Outcome, PipelineRef, TimerKind, WorkflowState,
+    decide_planted, decide_start, Command, Decision, Input, Outcome, PipelineRef, TimerKind,
+    WorkflowState,
 };
 
 /// Reply to a start request.
@@ -164,7 +165,8 @@ impl Actor for WorkflowActor {
                 input,
                 reply,
             } => {
-                let r = st.start(pipeline, def, input).await;
+                let mut reply = reply;
+                let r = st.start(pipeline, def, input, &mut reply).await;
                 if let Some(reply) = reply {
                     let _ = reply.send(r);
                 }
@@ -177,7 +179,8 @@ impl Actor for WorkflowActor {
                 if let Some(faults) = &st.ctx.hooks.faults {
                     faults.maybe_panic(&st.id);
                 }
-                let r = st.input(&input, fired).await;
+                let mut reply = reply;
+                let r = st.input(&input, fired, &mut reply).await;
                 if let Some(reply) = reply {
                     let _ = reply.send(r);
                 }
@@ -204,6 +207,7 @@ impl Resident {
         pipeline: PipelineRef,
         def: Arc<PipelineDef>,
         input: String,
+        reply: &mut Option<RpcReplyPort<Result<StartReply, String>>>,
     ) -> Result<StartReply, String> {
         if let Some(e) = &self.broken {
             return Err(e.clone());
@@ -218,10 +222,26 @@ impl Resident {
         let now = self.ctx.clock.now_ms();
         let decision = decide_start(&self.id, pipeline, &def, &input, now);
         let prepared = prepare(&self.ctx, self.partition, &self.id, None, decision, None)?;
+        let plants = self.ctx.hooks.plants;
+        if plants.ack_before_sync {
+            // Planted bug: the caller hears "accepted" before the append.
+            if let Some(reply) = reply.take() {
+                let _ = reply.send(Ok(StartReply {
+                    id: self.id.clone(),
+                    status: crate::workflow::Status::Running,
+                    created: true,
+                }));
+            }
+        }
+        if plants.dispatch_before_append {
+            planted_early_dispatch(&self.ctx, &prepared.decision);
+        }
+        crate::failpoints::point("journal.before_append");
         self.ctx.committer.commit(prepared.ops).await.map_err(|e| {
             super::metrics::Metrics::inc(&self.ctx.metrics.commit_errors);
             format!("journal append failed: {e}")
         })?;
+        crate::failpoints::point("journal.after_append");
         super::transition::publish_event(&self.ctx, prepared.event);
         let next = prepared.next.ok_or("internal: start produced no state")?;
         after_commit(&self.ctx, &self.times, None, &next, &def, prepared.decision);
@@ -235,7 +255,12 @@ impl Resident {
         })
     }
 
-    async fn input(&mut self, input: &Input, fired: Option<(u64, TimerKind)>) -> InputReply {
+    async fn input(
+        &mut self,
+        input: &Input,
+        fired: Option<(u64, TimerKind)>,
+        reply: &mut Option<RpcReplyPort<InputReply>>,
+    ) -> InputReply {
         if let Some(e) = &self.broken {
             return Err(InputError::Rejected(e.clone()));
         }
@@ -247,7 +272,8 @@ impl Resident {
             )));
         };
         let now = self.ctx.clock.now_ms();
-        let decision = decide(wf, def, input, now);
+        let plants = self.ctx.hooks.plants;
+        let decision = decide_planted(wf, def, input, now, plants.skip_stale_check);
         let outcome = decision.outcome.clone();
         note_outcome(&self.ctx, &outcome);
         if let crate::workflow::Outcome::Ignored(reason) = &outcome {
@@ -284,11 +310,22 @@ impl Resident {
         )
         .map_err(InputError::Rejected)?;
         if !prepared.ops.is_empty() {
+            if plants.ack_before_sync {
+                // Planted bug: a result is acknowledged before the append.
+                if let Some(reply) = reply.take() {
+                    let _ = reply.send(Ok(outcome.clone()));
+                }
+            }
+            if plants.dispatch_before_append {
+                planted_early_dispatch(&self.ctx, &prepared.decision);
+            }
+            crate::failpoints::point("journal.before_append");
             if let Err(e) = self.ctx.committer.commit(prepared.ops).await {
                 super::metrics::Metrics::inc(&self.ctx.metrics.commit_errors);
                 tracing::error!(workflow_id = %self.id, error = %e, "journal append failed; input dropped");
                 return Err(InputError::Journal(e.to_string()));
             }
+            crate::failpoints::point("journal.after_append");
         }
         super::transition::publish_event(&self.ctx, prepared.event);
         if !prepared.decision.events.is_empty() {
@@ -306,5 +343,16 @@ impl Resident {
             }
         }
         Ok(outcome)
+    }
+}
+
+/// Planted bug (`NARRALYTICA_PLANT=dispatch_before_append`): the decision's
+/// tasks go to the transport before its append is durable. The normal send
+/// after the commit follows (same task id: NATS drops the copy).
+fn planted_early_dispatch(ctx: &EngineCtx, decision: &Decision) {
+    for c in &decision.commands {
+        if let Command::Dispatch(spec) = c {
+            ctx.transport.dispatch(spec.clone());
+        }
     }
 }

@@ -454,6 +454,7 @@ pub async fn run_intake(
                 continue;
             }
         };
+        crate::failpoints::point("result.received");
         match ResultMessage::decode(&msg.payload, &limits) {
             Ok(r) => {
                 log_received(&r, msg.headers.as_ref());
@@ -535,6 +536,7 @@ async fn serve_direct_results(
             };
             bytes::Bytes::from(serde_json::to_vec(&reply).unwrap_or_default())
         };
+        crate::failpoints::point("result.received");
         let r = match ResultMessage::decode(&msg.payload, &limits) {
             Ok(r) => r,
             Err(e) => {

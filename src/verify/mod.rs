@@ -246,11 +246,30 @@ pub struct VerifyArgs {
     /// Every journaled workflow must be completed, failed or cancelled.
     #[arg(long)]
     pub expect_terminal: bool,
+    /// Workflow ids a client was told were accepted (one per line): each
+    /// must be in the journal (`accepted_lost`).
+    #[arg(long, value_name = "FILE")]
+    pub accepted: Option<std::path::PathBuf>,
+    /// End of the observed run for the `stuck` rule, in ms since the epoch
+    /// (default: the latest journaled event of any workflow).
+    #[arg(long, value_name = "MS")]
+    pub observed_until_ms: Option<u64>,
+    /// Slack of the `stuck` rule on top of heartbeat timeout + max backoff.
+    #[arg(long, value_name = "MS", default_value_t = crate::verify::system::STUCK_SLACK_MS)]
+    pub stuck_slack_ms: u64,
+    /// Clock skew allowed between worker records and the journal when
+    /// checking that a task ran only after its dispatch was journaled.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub skew_ms: u64,
 }
 
 impl VerifyArgs {
     /// Whether the system checker (the `check ...` line) runs.
     pub fn system(&self) -> bool {
-        self.events_from.is_some() || !self.record.is_empty() || self.expect_terminal
+        self.events_from.is_some()
+            || !self.record.is_empty()
+            || self.expect_terminal
+            || self.accepted.is_some()
+            || self.observed_until_ms.is_some()
     }
 }

@@ -111,6 +111,7 @@ pub fn decide_start(
         now: now_ms,
         events: vec![started],
         commands: Vec::new(),
+        accept_stale: false,
     };
     if let Some(due_ms) = deadline_ms {
         b.commands.push(Command::ArmTimer {
@@ -129,12 +130,28 @@ pub fn decide(
     input: &Input,
     now_ms: u64,
 ) -> Decision {
+    decide_planted(state, pipeline, input, now_ms, false)
+}
+
+/// [`decide`] with a test-only planted bug: `accept_stale` skips the
+/// stale-attempt check, so a success of a superseded attempt of the current
+/// generation is accepted (the engine's negative control
+/// `NARRALYTICA_PLANT=skip_stale_check`; the checker must catch it). The
+/// flag is an argument: the core reads no global.
+pub fn decide_planted(
+    state: &WorkflowState,
+    pipeline: &PipelineDef,
+    input: &Input,
+    now_ms: u64,
+    accept_stale: bool,
+) -> Decision {
     let mut b = Builder {
         state: state.clone(),
         pipeline,
         now: now_ms,
         events: Vec::new(),
         commands: Vec::new(),
+        accept_stale,
     };
     let outcome = match input {
         Input::TaskResult(result) => b.on_result(result),
@@ -156,6 +173,8 @@ struct Builder<'a> {
     now: u64,
     events: Vec<Event>,
     commands: Vec<Command>,
+    /// Planted bug (see [`decide_planted`]); false outside negative controls.
+    accept_stale: bool,
 }
 
 impl Builder<'_> {
@@ -199,17 +218,26 @@ impl Builder<'_> {
         }
         let s = &self.state.steps[i];
         if s.task_id.as_deref() != Some(r.task_id.as_str()) {
-            return self.classify_foreign(i, &r.task_id);
+            let o = self.classify_foreign(i, &r.task_id);
+            if self.accept_stale && o == Outcome::Ignored(IgnoreReason::StaleAttempt) {
+                if let Some(a) = self.same_generation_attempt(&r.task_id) {
+                    return self.planted_stale_success(i, a, r).unwrap_or(o);
+                }
+            }
+            return o;
         }
         if s.status != StepStatus::Dispatched {
             // This attempt already ended: by a result (so this is a second
             // one), or by a timeout (so this is a late answer of a
             // superseded attempt, even before the next attempt is out).
-            return Outcome::Ignored(if s.ended_by_timeout() {
-                IgnoreReason::StaleAttempt
-            } else {
-                IgnoreReason::Duplicate
-            });
+            if s.ended_by_timeout() {
+                let o = Outcome::Ignored(IgnoreReason::StaleAttempt);
+                if self.accept_stale {
+                    return self.planted_stale_success(i, s.attempt, r).unwrap_or(o);
+                }
+                return o;
+            }
+            return Outcome::Ignored(IgnoreReason::Duplicate);
         }
         let step = i as u16;
         let attempt = s.attempt;
@@ -243,6 +271,31 @@ impl Builder<'_> {
             }
         }
         Outcome::Applied
+    }
+
+    /// The attempt of a task id of this workflow's current generation.
+    fn same_generation_attempt(&self, task_id: &str) -> Option<u32> {
+        let mut parts = task_id.rsplit(':');
+        let attempt = parts.next()?.parse::<u32>().ok()?;
+        let generation = parts.next()?.parse::<u32>().ok()?;
+        (generation == self.state.generation).then_some(attempt)
+    }
+
+    /// The planted bug: a superseded attempt's success is accepted as if it
+    /// were current. `None` for a failure (left ignored).
+    fn planted_stale_success(&mut self, i: usize, attempt: u32, r: &TaskResult) -> Option<Outcome> {
+        let TaskOutcome::Succeeded(output) = &r.outcome else {
+            return None;
+        };
+        self.emit(EventKind::TaskSucceeded {
+            step: i as u16,
+            attempt,
+            output: output.as_str().into(),
+            worker: r.worker.as_deref().map(Into::into),
+            started_at_ms: r.started_at_ms,
+        });
+        self.advance(false);
+        Some(Outcome::Applied)
     }
 
     /// A task id that is not the step's current attempt: an older attempt or
@@ -638,6 +691,7 @@ pub fn redispatch(
         now: now_ms,
         events: Vec::new(),
         commands: Vec::new(),
+        accept_stale: false,
     };
     b.dispatch(step);
     match b.commands.pop() {

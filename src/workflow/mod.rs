@@ -23,7 +23,9 @@ pub mod input;
 pub mod state;
 
 pub use command::{Command, TaskSpec};
-pub use decide::{decide, decide_start, redispatch, Decision, IgnoreReason, Outcome};
+pub use decide::{
+    decide, decide_planted, decide_start, redispatch, Decision, IgnoreReason, Outcome,
+};
 pub use event::{
     AfterFailure, Event, EventKind, JournalRecord, JournalRecordRef, ReopenMode, TaskError,
     TimeoutKind,

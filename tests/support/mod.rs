@@ -143,6 +143,7 @@ impl Harness {
                         }
                     })),
                     faults: Some(faults.clone()),
+                    plants: Default::default(),
                     outbox: None,
                     spans: exporter
                         .clone()
