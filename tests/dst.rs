@@ -3,7 +3,7 @@
 //! the command that replays exactly that seed.
 //!
 //! * `NARRALYTICA_DST_SEED=S`: run only seed `S` and print its report.
-//! * `NARRALYTICA_DST_SEEDS=N`: seeds per run (default 1000).
+//! * `NARRALYTICA_DST_SEEDS=N`: seeds per run (default 5000).
 //! * `NARRALYTICA_DST_FIRST=F`: first seed (default 1).
 
 use std::time::Instant;
@@ -32,7 +32,7 @@ fn seeds_with_faults_lose_nothing_and_accept_no_step_twice() {
         assert!(r.ok(), "seed {seed} failed; {}", replay_hint(seed));
         return;
     }
-    let n = env_u64("NARRALYTICA_DST_SEEDS").unwrap_or(1000);
+    let n = env_u64("NARRALYTICA_DST_SEEDS").unwrap_or(5000);
     let first = env_u64("NARRALYTICA_DST_FIRST").unwrap_or(1);
     let t0 = Instant::now();
     let mut total = orchestrator::dst::Stats::default();
@@ -96,8 +96,14 @@ fn seeds_with_faults_lose_nothing_and_accept_no_step_twice() {
     assert_eq!(total.accepted, n * per_seed, "every workflow got accepted");
     assert!(total.orchestrator_crashes > n / 2, "{total:?}");
     assert!(total.crashes_losing_writes > 0, "{total:?}");
-    assert!(total.worker_crashes > 0 && total.clock_jumps > 0, "{total:?}");
-    assert!(total.dropped > 0 && total.duplicated > 0 && total.timeouts > 0, "{total:?}");
+    assert!(
+        total.worker_crashes > 0 && total.clock_jumps > 0,
+        "{total:?}"
+    );
+    assert!(
+        total.dropped > 0 && total.duplicated > 0 && total.timeouts > 0,
+        "{total:?}"
+    );
     assert!(total.extra_executions > 0 && total.flagged > 0, "{total:?}");
     assert!(
         total.completed >= n * cfg.video_workflows as u64 * 99 / 100,

@@ -171,10 +171,16 @@ impl Transport for SimTransport {
 
 /// What the orchestrator asks the world to do.
 enum Effect {
-    Reply { wf: usize, ok: bool },
+    Reply {
+        wf: usize,
+        ok: bool,
+    },
     Dispatch(Box<TaskSpec>),
     Cancel(String),
-    Ack { task_id: String, ack: Ack },
+    Ack {
+        task_id: String,
+        ack: Ack,
+    },
     /// A batch was written; aim a crash at its fsync window (maybe).
     Wrote,
 }
@@ -764,10 +770,23 @@ pub fn run_seed(seed: u64, cfg: &DstConfig) -> Report {
     w.setup();
     while let Some(item) = w.queue.pop() {
         if item.at > w.cfg.horizon_ms {
+            let (timers, watched) = w.orch.as_ref().map_or((0, 0), |o| {
+                o.times.iter().fold((0, 0), |(a, b), t| {
+                    let t = t.lock();
+                    (a + t.timers.len(), b + t.liveness.len())
+                })
+            });
             w.problems.push(format!(
-                "horizon: still busy at {} s of virtual time",
-                w.cfg.horizon_ms / 1000
+                "horizon: still busy at {} s of virtual time (next: {:?} at {} s; armed timers {timers}, watched attempts {watched})",
+                w.cfg.horizon_ms / 1000,
+                item.ev,
+                item.at / 1000
             ));
+            if matches!(item.ev, Ev::Tick { .. }) && timers + watched == 0 {
+                // A wake-up for a timer disarmed since: nothing is pending.
+                w.problems.pop();
+                continue;
+            }
             break;
         }
         w.now = item.at;
@@ -1061,9 +1080,7 @@ impl World {
         }
         if let Some(due) = next_due {
             // Engine time → virtual time; a partition never ticks in the past.
-            let at = due
-                .saturating_sub(START_MS + self.skew)
-                .max(self.now + 1);
+            let at = due.saturating_sub(START_MS + self.skew).max(self.now + 1);
             if tick_at.is_none_or(|t| at < t) {
                 if let Some(o) = self.orch.as_mut() {
                     o.tick_at = Some(at);

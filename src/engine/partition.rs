@@ -19,9 +19,7 @@ use super::workflow_actor::{
 };
 use super::EngineCtx;
 use crate::transport::WorkerReport;
-use crate::workflow::{
-    decide, decide_start, Input, Status, TaskSpec, TimerKind, WorkflowState,
-};
+use crate::workflow::{decide, decide_start, Input, Status, TaskSpec, TimerKind, WorkflowState};
 
 /// Result of a bulk accept on one partition.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
