@@ -15,6 +15,7 @@
 //! | [`engine`] | ractor actors: root → partition → workflow; timers, liveness, metrics |
 //! | [`transport`] | engine ↔ workers traits; the in-process transport |
 //! | [`sim`] | simulated workers (dev mode and tests) |
+//! | [`dst`] | deterministic simulation of the engine: seeded faults, virtual time, a checker |
 //! | [`verify`] | the independent journal checker behind `orchestrator verify` |
 //! | [`http`] | `/healthz`, `/readyz`, `/metrics` (Prometheus) on a hand-rolled HTTP/1.1 server |
 //! | [`admin`] | the admin verbs over NATS request/reply |
@@ -41,6 +42,7 @@ pub mod backup;
 pub mod batch;
 pub mod cli;
 pub mod config;
+pub mod dst;
 pub mod engine;
 pub mod events;
 pub mod failpoints;

@@ -3,6 +3,7 @@
 mod support;
 
 mod cli;
+mod dst;
 mod engine;
 mod events;
 mod failpoints;

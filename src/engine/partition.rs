@@ -19,9 +19,7 @@ use super::workflow_actor::{
 };
 use super::EngineCtx;
 use crate::transport::WorkerReport;
-use crate::workflow::{
-    decide, decide_start, redispatch, Input, Status, TaskSpec, TimerKind, WorkflowState,
-};
+use crate::workflow::{decide, decide_start, Input, Status, TaskSpec, TimerKind, WorkflowState};
 
 /// Result of a bulk accept on one partition.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -412,63 +410,16 @@ impl PartitionState {
     /// ids), re-watches them, and re-arms the partition's durable timers.
     fn recover(&mut self) -> Result<(), ActorProcessingErr> {
         let ctx = self.ctx.clone();
-        let now = ctx.clock.now_ms();
-        let timers: Vec<crate::storage::store::DueTimer<TimerKind>> = ctx
-            .store
-            .due_timers(self.index, u64::MAX, usize::MAX)
-            .map_err(|e| format!("partition {}: reading timers: {e}", self.index))?;
-        {
-            let mut t = self.times.lock();
-            for d in timers {
-                t.timers.arm(d.due_ms, &d.id, d.value);
+        let recovered = super::transition::recover(&ctx, self.index, &self.times)?;
+        for (wf, owed) in recovered.workflows {
+            if !owed.is_empty() {
+                self.held.push_back((wf.id.clone(), owed, true));
             }
-        }
-        let mut resumed = 0u64;
-        let mut found = [0u64; 2];
-        for (k, status) in [Status::Running, Status::Paused].into_iter().enumerate() {
-            let ids: Vec<(String, StatusEntry)> = ctx
-                .store
-                .list_status(self.index, status.code(), usize::MAX)
-                .map_err(|e| format!("partition {}: reading status index: {e}", self.index))?;
-            found[k] = ids.len() as u64;
-            for (id, _) in ids {
-                resumed += 1;
-                let wf = match load(&ctx, self.index, &id) {
-                    Ok(Some(wf)) => wf,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        Metrics::inc(&ctx.metrics.corrupt_workflows);
-                        tracing::error!(workflow_id = %id, error = %e, "cannot recover workflow");
-                        continue;
-                    }
-                };
-                let def = match ctx.pipelines.get(&wf.pipeline) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        tracing::error!(workflow_id = %id, error = %e, "pipeline of workflow missing");
-                        continue;
-                    }
-                };
-                let owed: Vec<Box<TaskSpec>> = wf
-                    .in_flight()
-                    .filter_map(|(i, _)| redispatch(&wf, &def, i, now).map(Box::new))
-                    .collect();
-                if !owed.is_empty() {
-                    self.held.push_back((id.clone(), owed, true));
-                }
-                self.cache.put(id, Box::new(wf));
-            }
+            self.cache.put(wf.id.clone(), Box::new(wf));
         }
         // Owed tasks go out in order, under the resident cap like a backlog.
         self.release_enabled = true;
         self.release();
-        ctx.metrics
-            .workflows_resumed
-            .fetch_add(resumed, std::sync::atomic::Ordering::Relaxed);
-        ctx.metrics.note_recovered(self.index, found[0], found[1]);
-        if resumed > 0 {
-            tracing::info!(partition = self.index, resumed, "partition recovered");
-        }
         Ok(())
     }
 
@@ -832,19 +783,7 @@ impl PartitionState {
             let Some((id, specs, resend)) = self.held.pop_front() else {
                 break;
             };
-            let now = self.ctx.clock.now_ms();
-            {
-                let mut t = self.times.lock();
-                for spec in &specs {
-                    t.liveness.watch(spec, now);
-                }
-            }
-            for spec in specs {
-                self.ctx
-                    .metrics
-                    .task_sent(&spec.task_type, spec.attempt, resend);
-                self.ctx.transport.dispatch(spec);
-            }
+            super::transition::send_owed(&self.ctx, &self.times, specs, resend);
             self.released.insert(id);
         }
     }

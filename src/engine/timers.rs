@@ -45,6 +45,11 @@ impl TimerWheel {
         out
     }
 
+    /// Due time of the earliest armed timer (a shell can sleep until then).
+    pub fn next_due(&self) -> Option<u64> {
+        self.due.first().map(|(due, _, _)| *due)
+    }
+
     pub fn len(&self) -> usize {
         self.due.len()
     }
@@ -250,6 +255,12 @@ impl Liveness {
             }
         }
         out
+    }
+
+    /// The earliest time [`Liveness::expired`] may report something. It can
+    /// be early (an attempt started or heartbeated since), never late.
+    pub fn next_due(&self) -> Option<u64> {
+        self.queue.first().map(|(at, _)| *at)
     }
 
     pub fn len(&self) -> usize {

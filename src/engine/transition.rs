@@ -442,3 +442,98 @@ pub fn load(ctx: &EngineCtx, partition: u16, id: &str) -> Result<Option<Workflow
     }
     Ok(state)
 }
+
+/// What a partition rebuilds from storage when it starts.
+pub struct Recovered {
+    /// Every readable non-terminal workflow of the partition, with the tasks
+    /// it owes for its in-flight steps (same task ids as before the restart).
+    #[allow(clippy::vec_box)]
+    pub workflows: Vec<(WorkflowState, Vec<Box<TaskSpec>>)>,
+}
+
+/// Recovery of one partition from storage alone, as after a restart: re-arms
+/// the partition's durable timers in `times`, loads every running or paused
+/// workflow and computes the attempts to send again. Unreadable workflows are
+/// counted (`corrupt_workflows`) and left out. The caller keeps the states
+/// and sends the owed tasks ([`send_owed`]) when it sees fit.
+pub fn recover(
+    ctx: &EngineCtx,
+    partition: u16,
+    times: &Mutex<PartitionTimes>,
+) -> Result<Recovered, String> {
+    let now = ctx.clock.now_ms();
+    let timers: Vec<crate::storage::store::DueTimer<TimerKind>> = ctx
+        .store
+        .due_timers(partition, u64::MAX, usize::MAX)
+        .map_err(|e| format!("partition {partition}: reading timers: {e}"))?;
+    {
+        let mut t = times.lock();
+        for d in timers {
+            t.timers.arm(d.due_ms, &d.id, d.value);
+        }
+    }
+    let mut resumed = 0u64;
+    let mut found = [0u64; 2];
+    let mut workflows = Vec::new();
+    for (k, status) in [Status::Running, Status::Paused].into_iter().enumerate() {
+        let ids: Vec<(String, StatusEntry)> = ctx
+            .store
+            .list_status(partition, status.code(), usize::MAX)
+            .map_err(|e| format!("partition {partition}: reading status index: {e}"))?;
+        found[k] = ids.len() as u64;
+        for (id, _) in ids {
+            resumed += 1;
+            let wf = match load(ctx, partition, &id) {
+                Ok(Some(wf)) => wf,
+                Ok(None) => continue,
+                Err(e) => {
+                    Metrics::inc(&ctx.metrics.corrupt_workflows);
+                    tracing::error!(workflow_id = %id, error = %e, "cannot recover workflow");
+                    continue;
+                }
+            };
+            let def = match ctx.pipelines.get(&wf.pipeline) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(workflow_id = %id, error = %e, "pipeline of workflow missing");
+                    continue;
+                }
+            };
+            let owed: Vec<Box<TaskSpec>> = wf
+                .in_flight()
+                .filter_map(|(i, _)| crate::workflow::redispatch(&wf, &def, i, now).map(Box::new))
+                .collect();
+            workflows.push((wf, owed));
+        }
+    }
+    ctx.metrics
+        .workflows_resumed
+        .fetch_add(resumed, std::sync::atomic::Ordering::Relaxed);
+    ctx.metrics.note_recovered(partition, found[0], found[1]);
+    if resumed > 0 {
+        tracing::info!(partition, resumed, "partition recovered");
+    }
+    Ok(Recovered { workflows })
+}
+
+/// Sends tasks owed by a workflow (released from a backlog, or re-sent after
+/// a restart when `resend`): each is watched from now, then dispatched.
+#[allow(clippy::vec_box)]
+pub fn send_owed(
+    ctx: &EngineCtx,
+    times: &Mutex<PartitionTimes>,
+    specs: Vec<Box<TaskSpec>>,
+    resend: bool,
+) {
+    let now = ctx.clock.now_ms();
+    {
+        let mut t = times.lock();
+        for spec in &specs {
+            t.liveness.watch(spec, now);
+        }
+    }
+    for spec in specs {
+        ctx.metrics.task_sent(&spec.task_type, spec.attempt, resend);
+        ctx.transport.dispatch(spec);
+    }
+}

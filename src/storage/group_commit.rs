@@ -173,6 +173,18 @@ impl GroupCommitter {
         })
     }
 
+    /// A committer without a writer thread: every `commit` fails with
+    /// [`Error::CommitterClosed`]. For shells that write their batches to the
+    /// storage themselves (the deterministic simulator, `crate::dst`) but
+    /// reuse engine code that carries a committer in its context.
+    pub fn detached() -> Self {
+        GroupCommitter {
+            tx: None,
+            threads: Vec::new(),
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
     /// Queue `ops` for the next batch; resolves after the batch containing them has
     /// been durably written, or with that batch's error. The ops of one call are
     /// always written atomically, in order, in a single batch.

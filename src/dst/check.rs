@@ -1,0 +1,246 @@
+//! The verdict on one run, from three records kept independently: the
+//! durable store (journals, snapshots, status index), the workers' execution
+//! log, and the orchestrator's acknowledgements of results.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::world::{ClientWf, DOOMED};
+use super::Stats;
+use crate::pipeline::PipelineDef;
+use crate::storage::store::WorkflowStore;
+use crate::storage::MemoryStorage;
+use crate::workflow::{EventKind, JournalRecord};
+
+/// How the orchestrator took a result, recorded when it acknowledged it
+/// (after the transition it caused was durable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ack {
+    AppliedSuccess = 1,
+    AppliedOther = 2,
+    /// Flagged: duplicate, stale attempt, unknown task or terminal workflow.
+    Ignored = 3,
+    Rejected = 4,
+}
+
+/// What one task id went through at the workers.
+#[derive(Debug, Default)]
+pub(super) struct Execution {
+    pub key: String,
+    /// Times a worker took it.
+    pub runs: u64,
+    /// Success answers sent for it.
+    pub success_answers: u64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Log {
+    pub executions: BTreeMap<String, Execution>,
+    pub acks: Vec<(String, Ack)>,
+}
+
+impl Log {
+    pub fn executed(&mut self, task_id: &str, key: &str) {
+        let e = self.executions.entry(task_id.to_string()).or_default();
+        e.key = key.to_string();
+        e.runs += 1;
+    }
+
+    pub fn answered(&mut self, task_id: &str, success: bool) {
+        if success {
+            if let Some(e) = self.executions.get_mut(task_id) {
+                e.success_answers += 1;
+            }
+        }
+    }
+}
+
+pub(super) struct Evidence<'a> {
+    pub storage: &'a MemoryStorage,
+    pub defs: &'a [PipelineDef],
+    pub client: &'a [ClientWf],
+    pub log: &'a Log,
+}
+
+/// The idempotency key of one of our task ids (`<key>:<attempt>`).
+fn key_of(task_id: &str) -> &str {
+    task_id.rsplit_once(':').map_or(task_id, |(k, _)| k)
+}
+
+/// Every violation found, one line each; fills the outcome counters of `stats`.
+pub(super) fn check(ev: &Evidence<'_>, stats: &mut Stats) -> Vec<String> {
+    let mut out = Vec::new();
+    // Only what survived: the run ends with nothing unsynced, but a cut-off
+    // run may not have.
+    ev.storage.crash();
+    let store = match WorkflowStore::open_existing(Arc::new(ev.storage.clone())) {
+        Ok(s) => s,
+        Err(e) => return vec![format!("store: {e}")],
+    };
+    match crate::verify::verify_store(&store) {
+        Ok(r) => {
+            if r.violations > 0 || r.corrupt > 0 {
+                out.push(format!("journal replay: {r}: {}", r.details.join("; ")));
+            }
+            if r.running > 0 {
+                out.push(format!(
+                    "stuck: {} journaled workflows not terminal after the drain",
+                    r.running
+                ));
+            }
+        }
+        Err(e) => out.push(format!("verify: {e}")),
+    }
+    // The accepted success of each key, from the journals.
+    let mut journal_success: BTreeMap<String, String> = BTreeMap::new();
+    for c in ev.client {
+        let p = store.partition_of(&c.id);
+        let records: Vec<(u64, JournalRecord)> = match store.load_journal(p, &c.id, 1) {
+            Ok(r) => r,
+            Err(e) => {
+                out.push(format!("{}: journal unreadable: {e}", c.id));
+                continue;
+            }
+        };
+        if records.is_empty() {
+            if c.accepted {
+                out.push(format!("lost: {} was accepted but has no journal", c.id));
+            }
+            continue;
+        }
+        let mut generation = 0u32;
+        let mut dispatched: BTreeMap<(u32, u16, u32), String> = BTreeMap::new();
+        let mut successes: BTreeMap<(u32, u16), Vec<String>> = BTreeMap::new();
+        let mut outputs: BTreeMap<u16, String> = BTreeMap::new();
+        let mut terminal: Option<&'static str> = None;
+        for (_, rec) in &records {
+            for e in &rec.events {
+                match &e.kind {
+                    EventKind::WorkflowReopened { generation: g, .. } => {
+                        generation = *g;
+                        terminal = None;
+                    }
+                    EventKind::TaskDispatched {
+                        step,
+                        attempt,
+                        task_id,
+                    } => {
+                        dispatched.insert((generation, *step, *attempt), task_id.to_string());
+                    }
+                    EventKind::TaskSucceeded {
+                        step,
+                        attempt,
+                        output,
+                        ..
+                    } => {
+                        let task_id = dispatched
+                            .get(&(generation, *step, *attempt))
+                            .cloned()
+                            .unwrap_or_else(|| format!("{}:?{step}:{generation}:{attempt}", c.id));
+                        successes
+                            .entry((generation, *step))
+                            .or_default()
+                            .push(task_id);
+                        outputs.insert(*step, output.to_string());
+                    }
+                    k if k.is_terminal() => terminal = Some(k.name()),
+                    _ => {}
+                }
+            }
+        }
+        let Some(terminal) = terminal else {
+            out.push(format!("stuck: {} is not terminal", c.id));
+            continue;
+        };
+        for ((g, step), ids) in &successes {
+            if ids.len() > 1 {
+                out.push(format!(
+                    "double accept: {} step {step} generation {g} succeeded {} times ({})",
+                    c.id,
+                    ids.len(),
+                    ids.join(", ")
+                ));
+            }
+            for id in ids {
+                let answered = ev
+                    .log
+                    .executions
+                    .get(id)
+                    .is_some_and(|e| e.success_answers > 0);
+                if !answered {
+                    out.push(format!(
+                        "unrecorded accept: {id} accepted but no worker answered it with success"
+                    ));
+                }
+                journal_success.insert(key_of(id).to_string(), id.clone());
+            }
+        }
+        let Some(def) = ev.defs.iter().find(|d| d.name == c.pipeline) else {
+            out.push(format!("{}: pipeline {} unknown", c.id, c.pipeline));
+            continue;
+        };
+        if terminal == "workflow_completed" {
+            stats.completed += 1;
+            let outs: Vec<Option<&str>> = (0..def.steps.len())
+                .map(|i| outputs.get(&(i as u16)).map(String::as_str))
+                .collect();
+            let wrong = crate::sim::check_outputs(def, &outs);
+            if !wrong.is_empty() {
+                out.push(format!("wrong outputs: {}: {}", c.id, wrong.join(", ")));
+            }
+        } else if terminal == "workflow_failed" {
+            stats.failed += 1;
+        }
+        let doomed = def.steps.iter().position(|s| s.task_type == DOOMED);
+        if let Some(d) = doomed {
+            if terminal != "workflow_failed" {
+                out.push(format!("{}: ended {terminal}, expected failed", c.id));
+            }
+            let after: Vec<u16> = (0..def.steps.len() as u16)
+                .filter(|&i| def.steps[usize::from(i)].needs.contains(&(d as u16)))
+                .collect();
+            for i in after {
+                if outputs.contains_key(&i) {
+                    out.push(format!(
+                        "{}: step {} ran although its dependency always fails",
+                        c.id,
+                        def.steps[usize::from(i)].name
+                    ));
+                }
+            }
+        }
+    }
+    // Acknowledgements: per key at most one accepted success, and it is the
+    // one the journal holds; every other answer was flagged.
+    let mut acked: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (task_id, ack) in &ev.log.acks {
+        match ack {
+            Ack::AppliedSuccess => acked.entry(key_of(task_id)).or_default().push(task_id),
+            Ack::Ignored => stats.flagged += 1,
+            Ack::AppliedOther | Ack::Rejected => {}
+        }
+    }
+    for (key, ids) in &acked {
+        if ids.len() > 1 {
+            out.push(format!(
+                "unflagged extra execution: key {key} had {} answers acknowledged as its success ({})",
+                ids.len(),
+                ids.join(", ")
+            ));
+        }
+        for id in ids {
+            if journal_success.get(*key).map(String::as_str) != Some(*id) {
+                out.push(format!(
+                    "acknowledged but not durable: success of {id} was acknowledged, the journal holds {:?}",
+                    journal_success.get(*key)
+                ));
+            }
+        }
+    }
+    let mut per_key: BTreeMap<&str, u64> = BTreeMap::new();
+    for e in ev.log.executions.values() {
+        *per_key.entry(e.key.as_str()).or_default() += e.runs;
+    }
+    stats.extra_executions = per_key.values().map(|n| n.saturating_sub(1)).sum();
+    out
+}

@@ -1,0 +1,1182 @@
+//! The simulated world of one seed: event queue, network, client, workers and
+//! the orchestrator shell around the production transition code.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::check::{self, Ack, Evidence, Log};
+use super::rng::{Rng, TraceHash};
+use super::{DstConfig, Plant, Report, Stats};
+use crate::engine::transition::{self, PartitionTimes, Prepared};
+use crate::engine::{EngineConfig, EngineCtx, Hooks, ManualClock, Metrics, PipelineRegistry};
+use crate::pipeline::load::parse_pipeline;
+use crate::pipeline::{PipelineDef, PipelineLimits};
+use crate::storage::store::WorkflowStore;
+use crate::storage::{GroupCommitter, MemoryStorage, Storage};
+use crate::transport::{workflow_of_task, Transport};
+use crate::workflow::{
+    decide, decide_start, Input, Outcome, Status, TaskError, TaskOutcome, TaskResult, TaskSpec,
+    TimerKind, WorkflowState,
+};
+
+/// The production video pipeline.
+const VIDEO_TOML: &str = include_str!("../../config/pipelines/video.toml");
+
+/// A small pipeline whose middle step always fails: its workflows must end
+/// failed after the retries are exhausted, and `publish` must never run.
+pub(super) const FLAKY_TOML: &str = r#"
+[pipeline]
+name = "flaky"
+version = 1
+
+[defaults.retry]
+max_attempts = 3
+initial_backoff = "100ms"
+backoff_coefficient = 2.0
+max_backoff = "1s"
+
+[defaults.timeouts]
+schedule_to_start = "30s"
+start_to_close = "2m"
+heartbeat = "10s"
+
+[[steps]]
+name = "prepare"
+task_type = "prepare"
+
+[[steps]]
+name = "doomed"
+task_type = "doomed"
+needs = ["prepare"]
+
+[[steps]]
+name = "publish"
+task_type = "publish"
+needs = ["doomed"]
+"#;
+
+/// The task type the simulated workers always fail.
+pub(super) const DOOMED: &str = "doomed";
+
+/// The two pipelines of a run, parsed from their text (no file IO).
+pub(super) fn pipelines() -> Result<Vec<PipelineDef>, String> {
+    let limits = PipelineLimits::default();
+    let video = parse_pipeline(VIDEO_TOML, "video.toml", &limits).map_err(|e| e.to_string())?;
+    let flaky = parse_pipeline(FLAKY_TOML, "flaky.toml", &limits).map_err(|e| e.to_string())?;
+    Ok(vec![video, flaky])
+}
+
+#[derive(Debug, Clone)]
+enum OrchMsg {
+    Start { wf: usize },
+    Started { task_id: String },
+    Beat { task_id: String },
+    Result(TaskResult),
+}
+
+#[derive(Debug, Clone)]
+enum WorkerMsg {
+    Task(Box<TaskSpec>),
+    Cancel(String),
+}
+
+#[derive(Debug, Clone)]
+enum Ev {
+    ClientStart { wf: usize },
+    ToClient { wf: usize, ok: bool },
+    ToOrch(OrchMsg),
+    ToWorker { worker: usize, msg: WorkerMsg },
+    WorkerFinish { worker: usize, epoch: u64, run: u64 },
+    WorkerBeat { worker: usize, epoch: u64, run: u64 },
+    WorkerCrash { worker: usize },
+    WorkerRestart { worker: usize },
+    Flush { inc: u64 },
+    Tick { inc: u64 },
+    OrchCrash,
+    OrchRestart,
+    ClockJump { ms: u64 },
+}
+
+impl Ev {
+    /// A small number per kind, for the trace hash.
+    fn code(&self) -> u64 {
+        match self {
+            Ev::ClientStart { .. } => 1,
+            Ev::ToClient { .. } => 2,
+            Ev::ToOrch(OrchMsg::Start { .. }) => 3,
+            Ev::ToOrch(OrchMsg::Started { .. }) => 4,
+            Ev::ToOrch(OrchMsg::Beat { .. }) => 5,
+            Ev::ToOrch(OrchMsg::Result(_)) => 6,
+            Ev::ToWorker { .. } => 7,
+            Ev::WorkerFinish { .. } => 8,
+            Ev::WorkerBeat { .. } => 9,
+            Ev::WorkerCrash { .. } => 10,
+            Ev::WorkerRestart { .. } => 11,
+            Ev::Flush { .. } => 12,
+            Ev::Tick { .. } => 13,
+            Ev::OrchCrash => 14,
+            Ev::OrchRestart => 15,
+            Ev::ClockJump { .. } => 16,
+        }
+    }
+}
+
+/// A pending delivery: ordered by time, then by the order it was queued.
+struct Item {
+    at: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Item {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Item {}
+impl PartialOrd for Item {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Item {
+    /// Reversed: `BinaryHeap` is a max-heap and the earliest item must come first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// The orchestrator's transport: commands are collected, the world delivers them.
+#[derive(Default)]
+struct SimTransport {
+    out: Mutex<Vec<Sent>>,
+}
+
+enum Sent {
+    Dispatch(Box<TaskSpec>),
+    Cancel(String),
+}
+
+impl Transport for SimTransport {
+    fn dispatch(&self, task: Box<TaskSpec>) {
+        self.out.lock().push(Sent::Dispatch(task));
+    }
+    fn cancel(&self, task_id: &str, _task_type: &str) {
+        self.out.lock().push(Sent::Cancel(task_id.to_string()));
+    }
+}
+
+/// What the orchestrator asks the world to do.
+enum Effect {
+    Reply {
+        wf: usize,
+        ok: bool,
+    },
+    Dispatch(Box<TaskSpec>),
+    Cancel(String),
+    Ack {
+        task_id: String,
+        ack: Ack,
+    },
+    /// A batch was written; aim a crash at its fsync window (maybe).
+    Wrote,
+}
+
+/// Work waiting in a workflow's mailbox.
+enum Work {
+    Start {
+        wf: usize,
+        pipeline: String,
+        input: String,
+    },
+    Input {
+        input: Input,
+        fired: Option<(u64, TimerKind)>,
+        /// The result's task id, to record its acknowledgement.
+        ack: Option<(String, bool)>,
+    },
+}
+
+/// One resident workflow of the shell (what an actor holds).
+#[derive(Default)]
+struct Slot {
+    wf: Option<WorkflowState>,
+    def: Option<Arc<PipelineDef>>,
+    /// A transition of this workflow waits for its flush.
+    busy: bool,
+    queue: VecDeque<Work>,
+}
+
+/// A written, not yet durable transition and what follows once it is.
+struct Commit {
+    id: String,
+    partition: u16,
+    kind: CommitKind,
+}
+
+enum CommitKind {
+    Start {
+        wf: usize,
+        def: Arc<PipelineDef>,
+        prepared: Prepared,
+    },
+    Input {
+        prev_status: Status,
+        prepared: Prepared,
+        outcome: Outcome,
+        ack: Option<(String, bool)>,
+    },
+}
+
+/// One incarnation of the orchestrator: everything here dies in a crash.
+struct Orch {
+    ctx: Arc<EngineCtx>,
+    transport: Arc<SimTransport>,
+    times: Vec<Mutex<PartitionTimes>>,
+    slots: BTreeMap<String, Slot>,
+    pending: Vec<Commit>,
+    effects: Vec<Effect>,
+    plant: Option<Plant>,
+    /// Batches were written since the last flush.
+    unflushed: bool,
+    flush_at: Option<u64>,
+    tick_at: Option<u64>,
+}
+
+impl Orch {
+    /// Starts like a restarted process: storage reopened, pipelines
+    /// persisted, every partition recovered from storage alone.
+    fn boot(
+        storage: &MemoryStorage,
+        clock: &Arc<ManualClock>,
+        defs: &[PipelineDef],
+        cfg: &DstConfig,
+    ) -> Result<Orch, String> {
+        let raw: Arc<dyn Storage> = Arc::new(storage.clone());
+        let store = WorkflowStore::open(raw.clone(), cfg.partitions).map_err(|e| e.to_string())?;
+        let pipelines = Arc::new(PipelineRegistry::new(store.clone(), defs.to_vec()));
+        raw.write(&pipelines.persist_ops().map_err(|e| e.to_string())?, true)
+            .map_err(|e| e.to_string())?;
+        let transport = Arc::new(SimTransport::default());
+        let config = EngineConfig {
+            partitions: cfg.partitions,
+            snapshot_every_events: cfg.snapshot_every_events,
+            ..EngineConfig::default()
+        };
+        let ctx = Arc::new(EngineCtx {
+            store,
+            committer: Arc::new(GroupCommitter::detached()),
+            clock: clock.clone(),
+            transport: transport.clone(),
+            pipelines,
+            metrics: Arc::new(Metrics::default()),
+            config,
+            hooks: Hooks::default(),
+        });
+        let mut o = Orch {
+            times: (0..cfg.partitions)
+                .map(|_| Mutex::new(PartitionTimes::default()))
+                .collect(),
+            ctx,
+            transport,
+            slots: BTreeMap::new(),
+            pending: Vec::new(),
+            effects: Vec::new(),
+            plant: cfg.plant,
+            unflushed: false,
+            flush_at: None,
+            tick_at: None,
+        };
+        for p in 0..cfg.partitions {
+            let recovered = transition::recover(&o.ctx, p, &o.times[usize::from(p)])?;
+            for (wf, owed) in recovered.workflows {
+                let def = o.ctx.pipelines.get(&wf.pipeline)?;
+                let id = wf.id.clone();
+                o.slots.insert(
+                    id,
+                    Slot {
+                        wf: Some(wf),
+                        def: Some(def),
+                        ..Slot::default()
+                    },
+                );
+                transition::send_owed(&o.ctx, &o.times[usize::from(p)], owed, true);
+            }
+        }
+        o.collect_sent();
+        Ok(o)
+    }
+
+    fn partition(&self, id: &str) -> u16 {
+        self.ctx.store.partition_of(id)
+    }
+
+    fn collect_sent(&mut self) {
+        for s in std::mem::take(&mut *self.transport.out.lock()) {
+            self.effects.push(match s {
+                Sent::Dispatch(spec) => Effect::Dispatch(spec),
+                Sent::Cancel(id) => Effect::Cancel(id),
+            });
+        }
+        for t in &self.times {
+            t.lock().finished.clear();
+        }
+    }
+
+    /// Puts work in a workflow's mailbox, loading the workflow from storage
+    /// if it is not resident (like spawning an actor with `Init::Load`).
+    fn enqueue(&mut self, id: &str, work: Work) {
+        if !self.slots.contains_key(id) {
+            match transition::load(&self.ctx, self.partition(id), id) {
+                Ok(wf) => {
+                    let def = match &wf {
+                        Some(s) => match self.ctx.pipelines.get(&s.pipeline) {
+                            Ok(d) => Some(d),
+                            Err(e) => return self.refuse(work, e),
+                        },
+                        None => None,
+                    };
+                    self.slots.insert(
+                        id.to_string(),
+                        Slot {
+                            wf,
+                            def,
+                            ..Slot::default()
+                        },
+                    );
+                }
+                Err(e) => return self.refuse(work, e),
+            }
+        }
+        if let Some(slot) = self.slots.get_mut(id) {
+            slot.queue.push_back(work);
+        }
+        self.pump(id);
+    }
+
+    fn refuse(&mut self, work: Work, _why: String) {
+        match work {
+            Work::Start { wf, .. } => self.effects.push(Effect::Reply { wf, ok: false }),
+            Work::Input {
+                ack: Some((task_id, _)),
+                ..
+            } => self.effects.push(Effect::Ack {
+                task_id,
+                ack: Ack::Rejected,
+            }),
+            Work::Input { .. } => {}
+        }
+    }
+
+    /// Runs queued work of `id` until a transition waits for its flush.
+    fn pump(&mut self, id: &str) {
+        loop {
+            let Some(slot) = self.slots.get_mut(id) else {
+                return;
+            };
+            if slot.busy {
+                return;
+            }
+            let Some(work) = slot.queue.pop_front() else {
+                return;
+            };
+            self.run(id, work);
+        }
+    }
+
+    /// One input, the way the workflow actor handles it.
+    fn run(&mut self, id: &str, work: Work) {
+        let partition = self.partition(id);
+        let now = self.ctx.clock.now_ms();
+        let Some(slot) = self.slots.get(id) else {
+            return;
+        };
+        match work {
+            Work::Start {
+                wf,
+                pipeline,
+                input,
+            } => {
+                if slot.wf.is_some() {
+                    // An existing workflow is returned, never a second one.
+                    self.effects.push(Effect::Reply { wf, ok: true });
+                    return;
+                }
+                let Some((pref, def)) = self.ctx.pipelines.current(&pipeline) else {
+                    self.effects.push(Effect::Reply { wf, ok: false });
+                    return;
+                };
+                let decision = decide_start(id, pref, &def, &input, now);
+                match transition::prepare(&self.ctx, partition, id, None, decision, None) {
+                    Ok(mut prepared) => {
+                        let ops = std::mem::take(&mut prepared.ops);
+                        self.write(
+                            &ops,
+                            Commit {
+                                id: id.to_string(),
+                                partition,
+                                kind: CommitKind::Start { wf, def, prepared },
+                            },
+                        );
+                    }
+                    Err(_) => self.effects.push(Effect::Reply { wf, ok: false }),
+                }
+            }
+            Work::Input { input, fired, ack } => {
+                let (Some(wf), Some(def)) = (&slot.wf, &slot.def) else {
+                    Metrics::inc(&self.ctx.metrics.unknown_tasks);
+                    if let Some((task_id, _)) = ack {
+                        self.effects.push(Effect::Ack {
+                            task_id,
+                            ack: Ack::Rejected,
+                        });
+                    }
+                    return;
+                };
+                let decision = decide(wf, def, &input, now);
+                let outcome = decision.outcome.clone();
+                transition::note_outcome(&self.ctx, &outcome);
+                let prev_status = wf.status;
+                match transition::prepare(
+                    &self.ctx,
+                    partition,
+                    id,
+                    Some(wf),
+                    decision,
+                    fired.as_ref(),
+                ) {
+                    Ok(mut prepared) if !prepared.ops.is_empty() => {
+                        let ops = std::mem::take(&mut prepared.ops);
+                        self.write(
+                            &ops,
+                            Commit {
+                                id: id.to_string(),
+                                partition,
+                                kind: CommitKind::Input {
+                                    prev_status,
+                                    prepared,
+                                    outcome,
+                                    ack,
+                                },
+                            },
+                        );
+                    }
+                    Ok(_) => self.acknowledge(ack, &outcome),
+                    Err(_) => {
+                        if let Some((task_id, _)) = ack {
+                            self.effects.push(Effect::Ack {
+                                task_id,
+                                ack: Ack::Rejected,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn acknowledge(&mut self, ack: Option<(String, bool)>, outcome: &Outcome) {
+        let Some((task_id, success)) = ack else {
+            return;
+        };
+        let ack = match outcome {
+            Outcome::Applied if success => Ack::AppliedSuccess,
+            Outcome::Applied => Ack::AppliedOther,
+            Outcome::Ignored(_) => Ack::Ignored,
+            Outcome::Rejected(_) => Ack::Rejected,
+        };
+        self.effects.push(Effect::Ack { task_id, ack });
+    }
+
+    /// Writes a batch unsynced (visible, not durable) and parks its effects
+    /// until the next flush, like the group committer's queue.
+    fn write(&mut self, ops: &[crate::storage::Op], commit: Commit) {
+        if self.ctx.store.storage().write(ops, false).is_err() {
+            // The journal append failed: nothing changed, the input is dropped
+            // (a start is answered with an error, a result stays unacknowledged).
+            Metrics::inc(&self.ctx.metrics.commit_errors);
+            if let CommitKind::Start { wf, .. } = commit.kind {
+                self.effects.push(Effect::Reply { wf, ok: false });
+            }
+            return;
+        }
+        self.effects.push(Effect::Wrote);
+        let id = commit.id.clone();
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.busy = true;
+        }
+        self.unflushed = true;
+        if self.plant == Some(Plant::AckBeforeSync) {
+            // The planted bug: the effects run before the flush.
+            self.complete(commit);
+        } else {
+            self.pending.push(commit);
+        }
+    }
+
+    /// The flush: everything written so far becomes durable, then the
+    /// parked transitions take effect in the order they were written.
+    fn flush(&mut self) -> Result<(), String> {
+        self.flush_at = None;
+        self.unflushed = false;
+        self.ctx
+            .store
+            .storage()
+            .write(&[], true)
+            .map_err(|e| e.to_string())?;
+        for c in std::mem::take(&mut self.pending) {
+            self.complete(c);
+        }
+        Ok(())
+    }
+
+    /// After the batch is durable: evolve, run the commands, answer.
+    fn complete(&mut self, c: Commit) {
+        let Commit {
+            id,
+            partition,
+            kind,
+        } = c;
+        let times = &self.times[usize::from(partition)];
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        match kind {
+            CommitKind::Start { wf, def, prepared } => {
+                transition::publish_event(&self.ctx, prepared.event);
+                match prepared.next {
+                    Some(next) => {
+                        transition::after_commit(
+                            &self.ctx,
+                            times,
+                            None,
+                            &next,
+                            &def,
+                            prepared.decision,
+                        );
+                        slot.wf = Some(next);
+                        slot.def = Some(def);
+                        self.effects.push(Effect::Reply { wf, ok: true });
+                    }
+                    None => self.effects.push(Effect::Reply { wf, ok: false }),
+                }
+            }
+            CommitKind::Input {
+                prev_status,
+                prepared,
+                outcome,
+                ack,
+            } => {
+                transition::publish_event(&self.ctx, prepared.event);
+                if !prepared.decision.events.is_empty() {
+                    if let (Some(wf), Some(def)) = (slot.wf.as_mut(), slot.def.clone()) {
+                        transition::apply(wf, &prepared.decision);
+                        transition::after_commit(
+                            &self.ctx,
+                            times,
+                            Some(prev_status),
+                            wf,
+                            &def,
+                            prepared.decision,
+                        );
+                    }
+                }
+                self.acknowledge(ack, &outcome);
+            }
+        }
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.busy = false;
+        }
+        self.collect_sent();
+        self.pump(&id);
+    }
+
+    /// The partition tick: due durable timers and expired attempt deadlines
+    /// become inputs of their workflows. Returns the timeouts reported.
+    fn tick(&mut self) -> u64 {
+        let now = self.ctx.clock.now_ms();
+        let max = self.ctx.config.timer_batch_max;
+        let mut timeouts = 0;
+        for p in 0..self.times.len() {
+            let (timers, expired) = {
+                let mut t = self.times[p].lock();
+                (t.timers.pop_due(now, max), t.liveness.expired(now, max))
+            };
+            for (due, id, timer) in timers {
+                let work = Work::Input {
+                    input: Input::TimerFired(timer.clone()),
+                    fired: Some((due, timer)),
+                    ack: None,
+                };
+                self.enqueue(&id, work);
+            }
+            for (id, task_id, timeout) in expired {
+                timeouts += 1;
+                let work = Work::Input {
+                    input: Input::TaskTimedOut { task_id, timeout },
+                    fired: None,
+                    ack: None,
+                };
+                self.enqueue(&id, work);
+            }
+        }
+        timeouts
+    }
+
+    /// Engine time of the next timer or deadline, if any.
+    fn next_due(&self) -> Option<u64> {
+        self.times
+            .iter()
+            .filter_map(|t| {
+                let t = t.lock();
+                match (t.timers.next_due(), t.liveness.next_due()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            })
+            .min()
+    }
+
+    fn report(&mut self, msg: OrchMsg, client: &[ClientWf]) {
+        let now = self.ctx.clock.now_ms();
+        match msg {
+            OrchMsg::Start { wf } => {
+                let Some(c) = client.get(wf) else {
+                    return;
+                };
+                let work = Work::Start {
+                    wf,
+                    pipeline: c.pipeline.to_string(),
+                    input: c.input.clone(),
+                };
+                let id = c.id.clone();
+                self.enqueue(&id, work);
+            }
+            OrchMsg::Started { task_id } => {
+                if let Some(id) = workflow_of_task(&task_id) {
+                    let p = usize::from(self.partition(id));
+                    self.times[p].lock().liveness.started(&task_id, now);
+                }
+            }
+            OrchMsg::Beat { task_id } => {
+                if let Some(id) = workflow_of_task(&task_id) {
+                    let p = usize::from(self.partition(id));
+                    self.times[p].lock().liveness.heartbeat(&task_id, now);
+                }
+            }
+            OrchMsg::Result(r) => {
+                let Some(id) = workflow_of_task(&r.task_id).map(str::to_string) else {
+                    self.effects.push(Effect::Ack {
+                        task_id: r.task_id,
+                        ack: Ack::Rejected,
+                    });
+                    return;
+                };
+                let p = usize::from(self.partition(&id));
+                self.times[p].lock().liveness.unwatch(&r.task_id);
+                let success = matches!(r.outcome, TaskOutcome::Succeeded(_));
+                let ack = Some((r.task_id.clone(), success));
+                self.enqueue(
+                    &id,
+                    Work::Input {
+                        input: Input::TaskResult(r),
+                        fired: None,
+                        ack,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// One workflow the client wants run.
+pub(super) struct ClientWf {
+    pub id: String,
+    pub pipeline: &'static str,
+    pub input: String,
+    /// The orchestrator answered a start: the workflow is accepted.
+    pub accepted: bool,
+}
+
+#[derive(Default)]
+struct Worker {
+    up: bool,
+    epoch: u64,
+    /// Runs in progress by run number.
+    runs: BTreeMap<u64, Box<TaskSpec>>,
+}
+
+struct World {
+    cfg: DstConfig,
+    rng: Rng,
+    trace: TraceHash,
+    now: u64,
+    skew: u64,
+    queue: BinaryHeap<Item>,
+    seq: u64,
+    storage: MemoryStorage,
+    clock: Arc<ManualClock>,
+    defs: Vec<PipelineDef>,
+    orch: Option<Orch>,
+    inc: u64,
+    workers: Vec<Worker>,
+    next_run: u64,
+    client: Vec<ClientWf>,
+    log: Log,
+    stats: Stats,
+    problems: Vec<String>,
+}
+
+/// Runs one seed to the end and checks it.
+pub fn run_seed(seed: u64, cfg: &DstConfig) -> Report {
+    let defs = match pipelines() {
+        Ok(d) => d,
+        Err(e) => return failed(seed, format!("pipelines: {e}")),
+    };
+    let storage = MemoryStorage::new();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let orch = match Orch::boot(&storage, &clock, &defs, cfg) {
+        Ok(o) => o,
+        Err(e) => return failed(seed, format!("boot: {e}")),
+    };
+    let mut w = World {
+        cfg: cfg.clone(),
+        rng: Rng::new(seed),
+        trace: TraceHash::default(),
+        now: 0,
+        skew: 0,
+        queue: BinaryHeap::new(),
+        seq: 0,
+        storage,
+        clock,
+        defs,
+        orch: Some(orch),
+        inc: 0,
+        workers: (0..cfg.workers.max(1))
+            .map(|_| Worker {
+                up: true,
+                ..Worker::default()
+            })
+            .collect(),
+        next_run: 0,
+        client: Vec::new(),
+        log: Log::default(),
+        stats: Stats::default(),
+        problems: Vec::new(),
+    };
+    w.setup();
+    while let Some(item) = w.queue.pop() {
+        if item.at > w.cfg.horizon_ms {
+            let (timers, watched) = w.orch.as_ref().map_or((0, 0), |o| {
+                o.times.iter().fold((0, 0), |(a, b), t| {
+                    let t = t.lock();
+                    (a + t.timers.len(), b + t.liveness.len())
+                })
+            });
+            w.problems.push(format!(
+                "horizon: still busy at {} s of virtual time (next: {:?} at {} s; armed timers {timers}, watched attempts {watched})",
+                w.cfg.horizon_ms / 1000,
+                item.ev,
+                item.at / 1000
+            ));
+            if matches!(item.ev, Ev::Tick { .. }) && timers + watched == 0 {
+                // A wake-up for a timer disarmed since: nothing is pending.
+                w.problems.pop();
+                continue;
+            }
+            break;
+        }
+        w.now = item.at;
+        w.clock.set(START_MS + w.now + w.skew);
+        w.stats.events += 1;
+        w.trace.word(item.at);
+        w.trace.word(item.ev.code());
+        w.handle(item.ev);
+        w.after_orch();
+    }
+    w.stats.virtual_ms = w.now;
+    let mut violations = std::mem::take(&mut w.problems);
+    let evidence = Evidence {
+        storage: &w.storage,
+        defs: &w.defs,
+        client: &w.client,
+        log: &w.log,
+    };
+    violations.extend(check::check(&evidence, &mut w.stats));
+    for v in &violations {
+        w.trace.text(v);
+    }
+    Report {
+        seed,
+        trace_hash: w.trace.value(),
+        stats: w.stats,
+        violations,
+    }
+}
+
+/// Engine time at virtual time 0 (2026-01-01).
+const START_MS: u64 = 1_767_225_600_000;
+
+fn failed(seed: u64, why: String) -> Report {
+    Report {
+        seed,
+        trace_hash: 0,
+        stats: Stats::default(),
+        violations: vec![why],
+    }
+}
+
+impl World {
+    fn push(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Item {
+            at,
+            seq: self.seq,
+            ev,
+        });
+    }
+
+    fn faulty(&self) -> bool {
+        self.now < self.cfg.fault_window_ms
+    }
+
+    /// A network delivery after `extra_ms`: maybe lost, maybe twice, delayed.
+    fn send(&mut self, extra_ms: u64, ev: Ev) {
+        if self.faulty() && self.rng.chance(self.cfg.drop_rate) {
+            self.stats.dropped += 1;
+            self.trace.word(0xd0);
+            return;
+        }
+        let d = self.rng.range(0, self.cfg.delay_max_ms);
+        if self.faulty() && self.rng.chance(self.cfg.duplicate_rate) {
+            self.stats.duplicated += 1;
+            let d2 = self.rng.range(0, self.cfg.delay_max_ms * 4);
+            self.push(self.now + extra_ms + d2, ev.clone());
+        }
+        self.push(self.now + extra_ms + d, ev);
+    }
+
+    fn setup(&mut self) {
+        let video = self.cfg.video_workflows;
+        for i in 0..video + self.cfg.flaky_workflows {
+            let (pipeline, id) = if i < video {
+                ("video", format!("v-{i}"))
+            } else {
+                ("flaky", format!("f-{i}"))
+            };
+            self.client.push(ClientWf {
+                input: format!(r#"{{"video_id":"{id}"}}"#),
+                id,
+                pipeline,
+                accepted: false,
+            });
+            let at = self.rng.range(0, 2_000);
+            self.push(at, Ev::ClientStart { wf: i });
+        }
+        let window = self.cfg.fault_window_ms;
+        let rate = self.cfg.worker_crashes_per_min;
+        if rate > 0.0 {
+            let mean_ms = 60_000.0 / rate;
+            for worker in 0..self.workers.len() {
+                let mut t = 0.0f64;
+                loop {
+                    t += -(1.0 - self.rng.unit()).ln() * mean_ms;
+                    if t >= window as f64 {
+                        break;
+                    }
+                    self.push(t as u64, Ev::WorkerCrash { worker });
+                }
+            }
+        }
+        for _ in 0..self.rng.range(0, self.cfg.orchestrator_crashes_max) {
+            let at = self.rng.range(0, window);
+            self.push(at, Ev::OrchCrash);
+        }
+        for _ in 0..self.rng.range(0, self.cfg.clock_jumps_max) {
+            let at = self.rng.range(0, window);
+            let ms = self.rng.range(1_000, self.cfg.clock_jump_max_ms.max(1_000));
+            self.push(at, Ev::ClockJump { ms });
+        }
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::ClientStart { wf } => {
+                if self.client.get(wf).is_some_and(|c| !c.accepted) {
+                    self.send(0, Ev::ToOrch(OrchMsg::Start { wf }));
+                    self.push(self.now + 3_000, Ev::ClientStart { wf });
+                }
+            }
+            Ev::ToClient { wf, ok } => {
+                if ok {
+                    if let Some(c) = self.client.get_mut(wf) {
+                        if !c.accepted {
+                            c.accepted = true;
+                            self.stats.accepted += 1;
+                        }
+                    }
+                }
+            }
+            Ev::ToOrch(msg) => {
+                if let OrchMsg::Result(r) = &msg {
+                    self.trace.text(&r.task_id);
+                }
+                match self.orch.as_mut() {
+                    Some(o) => o.report(msg, &self.client),
+                    None => self.stats.dropped += 1,
+                }
+            }
+            Ev::ToWorker { worker, msg } => self.worker_msg(worker, msg),
+            Ev::WorkerFinish { worker, epoch, run } => self.worker_finish(worker, epoch, run),
+            Ev::WorkerBeat { worker, epoch, run } => {
+                let Some(w) = self.workers.get(worker) else {
+                    return;
+                };
+                if w.epoch != epoch {
+                    return;
+                }
+                if let Some(spec) = w.runs.get(&run) {
+                    let task_id = spec.task_id.clone();
+                    let every = beat_every(spec);
+                    self.send(0, Ev::ToOrch(OrchMsg::Beat { task_id }));
+                    self.push(self.now + every, Ev::WorkerBeat { worker, epoch, run });
+                }
+            }
+            Ev::WorkerCrash { worker } => {
+                if let Some(w) = self.workers.get_mut(worker) {
+                    if w.up {
+                        w.up = false;
+                        w.epoch += 1;
+                        w.runs.clear();
+                        self.stats.worker_crashes += 1;
+                        let at = self.now + self.rng.range(500, 5_000);
+                        self.push(at, Ev::WorkerRestart { worker });
+                    }
+                }
+            }
+            Ev::WorkerRestart { worker } => {
+                if let Some(w) = self.workers.get_mut(worker) {
+                    w.up = true;
+                }
+            }
+            Ev::Flush { inc } => {
+                if inc == self.inc {
+                    if let Some(o) = self.orch.as_mut() {
+                        self.stats.flushes += 1;
+                        if let Err(e) = o.flush() {
+                            self.problems.push(format!("flush failed: {e}"));
+                        }
+                    }
+                }
+            }
+            Ev::Tick { inc } => {
+                if inc == self.inc {
+                    if let Some(o) = self.orch.as_mut() {
+                        if o.tick_at == Some(self.now) {
+                            o.tick_at = None;
+                            self.stats.timeouts += o.tick();
+                        }
+                    }
+                }
+            }
+            Ev::OrchCrash => {
+                if self.orch.take().is_some() {
+                    let lost = self.storage.unsynced_ops() as u64;
+                    self.storage.crash();
+                    self.stats.orchestrator_crashes += 1;
+                    if lost > 0 {
+                        self.stats.crashes_losing_writes += 1;
+                        self.stats.lost_ops += lost;
+                    }
+                    self.trace.word(lost);
+                    self.inc += 1;
+                    let at = self.now + self.rng.range(50, 2_000);
+                    self.push(at, Ev::OrchRestart);
+                }
+            }
+            Ev::OrchRestart => {
+                if self.orch.is_none() {
+                    match Orch::boot(&self.storage, &self.clock, &self.defs, &self.cfg) {
+                        Ok(o) => self.orch = Some(o),
+                        Err(e) => self.problems.push(format!("recovery failed: {e}")),
+                    }
+                }
+            }
+            Ev::ClockJump { ms } => {
+                self.skew += ms;
+                self.stats.clock_jumps += 1;
+                self.clock.set(START_MS + self.now + self.skew);
+                if let Some(o) = self.orch.as_mut() {
+                    // The partition's next tick reads the new time.
+                    o.tick_at = None;
+                }
+            }
+        }
+    }
+
+    /// Turns the orchestrator's effects into deliveries, and schedules its
+    /// flush and its next tick.
+    fn after_orch(&mut self) {
+        let Some(o) = self.orch.as_mut() else {
+            return;
+        };
+        let effects = std::mem::take(&mut o.effects);
+        let needs_flush = o.unflushed && o.flush_at.is_none();
+        let next_due = o.next_due();
+        let tick_at = o.tick_at;
+        for e in effects {
+            match e {
+                Effect::Reply { wf, ok } => {
+                    self.trace.word(0x100 + wf as u64 * 2 + u64::from(ok));
+                    self.send(0, Ev::ToClient { wf, ok });
+                }
+                Effect::Dispatch(spec) => {
+                    self.stats.dispatches += 1;
+                    self.trace.text(&spec.task_id);
+                    let worker = self.rng.index(self.workers.len());
+                    self.send(
+                        0,
+                        Ev::ToWorker {
+                            worker,
+                            msg: WorkerMsg::Task(spec),
+                        },
+                    );
+                }
+                Effect::Cancel(task_id) => {
+                    for worker in 0..self.workers.len() {
+                        self.send(
+                            0,
+                            Ev::ToWorker {
+                                worker,
+                                msg: WorkerMsg::Cancel(task_id.clone()),
+                            },
+                        );
+                    }
+                }
+                Effect::Ack { task_id, ack } => {
+                    self.trace.text(&task_id);
+                    self.trace.word(ack as u64);
+                    self.log.acks.push((task_id, ack));
+                }
+                Effect::Wrote => {
+                    self.stats.commits += 1;
+                    if self.faulty() && self.rng.chance(self.cfg.crash_in_commit_window_rate) {
+                        let at = self.now + self.rng.range(0, self.cfg.commit_delay_max_ms);
+                        self.push(at, Ev::OrchCrash);
+                    }
+                }
+            }
+        }
+        let inc = self.inc;
+        if needs_flush {
+            let at = self.now + self.rng.range(1, self.cfg.commit_delay_max_ms.max(1));
+            if let Some(o) = self.orch.as_mut() {
+                o.flush_at = Some(at);
+            }
+            self.push(at, Ev::Flush { inc });
+        }
+        if let Some(due) = next_due {
+            // Engine time → virtual time; a partition never ticks in the past.
+            let at = due.saturating_sub(START_MS + self.skew).max(self.now + 1);
+            if tick_at.is_none_or(|t| at < t) {
+                if let Some(o) = self.orch.as_mut() {
+                    o.tick_at = Some(at);
+                }
+                self.push(at, Ev::Tick { inc });
+            }
+        }
+    }
+
+    fn worker_msg(&mut self, worker: usize, msg: WorkerMsg) {
+        let Some(w) = self.workers.get_mut(worker) else {
+            return;
+        };
+        if !w.up {
+            self.stats.dropped += 1;
+            return;
+        }
+        match msg {
+            WorkerMsg::Cancel(task_id) => w.runs.retain(|_, s| s.task_id != task_id),
+            WorkerMsg::Task(spec) => {
+                let epoch = w.epoch;
+                self.next_run += 1;
+                let run = self.next_run;
+                self.stats.executions += 1;
+                self.log.executed(&spec.task_id, &spec.idempotency_key);
+                let task_id = spec.task_id.clone();
+                let every = beat_every(&spec);
+                w.runs.insert(run, spec);
+                self.send(0, Ev::ToOrch(OrchMsg::Started { task_id }));
+                if self.faulty() && self.rng.chance(self.cfg.hang_rate) {
+                    // Hung: holds the task, never answers, never beats.
+                    return;
+                }
+                let ms = if self.rng.chance(self.cfg.long_task_rate) {
+                    self.push(self.now + every, Ev::WorkerBeat { worker, epoch, run });
+                    self.rng.range(20_000, 90_000)
+                } else {
+                    self.rng.range(1, 200)
+                };
+                self.push(self.now + ms, Ev::WorkerFinish { worker, epoch, run });
+            }
+        }
+    }
+
+    fn worker_finish(&mut self, worker: usize, epoch: u64, run: u64) {
+        let Some(w) = self.workers.get_mut(worker) else {
+            return;
+        };
+        if w.epoch != epoch {
+            return;
+        }
+        let Some(spec) = w.runs.remove(&run) else {
+            return;
+        };
+        let fail = spec.task_type == DOOMED || self.rng.chance(self.cfg.fail_rate);
+        let outcome = if fail {
+            TaskOutcome::Failed(TaskError {
+                kind: if spec.task_type == DOOMED {
+                    "doomed".into()
+                } else {
+                    "flaky".into()
+                },
+                message: "simulated failure".into(),
+                retryable: true,
+            })
+        } else {
+            match crate::sim::output_for(&spec) {
+                Ok(out) => TaskOutcome::Succeeded(out),
+                Err(e) => TaskOutcome::Failed(TaskError {
+                    kind: "invalid_input".into(),
+                    message: e,
+                    retryable: false,
+                }),
+            }
+        };
+        let success = matches!(outcome, TaskOutcome::Succeeded(_));
+        let result = TaskResult {
+            task_id: spec.task_id.clone(),
+            step: spec.step.clone(),
+            attempt: spec.attempt,
+            outcome,
+            worker: Some(format!("w{worker}")),
+            started_at_ms: None,
+        };
+        self.log.answered(&spec.task_id, success);
+        if self.faulty() && self.rng.chance(self.cfg.answer_twice_rate) {
+            self.log.answered(&spec.task_id, success);
+            let later = self.rng.range(0, 2_000);
+            self.send(later, Ev::ToOrch(OrchMsg::Result(result.clone())));
+        }
+        self.send(0, Ev::ToOrch(OrchMsg::Result(result)));
+    }
+}
+
+/// How often a long-running simulated task heartbeats: a third of its
+/// heartbeat timeout (15 s without one).
+fn beat_every(spec: &TaskSpec) -> u64 {
+    spec.heartbeat_timeout_ms.map_or(15_000, |t| (t / 3).max(1))
+}
