@@ -97,6 +97,7 @@ pub struct ExecutionRecord {
     /// Result messages published for this execution (0, 1 or 2).
     pub answers: u32,
     pub worker: String,
+    /// When the worker started the execution (unix ms; its clock).
     pub at_ms: u64,
 }
 
@@ -171,7 +172,8 @@ struct Shared {
 }
 
 impl Shared {
-    fn record(&self, task: &TaskMessage, outcome: &str, answers: u32) {
+    /// Writes the execution's line; `at_ms` is when the worker started it.
+    fn record(&self, task: &TaskMessage, outcome: &str, answers: u32, at_ms: u64) {
         if let Some(r) = &self.recorder {
             r.write(&ExecutionRecord {
                 task_id: task.task_id.clone(),
@@ -182,7 +184,7 @@ impl Shared {
                 outcome: outcome.to_owned(),
                 answers,
                 worker: self.sim.worker.clone(),
-                at_ms: crate::engine::clock::Clock::now_ms(&crate::engine::clock::SystemClock),
+                at_ms,
             });
         }
     }
@@ -427,11 +429,11 @@ async fn execute(shared: &Shared, task: &TaskMessage, msg: &jetstream::Message) 
         shared.release_withheld(&task.idempotency_key, None).await;
     }
     if shared.cancelled.lock().remove(&task.task_id) {
-        shared.record(task, "cancelled", 0);
+        shared.record(task, "cancelled", 0, now_us() / 1000);
         return;
     }
     if drawn(sim, 1, &task.task_id, faults.hang_rate) {
-        shared.record(task, "hung", 0);
+        shared.record(task, "hung", 0, now_us() / 1000);
         return;
     }
     let beat = |task: &TaskMessage| HeartbeatMessage {
@@ -469,7 +471,7 @@ async fn execute(shared: &Shared, task: &TaskMessage, msg: &jetstream::Message) 
         tokio::time::sleep(step).await;
         left -= step;
         if shared.cancelled.lock().remove(&task.task_id) {
-            shared.record(task, "cancelled", 0);
+            shared.record(task, "cancelled", 0, started_at_ms);
             return;
         }
         if !left.is_zero() && !stale {
@@ -569,7 +571,7 @@ async fn execute(shared: &Shared, task: &TaskMessage, msg: &jetstream::Message) 
                 },
             );
             drop(map);
-            shared.record(task, "late", 1);
+            shared.record(task, "late", 1, started_at_ms);
             return;
         }
     }
@@ -592,5 +594,5 @@ async fn execute(shared: &Shared, task: &TaskMessage, msg: &jetstream::Message) 
                 .await,
         );
     }
-    shared.record(task, outcome, answers);
+    shared.record(task, outcome, answers, started_at_ms);
 }
