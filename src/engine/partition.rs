@@ -834,8 +834,12 @@ impl PartitionState {
             let now = self.ctx.clock.now_ms();
             {
                 let mut t = self.times.lock();
+                let budget = self.ctx.config.partition_retry_budget();
                 for spec in &specs {
                     t.liveness.watch(spec, now);
+                    if !resend && spec.attempt <= 1 {
+                        t.budget(&spec.task_type).note_first(&budget, now);
+                    }
                 }
             }
             for spec in specs {
