@@ -5,6 +5,7 @@ mod support;
 mod cli;
 mod engine;
 mod events;
+mod faults;
 mod http;
 mod loadgen;
 mod nats;
