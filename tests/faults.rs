@@ -473,12 +473,13 @@ fn faults_retry_storm_budget_bounds_dispatch_rate_and_every_workflow_ends() {
     let rate = 25.0;
     let pdir = tempfile::tempdir().unwrap();
     write_pipeline(pdir.path(), "storm", STORM_PIPELINE);
-    let cfg = pdir.path().join("orchestrator.toml");
+    let rec_dir = tempfile::tempdir().unwrap();
+    // Not in the pipelines dir: every `*.toml` there is read as a pipeline.
+    let cfg = rec_dir.path().join("orchestrator.toml");
     // The node-wide minimum is lowered from its default (10/s) so that the
     // bound ratio x rate + minimum = 0.2 x 25 + 1 stays under 0.5 x rate.
     std::fs::write(&cfg, "[retry_budget]\nmin_per_sec = 1.0\n").unwrap();
     let mut b = Bench::new(Some(pdir.path().to_path_buf()));
-    let rec_dir = tempfile::tempdir().unwrap();
     let record = rec_dir.path().join("w.jsonl");
     let http = free_port();
     b.orch = Some(spawn_orch(
