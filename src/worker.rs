@@ -62,9 +62,7 @@ pub struct Outage {
 impl Outage {
     fn covers(&self, task_type: &str, since_start: Duration) -> bool {
         let ms = since_start.as_millis() as u64;
-        self.task_type == task_type
-            && ms >= self.after_ms
-            && ms - self.after_ms < self.for_ms
+        self.task_type == task_type && ms >= self.after_ms && ms - self.after_ms < self.for_ms
     }
 }
 
@@ -305,27 +303,46 @@ pub async fn run_observed(
         let slots = slots.clone();
         let shared = shared.clone();
         handles.push(tokio::spawn(async move {
-            let Ok(mut messages) = consumer.messages().await else {
-                return;
-            };
-            while let Some(Ok(msg)) = messages.next().await {
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    return;
+            // A stream error (NATS restarting, a missed idle heartbeat) is
+            // not the end: skip it, and re-open the stream if it ended. An
+            // earlier version stopped pulling at the first error, so a NATS
+            // restart left every later task of the type unanswered.
+            loop {
+                let mut messages = match consumer.messages().await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "tasks consumer; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
                 };
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let task = match TaskMessage::decode(&msg.payload, &shared.limits) {
-                        Ok(t) => t,
+                while let Some(next) = messages.next().await {
+                    let msg = match next {
+                        Ok(m) => m,
                         Err(e) => {
-                            tracing::warn!(error = %e, "task refused");
-                            let _ = msg.ack_with(jetstream::AckKind::Term).await;
-                            return;
+                            tracing::warn!(error = %e, "tasks consumer error");
+                            continue;
                         }
                     };
-                    execute(&shared, &task, &msg).await;
-                    let _ = msg.ack().await;
-                });
+                    let Ok(permit) = slots.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        let task = match TaskMessage::decode(&msg.payload, &shared.limits) {
+                            Ok(t) => t,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "task refused");
+                                let _ = msg.ack_with(jetstream::AckKind::Term).await;
+                                return;
+                            }
+                        };
+                        execute(&shared, &task, &msg).await;
+                        let _ = msg.ack().await;
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }));
     }

@@ -24,7 +24,10 @@ fn spawn_orch(b: &Bench, http: u16, pipelines: Option<&Path>, extra: &[&str]) ->
     if let Some(p) = pipelines {
         c.arg("--pipelines").arg(p);
     }
-    c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+    c.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// `GET path` on the orchestrator's HTTP port: `(status, body)`.
@@ -161,12 +164,18 @@ fn open_loop(
 /// `--expect-terminal`. Outbox rows a graceful stop left unpublished are
 /// published by the next start (the outbox's guarantee), so on
 /// `events_missing > 0` the node is started once more for 2 s first.
-fn check(b: &Bench, pipelines: Option<&Path>, records: &[PathBuf]) -> (Output, HashMap<String, String>) {
+fn check(
+    b: &Bench,
+    pipelines: Option<&Path>,
+    records: &[PathBuf],
+) -> (Output, HashMap<String, String>) {
     let run = || {
         let mut c = bin();
-        c.args(["verify", "--data-dir"])
-            .arg(b.dir.path())
-            .args(["--events-from", &b.url(), "--expect-terminal"]);
+        c.args(["verify", "--data-dir"]).arg(b.dir.path()).args([
+            "--events-from",
+            &b.url(),
+            "--expect-terminal",
+        ]);
         for r in records {
             c.arg("--record").arg(r);
         }
@@ -281,10 +290,25 @@ fn faults_nats_outage_30s_under_load_drains_and_passes_the_checker() {
     });
     let accepted = starter.join().unwrap();
     let starts_done = restarted.elapsed();
-    let drain = wait_for("backlog drained", Duration::from_secs(90), || {
+    let drain_began = Instant::now();
+    while terminal(http) < accepted.len() as f64 {
         rss_peak = rss_peak.max(rss_kib(pid).unwrap_or(0));
-        terminal(http) >= accepted.len() as f64
-    });
+        if drain_began.elapsed() > Duration::from_secs(60) {
+            let m = metrics(http);
+            let nonzero: Vec<&str> = m
+                .lines()
+                .filter(|l| l.starts_with("narralytica_") && !l.ends_with(" 0"))
+                .collect();
+            panic!(
+                "backlog not drained 60 s after the restart: {} of {} terminal\n{}",
+                terminal(http),
+                accepted.len(),
+                nonzero.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let drain = drain_began.elapsed();
     let drain = restarted.elapsed().max(drain);
     assert!(alive(&mut b), "the orchestrator exited after the outage");
     let m = metrics(http);
@@ -305,7 +329,11 @@ fn faults_nats_outage_30s_under_load_drains_and_passes_the_checker() {
         drain.as_millis(),
         f["extra_executions"],
     );
-    assert_eq!(accepted.len(), n, "every start offered is accepted in the end");
+    assert_eq!(
+        accepted.len(),
+        n,
+        "every start offered is accepted in the end"
+    );
     assert_eq!(completed as usize, n, "every accepted workflow completes");
     // Bound: the orchestrator holds no per-start state while NATS is down
     // (starts cannot reach it) and every queue in front of NATS is bounded
@@ -404,8 +432,16 @@ fn faults_workers_killed_hung_duplicate_and_stale_pass_the_system_checker() {
         terminal(http) >= n as f64
     });
     let m = metrics(http);
-    let dup = metric(&m, "narralytica_messages_ignored_total", "reason=\"duplicate\"");
-    let stale = metric(&m, "narralytica_messages_ignored_total", "reason=\"stale_attempt\"");
+    let dup = metric(
+        &m,
+        "narralytica_messages_ignored_total",
+        "reason=\"duplicate\"",
+    );
+    let stale = metric(
+        &m,
+        "narralytica_messages_ignored_total",
+        "reason=\"stale_attempt\"",
+    );
     let timeouts = metric(&m, "narralytica_task_timeouts_total", "");
     let completed = metric(&m, "narralytica_workflows_completed_total", "");
     b.stop();
@@ -436,9 +472,15 @@ fn faults_workers_killed_hung_duplicate_and_stale_pass_the_system_checker() {
         f["extra_executions"],
     );
     assert_eq!(completed as usize, n, "no fault here is permanent");
-    assert_eq!(killed_with_work, 2, "each kill landed on a worker that had taken tasks");
+    assert_eq!(
+        killed_with_work, 2,
+        "each kill landed on a worker that had taken tasks"
+    );
     assert!(hung > 0 && twice > 0 && late > 0, "the faults happened");
-    assert!(dup > 0.0 && stale > 0.0 && timeouts > 0.0, "and the orchestrator saw them");
+    assert!(
+        dup > 0.0 && stale > 0.0 && timeouts > 0.0,
+        "and the orchestrator saw them"
+    );
     assert!(num(&f, "extra_executions") > 0.0, "{f:?}");
     assert_checker_passes(&out, &f, n);
 }
@@ -491,11 +533,7 @@ fn faults_retry_storm_budget_bounds_dispatch_rate_and_every_workflow_ends() {
     wait_for("orchestrator ready", Duration::from_secs(30), || {
         http_get(http, "/readyz").is_some_and(|(s, _)| s == 200)
     });
-    let fail_for = format!(
-        "storm_flaky={}s@{}s",
-        outage.as_secs(),
-        before.as_secs()
-    );
+    let fail_for = format!("storm_flaky={}s@{}s", outage.as_secs(), before.as_secs());
     let t0 = Instant::now();
     b.start_worker(&[
         "--latency-ms",
@@ -515,7 +553,11 @@ fn faults_retry_storm_budget_bounds_dispatch_rate_and_every_workflow_ends() {
         let m = metrics(http);
         series.push((
             t0.elapsed().as_secs_f64(),
-            metric(&m, "narralytica_task_attempts_total", "task_type=\"storm_flaky\""),
+            metric(
+                &m,
+                "narralytica_task_attempts_total",
+                "task_type=\"storm_flaky\"",
+            ),
         ));
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -595,7 +637,10 @@ fn faults_retry_storm_budget_bounds_dispatch_rate_and_every_workflow_ends() {
     );
     assert!(deferred > 0.0, "the budget deferred retries");
     assert_eq!((completed + failed) as usize, n);
-    assert!(neither.is_empty(), "neither completed nor failed after max attempts: {neither:?}");
+    assert!(
+        neither.is_empty(),
+        "neither completed nor failed after max attempts: {neither:?}"
+    );
     assert_eq!(failed as usize, failed_after_max);
     assert_eq!(by_wf.len(), n);
     assert_checker_passes(&out, &f, n);

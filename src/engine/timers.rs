@@ -70,7 +70,8 @@ impl TimerWheel {
                 Some((due, _, _)) if *due <= now_ms => {
                     if let Some(mut t) = self.due.pop_first() {
                         if !self.deferred.is_empty() {
-                            if let Some((row, _)) = self.deferred.remove(&(t.1.clone(), t.2.clone()))
+                            if let Some((row, _)) =
+                                self.deferred.remove(&(t.1.clone(), t.2.clone()))
                             {
                                 t.0 = row;
                             }

@@ -13,8 +13,7 @@ use super::EngineCtx;
 use crate::pipeline::PipelineDef;
 use crate::workflow::budget::Admission;
 use crate::workflow::{
-    decide, decide_start, Command, Decision, Input, Outcome, PipelineRef, TimerKind,
-    WorkflowState,
+    decide, decide_start, Command, Decision, Input, Outcome, PipelineRef, TimerKind, WorkflowState,
 };
 
 /// Reply to a start request.

@@ -124,8 +124,8 @@ impl RetryBudget {
             refunds += b.refunds;
         }
         let window_s = (Self::width(cfg) * BUCKETS) as f64 / 1000.0;
-        let allowed = (cfg.ratio.max(0.0) * firsts as f64 + cfg.min_per_sec.max(0.0) * window_s)
-            .max(1.0);
+        let allowed =
+            (cfg.ratio.max(0.0) * firsts as f64 + cfg.min_per_sec.max(0.0) * window_s).max(1.0);
         (retries.saturating_sub(refunds), allowed)
     }
 
@@ -193,7 +193,10 @@ mod tests {
             }
         }
         assert_eq!(admitted, 30);
-        assert!(deferred.len() > 10, "deferrals should be spread: {deferred:?}");
+        assert!(
+            deferred.len() > 10,
+            "deferrals should be spread: {deferred:?}"
+        );
         // Deterministic: the same inputs give the same answer.
         let mut b2 = b.clone();
         assert_eq!(
