@@ -137,6 +137,7 @@ pub struct Config {
     pub trace: TraceSection,
     pub shutdown: ShutdownSection,
     pub retention: RetentionSection,
+    pub retry_budget: RetryBudgetSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,6 +272,22 @@ pub struct RetentionSection {
     pub scan_max: usize,
 }
 
+/// Retry throttling per task type (`crate::workflow::budget`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryBudgetSection {
+    /// Off: every retry goes as soon as its backoff is over.
+    pub enabled: bool,
+    /// Retries not (yet) succeeded allowed per first attempt over the window.
+    pub ratio: f64,
+    /// Retries allowed per second per task type whatever the ratio says (node-wide).
+    pub min_per_sec: f64,
+    /// The sliding window of the counts.
+    pub window: Dur,
+    /// A deferred retry asks again after this long (±50 %).
+    pub defer: Dur,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownSection {
@@ -314,6 +331,13 @@ impl Default for Config {
                 timer_batch_max: engine.timer_batch_max,
                 accept_chunk: engine.accept_chunk,
                 request_timeout: Dur(engine.request_timeout_ms),
+            },
+            retry_budget: RetryBudgetSection {
+                enabled: engine.retry_budget.enabled,
+                ratio: engine.retry_budget.ratio,
+                min_per_sec: engine.retry_budget.min_per_sec,
+                window: Dur(engine.retry_budget.window_ms),
+                defer: Dur(engine.retry_budget.defer_ms),
             },
             storage: StorageSection {
                 commit_batch_max: 4096,
@@ -386,7 +410,8 @@ section_defaults!(
     LogSection => log,
     TraceSection => trace,
     ShutdownSection => shutdown,
-    RetentionSection => retention
+    RetentionSection => retention,
+    RetryBudgetSection => retry_budget
 );
 
 /// A TOML error on one line: where, then what (the default rendering quotes
@@ -460,6 +485,23 @@ impl Config {
         need(
             self.engine.request_timeout.0 >= 1,
             "engine.request_timeout must be positive",
+        );
+        let rb = &self.retry_budget;
+        need(
+            rb.ratio.is_finite() && (0.0..=1000.0).contains(&rb.ratio),
+            "retry_budget.ratio must be within 0..=1000",
+        );
+        need(
+            rb.min_per_sec.is_finite() && rb.min_per_sec > 0.0 && rb.min_per_sec <= 1e9,
+            "retry_budget.min_per_sec must be positive (retries must always make progress)",
+        );
+        need(
+            (100..=3_600_000).contains(&rb.window.0),
+            "retry_budget.window must be within 100ms..=1h",
+        );
+        need(
+            (1..=3_600_000).contains(&rb.defer.0),
+            "retry_budget.defer must be within 1ms..=1h",
         );
         need(
             self.storage.commit_batch_max >= 1,
@@ -643,6 +685,13 @@ impl Config {
                 sweep_every_ms: self.retention.sweep_every.0,
                 batch_max: self.retention.batch_max,
                 scan_max: self.retention.scan_max,
+            },
+            retry_budget: crate::workflow::budget::RetryBudgetConfig {
+                enabled: self.retry_budget.enabled,
+                ratio: self.retry_budget.ratio,
+                min_per_sec: self.retry_budget.min_per_sec,
+                window_ms: self.retry_budget.window.0,
+                defer_ms: self.retry_budget.defer.0,
             },
         }
     }

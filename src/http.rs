@@ -486,7 +486,7 @@ pub fn render_metrics(state: &HttpState) -> String {
 
     let types = m.by_task_type.snapshot();
     type TypeCounter = fn(&crate::engine::metrics::TaskTypeStats) -> u64;
-    let per_type: [(&str, &str, TypeCounter); 4] = [
+    let per_type: [(&str, &str, TypeCounter); 5] = [
         (
             "narralytica_task_attempts_total",
             "Attempts sent to workers (first attempts and retries; re-sends after a restart excluded), by task type.",
@@ -506,6 +506,11 @@ pub fn render_metrics(state: &HttpState) -> String {
             "narralytica_task_failures_total",
             "Attempts whose worker reported a failure, by task type.",
             |s| Metrics::get(&s.failures),
+        ),
+        (
+            "narralytica_task_retries_deferred_total",
+            "Retries put back by the retry budget (each deferral counted), by task type.",
+            |s| Metrics::get(&s.retries_deferred),
         ),
     ];
     for (name, help, value) in per_type {

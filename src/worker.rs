@@ -43,6 +43,46 @@ pub struct WorkerFaults {
     /// Succeeds with a wrong output: `n` off by 1000 (so every check
     /// downstream of it must notice), for testing output checks.
     pub corrupt_rate: f64,
+    /// Outages of task types (`--fail-for`): every execution of the type
+    /// fails, retryably, within its time span, then the type recovers.
+    pub fail_for: Vec<Outage>,
+}
+
+/// A span of time (from when the workers started) in which every execution
+/// of `task_type` fails retryably.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outage {
+    pub task_type: String,
+    /// The outage begins this long after the workers started.
+    pub after_ms: u64,
+    /// And lasts this long.
+    pub for_ms: u64,
+}
+
+impl Outage {
+    fn covers(&self, task_type: &str, since_start: Duration) -> bool {
+        let ms = since_start.as_millis() as u64;
+        self.task_type == task_type && ms >= self.after_ms && ms - self.after_ms < self.for_ms
+    }
+}
+
+/// Parses `--fail-for TYPE=DURATION[@AFTER]` (`transcribe=30s`, `transcribe=30s@10s`).
+pub fn parse_fail_for(s: &str) -> Result<Outage, String> {
+    let (task_type, span) = s.split_once('=').ok_or_else(|| {
+        format!("expected TYPE=DURATION[@AFTER] (e.g. transcribe=30s@10s), got {s:?}")
+    })?;
+    if !crate::protocol::subjects::valid_token(task_type) {
+        return Err(format!("invalid task type {task_type:?} in --fail-for"));
+    }
+    let (dur, after) = span.split_once('@').unwrap_or((span, "0s"));
+    let ms = |d: &str| {
+        crate::pipeline::load::parse_duration_ms(d).map_err(|e| format!("--fail-for {s:?}: {e}"))
+    };
+    Ok(Outage {
+        task_type: task_type.to_owned(),
+        after_ms: ms(after)?,
+        for_ms: ms(dur)?,
+    })
 }
 
 /// What an observer of the workers learns of each answered execution (an
@@ -169,6 +209,8 @@ struct Shared {
     observer: Option<Observer>,
     /// Send results by request when the task offers `result_direct_to`.
     direct: bool,
+    /// When the workers started (for `fail_for`).
+    began: tokio::time::Instant,
 }
 
 impl Shared {
@@ -312,6 +354,7 @@ pub async fn run_observed(
         limits: nats.limits.clone(),
         observer,
         direct: nats.results_direct,
+        began: tokio::time::Instant::now(),
     });
     let mut cancels = client
         .subscribe(format!("{}.cancel.>", subjects.prefix()))
@@ -361,27 +404,46 @@ pub async fn run_observed(
         let slots = slots.clone();
         let shared = shared.clone();
         handles.push(tokio::spawn(async move {
-            let Ok(mut messages) = consumer.messages().await else {
-                return;
-            };
-            while let Some(Ok(msg)) = messages.next().await {
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    return;
+            // A stream error (NATS restarting, a missed idle heartbeat) is
+            // not the end: skip it, and re-open the stream if it ended. An
+            // earlier version stopped pulling at the first error, so a NATS
+            // restart left every later task of the type unanswered.
+            loop {
+                let mut messages = match consumer.messages().await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "tasks consumer; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
                 };
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let task = match TaskMessage::decode(&msg.payload, &shared.limits) {
-                        Ok(t) => t,
+                while let Some(next) = messages.next().await {
+                    let msg = match next {
+                        Ok(m) => m,
                         Err(e) => {
-                            tracing::warn!(error = %e, "task refused");
-                            let _ = msg.ack_with(jetstream::AckKind::Term).await;
-                            return;
+                            tracing::warn!(error = %e, "tasks consumer error");
+                            continue;
                         }
                     };
-                    execute(&shared, &task, &msg).await;
-                    let _ = msg.ack().await;
-                });
+                    let Ok(permit) = slots.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        let task = match TaskMessage::decode(&msg.payload, &shared.limits) {
+                            Ok(t) => t,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "task refused");
+                                let _ = msg.ack_with(jetstream::AckKind::Term).await;
+                                return;
+                            }
+                        };
+                        execute(&shared, &task, &msg).await;
+                        let _ = msg.ack().await;
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }));
     }
@@ -482,7 +544,11 @@ async fn execute(shared: &Shared, task: &TaskMessage, msg: &jetstream::Message) 
             let _ = msg.ack_with(jetstream::AckKind::Progress).await;
         }
     }
-    let fail = draw(sim.seed, &task.task_id) < sim.fail_rate;
+    let outage = faults
+        .fail_for
+        .iter()
+        .any(|o| o.covers(&task.task_type, shared.began.elapsed()));
+    let fail = outage || draw(sim.seed, &task.task_id) < sim.fail_rate;
     let (status, output, error) = if fail {
         let e = ErrorBody {
             kind: "simulated".into(),
@@ -595,4 +661,25 @@ async fn execute(shared: &Shared, task: &TaskMessage, msg: &jetstream::Message) 
         );
     }
     shared.record(task, outcome, answers, started_at_ms);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fail_for_parses_a_span_and_covers_only_it() {
+        let o = parse_fail_for("flaky=30s@5s").unwrap();
+        assert_eq!((o.after_ms, o.for_ms), (5_000, 30_000));
+        assert!(!o.covers("flaky", Duration::from_millis(4_999)));
+        assert!(o.covers("flaky", Duration::from_secs(5)));
+        assert!(o.covers("flaky", Duration::from_millis(34_999)));
+        assert!(!o.covers("flaky", Duration::from_secs(35)));
+        assert!(!o.covers("other", Duration::from_secs(6)));
+        assert_eq!(parse_fail_for("x=2s").unwrap().after_ms, 0);
+        for bad in ["flaky", "flaky=soon", "fl aky=1s", "flaky=1s@later"] {
+            let e = parse_fail_for(bad).unwrap_err();
+            assert!(!e.is_empty() && !e.contains('\n'), "{bad}: {e}");
+        }
+    }
 }

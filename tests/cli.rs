@@ -445,7 +445,7 @@ fn the_python_reference_worker_completes_and_fails_workflows() {
 /// A NATS test bench: a server, an orchestrator service and simulated workers,
 /// all real processes.
 pub(crate) struct Bench {
-    server: crate::support::nats::NatsServer,
+    pub(crate) server: crate::support::nats::NatsServer,
     pub(crate) dir: tempfile::TempDir,
     pipelines: Option<std::path::PathBuf>,
     pub(crate) orch: Option<std::process::Child>,

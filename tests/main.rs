@@ -7,6 +7,7 @@ mod dst;
 mod engine;
 mod events;
 mod failpoints;
+mod faults;
 mod http;
 mod loadgen;
 mod nats;

@@ -46,6 +46,11 @@ pub struct WorkerArgs {
     /// Share of executions that succeed with a wrong output (`n` off by 1000), in [0, 1].
     #[arg(long, default_value_t = 0.0)]
     pub corrupt_rate: f64,
+    /// An outage of one task type: every execution of TYPE fails (retryably)
+    /// for DURATION, starting AFTER (default 0s) after the workers start, then
+    /// it recovers (`transcribe=30s`, `transcribe=30s@10s`). Repeat for more types.
+    #[arg(long, value_name = "TYPE=DURATION[@AFTER]", value_parser = crate::worker::parse_fail_for)]
+    pub fail_for: Vec<crate::worker::Outage>,
     /// Append one JSON line per execution (task_id, idempotency_key, attempt, outcome, ...).
     #[arg(long, value_name = "FILE.jsonl")]
     pub record: Option<PathBuf>,
@@ -94,6 +99,7 @@ pub fn run(args: WorkerArgs) -> ExitCode {
         record: args.record.clone(),
         stale_max: args.stale_max,
         corrupt_rate: args.corrupt_rate,
+        fail_for: args.fail_for.clone(),
     };
     if let Err(e) = faults.validate() {
         eprintln!("error: {e}");

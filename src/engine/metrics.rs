@@ -293,6 +293,9 @@ pub struct TaskTypeStats {
     pub timeouts: AtomicU64,
     /// Attempts whose worker reported a failure.
     pub failures: AtomicU64,
+    /// Retries whose backoff was over but the retry budget put back (each
+    /// time one was put back; see `crate::workflow::budget`).
+    pub retries_deferred: AtomicU64,
     /// Dispatch → accepted result (success or failure) of the attempt.
     pub latency: FixedHistogram,
 }
@@ -304,6 +307,7 @@ impl Default for TaskTypeStats {
             retries: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            retries_deferred: AtomicU64::new(0),
             latency: FixedHistogram::new(TASK_LATENCY_BOUNDS_MS, 1000.0),
         }
     }

@@ -70,6 +70,18 @@ pub struct EngineConfig {
     pub request_timeout_ms: u64,
     /// Purging of terminal workflows (see [`RetentionConfig`]).
     pub retention: RetentionConfig,
+    /// Retry throttling per task type (`crate::workflow::budget`), engine-wide
+    /// figures: each partition keeps its own counts with its share of `min_per_sec`.
+    pub retry_budget: crate::workflow::budget::RetryBudgetConfig,
+}
+
+impl EngineConfig {
+    /// The retry budget one partition applies (its share of the minimum rate).
+    pub fn partition_retry_budget(&self) -> crate::workflow::budget::RetryBudgetConfig {
+        let mut b = self.retry_budget;
+        b.min_per_sec /= f64::from(self.partitions.max(1));
+        b
+    }
 }
 
 /// When and how fast terminal workflows are purged. Each partition sweeps
@@ -113,6 +125,7 @@ impl Default for EngineConfig {
             accept_chunk: 256,
             request_timeout_ms: 30_000,
             retention: RetentionConfig::default(),
+            retry_budget: Default::default(),
         }
     }
 }

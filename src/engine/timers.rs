@@ -12,6 +12,10 @@ use crate::workflow::{TaskSpec, TimeoutKind, TimerKind};
 #[derive(Debug, Default)]
 pub struct TimerWheel {
     due: BTreeSet<(u64, String, TimerKind)>,
+    /// Timers put back by the retry budget ([`TimerWheel::defer`]): the due
+    /// time of their storage row (the key a transition deletes) and the time
+    /// they are queued for in `due`.
+    deferred: HashMap<(String, TimerKind), (u64, u64)>,
 }
 
 impl TimerWheel {
@@ -20,22 +24,58 @@ impl TimerWheel {
     }
 
     pub fn disarm(&mut self, due_ms: u64, workflow_id: &str, timer: &TimerKind) {
-        self.due
-            .remove(&(due_ms, workflow_id.to_string(), timer.clone()));
+        let id = workflow_id.to_string();
+        if !self.deferred.is_empty() {
+            let key = (id, timer.clone());
+            if let Some(&(row, at)) = self.deferred.get(&key) {
+                if row == due_ms {
+                    self.deferred.remove(&key);
+                    self.due.remove(&(at, key.0, key.1));
+                    return;
+                }
+            }
+            self.due.remove(&(due_ms, key.0, key.1));
+            return;
+        }
+        self.due.remove(&(due_ms, id, timer.clone()));
+    }
+
+    /// Puts a fired timer back, to fire again at `at_ms`; its storage row
+    /// (due `row_due_ms`) stays as it is, and the next firing names that row.
+    /// A restart before then finds the row and fires it at once (the budget
+    /// is asked again).
+    pub fn defer(&mut self, at_ms: u64, row_due_ms: u64, workflow_id: &str, timer: TimerKind) {
+        let id = workflow_id.to_string();
+        if let Some((_, old_at)) = self
+            .deferred
+            .insert((id.clone(), timer.clone()), (row_due_ms, at_ms))
+        {
+            self.due.remove(&(old_at, id.clone(), timer.clone()));
+        }
+        self.due.insert((at_ms, id, timer));
     }
 
     /// Forgets every timer of the workflows `select` picks (they were purged).
     pub fn disarm_where(&mut self, select: impl Fn(&str) -> bool) {
         self.due.retain(|(_, id, _)| !select(id));
+        self.deferred.retain(|(id, _), _| !select(id));
     }
 
-    /// Removes and returns every timer due at or before `now_ms`, up to `max`.
+    /// Removes and returns every timer due at or before `now_ms`, up to `max`,
+    /// each with the due time of its storage row.
     pub fn pop_due(&mut self, now_ms: u64, max: usize) -> Vec<(u64, String, TimerKind)> {
         let mut out = Vec::new();
         while out.len() < max {
             match self.due.first() {
                 Some((due, _, _)) if *due <= now_ms => {
-                    if let Some(t) = self.due.pop_first() {
+                    if let Some(mut t) = self.due.pop_first() {
+                        if !self.deferred.is_empty() {
+                            if let Some((row, _)) =
+                                self.deferred.remove(&(t.1.clone(), t.2.clone()))
+                            {
+                                t.0 = row;
+                            }
+                        }
                         out.push(t);
                     }
                 }
@@ -48,6 +88,11 @@ impl TimerWheel {
     /// Due time of the earliest armed timer (a shell can sleep until then).
     pub fn next_due(&self) -> Option<u64> {
         self.due.first().map(|(due, _, _)| *due)
+    }
+
+    /// Timers currently put back by the retry budget.
+    pub fn deferred_len(&self) -> usize {
+        self.deferred.len()
     }
 
     pub fn len(&self) -> usize {
@@ -373,5 +418,34 @@ mod tests {
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].1, "y");
         assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn a_deferred_timer_fires_later_naming_its_storage_row() {
+        let mut w = TimerWheel::default();
+        let retry = |attempt| TimerKind::Retry {
+            step: 0,
+            generation: 0,
+            attempt,
+        };
+        w.arm(10, "a", retry(2));
+        w.arm(10, "b", retry(2));
+        let fired = w.pop_due(10, 10);
+        assert_eq!(fired.len(), 2);
+        // The budget puts both back: a to 50, b to 70, then b again to 90.
+        w.defer(50, 10, "a", retry(2));
+        w.defer(70, 10, "b", retry(2));
+        w.defer(90, 10, "b", retry(2));
+        assert_eq!(w.len(), 2);
+        assert_eq!(w.deferred_len(), 2);
+        assert!(w.pop_due(49, 10).is_empty());
+        assert_eq!(w.pop_due(89, 10), vec![(10, "a".to_string(), retry(2))]);
+        // Disarming by the row's due time finds the deferred entry.
+        w.disarm(10, "b", &retry(2));
+        assert!(w.is_empty());
+        assert_eq!(w.deferred_len(), 0);
+        w.defer(5, 1, "c", retry(3));
+        w.disarm_where(|id| id == "c");
+        assert!(w.is_empty() && w.deferred_len() == 0);
     }
 }

@@ -16,6 +16,7 @@ use crate::workflow::{
 };
 
 use super::timers::{Liveness, TimerWheel};
+use crate::workflow::budget::RetryBudget;
 
 /// Value of a status-index entry: enough to list workflows without loading them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +35,21 @@ pub struct PartitionTimes {
     pub idle: Vec<String>,
     /// Ids of workflows that reached a terminal status since the last tick.
     pub finished: Vec<String>,
+    /// Retry budget counts of this partition, by task type.
+    pub budgets: crate::engine::fasthash::FastMap<String, RetryBudget>,
+}
+
+impl PartitionTimes {
+    /// The budget counts of `task_type` (created empty on first use).
+    pub fn budget(&mut self, task_type: &str) -> &mut RetryBudget {
+        if !self.budgets.contains_key(task_type) {
+            self.budgets
+                .insert(task_type.to_string(), RetryBudget::default());
+        }
+        self.budgets
+            .get_mut(task_type)
+            .expect("inserted just above")
+    }
 }
 
 /// Stable 64-bit tag of a timer, for its storage key.
@@ -336,10 +352,21 @@ pub fn after_commit(
     let mut dispatches: Vec<Box<TaskSpec>> = Vec::new();
     {
         let mut t = times.lock();
+        let budget = ctx.config.partition_retry_budget();
+        for e in &decision.events {
+            if let EventKind::TaskSucceeded { step, attempt, .. } = &e.kind {
+                if let (true, Some(tt)) = (*attempt > 1, task_type(*step)) {
+                    t.budget(tt).note_retry_succeeded(&budget, now);
+                }
+            }
+        }
         for c in decision.commands {
             match c {
                 Command::Dispatch(spec) => {
                     t.liveness.watch(&spec, now);
+                    if spec.attempt <= 1 {
+                        t.budget(&spec.task_type).note_first(&budget, now);
+                    }
                     dispatches.push(spec);
                 }
                 Command::CancelTask { task_id, task_type } => {
@@ -528,8 +555,12 @@ pub fn send_owed(
     let now = ctx.clock.now_ms();
     {
         let mut t = times.lock();
+        let budget = ctx.config.partition_retry_budget();
         for spec in &specs {
             t.liveness.watch(spec, now);
+            if !resend && spec.attempt <= 1 {
+                t.budget(&spec.task_type).note_first(&budget, now);
+            }
         }
     }
     for spec in specs {

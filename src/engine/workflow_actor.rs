@@ -11,6 +11,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use super::transition::{after_commit, apply, load, note_outcome, prepare, PartitionTimes};
 use super::EngineCtx;
 use crate::pipeline::PipelineDef;
+use crate::workflow::budget::Admission;
 use crate::workflow::{
     decide_planted, decide_start, Command, Decision, Input, Outcome, PipelineRef, TimerKind,
     WorkflowState,
@@ -202,6 +203,30 @@ impl Actor for WorkflowActor {
 }
 
 impl Resident {
+    /// When `decision` dispatches a retry of `step` that the retry budget
+    /// defers: the time to ask again (counted in the task type's metrics).
+    fn budget_defers(&self, decision: &Decision, step: u16, now: u64) -> Option<u64> {
+        let spec = decision.commands.iter().find_map(|c| match c {
+            Command::Dispatch(spec) if spec.step_index == step && spec.attempt > 1 => Some(spec),
+            _ => None,
+        })?;
+        let cfg = self.ctx.config.partition_retry_budget();
+        let admission = self
+            .times
+            .lock()
+            .budget(&spec.task_type)
+            .admit(&cfg, now, &spec.task_id);
+        match admission {
+            Admission::Now => None,
+            Admission::DeferUntil(at) => {
+                self.ctx.metrics.by_task_type.with(&spec.task_type, |t| {
+                    super::metrics::Metrics::inc(&t.retries_deferred)
+                });
+                Some(at)
+            }
+        }
+    }
+
     async fn start(
         &mut self,
         pipeline: PipelineRef,
@@ -274,6 +299,20 @@ impl Resident {
         let now = self.ctx.clock.now_ms();
         let plants = self.ctx.hooks.plants;
         let decision = decide_planted(wf, def, input, now, plants.skip_stale_check);
+        // A retry whose backoff is over goes only if its task type's retry
+        // budget allows; otherwise nothing is written and the timer is put
+        // back (its storage row stays), to ask again later.
+        if let (Input::TimerFired(TimerKind::Retry { step, .. }), Some((row_due, timer))) =
+            (input, &fired)
+        {
+            if let Some(at) = self.budget_defers(&decision, *step, now) {
+                self.times
+                    .lock()
+                    .timers
+                    .defer(at, *row_due, &self.id, timer.clone());
+                return Ok(Outcome::Applied);
+            }
+        }
         let outcome = decision.outcome.clone();
         note_outcome(&self.ctx, &outcome);
         if let crate::workflow::Outcome::Ignored(reason) = &outcome {

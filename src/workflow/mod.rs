@@ -15,6 +15,7 @@
 //! 4. The shell runs the commands (dispatch tasks, arm timers, cancel tasks).
 
 pub mod backoff;
+pub mod budget;
 pub mod command;
 pub mod decide;
 pub mod event;

@@ -130,6 +130,26 @@ impl NatsServer {
         }
     }
 
+    /// Stops the server as an operator would (SIGTERM: JetStream flushes its
+    /// store), killing it if it is not gone within 10 s. `restart` brings it
+    /// back on the same port with the same store.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     pub fn restart(&mut self) {
         self.kill();
         self.launch();
