@@ -168,6 +168,7 @@ fn check(
     b: &Bench,
     pipelines: Option<&Path>,
     records: &[PathBuf],
+    extra: &[&str],
 ) -> (Output, HashMap<String, String>) {
     let run = || {
         let mut c = bin();
@@ -176,6 +177,7 @@ fn check(
             &b.url(),
             "--expect-terminal",
         ]);
+        c.args(extra);
         for r in records {
             c.arg("--record").arg(r);
         }
@@ -316,7 +318,7 @@ fn faults_nats_outage_30s_under_load_drains_and_passes_the_checker() {
     let rss_after = rss_kib(pid).unwrap();
     b.stop();
 
-    let (out, f) = check(&b, None, &records);
+    let (out, f) = check(&b, None, &records, &[]);
     eprintln!(
         "nats_outage: outage_s={} offered={n} accepted={} terminal_before_outage={done_before} \
          rss_kib before={rss_before} peak={rss_peak} after={rss_after} (samples={samples}) \
@@ -463,7 +465,7 @@ fn faults_workers_killed_hung_duplicate_and_stale_pass_the_system_checker() {
         count("\"answers\":2"),
         count("\"outcome\":\"late\""),
     );
-    let (out, f) = check(&b, Some(pdir.path()), &recs);
+    let (out, f) = check(&b, Some(pdir.path()), &recs, &[]);
     eprintln!(
         "worker_faults: workflows={n} completed={completed} drain_ms={} killed_with_work={killed_with_work} \
          records: hung={hung} answered_twice={twice} late={late}; orchestrator: ignored duplicate={dup} \
@@ -619,7 +621,15 @@ fn faults_retry_storm_budget_bounds_dispatch_rate_and_every_workflow_ends() {
         .map(|(id, _)| id.clone())
         .collect();
 
-    let (out, f) = check(&b, Some(pdir.path()), &[record]);
+    // A retry the budget defers writes nothing until the budget lets it go,
+    // which during the outage can take up to the outage itself: the stuck
+    // rule's slack covers it (30 s outage + the default 5 s slack).
+    let (out, f) = check(
+        &b,
+        Some(pdir.path()),
+        &[record],
+        &["--stuck-slack-ms", "35000"],
+    );
     eprintln!(
         "retry_storm: rate={rate}/s workflows={n} outage_s={} steady_dispatch_per_s={steady:.1} \
          outage_dispatch_per_s={during:.1} ratio={:.2} peak_5s={peak_5s:.1} peak_1s={peak_1s:.1} \
