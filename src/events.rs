@@ -454,10 +454,15 @@ pub async fn run_publisher(
                 .filter_map(|i| store.outbox_delete(i.partition, &i.workflow_id, i.seq).ok())
                 .collect();
             stats.published.fetch_add(done.len() as u64, Relaxed);
-            if let Err(e) = committer.commit(ops).await {
-                // The rows stay; they are re-sent (and de-duplicated) later.
-                tracing::warn!(error = %e, "outbox rows not deleted");
-            }
+            // The next window does not wait for this delete: a row whose
+            // delete is lost (crash, error) is only sent again and
+            // de-duplicated, so its sync is not on the events' path.
+            let committer = committer.clone();
+            tokio::spawn(async move {
+                if let Err(e) = committer.commit(ops).await {
+                    tracing::warn!(error = %e, "outbox rows not deleted; they will be sent again");
+                }
+            });
         }
         if failed.is_empty() {
             backoff = Duration::from_millis(100);
