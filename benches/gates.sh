@@ -27,10 +27,14 @@ trap cleanup EXIT
 
 cat > "$OUT/nats.conf" <<CONF
 port: $PORT
-jetstream { store_dir: "$OUT/js" $( [ "${NATS_SYNC:-}" = always ] && echo 'sync_interval: always' ) }
+jetstream {
+  store_dir: "$OUT/js"
+  $( [ "${NATS_SYNC:-}" = always ] && echo 'sync_interval: always' )
+}
 CONF
 nats-server -c "$OUT/nats.conf" > "$OUT/nats.log" 2>&1 & pids+=($!)
 sleep 0.5
+kill -0 "${pids[0]}" 2>/dev/null || { echo "nats-server did not start:" >&2; cat "$OUT/nats.log" >&2; exit 2; }
 "$BIN" run --nats-url "$URL" --data-dir "$OUT/data" --http-addr off > "$OUT/run.log" 2>&1 & RUN=$!; pids+=($RUN)
 "$BIN" worker --simulate --nats-url "$URL" > "$OUT/worker.log" 2>&1 & pids+=($!)
 sleep 1
