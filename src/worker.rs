@@ -624,6 +624,7 @@ async fn execute(shared: &Shared, task: &TaskMessage, msg: &jetstream::Message) 
             headers.insert(TRACESTATE, ts.as_str());
         }
     }
+    let route = Route::of(task, shared.direct);
     if stale {
         let mut map = shared.withheld.lock();
         if map.len() < faults.stale_max.max(1) {
@@ -631,7 +632,7 @@ async fn execute(shared: &Shared, task: &TaskMessage, msg: &jetstream::Message) 
                 task.idempotency_key.clone(),
                 Withheld {
                     task_id: task.task_id.clone(),
-                    route: Route::of(task, shared.direct),
+                    route: route.clone(),
                     payload,
                     headers,
                 },
@@ -641,7 +642,6 @@ async fn execute(shared: &Shared, task: &TaskMessage, msg: &jetstream::Message) 
             return;
         }
     }
-    let route = Route::of(task, shared.direct);
     let published = shared
         .send_result(
             &route,

@@ -93,15 +93,9 @@ pub struct DevArgs {
 }
 
 pub fn run(args: DevArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match super::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let shutdown = super::shutdown_signal();
     match rt.block_on(run_dev(args, shutdown)) {

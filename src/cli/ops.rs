@@ -500,28 +500,13 @@ pub fn cancel(args: CancelArgs) -> ExitCode {
     control(args.nats, "cancel", req)
 }
 
-pub fn pause(args: IdArgs) -> ExitCode {
+/// A control verb that takes only a workflow id (`pause`, `resume`, `retry`).
+pub fn by_id(args: IdArgs, verb: &'static str) -> ExitCode {
     let req = DescribeRequest {
         v: VERSION,
         id: args.id,
     };
-    control(args.nats, "pause", req)
-}
-
-pub fn resume(args: IdArgs) -> ExitCode {
-    let req = DescribeRequest {
-        v: VERSION,
-        id: args.id,
-    };
-    control(args.nats, "resume", req)
-}
-
-pub fn retry(args: IdArgs) -> ExitCode {
-    let req = DescribeRequest {
-        v: VERSION,
-        id: args.id,
-    };
-    control(args.nats, "retry", req)
+    control(args.nats, verb, req)
 }
 
 pub fn rerun(args: RerunArgs) -> ExitCode {

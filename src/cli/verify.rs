@@ -57,52 +57,42 @@ pub fn run(args: VerifyArgs) -> ExitCode {
     }
 }
 
-/// The system checker: journals, event stream and worker records.
-fn system(args: &VerifyArgs, store: &WorkflowStore) -> ExitCode {
-    let records = if args.record.is_empty() {
-        None
-    } else {
-        match read_records(&args.record) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
-        }
+/// The checker's evidence besides the journals: worker records, the event
+/// stream and the accepted ids, each only when asked for. A source that
+/// cannot be read is a usage error (exit 2).
+fn system_inputs(args: &VerifyArgs) -> Result<SystemInputs, ExitCode> {
+    let usage = |e: String| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
     };
+    let records = (!args.record.is_empty())
+        .then(|| read_records(&args.record))
+        .transpose()
+        .map_err(usage)?;
     let events = match &args.events_from {
         None => None,
-        Some(url) => {
-            let rt = match super::runtime() {
-                Ok(rt) => rt,
-                Err(code) => return code,
-            };
-            match rt.block_on(read_event_stream(url, &args.events_prefix)) {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            }
-        }
+        Some(url) => Some(
+            super::runtime()?
+                .block_on(read_event_stream(url, &args.events_prefix))
+                .map_err(usage)?,
+        ),
     };
-    let accepted = match &args.accepted {
-        None => None,
-        Some(p) => match std::fs::read_to_string(p) {
-            Ok(t) => Some(
-                t.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-            ),
-            Err(e) => {
-                eprintln!("error: cannot read accepted ids {}: {e}", p.display());
-                return ExitCode::from(2);
-            }
-        },
-    };
-    let inputs = SystemInputs {
+    let accepted = args
+        .accepted
+        .as_ref()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .map(|t| {
+                    t.lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .map_err(|e| usage(format!("cannot read accepted ids {}: {e}", p.display())))
+        })
+        .transpose()?;
+    Ok(SystemInputs {
         expect_terminal: args.expect_terminal,
         events,
         records,
@@ -110,6 +100,14 @@ fn system(args: &VerifyArgs, store: &WorkflowStore) -> ExitCode {
         observed_until_ms: args.observed_until_ms,
         stuck_slack_ms: args.stuck_slack_ms,
         skew_ms: args.skew_ms,
+    })
+}
+
+/// The system checker: journals, event stream and worker records.
+fn system(args: &VerifyArgs, store: &WorkflowStore) -> ExitCode {
+    let inputs = match system_inputs(args) {
+        Ok(i) => i,
+        Err(code) => return code,
     };
     match check_system(store, &inputs) {
         Ok(report) => {

@@ -362,13 +362,7 @@ pub fn after_commit(
         }
         for c in decision.commands {
             match c {
-                Command::Dispatch(spec) => {
-                    t.liveness.watch(&spec, now);
-                    if spec.attempt <= 1 {
-                        t.budget(&spec.task_type).note_first(&budget, now);
-                    }
-                    dispatches.push(spec);
-                }
+                Command::Dispatch(spec) => dispatches.push(spec),
                 Command::CancelTask { task_id, task_type } => {
                     t.liveness.unwatch(&task_id);
                     ctx.transport.cancel(&task_id, &task_type);
@@ -380,10 +374,7 @@ pub fn after_commit(
     }
     if !dispatches.is_empty() {
         crate::failpoints::point("dispatch.after_append");
-    }
-    for spec in dispatches {
-        m.task_sent(&spec.task_type, spec.attempt, false);
-        ctx.transport.dispatch(spec);
+        send_owed(ctx, times, dispatches, false);
     }
 }
 
@@ -543,8 +534,10 @@ pub fn recover(
     Ok(Recovered { workflows })
 }
 
-/// Sends tasks owed by a workflow (released from a backlog, or re-sent after
-/// a restart when `resend`): each is watched from now, then dispatched.
+/// Sends tasks owed by a workflow (just journaled, released from a backlog,
+/// or re-sent after a restart when `resend`): each is watched from now,
+/// counted against its task type's retry budget when it is a first attempt
+/// (not on a re-send), then dispatched.
 #[allow(clippy::vec_box)]
 pub fn send_owed(
     ctx: &EngineCtx,

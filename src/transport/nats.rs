@@ -306,29 +306,22 @@ async fn publish_task(
             .payload(payload.clone())
             .message_id(task_id)
             .header(TRACEPARENT, traceparent);
-        match js.send_publish(subject.clone(), msg).await {
+        let error = match js.send_publish(subject.clone(), msg).await {
             Ok(ack) => match ack.await {
                 Ok(_) => return,
-                Err(e) => tracing::warn!(
-                    workflow_id,
-                    step,
-                    attempt = spec.attempt,
-                    task_id,
-                    publish_attempt,
-                    error = %e,
-                    "task publish not acknowledged"
-                ),
+                Err(e) => format!("not acknowledged: {e}"),
             },
-            Err(e) => tracing::warn!(
-                workflow_id,
-                step,
-                attempt = spec.attempt,
-                task_id,
-                publish_attempt,
-                error = %e,
-                "task publish failed"
-            ),
-        }
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(
+            workflow_id,
+            step,
+            attempt = spec.attempt,
+            task_id,
+            publish_attempt,
+            error = %error,
+            "task publish failed"
+        );
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
@@ -508,6 +501,17 @@ fn log_received(r: &ResultMessage, headers: Option<&async_nats::HeaderMap>) {
     }
 }
 
+/// The body of a reply to a direct result.
+fn result_reply(ok: bool, retry: bool, error: Option<String>) -> bytes::Bytes {
+    let reply = ResultReply {
+        v: VERSION,
+        ok,
+        retry,
+        error,
+    };
+    serde_json::to_vec(&reply).unwrap_or_default().into()
+}
+
 /// Serves `<prefix>.rdirect.>`: each request carries one result; the reply
 /// (`ResultReply`) says `ok` once the result's transition is durable or the
 /// result was ignored, so the worker can forget it. At most `in_flight_max`
@@ -527,15 +531,6 @@ async fn serve_direct_results(
             handler.rejected("direct_without_reply");
             continue;
         };
-        let answer = |ok: bool, retry: bool, error: Option<String>| {
-            let reply = ResultReply {
-                v: VERSION,
-                ok,
-                retry,
-                error,
-            };
-            bytes::Bytes::from(serde_json::to_vec(&reply).unwrap_or_default())
-        };
         crate::failpoints::point("result.received");
         let r = match ResultMessage::decode(&msg.payload, &limits) {
             Ok(r) => r,
@@ -543,7 +538,7 @@ async fn serve_direct_results(
                 handler.rejected(e.reason());
                 tracing::warn!(reason = e.reason(), error = %e, "direct result refused");
                 let _ = client
-                    .publish(reply_to, answer(false, false, Some(e.to_string())))
+                    .publish(reply_to, result_reply(false, false, Some(e.to_string())))
                     .await;
                 continue;
             }
@@ -558,10 +553,10 @@ async fn serve_direct_results(
             let task_id = r.task_id.clone();
             let (wf, result) = r.into_task_result();
             let payload = match handler.handle(wf, result).await {
-                Ok(()) => answer(true, false, None),
+                Ok(()) => result_reply(true, false, None),
                 Err(e) => {
                     tracing::warn!(task_id = %task_id, error = %e, "direct result not applied; the worker will send it again");
-                    answer(false, true, Some(e))
+                    result_reply(false, true, Some(e))
                 }
             };
             let _ = client.publish(reply_to, payload).await;
