@@ -454,12 +454,12 @@ pub async fn run_publisher(
                 .filter_map(|i| store.outbox_delete(i.partition, &i.workflow_id, i.seq).ok())
                 .collect();
             stats.published.fetch_add(done.len() as u64, Relaxed);
-            // The next window does not wait for this delete: a row whose
-            // delete is lost (crash, error) is only sent again and
-            // de-duplicated, so its sync is not on the events' path.
+            // The next window does not wait for this delete, and the
+            // delete costs no fsync of its own: a row whose delete is lost
+            // (crash, error) is only sent again and de-duplicated.
             let committer = committer.clone();
             tokio::spawn(async move {
-                if let Err(e) = committer.commit(ops).await {
+                if let Err(e) = committer.commit_unsynced(ops).await {
                     tracing::warn!(error = %e, "outbox rows not deleted; they will be sent again");
                 }
             });
