@@ -175,6 +175,8 @@ pub struct NatsSection {
     pub results_max_ack_pending: i64,
     pub results_direct: bool,
     pub results_direct_in_flight_max: usize,
+    pub tasks_direct: bool,
+    pub tasks_direct_timeout: Dur,
     pub publish_queue_max: usize,
     pub publish_attempts: u32,
     pub publish_window: usize,
@@ -204,6 +206,7 @@ pub struct StorageSection {
     pub commit_threads: usize,
     pub block_cache_mib: usize,
     pub write_buffer_mib: usize,
+    pub wal_recycle_files: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -314,6 +317,8 @@ impl Default for Config {
                 results_max_ack_pending: nats.results_max_ack_pending,
                 results_direct: nats.results_direct,
                 results_direct_in_flight_max: nats.results_direct_in_flight_max,
+                tasks_direct: nats.tasks_direct,
+                tasks_direct_timeout: Dur(nats.tasks_direct_timeout.as_millis() as u64),
                 publish_queue_max: nats.publish_queue_max,
                 publish_attempts: nats.publish_attempts,
                 publish_window: nats.publish_window,
@@ -344,6 +349,7 @@ impl Default for Config {
                 commit_threads: 1,
                 block_cache_mib: 64,
                 write_buffer_mib: 64,
+                wal_recycle_files: crate::storage::rocks::RocksConfig::default().wal_recycle_files,
             },
             events: {
                 let e = crate::events::EventsConfig::default();
@@ -529,6 +535,10 @@ impl Config {
             "nats.results_max_ack_pending and nats.results_direct_in_flight_max must be at least 1",
         );
         need(
+            self.nats.tasks_direct_timeout.0 >= 1,
+            "nats.tasks_direct_timeout must be at least 1ms",
+        );
+        need(
             self.nats.publish_queue_max >= 1
                 && self.nats.publish_attempts >= 1
                 && self.nats.publish_window >= 1,
@@ -626,6 +636,8 @@ impl Config {
             results_max_ack_pending: n.results_max_ack_pending,
             results_direct: n.results_direct,
             results_direct_in_flight_max: n.results_direct_in_flight_max,
+            tasks_direct: n.tasks_direct,
+            tasks_direct_timeout: n.tasks_direct_timeout.as_duration(),
             publish_queue_max: n.publish_queue_max,
             publish_attempts: n.publish_attempts,
             publish_window: n.publish_window,
@@ -705,6 +717,7 @@ impl Config {
             commit_threads: self.storage.commit_threads,
             block_cache_mib: self.storage.block_cache_mib,
             write_buffer_mib: self.storage.write_buffer_mib,
+            wal_recycle_files: self.storage.wal_recycle_files,
         }
     }
 }

@@ -742,6 +742,31 @@ pub fn render_metrics(state: &HttpState) -> String {
             &[],
             n.reconnects() as f64,
         );
+        use std::sync::atomic::Ordering::Relaxed;
+        t.family(
+            "narralytica_tasks_sent_by_route_total",
+            "counter",
+            "Task sends by route: taken by a worker from a direct offer, or published to the TASKS stream.",
+        );
+        for (route, v) in [("direct", &n.tasks_direct), ("stream", &n.tasks_stream)] {
+            t.sample(
+                "narralytica_tasks_sent_by_route_total",
+                &[("route", route)],
+                v.load(Relaxed) as f64,
+            );
+        }
+        t.family(
+            "narralytica_task_offers_declined_total",
+            "counter",
+            "Direct task offers that went to the TASKS stream instead, by reason (no_worker, busy, timeout, error).",
+        );
+        for why in crate::transport::nats::OfferDeclined::ALL {
+            t.sample(
+                "narralytica_task_offers_declined_total",
+                &[("reason", why.label())],
+                n.offers_declined[why as usize].load(Relaxed) as f64,
+            );
+        }
     }
     if let Some(ev) = &state.events {
         use std::sync::atomic::Ordering::Relaxed;

@@ -21,6 +21,7 @@ pub struct NodeOptions {
     pub commit_threads: usize,
     pub block_cache_mib: usize,
     pub write_buffer_mib: usize,
+    pub wal_recycle_files: usize,
 }
 
 pub struct Node {
@@ -50,6 +51,7 @@ pub async fn open_node(opts: &NodeOptions) -> Result<Node, String> {
     let rocks = RocksConfig {
         block_cache_mib: opts.block_cache_mib,
         write_buffer_mib: opts.write_buffer_mib,
+        wal_recycle_files: opts.wal_recycle_files,
         ..RocksConfig::default()
     };
     let storage: Arc<dyn Storage> = Arc::new(

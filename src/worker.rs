@@ -401,6 +401,17 @@ pub async fn run_observed(
             )
             .await
             .map_err(|e| format!("consumer {name}: {e}"))?;
+        if nats.tasks_direct {
+            let offers = client
+                .queue_subscribe(subjects.tasks_direct(&task_type), "workers".into())
+                .await
+                .map_err(|e| format!("cannot subscribe to task offers: {e}"))?;
+            handles.push(tokio::spawn(take_offers(
+                offers,
+                slots.clone(),
+                shared.clone(),
+            )));
+        }
         let slots = slots.clone();
         let shared = shared.clone();
         handles.push(tokio::spawn(async move {
@@ -439,7 +450,7 @@ pub async fn run_observed(
                                 return;
                             }
                         };
-                        execute(&shared, &task, &msg).await;
+                        execute(&shared, &task, msg.headers.as_ref(), Some(&msg)).await;
                         let _ = msg.ack().await;
                     });
                 }
@@ -474,6 +485,54 @@ pub async fn run_observed(
     Ok(())
 }
 
+/// Serves one task type's direct offers (`<prefix>.tdirect.<type>`, a
+/// queue group): with a free slot the worker answers `taken` at once and
+/// runs the task; without one, or for an unreadable task, it declines and
+/// the orchestrator publishes the task to the stream. The subscription ends
+/// (and NATS stops offering to this worker) when the task is aborted at
+/// shutdown.
+async fn take_offers(
+    mut offers: async_nats::Subscriber,
+    slots: Arc<Semaphore>,
+    shared: Arc<Shared>,
+) {
+    while let Some(msg) = offers.next().await {
+        let Some(reply_to) = msg.reply.clone() else {
+            continue;
+        };
+        let answer = |taken: bool, error: Option<String>| {
+            let body = crate::protocol::TaskOfferReply {
+                v: VERSION,
+                taken,
+                worker: taken.then(|| shared.sim.worker.clone()),
+                error,
+            };
+            bytes::Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            let _ = shared.client.publish(reply_to, answer(false, None)).await;
+            continue;
+        };
+        let task = match TaskMessage::decode(&msg.payload, &shared.limits) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "task offer refused");
+                let _ = shared
+                    .client
+                    .publish(reply_to, answer(false, Some(e.to_string())))
+                    .await;
+                continue;
+            }
+        };
+        let _ = shared.client.publish(reply_to, answer(true, None)).await;
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            execute(&shared, &task, msg.headers.as_ref(), None).await;
+        });
+    }
+}
+
 /// The idempotency key inside a task id (`<workflow>:<step>:<gen>:<attempt>` → without the attempt).
 fn idempotency_key_of(task_id: &str) -> Option<&str> {
     task_id.rsplit_once(':').map(|(key, _)| key)
@@ -484,7 +543,15 @@ fn drawn(sim: &SimConfig, salt: u64, task_id: &str, rate: f64) -> bool {
     rate > 0.0 && draw(sim.seed ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15), task_id) < rate
 }
 
-async fn execute(shared: &Shared, task: &TaskMessage, msg: &jetstream::Message) {
+/// Runs one attempt. `headers` are the task message's; `stream_msg` is
+/// its JetStream message (kept in progress while the task runs), `None`
+/// for a task taken from a direct offer.
+async fn execute(
+    shared: &Shared,
+    task: &TaskMessage,
+    task_headers: Option<&async_nats::HeaderMap>,
+    stream_msg: Option<&jetstream::Message>,
+) {
     let (sim, faults, client) = (&shared.sim, &shared.faults, &shared.client);
     // An older attempt of this step held back by `stale_rate` answers now, late.
     if faults.stale_rate > 0.0 {
@@ -541,7 +608,9 @@ async fn execute(shared: &Shared, task: &TaskMessage, msg: &jetstream::Message) 
                 let _ = client.publish(task.heartbeat_to.clone(), p.into()).await;
             }
             // Keep JetStream from redelivering a long task (docs/protocol.md).
-            let _ = msg.ack_with(jetstream::AckKind::Progress).await;
+            if let Some(msg) = stream_msg {
+                let _ = msg.ack_with(jetstream::AckKind::Progress).await;
+            }
         }
     }
     let outage = faults
@@ -610,7 +679,7 @@ async fn execute(shared: &Shared, task: &TaskMessage, msg: &jetstream::Message) 
     let payload: bytes::Bytes = payload.into();
     // Trace context: the result is a child span of the task's.
     let mut headers = async_nats::HeaderMap::new();
-    if let Some(h) = &msg.headers {
+    if let Some(h) = task_headers {
         if let Some(tp) = h
             .get(TRACEPARENT)
             .and_then(|v| TraceParent::parse(v.as_str()))
@@ -649,14 +718,14 @@ async fn execute(shared: &Shared, task: &TaskMessage, msg: &jetstream::Message) 
             "",
             payload.clone(),
             headers.clone(),
-            Some(msg),
+            stream_msg,
         )
         .await;
     let mut answers = u32::from(published);
     if published && drawn(sim, 2, &task.task_id, faults.duplicate_rate) {
         answers += u32::from(
             shared
-                .send_result(&route, &task.task_id, ":dup", payload, headers, Some(msg))
+                .send_result(&route, &task.task_id, ":dup", payload, headers, stream_msg)
                 .await,
         );
     }

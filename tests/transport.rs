@@ -15,11 +15,12 @@ use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 use orchestrator::protocol::trace::{TraceParent, TRACEPARENT};
 use orchestrator::protocol::{
-    HeartbeatMessage, ResultMessage, ResultReply, ResultStatus, TaskMessage,
+    HeartbeatMessage, ResultMessage, ResultReply, ResultStatus, TaskMessage, TaskOfferReply,
 };
 use orchestrator::transport::inproc::{InProcTransport, ToWorker};
 use orchestrator::transport::nats::{
-    connect, ensure_streams, run_intake, stream_name, NatsConfig, NatsTransport, ResultHandler,
+    connect, ensure_streams, run_intake, stream_name, NatsConfig, NatsStats, NatsTransport,
+    OfferDeclined, ResultHandler,
 };
 use orchestrator::transport::{ReportSink, Transport, WorkerReport};
 use orchestrator::workflow::{TaskOutcome, TaskResult, TaskSpec};
@@ -288,13 +289,33 @@ struct NatsRig {
     cancels: std::collections::HashMap<String, async_nats::Subscriber>,
     /// `result_direct_to` of each task seen, by task id.
     direct_to: std::collections::HashMap<String, String>,
+    /// Direct task offers by task type, when the probe takes them.
+    offers: std::collections::HashMap<String, async_nats::Subscriber>,
+    /// How the probe answers an offer: take it, or decline (no free slot).
+    take_offers: bool,
+    stats: Arc<NatsStats>,
     _intake: tokio::task::JoinHandle<()>,
+}
+
+/// How the probe worker of a [`NatsRig`] gets tasks.
+#[derive(Clone, Copy, PartialEq)]
+enum Offers {
+    /// It does not listen for direct offers: every task goes to the stream.
+    Ignore,
+    /// It takes every direct offer.
+    Take,
+    /// It listens and declines every offer (as a worker without a free slot).
+    Decline,
 }
 
 impl NatsRig {
     /// `direct`: the orchestrator offers `result_direct_to` and the probe
     /// answers by request on it; otherwise results go through JetStream.
     async fn start(direct: bool) -> NatsRig {
+        NatsRig::start_with(direct, Offers::Ignore).await
+    }
+
+    async fn start_with(direct: bool, offers: Offers) -> NatsRig {
         let server = NatsServer::start();
         let cfg = NatsConfig {
             url: server.url(),
@@ -303,11 +324,20 @@ impl NatsRig {
         };
         let (client, js) = connect(&cfg).await.expect("connect");
         ensure_streams(&js, &cfg).await.expect("streams");
+        let stats = Arc::new(NatsStats::default());
         let transport = Arc::new(
-            NatsTransport::start(cfg.clone(), client.clone(), js.clone(), Arc::new(|_| 0))
-                .expect("transport"),
+            NatsTransport::start(
+                cfg.clone(),
+                client.clone(),
+                js.clone(),
+                Arc::new(|_| 0),
+                stats.clone(),
+            )
+            .expect("transport"),
         );
         let collector: Arc<Collector> = Arc::default();
+        // A taken offer is reported as the attempt's start.
+        transport.set_sink(collector.clone());
         let intake = run_intake(
             cfg.clone(),
             client.clone(),
@@ -328,13 +358,116 @@ impl NatsRig {
             consumers: Default::default(),
             cancels: Default::default(),
             direct_to: Default::default(),
+            offers: Default::default(),
+            take_offers: offers == Offers::Take,
+            stats,
             _intake: intake,
         };
         // Workers subscribe before anything is dispatched (as a real fleet would).
         for tt in ["transcribe", "embed"] {
             rig.subscribe(tt).await;
+            if offers != Offers::Ignore {
+                let subjects =
+                    orchestrator::protocol::subjects::Subjects::new(&rig.cfg.prefix).unwrap();
+                let sub = rig
+                    .client
+                    .queue_subscribe(subjects.tasks_direct(tt), "workers".into())
+                    .await
+                    .unwrap();
+                rig.client.flush().await.unwrap();
+                rig.offers.insert(tt.to_owned(), sub);
+            }
         }
         rig
+    }
+
+    /// The next direct offer of `task_type` (answered as configured), or
+    /// `None` within `wait`.
+    async fn next_offer(&mut self, task_type: &str, wait: Duration) -> Option<Seen> {
+        let sub = self.offers.get_mut(task_type)?;
+        let msg = tokio::time::timeout(wait, sub.next()).await.ok()??;
+        assert_eq!(
+            msg.subject.as_str(),
+            format!("narralytica.tdirect.{task_type}")
+        );
+        let answer = TaskOfferReply {
+            v: 1,
+            taken: self.take_offers,
+            worker: self.take_offers.then(|| "probe".to_owned()),
+            error: None,
+        };
+        self.client
+            .publish(
+                msg.reply.clone().expect("an offer is a request"),
+                serde_json::to_vec(&answer).unwrap().into(),
+            )
+            .await
+            .unwrap();
+        self.client.flush().await.unwrap();
+        if !self.take_offers {
+            return None;
+        }
+        let t = TaskMessage::decode(&msg.payload, &self.cfg.limits).expect("offer decodes");
+        let traceparent = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(TRACEPARENT))
+            .map(|v| v.as_str().to_owned());
+        Some(self.seen(t, traceparent))
+    }
+
+    /// Checks what every delivery must carry, and keeps its direct-result subject.
+    fn seen(&mut self, t: TaskMessage, traceparent: Option<String>) -> Seen {
+        // The direct subject is offered exactly when configured, and names
+        // the partition like `reply_to` does.
+        match &t.result_direct_to {
+            Some(subject) => {
+                assert!(self.cfg.results_direct, "offered although disabled");
+                assert_eq!(subject, "narralytica.rdirect.0");
+                self.direct_to.insert(t.task_id.clone(), subject.clone());
+            }
+            None => assert!(!self.cfg.results_direct, "not offered although enabled"),
+        }
+        // The trace is the workflow's.
+        let tp = TraceParent::parse(traceparent.as_deref().expect("traceparent header"))
+            .expect("valid traceparent");
+        assert_eq!(
+            tp.trace_id,
+            orchestrator::protocol::trace::trace_id(&t.workflow_id)
+        );
+        Seen {
+            task_id: t.task_id,
+            idempotency_key: t.idempotency_key,
+            workflow_id: t.workflow_id,
+            step: t.step,
+            task_type: t.task_type,
+            attempt: t.attempt,
+            input: serde_json::from_str(t.input.get()).unwrap(),
+            heartbeat_timeout_ms: t.heartbeat_timeout_ms,
+            traceparent,
+        }
+    }
+
+    /// The next task of `task_type` from the stream, or `None` within `wait`.
+    async fn next_from_stream(&mut self, task_type: &str, wait: Duration) -> Option<Seen> {
+        let stream = self.consumers.get_mut(task_type)?;
+        let msg = tokio::time::timeout(wait, stream.next())
+            .await
+            .ok()??
+            .ok()?;
+        let t = TaskMessage::decode(&msg.payload, &self.cfg.limits).expect("task decodes");
+        let traceparent = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(TRACEPARENT))
+            .map(|v| v.as_str().to_owned());
+        msg.ack().await.unwrap();
+        // The subject names the task type.
+        assert_eq!(
+            msg.subject.as_str(),
+            format!("narralytica.tasks.{task_type}")
+        );
+        Some(self.seen(t, traceparent))
     }
 
     async fn subscribe(&mut self, task_type: &str) {
@@ -376,50 +509,17 @@ impl Rig for NatsRig {
         self.collector.clone()
     }
     async fn next_task(&mut self, task_type: &str) -> Option<Seen> {
-        let stream = self.consumers.get_mut(task_type)?;
-        let msg = tokio::time::timeout(Duration::from_millis(1500), stream.next())
-            .await
-            .ok()??
-            .ok()?;
-        let t = TaskMessage::decode(&msg.payload, &self.cfg.limits).expect("task decodes");
-        let traceparent = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(TRACEPARENT))
-            .map(|v| v.as_str().to_owned());
-        msg.ack().await.unwrap();
-        // The direct subject is offered exactly when configured, and names
-        // the partition like `reply_to` does.
-        match &t.result_direct_to {
-            Some(subject) => {
-                assert!(self.cfg.results_direct, "offered although disabled");
-                assert_eq!(subject, "narralytica.rdirect.0");
-                self.direct_to.insert(t.task_id.clone(), subject.clone());
+        // A taken offer, else the stream (where declined offers go).
+        if self.take_offers {
+            if let Some(seen) = self
+                .next_offer(task_type, Duration::from_millis(1500))
+                .await
+            {
+                return Some(seen);
             }
-            None => assert!(!self.cfg.results_direct, "not offered although enabled"),
         }
-        // The subject names the task type; the trace is the workflow's.
-        assert_eq!(
-            msg.subject.as_str(),
-            format!("narralytica.tasks.{task_type}")
-        );
-        let tp = TraceParent::parse(traceparent.as_deref().expect("traceparent header"))
-            .expect("valid traceparent");
-        assert_eq!(
-            tp.trace_id,
-            orchestrator::protocol::trace::trace_id(&t.workflow_id)
-        );
-        Some(Seen {
-            task_id: t.task_id,
-            idempotency_key: t.idempotency_key,
-            workflow_id: t.workflow_id,
-            step: t.step,
-            task_type: t.task_type,
-            attempt: t.attempt,
-            input: serde_json::from_str(t.input.get()).unwrap(),
-            heartbeat_timeout_ms: t.heartbeat_timeout_ms,
-            traceparent,
-        })
+        self.next_from_stream(task_type, Duration::from_millis(1500))
+            .await
     }
     async fn next_cancel(&mut self, task_type: &str) -> Option<String> {
         let sub = self.cancels.get_mut(task_type)?;
@@ -498,6 +598,93 @@ async fn the_nats_transport_conforms() {
 async fn the_nats_transport_conforms_with_direct_results() {
     let rig = NatsRig::start(true).await;
     conformance(rig, "nats-direct").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nats_transport_conforms_with_direct_task_offers() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let rig = NatsRig::start_with(true, Offers::Take).await;
+    let (stats, collector) = (rig.stats.clone(), rig.collector.clone());
+    conformance(rig, "nats-offers").await;
+    // Every task was taken from an offer; none went through the stream.
+    assert!(stats.tasks_direct.load(Relaxed) >= 2, "offers not taken");
+    assert_eq!(stats.tasks_stream.load(Relaxed), 0);
+    // A taken offer counts as the attempt's start, with the worker's name
+    // (so the step's heartbeat timeout watches it from now on).
+    let reports = collector.reports.lock().clone();
+    assert!(
+        reports.iter().any(|(wf, r)| wf == "wf-a"
+            && matches!(r, WorkerReport::Started { task_id, worker }
+                if task_id == "wf-a:transcribe:0:1" && worker == "probe")),
+        "no start reported for a taken offer: {reports:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_declined_unanswered_or_not_made_leave_the_task_to_the_stream() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut rig = NatsRig::start_with(false, Offers::Decline).await;
+    let t = rig.transport();
+    let wait = Duration::from_secs(3);
+    // The only worker declines (no free slot): the task comes from the stream.
+    t.dispatch(spec("wf-d", "transcribe", "transcribe", 1));
+    assert!(rig.next_offer("transcribe", wait).await.is_none());
+    let got = rig.next_from_stream("transcribe", wait).await;
+    assert_eq!(
+        got.map(|s| s.task_id).as_deref(),
+        Some("wf-d:transcribe:0:1")
+    );
+    // An offer nobody answers within tasks_direct_timeout: the stream too.
+    t.dispatch(spec("wf-u", "embed", "embed", 1));
+    let unanswered = tokio::time::timeout(wait, rig.offers.get_mut("embed").unwrap().next())
+        .await
+        .expect("offered");
+    assert!(unanswered.is_some());
+    let got = rig.next_from_stream("embed", wait).await;
+    assert_eq!(got.map(|s| s.task_id).as_deref(), Some("wf-u:embed:0:1"));
+    // Nobody listens for offers of this type: straight to the stream.
+    rig.subscribe("segment").await;
+    t.dispatch(spec("wf-s", "segment", "segment", 1));
+    let got = rig.next_from_stream("segment", wait).await;
+    assert_eq!(got.map(|s| s.task_id).as_deref(), Some("wf-s:segment:0:1"));
+    // A step without a heartbeat timeout is never offered: a worker dying
+    // with it would go unnoticed, while a stream message is redelivered.
+    let mut quiet = spec("wf-q", "transcribe", "transcribe", 1);
+    quiet.heartbeat_timeout_ms = None;
+    t.dispatch(quiet);
+    let got = rig.next_from_stream("transcribe", wait).await;
+    assert_eq!(
+        got.map(|s| s.task_id).as_deref(),
+        Some("wf-q:transcribe:0:1")
+    );
+    let offered = tokio::time::timeout(
+        Duration::from_millis(300),
+        rig.offers.get_mut("transcribe").unwrap().next(),
+    )
+    .await;
+    assert!(
+        offered.is_err(),
+        "a task without heartbeat timeout was offered"
+    );
+    let declined = |why: OfferDeclined| rig.stats.offers_declined[why as usize].load(Relaxed);
+    assert_eq!(
+        (
+            declined(OfferDeclined::Busy),
+            declined(OfferDeclined::Timeout),
+            declined(OfferDeclined::NoWorker),
+            declined(OfferDeclined::Error),
+        ),
+        (1, 1, 1, 0)
+    );
+    assert_eq!(rig.stats.tasks_stream.load(Relaxed), 4);
+    assert_eq!(rig.stats.tasks_direct.load(Relaxed), 0);
+    // Nothing was reported started: no worker took anything.
+    assert!(!rig
+        .collector
+        .reports
+        .lock()
+        .iter()
+        .any(|(_, r)| matches!(r, WorkerReport::Started { .. })));
 }
 
 /// Applies results after a delay; refuses (transiently) task ids starting with `fail`.

@@ -156,6 +156,7 @@ pub async fn run_dev(
         commit_threads: args.commit_threads,
         block_cache_mib: args.block_cache_mib,
         write_buffer_mib: args.write_buffer_mib,
+        wal_recycle_files: crate::storage::rocks::RocksConfig::default().wal_recycle_files,
     })
     .await?;
     if node.pipelines.current(&args.pipeline).is_none() {

@@ -192,7 +192,7 @@ pub async fn serve(
     http.storage_opened(&node);
     let config = cfg;
     let cfg = config.nats_config();
-    let (client, js) = connect_with_stats(&cfg, Some(nats_stats)).await?;
+    let (client, js) = connect_with_stats(&cfg, Some(nats_stats.clone())).await?;
     // Streams are created idempotently; while NATS is unreachable, keep trying.
     tokio::pin!(shutdown);
     loop {
@@ -225,7 +225,9 @@ pub async fn serve(
         client.clone(),
         js.clone(),
         Arc::new(move |id: &str| store.partition_of(id)),
+        nats_stats,
     )?;
+    let transport = Arc::new(transport);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let exporter = match config.otlp_config() {
         Some(o) => {
@@ -239,7 +241,7 @@ pub async fn serve(
             store: node.store.clone(),
             committer: node.committer.clone(),
             clock,
-            transport: Arc::new(transport),
+            transport: transport.clone(),
             pipelines: node.pipelines.clone(),
             metrics: metrics.clone(),
             config: config.engine_config(),
@@ -255,6 +257,7 @@ pub async fn serve(
         .await
         .map_err(|e| e.to_string())?,
     );
+    transport.set_sink(engine.sink());
     http.readiness().set_recovery_done();
     // The publisher first sends what a previous run left in the outbox.
     let publisher = events.map(|(outbox, rx)| {

@@ -71,6 +71,11 @@ pub struct WorkerArgs {
     /// `jetstream` (published on the RESULTS stream, `reply_to`).
     #[arg(long, default_value = "direct", value_parser = ["direct", "jetstream"])]
     pub results_via: String,
+    /// How tasks arrive: `direct` (take the orchestrator's direct offers on
+    /// `<prefix>.tdirect.<type>` while a slot is free, and pull the TASKS
+    /// stream) or `jetstream` (pull the stream only).
+    #[arg(long, default_value = "direct", value_parser = ["direct", "jetstream"])]
+    pub tasks_via: String,
     /// On SIGTERM: stop pulling tasks and wait this long for the tasks in
     /// hand to finish and their results to be acknowledged.
     #[arg(long, default_value = "30s", value_parser = crate::sim::parse_duration)]
@@ -135,6 +140,7 @@ pub fn run(args: WorkerArgs) -> ExitCode {
     };
     let mut nats = args.nats.config();
     nats.results_direct = args.results_via == "direct";
+    nats.tasks_direct = args.tasks_via == "direct";
     eprintln!(
         "workers serving {} task type(s): {}",
         task_types.len(),

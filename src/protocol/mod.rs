@@ -84,6 +84,26 @@ pub struct ResultReply {
     pub error: Option<String>,
 }
 
+/// A worker's answer to a task offered on `<prefix>.tdirect.<task_type>`
+/// (core NATS request; docs/protocol.md "Direct task offers").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(
+    title = "TaskOfferReply",
+    description = "Answer to a task offered by request on tdirect: taken, or declined (then the task goes to the TASKS stream)."
+)]
+pub struct TaskOfferReply {
+    pub v: u32,
+    /// True: the worker has the task and runs it now (it counts as started).
+    /// False: declined (no free slot, unreadable task); the orchestrator
+    /// publishes it to the TASKS stream instead.
+    pub taken: bool,
+    /// Name of the worker instance that took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// `succeeded` or `failed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -374,6 +394,10 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         (
             "result_reply.json",
             to_value(schemars::schema_for!(ResultReply)),
+        ),
+        (
+            "task_offer_reply.json",
+            to_value(schemars::schema_for!(TaskOfferReply)),
         ),
     ]
 }

@@ -36,6 +36,12 @@ impl Subjects {
         format!("{}.tasks.{task_type}", self.prefix)
     }
 
+    /// Task offers by request-reply to an idle worker (core NATS, outside
+    /// the TASKS stream); a declined or unanswered offer goes to `tasks`.
+    pub fn tasks_direct(&self, task_type: &str) -> String {
+        format!("{}.tdirect.{task_type}", self.prefix)
+    }
+
     pub fn tasks_all(&self) -> String {
         format!("{}.tasks.>", self.prefix)
     }
@@ -87,6 +93,7 @@ mod tests {
         let s = Subjects::new("narralytica").unwrap();
         assert_eq!(s.tasks("transcribe"), "narralytica.tasks.transcribe");
         assert_eq!(s.results(3), "narralytica.results.3");
+        assert_eq!(s.tasks_direct("embed"), "narralytica.tdirect.embed");
         assert!(Subjects::new("acme.narralytica").is_ok());
         assert!(Subjects::new("bad prefix").is_err());
         assert!(Subjects::new("a.*").is_err());

@@ -22,7 +22,8 @@ use super::{workflow_of_task, ReportSink, Transport, WorkerReport};
 use crate::protocol::subjects::Subjects;
 use crate::protocol::trace::{task_traceparent, TraceParent, TRACEPARENT};
 use crate::protocol::{
-    CancelMessage, HeartbeatMessage, Limits, ResultMessage, ResultReply, TaskMessage, VERSION,
+    CancelMessage, HeartbeatMessage, Limits, ResultMessage, ResultReply, TaskMessage,
+    TaskOfferReply, VERSION,
 };
 use crate::workflow::TaskSpec;
 
@@ -45,6 +46,11 @@ pub struct NatsConfig {
     /// Direct results being applied at once; more wait in the subscription
     /// (and a worker whose request times out sends again).
     pub results_direct_in_flight_max: usize,
+    /// Offer each task (whose step has a heartbeat timeout) to an idle
+    /// worker by core NATS request before using the TASKS stream.
+    pub tasks_direct: bool,
+    /// Wait for a worker's answer to a task offer, at most.
+    pub tasks_direct_timeout: Duration,
     /// Tasks and cancels waiting to be published, at most (beyond: dropped, healed by timeouts).
     pub publish_queue_max: usize,
     /// Task publishes with their acknowledgements in flight at once.
@@ -66,6 +72,8 @@ impl Default for NatsConfig {
             results_max_ack_pending: 10_000,
             results_direct: true,
             results_direct_in_flight_max: 10_000,
+            tasks_direct: true,
+            tasks_direct_timeout: Duration::from_millis(500),
             publish_queue_max: 100_000,
             publish_attempts: 40,
             publish_window: 256,
@@ -87,6 +95,43 @@ pub struct NatsStats {
     /// Successful connections, the first one included.
     connects: AtomicU64,
     disconnects: AtomicU64,
+    /// Tasks taken by a worker from a direct offer.
+    pub tasks_direct: AtomicU64,
+    /// Tasks published to the TASKS stream (offer declined, or not offered).
+    pub tasks_stream: AtomicU64,
+    /// Direct offers that went to the stream, by [`OfferDeclined`] reason.
+    pub offers_declined: [AtomicU64; OfferDeclined::ALL.len()],
+}
+
+/// Why a direct task offer was not taken (the task then goes to the stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferDeclined {
+    /// No worker listens on the task type's `tdirect` subject.
+    NoWorker,
+    /// The worker that got the offer had no free slot.
+    Busy,
+    /// No answer within `tasks_direct_timeout`.
+    Timeout,
+    /// The request failed otherwise, or the answer was unreadable.
+    Error,
+}
+
+impl OfferDeclined {
+    pub const ALL: [OfferDeclined; 4] = [
+        OfferDeclined::NoWorker,
+        OfferDeclined::Busy,
+        OfferDeclined::Timeout,
+        OfferDeclined::Error,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            OfferDeclined::NoWorker => "no_worker",
+            OfferDeclined::Busy => "busy",
+            OfferDeclined::Timeout => "timeout",
+            OfferDeclined::Error => "error",
+        }
+    }
 }
 
 impl NatsStats {
@@ -113,6 +158,10 @@ impl NatsStats {
 
     pub fn disconnects(&self) -> u64 {
         self.disconnects.load(Ordering::Relaxed)
+    }
+
+    fn declined(&self, why: OfferDeclined) {
+        self.offers_declined[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -185,22 +234,52 @@ enum Outgoing {
 /// Engine side of NATS: implements [`Transport`].
 pub struct NatsTransport {
     tx: mpsc::Sender<Outgoing>,
+    /// Told when a worker takes a direct offer (the attempt counts as
+    /// started); set once the engine exists.
+    sink: Arc<std::sync::OnceLock<Arc<dyn ReportSink>>>,
+}
+
+/// What the publisher needs for one task, shared by every send.
+struct Publisher {
+    js: jetstream::Context,
+    client: async_nats::Client,
+    subjects: Subjects,
+    partition_of: Arc<dyn Fn(&str) -> u16 + Send + Sync>,
+    attempts: u32,
+    results_direct: bool,
+    /// `Some(timeout)` when tasks are offered to idle workers first.
+    offer_timeout: Option<Duration>,
+    stats: Arc<NatsStats>,
+    sink: Arc<std::sync::OnceLock<Arc<dyn ReportSink>>>,
 }
 
 impl NatsTransport {
     /// Starts the publisher task. `partition_of` maps a workflow id to the
-    /// partition whose result subject its tasks name.
+    /// partition whose result subject its tasks name; `stats` counts the
+    /// tasks by route.
     pub fn start(
         cfg: NatsConfig,
         client: async_nats::Client,
         js: jetstream::Context,
         partition_of: Arc<dyn Fn(&str) -> u16 + Send + Sync>,
+        stats: Arc<NatsStats>,
     ) -> Result<NatsTransport, String> {
-        let subjects = Arc::new(Subjects::new(&cfg.prefix)?);
         let (tx, mut rx) = mpsc::channel::<Outgoing>(cfg.publish_queue_max.max(1));
-        let attempts = cfg.publish_attempts.max(1);
         let window = cfg.publish_window.max(1);
-        let direct = cfg.results_direct;
+        let sink = Arc::new(std::sync::OnceLock::new());
+        let publisher = Arc::new(Publisher {
+            js,
+            client,
+            subjects: Subjects::new(&cfg.prefix)?,
+            partition_of,
+            attempts: cfg.publish_attempts.max(1),
+            results_direct: cfg.results_direct,
+            offer_timeout: cfg
+                .tasks_direct
+                .then_some(cfg.tasks_direct_timeout.max(Duration::from_millis(1))),
+            stats,
+            sink: sink.clone(),
+        });
         tokio::spawn(async move {
             // Up to `window` publishes with their acknowledgements in flight;
             // the next one starts as soon as any acknowledgement returns (no
@@ -212,34 +291,31 @@ impl NatsTransport {
                     biased;
                     Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
                     out = rx.recv(), if in_flight.len() < window => match out {
-                        Some(out) => in_flight.push(send_outgoing(
-                            js.clone(),
-                            client.clone(),
-                            subjects.clone(),
-                            partition_of.clone(),
-                            out,
-                            attempts,
-                            direct,
-                        )),
+                        Some(out) => in_flight.push(send_outgoing(publisher.clone(), out)),
                         None => break,
                     },
                 }
             }
             while in_flight.next().await.is_some() {}
         });
-        Ok(NatsTransport { tx })
+        Ok(NatsTransport { tx, sink })
+    }
+
+    /// Where to report that a worker took a direct offer (the engine's sink).
+    pub fn set_sink(&self, sink: Arc<dyn ReportSink>) {
+        let _ = self.sink.set(sink);
     }
 }
 
-async fn send_outgoing(
-    js: jetstream::Context,
-    client: async_nats::Client,
-    subjects: Arc<Subjects>,
-    partition_of: Arc<dyn Fn(&str) -> u16 + Send + Sync>,
-    out: Outgoing,
-    attempts: u32,
-    direct: bool,
-) {
+async fn send_outgoing(publisher: Arc<Publisher>, out: Outgoing) {
+    let Publisher {
+        js,
+        client,
+        subjects,
+        partition_of,
+        attempts,
+        ..
+    } = &*publisher;
     match out {
         Outgoing::Task(spec) => {
             let p = partition_of(&spec.workflow_id);
@@ -247,7 +323,7 @@ async fn send_outgoing(
                 &spec,
                 subjects.results(p),
                 subjects.heartbeats(p),
-                direct.then(|| subjects.results_direct(p)),
+                publisher.results_direct.then(|| subjects.results_direct(p)),
             ) {
                 Ok(m) => m,
                 Err(e) => {
@@ -258,14 +334,37 @@ async fn send_outgoing(
             let Ok(payload) = serde_json::to_vec(&msg) else {
                 return;
             };
+            let payload: bytes::Bytes = payload.into();
             let traceparent = task_traceparent(&spec.workflow_id, &spec.task_id);
+            // Only an attempt with a heartbeat timeout is offered: a worker
+            // that dies holding it is noticed by that timeout, as a stream
+            // message would have been redelivered.
+            if let (Some(timeout), Some(_)) = (publisher.offer_timeout, spec.heartbeat_timeout_ms) {
+                match offer_task(&publisher, &spec, &traceparent, payload.clone(), timeout).await {
+                    Ok(worker) => {
+                        publisher.stats.tasks_direct.fetch_add(1, Ordering::Relaxed);
+                        if let Some(sink) = publisher.sink.get() {
+                            sink.report(
+                                &spec.workflow_id,
+                                WorkerReport::Started {
+                                    task_id: spec.task_id.clone(),
+                                    worker: worker.unwrap_or_default(),
+                                },
+                            );
+                        }
+                        return;
+                    }
+                    Err(why) => publisher.stats.declined(why),
+                }
+            }
+            publisher.stats.tasks_stream.fetch_add(1, Ordering::Relaxed);
             publish_task(
-                &js,
+                js,
                 subjects.tasks(&spec.task_type),
                 &spec,
                 &traceparent,
                 payload,
-                attempts,
+                *attempts,
             )
             .await;
         }
@@ -286,15 +385,50 @@ async fn send_outgoing(
     }
 }
 
+/// Offers a task to an idle worker of its type: `Ok(worker name)` once one
+/// took it, else why not (the caller then publishes it to the stream).
+async fn offer_task(
+    publisher: &Publisher,
+    spec: &TaskSpec,
+    traceparent: &str,
+    payload: bytes::Bytes,
+    timeout: Duration,
+) -> Result<Option<String>, OfferDeclined> {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(TRACEPARENT, traceparent);
+    let request = async_nats::Request::new()
+        .payload(payload)
+        .headers(headers)
+        .timeout(Some(timeout));
+    let reply = publisher
+        .client
+        .send_request(publisher.subjects.tasks_direct(&spec.task_type), request)
+        .await
+        .map_err(|e| match e.kind() {
+            async_nats::RequestErrorKind::NoResponders => OfferDeclined::NoWorker,
+            async_nats::RequestErrorKind::TimedOut => OfferDeclined::Timeout,
+            _ => OfferDeclined::Error,
+        })?;
+    match serde_json::from_slice::<TaskOfferReply>(&reply.payload) {
+        Ok(r) if r.taken => Ok(r.worker),
+        Ok(r) => {
+            if let Some(error) = r.error {
+                tracing::debug!(task_id = %spec.task_id, error, "task offer declined");
+            }
+            Err(OfferDeclined::Busy)
+        }
+        Err(_) => Err(OfferDeclined::Error),
+    }
+}
+
 async fn publish_task(
     js: &jetstream::Context,
     subject: String,
     spec: &TaskSpec,
     traceparent: &str,
-    payload: Vec<u8>,
+    payload: bytes::Bytes,
     attempts: u32,
 ) {
-    let payload: bytes::Bytes = payload.into();
     let mut backoff = Duration::from_millis(50);
     let (task_id, workflow_id, step) = (
         spec.task_id.as_str(),

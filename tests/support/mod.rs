@@ -92,6 +92,7 @@ impl Harness {
         let exporter = opts.otlp.map(|o| {
             orchestrator::otel::OtlpExporter::start(o, metrics.clone()).expect("exporter")
         });
+        let mut nats_transport = None;
         let (transport, inproc_rx, nats): (Arc<dyn orchestrator::transport::Transport>, _, _) =
             match &opts.nats_url {
                 None => {
@@ -110,14 +111,18 @@ impl Harness {
                         .await
                         .expect("streams");
                     let s2 = store.clone();
-                    let t = NatsTransport::start(
-                        cfg.clone(),
-                        client.clone(),
-                        js.clone(),
-                        Arc::new(move |id: &str| s2.partition_of(id)),
-                    )
-                    .expect("transport");
-                    (Arc::new(t), None, Some((cfg, client, js)))
+                    let t = Arc::new(
+                        NatsTransport::start(
+                            cfg.clone(),
+                            client.clone(),
+                            js.clone(),
+                            Arc::new(move |id: &str| s2.partition_of(id)),
+                            Arc::default(),
+                        )
+                        .expect("transport"),
+                    );
+                    nats_transport = Some(t.clone());
+                    (t, None, Some((cfg, client, js)))
                 }
             };
         let engine = Arc::new(
@@ -153,6 +158,9 @@ impl Harness {
             .await
             .expect("engine starts"),
         );
+        if let Some(t) = &nats_transport {
+            t.set_sink(engine.sink());
+        }
         let mut workers = Vec::new();
         if let Some(rx) = inproc_rx {
             let sink = engine.sink();
