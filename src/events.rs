@@ -114,7 +114,52 @@ pub fn decode_message(bytes: &[u8]) -> Result<Vec<EventMessage>, String> {
     }
 }
 
-/// The stored outbox row: the message, ready to send.
+/// The stored outbox row: what, besides the journal record itself, it takes
+/// to build the record's message again (after a crash, or when the
+/// publisher's channel overflowed).
+///
+/// Why not the message itself: the message is about ten times larger, and
+/// each row lives for a millisecond (written with the record, deleted
+/// after the publish). Storing the message made it most of the bytes of
+/// every commit: WAL writes, memtable inserts, and a memtable flush every
+/// ~2 s at 870 workflows/s (docs/benchmarks.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxMark {
+    /// The workflow's pipeline.
+    pub pipeline: crate::workflow::PipelineRef,
+    /// The workflow's generation before the record.
+    pub generation: u32,
+    /// The workflow's status after the record ([`Status::code`]).
+    pub status: u8,
+}
+
+/// The value of an outbox row, as written by this build.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OutboxValue {
+    Mark(OutboxMark),
+}
+
+/// An outbox row read back from storage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoredOutbox {
+    Mark(OutboxMark),
+    /// A row written by an earlier build: the whole message.
+    Message(OutboxEntry),
+}
+
+/// Decodes an outbox row of this build or of an earlier one. An earlier
+/// row starts with its subject's length, which is never a valid
+/// [`OutboxValue`] variant, so the two cannot be confused.
+pub fn decode_outbox_row(key: &[u8], value: &[u8]) -> Result<StoredOutbox, crate::storage::Error> {
+    match crate::storage::codec::decode::<OutboxValue>(key, value) {
+        Ok(OutboxValue::Mark(m)) => Ok(StoredOutbox::Mark(m)),
+        Err(e) => crate::storage::codec::decode::<OutboxEntry>(key, value)
+            .map(StoredOutbox::Message)
+            .map_err(|_| e),
+    }
+}
+
+/// A built lifecycle message: its subject and body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutboxEntry {
     pub subject: String,
@@ -329,6 +374,7 @@ pub async fn run_publisher(
     outbox: Arc<Outbox>,
     mut rx: mpsc::Receiver<OutboxItem>,
     store: WorkflowStore,
+    pipelines: Arc<crate::engine::registry::PipelineRegistry>,
     committer: Arc<GroupCommitter>,
     js: jetstream::Context,
     cfg: EventsConfig,
@@ -342,29 +388,37 @@ pub async fn run_publisher(
             // Storage is the truth: what the channel holds is in it too.
             while rx.try_recv().is_ok() {}
             stats.scans.fetch_add(1, Relaxed);
-            let st = store.clone();
+            let (st, ob, pl) = (store.clone(), outbox.clone(), pipelines.clone());
             let limit = cfg.scan_max.max(1);
-            let rows = tokio::task::spawn_blocking(move || st.scan_outbox::<OutboxEntry>(limit))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
+            let rows = tokio::task::spawn_blocking(move || {
+                st.scan_outbox(limit, decode_outbox_row).map(|rows| {
+                    let n = rows.len();
+                    let items: Vec<_> = rows
+                        .into_iter()
+                        .map(|(key, row)| {
+                            let item = row
+                                .map_err(|e| e.to_string())
+                                .and_then(|(k, stored)| rebuild(&ob, &st, &pl, k, stored));
+                            (key, item)
+                        })
+                        .collect();
+                    (n, items)
+                })
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
             match rows {
-                Ok(rows) => {
-                    if rows.len() >= limit {
+                Ok((n, rows)) => {
+                    if n >= limit {
                         outbox.rescan.store(true, Relaxed);
                     }
                     let mut bad = Vec::new();
-                    for (key, row) in rows {
-                        match row {
-                            Ok((k, entry)) => backlog.push_back(OutboxItem {
-                                partition: k.partition,
-                                workflow_id: k.id,
-                                seq: k.seq,
-                                subject: entry.subject,
-                                payload: entry.payload.into(),
-                            }),
+                    for (key, item) in rows {
+                        match item {
+                            Ok(item) => backlog.push_back(item),
                             Err(e) => {
-                                tracing::error!(error = %e, "corrupt outbox row dropped");
+                                tracing::error!(error = %e, "outbox row cannot be published; dropped");
                                 bad.push(crate::storage::Op::Delete(key));
                             }
                         }
@@ -476,6 +530,46 @@ pub async fn run_publisher(
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
+}
+
+/// The message of an outbox row read back from storage: built again from
+/// the journal record it names (an earlier build's row carries it whole).
+fn rebuild(
+    outbox: &Outbox,
+    store: &WorkflowStore,
+    pipelines: &crate::engine::registry::PipelineRegistry,
+    key: crate::storage::keys::JournalKey,
+    stored: StoredOutbox,
+) -> Result<OutboxItem, String> {
+    let entry = match stored {
+        StoredOutbox::Message(entry) => entry,
+        StoredOutbox::Mark(mark) => {
+            let record: crate::workflow::JournalRecord = store
+                .load_journal_record(key.partition, &key.id, key.seq)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("{}: journal record {} is gone", key.id, key.seq))?;
+            let def = pipelines.get(&mark.pipeline)?;
+            let status = Status::from_code(mark.status)
+                .ok_or_else(|| format!("{}: unknown status code {}", key.id, mark.status))?;
+            outbox
+                .message(
+                    &key.id,
+                    &def,
+                    key.seq,
+                    mark.generation,
+                    status,
+                    &record.events,
+                )
+                .ok_or_else(|| format!("{}: record {} has no events", key.id, key.seq))?
+        }
+    };
+    Ok(OutboxItem {
+        partition: key.partition,
+        workflow_id: key.id,
+        seq: key.seq,
+        subject: entry.subject,
+        payload: entry.payload.into(),
+    })
 }
 
 /// Records of one window that go out as one message.
@@ -659,5 +753,90 @@ mod batch_tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod outbox_tests {
+    use super::*;
+    use crate::engine::registry::PipelineRegistry;
+    use crate::storage::{MemoryStorage, Storage};
+    use crate::workflow::{decide_start, JournalRecordRef};
+
+    #[test]
+    fn a_stored_mark_rebuilds_the_message_sent_after_the_commit_and_old_rows_still_read() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pipelines/video.toml");
+        let def = crate::pipeline::load::load_pipeline_file(&path, &Default::default()).unwrap();
+        let mem = Arc::new(MemoryStorage::new());
+        let store = WorkflowStore::open(mem.clone(), 4).unwrap();
+        let pipelines = PipelineRegistry::new(store.clone(), vec![def]);
+        let (pref, def) = pipelines.current("video").unwrap();
+        let (outbox, _rx) = Outbox::new("narralytica", &EventsConfig::default()).unwrap();
+        let id = "video-1";
+        let decision = decide_start(id, pref.clone(), &def, r#"{"video_id":"v1"}"#, 1_000);
+        let expected = outbox
+            .message(id, &def, 1, 0, Status::Running, &decision.events)
+            .unwrap();
+        let record = JournalRecordRef {
+            first_seq: 1,
+            events: &decision.events,
+        };
+        let mark = OutboxValue::Mark(OutboxMark {
+            pipeline: pref,
+            generation: 0,
+            status: Status::Running.code(),
+        });
+        // A row of an earlier build carries its message whole.
+        let legacy = OutboxEntry {
+            subject: "narralytica.events.video.workflow_paused".into(),
+            payload: b"{\"v\":1}".to_vec(),
+        };
+        let ops = vec![
+            store.journal_put(0, id, 1, &record).unwrap(),
+            store.outbox_put(0, id, 1, &mark).unwrap(),
+            store.outbox_put(0, id, 9, &legacy).unwrap(),
+        ];
+        mem.write(&ops, true).unwrap();
+        let mark_bytes = mem
+            .get(&crate::storage::keys::outbox(0, id, 1).unwrap())
+            .unwrap()
+            .unwrap();
+        assert!(
+            mark_bytes.len() * 5 < expected.payload.len(),
+            "the row is a fraction of the message: {} vs {} bytes",
+            mark_bytes.len(),
+            expected.payload.len()
+        );
+        let rows = store.scan_outbox(10, decode_outbox_row).unwrap();
+        let items: Vec<OutboxItem> = rows
+            .into_iter()
+            .map(|(_, row)| {
+                let (k, stored) = row.unwrap();
+                rebuild(&outbox, &store, &pipelines, k, stored).unwrap()
+            })
+            .collect();
+        assert_eq!(items.len(), 2);
+        assert_eq!((items[0].seq, &items[0].subject), (1, &expected.subject));
+        assert_eq!(&items[0].payload[..], &expected.payload[..]);
+        assert_eq!((items[1].seq, &items[1].subject), (9, &legacy.subject));
+        assert_eq!(&items[1].payload[..], &legacy.payload[..]);
+        // A mark whose record is gone cannot be published (the caller drops it).
+        let gone = rebuild(
+            &outbox,
+            &store,
+            &pipelines,
+            crate::storage::keys::JournalKey {
+                partition: 0,
+                id: id.into(),
+                seq: 2,
+            },
+            StoredOutbox::Mark(OutboxMark {
+                pipeline: pipelines.current("video").unwrap().0,
+                generation: 0,
+                status: 1,
+            }),
+        );
+        assert!(gone.is_err());
     }
 }

@@ -265,6 +265,7 @@ pub async fn serve(
             outbox,
             rx,
             node.store.clone(),
+            node.pipelines.clone(),
             node.committer.clone(),
             js.clone(),
             config.events_config(),

@@ -182,9 +182,14 @@ pub fn prepare(
             next_status,
             &decision.events,
         ) {
+            let mark = crate::events::OutboxValue::Mark(crate::events::OutboxMark {
+                pipeline: pref.clone(),
+                generation,
+                status: next_status.code(),
+            });
             ops.push(
                 store
-                    .outbox_put(partition, id, first_seq, &entry)
+                    .outbox_put(partition, id, first_seq, &mark)
                     .map_err(e)?,
             );
             event = Some(crate::events::OutboxItem {

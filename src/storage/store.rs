@@ -237,17 +237,18 @@ impl WorkflowStore {
         Ok(Op::Delete(keys::outbox(partition, id, seq)?))
     }
 
-    /// Up to `limit` outbox entries, each workflow's in journal order. A corrupt
-    /// entry is returned as an error in place so the caller can drop it.
-    pub fn scan_outbox<T: DeserializeOwned>(
+    /// Up to `limit` outbox entries, each workflow's in journal order, each
+    /// value read by `decode(key, value)`. A corrupt entry is returned as an
+    /// error in place so the caller can drop it.
+    pub fn scan_outbox<T>(
         &self,
         limit: usize,
+        decode: impl Fn(&[u8], &[u8]) -> Result<T, Error>,
     ) -> Result<Vec<OutboxRow<T>>, Error> {
         let range = keys::all_outbox();
         let mut out = Vec::new();
         self.storage.scan(&range.from, &range.to, &mut |k, v| {
-            let item =
-                keys::decode_outbox(k).and_then(|key| codec::decode(k, v).map(|val| (key, val)));
+            let item = keys::decode_outbox(k).and_then(|key| decode(k, v).map(|val| (key, val)));
             out.push((k.to_vec(), item));
             out.len() < limit
         })?;
@@ -465,6 +466,17 @@ impl WorkflowStore {
     ) -> Result<Option<T>, Error> {
         self.check_partition(partition)?;
         self.load(&keys::snapshot(partition, id)?)
+    }
+
+    /// The journal record of workflow `id` that starts at `seq`, if any.
+    pub fn load_journal_record<T: DeserializeOwned>(
+        &self,
+        partition: u16,
+        id: &str,
+        seq: u64,
+    ) -> Result<Option<T>, Error> {
+        self.check_partition(partition)?;
+        self.load(&keys::journal(partition, id, seq)?)
     }
 
     /// The journal records of workflow `id` with `seq >= from_seq`, in seq order.
