@@ -106,6 +106,18 @@ impl RocksStorage {
         table.set_block_cache(&cache);
         table.set_cache_index_and_filter_blocks(true);
         table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        // Partitioned index and filters: each 4 KiB partition is its own
+        // cache entry, and only the small top level is pinned. With one
+        // index block per file, the last level's file (tens of MiB after a
+        // few minutes at 1,500 workflows/s) had an index block larger than
+        // a block-cache shard, so it was never kept: every iterator read and
+        // decompressed it again, which grew to 36% of the orchestrator's CPU
+        // and cut a 1M-workflow run from 1,570 to 630 workflows/s within
+        // two minutes (docs/benchmarks.md).
+        table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+        table.set_partition_filters(true);
+        table.set_metadata_block_size(4096);
+        table.set_pin_top_level_index_and_filter(true);
         // Snapshot and meta reads are point lookups: a bloom filter avoids touching
         // every level for a miss.
         table.set_bloom_filter(10.0, false);

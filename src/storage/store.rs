@@ -468,6 +468,16 @@ impl WorkflowStore {
         self.load(&keys::snapshot(partition, id)?)
     }
 
+    /// Whether workflow `id` has a journal record starting at `seq`: a point
+    /// read (bloom filters answer most misses), no iterator.
+    pub fn journal_record_exists(&self, partition: u16, id: &str, seq: u64) -> Result<bool, Error> {
+        self.check_partition(partition)?;
+        Ok(self
+            .storage
+            .get(&keys::journal(partition, id, seq)?)?
+            .is_some())
+    }
+
     /// The journal record of workflow `id` that starts at `seq`, if any.
     pub fn load_journal_record<T: DeserializeOwned>(
         &self,
