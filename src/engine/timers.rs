@@ -117,6 +117,8 @@ struct Watch {
     schedule_to_start_ms: Option<u64>,
     start_to_close_ms: Option<u64>,
     heartbeat_ms: Option<u64>,
+    /// The time of this attempt's one entry in the deadline queue.
+    queued_at: Option<u64>,
 }
 
 impl Watch {
@@ -205,7 +207,7 @@ impl Liveness {
 
     pub fn watch(&mut self, spec: &TaskSpec, now_ms: u64) {
         let task_type = self.count_in(&spec.task_type, now_ms);
-        let w = Watch {
+        let mut w = Watch {
             workflow_id: spec.workflow_id.clone(),
             task_type,
             dispatched_ms: now_ms,
@@ -214,59 +216,83 @@ impl Liveness {
             schedule_to_start_ms: spec.schedule_to_start_ms,
             start_to_close_ms: spec.start_to_close_ms,
             heartbeat_ms: spec.heartbeat_timeout_ms,
+            queued_at: None,
         };
         if let Some((at, _)) = w.next_deadline() {
             self.queue.insert((at, spec.task_id.clone()));
+            w.queued_at = Some(at);
         }
         if let Some(old) = self.watches.insert(spec.task_id.clone(), w) {
             // The same attempt sent again: it is watched once, from now.
+            self.dequeue(&spec.task_id, old.queued_at);
             self.count_out(&old);
         }
     }
 
+    /// Removes a watch's queue entry (unless the new one is at the same time).
+    fn dequeue(&mut self, task_id: &str, queued_at: Option<u64>) {
+        if let Some(at) = queued_at {
+            let still = self
+                .watches
+                .get(task_id)
+                .is_some_and(|w| w.queued_at == Some(at));
+            if !still {
+                self.queue.remove(&(at, task_id.to_owned()));
+            }
+        }
+    }
+
     pub fn unwatch(&mut self, task_id: &str) {
-        // The queue entry goes stale and is dropped when it comes due.
+        // Its queue entry goes too: a stale entry used to stay until its
+        // deadline came due (10 minutes for a schedule-to-start default),
+        // which at 12k tasks/s held millions of entries (docs/benchmarks.md).
         if let Some(w) = self.watches.remove(task_id) {
+            self.dequeue(task_id, w.queued_at);
             self.count_out(&w);
         }
     }
 
-    /// A worker took the task. Returns false for an attempt not being watched.
-    pub fn started(&mut self, task_id: &str, at_ms: u64) -> bool {
-        match self.watches.get_mut(task_id) {
-            Some(w) => {
-                if w.started_ms.is_none() {
-                    w.started_ms = Some(at_ms);
-                    w.last_beat_ms = at_ms;
-                    if let Some((at, _)) = w.next_deadline() {
-                        self.queue.insert((at, task_id.to_string()));
-                    }
-                }
-                true
-            }
-            None => false,
+    /// Marks a watched attempt started at `at_ms`; moves its queue entry to
+    /// the deadline that now applies. False when it is not watched.
+    fn mark_started(&mut self, task_id: &str, at_ms: u64) -> bool {
+        let Some(w) = self.watches.get_mut(task_id) else {
+            return false;
+        };
+        if w.started_ms.is_some() {
+            w.last_beat_ms = w.last_beat_ms.max(at_ms);
+            return true;
         }
+        w.started_ms = Some(at_ms);
+        w.last_beat_ms = at_ms;
+        let old = w.queued_at;
+        let new = w.next_deadline().map(|(at, _)| at);
+        if old != new {
+            w.queued_at = new;
+            if let Some(at) = old {
+                self.queue.remove(&(at, task_id.to_owned()));
+            }
+            if let Some(at) = new {
+                self.queue.insert((at, task_id.to_owned()));
+            }
+        }
+        true
     }
 
-    /// A worker is still busy with the task (a heartbeat also implies started).
+    /// A worker took the task. Returns false for an attempt not being watched.
+    pub fn started(&mut self, task_id: &str, at_ms: u64) -> bool {
+        self.mark_started(task_id, at_ms)
+    }
+
+    /// A worker is still busy with the task (a heartbeat also implies
+    /// started). A later deadline is not re-queued at once: the entry fires
+    /// at the earlier one and is moved then (one entry per attempt).
     pub fn heartbeat(&mut self, task_id: &str, at_ms: u64) -> bool {
-        match self.watches.get_mut(task_id) {
-            Some(w) => {
-                if w.started_ms.is_none() {
-                    w.started_ms = Some(at_ms);
-                    if let Some((at, _)) = {
-                        w.last_beat_ms = at_ms;
-                        w.next_deadline()
-                    } {
-                        self.queue.insert((at, task_id.to_string()));
-                    }
-                } else {
-                    w.last_beat_ms = at_ms;
-                }
-                true
-            }
-            None => false,
-        }
+        self.mark_started(task_id, at_ms)
+    }
+
+    /// Entries in the deadline queue: at most one per watched attempt.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
     }
 
     /// Attempts whose deadline passed: `(workflow_id, task_id, kind)`. Each is
@@ -283,9 +309,10 @@ impl Liveness {
             let Some((_, task_id)) = self.queue.pop_first() else {
                 break;
             };
-            let Some(w) = self.watches.get(&task_id) else {
+            let Some(w) = self.watches.get_mut(&task_id) else {
                 continue;
             };
+            w.queued_at = None;
             match w.next_deadline() {
                 Some((real, kind)) if real <= now_ms => {
                     if let Some(w) = self.watches.remove(&task_id) {
@@ -294,6 +321,7 @@ impl Liveness {
                     }
                 }
                 Some((real, _)) => {
+                    w.queued_at = Some(real);
                     self.queue.insert((real, task_id));
                 }
                 None => {}
@@ -356,6 +384,36 @@ mod tests {
         assert!(l.expired(1049, 10).is_empty());
         assert_eq!(l.expired(1050, 10)[0].2, TimeoutKind::StartToClose);
         assert!(l.is_empty());
+    }
+
+    #[test]
+    fn the_deadline_queue_holds_one_entry_per_watched_attempt_and_none_after() {
+        let mut l = Liveness::default();
+        // Dispatched (schedule-to-start deadline), taken (heartbeat
+        // deadline), answered: nothing may stay behind in the queue.
+        for i in 0..1000 {
+            let id = format!("t{i}");
+            l.watch(&spec(&id, Some(600_000), Some(3_600_000), Some(60_000)), i);
+            assert!(l.started(&id, i + 1));
+            assert!(l.heartbeat(&id, i + 2));
+            l.unwatch(&id);
+        }
+        assert_eq!((l.len(), l.queued()), (0, 0));
+        // Re-sent attempts and started ones keep exactly one entry each.
+        for i in 0..10 {
+            let id = format!("r{i}");
+            l.watch(&spec(&id, Some(100), None, Some(50)), 0);
+            l.watch(&spec(&id, Some(100), None, Some(50)), 5);
+            l.started(&id, 7);
+        }
+        assert_eq!((l.len(), l.queued()), (10, 10));
+        // Heartbeats move the deadline lazily: the entry fires early and moves.
+        l.heartbeat("r0", 40);
+        let gone = l.expired(57, 100);
+        assert_eq!(gone.len(), 9, "r1..r9 missed their heartbeat at 57");
+        assert_eq!((l.len(), l.queued()), (1, 1));
+        assert_eq!(l.expired(90, 10)[0].1, "r0");
+        assert_eq!((l.len(), l.queued()), (0, 0));
     }
 
     #[test]
