@@ -53,6 +53,49 @@ async fn the_video_pipeline_runs_over_nats_with_failures_and_correct_outputs() {
     h.stop().await;
 }
 
+/// Direct task offers end to end: a worker with one slot takes an offer
+/// while it is free and declines the ones that arrive while it is busy;
+/// those reach it through the TASKS stream, and every workflow completes
+/// with the right outputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_worker_declines_offers_and_the_stream_delivers_them() {
+    use orchestrator::transport::nats::OfferDeclined;
+    use std::sync::atomic::Ordering::Relaxed;
+    let server = NatsServer::start();
+    let mut opts = over(&server, 30, 0.0);
+    opts.sim.concurrency = 1;
+    let h = Harness::start(Arc::new(MemoryStorage::new()), opts).await;
+    for i in 0..6 {
+        let id = format!("busy-{i}");
+        h.engine
+            .start_workflow("video", &id, &video_input(&id))
+            .await
+            .unwrap();
+    }
+    h.wait_terminal(6, Duration::from_secs(90)).await;
+    assert_eq!(Metrics::get(&h.metrics.workflows_completed), 6);
+    assert_eq!(Metrics::get(&h.metrics.output_errors), 0);
+    let stats = h.nats_stats.clone().expect("over NATS");
+    let (direct, stream, busy) = (
+        stats.tasks_direct.load(Relaxed),
+        stats.tasks_stream.load(Relaxed),
+        stats.offers_declined[OfferDeclined::Busy as usize].load(Relaxed),
+    );
+    assert!(direct > 0, "no offer was taken");
+    assert!(busy > 0, "a worker with one slot declined nothing");
+    assert_eq!(direct + stream, 54, "each of the 54 tasks went one way");
+    let declined: u64 = stats.offers_declined.iter().map(|c| c.load(Relaxed)).sum();
+    assert_eq!(stream, declined, "each declined offer went to the stream");
+    let report = verify_store(&h.store).unwrap();
+    assert_eq!(
+        (report.completed, report.violations),
+        (6, 0),
+        "{:?}",
+        report.details
+    );
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_oversized_and_unknown_results_change_nothing_and_are_counted() {
     let server = NatsServer::start();

@@ -34,6 +34,8 @@ pub struct Harness {
     pub committer: Arc<GroupCommitter>,
     /// The span exporter, when `Options::otlp` was set.
     pub exporter: Option<Arc<orchestrator::otel::OtlpExporter>>,
+    /// The NATS transport's counters (tasks by route), over NATS only.
+    pub nats_stats: Option<Arc<orchestrator::transport::nats::NatsStats>>,
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -93,6 +95,7 @@ impl Harness {
             orchestrator::otel::OtlpExporter::start(o, metrics.clone()).expect("exporter")
         });
         let mut nats_transport = None;
+        let mut nats_stats = None;
         let (transport, inproc_rx, nats): (Arc<dyn orchestrator::transport::Transport>, _, _) =
             match &opts.nats_url {
                 None => {
@@ -111,13 +114,15 @@ impl Harness {
                         .await
                         .expect("streams");
                     let s2 = store.clone();
+                    let stats = Arc::new(orchestrator::transport::nats::NatsStats::default());
+                    nats_stats = Some(stats.clone());
                     let t = Arc::new(
                         NatsTransport::start(
                             cfg.clone(),
                             client.clone(),
                             js.clone(),
                             Arc::new(move |id: &str| s2.partition_of(id)),
-                            Arc::default(),
+                            stats,
                         )
                         .expect("transport"),
                     );
@@ -201,6 +206,7 @@ impl Harness {
             store,
             committer,
             exporter,
+            nats_stats,
             workers,
         }
     }
