@@ -407,17 +407,16 @@ impl NatsRig {
         if !self.take_offers {
             return None;
         }
-        let t = TaskMessage::decode(&msg.payload, &self.cfg.limits).expect("offer decodes");
-        let traceparent = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(TRACEPARENT))
-            .map(|v| v.as_str().to_owned());
-        Some(self.seen(t, traceparent))
+        Some(self.seen(&msg.payload, msg.headers.as_ref()))
     }
 
-    /// Checks what every delivery must carry, and keeps its direct-result subject.
-    fn seen(&mut self, t: TaskMessage, traceparent: Option<String>) -> Seen {
+    /// Decodes a delivered task, checks what every delivery must carry, and
+    /// keeps its direct-result subject.
+    fn seen(&mut self, payload: &[u8], headers: Option<&async_nats::HeaderMap>) -> Seen {
+        let t = TaskMessage::decode(payload, &self.cfg.limits).expect("task decodes");
+        let traceparent = headers
+            .and_then(|h| h.get(TRACEPARENT))
+            .map(|v| v.as_str().to_owned());
         // The direct subject is offered exactly when configured, and names
         // the partition like `reply_to` does.
         match &t.result_direct_to {
@@ -455,19 +454,13 @@ impl NatsRig {
             .await
             .ok()??
             .ok()?;
-        let t = TaskMessage::decode(&msg.payload, &self.cfg.limits).expect("task decodes");
-        let traceparent = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(TRACEPARENT))
-            .map(|v| v.as_str().to_owned());
         msg.ack().await.unwrap();
         // The subject names the task type.
         assert_eq!(
             msg.subject.as_str(),
             format!("narralytica.tasks.{task_type}")
         );
-        Some(self.seen(t, traceparent))
+        Some(self.seen(&msg.payload, msg.headers.as_ref()))
     }
 
     async fn subscribe(&mut self, task_type: &str) {
