@@ -69,6 +69,8 @@ fn group_commit(c: &mut Criterion) {
             queue_capacity: n.max(1) * 2,
             sync: true,
             threads: 1,
+            // The bench measures batching by the committer thread.
+            inline_when_idle: false,
         };
         let gc = Arc::new(GroupCommitter::start(store.storage().clone(), cfg).expect("start"));
         let next = Arc::new(AtomicU64::new(0));

@@ -204,6 +204,7 @@ pub struct EngineSection {
 pub struct StorageSection {
     pub commit_batch_max: usize,
     pub commit_threads: usize,
+    pub commit_inline_when_idle: bool,
     pub block_cache_mib: usize,
     pub write_buffer_mib: usize,
     pub wal_recycle_files: usize,
@@ -347,6 +348,7 @@ impl Default for Config {
             storage: StorageSection {
                 commit_batch_max: 4096,
                 commit_threads: 1,
+                commit_inline_when_idle: true,
                 block_cache_mib: 64,
                 write_buffer_mib: 64,
                 wal_recycle_files: crate::storage::rocks::RocksConfig::default().wal_recycle_files,
@@ -715,6 +717,7 @@ impl Config {
             partitions: self.engine.partitions,
             commit_batch_max: self.storage.commit_batch_max,
             commit_threads: self.storage.commit_threads,
+            commit_inline_when_idle: self.storage.commit_inline_when_idle,
             block_cache_mib: self.storage.block_cache_mib,
             write_buffer_mib: self.storage.write_buffer_mib,
             wal_recycle_files: self.storage.wal_recycle_files,

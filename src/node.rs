@@ -19,6 +19,7 @@ pub struct NodeOptions {
     pub partitions: u16,
     pub commit_batch_max: usize,
     pub commit_threads: usize,
+    pub commit_inline_when_idle: bool,
     pub block_cache_mib: usize,
     pub write_buffer_mib: usize,
     pub wal_recycle_files: usize,
@@ -65,6 +66,7 @@ pub async fn open_node(opts: &NodeOptions) -> Result<Node, String> {
             CommitConfig {
                 batch_max_entries: opts.commit_batch_max,
                 threads: opts.commit_threads,
+                inline_when_idle: opts.commit_inline_when_idle,
                 ..CommitConfig::default()
             },
         )

