@@ -348,7 +348,7 @@ impl Default for Config {
             storage: StorageSection {
                 commit_batch_max: 4096,
                 commit_threads: 1,
-                commit_inline_when_idle: true,
+                commit_inline_when_idle: false,
                 block_cache_mib: 64,
                 write_buffer_mib: 64,
                 wal_recycle_files: crate::storage::rocks::RocksConfig::default().wal_recycle_files,

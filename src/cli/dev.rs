@@ -154,7 +154,7 @@ pub async fn run_dev(
         partitions: args.partitions,
         commit_batch_max: args.commit_batch_max,
         commit_threads: args.commit_threads,
-        commit_inline_when_idle: true,
+        commit_inline_when_idle: false,
         block_cache_mib: args.block_cache_mib,
         write_buffer_mib: args.write_buffer_mib,
         wal_recycle_files: crate::storage::rocks::RocksConfig::default().wal_recycle_files,
