@@ -416,13 +416,9 @@ fn failpoints_stuck_rule_catches_a_node_that_stops_driving_its_workflows() {
 /// breach.
 #[test]
 fn failpoints_checker_rules_on_hand_written_evidence() {
-    use orchestrator::storage::memory::MemoryStorage;
-    use orchestrator::storage::store::WorkflowStore;
-    use orchestrator::storage::Storage;
     use orchestrator::verify::system::{check_system, idle_bound_ms, SystemInputs};
     use orchestrator::worker::ExecutionRecord;
-    use orchestrator::workflow::{Event, EventKind, JournalRecord, PipelineRef};
-    use std::sync::Arc;
+    use orchestrator::workflow::{Event, EventKind};
 
     let p = crate::support::video_pipelines()
         .into_iter()
@@ -436,17 +432,7 @@ fn failpoints_checker_rules_on_hand_written_evidence() {
     );
     let slack = 5_000;
     let step0 = p.steps[0].name.clone();
-    let started = |id: &str| EventKind::WorkflowStarted {
-        id: id.into(),
-        pipeline: PipelineRef {
-            name: p.name.clone(),
-            version: p.version,
-            hash: p.content_hash(),
-        },
-        input: "{}".into(),
-        steps: p.steps.len() as u16,
-        deadline_ms: None,
-    };
+    let started = |id: &str| crate::verify::started_as(&p, id);
     let tid = |id: &str| format!("{id}:{step0}:0:1");
     let dispatch = |id: &str| EventKind::TaskDispatched {
         step: 0,
@@ -496,27 +482,18 @@ fn failpoints_checker_rules_on_hand_written_evidence() {
             ],
         ),
     ];
-    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-    let store = WorkflowStore::open(storage.clone(), 4).unwrap();
-    let mut ops = vec![store
-        .pipeline_put(&p.name, p.version, p.content_hash(), &p)
-        .unwrap()];
-    for (id, evs) in &cases {
-        let record = JournalRecord {
-            first_seq: 1,
-            events: evs
+    let journals: Vec<(&str, Vec<Event>)> = cases
+        .iter()
+        .map(|(id, evs)| {
+            let events = evs
                 .iter()
                 .cloned()
                 .map(|(at_ms, kind)| Event { at_ms, kind })
-                .collect(),
-        };
-        ops.push(
-            store
-                .journal_put(store.partition_of(id), id, 1, &record)
-                .unwrap(),
-        );
-    }
-    storage.write(&ops, true).unwrap();
+                .collect();
+            (*id, events)
+        })
+        .collect();
+    let store = crate::support::store_with_journals(&p, &journals);
     let rec = |id: &str, at_ms: u64| ExecutionRecord {
         task_id: tid(id),
         idempotency_key: format!("{id}:{step0}:0"),

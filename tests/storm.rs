@@ -9,7 +9,7 @@
 use std::io::BufRead;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::cli::{bin, fields, num, Bench};
@@ -330,29 +330,16 @@ fn storm_checker_catches_planted_faults() {
 #[test]
 fn storm_checker_rules_on_hand_written_evidence() {
     use orchestrator::events::{EventMessage, LifecycleEvent};
-    use orchestrator::storage::memory::MemoryStorage;
-    use orchestrator::storage::store::WorkflowStore;
-    use orchestrator::storage::Storage;
     use orchestrator::verify::system::{check_system, SystemInputs};
     use orchestrator::worker::ExecutionRecord;
-    use orchestrator::workflow::{Event, EventKind, JournalRecord, PipelineRef};
+    use orchestrator::workflow::{Event, EventKind};
 
     let p = crate::support::video_pipelines()
         .into_iter()
         .find(|p| p.name == "video")
         .unwrap();
     let step0 = p.steps[0].name.clone();
-    let started = |id: &str| EventKind::WorkflowStarted {
-        id: id.into(),
-        pipeline: PipelineRef {
-            name: p.name.clone(),
-            version: p.version,
-            hash: p.content_hash(),
-        },
-        input: "{}".into(),
-        steps: p.steps.len() as u16,
-        deadline_ms: None,
-    };
+    let started = |id: &str| crate::verify::started_as(&p, id);
     let dispatch = |id: &str, attempt: u32| EventKind::TaskDispatched {
         step: 0,
         attempt,
@@ -391,28 +378,18 @@ fn storm_checker_rules_on_hand_written_evidence() {
         ),
         ("open", vec![started("open"), dispatch("open", 1)]),
     ];
-    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-    let store = WorkflowStore::open(storage.clone(), 4).unwrap();
-    let mut ops = vec![store
-        .pipeline_put(&p.name, p.version, p.content_hash(), &p)
-        .unwrap()];
-    for (id, kinds) in &cases {
-        let events = kinds
-            .iter()
-            .cloned()
-            .map(|kind| Event { at_ms: 1, kind })
-            .collect();
-        let record = JournalRecord {
-            first_seq: 1,
-            events,
-        };
-        ops.push(
-            store
-                .journal_put(store.partition_of(id), id, 1, &record)
-                .unwrap(),
-        );
-    }
-    storage.write(&ops, true).unwrap();
+    let journals: Vec<(&str, Vec<Event>)> = cases
+        .iter()
+        .map(|(id, kinds)| {
+            let events = kinds
+                .iter()
+                .cloned()
+                .map(|kind| Event { at_ms: 1, kind })
+                .collect();
+            (*id, events)
+        })
+        .collect();
+    let store = crate::support::store_with_journals(&p, &journals);
 
     let lifecycle = |id: &str, seq: u64| LifecycleEvent {
         id: format!("{id}:{seq}"),

@@ -23,7 +23,7 @@ fn started(p: &PipelineDef) -> EventKind {
     started_as(p, "w")
 }
 
-fn started_as(p: &PipelineDef, id: &str) -> EventKind {
+pub(crate) fn started_as(p: &PipelineDef, id: &str) -> EventKind {
     EventKind::WorkflowStarted {
         id: id.into(),
         pipeline: PipelineRef {

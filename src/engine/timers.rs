@@ -252,9 +252,10 @@ impl Liveness {
         }
     }
 
-    /// Marks a watched attempt started at `at_ms`; moves its queue entry to
-    /// the deadline that now applies. False when it is not watched.
-    fn mark_started(&mut self, task_id: &str, at_ms: u64) -> bool {
+    /// A worker took the task at `at_ms`: its queue entry moves to the
+    /// deadline that now applies (a later report only refreshes the last
+    /// beat). Returns false for an attempt not being watched.
+    pub fn started(&mut self, task_id: &str, at_ms: u64) -> bool {
         let Some(w) = self.watches.get_mut(task_id) else {
             return false;
         };
@@ -278,16 +279,11 @@ impl Liveness {
         true
     }
 
-    /// A worker took the task. Returns false for an attempt not being watched.
-    pub fn started(&mut self, task_id: &str, at_ms: u64) -> bool {
-        self.mark_started(task_id, at_ms)
-    }
-
     /// A worker is still busy with the task (a heartbeat also implies
     /// started). A later deadline is not re-queued at once: the entry fires
     /// at the earlier one and is moved then (one entry per attempt).
     pub fn heartbeat(&mut self, task_id: &str, at_ms: u64) -> bool {
-        self.mark_started(task_id, at_ms)
+        self.started(task_id, at_ms)
     }
 
     /// Entries in the deadline queue: at most one per watched attempt.

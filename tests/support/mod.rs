@@ -20,6 +20,32 @@ use orchestrator::transport::inproc::InProcTransport;
 use orchestrator::transport::nats::{NatsConfig, NatsTransport};
 use orchestrator::workflow::Status;
 
+/// A memory store holding pipeline `p` and, for each `(id, events)`, one
+/// journal record starting at seq 1: hand-written evidence for the checkers.
+pub fn store_with_journals(
+    p: &PipelineDef,
+    workflows: &[(&str, Vec<orchestrator::workflow::Event>)],
+) -> WorkflowStore {
+    let storage: Arc<dyn Storage> = Arc::new(orchestrator::storage::memory::MemoryStorage::new());
+    let store = WorkflowStore::open(storage.clone(), 4).unwrap();
+    let mut ops = vec![store
+        .pipeline_put(&p.name, p.version, p.content_hash(), p)
+        .unwrap()];
+    for (id, events) in workflows {
+        let record = orchestrator::workflow::JournalRecord {
+            first_seq: 1,
+            events: events.clone(),
+        };
+        ops.push(
+            store
+                .journal_put(store.partition_of(id), id, 1, &record)
+                .unwrap(),
+        );
+    }
+    storage.write(&ops, true).unwrap();
+    store
+}
+
 pub fn video_pipelines() -> Vec<PipelineDef> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pipelines");
     load_pipeline_dir(&dir, &PipelineLimits::default()).expect("shipped pipelines are valid")
