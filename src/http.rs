@@ -662,6 +662,11 @@ pub fn render_metrics(state: &HttpState) -> String {
             &m.journal_events,
         ),
         (
+            "narralytica_journal_inputs_folded_total",
+            "Inputs journaled in one commit with an earlier input of the same workflow.",
+            &m.inputs_folded,
+        ),
+        (
             "narralytica_journal_commit_errors_total",
             "Transitions whose journal write failed.",
             &m.commit_errors,

@@ -492,3 +492,290 @@ async fn a_workflow_keeps_the_pipeline_version_it_started_with() {
     );
     h.stop().await;
 }
+
+/// Memory storage whose writes wait while the gate is shut (a long fsync on
+/// demand), and can be told to fail one write.
+struct GatedStorage {
+    inner: MemoryStorage,
+    shut: parking_lot::Mutex<bool>,
+    opened: parking_lot::Condvar,
+    /// Writes blocked at the gate right now.
+    waiting: std::sync::atomic::AtomicU64,
+    /// Writes that passed the gate (failed or not).
+    writes: std::sync::atomic::AtomicU64,
+    /// The write with this number (counted in `writes`, from 1) fails.
+    fail_write: std::sync::atomic::AtomicU64,
+}
+
+impl GatedStorage {
+    fn new() -> Self {
+        GatedStorage {
+            inner: MemoryStorage::new(),
+            shut: parking_lot::Mutex::new(false),
+            opened: parking_lot::Condvar::new(),
+            waiting: Default::default(),
+            writes: Default::default(),
+            fail_write: Default::default(),
+        }
+    }
+    fn set_shut(&self, shut: bool) {
+        *self.shut.lock() = shut;
+        self.opened.notify_all();
+    }
+}
+
+impl Storage for GatedStorage {
+    fn write(
+        &self,
+        ops: &[orchestrator::storage::Op],
+        sync: bool,
+    ) -> Result<(), orchestrator::storage::Error> {
+        use std::sync::atomic::Ordering::SeqCst;
+        {
+            let mut shut = self.shut.lock();
+            self.waiting.fetch_add(1, SeqCst);
+            while *shut {
+                self.opened.wait(&mut shut);
+            }
+            self.waiting.fetch_sub(1, SeqCst);
+        }
+        let n = self.writes.fetch_add(1, SeqCst) + 1;
+        if self.fail_write.load(SeqCst) == n {
+            return Err(orchestrator::storage::Error::Io("injected".into()));
+        }
+        self.inner.write(ops, sync)
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, orchestrator::storage::Error> {
+        self.inner.get(key)
+    }
+    fn scan(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), orchestrator::storage::Error> {
+        self.inner.scan(from, to, visit)
+    }
+    fn wal_syncs(&self) -> u64 {
+        self.inner.wal_syncs()
+    }
+    fn checkpoint(&self, dir: &std::path::Path) -> Result<(), orchestrator::storage::Error> {
+        self.inner.checkpoint(dir)
+    }
+}
+
+fn fan_pipeline() -> orchestrator::pipeline::PipelineDef {
+    let text = r#"
+[pipeline]
+name = "fan"
+version = 1
+
+[[steps]]
+name = "a"
+
+[[steps]]
+name = "b"
+needs = ["a"]
+
+[[steps]]
+name = "c"
+needs = ["a"]
+
+[[steps]]
+name = "d"
+needs = ["a"]
+
+[[steps]]
+name = "e"
+needs = ["b", "c", "d"]
+"#;
+    orchestrator::pipeline::load::parse_pipeline(text, "fan.toml", &Default::default()).unwrap()
+}
+
+/// The engine over `storage`, with the test as its only worker: tasks arrive
+/// on the returned channel, results go in through `deliver_result`.
+async fn engine_without_workers(
+    storage: Arc<dyn Storage>,
+) -> (
+    Arc<orchestrator::engine::Engine>,
+    tokio::sync::mpsc::UnboundedReceiver<orchestrator::transport::inproc::ToWorker>,
+    Arc<Metrics>,
+) {
+    use orchestrator::engine::{Engine, EngineCtx, Hooks, PipelineRegistry};
+    use orchestrator::storage::group_commit::{CommitConfig, GroupCommitter};
+    use orchestrator::storage::store::WorkflowStore;
+    let store = WorkflowStore::open(storage.clone(), 1).unwrap();
+    let committer = Arc::new(
+        GroupCommitter::start(
+            storage,
+            CommitConfig {
+                inline_when_idle: false,
+                ..CommitConfig::default()
+            },
+        )
+        .unwrap(),
+    );
+    let pipelines = Arc::new(PipelineRegistry::new(store.clone(), vec![fan_pipeline()]));
+    committer
+        .commit(pipelines.persist_ops().unwrap())
+        .await
+        .unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let (transport, rx) = orchestrator::transport::inproc::InProcTransport::new();
+    let engine = Engine::start(EngineCtx {
+        store,
+        committer,
+        clock: Arc::new(orchestrator::engine::clock::SystemClock),
+        transport: Arc::new(transport),
+        pipelines,
+        metrics: metrics.clone(),
+        config: EngineConfig {
+            partitions: 1,
+            tick_ms: 5,
+            ..EngineConfig::default()
+        },
+        hooks: Hooks::default(),
+    })
+    .await
+    .unwrap();
+    (Arc::new(engine), rx, metrics)
+}
+
+async fn next_task(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<orchestrator::transport::inproc::ToWorker>,
+) -> orchestrator::workflow::TaskSpec {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a task within 10 s")
+            .expect("transport open");
+        if let orchestrator::transport::inproc::ToWorker::Task(t) = msg {
+            return *t;
+        }
+    }
+}
+
+fn success(t: &orchestrator::workflow::TaskSpec) -> orchestrator::workflow::TaskResult {
+    orchestrator::workflow::TaskResult {
+        task_id: t.task_id.clone(),
+        step: t.step.clone(),
+        attempt: t.attempt,
+        outcome: orchestrator::workflow::TaskOutcome::Succeeded(format!("{{\"{}\":1}}", t.step)),
+        worker: Some("test".into()),
+        started_at_ms: None,
+    }
+}
+
+/// Results of parallel steps that arrive while their workflow's actor awaits
+/// a commit are decided together and journaled in one commit; each still
+/// gets its own answer, the join step is dispatched once, and a failed
+/// commit of such a batch answers every one of them with the journal error
+/// (so their senders try again) and leaves the state as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_queued_behind_a_commit_share_the_next_one() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let storage = Arc::new(GatedStorage::new());
+    let (engine, mut rx, metrics) = engine_without_workers(storage.clone()).await;
+    for (round, id) in ["fan-ok", "fan-fail"].into_iter().enumerate() {
+        engine.start_workflow("fan", id, "{}").await.unwrap();
+        let a = next_task(&mut rx).await;
+        assert_eq!(a.step, "a");
+        assert_eq!(
+            engine.deliver_result(id, success(&a)).await.unwrap(),
+            Outcome::Applied
+        );
+        let mut parallel = [
+            next_task(&mut rx).await,
+            next_task(&mut rx).await,
+            next_task(&mut rx).await,
+        ];
+        parallel.sort_by(|x, y| x.step.cmp(&y.step));
+        assert_eq!(
+            parallel.iter().map(|t| t.step.as_str()).collect::<Vec<_>>(),
+            ["b", "c", "d"]
+        );
+        // The first result's commit is held at the storage; the other two
+        // queue behind it.
+        storage.set_shut(true);
+        let deliver = |t: &orchestrator::workflow::TaskSpec| {
+            let (engine, r, id) = (engine.clone(), success(t), id.to_string());
+            tokio::spawn(async move { engine.deliver_result(&id, r).await })
+        };
+        let first = deliver(&parallel[0]);
+        while storage.waiting.load(SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let rest = [deliver(&parallel[1]), deliver(&parallel[2])];
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let folded_before = metrics.inputs_folded.load(SeqCst);
+        let writes_before = storage.writes.load(SeqCst);
+        if round == 1 {
+            // The held write passes, the batch of the two queued results fails.
+            storage.fail_write.store(writes_before + 2, SeqCst);
+        }
+        storage.set_shut(false);
+        assert_eq!(first.await.unwrap().unwrap(), Outcome::Applied);
+        let answers: Vec<_> = futures_util::future::join_all(rest)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(metrics.inputs_folded.load(SeqCst), folded_before + 1);
+        // Two writes for three results: the held one, then both queued ones.
+        assert_eq!(storage.writes.load(SeqCst), writes_before + 2);
+        if round == 1 {
+            for a in &answers {
+                assert!(
+                    matches!(a, Err(orchestrator::engine::Error::Journal(_))),
+                    "{answers:?}"
+                );
+            }
+            let wf = engine.describe(id).await.unwrap().unwrap();
+            let done: Vec<_> = wf
+                .steps
+                .iter()
+                .map(|s| s.status == StepStatus::Succeeded)
+                .collect();
+            assert_eq!(
+                done,
+                [true, true, false, false, false],
+                "state as before the batch"
+            );
+            // Sent again, they are taken (one commit again) and the join runs.
+            let again = [deliver(&parallel[1]), deliver(&parallel[2])];
+            for r in futures_util::future::join_all(again).await {
+                assert_eq!(r.unwrap().unwrap(), Outcome::Applied);
+            }
+        } else {
+            for a in answers {
+                assert_eq!(a.unwrap(), Outcome::Applied);
+            }
+        }
+        let e = next_task(&mut rx).await;
+        assert_eq!(e.step, "e");
+        assert_eq!(
+            engine.deliver_result(id, success(&e)).await.unwrap(),
+            Outcome::Applied
+        );
+        let wf = engine.describe(id).await.unwrap().unwrap();
+        assert_eq!(wf.status, Status::Completed, "{id}");
+        // Nothing else was dispatched: the join went out once.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(rx.try_recv().is_err(), "{id}: a second dispatch");
+    }
+    // The journal holds what the actor answered, record by record.
+    let store = orchestrator::storage::store::WorkflowStore::open(storage, 1).unwrap();
+    let report = verify_store(&store).unwrap();
+    assert_eq!(
+        (
+            report.workflows,
+            report.completed,
+            report.violations,
+            report.corrupt
+        ),
+        (2, 2, 0, 0),
+        "{:?}",
+        report.details
+    );
+    engine.shutdown().await;
+}

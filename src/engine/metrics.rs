@@ -372,6 +372,9 @@ pub struct Metrics {
     pub passivations: AtomicU64,
     pub resident: AtomicU64,
     pub commit_errors: AtomicU64,
+    /// Inputs journaled in the same commit as an earlier input of the same
+    /// workflow (taken together from the actor's inbox).
+    pub inputs_folded: AtomicU64,
     pub corrupt_workflows: AtomicU64,
     /// Completed workflows whose outputs failed the caller's check.
     pub output_errors: AtomicU64,

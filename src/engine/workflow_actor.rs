@@ -43,12 +43,37 @@ pub type InputReply = Result<Outcome, InputError>;
 
 /// Shared between a workflow actor and its partition: how far the actor got.
 /// Replaces an "I am idle" message per handled message with two atomics.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Slot {
     /// Messages handled so far; the partition passivates when it matches what it routed.
+    /// An input counts as one message, however many are handled together.
     pub handled: AtomicU64,
     /// The actor's id is in the partition's idle list (at most once).
     pub listed: AtomicBool,
+    /// Inputs routed to the actor and not yet taken. The partition pushes
+    /// here and casts one [`WorkflowMsg::Drain`] when the queue was empty;
+    /// the actor takes everything queued at once, so inputs that arrive
+    /// while it awaits a commit (the results of parallel steps) are decided
+    /// one after the other and journaled in one commit.
+    pub inbox: Mutex<std::collections::VecDeque<Queued>>,
+}
+
+/// An input waiting in a [`Slot`]'s inbox.
+pub struct Queued {
+    pub input: Arc<Input>,
+    /// The durable timer that produced this input; its row is removed with the transition.
+    pub fired: Option<(u64, TimerKind)>,
+    pub reply: Option<RpcReplyPort<InputReply>>,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("handled", &self.handled)
+            .field("listed", &self.listed)
+            .field("inbox", &self.inbox.lock().len())
+            .finish()
+    }
 }
 
 pub enum WorkflowMsg {
@@ -66,6 +91,8 @@ pub enum WorkflowMsg {
         reply: Option<RpcReplyPort<InputReply>>,
     },
     Describe(RpcReplyPort<Result<Option<WorkflowState>, String>>),
+    /// Take every input waiting in the slot's inbox (see [`Slot::inbox`]).
+    Drain,
 }
 
 /// How a spawned actor gets its state.
@@ -159,6 +186,7 @@ impl Actor for WorkflowActor {
         msg: WorkflowMsg,
         st: &mut Resident,
     ) -> Result<(), ActorProcessingErr> {
+        let mut handled = 1;
         match msg {
             WorkflowMsg::Start {
                 pipeline,
@@ -193,8 +221,13 @@ impl Actor for WorkflowActor {
                 };
                 let _ = reply.send(r);
             }
+            WorkflowMsg::Drain => {
+                let batch: Vec<Queued> = st.slot.inbox.lock().drain(..).collect();
+                handled = batch.len() as u64;
+                st.inputs(batch).await;
+            }
         }
-        st.slot.handled.fetch_add(1, Ordering::Release);
+        st.slot.handled.fetch_add(handled, Ordering::Release);
         if !st.slot.listed.swap(true, Ordering::AcqRel) {
             st.times.lock().idle.push(st.id.clone());
         }
@@ -280,21 +313,147 @@ impl Resident {
         })
     }
 
+    /// One input: decide, append, evolve, run the commands.
     async fn input(
         &mut self,
         input: &Input,
         fired: Option<(u64, TimerKind)>,
         reply: &mut Option<RpcReplyPort<InputReply>>,
     ) -> InputReply {
+        let staged = match self.stage(input, fired, reply) {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        if !staged.ops.is_empty() {
+            self.append(staged.ops).await?;
+        }
+        let outcome = staged.outcome.clone();
+        self.finish(staged.event, staged.decision, staged.prev_status, None);
+        Ok(outcome)
+    }
+
+    /// Every input that was waiting in the inbox, in order. One input takes
+    /// the path of [`input`](Self::input). Several are decided one after
+    /// the other, each against the state the ones before it lead to, and
+    /// all their records go in one commit: the results of parallel steps
+    /// that arrived while the actor awaited a commit cost one more commit,
+    /// not one each. Nothing is acknowledged, dispatched or published
+    /// before that commit is durable; if it fails, the state goes back to
+    /// what it was and every input of the batch is answered with the
+    /// (transient) journal error, so its sender tries again.
+    async fn inputs(&mut self, batch: Vec<Queued>) {
+        if batch.len() <= 1 {
+            for q in batch {
+                if let Some(faults) = &self.ctx.hooks.faults {
+                    faults.maybe_panic(&self.id);
+                }
+                let mut reply = q.reply;
+                let r = self.input(&q.input, q.fired, &mut reply).await;
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
+            }
+            return;
+        }
+        let before = self.wf.clone();
+        let mut ops = Vec::new();
+        // Per input: its reply port and either its final answer or its
+        // staged transition with the state right after it.
+        let mut done: Vec<(Option<RpcReplyPort<InputReply>>, Batched)> =
+            Vec::with_capacity(batch.len());
+        let last = batch.len() - 1;
+        for (i, q) in batch.into_iter().enumerate() {
+            if let Some(faults) = &self.ctx.hooks.faults {
+                faults.maybe_panic(&self.id);
+            }
+            let mut reply = q.reply;
+            match self.stage(&q.input, q.fired, &mut reply) {
+                Err(r) => done.push((reply, Batched::Answered(r))),
+                Ok(mut staged) => {
+                    ops.append(&mut staged.ops);
+                    let mut after = None;
+                    if !staged.decision.events.is_empty() {
+                        if let Some(wf) = self.wf.as_mut() {
+                            apply(wf, &staged.decision);
+                            // The last one's state is the actor's own.
+                            if i < last {
+                                after = Some(Box::new(wf.clone()));
+                            }
+                        }
+                    }
+                    done.push((
+                        reply,
+                        Batched::Staged {
+                            staged: Box::new(staged),
+                            after,
+                        },
+                    ));
+                }
+            }
+        }
+        let staged = done
+            .iter()
+            .filter(|(_, r)| matches!(r, Batched::Staged { .. }))
+            .count() as u64;
+        if staged > 1 {
+            self.ctx
+                .metrics
+                .inputs_folded
+                .fetch_add(staged - 1, Ordering::Relaxed);
+        }
+        if !ops.is_empty() {
+            if let Err(e) = self.append(ops).await {
+                self.wf = before;
+                for (reply, r) in done {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(match r {
+                            Batched::Answered(rejected @ Err(InputError::Rejected(_))) => rejected,
+                            _ => Err(e.clone()),
+                        });
+                    }
+                }
+                return;
+            }
+        }
+        for (reply, r) in done {
+            let r = match r {
+                Batched::Answered(r) => r,
+                Batched::Staged { staged, after } => {
+                    let staged = *staged;
+                    let outcome = staged.outcome.clone();
+                    self.finish(
+                        staged.event,
+                        staged.decision,
+                        staged.prev_status,
+                        Some(after.map(|a| *a)),
+                    );
+                    Ok(outcome)
+                }
+            };
+            if let Some(reply) = reply {
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Decides `input` on the current state and builds its batch. `Err` is
+    /// the final answer when nothing is to be written (a rejected input, or
+    /// a retry the retry budget defers).
+    fn stage(
+        &self,
+        input: &Input,
+        fired: Option<(u64, TimerKind)>,
+        reply: &mut Option<RpcReplyPort<InputReply>>,
+    ) -> Result<Staged, InputReply> {
         if let Some(e) = &self.broken {
-            return Err(InputError::Rejected(e.clone()));
+            return Err(Err(InputError::Rejected(e.clone())));
         }
         let (Some(wf), Some(def)) = (&self.wf, &self.def) else {
             super::metrics::Metrics::inc(&self.ctx.metrics.unknown_tasks);
-            return Err(InputError::Rejected(format!(
+            return Err(Err(InputError::Rejected(format!(
                 "unknown workflow {}",
                 self.id
-            )));
+            ))));
         };
         let now = self.ctx.clock.now_ms();
         let plants = self.ctx.hooks.plants;
@@ -310,7 +469,7 @@ impl Resident {
                     .lock()
                     .timers
                     .defer(at, *row_due, &self.id, timer.clone());
-                return Ok(Outcome::Applied);
+                return Err(Ok(Outcome::Applied));
             }
         }
         let outcome = decision.outcome.clone();
@@ -347,7 +506,7 @@ impl Resident {
             decision,
             fired.as_ref(),
         )
-        .map_err(InputError::Rejected)?;
+        .map_err(|e| Err(InputError::Rejected(e)))?;
         if !prepared.ops.is_empty() {
             if plants.ack_before_sync {
                 // Planted bug: a result is acknowledged before the append.
@@ -358,31 +517,106 @@ impl Resident {
             if plants.dispatch_before_append {
                 planted_early_dispatch(&self.ctx, &prepared.decision);
             }
-            crate::failpoints::point("journal.before_append");
-            if let Err(e) = self.ctx.committer.commit(prepared.ops).await {
-                super::metrics::Metrics::inc(&self.ctx.metrics.commit_errors);
-                tracing::error!(workflow_id = %self.id, error = %e, "journal append failed; input dropped");
-                return Err(InputError::Journal(e.to_string()));
-            }
-            crate::failpoints::point("journal.after_append");
         }
-        super::transition::publish_event(&self.ctx, prepared.event);
-        if !prepared.decision.events.is_empty() {
-            let def = def.clone();
-            if let Some(wf) = self.wf.as_mut() {
-                apply(wf, &prepared.decision);
+        Ok(Staged {
+            outcome,
+            ops: prepared.ops,
+            event: prepared.event,
+            decision: prepared.decision,
+            prev_status,
+        })
+    }
+
+    /// The durable append of staged inputs.
+    async fn append(&self, ops: Vec<crate::storage::Op>) -> Result<(), InputError> {
+        crate::failpoints::point("journal.before_append");
+        if let Err(e) = self.ctx.committer.commit(ops).await {
+            super::metrics::Metrics::inc(&self.ctx.metrics.commit_errors);
+            tracing::error!(workflow_id = %self.id, error = %e, "journal append failed; input dropped");
+            return Err(InputError::Journal(e.to_string()));
+        }
+        crate::failpoints::point("journal.after_append");
+        Ok(())
+    }
+
+    /// After the append is durable: the lifecycle message goes out and the
+    /// commands run. `applied` is `None` when the decision is still to be
+    /// applied to the actor's state, `Some(after)` when it already was in a
+    /// batch (`after` is the state right after it, `None` for the batch's
+    /// last decision, whose state is the actor's own).
+    fn finish(
+        &mut self,
+        event: Option<crate::events::OutboxItem>,
+        decision: Decision,
+        prev_status: crate::workflow::Status,
+        applied: Option<Option<WorkflowState>>,
+    ) {
+        super::transition::publish_event(&self.ctx, event);
+        if decision.events.is_empty() {
+            return;
+        }
+        let Some(def) = self.def.clone() else {
+            return;
+        };
+        match applied {
+            None => {
+                if let Some(wf) = self.wf.as_mut() {
+                    apply(wf, &decision);
+                    after_commit(
+                        &self.ctx,
+                        &self.times,
+                        Some(prev_status),
+                        wf,
+                        &def,
+                        decision,
+                    );
+                }
+            }
+            Some(Some(after)) => {
                 after_commit(
                     &self.ctx,
                     &self.times,
                     Some(prev_status),
-                    wf,
+                    &after,
                     &def,
-                    prepared.decision,
+                    decision,
                 );
             }
+            Some(None) => {
+                if let Some(wf) = self.wf.as_ref() {
+                    after_commit(
+                        &self.ctx,
+                        &self.times,
+                        Some(prev_status),
+                        wf,
+                        &def,
+                        decision,
+                    );
+                }
+            }
         }
-        Ok(outcome)
     }
+}
+
+/// One input of a batch taken from the inbox, before the commit.
+enum Batched {
+    /// Answered without a write (rejected, or a deferred retry).
+    Answered(InputReply),
+    /// To be journaled; `after` is the state right after it, kept when a
+    /// later input of the batch changed the actor's state further.
+    Staged {
+        staged: Box<Staged>,
+        after: Option<Box<WorkflowState>>,
+    },
+}
+
+/// An input decided and prepared; its batch is not written yet.
+struct Staged {
+    outcome: Outcome,
+    ops: Vec<crate::storage::Op>,
+    event: Option<crate::events::OutboxItem>,
+    decision: Decision,
+    prev_status: crate::workflow::Status,
 }
 
 /// Planted bug (`NARRALYTICA_PLANT=dispatch_before_append`): the decision's
