@@ -15,7 +15,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use super::metrics::Metrics;
 use super::transition::{after_commit, load, prepare, PartitionTimes, StatusEntry};
 use super::workflow_actor::{
-    Init, InputReply, Queued, Resident, Slot, StartReply, WorkflowActor, WorkflowArgs, WorkflowMsg,
+    Init, InputReply, Resident, Slot, StartReply, WorkflowActor, WorkflowArgs, WorkflowMsg,
 };
 use super::EngineCtx;
 use crate::transport::WorkerReport;
@@ -960,47 +960,29 @@ impl PartitionState {
 }
 
 /// Hands `msg` to a live actor and records a copy for re-delivery after a
-/// crash. An input goes to the actor's inbox, with one `Drain` cast when the
-/// inbox was empty (see [`Slot::inbox`]); a start or describe is cast.
+/// crash: it goes to the actor's inbox, with one `Drain` cast when the inbox
+/// was empty (see [`Slot::inbox`]), so the actor sees messages in routing
+/// order and can take queued inputs together.
 fn send(actor: &ActorRef<WorkflowMsg>, entry: &mut Entry, msg: WorkflowMsg) {
-    let replay = match msg {
-        WorkflowMsg::Input {
-            input,
-            fired,
-            reply,
-        } => {
-            let replay = Replay::Input(input.clone(), fired.clone());
-            let wake = {
-                let mut inbox = entry.slot.inbox.lock();
-                inbox.push_back(Queued {
-                    input,
-                    fired,
-                    reply,
-                });
-                inbox.len() == 1
-            };
-            // A dead actor drains nothing: the input is dropped as a failed
-            // cast would drop it (its reply port tells the sender).
-            if wake && actor.cast(WorkflowMsg::Drain).is_err() {
-                entry.slot.inbox.lock().pop_back();
-                return;
-            }
-            replay
-        }
+    let replay = match &msg {
+        WorkflowMsg::Input { input, fired, .. } => Replay::Input(input.clone(), fired.clone()),
         // A start or describe whose actor crashed is answered by the dropped
         // reply port (the caller sees an error); it is not re-delivered.
-        // Not routed (only cast above); not counted, as the actor counts inputs.
-        WorkflowMsg::Drain => {
-            let _ = actor.cast(WorkflowMsg::Drain);
-            return;
-        }
-        msg @ (WorkflowMsg::Describe(_) | WorkflowMsg::Start { .. }) => {
-            if actor.cast(msg).is_err() {
-                return;
-            }
-            Replay::Skip
-        }
+        WorkflowMsg::Describe(_) | WorkflowMsg::Start { .. } => Replay::Skip,
+        // Not routed: only cast below.
+        WorkflowMsg::Drain => return,
     };
+    let wake = {
+        let mut inbox = entry.slot.inbox.lock();
+        inbox.push_back(msg);
+        inbox.len() == 1
+    };
+    // A dead actor drains nothing: the message is dropped as a failed cast
+    // would drop it (its reply port tells the sender).
+    if wake && actor.cast(WorkflowMsg::Drain).is_err() {
+        entry.slot.inbox.lock().pop_back();
+        return;
+    }
     entry.routed += 1;
     entry.unacked.push_back(replay);
 }

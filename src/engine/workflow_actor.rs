@@ -50,12 +50,12 @@ pub struct Slot {
     pub handled: AtomicU64,
     /// The actor's id is in the partition's idle list (at most once).
     pub listed: AtomicBool,
-    /// Inputs routed to the actor and not yet taken. The partition pushes
-    /// here and casts one [`WorkflowMsg::Drain`] when the queue was empty;
-    /// the actor takes everything queued at once, so inputs that arrive
-    /// while it awaits a commit (the results of parallel steps) are decided
-    /// one after the other and journaled in one commit.
-    pub inbox: Mutex<std::collections::VecDeque<Queued>>,
+    /// Messages routed to the actor and not yet taken, in routing order.
+    /// The partition pushes here and casts one [`WorkflowMsg::Drain`] when
+    /// the queue was empty; the actor takes everything queued at once, so
+    /// inputs that arrive while it awaits a commit (the results of parallel
+    /// steps) are decided one after the other and journaled in one commit.
+    pub inbox: Mutex<std::collections::VecDeque<WorkflowMsg>>,
 }
 
 /// An input waiting in a [`Slot`]'s inbox.
@@ -186,7 +186,48 @@ impl Actor for WorkflowActor {
         msg: WorkflowMsg,
         st: &mut Resident,
     ) -> Result<(), ActorProcessingErr> {
-        let mut handled = 1;
+        match msg {
+            WorkflowMsg::Drain => {
+                let queued: Vec<WorkflowMsg> = st.slot.inbox.lock().drain(..).collect();
+                // Runs of inputs are taken together; a start or describe
+                // between them keeps its place. Progress is counted per run,
+                // so a crash re-delivers only what was not finished.
+                let mut run: Vec<Queued> = Vec::new();
+                for msg in queued {
+                    match msg {
+                        WorkflowMsg::Input {
+                            input,
+                            fired,
+                            reply,
+                        } => run.push(Queued {
+                            input,
+                            fired,
+                            reply,
+                        }),
+                        other => {
+                            st.inputs_counted(std::mem::take(&mut run)).await;
+                            st.one(other).await;
+                            st.slot.handled.fetch_add(1, Ordering::Release);
+                        }
+                    }
+                }
+                st.inputs_counted(run).await;
+            }
+            other => {
+                st.one(other).await;
+                st.slot.handled.fetch_add(1, Ordering::Release);
+            }
+        }
+        if !st.slot.listed.swap(true, Ordering::AcqRel) {
+            st.times.lock().idle.push(st.id.clone());
+        }
+        Ok(())
+    }
+}
+
+impl Resident {
+    /// One message on its own.
+    async fn one(&mut self, msg: WorkflowMsg) {
         match msg {
             WorkflowMsg::Start {
                 pipeline,
@@ -195,7 +236,7 @@ impl Actor for WorkflowActor {
                 reply,
             } => {
                 let mut reply = reply;
-                let r = st.start(pipeline, def, input, &mut reply).await;
+                let r = self.start(pipeline, def, input, &mut reply).await;
                 if let Some(reply) = reply {
                     let _ = reply.send(r);
                 }
@@ -205,37 +246,35 @@ impl Actor for WorkflowActor {
                 fired,
                 reply,
             } => {
-                if let Some(faults) = &st.ctx.hooks.faults {
-                    faults.maybe_panic(&st.id);
-                }
-                let mut reply = reply;
-                let r = st.input(&input, fired, &mut reply).await;
-                if let Some(reply) = reply {
-                    let _ = reply.send(r);
-                }
+                self.inputs(vec![Queued {
+                    input,
+                    fired,
+                    reply,
+                }])
+                .await
             }
             WorkflowMsg::Describe(reply) => {
-                let r = match &st.broken {
+                let r = match &self.broken {
                     Some(e) => Err(e.clone()),
-                    None => Ok(st.wf.clone()),
+                    None => Ok(self.wf.clone()),
                 };
                 let _ = reply.send(r);
             }
-            WorkflowMsg::Drain => {
-                let batch: Vec<Queued> = st.slot.inbox.lock().drain(..).collect();
-                handled = batch.len() as u64;
-                st.inputs(batch).await;
-            }
+            // Only ever cast, never queued.
+            WorkflowMsg::Drain => {}
         }
-        st.slot.handled.fetch_add(handled, Ordering::Release);
-        if !st.slot.listed.swap(true, Ordering::AcqRel) {
-            st.times.lock().idle.push(st.id.clone());
-        }
-        Ok(())
     }
-}
 
-impl Resident {
+    /// [`inputs`](Self::inputs), then counts them as handled.
+    async fn inputs_counted(&mut self, run: Vec<Queued>) {
+        if run.is_empty() {
+            return;
+        }
+        let n = run.len() as u64;
+        self.inputs(run).await;
+        self.slot.handled.fetch_add(n, Ordering::Release);
+    }
+
     /// When `decision` dispatches a retry of `step` that the retry budget
     /// defers: the time to ask again (counted in the task type's metrics).
     fn budget_defers(&self, decision: &Decision, step: u16, now: u64) -> Option<u64> {
@@ -339,8 +378,7 @@ impl Resident {
     /// that arrived while the actor awaited a commit cost one more commit,
     /// not one each. Nothing is acknowledged, dispatched or published
     /// before that commit is durable; if it fails, the state goes back to
-    /// what it was and every input of the batch is answered with the
-    /// (transient) journal error, so its sender tries again.
+    /// what it was and each input is tried again on its own.
     async fn inputs(&mut self, batch: Vec<Queued>) {
         if batch.len() <= 1 {
             for q in batch {
@@ -362,14 +400,18 @@ impl Resident {
         let mut done: Vec<(Option<RpcReplyPort<InputReply>>, Batched)> =
             Vec::with_capacity(batch.len());
         let last = batch.len() - 1;
+        let mut journaled = 0u64;
         for (i, q) in batch.into_iter().enumerate() {
             if let Some(faults) = &self.ctx.hooks.faults {
                 faults.maybe_panic(&self.id);
             }
             let mut reply = q.reply;
-            match self.stage(&q.input, q.fired, &mut reply) {
+            match self.stage(&q.input, q.fired.clone(), &mut reply) {
                 Err(r) => done.push((reply, Batched::Answered(r))),
                 Ok(mut staged) => {
+                    if !staged.ops.is_empty() {
+                        journaled += 1;
+                    }
                     ops.append(&mut staged.ops);
                     let mut after = None;
                     if !staged.decision.events.is_empty() {
@@ -386,39 +428,43 @@ impl Resident {
                         Batched::Staged {
                             staged: Box::new(staged),
                             after,
+                            input: (q.input, q.fired),
                         },
                     ));
                 }
             }
         }
-        let staged = done
-            .iter()
-            .filter(|(_, r)| matches!(r, Batched::Staged { .. }))
-            .count() as u64;
-        if staged > 1 {
+        if !ops.is_empty() && self.append(ops).await.is_err() {
+            // Back to the state before the batch, and each staged input is
+            // tried again on its own, exactly as it would have been without
+            // the batch: inputs without a reply port (fired timers, attempt
+            // timeouts) would otherwise be lost until a restart. (Their
+            // outcome metrics count twice on this path.)
+            self.wf = before;
+            for (mut reply, r) in done {
+                let r = match r {
+                    Batched::Answered(r) => r,
+                    Batched::Staged {
+                        input: (input, fired),
+                        ..
+                    } => self.input(&input, fired, &mut reply).await,
+                };
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
+            }
+            return;
+        }
+        if journaled > 1 {
             self.ctx
                 .metrics
                 .inputs_folded
-                .fetch_add(staged - 1, Ordering::Relaxed);
-        }
-        if !ops.is_empty() {
-            if let Err(e) = self.append(ops).await {
-                self.wf = before;
-                for (reply, r) in done {
-                    if let Some(reply) = reply {
-                        let _ = reply.send(match r {
-                            Batched::Answered(rejected @ Err(InputError::Rejected(_))) => rejected,
-                            _ => Err(e.clone()),
-                        });
-                    }
-                }
-                return;
-            }
+                .fetch_add(journaled - 1, Ordering::Relaxed);
         }
         for (reply, r) in done {
             let r = match r {
                 Batched::Answered(r) => r,
-                Batched::Staged { staged, after } => {
+                Batched::Staged { staged, after, .. } => {
                     let staged = *staged;
                     let outcome = staged.outcome.clone();
                     self.finish(
@@ -607,6 +653,8 @@ enum Batched {
     Staged {
         staged: Box<Staged>,
         after: Option<Box<WorkflowState>>,
+        /// The input itself, to try again alone if the batch's commit fails.
+        input: (Arc<Input>, Option<(u64, TimerKind)>),
     },
 }
 
