@@ -139,6 +139,39 @@ async fn a_panic_restarts_only_that_workflow_which_then_completes() {
     h.stop().await;
 }
 
+/// An actor that cannot be spawned (its load panics) fails the request that
+/// needed it at once, and the next request for the same id spawns a new one:
+/// the id is not left behind an entry no actor serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_actor_spawn_fails_that_request_and_the_next_one_spawns_again() {
+    let h = Harness::start(Arc::new(MemoryStorage::new()), sim(1, 0.0)).await;
+    h.faults.panic_on_load_once("spawn-1");
+    let first = tokio::time::timeout(
+        Duration::from_secs(10),
+        h.engine
+            .start_workflow("video", "spawn-1", &video_input("spawn-1")),
+    )
+    .await
+    .expect("an answer, not a wait for the request timeout");
+    assert!(
+        !matches!(first, Ok(_) | Err(orchestrator::engine::Error::Timeout)),
+        "{first:?}"
+    );
+    let second = tokio::time::timeout(
+        Duration::from_secs(10),
+        h.engine
+            .start_workflow("video", "spawn-1", &video_input("spawn-1")),
+    )
+    .await
+    .expect("the second start is served");
+    assert!(second.unwrap().created);
+    h.wait_terminal(1, Duration::from_secs(30)).await;
+    let wf = h.engine.describe("spawn-1").await.unwrap().unwrap();
+    assert_eq!(wf.status, Status::Completed);
+    assert_eq!(index_n(&wf), Some(17));
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workflow_that_keeps_crashing_is_parked_and_others_are_unaffected() {
     let h = Harness::start(Arc::new(MemoryStorage::new()), sim(20, 0.0)).await;

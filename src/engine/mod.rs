@@ -137,6 +137,7 @@ type TerminalHook = dyn Fn(&WorkflowState, &PipelineDef) + Send + Sync;
 pub struct Faults {
     panic_once: Mutex<HashSet<String>>,
     panic_always: Mutex<HashSet<String>>,
+    panic_on_load_once: Mutex<HashSet<String>>,
 }
 
 impl Faults {
@@ -148,6 +149,18 @@ impl Faults {
     /// Every input handled for `id` panics (a poison workflow).
     pub fn panic_always(&self, id: &str) {
         self.panic_always.lock().insert(id.to_string());
+    }
+
+    /// The next actor started for `id` panics while it loads, once (its
+    /// spawn fails).
+    pub fn panic_on_load_once(&self, id: &str) {
+        self.panic_on_load_once.lock().insert(id.to_string());
+    }
+
+    pub(crate) fn maybe_panic_on_load(&self, id: &str) {
+        if self.panic_on_load_once.lock().remove(id) {
+            panic!("injected fault: panic while loading workflow {id}");
+        }
     }
 
     pub(crate) fn maybe_panic(&self, id: &str) {

@@ -476,11 +476,20 @@ impl PartitionState {
                 self.deferred.push_back(id.clone());
             } else {
                 let init = self.init_for(&id);
-                let spawned = self.spawn(myself, &id, init).await;
-                if let Some(e) = self.entries.get_mut(&id) {
-                    if let Some((actor, slot)) = spawned {
-                        e.actor = Some(actor);
-                        e.slot = slot;
+                match self.spawn(myself, &id, init).await {
+                    Some((actor, slot)) => {
+                        if let Some(e) = self.entries.get_mut(&id) {
+                            e.actor = Some(actor);
+                            e.slot = slot;
+                        }
+                    }
+                    None => {
+                        // No actor: drop the entry (and `msg`, whose reply
+                        // port tells its sender), so the next message for
+                        // this id tries again instead of waiting behind an
+                        // entry that no actor will ever serve.
+                        self.entries.remove(&id);
+                        return;
                     }
                 }
             }

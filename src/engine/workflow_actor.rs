@@ -146,6 +146,9 @@ impl Actor for WorkflowActor {
             slot,
             init,
         } = args;
+        if let Some(faults) = &ctx.hooks.faults {
+            faults.maybe_panic_on_load(&id);
+        }
         let (wf, broken) = match init {
             Init::State(s) => (Some(*s), None),
             Init::Load => match load(&ctx, partition, &id) {
