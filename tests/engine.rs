@@ -625,55 +625,6 @@ needs = ["b", "c", "d"]
     orchestrator::pipeline::load::parse_pipeline(text, "fan.toml", &Default::default()).unwrap()
 }
 
-/// The engine over `storage`, with the test as its only worker: tasks arrive
-/// on the returned channel, results go in through `deliver_result`.
-async fn engine_without_workers(
-    storage: Arc<dyn Storage>,
-) -> (
-    Arc<orchestrator::engine::Engine>,
-    tokio::sync::mpsc::UnboundedReceiver<orchestrator::transport::inproc::ToWorker>,
-    Arc<Metrics>,
-) {
-    use orchestrator::engine::{Engine, EngineCtx, Hooks, PipelineRegistry};
-    use orchestrator::storage::group_commit::{CommitConfig, GroupCommitter};
-    use orchestrator::storage::store::WorkflowStore;
-    let store = WorkflowStore::open(storage.clone(), 1).unwrap();
-    let committer = Arc::new(
-        GroupCommitter::start(
-            storage,
-            CommitConfig {
-                inline_when_idle: false,
-                ..CommitConfig::default()
-            },
-        )
-        .unwrap(),
-    );
-    let pipelines = Arc::new(PipelineRegistry::new(store.clone(), vec![fan_pipeline()]));
-    committer
-        .commit(pipelines.persist_ops().unwrap())
-        .await
-        .unwrap();
-    let metrics = Arc::new(Metrics::default());
-    let (transport, rx) = orchestrator::transport::inproc::InProcTransport::new();
-    let engine = Engine::start(EngineCtx {
-        store,
-        committer,
-        clock: Arc::new(orchestrator::engine::clock::SystemClock),
-        transport: Arc::new(transport),
-        pipelines,
-        metrics: metrics.clone(),
-        config: EngineConfig {
-            partitions: 1,
-            tick_ms: 5,
-            ..EngineConfig::default()
-        },
-        hooks: Hooks::default(),
-    })
-    .await
-    .unwrap();
-    (Arc::new(engine), rx, metrics)
-}
-
 async fn next_task(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<orchestrator::transport::inproc::ToWorker>,
 ) -> orchestrator::workflow::TaskSpec {
@@ -699,22 +650,6 @@ fn success(t: &orchestrator::workflow::TaskSpec) -> orchestrator::workflow::Task
     }
 }
 
-async fn wait_for_state(
-    engine: &orchestrator::engine::Engine,
-    id: &str,
-    cond: impl Fn(&orchestrator::workflow::WorkflowState) -> bool,
-) -> orchestrator::workflow::WorkflowState {
-    for _ in 0..2_000 {
-        if let Some(wf) = engine.describe(id).await.unwrap() {
-            if cond(&wf) {
-                return wf;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("{id}: the state never got there");
-}
-
 /// Results of parallel steps that arrive while their workflow's actor awaits
 /// a commit are decided together and journaled in one commit; each still
 /// gets its own answer, the join step is dispatched once, and when the
@@ -724,7 +659,20 @@ async fn wait_for_state(
 async fn results_queued_behind_a_commit_share_the_next_one() {
     use std::sync::atomic::Ordering::SeqCst;
     let storage = Arc::new(GatedStorage::new());
-    let (engine, mut rx, metrics) = engine_without_workers(storage.clone()).await;
+    let opts = Options {
+        partitions: 1,
+        config: EngineConfig {
+            partitions: 1,
+            tick_ms: 5,
+            ..EngineConfig::default()
+        },
+        pipelines: Some(vec![fan_pipeline()]),
+        test_is_worker: true,
+        ..Options::default()
+    };
+    let mut h = Harness::start(storage.clone(), opts).await;
+    let mut rx = h.tasks.take().expect("the test is the worker");
+    let (engine, metrics) = (h.engine.clone(), h.metrics.clone());
     for (round, id) in ["fan-ok", "fan-fail"].into_iter().enumerate() {
         engine.start_workflow("fan", id, "{}").await.unwrap();
         let a = next_task(&mut rx).await;
@@ -790,7 +738,7 @@ async fn results_queued_behind_a_commit_share_the_next_one() {
         } else {
             // The failed batch is undone and each result is tried alone:
             // the held write, the failed one, then one each.
-            let wf = wait_for_state(&engine, id, |wf| {
+            let wf = wait_for(&h, id, "b, c and d succeeded", |wf| {
                 wf.steps[1..4]
                     .iter()
                     .all(|s| s.status == StepStatus::Succeeded)
@@ -813,8 +761,7 @@ async fn results_queued_behind_a_commit_share_the_next_one() {
         assert!(rx.try_recv().is_err(), "{id}: a second dispatch");
     }
     // The journal holds what the actor answered, record by record.
-    let store = orchestrator::storage::store::WorkflowStore::open(storage, 1).unwrap();
-    let report = verify_store(&store).unwrap();
+    let report = verify_store(&h.store).unwrap();
     assert_eq!(
         (
             report.workflows,
@@ -826,5 +773,5 @@ async fn results_queued_behind_a_commit_share_the_next_one() {
         "{:?}",
         report.details
     );
-    engine.shutdown().await;
+    h.stop().await;
 }

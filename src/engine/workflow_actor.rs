@@ -369,6 +369,11 @@ impl Resident {
         if !staged.ops.is_empty() {
             self.append(staged.ops).await?;
         }
+        if !staged.decision.events.is_empty() {
+            if let Some(wf) = self.wf.as_mut() {
+                apply(wf, &staged.decision);
+            }
+        }
         let outcome = staged.outcome.clone();
         self.finish(staged.event, staged.decision, staged.prev_status, None);
         Ok(outcome)
@@ -474,7 +479,7 @@ impl Resident {
                         staged.event,
                         staged.decision,
                         staged.prev_status,
-                        Some(after.map(|a| *a)),
+                        after.as_deref(),
                     );
                     Ok(outcome)
                 }
@@ -589,61 +594,31 @@ impl Resident {
     }
 
     /// After the append is durable: the lifecycle message goes out and the
-    /// commands run. `applied` is `None` when the decision is still to be
-    /// applied to the actor's state, `Some(after)` when it already was in a
-    /// batch (`after` is the state right after it, `None` for the batch's
-    /// last decision, whose state is the actor's own).
+    /// commands run. The decision is already applied; `after` is the state
+    /// right after it when later decisions of a batch changed the actor's
+    /// state further (`None`: the actor's own state).
     fn finish(
-        &mut self,
+        &self,
         event: Option<crate::events::OutboxItem>,
         decision: Decision,
         prev_status: crate::workflow::Status,
-        applied: Option<Option<WorkflowState>>,
+        after: Option<&WorkflowState>,
     ) {
         super::transition::publish_event(&self.ctx, event);
         if decision.events.is_empty() {
             return;
         }
-        let Some(def) = self.def.clone() else {
+        let (Some(def), Some(next)) = (self.def.as_ref(), after.or(self.wf.as_ref())) else {
             return;
         };
-        match applied {
-            None => {
-                if let Some(wf) = self.wf.as_mut() {
-                    apply(wf, &decision);
-                    after_commit(
-                        &self.ctx,
-                        &self.times,
-                        Some(prev_status),
-                        wf,
-                        &def,
-                        decision,
-                    );
-                }
-            }
-            Some(Some(after)) => {
-                after_commit(
-                    &self.ctx,
-                    &self.times,
-                    Some(prev_status),
-                    &after,
-                    &def,
-                    decision,
-                );
-            }
-            Some(None) => {
-                if let Some(wf) = self.wf.as_ref() {
-                    after_commit(
-                        &self.ctx,
-                        &self.times,
-                        Some(prev_status),
-                        wf,
-                        &def,
-                        decision,
-                    );
-                }
-            }
-        }
+        after_commit(
+            &self.ctx,
+            &self.times,
+            Some(prev_status),
+            next,
+            def,
+            decision,
+        );
     }
 }
 

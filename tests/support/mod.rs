@@ -16,7 +16,7 @@ use orchestrator::sim::{self, SimConfig};
 use orchestrator::storage::group_commit::{CommitConfig, GroupCommitter};
 use orchestrator::storage::store::WorkflowStore;
 use orchestrator::storage::Storage;
-use orchestrator::transport::inproc::InProcTransport;
+use orchestrator::transport::inproc::{InProcTransport, ToWorker};
 use orchestrator::transport::nats::{NatsConfig, NatsTransport};
 use orchestrator::workflow::Status;
 
@@ -62,6 +62,8 @@ pub struct Harness {
     pub exporter: Option<Arc<orchestrator::otel::OtlpExporter>>,
     /// The NATS transport's counters (tasks by route), over NATS only.
     pub nats_stats: Option<Arc<orchestrator::transport::nats::NatsStats>>,
+    /// The tasks sent to workers, when `Options::test_is_worker` is set.
+    pub tasks: Option<tokio::sync::mpsc::UnboundedReceiver<ToWorker>>,
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -80,6 +82,9 @@ pub struct Options {
     pub worker_faults: orchestrator::worker::WorkerFaults,
     /// Export spans with these settings (`Harness::exporter`).
     pub otlp: Option<orchestrator::otel::OtlpConfig>,
+    /// In-process only: no simulated workers; the test is the worker, reading
+    /// tasks from `Harness::tasks` and answering through `deliver_result`.
+    pub test_is_worker: bool,
 }
 
 impl Default for Options {
@@ -97,6 +102,7 @@ impl Default for Options {
             nats_url: None,
             worker_faults: Default::default(),
             otlp: None,
+            test_is_worker: false,
         }
     }
 }
@@ -205,7 +211,10 @@ impl Harness {
             t.set_sink(engine.sink());
         }
         let mut workers = Vec::new();
-        if let Some(rx) = inproc_rx {
+        let mut tasks = None;
+        if opts.test_is_worker {
+            tasks = inproc_rx;
+        } else if let Some(rx) = inproc_rx {
             let sink = engine.sink();
             workers.push(tokio::spawn(async move {
                 sim::run(opts.sim, rx, sink, clock).await;
@@ -245,6 +254,7 @@ impl Harness {
             committer,
             exporter,
             nats_stats,
+            tasks,
             workers,
         }
     }
