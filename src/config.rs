@@ -177,6 +177,8 @@ pub struct NatsSection {
     pub results_direct_in_flight_max: usize,
     pub tasks_direct: bool,
     pub tasks_direct_timeout: Dur,
+    pub tasks_direct_result_within: Dur,
+    pub tasks_direct_in_flight_max: usize,
     pub publish_queue_max: usize,
     pub publish_attempts: u32,
     pub publish_window: usize,
@@ -320,6 +322,8 @@ impl Default for Config {
                 results_direct_in_flight_max: nats.results_direct_in_flight_max,
                 tasks_direct: nats.tasks_direct,
                 tasks_direct_timeout: Dur(nats.tasks_direct_timeout.as_millis() as u64),
+                tasks_direct_result_within: Dur(nats.tasks_direct_result_within.as_millis() as u64),
+                tasks_direct_in_flight_max: nats.tasks_direct_in_flight_max,
                 publish_queue_max: nats.publish_queue_max,
                 publish_attempts: nats.publish_attempts,
                 publish_window: nats.publish_window,
@@ -541,6 +545,16 @@ impl Config {
             "nats.tasks_direct_timeout must be at least 1ms",
         );
         need(
+            self.nats.tasks_direct_result_within.0.saturating_mul(2)
+                <= self.nats.tasks_direct_timeout.0,
+            "nats.tasks_direct_result_within must be at most half of nats.tasks_direct_timeout \
+             (an answer that comes later is taken for a timeout and the task sent again)",
+        );
+        need(
+            self.nats.tasks_direct_in_flight_max >= 1,
+            "nats.tasks_direct_in_flight_max must be at least 1",
+        );
+        need(
             self.nats.publish_queue_max >= 1
                 && self.nats.publish_attempts >= 1
                 && self.nats.publish_window >= 1,
@@ -640,6 +654,8 @@ impl Config {
             results_direct_in_flight_max: n.results_direct_in_flight_max,
             tasks_direct: n.tasks_direct,
             tasks_direct_timeout: n.tasks_direct_timeout.as_duration(),
+            tasks_direct_result_within: n.tasks_direct_result_within.as_duration(),
+            tasks_direct_in_flight_max: n.tasks_direct_in_flight_max,
             publish_queue_max: n.publish_queue_max,
             publish_attempts: n.publish_attempts,
             publish_window: n.publish_window,

@@ -761,6 +761,16 @@ pub fn render_metrics(state: &HttpState) -> String {
             );
         }
         t.family(
+            "narralytica_results_in_offer_reply_total",
+            "counter",
+            "Results that came as the worker's answer to their task's direct offer (nats.tasks_direct_result_within).",
+        );
+        t.sample(
+            "narralytica_results_in_offer_reply_total",
+            &[],
+            n.results_in_offer_reply.load(Relaxed) as f64,
+        );
+        t.family(
             "narralytica_task_offers_declined_total",
             "counter",
             "Direct task offers that went to the TASKS stream instead, by reason (no_worker, busy, timeout, error).",

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -450,7 +451,7 @@ pub async fn run_observed(
                                 return;
                             }
                         };
-                        execute(&shared, &task, msg.headers.as_ref(), Some(&msg)).await;
+                        execute(&shared, &task, msg.headers.as_ref(), Some(&msg), None).await;
                         let _ = msg.ack().await;
                     });
                 }
@@ -500,15 +501,7 @@ async fn take_offers(
         let Some(reply_to) = msg.reply.clone() else {
             continue;
         };
-        let answer = |taken: bool, error: Option<String>| {
-            let body = crate::protocol::TaskOfferReply {
-                v: VERSION,
-                taken,
-                worker: taken.then(|| shared.sim.worker.clone()),
-                error,
-            };
-            bytes::Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
-        };
+        let answer = |taken: bool, error: Option<String>| offer_reply(&shared, taken, error, None);
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             let _ = shared.client.publish(reply_to, answer(false, None)).await;
             continue;
@@ -524,12 +517,110 @@ async fn take_offers(
                 continue;
             }
         };
-        let _ = shared.client.publish(reply_to, answer(true, None)).await;
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            execute(&shared, &task, msg.headers.as_ref(), None).await;
-        });
+        match task.offer_result_within_ms.filter(|&ms| ms > 0) {
+            // The orchestrator takes the result as the answer if it comes
+            // soon enough: one message instead of "taken", a result
+            // request and its answer.
+            Some(ms) => {
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let offer = OfferAnswer {
+                        reply_to,
+                        answered: AtomicBool::new(false),
+                    };
+                    run_offered(&shared, &task, msg.headers.as_ref(), &offer, ms).await;
+                });
+            }
+            None => {
+                let _ = shared.client.publish(reply_to, answer(true, None)).await;
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    execute(&shared, &task, msg.headers.as_ref(), None, None).await;
+                });
+            }
+        }
+    }
+}
+
+/// The body of an answer to an offer.
+fn offer_reply(
+    shared: &Shared,
+    taken: bool,
+    error: Option<String>,
+    result: Option<ResultMessage>,
+) -> bytes::Bytes {
+    let body = crate::protocol::TaskOfferReply {
+        v: VERSION,
+        taken,
+        worker: taken.then(|| shared.sim.worker.clone()),
+        error,
+        result,
+    };
+    bytes::Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// A taken offer that has not been answered yet: answered once, with the
+/// result when it is ready within the offer's window, else `taken`.
+struct OfferAnswer {
+    reply_to: async_nats::Subject,
+    answered: AtomicBool,
+}
+
+impl OfferAnswer {
+    /// True for the one caller that gets to answer.
+    fn claim(&self) -> bool {
+        !self.answered.swap(true, Ordering::AcqRel)
+    }
+
+    /// Answers `taken`, with `result` if given; false if it could not be sent.
+    async fn answer(
+        &self,
+        shared: &Shared,
+        result: Option<ResultMessage>,
+        headers: Option<async_nats::HeaderMap>,
+    ) -> bool {
+        let body = offer_reply(shared, true, None, result);
+        let sent = match headers {
+            Some(h) => {
+                shared
+                    .client
+                    .publish_with_headers(self.reply_to.clone(), h, body)
+                    .await
+            }
+            None => shared.client.publish(self.reply_to.clone(), body).await,
+        };
+        sent.is_ok()
+    }
+}
+
+/// Runs an offered task whose result may answer the offer: if it is not
+/// ready within `within_ms`, the offer is answered `taken` then and the
+/// result goes its own way when ready. An attempt that ends without a
+/// result to send (cancelled, hung, held back) answers `taken` at its end.
+async fn run_offered(
+    shared: &Shared,
+    task: &TaskMessage,
+    headers: Option<&async_nats::HeaderMap>,
+    offer: &OfferAnswer,
+    within_ms: u64,
+) {
+    {
+        let run = execute(shared, task, headers, None, Some(offer));
+        tokio::pin!(run);
+        tokio::select! {
+            biased;
+            () = &mut run => {}
+            () = tokio::time::sleep(Duration::from_millis(within_ms)) => {
+                if offer.claim() {
+                    offer.answer(shared, None, None).await;
+                }
+                run.await;
+            }
+        }
+    }
+    if offer.claim() {
+        offer.answer(shared, None, None).await;
     }
 }
 
@@ -545,12 +636,14 @@ fn drawn(sim: &SimConfig, salt: u64, task_id: &str, rate: f64) -> bool {
 
 /// Runs one attempt. `headers` are the task message's; `stream_msg` is
 /// its JetStream message (kept in progress while the task runs), `None`
-/// for a task taken from a direct offer.
+/// for a task taken from a direct offer; `offer`, for an offer that the
+/// result may answer (if nobody answered it yet).
 async fn execute(
     shared: &Shared,
     task: &TaskMessage,
     task_headers: Option<&async_nats::HeaderMap>,
     stream_msg: Option<&jetstream::Message>,
+    offer: Option<&OfferAnswer>,
 ) {
     let (sim, faults, client) = (&shared.sim, &shared.faults, &shared.client);
     // An older attempt of this step held back by `stale_rate` answers now, late.
@@ -665,9 +758,6 @@ async fn execute(
         worker: Some(sim.worker.clone()),
         started_at_ms: Some(started_at_ms),
     };
-    let Ok(payload) = serde_json::to_vec(&result) else {
-        return;
-    };
     if let Some(observe) = &shared.observer {
         observe(&Execution {
             task_id: &task.task_id,
@@ -676,7 +766,6 @@ async fn execute(
             succeeded: outcome == "succeeded",
         });
     }
-    let payload: bytes::Bytes = payload.into();
     // Trace context: the result is a child span of the task's.
     let mut headers = async_nats::HeaderMap::new();
     if let Some(h) = task_headers {
@@ -694,6 +783,28 @@ async fn execute(
         }
     }
     let route = Route::of(task, shared.direct);
+    let duplicate = drawn(sim, 2, &task.task_id, faults.duplicate_rate);
+    if let Some(offer) = offer.filter(|o| !stale && o.claim()) {
+        // An injected duplicate goes the usual way after the answer.
+        let copy = duplicate
+            .then(|| Some((serde_json::to_vec(&result).ok()?, headers.clone())))
+            .flatten();
+        let sent = offer.answer(shared, Some(result), Some(headers)).await;
+        let mut answers = u32::from(sent);
+        if let (true, Some((copy, headers))) = (sent, copy) {
+            answers += u32::from(
+                shared
+                    .send_result(&route, &task.task_id, ":dup", copy.into(), headers, None)
+                    .await,
+            );
+        }
+        shared.record(task, outcome, answers, started_at_ms);
+        return;
+    }
+    let Ok(payload) = serde_json::to_vec(&result) else {
+        return;
+    };
+    let payload: bytes::Bytes = payload.into();
     if stale {
         let mut map = shared.withheld.lock();
         if map.len() < faults.stale_max.max(1) {
@@ -722,7 +833,7 @@ async fn execute(
         )
         .await;
     let mut answers = u32::from(published);
-    if published && drawn(sim, 2, &task.task_id, faults.duplicate_rate) {
+    if published && duplicate {
         answers += u32::from(
             shared
                 .send_result(&route, &task.task_id, ":dup", payload, headers, stream_msg)

@@ -28,6 +28,7 @@ fn over(server: &NatsServer, latency_ms: u64, fail_rate: f64) -> Options {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_video_pipeline_runs_over_nats_with_failures_and_correct_outputs() {
+    use std::sync::atomic::Ordering::Relaxed;
     let server = NatsServer::start();
     let h = Harness::start(Arc::new(MemoryStorage::new()), over(&server, 5, 0.1)).await;
     for i in 0..20 {
@@ -43,10 +44,47 @@ async fn the_video_pipeline_runs_over_nats_with_failures_and_correct_outputs() {
     let wf = h.engine.describe("n-3").await.unwrap().unwrap();
     assert_eq!(wf.status, Status::Completed);
     assert_eq!(wf.steps[8].worker.as_deref(), Some("nats-sim"));
+    // 5 ms tasks, within `tasks_direct_result_within` (50 ms): each offer
+    // a worker took was answered with the task's result.
+    let stats = h.nats_stats.clone().expect("over NATS");
+    let direct = stats.tasks_direct.load(Relaxed);
+    assert!(direct > 0, "no task went by offer");
+    assert_eq!(stats.results_in_offer_reply.load(Relaxed), direct);
     let report = verify_store(&h.store).unwrap();
     assert_eq!(
         (report.completed, report.violations, report.corrupt),
         (20, 0, 0),
+        "{:?}",
+        report.details
+    );
+    h.stop().await;
+}
+
+/// A task that runs longer than `tasks_direct_result_within`: the worker
+/// answers the offer `taken` when the window closes and sends the result on
+/// its own when it has it; the workflows complete all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_longer_than_the_offer_window_send_their_results_on_their_own() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let server = NatsServer::start();
+    let h = Harness::start(Arc::new(MemoryStorage::new()), over(&server, 80, 0.0)).await;
+    for i in 0..3 {
+        let id = format!("slow-{i}");
+        h.engine
+            .start_workflow("video", &id, &video_input(&id))
+            .await
+            .unwrap();
+    }
+    h.wait_terminal(3, Duration::from_secs(60)).await;
+    assert_eq!(Metrics::get(&h.metrics.workflows_completed), 3);
+    assert_eq!(Metrics::get(&h.metrics.output_errors), 0);
+    let stats = h.nats_stats.clone().expect("over NATS");
+    assert!(stats.tasks_direct.load(Relaxed) > 0, "no offer was taken");
+    assert_eq!(stats.results_in_offer_reply.load(Relaxed), 0);
+    let report = verify_store(&h.store).unwrap();
+    assert_eq!(
+        (report.completed, report.violations),
+        (3, 0),
         "{:?}",
         report.details
     );

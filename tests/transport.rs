@@ -47,6 +47,8 @@ struct Seen {
 #[derive(Default)]
 struct Collector {
     reports: Mutex<Vec<(String, WorkerReport)>>,
+    /// Reasons of refused messages, in order.
+    rejected: Mutex<Vec<&'static str>>,
 }
 
 impl ReportSink for Collector {
@@ -69,7 +71,9 @@ impl ResultHandler for CollectingHandler {
             .push((workflow_id, WorkerReport::Result(result)));
         Box::pin(async { Ok(()) })
     }
-    fn rejected(&self, _reason: &'static str) {}
+    fn rejected(&self, reason: &'static str) {
+        self.0.rejected.lock().push(reason);
+    }
 }
 
 /// A transport plus a fake worker fleet on its far side.
@@ -395,6 +399,7 @@ impl NatsRig {
             taken: self.take_offers,
             worker: self.take_offers.then(|| "probe".to_owned()),
             error: None,
+            result: None,
         };
         self.client
             .publish(
@@ -767,4 +772,104 @@ async fn direct_results_are_answered_only_once_applied_and_refusals_say_whether_
     assert!(!reply.ok && !reply.retry, "{reply:?}");
     assert!(!reply.error.unwrap().is_empty());
     assert_eq!(applied.lock().len(), 1);
+}
+
+/// The offer answered with the task's result: the result goes to the
+/// engine's intake (not a "started" report), and the offer carries the
+/// window only once an intake is set. A result of another task in the
+/// answer is refused, and the attempt counts as started so its heartbeat
+/// timeout brings a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_in_the_answer_to_an_offer_goes_to_the_intake_and_a_wrong_one_is_refused() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut rig = NatsRig::start_with(true, Offers::Take).await;
+    let wait = Duration::from_secs(5);
+    let collector = rig.collector.clone();
+    // An offer for `wf`: the task, and where to answer it.
+    async fn offered(
+        rig: &mut NatsRig,
+        wf: &str,
+        wait: Duration,
+    ) -> (TaskMessage, async_nats::Subject) {
+        rig.transport()
+            .dispatch(spec(wf, "transcribe", "transcribe", 1));
+        let sub = rig.offers.get_mut("transcribe").unwrap();
+        let msg = tokio::time::timeout(wait, sub.next())
+            .await
+            .expect("offered")
+            .unwrap();
+        let task = TaskMessage::decode(&msg.payload, &rig.cfg.limits).expect("task decodes");
+        (task, msg.reply.expect("an offer is a request"))
+    }
+    async fn answer(rig: &NatsRig, to: async_nats::Subject, result: ResultMessage) {
+        let body = TaskOfferReply {
+            v: 1,
+            taken: true,
+            worker: Some("probe".into()),
+            error: None,
+            result: Some(result),
+        };
+        rig.client
+            .publish(to, serde_json::to_vec(&body).unwrap().into())
+            .await
+            .unwrap();
+        rig.client.flush().await.unwrap();
+    }
+    let result_of = |task: &TaskMessage, task_id: &str| ResultMessage {
+        v: 1,
+        task_id: task_id.to_owned(),
+        workflow_id: task.workflow_id.clone(),
+        step: task.step.clone(),
+        attempt: task.attempt,
+        status: ResultStatus::Succeeded,
+        output: Some(serde_json::value::RawValue::from_string(r#"{"n":1}"#.into()).unwrap()),
+        error: None,
+        worker: Some("probe".into()),
+        started_at_ms: Some(1),
+    };
+
+    // No intake yet: the offer does not invite a result.
+    let (task, to) = offered(&mut rig, "wf-0", wait).await;
+    assert_eq!(task.offer_result_within_ms, None);
+    answer(&rig, to, result_of(&task, &task.task_id)).await;
+    let reports = wait_reports(&collector, 1).await;
+    assert!(
+        matches!(&reports[0].1, WorkerReport::Started { task_id, .. } if task_id == "wf-0:transcribe:0:1")
+    );
+    assert_eq!(rig.stats.results_in_offer_reply.load(Relaxed), 0);
+
+    rig.transport
+        .set_results(Arc::new(CollectingHandler(collector.clone())));
+    // The result answers the offer: the intake gets it, and no start is
+    // reported for the attempt (its result is already there).
+    let (task, to) = offered(&mut rig, "wf-i", wait).await;
+    assert_eq!(task.offer_result_within_ms, Some(50));
+    answer(&rig, to, result_of(&task, &task.task_id)).await;
+    let reports = wait_reports(&collector, 2).await;
+    match &reports[1] {
+        (wf, WorkerReport::Result(r)) => {
+            assert_eq!(
+                (wf.as_str(), r.task_id.as_str()),
+                ("wf-i", "wf-i:transcribe:0:1")
+            );
+            assert!(matches!(&r.outcome, TaskOutcome::Succeeded(o) if o == r#"{"n":1}"#));
+        }
+        other => panic!("expected the result, got {other:?}"),
+    }
+    assert_eq!(rig.stats.results_in_offer_reply.load(Relaxed), 1);
+
+    // Another task's result in the answer: refused; the attempt counts as
+    // started (the worker has it), so its heartbeat timeout watches it.
+    let (task, to) = offered(&mut rig, "wf-j", wait).await;
+    answer(&rig, to, result_of(&task, "wf-j:transcribe:0:7")).await;
+    let reports = wait_reports(&collector, 3).await;
+    assert!(
+        matches!(&reports[2], (wf, WorkerReport::Started { task_id, worker })
+            if wf == "wf-j" && task_id == "wf-j:transcribe:0:1" && worker == "probe"),
+        "{reports:?}"
+    );
+    assert_eq!(*collector.rejected.lock(), vec!["invalid"]);
+    assert_eq!(rig.stats.results_in_offer_reply.load(Relaxed), 1);
+    assert_eq!(rig.stats.tasks_direct.load(Relaxed), 3);
+    assert_eq!(rig.stats.tasks_stream.load(Relaxed), 0);
 }

@@ -11,7 +11,9 @@ use clap::Args;
 
 use super::LogArgs;
 use crate::config::Config;
-use crate::engine::{Clock, Engine, EngineCtx, Hooks, Metrics, ResultIntake, SystemClock};
+use crate::engine::{
+    Clock, Engine, EngineCtx, Hooks, Metrics, ResultIntake, SystemClock, WeakResultIntake,
+};
 use crate::node::open_node;
 use crate::transport::nats::{connect_with_stats, ensure_streams, run_intake, NatsTransport};
 
@@ -258,6 +260,7 @@ pub async fn serve(
         .map_err(|e| e.to_string())?,
     );
     transport.set_sink(engine.sink());
+    transport.set_results(Arc::new(WeakResultIntake(Arc::downgrade(&engine))));
     http.readiness().set_recovery_done();
     // The publisher first sends what a previous run left in the outbox.
     let publisher = events.map(|(outbox, rx)| {

@@ -540,3 +540,28 @@ impl crate::transport::nats::ResultHandler for ResultIntake {
         self.0.ctx.metrics.rejected_message(reason);
     }
 }
+
+/// [`ResultIntake`] for the transport itself (results that answer an
+/// offer): the engine holds the transport, so the transport holds the
+/// engine weakly. A strong reference would be a cycle that keeps the
+/// engine, and with it the storage, alive after shutdown.
+pub struct WeakResultIntake(pub std::sync::Weak<Engine>);
+
+impl crate::transport::nats::ResultHandler for WeakResultIntake {
+    fn handle(
+        &self,
+        workflow_id: String,
+        result: crate::workflow::TaskResult,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), String>> {
+        match self.0.upgrade() {
+            Some(engine) => ResultIntake(engine).handle(workflow_id, result),
+            None => Box::pin(async { Err(Error::Stopped.to_string()) }),
+        }
+    }
+
+    fn rejected(&self, reason: &'static str) {
+        if let Some(engine) = self.0.upgrade() {
+            engine.ctx.metrics.rejected_message(reason);
+        }
+    }
+}

@@ -63,6 +63,14 @@ pub struct TaskMessage {
     /// JetStream round trips per task. `reply_to` stays valid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_direct_to: Option<String>,
+    /// Only meaningful in a direct offer (ignored in the TASKS stream): a
+    /// worker that has the result within this many ms of receiving the
+    /// offer may answer the offer with it ([`TaskOfferReply::result`])
+    /// instead of answering `taken` and sending the result on its own.
+    /// Such a result is not acknowledged: like a lost task, a lost one is
+    /// healed by the attempt's timeout and a new attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer_result_within_ms: Option<u64>,
 }
 
 /// The orchestrator's answer to a result sent on `result_direct_to`.
@@ -86,7 +94,7 @@ pub struct ResultReply {
 
 /// A worker's answer to a task offered on `<prefix>.tdirect.<task_type>`
 /// (core NATS request; docs/protocol.md "Direct task offers").
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[schemars(
     title = "TaskOfferReply",
     description = "Answer to a task offered by request on tdirect: taken, or declined (then the task goes to the TASKS stream)."
@@ -102,6 +110,29 @@ pub struct TaskOfferReply {
     pub worker: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// With `taken`: the task's result, when the worker had it within the
+    /// offer's `offer_result_within_ms`. The worker then sends it nowhere
+    /// else; the orchestrator applies it like a result on `reply_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<ResultMessage>,
+}
+
+impl TaskOfferReply {
+    /// Decodes an answer to an offer; never panics on any input. An
+    /// embedded result is not checked here: the worker has taken the task
+    /// either way, so the caller checks it ([`ResultMessage::validate`],
+    /// and the answer's size against the message limit) and refuses only
+    /// the result.
+    pub fn decode(bytes: &[u8]) -> Result<TaskOfferReply, ProtocolError> {
+        let m: TaskOfferReply = parse(bytes)?;
+        check_version(m.v)?;
+        if m.result.is_some() && !m.taken {
+            return Err(ProtocolError::Invalid(
+                "a declined offer cannot carry a result".into(),
+            ));
+        }
+        Ok(m)
+    }
 }
 
 /// `succeeded` or `failed`.
@@ -258,6 +289,13 @@ impl ResultMessage {
     pub fn decode(bytes: &[u8], limits: &Limits) -> Result<ResultMessage, ProtocolError> {
         check_size(bytes, limits)?;
         let m: ResultMessage = parse(bytes)?;
+        m.validate(limits)?;
+        Ok(m)
+    }
+
+    /// The checks of [`decode`](Self::decode) after parsing.
+    pub fn validate(&self, limits: &Limits) -> Result<(), ProtocolError> {
+        let m = self;
         check_version(m.v)?;
         if m.task_id.is_empty() || m.workflow_id.is_empty() || m.step.is_empty() {
             return Err(ProtocolError::Invalid(
@@ -288,7 +326,7 @@ impl ResultMessage {
                 }
             }
         }
-        Ok(m)
+        Ok(())
     }
 
     /// The engine's view of this result.
@@ -363,6 +401,7 @@ impl TaskMessage {
             reply_to,
             heartbeat_to,
             result_direct_to,
+            offer_result_within_ms: None,
         })
     }
 

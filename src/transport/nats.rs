@@ -51,6 +51,16 @@ pub struct NatsConfig {
     pub tasks_direct: bool,
     /// Wait for a worker's answer to a task offer, at most.
     pub tasks_direct_timeout: Duration,
+    /// A worker that has the result within this long of an offer may
+    /// answer the offer with it (two NATS messages per task instead of
+    /// four); zero: workers answer `taken` and send results on their own.
+    /// Below `tasks_direct_timeout`, so the answer is not taken for a
+    /// timeout and the task sent again.
+    pub tasks_direct_result_within: Duration,
+    /// Offers waiting for their answer at once (each is its own task, so a
+    /// worker that holds an offer while it runs does not hold up other
+    /// sends); beyond it, offers wait in the publish window.
+    pub tasks_direct_in_flight_max: usize,
     /// Tasks and cancels waiting to be published, at most (beyond: dropped, healed by timeouts).
     pub publish_queue_max: usize,
     /// Task publishes with their acknowledgements in flight at once.
@@ -74,6 +84,8 @@ impl Default for NatsConfig {
             results_direct_in_flight_max: 10_000,
             tasks_direct: true,
             tasks_direct_timeout: Duration::from_millis(500),
+            tasks_direct_result_within: Duration::from_millis(50),
+            tasks_direct_in_flight_max: 4096,
             publish_queue_max: 100_000,
             publish_attempts: 40,
             publish_window: 256,
@@ -99,6 +111,8 @@ pub struct NatsStats {
     pub tasks_direct: AtomicU64,
     /// Tasks published to the TASKS stream (offer declined, or not offered).
     pub tasks_stream: AtomicU64,
+    /// Results that came as the answer to their task's offer.
+    pub results_in_offer_reply: AtomicU64,
     /// Direct offers that went to the stream, by [`OfferDeclined`] reason.
     pub offers_declined: [AtomicU64; OfferDeclined::ALL.len()],
 }
@@ -237,6 +251,9 @@ pub struct NatsTransport {
     /// Told when a worker takes a direct offer (the attempt counts as
     /// started); set once the engine exists.
     sink: Arc<std::sync::OnceLock<Arc<dyn ReportSink>>>,
+    /// Where results that answer an offer go; until it is set, offers do
+    /// not invite them.
+    results: Arc<std::sync::OnceLock<Arc<dyn ResultHandler>>>,
 }
 
 /// What the publisher needs for one task, shared by every send.
@@ -251,6 +268,21 @@ struct Publisher {
     offer_timeout: Option<Duration>,
     stats: Arc<NatsStats>,
     sink: Arc<std::sync::OnceLock<Arc<dyn ReportSink>>>,
+    results: Arc<std::sync::OnceLock<Arc<dyn ResultHandler>>>,
+    /// `offer_result_within_ms` of an offer (0: none).
+    result_within_ms: u64,
+    /// Permits for offers running as their own tasks.
+    offers: Arc<tokio::sync::Semaphore>,
+    limits: Limits,
+}
+
+impl Publisher {
+    /// Whether this task is offered to an idle worker first: only an
+    /// attempt with a heartbeat timeout, since if the worker dies holding
+    /// it, that timeout (not a stream redelivery) brings the retry.
+    fn offers(&self, spec: &TaskSpec) -> bool {
+        self.offer_timeout.is_some() && spec.heartbeat_timeout_ms.is_some()
+    }
 }
 
 impl NatsTransport {
@@ -267,6 +299,7 @@ impl NatsTransport {
         let (tx, mut rx) = mpsc::channel::<Outgoing>(cfg.publish_queue_max.max(1));
         let window = cfg.publish_window.max(1);
         let sink = Arc::new(std::sync::OnceLock::new());
+        let results = Arc::new(std::sync::OnceLock::new());
         let publisher = Arc::new(Publisher {
             js,
             client,
@@ -279,6 +312,13 @@ impl NatsTransport {
                 .then_some(cfg.tasks_direct_timeout.max(Duration::from_millis(1))),
             stats,
             sink: sink.clone(),
+            results: results.clone(),
+            result_within_ms: (cfg.tasks_direct_result_within.as_millis() as u64)
+                .min(cfg.tasks_direct_timeout.as_millis() as u64 / 2),
+            offers: Arc::new(tokio::sync::Semaphore::new(
+                cfg.tasks_direct_in_flight_max.max(1),
+            )),
+            limits: cfg.limits.clone(),
         });
         tokio::spawn(async move {
             // Up to `window` publishes with their acknowledgements in flight;
@@ -291,6 +331,22 @@ impl NatsTransport {
                     biased;
                     Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
                     out = rx.recv(), if in_flight.len() < window => match out {
+                        // An offer waits for a worker's answer, which may
+                        // carry the result (up to `tasks_direct_result_within`
+                        // later): it runs as its own task, so it does not
+                        // hold a place in the window meanwhile.
+                        Some(Outgoing::Task(spec)) if publisher.offers(&spec) => {
+                            match publisher.offers.clone().try_acquire_owned() {
+                                Ok(permit) => {
+                                    let publisher = publisher.clone();
+                                    tokio::spawn(async move {
+                                        send_outgoing(publisher, Outgoing::Task(spec)).await;
+                                        drop(permit);
+                                    });
+                                }
+                                Err(_) => in_flight.push(send_outgoing(publisher.clone(), Outgoing::Task(spec))),
+                            }
+                        }
                         Some(out) => in_flight.push(send_outgoing(publisher.clone(), out)),
                         None => break,
                     },
@@ -298,12 +354,19 @@ impl NatsTransport {
             }
             while in_flight.next().await.is_some() {}
         });
-        Ok(NatsTransport { tx, sink })
+        Ok(NatsTransport { tx, sink, results })
     }
 
     /// Where to report that a worker took a direct offer (the engine's sink).
     pub fn set_sink(&self, sink: Arc<dyn ReportSink>) {
         let _ = self.sink.set(sink);
+    }
+
+    /// Where a result that answers its task's offer goes (the engine's
+    /// intake, as for results on their own). Until this is set, offers do
+    /// not invite results (`offer_result_within_ms` is left out).
+    pub fn set_results(&self, handler: Arc<dyn ResultHandler>) {
+        let _ = self.results.set(handler);
     }
 }
 
@@ -319,7 +382,7 @@ async fn send_outgoing(publisher: Arc<Publisher>, out: Outgoing) {
     match out {
         Outgoing::Task(spec) => {
             let p = partition_of(&spec.workflow_id);
-            let msg = match TaskMessage::from_spec(
+            let mut msg = match TaskMessage::from_spec(
                 &spec,
                 subjects.results(p),
                 subjects.heartbeats(p),
@@ -331,6 +394,10 @@ async fn send_outgoing(publisher: Arc<Publisher>, out: Outgoing) {
                     return;
                 }
             };
+            let offered = publisher.offers(&spec);
+            if offered && publisher.result_within_ms > 0 && publisher.results.get().is_some() {
+                msg.offer_result_within_ms = Some(publisher.result_within_ms);
+            }
             let Ok(payload) = serde_json::to_vec(&msg) else {
                 return;
             };
@@ -339,16 +406,22 @@ async fn send_outgoing(publisher: Arc<Publisher>, out: Outgoing) {
             // Only an attempt with a heartbeat timeout is offered: a worker
             // that dies holding it is noticed by that timeout, as a stream
             // message would have been redelivered.
-            if let (Some(timeout), Some(_)) = (publisher.offer_timeout, spec.heartbeat_timeout_ms) {
+            if let (true, Some(timeout)) = (offered, publisher.offer_timeout) {
                 match offer_task(&publisher, &spec, &traceparent, payload.clone(), timeout).await {
-                    Ok(worker) => {
+                    Ok(taken) => {
                         publisher.stats.tasks_direct.fetch_add(1, Ordering::Relaxed);
+                        let worker = taken.worker.unwrap_or_default();
+                        if let Some(result) = taken.result {
+                            if deliver_offer_result(&publisher, &spec, result).await {
+                                return;
+                            }
+                        }
                         if let Some(sink) = publisher.sink.get() {
                             sink.report(
                                 &spec.workflow_id,
                                 WorkerReport::Started {
                                     task_id: spec.task_id.clone(),
-                                    worker: worker.unwrap_or_default(),
+                                    worker,
                                 },
                             );
                         }
@@ -385,15 +458,86 @@ async fn send_outgoing(publisher: Arc<Publisher>, out: Outgoing) {
     }
 }
 
-/// Offers a task to an idle worker of its type: `Ok(worker name)` once one
-/// took it, else why not (the caller then publishes it to the stream).
+/// A worker's yes to an offer: its name, and the result if it came with
+/// the answer (with the answer's headers, for the trace log).
+struct Taken {
+    worker: Option<String>,
+    result: Option<OfferResult>,
+}
+
+/// A result that came with the answer to its offer.
+struct OfferResult {
+    message: ResultMessage,
+    headers: Option<async_nats::HeaderMap>,
+    /// Size of the whole answer (checked against the message limit).
+    size: usize,
+}
+
+/// Hands a result that answered its offer to the engine; `false` when it
+/// could not be applied (the caller then lets the attempt's heartbeat
+/// timeout watch it, which brings a new attempt). A journal failure is
+/// tried again a few times first: this result exists nowhere else.
+async fn deliver_offer_result(publisher: &Publisher, spec: &TaskSpec, answer: OfferResult) -> bool {
+    let Some(handler) = publisher.results.get() else {
+        return false;
+    };
+    let OfferResult {
+        message: result,
+        headers,
+        size,
+    } = answer;
+    let max = publisher.limits.message_max_bytes;
+    let checked = if size > max {
+        Err(crate::protocol::ProtocolError::TooLarge { size, max })
+    } else {
+        result.validate(&publisher.limits)
+    };
+    if let Err(e) = checked {
+        handler.rejected(e.reason());
+        tracing::warn!(task_id = %spec.task_id, reason = e.reason(), error = %e, "result in an offer answer refused");
+        return false;
+    }
+    if result.task_id != spec.task_id || result.workflow_id != spec.workflow_id {
+        handler.rejected("invalid");
+        tracing::warn!(task_id = %spec.task_id, answered = %result.task_id, "offer answered with another task's result");
+        return false;
+    }
+    crate::failpoints::point("result.received");
+    publisher
+        .stats
+        .results_in_offer_reply
+        .fetch_add(1, Ordering::Relaxed);
+    log_received(&result, headers.as_ref());
+    let (wf, result) = result.into_task_result();
+    let mut backoff = Duration::from_millis(20);
+    for attempt in 1..=OFFER_RESULT_ATTEMPTS {
+        match handler.handle(wf.clone(), result.clone()).await {
+            Ok(()) => return true,
+            Err(e) if attempt < OFFER_RESULT_ATTEMPTS => {
+                tracing::warn!(task_id = %spec.task_id, attempt, error = %e, "result in an offer answer not applied; trying again");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            Err(e) => {
+                tracing::error!(task_id = %spec.task_id, error = %e, "result in an offer answer not applied; the attempt's heartbeat timeout will retry it");
+            }
+        }
+    }
+    false
+}
+
+/// Tries of [`deliver_offer_result`] (20 ms, doubling: about 0.6 s in all).
+const OFFER_RESULT_ATTEMPTS: u32 = 5;
+
+/// Offers a task to an idle worker of its type: [`Taken`] once one took
+/// it, else why not (the caller then publishes it to the stream).
 async fn offer_task(
     publisher: &Publisher,
     spec: &TaskSpec,
     traceparent: &str,
     payload: bytes::Bytes,
     timeout: Duration,
-) -> Result<Option<String>, OfferDeclined> {
+) -> Result<Taken, OfferDeclined> {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(TRACEPARENT, traceparent);
     let request = async_nats::Request::new()
@@ -409,8 +553,15 @@ async fn offer_task(
             async_nats::RequestErrorKind::TimedOut => OfferDeclined::Timeout,
             _ => OfferDeclined::Error,
         })?;
-    match serde_json::from_slice::<TaskOfferReply>(&reply.payload) {
-        Ok(r) if r.taken => Ok(r.worker),
+    match TaskOfferReply::decode(&reply.payload) {
+        Ok(r) if r.taken => Ok(Taken {
+            worker: r.worker,
+            result: r.result.map(|message| OfferResult {
+                message,
+                size: reply.payload.len(),
+                headers: reply.headers,
+            }),
+        }),
         Ok(r) => {
             if let Some(error) = r.error {
                 tracing::debug!(task_id = %spec.task_id, error, "task offer declined");

@@ -209,6 +209,9 @@ impl Harness {
         );
         if let Some(t) = &nats_transport {
             t.set_sink(engine.sink());
+            t.set_results(Arc::new(orchestrator::engine::WeakResultIntake(
+                Arc::downgrade(&engine),
+            )));
         }
         let mut workers = Vec::new();
         let mut tasks = None;
