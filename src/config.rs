@@ -178,6 +178,7 @@ pub struct NatsSection {
     pub tasks_direct: bool,
     pub tasks_direct_timeout: Dur,
     pub tasks_direct_result_within: Dur,
+    pub tasks_direct_result_apply_for: Dur,
     pub tasks_direct_in_flight_max: usize,
     pub publish_queue_max: usize,
     pub publish_attempts: u32,
@@ -323,6 +324,9 @@ impl Default for Config {
                 tasks_direct: nats.tasks_direct,
                 tasks_direct_timeout: Dur(nats.tasks_direct_timeout.as_millis() as u64),
                 tasks_direct_result_within: Dur(nats.tasks_direct_result_within.as_millis() as u64),
+                tasks_direct_result_apply_for: Dur(
+                    nats.tasks_direct_result_apply_for.as_millis() as u64
+                ),
                 tasks_direct_in_flight_max: nats.tasks_direct_in_flight_max,
                 publish_queue_max: nats.publish_queue_max,
                 publish_attempts: nats.publish_attempts,
@@ -655,6 +659,7 @@ impl Config {
             tasks_direct: n.tasks_direct,
             tasks_direct_timeout: n.tasks_direct_timeout.as_duration(),
             tasks_direct_result_within: n.tasks_direct_result_within.as_duration(),
+            tasks_direct_result_apply_for: n.tasks_direct_result_apply_for.as_duration(),
             tasks_direct_in_flight_max: n.tasks_direct_in_flight_max,
             publish_queue_max: n.publish_queue_max,
             publish_attempts: n.publish_attempts,

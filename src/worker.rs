@@ -487,9 +487,12 @@ pub async fn run_observed(
 }
 
 /// Serves one task type's direct offers (`<prefix>.tdirect.<type>`, a
-/// queue group): with a free slot the worker answers `taken` at once and
-/// runs the task; without one, or for an unreadable task, it declines and
-/// the orchestrator publishes the task to the stream. The subscription ends
+/// queue group): with a free slot the worker takes the task and runs it,
+/// answering `taken` at once or, when the offer has
+/// `offer_result_within_ms`, with the result if it has it by then (else
+/// `taken` when that window closes); without a free slot, or for an
+/// unreadable task, it declines at once and the orchestrator publishes the
+/// task to the stream. The subscription ends
 /// (and NATS stops offering to this worker) when the task is aborted at
 /// shutdown.
 async fn take_offers(
@@ -543,12 +546,15 @@ async fn take_offers(
     }
 }
 
+/// Bytes kept free for the answer around a result in it (its other fields).
+const OFFER_ANSWER_ROOM: usize = 512;
+
 /// The body of an answer to an offer.
 fn offer_reply(
     shared: &Shared,
     taken: bool,
     error: Option<String>,
-    result: Option<ResultMessage>,
+    result: Option<Box<serde_json::value::RawValue>>,
 ) -> bytes::Bytes {
     let body = crate::protocol::TaskOfferReply {
         v: VERSION,
@@ -577,7 +583,7 @@ impl OfferAnswer {
     async fn answer(
         &self,
         shared: &Shared,
-        result: Option<ResultMessage>,
+        result: Option<Box<serde_json::value::RawValue>>,
         headers: Option<async_nats::HeaderMap>,
     ) -> bool {
         let body = offer_reply(shared, true, None, result);
@@ -784,17 +790,27 @@ async fn execute(
     }
     let route = Route::of(task, shared.direct);
     let duplicate = drawn(sim, 2, &task.task_id, faults.duplicate_rate);
-    if let Some(offer) = offer.filter(|o| !stale && o.claim()) {
+    // The answer to the offer, if it is still open and the result fits in
+    // one message with room for the answer around it.
+    let inline = offer.filter(|_| !stale).and_then(|o| {
+        let raw = serde_json::value::to_raw_value(&result).ok()?;
+        let fits = raw.get().len() + OFFER_ANSWER_ROOM <= shared.limits.message_max_bytes;
+        (fits && o.claim()).then_some((o, raw))
+    });
+    if let Some((offer, raw)) = inline {
         // An injected duplicate goes the usual way after the answer.
-        let copy = duplicate
-            .then(|| Some((serde_json::to_vec(&result).ok()?, headers.clone())))
-            .flatten();
-        let sent = offer.answer(shared, Some(result), Some(headers)).await;
+        let copy = duplicate.then(|| {
+            (
+                bytes::Bytes::copy_from_slice(raw.get().as_bytes()),
+                headers.clone(),
+            )
+        });
+        let sent = offer.answer(shared, Some(raw), Some(headers)).await;
         let mut answers = u32::from(sent);
         if let (true, Some((copy, headers))) = (sent, copy) {
             answers += u32::from(
                 shared
-                    .send_result(&route, &task.task_id, ":dup", copy.into(), headers, None)
+                    .send_result(&route, &task.task_id, ":dup", copy, headers, None)
                     .await,
             );
         }

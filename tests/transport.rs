@@ -801,13 +801,13 @@ async fn a_result_in_the_answer_to_an_offer_goes_to_the_intake_and_a_wrong_one_i
         let task = TaskMessage::decode(&msg.payload, &rig.cfg.limits).expect("task decodes");
         (task, msg.reply.expect("an offer is a request"))
     }
-    async fn answer(rig: &NatsRig, to: async_nats::Subject, result: ResultMessage) {
+    async fn answer(rig: &NatsRig, to: async_nats::Subject, result: &str) {
         let body = TaskOfferReply {
             v: 1,
             taken: true,
             worker: Some("probe".into()),
             error: None,
-            result: Some(result),
+            result: Some(serde_json::value::RawValue::from_string(result.to_owned()).unwrap()),
         };
         rig.client
             .publish(to, serde_json::to_vec(&body).unwrap().into())
@@ -815,23 +815,26 @@ async fn a_result_in_the_answer_to_an_offer_goes_to_the_intake_and_a_wrong_one_i
             .unwrap();
         rig.client.flush().await.unwrap();
     }
-    let result_of = |task: &TaskMessage, task_id: &str| ResultMessage {
-        v: 1,
-        task_id: task_id.to_owned(),
-        workflow_id: task.workflow_id.clone(),
-        step: task.step.clone(),
-        attempt: task.attempt,
-        status: ResultStatus::Succeeded,
-        output: Some(serde_json::value::RawValue::from_string(r#"{"n":1}"#.into()).unwrap()),
-        error: None,
-        worker: Some("probe".into()),
-        started_at_ms: Some(1),
+    let result_of = |task: &TaskMessage, task_id: &str| {
+        serde_json::to_string(&ResultMessage {
+            v: 1,
+            task_id: task_id.to_owned(),
+            workflow_id: task.workflow_id.clone(),
+            step: task.step.clone(),
+            attempt: task.attempt,
+            status: ResultStatus::Succeeded,
+            output: Some(serde_json::value::RawValue::from_string(r#"{"n":1}"#.into()).unwrap()),
+            error: None,
+            worker: Some("probe".into()),
+            started_at_ms: Some(1),
+        })
+        .unwrap()
     };
 
     // No intake yet: the offer does not invite a result.
     let (task, to) = offered(&mut rig, "wf-0", wait).await;
     assert_eq!(task.offer_result_within_ms, None);
-    answer(&rig, to, result_of(&task, &task.task_id)).await;
+    answer(&rig, to, &result_of(&task, &task.task_id)).await;
     let reports = wait_reports(&collector, 1).await;
     assert!(
         matches!(&reports[0].1, WorkerReport::Started { task_id, .. } if task_id == "wf-0:transcribe:0:1")
@@ -844,7 +847,7 @@ async fn a_result_in_the_answer_to_an_offer_goes_to_the_intake_and_a_wrong_one_i
     // reported for the attempt (its result is already there).
     let (task, to) = offered(&mut rig, "wf-i", wait).await;
     assert_eq!(task.offer_result_within_ms, Some(50));
-    answer(&rig, to, result_of(&task, &task.task_id)).await;
+    answer(&rig, to, &result_of(&task, &task.task_id)).await;
     let reports = wait_reports(&collector, 2).await;
     match &reports[1] {
         (wf, WorkerReport::Result(r)) => {
@@ -861,15 +864,49 @@ async fn a_result_in_the_answer_to_an_offer_goes_to_the_intake_and_a_wrong_one_i
     // Another task's result in the answer: refused; the attempt counts as
     // started (the worker has it), so its heartbeat timeout watches it.
     let (task, to) = offered(&mut rig, "wf-j", wait).await;
-    answer(&rig, to, result_of(&task, "wf-j:transcribe:0:7")).await;
+    answer(&rig, to, &result_of(&task, "wf-j:transcribe:0:7")).await;
     let reports = wait_reports(&collector, 3).await;
     assert!(
         matches!(&reports[2], (wf, WorkerReport::Started { task_id, worker })
             if wf == "wf-j" && task_id == "wf-j:transcribe:0:1" && worker == "probe"),
         "{reports:?}"
     );
-    assert_eq!(*collector.rejected.lock(), vec!["invalid"]);
+    // An unreadable result: refused as malformed, the offer still taken.
+    let (_, to) = offered(&mut rig, "wf-m", wait).await;
+    answer(&rig, to, r#"{"v":1,"task_id":"wf-m:transcribe:0:1"}"#).await;
+    let reports = wait_reports(&collector, 4).await;
+    assert!(
+        matches!(&reports[3], (wf, WorkerReport::Started { task_id, .. })
+            if wf == "wf-m" && task_id == "wf-m:transcribe:0:1"),
+        "{reports:?}"
+    );
+    assert_eq!(*collector.rejected.lock(), vec!["invalid", "malformed"]);
     assert_eq!(rig.stats.results_in_offer_reply.load(Relaxed), 1);
-    assert_eq!(rig.stats.tasks_direct.load(Relaxed), 3);
+    assert_eq!(rig.stats.tasks_direct.load(Relaxed), 4);
     assert_eq!(rig.stats.tasks_stream.load(Relaxed), 0);
+    // Declined: the copy in the stream does not invite a result.
+    let (_, to) = offered(&mut rig, "wf-d", wait).await;
+    let decline = TaskOfferReply {
+        v: 1,
+        taken: false,
+        worker: None,
+        error: None,
+        result: None,
+    };
+    rig.client
+        .publish(to, serde_json::to_vec(&decline).unwrap().into())
+        .await
+        .unwrap();
+    let stream = rig.consumers.get_mut("transcribe").unwrap();
+    let msg = tokio::time::timeout(wait, stream.next())
+        .await
+        .expect("in the stream")
+        .unwrap()
+        .unwrap();
+    msg.ack().await.unwrap();
+    let task = TaskMessage::decode(&msg.payload, &rig.cfg.limits).unwrap();
+    assert_eq!(
+        (task.task_id.as_str(), task.offer_result_within_ms),
+        ("wf-d:transcribe:0:1", None)
+    );
 }

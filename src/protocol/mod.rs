@@ -110,19 +110,21 @@ pub struct TaskOfferReply {
     pub worker: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// With `taken`: the task's result, when the worker had it within the
-    /// offer's `offer_result_within_ms`. The worker then sends it nowhere
-    /// else; the orchestrator applies it like a result on `reply_to`.
+    /// With `taken`: the task's result (a result message), when the worker
+    /// had it within the offer's `offer_result_within_ms`. The worker then
+    /// sends it nowhere else; the orchestrator applies it like a result on
+    /// `reply_to`. Kept raw here so that an unreadable result is refused on
+    /// its own while the offer still counts as taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<ResultMessage>,
+    #[schemars(with = "Option<ResultMessage>")]
+    pub result: Option<Box<RawValue>>,
 }
 
 impl TaskOfferReply {
     /// Decodes an answer to an offer; never panics on any input. An
-    /// embedded result is not checked here: the worker has taken the task
-    /// either way, so the caller checks it ([`ResultMessage::validate`],
-    /// and the answer's size against the message limit) and refuses only
-    /// the result.
+    /// embedded result is not decoded here: the worker has taken the task
+    /// either way, so the caller decodes it ([`ResultMessage::decode`]) and
+    /// refuses only the result.
     pub fn decode(bytes: &[u8]) -> Result<TaskOfferReply, ProtocolError> {
         let m: TaskOfferReply = parse(bytes)?;
         check_version(m.v)?;

@@ -57,6 +57,10 @@ pub struct NatsConfig {
     /// Below `tasks_direct_timeout`, so the answer is not taken for a
     /// timeout and the task sent again.
     pub tasks_direct_result_within: Duration,
+    /// How long to keep trying to apply a result that answered its offer
+    /// when the journal fails (the result exists nowhere else); after that
+    /// the task is published to the TASKS stream and runs again.
+    pub tasks_direct_result_apply_for: Duration,
     /// Offers waiting for their answer at once (each is its own task, so a
     /// worker that holds an offer while it runs does not hold up other
     /// sends); beyond it, offers wait in the publish window.
@@ -85,6 +89,7 @@ impl Default for NatsConfig {
             tasks_direct: true,
             tasks_direct_timeout: Duration::from_millis(500),
             tasks_direct_result_within: Duration::from_millis(50),
+            tasks_direct_result_apply_for: Duration::from_secs(60),
             tasks_direct_in_flight_max: 4096,
             publish_queue_max: 100_000,
             publish_attempts: 40,
@@ -271,6 +276,8 @@ struct Publisher {
     results: Arc<std::sync::OnceLock<Arc<dyn ResultHandler>>>,
     /// `offer_result_within_ms` of an offer (0: none).
     result_within_ms: u64,
+    /// See [`NatsConfig::tasks_direct_result_apply_for`].
+    result_apply_for: Duration,
     /// Permits for offers running as their own tasks.
     offers: Arc<tokio::sync::Semaphore>,
     limits: Limits,
@@ -315,6 +322,7 @@ impl NatsTransport {
             results: results.clone(),
             result_within_ms: (cfg.tasks_direct_result_within.as_millis() as u64)
                 .min(cfg.tasks_direct_timeout.as_millis() as u64 / 2),
+            result_apply_for: cfg.tasks_direct_result_apply_for,
             offers: Arc::new(tokio::sync::Semaphore::new(
                 cfg.tasks_direct_in_flight_max.max(1),
             )),
@@ -410,26 +418,45 @@ async fn send_outgoing(publisher: Arc<Publisher>, out: Outgoing) {
                 match offer_task(&publisher, &spec, &traceparent, payload.clone(), timeout).await {
                     Ok(taken) => {
                         publisher.stats.tasks_direct.fetch_add(1, Ordering::Relaxed);
-                        let worker = taken.worker.unwrap_or_default();
-                        if let Some(result) = taken.result {
-                            if deliver_offer_result(&publisher, &spec, result).await {
+                        let outcome = match taken.result {
+                            Some(answer) => deliver_offer_result(&publisher, &spec, answer).await,
+                            None => OfferResultOutcome::Refused,
+                        };
+                        match outcome {
+                            OfferResultOutcome::Applied => return,
+                            // The worker has the task (or had it): the
+                            // attempt counts as started, so its heartbeat
+                            // timeout watches it.
+                            OfferResultOutcome::Refused => {
+                                if let Some(sink) = publisher.sink.get() {
+                                    sink.report(
+                                        &spec.workflow_id,
+                                        WorkerReport::Started {
+                                            task_id: spec.task_id.clone(),
+                                            worker: taken.worker.unwrap_or_default(),
+                                        },
+                                    );
+                                }
                                 return;
                             }
+                            // The engine no longer watches the attempt (it
+                            // took the result, then failed to journal it):
+                            // run the task again through the stream.
+                            OfferResultOutcome::NotApplied => {}
                         }
-                        if let Some(sink) = publisher.sink.get() {
-                            sink.report(
-                                &spec.workflow_id,
-                                WorkerReport::Started {
-                                    task_id: spec.task_id.clone(),
-                                    worker,
-                                },
-                            );
-                        }
-                        return;
                     }
                     Err(why) => publisher.stats.declined(why),
                 }
             }
+            // The stream's copy does not invite a result in an answer.
+            let payload = if msg.offer_result_within_ms.take().is_some() {
+                match serde_json::to_vec(&msg) {
+                    Ok(p) => p.into(),
+                    Err(_) => return,
+                }
+            } else {
+                payload
+            };
             publisher.stats.tasks_stream.fetch_add(1, Ordering::Relaxed);
             publish_task(
                 js,
@@ -465,43 +492,54 @@ struct Taken {
     result: Option<OfferResult>,
 }
 
-/// A result that came with the answer to its offer.
+/// A result that came with the answer to its offer, undecoded.
 struct OfferResult {
-    message: ResultMessage,
+    raw: Box<serde_json::value::RawValue>,
     headers: Option<async_nats::HeaderMap>,
-    /// Size of the whole answer (checked against the message limit).
-    size: usize,
 }
 
-/// Hands a result that answered its offer to the engine; `false` when it
-/// could not be applied (the caller then lets the attempt's heartbeat
-/// timeout watch it, which brings a new attempt). A journal failure is
-/// tried again a few times first: this result exists nowhere else.
-async fn deliver_offer_result(publisher: &Publisher, spec: &TaskSpec, answer: OfferResult) -> bool {
+/// What became of a result that answered its offer.
+enum OfferResultOutcome {
+    /// Durable in the journal (or ignored as stale or duplicate).
+    Applied,
+    /// Refused (unreadable, over a limit, another task's): the engine never
+    /// saw it and still watches the attempt.
+    Refused,
+    /// The engine took it but could not journal it within
+    /// `tasks_direct_result_apply_for`.
+    NotApplied,
+}
+
+/// Decodes and checks a result that answered its offer and hands it to
+/// the engine. A journal failure is tried again (with backoff, for up to
+/// `tasks_direct_result_apply_for`): this result exists nowhere else, and
+/// the engine stopped watching the attempt when it took the result.
+async fn deliver_offer_result(
+    publisher: &Publisher,
+    spec: &TaskSpec,
+    answer: OfferResult,
+) -> OfferResultOutcome {
     let Some(handler) = publisher.results.get() else {
-        return false;
+        return OfferResultOutcome::Refused;
     };
-    let OfferResult {
-        message: result,
-        headers,
-        size,
-    } = answer;
-    let max = publisher.limits.message_max_bytes;
-    let checked = if size > max {
-        Err(crate::protocol::ProtocolError::TooLarge { size, max })
-    } else {
-        result.validate(&publisher.limits)
+    let result = match ResultMessage::decode(answer.raw.get().as_bytes(), &publisher.limits) {
+        Ok(r) => r,
+        Err(e) => {
+            handler.rejected(e.reason());
+            tracing::warn!(task_id = %spec.task_id, reason = e.reason(), error = %e, "result in an offer answer refused");
+            return OfferResultOutcome::Refused;
+        }
     };
-    if let Err(e) = checked {
-        handler.rejected(e.reason());
-        tracing::warn!(task_id = %spec.task_id, reason = e.reason(), error = %e, "result in an offer answer refused");
-        return false;
-    }
-    if result.task_id != spec.task_id || result.workflow_id != spec.workflow_id {
+    if result.task_id != spec.task_id
+        || result.workflow_id != spec.workflow_id
+        || result.step != spec.step
+        || result.attempt != spec.attempt
+    {
         handler.rejected("invalid");
         tracing::warn!(task_id = %spec.task_id, answered = %result.task_id, "offer answered with another task's result");
-        return false;
+        return OfferResultOutcome::Refused;
     }
+    let headers = answer.headers;
     crate::failpoints::point("result.received");
     publisher
         .stats
@@ -509,25 +547,25 @@ async fn deliver_offer_result(publisher: &Publisher, spec: &TaskSpec, answer: Of
         .fetch_add(1, Ordering::Relaxed);
     log_received(&result, headers.as_ref());
     let (wf, result) = result.into_task_result();
+    let give_up = tokio::time::Instant::now() + publisher.result_apply_for;
     let mut backoff = Duration::from_millis(20);
-    for attempt in 1..=OFFER_RESULT_ATTEMPTS {
-        match handler.handle(wf.clone(), result.clone()).await {
-            Ok(()) => return true,
-            Err(e) if attempt < OFFER_RESULT_ATTEMPTS => {
-                tracing::warn!(task_id = %spec.task_id, attempt, error = %e, "result in an offer answer not applied; trying again");
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
-            }
-            Err(e) => {
-                tracing::error!(task_id = %spec.task_id, error = %e, "result in an offer answer not applied; the attempt's heartbeat timeout will retry it");
-            }
+    loop {
+        let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+        let error =
+            match tokio::time::timeout(left, handler.handle(wf.clone(), result.clone())).await {
+                Ok(Ok(())) => return OfferResultOutcome::Applied,
+                Ok(Err(e)) => e,
+                Err(_) => "not applied in time".to_owned(),
+            };
+        if tokio::time::Instant::now() + backoff >= give_up {
+            tracing::error!(task_id = %spec.task_id, error = %error, "result in an offer answer not applied; publishing the task to the stream to run it again");
+            return OfferResultOutcome::NotApplied;
         }
+        tracing::warn!(task_id = %spec.task_id, error = %error, "result in an offer answer not applied; trying again");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
-    false
 }
-
-/// Tries of [`deliver_offer_result`] (20 ms, doubling: about 0.6 s in all).
-const OFFER_RESULT_ATTEMPTS: u32 = 5;
 
 /// Offers a task to an idle worker of its type: [`Taken`] once one took
 /// it, else why not (the caller then publishes it to the stream).
@@ -556,9 +594,8 @@ async fn offer_task(
     match TaskOfferReply::decode(&reply.payload) {
         Ok(r) if r.taken => Ok(Taken {
             worker: r.worker,
-            result: r.result.map(|message| OfferResult {
-                message,
-                size: reply.payload.len(),
+            result: r.result.map(|raw| OfferResult {
+                raw,
                 headers: reply.headers,
             }),
         }),

@@ -85,6 +85,8 @@ pub struct Options {
     /// In-process only: no simulated workers; the test is the worker, reading
     /// tasks from `Harness::tasks` and answering through `deliver_result`.
     pub test_is_worker: bool,
+    /// Over NATS: changes to the transport's settings.
+    pub nats_tune: Option<fn(&mut NatsConfig)>,
 }
 
 impl Default for Options {
@@ -103,6 +105,7 @@ impl Default for Options {
             worker_faults: Default::default(),
             otlp: None,
             test_is_worker: false,
+            nats_tune: None,
         }
     }
 }
@@ -147,10 +150,13 @@ impl Harness {
                     (Arc::new(t), Some(rx), None)
                 }
                 Some(url) => {
-                    let cfg = NatsConfig {
+                    let mut cfg = NatsConfig {
                         url: url.clone(),
                         ..NatsConfig::default()
                     };
+                    if let Some(tune) = opts.nats_tune {
+                        tune(&mut cfg);
+                    }
                     let (client, js) = orchestrator::transport::nats::connect(&cfg)
                         .await
                         .expect("connect");
