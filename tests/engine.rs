@@ -172,6 +172,30 @@ async fn a_failed_actor_spawn_fails_that_request_and_the_next_one_spawns_again()
     h.stop().await;
 }
 
+/// A workflow actor crashes on a result, and the actor started in its place
+/// panics while it loads: that counts as another crash, and the next one
+/// takes the result the first never finished (it has no reply port: an
+/// in-process worker's report), so the workflow completes at once instead
+/// of waiting for the step's 60 s heartbeat timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_that_fails_to_start_counts_as_a_crash_and_loses_no_input() {
+    let h = Harness::start(Arc::new(MemoryStorage::new()), sim(20, 0.0)).await;
+    h.engine
+        .start_workflow("video", "rf-1", &video_input("rf-1"))
+        .await
+        .unwrap();
+    // The first result (after 20 ms) crashes the actor; its successor's load panics.
+    h.faults.panic_once("rf-1");
+    h.faults.panic_on_load_once("rf-1");
+    h.wait_terminal(1, Duration::from_secs(10)).await;
+    let wf = h.engine.describe("rf-1").await.unwrap().unwrap();
+    assert_eq!(wf.status, Status::Completed);
+    assert_eq!(index_n(&wf), Some(17));
+    assert_eq!(Metrics::get(&h.metrics.actor_restarts), 2);
+    assert_eq!(Metrics::get(&h.metrics.workflows_parked), 0);
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workflow_that_keeps_crashing_is_parked_and_others_are_unaffected() {
     let h = Harness::start(Arc::new(MemoryStorage::new()), sim(20, 0.0)).await;

@@ -656,7 +656,17 @@ impl PartitionState {
                 }
             }
             None => {
-                self.entries.remove(id);
+                // The successor did not start (its load panicked). What it
+                // was to take stays queued, and that counts as one more
+                // crash: started again from storage while the restart
+                // budget lasts, then parked. Before, the entry was dropped
+                // with its messages, and an input without a reply port (a
+                // fired timer, an in-process result) was lost, leaving the
+                // workflow waiting for a timeout.
+                entry.actor = None;
+                entry.queued = redo;
+                let error = "its actor could not be started again".to_string();
+                Box::pin(self.crashed(myself, id.to_string(), error)).await;
             }
         }
     }
