@@ -175,8 +175,10 @@ async fn a_failed_actor_spawn_fails_that_request_and_the_next_one_spawns_again()
 /// A workflow actor crashes on a result, and the actor started in its place
 /// panics while it loads: that counts as another crash, and the next one
 /// takes the result the first never finished (it has no reply port: an
-/// in-process worker's report), so the workflow completes at once instead
-/// of waiting for the step's 60 s heartbeat timeout.
+/// in-process worker's report), so the workflow completes at once. Before,
+/// that result was dropped with the entry, and since the partition stops
+/// watching an attempt when its result arrives, the workflow waited (the
+/// test fails at its 10 s limit).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_that_fails_to_start_counts_as_a_crash_and_loses_no_input() {
     let h = Harness::start(Arc::new(MemoryStorage::new()), sim(20, 0.0)).await;

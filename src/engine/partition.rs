@@ -428,7 +428,7 @@ impl PartitionState {
         myself: &ActorRef<PartitionMsg>,
         id: &str,
         init: Init,
-    ) -> Option<(ActorRef<WorkflowMsg>, Arc<Slot>)> {
+    ) -> Result<(ActorRef<WorkflowMsg>, Arc<Slot>), String> {
         let slot = Arc::new(Slot::default());
         let args = WorkflowArgs {
             id: id.to_string(),
@@ -447,11 +447,11 @@ impl PartitionState {
                     .resident
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Metrics::inc(&self.ctx.metrics.actors_spawned);
-                Some((actor, slot))
+                Ok((actor, slot))
             }
             Err(e) => {
                 tracing::error!(workflow_id = %id, error = %e, "cannot spawn workflow actor");
-                None
+                Err(e.to_string())
             }
         }
     }
@@ -477,13 +477,13 @@ impl PartitionState {
             } else {
                 let init = self.init_for(&id);
                 match self.spawn(myself, &id, init).await {
-                    Some((actor, slot)) => {
+                    Ok((actor, slot)) => {
                         if let Some(e) = self.entries.get_mut(&id) {
                             e.actor = Some(actor);
                             e.slot = slot;
                         }
                     }
-                    None => {
+                    Err(_) => {
                         // No actor: drop the entry (and `msg`, whose reply
                         // port tells its sender), so the next message for
                         // this id tries again instead of waiting behind an
@@ -613,7 +613,34 @@ impl PartitionState {
     /// (Re)starts the actor of an existing entry and flushes what waits for it.
     /// After a crash, `from_storage` drops any cached state and re-delivers
     /// the messages the dead actor had not acknowledged.
+    ///
+    /// A successor that fails to start (its load panicked) counts as one more
+    /// crash: what it was to take stays queued and it is started again from
+    /// storage while the restart budget lasts, then the workflow is parked.
+    /// Before, the entry was dropped with its messages, and an input without
+    /// a reply port (a fired timer, an in-process result) was lost. A loop,
+    /// not a call back into [`crashed`](Self::crashed): that one drains the
+    /// deferred queue, which calls this again, and the nesting could grow
+    /// with the number of deferred ids.
     async fn restart(&mut self, myself: &ActorRef<PartitionMsg>, id: &str, from_storage: bool) {
+        let mut from_storage = from_storage;
+        while let Err(error) = self.restart_once(myself, id, from_storage).await {
+            if !self.count_crash(id, &error) {
+                self.give_up(id, &error).await;
+                return;
+            }
+            from_storage = true;
+        }
+    }
+
+    /// One start of a successor; `Err` with the spawn's error if it did not
+    /// start (its messages then wait in the entry's queue).
+    async fn restart_once(
+        &mut self,
+        myself: &ActorRef<PartitionMsg>,
+        id: &str,
+        from_storage: bool,
+    ) -> Result<(), String> {
         let init = if from_storage {
             self.cache.remove(id);
             Init::Load
@@ -626,7 +653,7 @@ impl PartitionState {
         }
         let spawned = self.spawn(myself, id, init).await;
         let Some(entry) = self.entries.get_mut(id) else {
-            return;
+            return Ok(());
         };
         entry.stopping = false;
         let mut redo: VecDeque<WorkflowMsg> = VecDeque::new();
@@ -648,57 +675,66 @@ impl PartitionState {
         entry.unacked.clear();
         redo.extend(entry.queued.drain(..));
         match spawned {
-            Some((actor, slot)) => {
+            Ok((actor, slot)) => {
                 entry.actor = Some(actor.clone());
                 entry.slot = slot;
                 for msg in redo {
                     send(&actor, entry, msg);
                 }
+                Ok(())
             }
-            None => {
-                // The successor did not start (its load panicked). What it
-                // was to take stays queued, and that counts as one more
-                // crash: started again from storage while the restart
-                // budget lasts, then parked. Before, the entry was dropped
-                // with its messages, and an input without a reply port (a
-                // fired timer, an in-process result) was lost, leaving the
-                // workflow waiting for a timeout.
+            Err(e) => {
                 entry.actor = None;
+                entry.slot = Arc::new(Slot::default());
                 entry.queued = redo;
-                let error = "its actor could not be started again".to_string();
-                Box::pin(self.crashed(myself, id.to_string(), error)).await;
+                Err(format!("its actor could not be started again: {e}"))
             }
         }
     }
 
     async fn crashed(&mut self, myself: &ActorRef<PartitionMsg>, id: String, error: String) {
+        if self.count_crash(&id, &error) {
+            self.restart(myself, &id, true).await;
+        } else {
+            self.give_up(&id, &error).await;
+        }
+        // A restart that ended in parking freed the slot too.
+        self.drain_deferred(myself).await;
+    }
+
+    /// Counts a crash of `id`'s actor; true while the restart budget lasts.
+    fn count_crash(&mut self, id: &str, error: &str) -> bool {
         Metrics::inc(&self.ctx.metrics.actor_restarts);
-        let n = self.restarts.entry(id.clone()).or_insert(0);
+        let n = self.restarts.entry(id.to_string()).or_insert(0);
         *n += 1;
         let count = *n;
         tracing::warn!(workflow_id = %id, restarts = count, error = %error, "workflow actor crashed");
-        if count <= self.ctx.config.restart_budget {
-            self.restart(myself, &id, true).await;
-            return;
-        }
-        // Out of budget: park the workflow as failed with the panic message,
-        // and never start an actor for it again in this run.
-        self.restarts.remove(&id);
-        self.cache.remove(&id);
-        if let Some(entry) = self.entries.remove(&id) {
+        count <= self.ctx.config.restart_budget
+    }
+
+    /// Out of budget: park the workflow as failed with the panic message,
+    /// and never start an actor for it again in this run.
+    async fn give_up(&mut self, id: &str, error: &str) {
+        let count = self.restarts.remove(id).unwrap_or(0);
+        self.cache.remove(id);
+        if let Some(entry) = self.entries.remove(id) {
             drop(entry.queued);
         }
         Metrics::inc(&self.ctx.metrics.workflows_parked);
         let reason = format!("parked after {count} crashes: {error}");
-        if let Err(e) = self.park(&id, reason).await {
+        if let Err(e) = self.park(id, reason).await {
             tracing::error!(workflow_id = %id, error = %e, "parking failed");
         }
-        self.drain_deferred(myself).await;
     }
 
     async fn park(&mut self, id: &str, reason: String) -> Result<(), String> {
         let ctx = self.ctx.clone();
-        let Some(wf) = load(&ctx, self.index, id)? else {
+        // A workflow is parked when its actor keeps dying, possibly while it
+        // loads: a panic in this load must not take the partition down too.
+        let loaded =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&ctx, self.index, id)))
+                .map_err(|_| "loading it panicked".to_string())?;
+        let Some(wf) = loaded? else {
             return Ok(());
         };
         let def = ctx.pipelines.get(&wf.pipeline)?;
