@@ -483,12 +483,24 @@ impl PartitionState {
                             e.slot = slot;
                         }
                     }
-                    Err(_) => {
-                        // No actor: drop the entry (and `msg`, whose reply
-                        // port tells its sender), so the next message for
-                        // this id tries again instead of waiting behind an
-                        // entry that no actor will ever serve.
-                        self.entries.remove(&id);
+                    Err(e) => {
+                        // No actor (its load panicked): like a successor
+                        // that fails to start, it counts as a crash and is
+                        // started again with `msg` waiting for it, or the
+                        // workflow is parked past the restart budget (its
+                        // queued messages' reply ports then tell their
+                        // senders). Dropping `msg` would lose an input
+                        // without a reply port (a fired timer, an
+                        // in-process result).
+                        if let Some(entry) = self.entries.get_mut(&id) {
+                            entry.queued.push_back(msg);
+                        }
+                        let error = format!("its actor could not be started: {e}");
+                        if self.count_crash(&id, &error) {
+                            self.restart(myself, &id, true).await;
+                        } else {
+                            self.give_up(&id, &error).await;
+                        }
                         return;
                     }
                 }
@@ -720,14 +732,18 @@ impl PartitionState {
         if let Some(entry) = self.entries.remove(id) {
             drop(entry.queued);
         }
-        Metrics::inc(&self.ctx.metrics.workflows_parked);
         let reason = format!("parked after {count} crashes: {error}");
-        if let Err(e) = self.park(id, reason).await {
-            tracing::error!(workflow_id = %id, error = %e, "parking failed");
+        match self.park(id, reason).await {
+            Ok(true) => Metrics::inc(&self.ctx.metrics.workflows_parked),
+            // Never created (a start whose actor never started) or already
+            // terminal: nothing to park.
+            Ok(false) => {}
+            Err(e) => tracing::error!(workflow_id = %id, error = %e, "parking failed"),
         }
     }
 
-    async fn park(&mut self, id: &str, reason: String) -> Result<(), String> {
+    /// Writes the parking transition; false if there was none to write.
+    async fn park(&mut self, id: &str, reason: String) -> Result<bool, String> {
         let ctx = self.ctx.clone();
         // A workflow is parked when its actor keeps dying, possibly while it
         // loads: a panic in this load must not take the partition down too.
@@ -735,13 +751,13 @@ impl PartitionState {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&ctx, self.index, id)))
                 .map_err(|_| "loading it panicked".to_string())?;
         let Some(wf) = loaded? else {
-            return Ok(());
+            return Ok(false);
         };
         let def = ctx.pipelines.get(&wf.pipeline)?;
         let decision = decide(&wf, &def, &Input::Park { reason }, ctx.clock.now_ms());
         let prepared = prepare(&ctx, self.index, id, Some(&wf), decision, None)?;
         if prepared.ops.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         ctx.committer
             .commit(prepared.ops)
@@ -759,7 +775,7 @@ impl PartitionState {
             &def,
             prepared.decision,
         );
-        Ok(())
+        Ok(true)
     }
 
     async fn accept_many(
