@@ -139,9 +139,6 @@ async fn a_panic_restarts_only_that_workflow_which_then_completes() {
     h.stop().await;
 }
 
-/// An actor that cannot be spawned (its load panics) fails the request that
-/// needed it at once, and the next request for the same id spawns a new one:
-/// the id is not left behind an entry no actor serves.
 /// The first actor of a workflow panics while it loads: that counts as a
 /// crash and the actor is started again with the request waiting for it,
 /// so the request is served (session 5 failed it, and dropped an input

@@ -131,7 +131,7 @@ pub enum PipelineErrorKind {
     #[error("step #{position} has no name")]
     MissingStepName { position: usize },
     /// A pipeline name, step name, task type or error kind breaks the naming rules.
-    #[error("invalid {what} \"{value}\": {reason}")]
+    #[error("invalid {what} {value:?}: {reason}")]
     InvalidName {
         what: &'static str,
         value: String,
