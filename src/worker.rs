@@ -797,59 +797,55 @@ async fn execute(
         let fits = raw.get().len() + OFFER_ANSWER_ROOM <= shared.limits.message_max_bytes;
         (fits && o.claim()).then_some((o, raw))
     });
-    if let Some((offer, raw)) = inline {
-        // An injected duplicate goes the usual way after the answer.
-        let copy = duplicate.then(|| {
-            (
-                bytes::Bytes::copy_from_slice(raw.get().as_bytes()),
-                headers.clone(),
-            )
-        });
-        let sent = offer.answer(shared, Some(raw), Some(headers)).await;
-        let mut answers = u32::from(sent);
-        if let (true, Some((copy, headers))) = (sent, copy) {
-            answers += u32::from(
-                shared
-                    .send_result(&route, &task.task_id, ":dup", copy, headers, None)
-                    .await,
-            );
+    let (published, payload) = match inline {
+        Some((offer, raw)) => {
+            // An injected duplicate goes the usual way after the answer.
+            let copy = duplicate.then(|| bytes::Bytes::copy_from_slice(raw.get().as_bytes()));
+            let answer_headers = if duplicate {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
+            let sent = offer.answer(shared, Some(raw), Some(answer_headers)).await;
+            (sent, copy)
         }
-        shared.record(task, outcome, answers, started_at_ms);
-        return;
-    }
-    let Ok(payload) = serde_json::to_vec(&result) else {
-        return;
+        None => {
+            let Ok(payload) = serde_json::to_vec(&result) else {
+                return;
+            };
+            let payload: bytes::Bytes = payload.into();
+            if stale {
+                let mut map = shared.withheld.lock();
+                if map.len() < faults.stale_max.max(1) {
+                    map.insert(
+                        task.idempotency_key.clone(),
+                        Withheld {
+                            task_id: task.task_id.clone(),
+                            route: route.clone(),
+                            payload,
+                            headers,
+                        },
+                    );
+                    drop(map);
+                    shared.record(task, "late", 1, started_at_ms);
+                    return;
+                }
+            }
+            let published = shared
+                .send_result(
+                    &route,
+                    &task.task_id,
+                    "",
+                    payload.clone(),
+                    headers.clone(),
+                    stream_msg,
+                )
+                .await;
+            (published, Some(payload))
+        }
     };
-    let payload: bytes::Bytes = payload.into();
-    if stale {
-        let mut map = shared.withheld.lock();
-        if map.len() < faults.stale_max.max(1) {
-            map.insert(
-                task.idempotency_key.clone(),
-                Withheld {
-                    task_id: task.task_id.clone(),
-                    route: route.clone(),
-                    payload,
-                    headers,
-                },
-            );
-            drop(map);
-            shared.record(task, "late", 1, started_at_ms);
-            return;
-        }
-    }
-    let published = shared
-        .send_result(
-            &route,
-            &task.task_id,
-            "",
-            payload.clone(),
-            headers.clone(),
-            stream_msg,
-        )
-        .await;
     let mut answers = u32::from(published);
-    if published && duplicate {
+    if let (true, true, Some(payload)) = (published, duplicate, payload) {
         answers += u32::from(
             shared
                 .send_result(&route, &task.task_id, ":dup", payload, headers, stream_msg)

@@ -25,6 +25,13 @@ fn sim(latency_ms: u64, fail_rate: f64) -> Options {
     }
 }
 
+/// `id` completed with the video pipeline's checked output (`n = 17`).
+async fn assert_video_completed(h: &Harness, id: &str) {
+    let wf = h.engine.describe(id).await.unwrap().unwrap();
+    assert_eq!(wf.status, Status::Completed);
+    assert_eq!(index_n(&wf), Some(17));
+}
+
 fn index_n(h: &orchestrator::workflow::WorkflowState) -> Option<u64> {
     let out = h.steps.last()?.output.as_deref()?;
     serde_json::from_str::<serde_json::Value>(out)
@@ -53,9 +60,7 @@ async fn video_workflows_complete_with_correct_outputs_despite_failures() {
         Metrics::get(&h.metrics.task_retries) > 0,
         "fail rate 0.2 must cause retries"
     );
-    let wf = h.engine.describe("v-7").await.unwrap().unwrap();
-    assert_eq!(wf.status, Status::Completed);
-    assert_eq!(index_n(&wf), Some(17));
+    assert_video_completed(&h, "v-7").await;
     let report = verify_store(&h.store).unwrap();
     assert_eq!(
         (
@@ -126,9 +131,7 @@ async fn a_panic_restarts_only_that_workflow_which_then_completes() {
         "every workflow completes"
     );
     assert_eq!(Metrics::get(&h.metrics.workflows_parked), 0);
-    let wf = h.engine.describe("p-3").await.unwrap().unwrap();
-    assert_eq!(wf.status, Status::Completed);
-    assert_eq!(index_n(&wf), Some(17));
+    assert_video_completed(&h, "p-3").await;
     let report = verify_store(&h.store).unwrap();
     assert_eq!(
         (report.violations, report.corrupt),
@@ -157,9 +160,7 @@ async fn a_failed_actor_spawn_counts_as_a_crash_and_the_request_is_served() {
     assert!(first.unwrap().created);
     assert_eq!(Metrics::get(&h.metrics.actor_restarts), 1);
     h.wait_terminal(1, Duration::from_secs(30)).await;
-    let wf = h.engine.describe("spawn-1").await.unwrap().unwrap();
-    assert_eq!(wf.status, Status::Completed);
-    assert_eq!(index_n(&wf), Some(17));
+    assert_video_completed(&h, "spawn-1").await;
     assert_eq!(Metrics::get(&h.metrics.workflows_parked), 0);
     h.stop().await;
 }
@@ -182,9 +183,7 @@ async fn a_restart_that_fails_to_start_counts_as_a_crash_and_loses_no_input() {
     h.faults.panic_once("rf-1");
     h.faults.panic_on_load_once("rf-1");
     h.wait_terminal(1, Duration::from_secs(10)).await;
-    let wf = h.engine.describe("rf-1").await.unwrap().unwrap();
-    assert_eq!(wf.status, Status::Completed);
-    assert_eq!(index_n(&wf), Some(17));
+    assert_video_completed(&h, "rf-1").await;
     assert_eq!(Metrics::get(&h.metrics.actor_restarts), 2);
     assert_eq!(Metrics::get(&h.metrics.workflows_parked), 0);
     h.stop().await;

@@ -26,6 +26,29 @@ fn over(server: &NatsServer, latency_ms: u64, fail_rate: f64) -> Options {
     }
 }
 
+/// Runs video workflows `<prefix>-0`, `<prefix>-1`, … one at a time until
+/// `ready()` (up to 10, else fails with `never`); returns how many ran.
+/// Until the simulated worker listens for offers, tasks go to the stream.
+async fn one_at_a_time_until(
+    h: &Harness,
+    prefix: &str,
+    never: &str,
+    ready: impl Fn() -> bool,
+) -> u64 {
+    let mut n = 0;
+    while !ready() {
+        assert!(n < 10, "{never}");
+        let id = format!("{prefix}-{n}");
+        h.engine
+            .start_workflow("video", &id, &video_input(&id))
+            .await
+            .unwrap();
+        n += 1;
+        h.wait_terminal(n, Duration::from_secs(60)).await;
+    }
+    n
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_video_pipeline_runs_over_nats_with_failures_and_correct_outputs() {
     use std::sync::atomic::Ordering::Relaxed;
@@ -108,17 +131,10 @@ async fn a_result_in_an_offer_answer_the_journal_refuses_runs_its_task_again_via
     let h = Harness::start(store.clone(), opts).await;
     let stats = h.nats_stats.clone().expect("over NATS");
     // Until the worker listens for offers, tasks go to the stream.
-    let mut warm = 0;
-    while stats.results_in_offer_reply.load(Relaxed) == 0 {
-        assert!(warm < 10, "no result ever answered an offer");
-        let id = format!("warm-{warm}");
-        h.engine
-            .start_workflow("video", &id, &video_input(&id))
-            .await
-            .unwrap();
-        warm += 1;
-        h.wait_terminal(warm, Duration::from_secs(60)).await;
-    }
+    let warm = one_at_a_time_until(&h, "warm", "no result ever answered an offer", || {
+        stats.results_in_offer_reply.load(Relaxed) > 0
+    })
+    .await;
     let (streamed, inline) = (
         stats.tasks_stream.load(Relaxed),
         stats.results_in_offer_reply.load(Relaxed),
@@ -164,17 +180,10 @@ async fn a_busy_worker_declines_offers_and_the_stream_delivers_them() {
     let stats = h.nats_stats.clone().expect("over NATS");
     // Workflows one at a time first, until the worker listens for offers:
     // its idle slot then takes them (tasks sent before went to the stream).
-    let mut alone = 0;
-    while stats.tasks_direct.load(Relaxed) == 0 {
-        assert!(alone < 10, "the worker never took an offer");
-        let id = format!("alone-{alone}");
-        h.engine
-            .start_workflow("video", &id, &video_input(&id))
-            .await
-            .unwrap();
-        alone += 1;
-        h.wait_terminal(alone, Duration::from_secs(60)).await;
-    }
+    let alone = one_at_a_time_until(&h, "alone", "the worker never took an offer", || {
+        stats.tasks_direct.load(Relaxed) > 0
+    })
+    .await;
     // Then six at once: offers that arrive while the slot is busy are declined.
     for i in 0..6 {
         let id = format!("busy-{i}");

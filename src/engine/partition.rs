@@ -15,7 +15,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use super::metrics::Metrics;
 use super::transition::{after_commit, load, prepare, PartitionTimes, StatusEntry};
 use super::workflow_actor::{
-    Init, InputReply, Resident, Slot, StartReply, WorkflowActor, WorkflowArgs, WorkflowMsg,
+    Init, InputReply, Queued, Resident, Slot, StartReply, WorkflowActor, WorkflowArgs, WorkflowMsg,
 };
 use super::EngineCtx;
 use crate::transport::WorkerReport;
@@ -341,11 +341,11 @@ impl Actor for PartitionActor {
                 st.release();
             }
             PartitionMsg::Input { id, input, reply } => {
-                let msg = WorkflowMsg::Input {
+                let msg = WorkflowMsg::Input(Queued {
                     input: Arc::new(input),
                     fired: None,
                     reply,
-                };
+                });
                 st.route(&myself, id, msg).await;
             }
             PartitionMsg::Report { id, report } => st.report(&myself, id, report).await,
@@ -538,11 +538,11 @@ impl PartitionState {
         reply: Option<RpcReplyPort<InputReply>>,
     ) {
         self.times.lock().liveness.unwatch(&result.task_id);
-        let msg = WorkflowMsg::Input {
+        let msg = WorkflowMsg::Input(Queued {
             input: Arc::new(Input::TaskResult(result)),
             fired: None,
             reply,
-        };
+        });
         self.route(myself, id, msg).await;
     }
 
@@ -673,11 +673,11 @@ impl PartitionState {
             // What the dead actor had not finished, the one that killed it included.
             for r in entry.unacked.drain(..) {
                 redo.push_back(match r {
-                    Replay::Input(input, fired) => WorkflowMsg::Input {
+                    Replay::Input(input, fired) => WorkflowMsg::Input(Queued {
                         input,
                         fired,
                         reply: None,
-                    },
+                    }),
                     Replay::Skip => continue,
                 });
             }
@@ -872,20 +872,20 @@ impl PartitionState {
             (timers, expired)
         };
         for (due, id, timer) in timers {
-            let msg = WorkflowMsg::Input {
+            let msg = WorkflowMsg::Input(Queued {
                 input: Arc::new(Input::TimerFired(timer.clone())),
                 fired: Some((due, timer)),
                 reply: None,
-            };
+            });
             self.route(myself, id, msg).await;
         }
         for (id, task_id, timeout) in expired {
             let input = Input::TaskTimedOut { task_id, timeout };
-            let msg = WorkflowMsg::Input {
+            let msg = WorkflowMsg::Input(Queued {
                 input: Arc::new(input),
                 fired: None,
                 reply: None,
-            };
+            });
             self.route(myself, id, msg).await;
         }
         self.retention_step(now).await;
@@ -1036,7 +1036,7 @@ impl PartitionState {
 /// order and can take queued inputs together.
 fn send(actor: &ActorRef<WorkflowMsg>, entry: &mut Entry, msg: WorkflowMsg) {
     let replay = match &msg {
-        WorkflowMsg::Input { input, fired, .. } => Replay::Input(input.clone(), fired.clone()),
+        WorkflowMsg::Input(q) => Replay::Input(q.input.clone(), q.fired.clone()),
         // A start or describe whose actor crashed is answered by the dropped
         // reply port (the caller sees an error); it is not re-delivered.
         WorkflowMsg::Describe(_) | WorkflowMsg::Start { .. } => Replay::Skip,

@@ -58,8 +58,9 @@ pub struct Slot {
     pub inbox: Mutex<std::collections::VecDeque<WorkflowMsg>>,
 }
 
-/// An input waiting in a [`Slot`]'s inbox.
+/// An input for a workflow actor (it waits in the [`Slot`]'s inbox).
 pub struct Queued {
+    /// Shared with the partition's copy kept for re-delivery after a crash.
     pub input: Arc<Input>,
     /// The durable timer that produced this input; its row is removed with the transition.
     pub fired: Option<(u64, TimerKind)>,
@@ -83,13 +84,7 @@ pub enum WorkflowMsg {
         input: String,
         reply: Option<RpcReplyPort<Result<StartReply, String>>>,
     },
-    Input {
-        /// Shared with the partition's copy kept for re-delivery after a crash.
-        input: Arc<Input>,
-        /// The durable timer that produced this input; its row is removed with the transition.
-        fired: Option<(u64, TimerKind)>,
-        reply: Option<RpcReplyPort<InputReply>>,
-    },
+    Input(Queued),
     Describe(RpcReplyPort<Result<Option<WorkflowState>, String>>),
     /// Take every input waiting in the slot's inbox (see [`Slot::inbox`]).
     Drain,
@@ -198,15 +193,7 @@ impl Actor for WorkflowActor {
                 let mut run: Vec<Queued> = Vec::new();
                 for msg in queued {
                     match msg {
-                        WorkflowMsg::Input {
-                            input,
-                            fired,
-                            reply,
-                        } => run.push(Queued {
-                            input,
-                            fired,
-                            reply,
-                        }),
+                        WorkflowMsg::Input(q) => run.push(q),
                         other => {
                             st.inputs_counted(std::mem::take(&mut run)).await;
                             st.one(other).await;
@@ -244,18 +231,7 @@ impl Resident {
                     let _ = reply.send(r);
                 }
             }
-            WorkflowMsg::Input {
-                input,
-                fired,
-                reply,
-            } => {
-                self.inputs(vec![Queued {
-                    input,
-                    fired,
-                    reply,
-                }])
-                .await
-            }
+            WorkflowMsg::Input(q) => self.inputs(vec![q]).await,
             WorkflowMsg::Describe(reply) => {
                 let r = match &self.broken {
                     Some(e) => Err(e.clone()),

@@ -291,13 +291,6 @@ impl ResultMessage {
     pub fn decode(bytes: &[u8], limits: &Limits) -> Result<ResultMessage, ProtocolError> {
         check_size(bytes, limits)?;
         let m: ResultMessage = parse(bytes)?;
-        m.validate(limits)?;
-        Ok(m)
-    }
-
-    /// The checks of [`decode`](Self::decode) after parsing.
-    pub fn validate(&self, limits: &Limits) -> Result<(), ProtocolError> {
-        let m = self;
         check_version(m.v)?;
         if m.task_id.is_empty() || m.workflow_id.is_empty() || m.step.is_empty() {
             return Err(ProtocolError::Invalid(
@@ -328,7 +321,7 @@ impl ResultMessage {
                 }
             }
         }
-        Ok(())
+        Ok(m)
     }
 
     /// The engine's view of this result.

@@ -290,6 +290,17 @@ impl Publisher {
     fn offers(&self, spec: &TaskSpec) -> bool {
         self.offer_timeout.is_some() && spec.heartbeat_timeout_ms.is_some()
     }
+
+    /// A permit to send `out` as a task of its own: only an offered task,
+    /// and only while `tasks_direct_in_flight_max` allows.
+    fn offer_permit(&self, out: &Outgoing) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        match out {
+            Outgoing::Task(spec) if self.offers(spec) => {
+                self.offers.clone().try_acquire_owned().ok()
+            }
+            _ => None,
+        }
+    }
 }
 
 impl NatsTransport {
@@ -341,21 +352,18 @@ impl NatsTransport {
                     out = rx.recv(), if in_flight.len() < window => match out {
                         // An offer waits for a worker's answer, which may
                         // carry the result (up to `tasks_direct_result_within`
-                        // later): it runs as its own task, so it does not
-                        // hold a place in the window meanwhile.
-                        Some(Outgoing::Task(spec)) if publisher.offers(&spec) => {
-                            match publisher.offers.clone().try_acquire_owned() {
-                                Ok(permit) => {
-                                    let publisher = publisher.clone();
-                                    tokio::spawn(async move {
-                                        send_outgoing(publisher, Outgoing::Task(spec)).await;
-                                        drop(permit);
-                                    });
-                                }
-                                Err(_) => in_flight.push(send_outgoing(publisher.clone(), Outgoing::Task(spec))),
+                        // later): it runs as its own task while permits
+                        // last, so it does not hold a place in the window.
+                        Some(out) => match publisher.offer_permit(&out) {
+                            Some(permit) => {
+                                let publisher = publisher.clone();
+                                tokio::spawn(async move {
+                                    send_outgoing(publisher, out).await;
+                                    drop(permit);
+                                });
                             }
-                        }
-                        Some(out) => in_flight.push(send_outgoing(publisher.clone(), out)),
+                            None => in_flight.push(send_outgoing(publisher.clone(), out)),
+                        },
                         None => break,
                     },
                 }
