@@ -71,6 +71,7 @@ fn group_commit(c: &mut Criterion) {
             threads: 1,
             // The bench measures batching by the committer thread.
             inline_when_idle: false,
+            inline_max_mean_batch: 1.0,
         };
         let gc = Arc::new(GroupCommitter::start(store.storage().clone(), cfg).expect("start"));
         let next = Arc::new(AtomicU64::new(0));

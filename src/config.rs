@@ -208,6 +208,7 @@ pub struct StorageSection {
     pub commit_batch_max: usize,
     pub commit_threads: usize,
     pub commit_inline_when_idle: bool,
+    pub commit_inline_max_mean_batch: f64,
     pub block_cache_mib: usize,
     pub write_buffer_mib: usize,
     pub wal_recycle_files: usize,
@@ -356,7 +357,8 @@ impl Default for Config {
             storage: StorageSection {
                 commit_batch_max: 4096,
                 commit_threads: 1,
-                commit_inline_when_idle: false,
+                commit_inline_when_idle: true,
+                commit_inline_max_mean_batch: 1.25,
                 block_cache_mib: 64,
                 write_buffer_mib: 64,
                 wal_recycle_files: crate::storage::rocks::RocksConfig::default().wal_recycle_files,
@@ -526,6 +528,10 @@ impl Config {
         need(
             (1..=16).contains(&self.storage.commit_threads),
             "storage.commit_threads must be within 1..=16",
+        );
+        need(
+            (1.0..=1_000_000.0).contains(&self.storage.commit_inline_max_mean_batch),
+            "storage.commit_inline_max_mean_batch must be within 1.0..=1000000",
         );
         need(
             self.storage.block_cache_mib >= 1 && self.storage.write_buffer_mib >= 1,
@@ -739,6 +745,7 @@ impl Config {
             commit_batch_max: self.storage.commit_batch_max,
             commit_threads: self.storage.commit_threads,
             commit_inline_when_idle: self.storage.commit_inline_when_idle,
+            commit_inline_max_mean_batch: self.storage.commit_inline_max_mean_batch,
             block_cache_mib: self.storage.block_cache_mib,
             write_buffer_mib: self.storage.write_buffer_mib,
             wal_recycle_files: self.storage.wal_recycle_files,
@@ -791,6 +798,8 @@ mod tests {
     fn bad_values_are_refused_with_the_key() {
         let e = Config::parse("[engine]\npartitions = 0\n").unwrap_err();
         assert!(e.contains("engine.partitions"), "{e}");
+        let e = Config::parse("[storage]\ncommit_inline_max_mean_batch = 0.5\n").unwrap_err();
+        assert!(e.contains("storage.commit_inline_max_mean_batch"), "{e}");
         let e = Config::parse("[nats]\nresults_ack_wait = \"5 parsecs\"\n").unwrap_err();
         assert!(e.contains("duration"), "{e}");
         let e = Config::parse("[http]\naddr = \"everywhere\"\n").unwrap_err();

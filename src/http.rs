@@ -639,6 +639,18 @@ pub fn render_metrics(state: &HttpState) -> String {
         );
     }
     t.family(
+        "narralytica_journal_commits_inline_total",
+        "counter",
+        "Journal write batches written on the caller's thread because the committer was idle (storage.commit_inline_when_idle).",
+    );
+    t.sample(
+        "narralytica_journal_commits_inline_total",
+        &[],
+        commit.map_or(0.0, |c| {
+            c.inline_batches.load(std::sync::atomic::Ordering::Relaxed) as f64
+        }),
+    );
+    t.family(
         "narralytica_journal_wal_syncs_total",
         "counter",
         "Synced WAL writes of the storage engine (RocksDB's own counter).",

@@ -20,6 +20,8 @@ pub struct NodeOptions {
     pub commit_batch_max: usize,
     pub commit_threads: usize,
     pub commit_inline_when_idle: bool,
+    /// See [`CommitConfig::inline_max_mean_batch`].
+    pub commit_inline_max_mean_batch: f64,
     pub block_cache_mib: usize,
     pub write_buffer_mib: usize,
     pub wal_recycle_files: usize,
@@ -67,6 +69,7 @@ pub async fn open_node(opts: &NodeOptions) -> Result<Node, String> {
                 batch_max_entries: opts.commit_batch_max,
                 threads: opts.commit_threads,
                 inline_when_idle: opts.commit_inline_when_idle,
+                inline_max_mean_batch: opts.commit_inline_max_mean_batch,
                 ..CommitConfig::default()
             },
         )

@@ -37,7 +37,7 @@ use super::{Error, Op, Storage};
 use crate::engine::metrics::{FixedHistogram, COMMIT_BATCH_BOUNDS, COMMIT_LATENCY_BOUNDS_US};
 
 /// Bounds and durability of a [`GroupCommitter`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CommitConfig {
     /// Most ops written in one batch (one `WriteBatch`, one fsync). A single request
     /// larger than this is still written, alone, because a request is never split.
@@ -59,17 +59,24 @@ pub struct CommitConfig {
     /// workflows/s (it competes for the cores the engine needs, and larger
     /// single batches amortise the fsync as well); see docs/benchmarks.md.
     pub threads: usize,
-    /// When nothing is queued and no batch is being written, write a
-    /// request on the caller's thread instead of handing it to the
-    /// committer thread (the batch is the same: one synced write). Saves
-    /// the two thread hand-offs (≈ 70–100 µs a commit on this machine:
-    /// unloaded workflow p50 7.45 → 6.8 ms); under load requests queue and
-    /// the thread batches them as before. The caller's thread (a runtime
-    /// thread) is blocked for the write, which at mid load cost more than it
-    /// saved (p99 at 760 workflows/s 52.7 · 51.7 ms on, 47.6 · 43.5 off), so
-    /// the default is `false`: for deployments that run mostly idle and
-    /// care about single-workflow latency.
+    /// When the committer is idle, write a request on the caller's thread
+    /// instead of handing it to the committer thread (the batch is the
+    /// same: one synced write). Idle means: nothing is queued, no batch is
+    /// being written, and recent batches did not overlap (see
+    /// [`inline_max_mean_batch`](Self::inline_max_mean_batch)). Saves the
+    /// two thread hand-offs of a commit (≈ 70–100 µs each time on this
+    /// machine; about 0.7 ms of an unloaded video workflow's 7 ms). The
+    /// caller's thread (a runtime thread) is blocked for the write, which
+    /// is why a busy committer never does it: at mid load that blocking
+    /// cost more than it saved (docs/benchmarks.md). Default `true`.
     pub inline_when_idle: bool,
+    /// The "recent batches did not overlap" part of idle: a moving average
+    /// (weight 1/16) of requests per written batch, inline writes counted
+    /// as batches of one, must be at most this. One workflow at a time
+    /// keeps it at 1.0; at 950 video workflows/s it is ≈ 5, and it falls
+    /// back under 1.25 within ≈ 20 batches once the load is gone. Values
+    /// below 1 are treated as 1. Default 1.25.
+    pub inline_max_mean_batch: f64,
 }
 
 impl Default for CommitConfig {
@@ -79,7 +86,8 @@ impl Default for CommitConfig {
             queue_capacity: 4096,
             sync: true,
             threads: 1,
-            inline_when_idle: false,
+            inline_when_idle: true,
+            inline_max_mean_batch: 1.25,
         }
     }
 }
@@ -101,7 +109,6 @@ pub struct CommitStats {
     pub commit_time_ns: u64,
 }
 
-#[derive(Default)]
 struct Counters {
     batches: AtomicU64,
     entries: AtomicU64,
@@ -109,7 +116,26 @@ struct Counters {
     max_batch_entries: AtomicU64,
     failed_batches: AtomicU64,
     commit_time_ns: AtomicU64,
+    /// Moving average of requests per batch, in 1/256ths; written only by
+    /// the holder of the writer lock.
+    mean_batch_x256: AtomicU64,
     histograms: Arc<CommitHistograms>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            batches: AtomicU64::new(0),
+            entries: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            max_batch_entries: AtomicU64::new(0),
+            failed_batches: AtomicU64::new(0),
+            commit_time_ns: AtomicU64::new(0),
+            // A fresh committer counts as idle.
+            mean_batch_x256: AtomicU64::new(256),
+            histograms: Arc::default(),
+        }
+    }
 }
 
 /// Distributions of the committer's writes, for the metrics exposition.
@@ -120,6 +146,8 @@ pub struct CommitHistograms {
     pub batch_entries: FixedHistogram,
     /// Duration of one `Storage::write` (the synced write), in µs.
     pub latency_us: FixedHistogram,
+    /// Batches written on the caller's thread (the committer was idle).
+    pub inline_batches: AtomicU64,
 }
 
 impl Default for CommitHistograms {
@@ -127,6 +155,7 @@ impl Default for CommitHistograms {
         CommitHistograms {
             batch_entries: FixedHistogram::new(COMMIT_BATCH_BOUNDS, 1.0),
             latency_us: FixedHistogram::new(COMMIT_LATENCY_BOUNDS_US, 1_000_000.0),
+            inline_batches: AtomicU64::new(0),
         }
     }
 }
@@ -155,6 +184,8 @@ pub struct GroupCommitter {
     writer: Arc<parking_lot::Mutex<()>>,
     sync: bool,
     inline: bool,
+    /// [`CommitConfig::inline_max_mean_batch`] in 1/256ths.
+    inline_max_mean_x256: u64,
 }
 
 impl std::fmt::Debug for GroupCommitter {
@@ -206,6 +237,7 @@ impl GroupCommitter {
             writer,
             sync,
             inline: cfg.inline_when_idle,
+            inline_max_mean_x256: mean_x256(cfg.inline_max_mean_batch),
         })
     }
 
@@ -222,6 +254,7 @@ impl GroupCommitter {
             writer: Arc::default(),
             sync: true,
             inline: false,
+            inline_max_mean_x256: 256,
         }
     }
 
@@ -248,8 +281,9 @@ impl GroupCommitter {
         self.submit(ops, false).await
     }
 
-    /// Writes `ops` on the caller's thread when nothing is queued and no
-    /// batch is being written; otherwise hands them back.
+    /// Writes `ops` on the caller's thread when the committer is idle
+    /// (nothing queued, no batch being written, recent batches of about
+    /// one request); otherwise hands them back.
     fn write_inline(
         &self,
         tx: &mpsc::Sender<Request>,
@@ -259,20 +293,27 @@ impl GroupCommitter {
         let Some(storage) = self.storage.as_ref().filter(|_| self.inline) else {
             return Err(ops);
         };
-        if tx.capacity() != tx.max_capacity() {
+        if tx.capacity() != tx.max_capacity()
+            || self.counters.mean_batch_x256.load(Ordering::Relaxed) > self.inline_max_mean_x256
+        {
             return Err(ops);
         }
-        let Some(_writing) = self.writer.try_lock() else {
+        let Some(writing) = self.writer.try_lock() else {
             return Err(ops);
         };
         let (done, mut wait) = oneshot::channel();
         let entries = ops.len();
+        self.counters
+            .histograms
+            .inline_batches
+            .fetch_add(1, Ordering::Relaxed);
         write_batch(
             &**storage,
             vec![Request { ops, done, sync }],
             entries,
             self.sync,
             &self.counters,
+            writing,
         );
         Ok(wait.try_recv().unwrap_or(Err(Error::CommitterClosed)))
     }
@@ -290,6 +331,12 @@ impl GroupCommitter {
         // A dropped sender means the thread died (a panic inside the storage) before
         // answering: the request's fate is unknown, so it is not acknowledged.
         wait.await.map_err(|_| Error::CommitterClosed)?
+    }
+
+    /// The moving average of requests per batch that gates inline writes
+    /// (see [`CommitConfig::inline_max_mean_batch`]).
+    pub fn mean_batch(&self) -> f64 {
+        self.counters.mean_batch_x256.load(Ordering::Relaxed) as f64 / 256.0
     }
 
     /// Requests queued and not yet taken into a batch (a gauge for metrics).
@@ -339,6 +386,15 @@ impl Drop for GroupCommitter {
     }
 }
 
+/// `mean` (requests per batch) in 1/256ths; below 1 (or NaN) counts as 1.
+fn mean_x256(mean: f64) -> u64 {
+    if mean > 1.0 {
+        (mean.min(1e9) * 256.0) as u64
+    } else {
+        256
+    }
+}
+
 /// The committer thread's loop; returns once every sender is gone and the queue is
 /// empty.
 fn run(
@@ -354,7 +410,7 @@ fn run(
     loop {
         // The queue lock is held only while a batch is gathered; the write
         // happens outside it, so another writer can gather the next batch.
-        let (batch, entries) = {
+        let (mut batch, mut entries) = {
             let mut rx = rx.lock();
             let first = match carry.take() {
                 Some(r) => r,
@@ -363,31 +419,56 @@ fn run(
                     None => break,
                 },
             };
-            let mut entries = first.ops.len();
+            let entries = first.ops.len();
             let mut batch = vec![first];
-            while entries < batch_max_entries {
-                let Ok(next) = rx.try_recv() else { break };
-                if entries + next.ops.len() > batch_max_entries {
-                    carry = Some(next);
-                    break;
-                }
-                entries += next.ops.len();
-                batch.push(next);
-            }
+            let entries = top_up(&mut rx, &mut batch, entries, batch_max_entries, &mut carry);
             (batch, entries)
         };
-        let _writing = writer.lock();
-        write_batch(storage, batch, entries, sync, counters);
+        let writing = writer.lock();
+        // Whatever queued while another writer (a thread, or a caller
+        // writing inline) held the lock joins this batch.
+        if carry.is_none() && entries < batch_max_entries {
+            if let Some(mut rx) = rx.try_lock() {
+                entries = top_up(&mut rx, &mut batch, entries, batch_max_entries, &mut carry);
+            }
+        }
+        write_batch(storage, batch, entries, sync, counters, writing);
     }
     tracing::debug!("group-commit thread stopped");
 }
 
+/// Adds queued requests to `batch` without waiting, up to `max` ops; the
+/// first one that does not fit goes to `carry`. Returns the batch's ops.
+fn top_up(
+    rx: &mut mpsc::Receiver<Request>,
+    batch: &mut Vec<Request>,
+    mut entries: usize,
+    max: usize,
+    carry: &mut Option<Request>,
+) -> usize {
+    while entries < max {
+        let Ok(next) = rx.try_recv() else { break };
+        if entries + next.ops.len() > max {
+            *carry = Some(next);
+            break;
+        }
+        entries += next.ops.len();
+        batch.push(next);
+    }
+    entries
+}
+
+/// Writes `batch` as one storage write while `writing` (the writer lock) is
+/// held, releases the lock, then answers every waiter: a waiter that commits
+/// again at once finds the writer free, so an idle committer's next request
+/// can be written inline.
 fn write_batch(
     storage: &dyn Storage,
     batch: Vec<Request>,
     entries: usize,
     sync: bool,
     counters: &Counters,
+    writing: parking_lot::MutexGuard<'_, ()>,
 ) {
     let mut ops = Vec::with_capacity(entries);
     let mut waiters = Vec::with_capacity(batch.len());
@@ -403,6 +484,12 @@ fn write_batch(
 
     // Counters first, so a woken waiter already sees its batch in `stats`.
     let entries = entries as u64;
+    // The caller holds the writer lock, so this read-modify-write is not raced.
+    let mean = counters.mean_batch_x256.load(Ordering::Relaxed);
+    let n = waiters.len() as u64 * 256;
+    counters
+        .mean_batch_x256
+        .store(mean - mean / 16 + n / 16, Ordering::Relaxed);
     counters.batches.fetch_add(1, Ordering::Relaxed);
     counters.entries.fetch_add(entries, Ordering::Relaxed);
     counters
@@ -421,6 +508,7 @@ fn write_batch(
         tracing::warn!(error = %e, requests = waiters.len(), entries, "group commit write failed");
     }
 
+    drop(writing);
     for done in waiters {
         // A waiter that went away (its future was dropped) needs no answer.
         let _ = done.send(result.clone());
@@ -540,6 +628,101 @@ mod tests {
         mem.crash();
         assert_eq!(mem.get(b"a").unwrap(), Some(b"v".to_vec()), "and synced");
         gc.shutdown();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn overlapping_commits_keep_the_thread_until_the_committer_is_idle_again() {
+        let mem = MemoryStorage::new();
+        let writers = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+        let (entered_tx, mut entered) = mpsc::unbounded_channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let release_rx = parking_lot::Mutex::new(release_rx);
+        let hold = Arc::new(AtomicBool::new(true));
+        let (seen, hook_hold) = (writers.clone(), hold.clone());
+        mem.set_sync_hook(Some(Arc::new(move || {
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            seen.lock().push(name);
+            if hook_hold.swap(false, Ordering::SeqCst) {
+                let _ = entered_tx.send(());
+                let _ = release_rx.lock().recv();
+            }
+        })));
+        let cfg = CommitConfig {
+            inline_when_idle: true,
+            inline_max_mean_batch: 1.25,
+            ..CommitConfig::default()
+        };
+        let gc = Arc::new(GroupCommitter::start(Arc::new(mem.clone()), cfg).unwrap());
+        let by_thread = |i: usize| writers.lock()[i].starts_with("group-commit");
+
+        // A fresh committer is idle: the first request is written inline, and
+        // held there while eight more arrive and queue behind the writer.
+        let first = tokio::spawn({
+            let gc = gc.clone();
+            async move { gc.commit(vec![put("first")]).await }
+        });
+        entered.recv().await.unwrap();
+        assert!(!by_thread(0), "idle: written by the caller");
+        // A runtime worker is blocked in the inline write, so nothing here
+        // may wait for a spawned task or a timer (the blocked worker may be
+        // the one that would run it): the eight are polled by this task,
+        // and the release waits on the OS clock.
+        let overlapping =
+            futures_util::future::join_all((0..8).map(|i| gc.commit(vec![put(&format!("o{i}"))])));
+        // Polled after the eight have queued. The committer thread takes
+        // what is queued and waits for the writer with it; anything it did
+        // not take yet is added once it has the writer.
+        let releaser = async {
+            std::thread::sleep(Duration::from_millis(50));
+            release.send(()).unwrap();
+        };
+        let (results, ()) = tokio::join!(overlapping, releaser);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        first.await.unwrap().unwrap();
+        assert_eq!(
+            writers.lock().len(),
+            2,
+            "what queued behind the inline write is one batch: {:?}",
+            writers.lock()
+        );
+        assert!(by_thread(1));
+        assert!(gc.mean_batch() > 1.25, "{}", gc.mean_batch());
+
+        // Commits overlapped, so the next one goes to the thread although
+        // nothing is queued now; one at a time, the average falls back and
+        // writes go inline again.
+        gc.commit(vec![put("next")]).await.unwrap();
+        assert!(
+            by_thread(2),
+            "busy recently: written by the committer thread"
+        );
+        let mut sequential = 1;
+        let last = || writers.lock().len() - 1;
+        while by_thread(last()) {
+            assert!(sequential < 20, "never idle again: {}", gc.mean_batch());
+            gc.commit(vec![put(&format!("s{sequential}"))])
+                .await
+                .unwrap();
+            sequential += 1;
+        }
+        assert!(gc.mean_batch() <= 1.25, "{}", gc.mean_batch());
+        assert!(
+            gc.histograms().inline_batches.load(Ordering::Relaxed) == 2,
+            "the first and the last were inline"
+        );
+        mem.crash();
+        for k in ["first", "o0", "o7", "next"] {
+            assert!(mem.get(k.as_bytes()).unwrap().is_some(), "{k} is durable");
+        }
+    }
+
+    #[test]
+    fn the_inline_threshold_is_at_least_one_request_per_batch() {
+        assert_eq!(mean_x256(1.25), 320);
+        for low in [0.0, 0.5, -3.0, f64::NAN, f64::NEG_INFINITY] {
+            assert_eq!(mean_x256(low), 256, "{low}");
+        }
+        assert_eq!(mean_x256(f64::INFINITY), 1_000_000_000 * 256);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
