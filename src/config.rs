@@ -307,6 +307,7 @@ impl Default for Config {
     fn default() -> Self {
         let nats = NatsConfig::default();
         let engine = EngineConfig::default();
+        let commit = crate::storage::group_commit::CommitConfig::default();
         let otlp = OtlpConfig::default();
         Config {
             node: NodeSection {
@@ -357,8 +358,8 @@ impl Default for Config {
             storage: StorageSection {
                 commit_batch_max: 4096,
                 commit_threads: 1,
-                commit_inline_when_idle: true,
-                commit_inline_max_mean_batch: 1.25,
+                commit_inline_when_idle: commit.inline_when_idle,
+                commit_inline_max_mean_batch: commit.inline_max_mean_batch,
                 block_cache_mib: 64,
                 write_buffer_mib: 64,
                 wal_recycle_files: crate::storage::rocks::RocksConfig::default().wal_recycle_files,

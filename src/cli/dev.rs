@@ -148,14 +148,15 @@ pub async fn run_dev(
         restart_budget: args.restart_budget,
         ..EngineConfig::default()
     };
+    let commit = crate::storage::group_commit::CommitConfig::default();
     let node = open_node(&NodeOptions {
         data_dir: args.data_dir.clone(),
         pipelines_dir: args.pipelines.clone(),
         partitions: args.partitions,
         commit_batch_max: args.commit_batch_max,
         commit_threads: args.commit_threads,
-        commit_inline_when_idle: true,
-        commit_inline_max_mean_batch: 1.25,
+        commit_inline_when_idle: commit.inline_when_idle,
+        commit_inline_max_mean_batch: commit.inline_max_mean_batch,
         block_cache_mib: args.block_cache_mib,
         write_buffer_mib: args.write_buffer_mib,
         wal_recycle_files: crate::storage::rocks::RocksConfig::default().wal_recycle_files,

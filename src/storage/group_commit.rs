@@ -138,7 +138,7 @@ impl Default for Counters {
     }
 }
 
-/// Distributions of the committer's writes, for the metrics exposition.
+/// Distributions and counts of the committer's writes, for the metrics exposition.
 /// Shared through an `Arc` that does not keep the committer alive.
 #[derive(Debug)]
 pub struct CommitHistograms {
@@ -538,11 +538,13 @@ mod tests {
         Op::Put(k.as_bytes().to_vec(), b"v".to_vec())
     }
 
-    /// A sync hook that, while armed, reports "entered" and blocks until released.
+    /// A sync hook that records the name of every writing thread and, while
+    /// armed, reports "entered" and blocks until released.
     struct Gate {
         entered: mpsc::UnboundedReceiver<()>,
         release: std::sync::mpsc::Sender<()>,
         armed: Arc<AtomicBool>,
+        writers: Arc<parking_lot::Mutex<Vec<String>>>,
     }
 
     fn install_gate(mem: &MemoryStorage) -> Gate {
@@ -550,8 +552,11 @@ mod tests {
         let (release, release_rx) = std::sync::mpsc::channel::<()>();
         let release_rx = parking_lot::Mutex::new(release_rx);
         let armed = Arc::new(AtomicBool::new(true));
-        let hook_armed = armed.clone();
+        let writers = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let (hook_armed, seen) = (armed.clone(), writers.clone());
         mem.set_sync_hook(Some(Arc::new(move || {
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            seen.lock().push(name);
             if hook_armed.swap(false, Ordering::SeqCst) {
                 let _ = entered_tx.send(());
                 let _ = release_rx.lock().recv();
@@ -561,6 +566,7 @@ mod tests {
             entered,
             release,
             armed,
+            writers,
         }
     }
 
@@ -608,12 +614,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_idle_committer_lets_the_caller_write_and_a_busy_one_batches() {
         let mem = MemoryStorage::new();
-        let writers = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
-        let seen = writers.clone();
-        mem.set_sync_hook(Some(Arc::new(move || {
-            let name = std::thread::current().name().unwrap_or("").to_owned();
-            seen.lock().push(name);
-        })));
+        let gate = install_gate(&mem);
+        gate.armed.store(false, Ordering::SeqCst);
+        let writers = gate.writers;
         let cfg = CommitConfig {
             inline_when_idle: true,
             ..CommitConfig::default()
@@ -633,20 +636,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn overlapping_commits_keep_the_thread_until_the_committer_is_idle_again() {
         let mem = MemoryStorage::new();
-        let writers = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
-        let (entered_tx, mut entered) = mpsc::unbounded_channel();
-        let (release, release_rx) = std::sync::mpsc::channel::<()>();
-        let release_rx = parking_lot::Mutex::new(release_rx);
-        let hold = Arc::new(AtomicBool::new(true));
-        let (seen, hook_hold) = (writers.clone(), hold.clone());
-        mem.set_sync_hook(Some(Arc::new(move || {
-            let name = std::thread::current().name().unwrap_or("").to_owned();
-            seen.lock().push(name);
-            if hook_hold.swap(false, Ordering::SeqCst) {
-                let _ = entered_tx.send(());
-                let _ = release_rx.lock().recv();
-            }
-        })));
+        let Gate {
+            mut entered,
+            release,
+            writers,
+            ..
+        } = install_gate(&mem);
         let cfg = CommitConfig {
             inline_when_idle: true,
             inline_max_mean_batch: 1.25,
