@@ -442,14 +442,47 @@ fn the_python_reference_worker_completes_and_fails_workflows() {
     }
 }
 
+/// A child process that is killed and reaped when dropped, so a test that
+/// fails (panics) part-way leaves no orchestrator or worker running behind
+/// it. `std::process::Child` does neither on drop.
+pub(crate) struct Reaper(pub(crate) std::process::Child);
+
+impl std::ops::Deref for Reaper {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaper {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl From<std::process::Child> for Reaper {
+    fn from(child: std::process::Child) -> Reaper {
+        Reaper(child)
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
 /// A NATS test bench: a server, an orchestrator service and simulated workers,
 /// all real processes.
 pub(crate) struct Bench {
     pub(crate) server: crate::support::nats::NatsServer,
     pub(crate) dir: tempfile::TempDir,
     pipelines: Option<std::path::PathBuf>,
-    pub(crate) orch: Option<std::process::Child>,
-    pub(crate) workers: Vec<std::process::Child>,
+    pub(crate) orch: Option<Reaper>,
+    pub(crate) workers: Vec<Reaper>,
 }
 
 impl Bench {
@@ -474,12 +507,12 @@ impl Bench {
         if let Some(p) = &self.pipelines {
             c.arg("--pipelines").arg(p);
         }
-        self.orch = Some(
+        self.orch = Some(Reaper(
             c.stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap(),
-        );
+        ));
     }
 
     pub(crate) fn start_worker(&mut self, extra: &[&str]) -> usize {
@@ -489,12 +522,12 @@ impl Bench {
         if let Some(p) = &self.pipelines {
             c.arg("--pipelines").arg(p);
         }
-        self.workers.push(
+        self.workers.push(Reaper(
             c.stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap(),
-        );
+        ));
         self.workers.len() - 1
     }
 

@@ -190,6 +190,56 @@ async fn a_restart_that_fails_to_start_counts_as_a_crash_and_loses_no_input() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_that_never_start_spend_the_budget_and_park_the_workflow() {
+    let h = Harness::start(Arc::new(MemoryStorage::new()), sim(20, 0.0)).await;
+    for id in ["nostart", "ok-1", "ok-2"] {
+        h.engine
+            .start_workflow("video", id, &video_input(id))
+            .await
+            .unwrap();
+    }
+    // The first result crashes the actor, and no actor for it ever loads
+    // again: each failed start is one more crash, until the budget (3
+    // restarts) is spent and the partition parks the workflow itself.
+    h.faults.panic_once("nostart");
+    h.faults.panic_on_load_always("nostart");
+    h.wait_terminal(3, Duration::from_secs(20)).await;
+    assert_eq!(Metrics::get(&h.metrics.workflows_parked), 1);
+    assert_eq!(Metrics::get(&h.metrics.actor_restarts), 4);
+    assert_video_completed(&h, "ok-1").await;
+    assert_video_completed(&h, "ok-2").await;
+    // Parked, it is answered from storage, not by an actor that cannot
+    // start, and a later input is refused at once instead of waiting.
+    let wf = tokio::time::timeout(Duration::from_secs(5), h.engine.describe("nostart"))
+        .await
+        .expect("describe of a parked workflow answers")
+        .unwrap()
+        .unwrap();
+    assert_eq!(wf.status, Status::Failed);
+    let reason = wf.reason.unwrap();
+    assert!(
+        reason.contains("parked after 4 crashes") && reason.contains("panic while loading"),
+        "{reason}"
+    );
+    let sent = tokio::time::timeout(
+        Duration::from_secs(5),
+        h.engine.send("nostart", Input::Pause),
+    )
+    .await
+    .expect("an input for a parked workflow is answered");
+    assert!(
+        !matches!(sent, Ok(Outcome::Applied)),
+        "a parked workflow takes no input: {sent:?}"
+    );
+    assert_eq!(
+        Metrics::get(&h.metrics.actor_restarts),
+        4,
+        "no actor was tried again for them"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workflow_that_keeps_crashing_is_parked_and_others_are_unaffected() {
     let h = Harness::start(Arc::new(MemoryStorage::new()), sim(20, 0.0)).await;
     h.faults.panic_always("poison");

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::cli::{bin, fields, num, wait_exit, Bench};
+use crate::cli::{bin, fields, num, wait_exit, Bench, Reaper};
 
 /// `orchestrator run` with test-only env; stderr goes to `err`.
-fn spawn(b: &Bench, pipelines: Option<&Path>, env: &[(&str, &str)], err: &Path) -> Child {
+fn spawn(b: &Bench, pipelines: Option<&Path>, env: &[(&str, &str)], err: &Path) -> Reaper {
     spawn_with(b, pipelines, env, &[], err)
 }
 
@@ -22,7 +22,7 @@ fn spawn_with(
     env: &[(&str, &str)],
     args: &[&str],
     err: &Path,
-) -> Child {
+) -> Reaper {
     let mut c = bin();
     c.args(["run", "--nats-url", &b.url(), "--data-dir"])
         .arg(b.dir.path())
@@ -33,10 +33,12 @@ fn spawn_with(
     for (k, v) in env {
         c.env(k, v);
     }
-    c.stdout(Stdio::null())
-        .stderr(std::fs::File::create(err).unwrap())
-        .spawn()
-        .unwrap()
+    Reaper(
+        c.stdout(Stdio::null())
+            .stderr(std::fs::File::create(err).unwrap())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// Waits for a process armed with failpoint `name` to die by it: SIGABRT,

@@ -11,11 +11,11 @@ use std::process::{Child, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cli::{bin, fields, num, Bench};
+use crate::cli::{bin, fields, num, Bench, Reaper};
 use crate::support::nats::free_port;
 
 /// `orchestrator run` on the bench's server and data dir, `/metrics` on `http`.
-fn spawn_orch(b: &Bench, http: u16, pipelines: Option<&Path>, extra: &[&str]) -> Child {
+fn spawn_orch(b: &Bench, http: u16, pipelines: Option<&Path>, extra: &[&str]) -> Reaper {
     let mut c = bin();
     c.args(["run", "--nats-url", &b.url(), "--data-dir"])
         .arg(b.dir.path())
@@ -24,10 +24,12 @@ fn spawn_orch(b: &Bench, http: u16, pipelines: Option<&Path>, extra: &[&str]) ->
     if let Some(p) = pipelines {
         c.arg("--pipelines").arg(p);
     }
-    c.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    Reaper(
+        c.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// `GET path` on the orchestrator's HTTP port: `(status, body)`.

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::cli::{bin, fields, num, Bench};
+use crate::cli::{bin, fields, num, Bench, Reaper};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -24,7 +24,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 /// `orchestrator run` on the bench's server and data dir, stderr watched:
 /// the receiver gets the time of the `orchestrator running` line and the
 /// number of workflows it resumed.
-fn spawn_orchestrator(b: &Bench, plant: Option<&str>) -> (Child, mpsc::Receiver<(Instant, u64)>) {
+fn spawn_orchestrator(b: &Bench, plant: Option<&str>) -> (Reaper, mpsc::Receiver<(Instant, u64)>) {
     let mut c = bin();
     c.args(["run", "--nats-url", &b.url(), "--data-dir"])
         .arg(b.dir.path());
@@ -52,7 +52,7 @@ fn spawn_orchestrator(b: &Bench, plant: Option<&str>) -> (Child, mpsc::Receiver<
             }
         }
     });
-    (child, rx)
+    (Reaper(child), rx)
 }
 
 /// `orchestrator start` (no wait), retried until the service accepts it

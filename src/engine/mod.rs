@@ -58,6 +58,12 @@ pub struct EngineConfig {
     pub passivate_idle_ms: u64,
     /// Crashes of one workflow's actor before the workflow is parked as failed.
     pub restart_budget: u32,
+    /// Parked workflows whose actor could not even start (its load
+    /// panicked), remembered per engine (split over partitions) so their
+    /// later messages are answered from storage or refused at once instead
+    /// of spending the restart budget again; past it the oldest is
+    /// forgotten (its next message then tries an actor again).
+    pub unstartable_max: usize,
     /// A snapshot is written every this many events (and at every terminal transition).
     pub snapshot_every_events: u64,
     /// How often each partition checks timers and liveness deadlines.
@@ -119,6 +125,7 @@ impl Default for EngineConfig {
             state_cache_max: 20_000,
             passivate_idle_ms: 1_000,
             restart_budget: 3,
+            unstartable_max: 1_024,
             snapshot_every_events: 64,
             tick_ms: 10,
             timer_batch_max: 4_096,
@@ -138,6 +145,7 @@ pub struct Faults {
     panic_once: Mutex<HashSet<String>>,
     panic_always: Mutex<HashSet<String>>,
     panic_on_load_once: Mutex<HashSet<String>>,
+    panic_on_load_always: Mutex<HashSet<String>>,
 }
 
 impl Faults {
@@ -157,8 +165,16 @@ impl Faults {
         self.panic_on_load_once.lock().insert(id.to_string());
     }
 
+    /// Every actor started for `id` panics while it loads (no spawn of it
+    /// succeeds again).
+    pub fn panic_on_load_always(&self, id: &str) {
+        self.panic_on_load_always.lock().insert(id.to_string());
+    }
+
     pub(crate) fn maybe_panic_on_load(&self, id: &str) {
-        if self.panic_on_load_once.lock().remove(id) {
+        if self.panic_on_load_once.lock().remove(id)
+            || self.panic_on_load_always.lock().contains(id)
+        {
             panic!("injected fault: panic while loading workflow {id}");
         }
     }

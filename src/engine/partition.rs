@@ -15,7 +15,8 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use super::metrics::Metrics;
 use super::transition::{after_commit, load, prepare, PartitionTimes, StatusEntry};
 use super::workflow_actor::{
-    Init, InputReply, Queued, Resident, Slot, StartReply, WorkflowActor, WorkflowArgs, WorkflowMsg,
+    Init, InputError, InputReply, Queued, Resident, Slot, StartReply, WorkflowActor, WorkflowArgs,
+    WorkflowMsg,
 };
 use super::EngineCtx;
 use crate::transport::WorkerReport;
@@ -190,6 +191,9 @@ pub struct PartitionState {
     /// handled when queued). Stale entries are skipped when popped.
     idle: VecDeque<(u64, String, u64)>,
     restarts: FastMap<String, u32>,
+    /// Parked workflows whose actor could not start: why, oldest first
+    /// (see [`EngineConfig::unstartable_max`](super::EngineConfig)).
+    unstartable: Unstartable,
     /// Owed tasks of bulk-accepted or recovered workflows, per workflow, in
     /// order: released while fewer than the resident cap of them are in
     /// flight, so a backlog of any size runs under the cap. The flag marks
@@ -203,6 +207,37 @@ pub struct PartitionState {
     /// Progress of the current retention round.
     sweep: Sweep,
     ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Parked workflows whose actor could not start, with the error, bounded:
+/// past `max` the oldest is forgotten.
+#[derive(Debug)]
+struct Unstartable {
+    max: usize,
+    why: FastMap<String, String>,
+    order: VecDeque<String>,
+}
+
+impl Unstartable {
+    fn new(max: usize) -> Self {
+        Unstartable {
+            max,
+            why: FastMap::default(),
+            order: VecDeque::new(),
+        }
+    }
+
+    fn insert(&mut self, id: &str, error: String) {
+        if self.why.insert(id.to_string(), error).is_none() {
+            self.order.push_back(id.to_string());
+        }
+        while self.why.len() > self.max {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            self.why.remove(&old);
+        }
+    }
 }
 
 /// The terminal statuses a retention round walks, in this order.
@@ -264,6 +299,7 @@ impl Actor for PartitionActor {
             deferred: VecDeque::new(),
             idle: VecDeque::new(),
             restarts: FastMap::default(),
+            unstartable: Unstartable::new(ctx.config.unstartable_max.div_ceil(parts).max(1)),
             held: VecDeque::new(),
             released: FastSet::default(),
             release_enabled: false,
@@ -466,6 +502,10 @@ impl PartitionState {
     /// Sends `msg` to the workflow's actor, spawning it if needed, or queues
     /// it while the actor is stopping or no resident slot is free.
     async fn route(&mut self, myself: &ActorRef<PartitionMsg>, id: String, msg: WorkflowMsg) {
+        if let Some(error) = self.unstartable.why.get(&id) {
+            self.refuse(&id, msg, error);
+            return;
+        }
         if !self.entries.contains_key(&id) {
             self.entries.insert(id.clone(), Entry::new());
             if self.resident >= self.resident_cap {
@@ -499,7 +539,7 @@ impl PartitionState {
                         if self.count_crash(&id, &error) {
                             self.restart(myself, &id, true).await;
                         } else {
-                            self.give_up(&id, &error).await;
+                            self.give_up(&id, &error, true).await;
                         }
                         return;
                     }
@@ -638,7 +678,7 @@ impl PartitionState {
         let mut from_storage = from_storage;
         while let Err(error) = self.restart_once(myself, id, from_storage).await {
             if !self.count_crash(id, &error) {
-                self.give_up(id, &error).await;
+                self.give_up(id, &error, true).await;
                 return;
             }
             from_storage = true;
@@ -708,7 +748,7 @@ impl PartitionState {
         if self.count_crash(&id, &error) {
             self.restart(myself, &id, true).await;
         } else {
-            self.give_up(&id, &error).await;
+            self.give_up(&id, &error, false).await;
         }
         // A restart that ended in parking freed the slot too.
         self.drain_deferred(myself).await;
@@ -724,21 +764,71 @@ impl PartitionState {
         count <= self.ctx.config.restart_budget
     }
 
-    /// Out of budget: park the workflow as failed with the panic message,
-    /// and never start an actor for it again in this run.
-    async fn give_up(&mut self, id: &str, error: &str) {
+    /// Out of budget: park the workflow as failed with the panic message.
+    /// Queued messages are dropped, so their senders hear at once.
+    ///
+    /// When its actor could not even start (`unstartable`: the last crash
+    /// was a failed start), the id is remembered: later messages are
+    /// answered without an actor ([`refuse`](Self::refuse)) for the rest of
+    /// this run. Without that, each one (an operator's `describe` included)
+    /// spent the whole restart budget again and was answered with a
+    /// dropped reply port. A workflow parked after its running actor kept
+    /// crashing (a poison input) can still start, so it is served as usual.
+    async fn give_up(&mut self, id: &str, error: &str, unstartable: bool) {
         let count = self.restarts.remove(id).unwrap_or(0);
         self.cache.remove(id);
         if let Some(entry) = self.entries.remove(id) {
             drop(entry.queued);
         }
         let reason = format!("parked after {count} crashes: {error}");
-        match self.park(id, reason).await {
-            Ok(true) => Metrics::inc(&self.ctx.metrics.workflows_parked),
-            // Never created (a start whose actor never started) or already
-            // terminal: nothing to park.
-            Ok(false) => {}
+        match self.park(id, reason.clone()).await {
+            Ok(parked) => {
+                if parked {
+                    Metrics::inc(&self.ctx.metrics.workflows_parked);
+                }
+                // Not parked: never created (a start whose actor never
+                // started) or already terminal.
+                if unstartable {
+                    self.unstartable.insert(id, reason);
+                }
+            }
+            // Not terminal: the next message tries an actor again.
             Err(e) => tracing::error!(workflow_id = %id, error = %e, "parking failed"),
+        }
+    }
+
+    /// Answers a message for a parked workflow whose actor cannot start:
+    /// `describe` from storage, everything else refused with why. An input
+    /// without a reply port (a fired timer, a late result) is dropped: the
+    /// workflow is terminal, so it would be ignored anyway.
+    fn refuse(&self, id: &str, msg: WorkflowMsg, error: &str) {
+        let why = || {
+            format!(
+                "workflow {id} is {error}; its actor cannot start in this run (restart the node once the cause is fixed)"
+            )
+        };
+        match msg {
+            WorkflowMsg::Describe(reply) => {
+                let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    load(&self.ctx, self.index, id)
+                }))
+                .unwrap_or_else(|_| Err(format!("workflow {id}: loading it panicked")));
+                let _ = reply.send(loaded);
+            }
+            WorkflowMsg::Input(Queued { reply, .. }) => match reply {
+                Some(reply) => {
+                    let _ = reply.send(Err(InputError::Rejected(why())));
+                }
+                None => {
+                    tracing::debug!(workflow_id = %id, "input for a parked workflow whose actor cannot start dropped");
+                }
+            },
+            WorkflowMsg::Start { reply, .. } => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(why()));
+                }
+            }
+            WorkflowMsg::Drain => {}
         }
     }
 
