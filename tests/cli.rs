@@ -642,6 +642,52 @@ fn the_orchestrator_killed_mid_run_over_nats_resumes_and_accepts_no_step_twice()
 }
 
 #[test]
+fn a_graceful_stop_applies_the_results_of_offers_in_flight_and_runs_no_task_twice() {
+    let mut b = Bench::new(None);
+    let logs = tempfile::tempdir().unwrap();
+    let record = logs.path().join("w.jsonl");
+    b.start_orchestrator();
+    // 40 ms tasks: each answers its offer with the result (within 50 ms).
+    b.start_worker(&["--latency-ms", "40", "--record", record.to_str().unwrap()]);
+    let ids: Vec<String> = (0..20).map(|i| format!("g-{i}")).collect();
+    for id in &ids {
+        let out = b.start("video", id, false);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Stop gracefully while every workflow has a task out with a worker.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut orch = b.orch.take().unwrap();
+    let _ = Command::new("kill")
+        .args(["-TERM", &orch.id().to_string()])
+        .status();
+    let exit = wait_exit(&mut orch, Duration::from_secs(15)).expect("stops within its grace");
+    assert!(exit.success(), "{exit:?}");
+    b.start_orchestrator();
+    for id in &ids {
+        let out = b.start("video", id, true);
+        let line = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            line.contains("status=completed"),
+            "{line} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    b.stop();
+    // A result that answered its offer while the node stopped was applied
+    // before the engine stopped, so no task was sent again after the
+    // restart; tasks the stop kept from going out went out once, then.
+    let per_task = crate::failpoints::executions_per_task(&[record]);
+    let mut twice: Vec<_> = per_task.iter().filter(|(_, n)| **n > 1).collect();
+    twice.sort();
+    assert!(twice.is_empty(), "ran more than once: {twice:?}");
+    assert_eq!(per_task.len(), 20 * 9, "every task of every workflow ran");
+}
+
+#[test]
 fn a_worker_killed_mid_task_is_replaced_by_a_new_attempt_after_its_heartbeat_timeout() {
     let pipelines = tempfile::tempdir().unwrap();
     std::fs::write(

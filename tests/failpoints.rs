@@ -102,7 +102,7 @@ fn now_ms() -> u64 {
 }
 
 /// Executions per task id over every record file.
-fn executions_per_task(records: &[PathBuf]) -> HashMap<String, u32> {
+pub(crate) fn executions_per_task(records: &[PathBuf]) -> HashMap<String, u32> {
     let recs = orchestrator::verify::system::read_records(records).unwrap();
     let mut n: HashMap<String, u32> = HashMap::new();
     for r in recs {

@@ -1,6 +1,7 @@
 //! `orchestrator run`: the production service. Engine + RocksDB + NATS
-//! transport + admin. SIGTERM/SIGINT: stop intake, finish in-flight commits,
-//! stop the actors, join the commit thread, flush NATS; within 10 s.
+//! transport + admin. SIGTERM/SIGINT: stop intake, stop sending tasks and let
+//! the offers in flight land, finish in-flight commits, stop the actors, join
+//! the commit thread, flush NATS; within `shutdown.grace` (10 s).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -303,12 +304,27 @@ pub async fn serve(
     admin.abort();
     let _ = intake.await;
     let _ = admin.await;
+    // Offers in flight may come back with their task's result, which exists
+    // nowhere else: let them land while the engine still runs (an offer
+    // waits at most nats.tasks_direct_timeout for its answer).
+    let grace = config.shutdown.grace.as_duration();
+    let draining = tokio::time::Instant::now();
+    let drained = transport
+        .drain(
+            (cfg.tasks_direct_timeout + Duration::from_millis(500))
+                .min(grace.saturating_sub(Duration::from_secs(3))),
+        )
+        .await;
+    eprintln!(
+        "orchestrator stopping: offers left unanswered={} tasks left for the next start={}",
+        drained.offers_left, drained.tasks_held
+    );
     // The engine gets the grace period less 2 s for the NATS flush and
     // closing RocksDB; past the grace the process exits anyway (every
     // acknowledged transition is already synced, so that is kill-safe).
-    let grace = config.shutdown.grace.as_duration();
     let engine_budget = grace
         .saturating_sub(Duration::from_secs(2))
+        .saturating_sub(draining.elapsed())
         .max(Duration::from_millis(500));
     if tokio::time::timeout(engine_budget, engine.shutdown())
         .await

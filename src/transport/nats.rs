@@ -259,6 +259,23 @@ pub struct NatsTransport {
     /// Where results that answer an offer go; until it is set, offers do
     /// not invite them.
     results: Arc<std::sync::OnceLock<Arc<dyn ResultHandler>>>,
+    /// Set by [`drain`](Self::drain): tasks are no longer sent.
+    closing: Arc<AtomicBool>,
+    /// Tasks not sent because the node was stopping.
+    held_at_stop: Arc<AtomicU64>,
+    /// The publisher's offer permits, to see when none is out.
+    offers: Arc<tokio::sync::Semaphore>,
+    offers_max: usize,
+}
+
+/// What [`NatsTransport::drain`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Offers still waiting for their answer (or applying its result) when
+    /// the wait ended.
+    pub offers_left: usize,
+    /// Tasks not sent since the stop began; they are sent at the next start.
+    pub tasks_held: u64,
 }
 
 /// What the publisher needs for one task, shared by every send.
@@ -318,6 +335,10 @@ impl NatsTransport {
         let window = cfg.publish_window.max(1);
         let sink = Arc::new(std::sync::OnceLock::new());
         let results = Arc::new(std::sync::OnceLock::new());
+        let closing = Arc::new(AtomicBool::new(false));
+        let held_at_stop = Arc::new(AtomicU64::new(0));
+        let offers_max = cfg.tasks_direct_in_flight_max.max(1);
+        let offers = Arc::new(tokio::sync::Semaphore::new(offers_max));
         let publisher = Arc::new(Publisher {
             js,
             client,
@@ -334,11 +355,10 @@ impl NatsTransport {
             result_within_ms: (cfg.tasks_direct_result_within.as_millis() as u64)
                 .min(cfg.tasks_direct_timeout.as_millis() as u64 / 2),
             result_apply_for: cfg.tasks_direct_result_apply_for,
-            offers: Arc::new(tokio::sync::Semaphore::new(
-                cfg.tasks_direct_in_flight_max.max(1),
-            )),
+            offers: offers.clone(),
             limits: cfg.limits.clone(),
         });
+        let (stop, held) = (closing.clone(), held_at_stop.clone());
         tokio::spawn(async move {
             // Up to `window` publishes with their acknowledgements in flight;
             // the next one starts as soon as any acknowledgement returns (no
@@ -354,6 +374,11 @@ impl NatsTransport {
                         // carry the result (up to `tasks_direct_result_within`
                         // later): it runs as its own task while permits
                         // last, so it does not hold a place in the window.
+                        // Stopping: the task is journaled as sent, and the
+                        // next start sends it again (same task id).
+                        Some(Outgoing::Task(_)) if stop.load(Ordering::Relaxed) => {
+                            held.fetch_add(1, Ordering::Relaxed);
+                        }
                         Some(out) => match publisher.offer_permit(&out) {
                             Some(permit) => {
                                 let publisher = publisher.clone();
@@ -370,7 +395,37 @@ impl NatsTransport {
             }
             while in_flight.next().await.is_some() {}
         });
-        Ok(NatsTransport { tx, sink, results })
+        Ok(NatsTransport {
+            tx,
+            sink,
+            results,
+            closing,
+            held_at_stop,
+            offers,
+            offers_max,
+        })
+    }
+
+    /// The first step of a graceful stop, while the engine still runs:
+    /// stops sending tasks (each one not sent is journaled as sent and goes
+    /// out again at the next start, with the same task id), then waits up to
+    /// `within` for the offers in flight. An offer's answer may carry the
+    /// task's result, which exists nowhere else: applied now, it is not
+    /// lost with the process and the task does not run a second time after
+    /// the restart.
+    pub async fn drain(&self, within: Duration) -> Drained {
+        self.closing.store(true, Ordering::Relaxed);
+        let give_up = tokio::time::Instant::now() + within;
+        loop {
+            let offers_left = self.offers_max - self.offers.available_permits();
+            if offers_left == 0 || tokio::time::Instant::now() >= give_up {
+                return Drained {
+                    offers_left,
+                    tasks_held: self.held_at_stop.load(Ordering::Relaxed),
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Where to report that a worker took a direct offer (the engine's sink).
