@@ -491,6 +491,10 @@ impl Config {
             "engine.restart_budget must be at least 1",
         );
         need(
+            self.engine.unstartable_max >= 1,
+            "engine.unstartable_max must be at least 1",
+        );
+        need(
             self.engine.snapshot_every_events >= 1,
             "engine.snapshot_every_events must be at least 1",
         );

@@ -460,12 +460,6 @@ impl std::ops::DerefMut for Reaper {
     }
 }
 
-impl From<std::process::Child> for Reaper {
-    fn from(child: std::process::Child) -> Reaper {
-        Reaper(child)
-    }
-}
-
 impl Drop for Reaper {
     fn drop(&mut self) {
         if let Ok(None) = self.0.try_wait() {
@@ -646,8 +640,26 @@ fn a_graceful_stop_applies_the_results_of_offers_in_flight_and_runs_no_task_twic
     let mut b = Bench::new(None);
     let logs = tempfile::tempdir().unwrap();
     let record = logs.path().join("w.jsonl");
-    b.start_orchestrator();
-    // 40 ms tasks: each answers its offer with the result (within 50 ms).
+    // Results may answer their offers for up to 400 ms, so 40 ms tasks
+    // answer with theirs even on a slow machine.
+    let config = logs.path().join("orchestrator.toml");
+    std::fs::write(
+        &config,
+        "[nats]\ntasks_direct_timeout = \"1s\"\ntasks_direct_result_within = \"400ms\"\n",
+    )
+    .unwrap();
+    let stderr = logs.path().join("run.err");
+    let mut orch = Reaper(
+        bin()
+            .args(["run", "--nats-url", &b.url(), "--data-dir"])
+            .arg(b.dir.path())
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     b.start_worker(&["--latency-ms", "40", "--record", record.to_str().unwrap()]);
     let ids: Vec<String> = (0..20).map(|i| format!("g-{i}")).collect();
     for id in &ids {
@@ -658,14 +670,17 @@ fn a_graceful_stop_applies_the_results_of_offers_in_flight_and_runs_no_task_twic
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // Stop gracefully while every workflow has a task out with a worker.
+    // Stop gracefully while workflows have a task out with a worker.
     std::thread::sleep(Duration::from_millis(100));
-    let mut orch = b.orch.take().unwrap();
     let _ = Command::new("kill")
         .args(["-TERM", &orch.id().to_string()])
         .status();
     let exit = wait_exit(&mut orch, Duration::from_secs(15)).expect("stops within its grace");
-    assert!(exit.success(), "{exit:?}");
+    let text = std::fs::read_to_string(&stderr).unwrap();
+    assert!(exit.success(), "{exit:?}: {text}");
+    let f = fields(&text, "orchestrator stopping: offers");
+    assert!(num(&f, "out") >= 1.0, "the stop came mid-run: {f:?}");
+    assert_eq!(num(&f, "unfinished"), 0.0, "{f:?}");
     b.start_orchestrator();
     for id in &ids {
         let out = b.start("video", id, true);

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use orchestrator::engine::{EngineConfig, Metrics};
+use orchestrator::engine::{EngineConfig, Faults, Metrics};
 use orchestrator::sim::SimConfig;
 use orchestrator::storage::memory::MemoryStorage;
 use orchestrator::storage::Storage;
@@ -189,8 +189,10 @@ async fn a_restart_that_fails_to_start_counts_as_a_crash_and_loses_no_input() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restarts_that_never_start_spend_the_budget_and_park_the_workflow() {
+/// Starts `nostart` and two others; the first result crashes `nostart`'s
+/// actor and `fault` keeps every later start of it from succeeding, so the
+/// restart budget (3) runs out on failed starts. Returns once it has.
+async fn never_starting(fault: impl Fn(&Faults)) -> Harness {
     let h = Harness::start(Arc::new(MemoryStorage::new()), sim(20, 0.0)).await;
     for id in ["nostart", "ok-1", "ok-2"] {
         h.engine
@@ -198,18 +200,47 @@ async fn restarts_that_never_start_spend_the_budget_and_park_the_workflow() {
             .await
             .unwrap();
     }
-    // The first result crashes the actor, and no actor for it ever loads
-    // again: each failed start is one more crash, until the budget (3
-    // restarts) is spent and the partition parks the workflow itself.
     h.faults.panic_once("nostart");
-    h.faults.panic_on_load_always("nostart");
-    h.wait_terminal(3, Duration::from_secs(20)).await;
-    assert_eq!(Metrics::get(&h.metrics.workflows_parked), 1);
-    assert_eq!(Metrics::get(&h.metrics.actor_restarts), 4);
+    fault(&h.faults);
+    h.wait_terminal(2, Duration::from_secs(20)).await;
+    let give_up = std::time::Instant::now() + Duration::from_secs(10);
+    while Metrics::get(&h.metrics.actor_restarts) < 4 {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the budget never ran out"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_video_completed(&h, "ok-1").await;
     assert_video_completed(&h, "ok-2").await;
-    // Parked, it is answered from storage, not by an actor that cannot
-    // start, and a later input is refused at once instead of waiting.
+    h
+}
+
+/// Later requests for `nostart` are answered at once, without an actor:
+/// no restart is tried for them.
+async fn answered_without_an_actor(h: &Harness) {
+    let sent = tokio::time::timeout(
+        Duration::from_secs(5),
+        h.engine.send("nostart", Input::Pause),
+    )
+    .await
+    .expect("an input for it is answered");
+    match sent {
+        Ok(Outcome::Rejected(why)) => assert!(why.contains("cannot start"), "{why}"),
+        other => panic!("refused, not {other:?}"),
+    }
+    assert_eq!(
+        Metrics::get(&h.metrics.actor_restarts),
+        4,
+        "no actor was tried again for them"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_that_never_start_spend_the_budget_and_park_the_workflow() {
+    // Its actor cannot start, but its state still loads: it is parked.
+    let h = never_starting(|f| f.panic_on_start_always("nostart")).await;
+    assert_eq!(Metrics::get(&h.metrics.workflows_parked), 1);
     let wf = tokio::time::timeout(Duration::from_secs(5), h.engine.describe("nostart"))
         .await
         .expect("describe of a parked workflow answers")
@@ -221,21 +252,29 @@ async fn restarts_that_never_start_spend_the_budget_and_park_the_workflow() {
         reason.contains("parked after 4 crashes") && reason.contains("panic while loading"),
         "{reason}"
     );
-    let sent = tokio::time::timeout(
-        Duration::from_secs(5),
-        h.engine.send("nostart", Input::Pause),
-    )
-    .await
-    .expect("an input for a parked workflow is answered");
-    assert!(
-        !matches!(sent, Ok(Outcome::Applied)),
-        "a parked workflow takes no input: {sent:?}"
-    );
-    assert_eq!(
-        Metrics::get(&h.metrics.actor_restarts),
-        4,
-        "no actor was tried again for them"
-    );
+    // A start of the same id is answered as for any existing workflow.
+    let again = h
+        .engine
+        .start_workflow("video", "nostart", &video_input("nostart"))
+        .await
+        .unwrap();
+    assert_eq!((again.created, again.status), (false, Status::Failed));
+    answered_without_an_actor(&h).await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_whose_load_always_panics_is_answered_without_an_actor() {
+    // Its load panics wherever it runs, parking included: it cannot be
+    // parked and stays running in storage, but it is not tried again.
+    let h = never_starting(|f| f.panic_in_load_always("nostart")).await;
+    assert_eq!(Metrics::get(&h.metrics.workflows_parked), 0);
+    let described = tokio::time::timeout(Duration::from_secs(5), h.engine.describe("nostart"))
+        .await
+        .expect("describe answers");
+    let error = described.expect_err("its state cannot be read").to_string();
+    assert!(error.contains("loading it panicked"), "{error}");
+    answered_without_an_actor(&h).await;
     h.stop().await;
 }
 

@@ -306,7 +306,9 @@ pub async fn serve(
     let _ = admin.await;
     // Offers in flight may come back with their task's result, which exists
     // nowhere else: let them land while the engine still runs (an offer
-    // waits at most nats.tasks_direct_timeout for its answer).
+    // waits at most nats.tasks_direct_timeout for its answer; one whose
+    // declined task is being published to a NATS that is down holds its
+    // place longer, so the wait is bounded, and within the grace).
     let grace = config.shutdown.grace.as_duration();
     let draining = tokio::time::Instant::now();
     let drained = transport
@@ -316,8 +318,8 @@ pub async fn serve(
         )
         .await;
     eprintln!(
-        "orchestrator stopping: offers left unanswered={} tasks left for the next start={}",
-        drained.offers_left, drained.tasks_held
+        "orchestrator stopping: offers out={} offers left unfinished={} tasks left for the next start={}",
+        drained.offers_at_stop, drained.offers_left, drained.tasks_held
     );
     // The engine gets the grace period less 2 s for the NATS flush and
     // closing RocksDB; past the grace the process exits anyway (every

@@ -145,7 +145,8 @@ pub struct Faults {
     panic_once: Mutex<HashSet<String>>,
     panic_always: Mutex<HashSet<String>>,
     panic_on_load_once: Mutex<HashSet<String>>,
-    panic_on_load_always: Mutex<HashSet<String>>,
+    panic_on_start_always: Mutex<HashSet<String>>,
+    panic_in_load_always: Mutex<HashSet<String>>,
 }
 
 impl Faults {
@@ -165,17 +166,29 @@ impl Faults {
         self.panic_on_load_once.lock().insert(id.to_string());
     }
 
-    /// Every actor started for `id` panics while it loads (no spawn of it
-    /// succeeds again).
-    pub fn panic_on_load_always(&self, id: &str) {
-        self.panic_on_load_always.lock().insert(id.to_string());
+    /// Every actor started for `id` panics while it starts (no spawn of it
+    /// succeeds again), while its state still loads from storage.
+    pub fn panic_on_start_always(&self, id: &str) {
+        self.panic_on_start_always.lock().insert(id.to_string());
+    }
+
+    /// Every load of `id`'s state from storage panics: its actor's start,
+    /// and the partition's own reads of it (parking, describe).
+    pub fn panic_in_load_always(&self, id: &str) {
+        self.panic_in_load_always.lock().insert(id.to_string());
     }
 
     pub(crate) fn maybe_panic_on_load(&self, id: &str) {
         if self.panic_on_load_once.lock().remove(id)
-            || self.panic_on_load_always.lock().contains(id)
+            || self.panic_on_start_always.lock().contains(id)
         {
             panic!("injected fault: panic while loading workflow {id}");
+        }
+    }
+
+    pub(crate) fn maybe_panic_in_load(&self, id: &str) {
+        if self.panic_in_load_always.lock().contains(id) {
+            panic!("injected fault: panic in the storage load of workflow {id}");
         }
     }
 

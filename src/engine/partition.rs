@@ -15,8 +15,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use super::metrics::Metrics;
 use super::transition::{after_commit, load, prepare, PartitionTimes, StatusEntry};
 use super::workflow_actor::{
-    Init, InputError, InputReply, Queued, Resident, Slot, StartReply, WorkflowActor, WorkflowArgs,
-    WorkflowMsg,
+    Init, InputReply, Queued, Resident, Slot, StartReply, WorkflowActor, WorkflowArgs, WorkflowMsg,
 };
 use super::EngineCtx;
 use crate::transport::WorkerReport;
@@ -236,6 +235,15 @@ impl Unstartable {
                 break;
             };
             self.why.remove(&old);
+        }
+    }
+
+    /// Forgets `id` (its workflow was purged). Rare, so the linear scan of
+    /// `order` is fine; leaving a stale copy there would evict the id early
+    /// if it were remembered again.
+    fn remove(&mut self, id: &str) {
+        if self.why.remove(id).is_some() {
+            self.order.retain(|o| o != id);
         }
     }
 }
@@ -777,55 +785,89 @@ impl PartitionState {
     async fn give_up(&mut self, id: &str, error: &str, unstartable: bool) {
         let count = self.restarts.remove(id).unwrap_or(0);
         self.cache.remove(id);
-        if let Some(entry) = self.entries.remove(id) {
-            drop(entry.queued);
-        }
+        let queued = self
+            .entries
+            .remove(id)
+            .map(|entry| entry.queued)
+            .unwrap_or_default();
         let reason = format!("parked after {count} crashes: {error}");
-        match self.park(id, reason.clone()).await {
-            Ok(parked) => {
-                if parked {
-                    Metrics::inc(&self.ctx.metrics.workflows_parked);
-                }
-                // Not parked: never created (a start whose actor never
-                // started) or already terminal.
-                if unstartable {
-                    self.unstartable.insert(id, reason);
+        let why = match self.park(id, reason.clone()).await {
+            Ok(true) => {
+                Metrics::inc(&self.ctx.metrics.workflows_parked);
+                Some(reason)
+            }
+            // Not parked: already terminal, or never created (a start whose
+            // actor never started: nothing to remember then).
+            Ok(false) => self
+                .ctx
+                .store
+                .workflow_exists(self.index, id)
+                .unwrap_or(true)
+                .then(|| format!("not served after {count} crashes: {error}")),
+            // Its load panics here too (the usual reason an actor cannot
+            // start): it stays as it is in storage, not terminal, and no
+            // actor will run it in this run either.
+            Err(e) => {
+                tracing::error!(workflow_id = %id, error = %e, "parking failed");
+                Some(format!(
+                    "not served after {count} crashes: {error}; parking it failed: {e}"
+                ))
+            }
+        };
+        match why {
+            Some(why) if unstartable => {
+                self.unstartable.insert(id, why.clone());
+                // The messages that waited for it (the `describe` that
+                // found it broken, say) get the same answers as later ones.
+                for msg in queued {
+                    self.refuse(id, msg, &why);
                 }
             }
-            // Not terminal: the next message tries an actor again.
-            Err(e) => tracing::error!(workflow_id = %id, error = %e, "parking failed"),
+            // Dropped: their reply ports tell their senders at once.
+            _ => drop(queued),
         }
     }
 
-    /// Answers a message for a parked workflow whose actor cannot start:
-    /// `describe` from storage, everything else refused with why. An input
-    /// without a reply port (a fired timer, a late result) is dropped: the
-    /// workflow is terminal, so it would be ignored anyway.
+    /// Answers a message for a workflow whose actor cannot start (see
+    /// [`give_up`](Self::give_up)) without one: `describe` and a `start` of
+    /// the same id from storage (a load that panics is an error), other
+    /// requests refused with why, the way a terminal workflow refuses
+    /// them. An input without a reply port (a fired timer, a late result)
+    /// is dropped: no actor can take it in this run, and the tasks it
+    /// concerns are sent again when a restarted node recovers the
+    /// workflow.
     fn refuse(&self, id: &str, msg: WorkflowMsg, error: &str) {
-        let why = || {
-            format!(
-                "workflow {id} is {error}; its actor cannot start in this run (restart the node once the cause is fixed)"
-            )
+        let stored = || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                load(&self.ctx, self.index, id)
+            }))
+            .unwrap_or_else(|_| Err(format!("workflow {id}: loading it panicked")))
         };
         match msg {
             WorkflowMsg::Describe(reply) => {
-                let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    load(&self.ctx, self.index, id)
-                }))
-                .unwrap_or_else(|_| Err(format!("workflow {id}: loading it panicked")));
-                let _ = reply.send(loaded);
+                let _ = reply.send(stored());
             }
             WorkflowMsg::Input(Queued { reply, .. }) => match reply {
                 Some(reply) => {
-                    let _ = reply.send(Err(InputError::Rejected(why())));
+                    let _ = reply.send(Ok(crate::workflow::Outcome::Rejected(format!(
+                        "workflow {id} is {error}; its actor cannot start in this run (restart the node once the cause is fixed)"
+                    ))));
                 }
                 None => {
-                    tracing::debug!(workflow_id = %id, "input for a parked workflow whose actor cannot start dropped");
+                    tracing::debug!(workflow_id = %id, "input for a workflow whose actor cannot start dropped");
                 }
             },
             WorkflowMsg::Start { reply, .. } => {
                 if let Some(reply) = reply {
-                    let _ = reply.send(Err(why()));
+                    let _ = reply.send(match stored() {
+                        Ok(Some(wf)) => Ok(StartReply {
+                            id: id.to_string(),
+                            status: wf.status,
+                            created: false,
+                        }),
+                        Ok(None) => Err(format!("workflow {id}: {error}")),
+                        Err(e) => Err(e),
+                    });
                 }
             }
             WorkflowMsg::Drain => {}
@@ -885,6 +927,7 @@ impl PartitionState {
             let mut done = Vec::new();
             for (id, input) in part {
                 let exists = self.entries.contains_key(id)
+                    || self.unstartable.why.contains_key(id)
                     || ctx.store.workflow_exists(self.index, id).unwrap_or(true);
                 if exists {
                     report.existing += 1;
@@ -1107,6 +1150,7 @@ impl PartitionState {
             self.cache.remove(id);
             self.restarts.remove(id);
             self.released.remove(id);
+            self.unstartable.remove(id);
         }
         self.times.lock().timers.disarm_where(|id| ids.contains(id));
         ctx.metrics

@@ -426,6 +426,9 @@ pub fn note_outcome(ctx: &EngineCtx, outcome: &Outcome) {
 /// Loads a workflow from its snapshot and journal tail. `Ok(None)` when it
 /// does not exist; an error names the corrupt record.
 pub fn load(ctx: &EngineCtx, partition: u16, id: &str) -> Result<Option<WorkflowState>, String> {
+    if let Some(faults) = &ctx.hooks.faults {
+        faults.maybe_panic_in_load(id);
+    }
     let store = &ctx.store;
     let snapshot: Option<WorkflowState> = store
         .load_snapshot(partition, id)

@@ -259,7 +259,7 @@ pub struct NatsTransport {
     /// Where results that answer an offer go; until it is set, offers do
     /// not invite them.
     results: Arc<std::sync::OnceLock<Arc<dyn ResultHandler>>>,
-    /// Set by [`drain`](Self::drain): tasks are no longer sent.
+    /// Set by [`drain`](Self::drain): offered tasks are no longer sent.
     closing: Arc<AtomicBool>,
     /// Tasks not sent because the node was stopping.
     held_at_stop: Arc<AtomicU64>,
@@ -271,8 +271,11 @@ pub struct NatsTransport {
 /// What [`NatsTransport::drain`] saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Drained {
-    /// Offers still waiting for their answer (or applying its result) when
-    /// the wait ended.
+    /// Offers out when the stop began.
+    pub offers_at_stop: usize,
+    /// Offers not finished when the wait ended: still waiting for their
+    /// answer, applying the result it brought, or publishing a declined
+    /// task to the stream (NATS down, say).
     pub offers_left: usize,
     /// Tasks not sent since the stop began; they are sent at the next start.
     pub tasks_held: u64,
@@ -298,9 +301,31 @@ struct Publisher {
     /// Permits for offers running as their own tasks.
     offers: Arc<tokio::sync::Semaphore>,
     limits: Limits,
+    /// Set by [`NatsTransport::drain`]: offered tasks are no longer sent.
+    closing: Arc<AtomicBool>,
+    /// Tasks not sent because the node was stopping.
+    held_at_stop: Arc<AtomicU64>,
 }
 
 impl Publisher {
+    /// While the node stops, a task that would be offered is not sent
+    /// (counted): it is journaled as sent, and the next start sends it
+    /// again. Sent now, a worker could run it while the node is down, and
+    /// the re-send (an offer again, which nothing de-duplicates) would run
+    /// it a second time. A task that only goes to the stream is still sent:
+    /// the re-send carries the same `Nats-Msg-Id`, which JetStream drops.
+    fn hold_at_stop(&self, spec: &TaskSpec) -> bool {
+        if !self.offers(spec) {
+            return false;
+        }
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.closing.load(Ordering::SeqCst) {
+            self.held_at_stop.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
     /// Whether this task is offered to an idle worker first: only an
     /// attempt with a heartbeat timeout, since if the worker dies holding
     /// it, that timeout (not a stream redelivery) brings the retry.
@@ -357,8 +382,9 @@ impl NatsTransport {
             result_apply_for: cfg.tasks_direct_result_apply_for,
             offers: offers.clone(),
             limits: cfg.limits.clone(),
+            closing: closing.clone(),
+            held_at_stop: held_at_stop.clone(),
         });
-        let (stop, held) = (closing.clone(), held_at_stop.clone());
         tokio::spawn(async move {
             // Up to `window` publishes with their acknowledgements in flight;
             // the next one starts as soon as any acknowledgement returns (no
@@ -374,12 +400,12 @@ impl NatsTransport {
                         // carry the result (up to `tasks_direct_result_within`
                         // later): it runs as its own task while permits
                         // last, so it does not hold a place in the window.
-                        // Stopping: the task is journaled as sent, and the
-                        // next start sends it again (same task id).
-                        Some(Outgoing::Task(_)) if stop.load(Ordering::Relaxed) => {
-                            held.fetch_add(1, Ordering::Relaxed);
-                        }
+                        Some(Outgoing::Task(spec)) if publisher.hold_at_stop(&spec) => {}
                         Some(out) => match publisher.offer_permit(&out) {
+                            // Checked again with the permit held, so a stop
+                            // that began meanwhile either is seen here or
+                            // sees this offer out (see `drain`).
+                            Some(_) if matches!(&out, Outgoing::Task(spec) if publisher.hold_at_stop(spec)) => {}
                             Some(permit) => {
                                 let publisher = publisher.clone();
                                 tokio::spawn(async move {
@@ -407,19 +433,25 @@ impl NatsTransport {
     }
 
     /// The first step of a graceful stop, while the engine still runs:
-    /// stops sending tasks (each one not sent is journaled as sent and goes
-    /// out again at the next start, with the same task id), then waits up to
+    /// stops sending tasks that would be offered (each one not sent is
+    /// journaled as sent and goes out again at the next start, with the
+    /// same task id; see [`Publisher::hold_at_stop`]), then waits up to
     /// `within` for the offers in flight. An offer's answer may carry the
     /// task's result, which exists nowhere else: applied now, it is not
     /// lost with the process and the task does not run a second time after
     /// the restart.
     pub async fn drain(&self, within: Duration) -> Drained {
-        self.closing.store(true, Ordering::Relaxed);
+        // SeqCst on both sides (here, and the publisher's check after it
+        // took a permit): either it sees the flag, or this sees its permit.
+        self.closing.store(true, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let offers_at_stop = self.offers_max - self.offers.available_permits();
         let give_up = tokio::time::Instant::now() + within;
         loop {
             let offers_left = self.offers_max - self.offers.available_permits();
             if offers_left == 0 || tokio::time::Instant::now() >= give_up {
                 return Drained {
+                    offers_at_stop,
                     offers_left,
                     tasks_held: self.held_at_stop.load(Ordering::Relaxed),
                 };
@@ -509,6 +541,9 @@ async fn send_outgoing(publisher: Arc<Publisher>, out: Outgoing) {
                         }
                     }
                     Err(why) => publisher.stats.declined(why),
+                }
+                if publisher.hold_at_stop(&spec) {
+                    return;
                 }
             }
             // The stream's copy does not invite a result in an answer.
