@@ -649,16 +649,12 @@ fn a_graceful_stop_applies_the_results_of_offers_in_flight_and_runs_no_task_twic
     )
     .unwrap();
     let stderr = logs.path().join("run.err");
-    let mut orch = Reaper(
-        bin()
-            .args(["run", "--nats-url", &b.url(), "--data-dir"])
-            .arg(b.dir.path())
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap(),
+    let mut orch = crate::failpoints::spawn_with(
+        &b,
+        None,
+        &[],
+        &["--config", config.to_str().unwrap()],
+        &stderr,
     );
     b.start_worker(&["--latency-ms", "40", "--record", record.to_str().unwrap()]);
     let ids: Vec<String> = (0..20).map(|i| format!("g-{i}")).collect();

@@ -16,7 +16,7 @@ fn spawn(b: &Bench, pipelines: Option<&Path>, env: &[(&str, &str)], err: &Path) 
     spawn_with(b, pipelines, env, &[], err)
 }
 
-fn spawn_with(
+pub(crate) fn spawn_with(
     b: &Bench,
     pipelines: Option<&Path>,
     env: &[(&str, &str)],

@@ -238,6 +238,10 @@ impl Unstartable {
         }
     }
 
+    fn get(&self, id: &str) -> Option<&str> {
+        self.why.get(id).map(String::as_str)
+    }
+
     /// Forgets `id` (its workflow was purged). Rare, so the linear scan of
     /// `order` is fine; leaving a stale copy there would evict the id early
     /// if it were remembered again.
@@ -510,7 +514,7 @@ impl PartitionState {
     /// Sends `msg` to the workflow's actor, spawning it if needed, or queues
     /// it while the actor is stopping or no resident slot is free.
     async fn route(&mut self, myself: &ActorRef<PartitionMsg>, id: String, msg: WorkflowMsg) {
-        if let Some(error) = self.unstartable.why.get(&id) {
+        if let Some(error) = self.unstartable.get(&id) {
             self.refuse(&id, msg, error);
             return;
         }
@@ -791,40 +795,42 @@ impl PartitionState {
             .map(|entry| entry.queued)
             .unwrap_or_default();
         let reason = format!("parked after {count} crashes: {error}");
-        let why = match self.park(id, reason.clone()).await {
-            Ok(true) => {
-                Metrics::inc(&self.ctx.metrics.workflows_parked);
-                Some(reason)
-            }
+        let parked = self.park(id, reason.clone()).await;
+        match &parked {
+            Ok(true) => Metrics::inc(&self.ctx.metrics.workflows_parked),
+            Ok(false) => {}
+            Err(e) => tracing::error!(workflow_id = %id, error = %e, "parking failed"),
+        }
+        if !unstartable {
+            // Dropped: their reply ports tell their senders at once.
+            drop(queued);
+            return;
+        }
+        let why = match parked {
+            Ok(true) => reason,
             // Not parked: already terminal, or never created (a start whose
             // actor never started: nothing to remember then).
-            Ok(false) => self
-                .ctx
-                .store
-                .workflow_exists(self.index, id)
-                .unwrap_or(true)
-                .then(|| format!("not served after {count} crashes: {error}")),
+            Ok(false) => {
+                if !self
+                    .ctx
+                    .store
+                    .workflow_exists(self.index, id)
+                    .unwrap_or(true)
+                {
+                    return;
+                }
+                format!("not served after {count} crashes: {error}")
+            }
             // Its load panics here too (the usual reason an actor cannot
             // start): it stays as it is in storage, not terminal, and no
             // actor will run it in this run either.
-            Err(e) => {
-                tracing::error!(workflow_id = %id, error = %e, "parking failed");
-                Some(format!(
-                    "not served after {count} crashes: {error}; parking it failed: {e}"
-                ))
-            }
+            Err(e) => format!("not served after {count} crashes: {error}; parking it failed: {e}"),
         };
-        match why {
-            Some(why) if unstartable => {
-                self.unstartable.insert(id, why.clone());
-                // The messages that waited for it (the `describe` that
-                // found it broken, say) get the same answers as later ones.
-                for msg in queued {
-                    self.refuse(id, msg, &why);
-                }
-            }
-            // Dropped: their reply ports tell their senders at once.
-            _ => drop(queued),
+        self.unstartable.insert(id, why.clone());
+        // The messages that waited for it (the `describe` that found it
+        // broken, say) get the same answers as later ones.
+        for msg in queued {
+            self.refuse(id, msg, &why);
         }
     }
 
@@ -927,7 +933,7 @@ impl PartitionState {
             let mut done = Vec::new();
             for (id, input) in part {
                 let exists = self.entries.contains_key(id)
-                    || self.unstartable.why.contains_key(id)
+                    || self.unstartable.get(id).is_some()
                     || ctx.store.workflow_exists(self.index, id).unwrap_or(true);
                 if exists {
                     report.existing += 1;

@@ -400,12 +400,7 @@ impl NatsTransport {
                         // carry the result (up to `tasks_direct_result_within`
                         // later): it runs as its own task while permits
                         // last, so it does not hold a place in the window.
-                        Some(Outgoing::Task(spec)) if publisher.hold_at_stop(&spec) => {}
                         Some(out) => match publisher.offer_permit(&out) {
-                            // Checked again with the permit held, so a stop
-                            // that began meanwhile either is seen here or
-                            // sees this offer out (see `drain`).
-                            Some(_) if matches!(&out, Outgoing::Task(spec) if publisher.hold_at_stop(spec)) => {}
                             Some(permit) => {
                                 let publisher = publisher.clone();
                                 tokio::spawn(async move {
@@ -441,8 +436,8 @@ impl NatsTransport {
     /// lost with the process and the task does not run a second time after
     /// the restart.
     pub async fn drain(&self, within: Duration) -> Drained {
-        // SeqCst on both sides (here, and the publisher's check after it
-        // took a permit): either it sees the flag, or this sees its permit.
+        // SeqCst on both sides (here, and `send_outgoing`'s check, made with
+        // the permit held): either it sees the flag, or this sees its permit.
         self.closing.store(true, Ordering::SeqCst);
         std::sync::atomic::fence(Ordering::SeqCst);
         let offers_at_stop = self.offers_max - self.offers.available_permits();
@@ -484,6 +479,12 @@ async fn send_outgoing(publisher: Arc<Publisher>, out: Outgoing) {
     } = &*publisher;
     match out {
         Outgoing::Task(spec) => {
+            // Checked here, with the offer's permit already held, so a stop
+            // that began meanwhile either is seen here or sees this offer
+            // out (see `NatsTransport::drain`).
+            if publisher.hold_at_stop(&spec) {
+                return;
+            }
             let p = partition_of(&spec.workflow_id);
             let mut msg = match TaskMessage::from_spec(
                 &spec,
