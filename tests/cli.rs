@@ -637,6 +637,19 @@ fn the_orchestrator_killed_mid_run_over_nats_resumes_and_accepts_no_step_twice()
 
 #[test]
 fn a_graceful_stop_applies_the_results_of_offers_in_flight_and_runs_no_task_twice() {
+    graceful_stop_runs_no_task_twice("");
+}
+
+/// With two offer permits, most offers out at the stop wait for a permit
+/// in the publish window: the drain must wait for those too.
+#[test]
+fn a_graceful_stop_also_waits_for_offers_beyond_the_in_flight_limit() {
+    graceful_stop_runs_no_task_twice("tasks_direct_in_flight_max = 2\n");
+}
+
+/// 20 video workflows mid-run, SIGTERM, restart: every task ran exactly
+/// once. `nats` is more of the `[nats]` section.
+fn graceful_stop_runs_no_task_twice(nats: &str) {
     let mut b = Bench::new(None);
     let logs = tempfile::tempdir().unwrap();
     let record = logs.path().join("w.jsonl");
@@ -645,7 +658,9 @@ fn a_graceful_stop_applies_the_results_of_offers_in_flight_and_runs_no_task_twic
     let config = logs.path().join("orchestrator.toml");
     std::fs::write(
         &config,
-        "[nats]\ntasks_direct_timeout = \"1s\"\ntasks_direct_result_within = \"400ms\"\n",
+        format!(
+            "[nats]\ntasks_direct_timeout = \"1s\"\ntasks_direct_result_within = \"400ms\"\n{nats}"
+        ),
     )
     .unwrap();
     let stderr = logs.path().join("run.err");

@@ -63,7 +63,9 @@ pub struct NatsConfig {
     pub tasks_direct_result_apply_for: Duration,
     /// Offers waiting for their answer at once (each is its own task, so a
     /// worker that holds an offer while it runs does not hold up other
-    /// sends); beyond it, offers wait in the publish window.
+    /// sends); beyond it, an offer waits in the publish window for a
+    /// permit, so every offer out holds one and a graceful stop's drain
+    /// waits for all of them.
     pub tasks_direct_in_flight_max: usize,
     /// Tasks and cancels waiting to be published, at most (beyond: dropped, healed by timeouts).
     pub publish_queue_max: usize,
@@ -333,15 +335,18 @@ impl Publisher {
         self.offer_timeout.is_some() && spec.heartbeat_timeout_ms.is_some()
     }
 
+    /// Whether `out` is a task that is offered first.
+    fn offered(&self, out: &Outgoing) -> bool {
+        matches!(out, Outgoing::Task(spec) if self.offers(spec))
+    }
+
     /// A permit to send `out` as a task of its own: only an offered task,
     /// and only while `tasks_direct_in_flight_max` allows.
     fn offer_permit(&self, out: &Outgoing) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        match out {
-            Outgoing::Task(spec) if self.offers(spec) => {
-                self.offers.clone().try_acquire_owned().ok()
-            }
-            _ => None,
+        if !self.offered(out) {
+            return None;
         }
+        self.offers.clone().try_acquire_owned().ok()
     }
 }
 
@@ -408,7 +413,20 @@ impl NatsTransport {
                                     drop(permit);
                                 });
                             }
-                            None => in_flight.push(send_outgoing(publisher.clone(), out)),
+                            // Past the permits, an offer waits its turn
+                            // for one here, in the window, so the drain at
+                            // a stop sees every offer out (each answer may
+                            // carry a result that exists nowhere else).
+                            None => {
+                                let publisher = publisher.clone();
+                                in_flight.push(async move {
+                                    let _permit = match publisher.offered(&out) {
+                                        true => publisher.offers.clone().acquire_owned().await.ok(),
+                                        false => None,
+                                    };
+                                    send_outgoing(publisher, out).await;
+                                });
+                            }
                         },
                         None => break,
                     },
