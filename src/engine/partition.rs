@@ -901,7 +901,6 @@ impl PartitionState {
             .commit(prepared.ops)
             .await
             .map_err(|e| e.to_string())?;
-        super::transition::publish_event(&ctx, prepared.event);
         let mut wf = wf;
         let prev_status = wf.status;
         super::transition::apply(&mut wf, &prepared.decision);
@@ -913,6 +912,7 @@ impl PartitionState {
             &def,
             prepared.decision,
         );
+        super::transition::publish_event(&ctx, prepared.event);
         Ok(true)
     }
 

@@ -318,9 +318,9 @@ impl Resident {
             format!("journal append failed: {e}")
         })?;
         crate::failpoints::point("journal.after_append");
-        super::transition::publish_event(&self.ctx, prepared.event);
         let next = prepared.next.ok_or("internal: start produced no state")?;
         after_commit(&self.ctx, &self.times, None, &next, &def, prepared.decision);
+        super::transition::publish_event(&self.ctx, prepared.event);
         let status = next.status;
         self.wf = Some(next);
         self.def = Some(def);
@@ -580,21 +580,21 @@ impl Resident {
         prev_status: crate::workflow::Status,
         after: Option<&WorkflowState>,
     ) {
-        super::transition::publish_event(&self.ctx, event);
-        if decision.events.is_empty() {
-            return;
+        if !decision.events.is_empty() {
+            if let (Some(def), Some(next)) = (self.def.as_ref(), after.or(self.wf.as_ref())) {
+                after_commit(
+                    &self.ctx,
+                    &self.times,
+                    Some(prev_status),
+                    next,
+                    def,
+                    decision,
+                );
+            }
         }
-        let (Some(def), Some(next)) = (self.def.as_ref(), after.or(self.wf.as_ref())) else {
-            return;
-        };
-        after_commit(
-            &self.ctx,
-            &self.times,
-            Some(prev_status),
-            next,
-            def,
-            decision,
-        );
+        // After the dispatches, so the next task's offer reaches NATS ahead
+        // of this record's event message (see `publish_event`).
+        super::transition::publish_event(&self.ctx, event);
     }
 }
 
