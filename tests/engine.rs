@@ -142,6 +142,51 @@ async fn a_panic_restarts_only_that_workflow_which_then_completes() {
     h.stop().await;
 }
 
+/// A record's lifecycle message is handed to the publisher after the
+/// tasks it dispatched, by a drop guard: a panic in between (here in the
+/// terminal hook, after the completion is durable) must not strand it,
+/// since the outbox row would only be read back at the next start and the
+/// consumers would see the workflow's later messages first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_after_a_commit_still_hands_its_event_to_the_publisher() {
+    let opts = Options {
+        events: true,
+        panic_on_terminal: true,
+        ..sim(0, 0.0)
+    };
+    let mut h = Harness::start(Arc::new(MemoryStorage::new()), opts).await;
+    h.engine
+        .start_workflow("video", "ev-1", &video_input("ev-1"))
+        .await
+        .unwrap();
+    h.wait_terminal(1, Duration::from_secs(30)).await;
+    let mut rx = h.events.take().unwrap();
+    let mut seen = Vec::new();
+    while let Ok(Some(item)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+        let done = item.subject.ends_with(".workflow_completed");
+        seen.push((item.seq, item.subject));
+        if done {
+            break;
+        }
+    }
+    assert_eq!(
+        h.terminal_hook_panics
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the terminal hook panicked"
+    );
+    assert!(
+        seen.last()
+            .is_some_and(|(_, s)| s.ends_with(".workflow_completed")),
+        "the completion record was handed over: {seen:?}"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0].0 < w[1].0),
+        "in journal order: {seen:?}"
+    );
+    h.stop().await;
+}
+
 /// The first actor of a workflow panics while it loads: that counts as a
 /// crash and the actor is started again with the request waiting for it,
 /// so the request is served (session 5 failed it, and dropped an input

@@ -546,7 +546,7 @@ impl Orch {
         };
         match kind {
             CommitKind::Start { wf, def, prepared } => {
-                transition::publish_event(&self.ctx, prepared.event);
+                let _event = transition::EventHandOver::new(&self.ctx, prepared.event);
                 match prepared.next {
                     Some(next) => {
                         transition::after_commit(
@@ -570,7 +570,7 @@ impl Orch {
                 outcome,
                 ack,
             } => {
-                transition::publish_event(&self.ctx, prepared.event);
+                let event = transition::EventHandOver::new(&self.ctx, prepared.event);
                 if !prepared.decision.events.is_empty() {
                     if let (Some(wf), Some(def)) = (slot.wf.as_mut(), slot.def.clone()) {
                         transition::apply(wf, &prepared.decision);
@@ -584,6 +584,7 @@ impl Orch {
                         );
                     }
                 }
+                drop(event);
                 self.acknowledge(ack, &outcome);
             }
         }

@@ -901,6 +901,7 @@ impl PartitionState {
             .commit(prepared.ops)
             .await
             .map_err(|e| e.to_string())?;
+        let _event = super::transition::EventHandOver::new(&ctx, prepared.event);
         let mut wf = wf;
         let prev_status = wf.status;
         super::transition::apply(&mut wf, &prepared.decision);
@@ -912,7 +913,6 @@ impl PartitionState {
             &def,
             prepared.decision,
         );
-        super::transition::publish_event(&ctx, prepared.event);
         Ok(true)
     }
 
@@ -955,7 +955,7 @@ impl PartitionState {
                 .await
                 .map_err(|e| format!("journal append failed: {e}"))?;
             for (next, mut decision, event) in done {
-                super::transition::publish_event(&ctx, event);
+                let _event = super::transition::EventHandOver::new(&ctx, event);
                 // Hold the first tasks until every workflow is accepted.
                 let mut held = Vec::new();
                 let mut rest = Vec::new();

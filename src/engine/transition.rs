@@ -268,14 +268,38 @@ fn e(err: crate::storage::Error) -> String {
 }
 
 /// After the batch is durable: the record's lifecycle message goes to the
-/// publisher. Called after [`after_commit`], so the tasks the record
-/// dispatched go out first: a task is on a workflow's critical path, its
-/// event is not, and whichever reaches NATS first is handled first there
-/// (an event ahead of its offer delayed every unloaded stage by ≈ 0.1 ms;
-/// docs/benchmarks.md, session 9).
+/// publisher. Prefer [`EventHandOver`], which makes it happen after
+/// [`after_commit`] whatever becomes of that.
 pub fn publish_event(ctx: &EngineCtx, event: Option<crate::events::OutboxItem>) {
     if let (Some(outbox), Some(item)) = (&ctx.hooks.outbox, event) {
         outbox.committed(item);
+    }
+}
+
+/// Hands a committed record's lifecycle message to the publisher when it
+/// is dropped: create it before [`after_commit`], so the tasks the record
+/// dispatched go out first (a task is on a workflow's critical path, its
+/// event is not, and nats-server handles whichever arrives first first: an
+/// event ahead of its offer delayed every unloaded stage by ≈ 0.1 ms;
+/// docs/benchmarks.md, session 9). Being a drop, the hand-over also
+/// happens on an early return and while a panic in `after_commit` unwinds:
+/// the row is durable either way, but storage is read back only at a start
+/// or after an overflow, so a message never handed over would reach
+/// consumers after the workflow's later ones.
+pub struct EventHandOver<'a> {
+    ctx: &'a EngineCtx,
+    event: Option<crate::events::OutboxItem>,
+}
+
+impl<'a> EventHandOver<'a> {
+    pub fn new(ctx: &'a EngineCtx, event: Option<crate::events::OutboxItem>) -> Self {
+        EventHandOver { ctx, event }
+    }
+}
+
+impl Drop for EventHandOver<'_> {
+    fn drop(&mut self) {
+        publish_event(self.ctx, self.event.take());
     }
 }
 

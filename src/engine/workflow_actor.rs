@@ -8,7 +8,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use super::transition::{after_commit, apply, load, note_outcome, prepare, PartitionTimes};
+use super::transition::{
+    after_commit, apply, load, note_outcome, prepare, EventHandOver, PartitionTimes,
+};
 use super::EngineCtx;
 use crate::pipeline::PipelineDef;
 use crate::workflow::budget::Admission;
@@ -318,9 +320,9 @@ impl Resident {
             format!("journal append failed: {e}")
         })?;
         crate::failpoints::point("journal.after_append");
+        let _event = EventHandOver::new(&self.ctx, prepared.event);
         let next = prepared.next.ok_or("internal: start produced no state")?;
         after_commit(&self.ctx, &self.times, None, &next, &def, prepared.decision);
-        super::transition::publish_event(&self.ctx, prepared.event);
         let status = next.status;
         self.wf = Some(next);
         self.def = Some(def);
@@ -569,8 +571,8 @@ impl Resident {
         Ok(())
     }
 
-    /// After the append is durable: the lifecycle message goes out and the
-    /// commands run. The decision is already applied; `after` is the state
+    /// After the append is durable: the commands run, then the lifecycle
+    /// message goes to the publisher. The decision is already applied; `after` is the state
     /// right after it when later decisions of a batch changed the actor's
     /// state further (`None`: the actor's own state).
     fn finish(
@@ -580,21 +582,22 @@ impl Resident {
         prev_status: crate::workflow::Status,
         after: Option<&WorkflowState>,
     ) {
-        if !decision.events.is_empty() {
-            if let (Some(def), Some(next)) = (self.def.as_ref(), after.or(self.wf.as_ref())) {
-                after_commit(
-                    &self.ctx,
-                    &self.times,
-                    Some(prev_status),
-                    next,
-                    def,
-                    decision,
-                );
-            }
+        // Handed over when this returns: after the dispatches.
+        let _event = EventHandOver::new(&self.ctx, event);
+        if decision.events.is_empty() {
+            return;
         }
-        // After the dispatches, so the next task's offer reaches NATS ahead
-        // of this record's event message (see `publish_event`).
-        super::transition::publish_event(&self.ctx, event);
+        let (Some(def), Some(next)) = (self.def.as_ref(), after.or(self.wf.as_ref())) else {
+            return;
+        };
+        after_commit(
+            &self.ctx,
+            &self.times,
+            Some(prev_status),
+            next,
+            def,
+            decision,
+        );
     }
 }
 

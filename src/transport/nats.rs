@@ -69,7 +69,11 @@ pub struct NatsConfig {
     pub tasks_direct_in_flight_max: usize,
     /// Tasks and cancels waiting to be published, at most (beyond: dropped, healed by timeouts).
     pub publish_queue_max: usize,
-    /// Task publishes with their acknowledgements in flight at once.
+    /// Task publishes with their acknowledgements in flight at once. An
+    /// offer past `tasks_direct_in_flight_max` also takes a place here while
+    /// it waits for a permit and then runs, so with every permit out, stream
+    /// publishes and cancels queue behind such offers (an overload state:
+    /// each offer ends within `tasks_direct_timeout`).
     pub publish_window: usize,
     /// Publish attempts of one task before it is left to its timeout; with the
     /// backoff capped at 2 s, 40 attempts ride out about a minute of outage.
@@ -420,6 +424,9 @@ impl NatsTransport {
                             None => {
                                 let publisher = publisher.clone();
                                 in_flight.push(async move {
+                                    // The semaphore is never closed; if it
+                                    // were, the offer would go out without
+                                    // a permit, as before session 9.
                                     let _permit = match publisher.offered(&out) {
                                         true => publisher.offers.clone().acquire_owned().await.ok(),
                                         false => None,

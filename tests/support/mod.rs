@@ -64,6 +64,11 @@ pub struct Harness {
     pub nats_stats: Option<Arc<orchestrator::transport::nats::NatsStats>>,
     /// The tasks sent to workers, when `Options::test_is_worker` is set.
     pub tasks: Option<tokio::sync::mpsc::UnboundedReceiver<ToWorker>>,
+    /// The lifecycle messages handed to the publisher, when
+    /// `Options::events` is set (nothing publishes them).
+    pub events: Option<tokio::sync::mpsc::Receiver<orchestrator::events::OutboxItem>>,
+    /// Panics of the terminal hook (`Options::panic_on_terminal`).
+    pub terminal_hook_panics: Arc<std::sync::atomic::AtomicU64>,
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -87,6 +92,11 @@ pub struct Options {
     pub test_is_worker: bool,
     /// Over NATS: changes to the transport's settings.
     pub nats_tune: Option<fn(&mut NatsConfig)>,
+    /// Lifecycle events on: outbox rows are written and the messages are
+    /// handed to `Harness::events`.
+    pub events: bool,
+    /// The terminal hook panics (after the terminal transition is durable).
+    pub panic_on_terminal: bool,
 }
 
 impl Default for Options {
@@ -106,6 +116,8 @@ impl Default for Options {
             otlp: None,
             test_is_worker: false,
             nats_tune: None,
+            events: false,
+            panic_on_terminal: false,
         }
     }
 }
@@ -138,6 +150,19 @@ impl Harness {
         let faults = Arc::new(Faults::default());
         let clock: Arc<dyn Clock> = opts.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let hook_metrics = metrics.clone();
+        let panic_on_terminal = opts.panic_on_terminal;
+        let terminal_hook_panics = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let hook_panics = terminal_hook_panics.clone();
+        let (outbox, events) = if opts.events {
+            let (o, rx) = orchestrator::events::Outbox::new(
+                "narralytica",
+                &orchestrator::events::EventsConfig::default(),
+            )
+            .expect("outbox");
+            (Some(o), Some(rx))
+        } else {
+            (None, None)
+        };
         let exporter = opts.otlp.map(|o| {
             orchestrator::otel::OtlpExporter::start(o, metrics.clone()).expect("exporter")
         });
@@ -201,10 +226,14 @@ impl Harness {
                                 Metrics::inc(&hook_metrics.output_errors);
                             }
                         }
+                        if panic_on_terminal {
+                            hook_panics.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            panic!("injected fault: terminal hook of {}", wf.id);
+                        }
                     })),
                     faults: Some(faults.clone()),
                     plants: Default::default(),
-                    outbox: None,
+                    outbox,
                     spans: exporter
                         .clone()
                         .map(|e| e as Arc<dyn orchestrator::otel::SpanSink>),
@@ -264,6 +293,8 @@ impl Harness {
             exporter,
             nats_stats,
             tasks,
+            events,
+            terminal_hook_panics,
             workers,
         }
     }
