@@ -252,6 +252,13 @@ impl Unstartable {
     }
 }
 
+/// [`load`] on the partition's own task, where a panic in it must not take
+/// the partition down: a panic becomes an error.
+fn load_caught(ctx: &EngineCtx, partition: u16, id: &str) -> Result<Option<WorkflowState>, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(ctx, partition, id)))
+        .unwrap_or_else(|_| Err(format!("workflow {id}: loading it panicked")))
+}
+
 /// The terminal statuses a retention round walks, in this order.
 const TERMINAL: [Status; 3] = [Status::Completed, Status::Failed, Status::Cancelled];
 
@@ -843,12 +850,7 @@ impl PartitionState {
     /// concerns are sent again when a restarted node recovers the
     /// workflow.
     fn refuse(&self, id: &str, msg: WorkflowMsg, error: &str) {
-        let stored = || {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                load(&self.ctx, self.index, id)
-            }))
-            .unwrap_or_else(|_| Err(format!("workflow {id}: loading it panicked")))
-        };
+        let stored = || load_caught(&self.ctx, self.index, id);
         match msg {
             WorkflowMsg::Describe(reply) => {
                 let _ = reply.send(stored());
@@ -885,10 +887,7 @@ impl PartitionState {
         let ctx = self.ctx.clone();
         // A workflow is parked when its actor keeps dying, possibly while it
         // loads: a panic in this load must not take the partition down too.
-        let loaded =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&ctx, self.index, id)))
-                .map_err(|_| "loading it panicked".to_string())?;
-        let Some(wf) = loaded? else {
+        let Some(wf) = load_caught(&ctx, self.index, id)? else {
             return Ok(false);
         };
         let def = ctx.pipelines.get(&wf.pipeline)?;

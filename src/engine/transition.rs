@@ -267,15 +267,6 @@ fn e(err: crate::storage::Error) -> String {
     err.to_string()
 }
 
-/// After the batch is durable: the record's lifecycle message goes to the
-/// publisher. Prefer [`EventHandOver`], which makes it happen after
-/// [`after_commit`] whatever becomes of that.
-pub fn publish_event(ctx: &EngineCtx, event: Option<crate::events::OutboxItem>) {
-    if let (Some(outbox), Some(item)) = (&ctx.hooks.outbox, event) {
-        outbox.committed(item);
-    }
-}
-
 /// Hands a committed record's lifecycle message to the publisher when it
 /// is dropped: create it before [`after_commit`], so the tasks the record
 /// dispatched go out first (a task is on a workflow's critical path, its
@@ -299,7 +290,9 @@ impl<'a> EventHandOver<'a> {
 
 impl Drop for EventHandOver<'_> {
     fn drop(&mut self) {
-        publish_event(self.ctx, self.event.take());
+        if let (Some(outbox), Some(item)) = (&self.ctx.hooks.outbox, self.event.take()) {
+            outbox.committed(item);
+        }
     }
 }
 

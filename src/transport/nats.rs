@@ -265,13 +265,9 @@ pub struct NatsTransport {
     /// Where results that answer an offer go; until it is set, offers do
     /// not invite them.
     results: Arc<std::sync::OnceLock<Arc<dyn ResultHandler>>>,
-    /// Set by [`drain`](Self::drain): offered tasks are no longer sent.
-    closing: Arc<AtomicBool>,
-    /// Tasks not sent because the node was stopping.
-    held_at_stop: Arc<AtomicU64>,
-    /// The publisher's offer permits, to see when none is out.
-    offers: Arc<tokio::sync::Semaphore>,
-    offers_max: usize,
+    /// The publisher task's shared part: [`drain`](Self::drain) sets its
+    /// stop flag and watches its offer permits.
+    publisher: Arc<Publisher>,
 }
 
 /// What [`NatsTransport::drain`] saw.
@@ -306,11 +302,13 @@ struct Publisher {
     result_apply_for: Duration,
     /// Permits for offers running as their own tasks.
     offers: Arc<tokio::sync::Semaphore>,
+    /// The permits there are (`tasks_direct_in_flight_max`).
+    offers_max: usize,
     limits: Limits,
     /// Set by [`NatsTransport::drain`]: offered tasks are no longer sent.
-    closing: Arc<AtomicBool>,
+    closing: AtomicBool,
     /// Tasks not sent because the node was stopping.
-    held_at_stop: Arc<AtomicU64>,
+    held_at_stop: AtomicU64,
 }
 
 impl Publisher {
@@ -352,6 +350,12 @@ impl Publisher {
         }
         self.offers.clone().try_acquire_owned().ok()
     }
+
+    /// Offers whose permit is taken: waiting for their answer, or finishing
+    /// what it brought.
+    fn offers_out(&self) -> usize {
+        self.offers_max - self.offers.available_permits()
+    }
 }
 
 impl NatsTransport {
@@ -369,10 +373,7 @@ impl NatsTransport {
         let window = cfg.publish_window.max(1);
         let sink = Arc::new(std::sync::OnceLock::new());
         let results = Arc::new(std::sync::OnceLock::new());
-        let closing = Arc::new(AtomicBool::new(false));
-        let held_at_stop = Arc::new(AtomicU64::new(0));
         let offers_max = cfg.tasks_direct_in_flight_max.max(1);
-        let offers = Arc::new(tokio::sync::Semaphore::new(offers_max));
         let publisher = Arc::new(Publisher {
             js,
             client,
@@ -389,11 +390,13 @@ impl NatsTransport {
             result_within_ms: (cfg.tasks_direct_result_within.as_millis() as u64)
                 .min(cfg.tasks_direct_timeout.as_millis() as u64 / 2),
             result_apply_for: cfg.tasks_direct_result_apply_for,
-            offers: offers.clone(),
+            offers: Arc::new(tokio::sync::Semaphore::new(offers_max)),
+            offers_max,
             limits: cfg.limits.clone(),
-            closing: closing.clone(),
-            held_at_stop: held_at_stop.clone(),
+            closing: AtomicBool::new(false),
+            held_at_stop: AtomicU64::new(0),
         });
+        let shared = publisher.clone();
         tokio::spawn(async move {
             // Up to `window` publishes with their acknowledgements in flight;
             // the next one starts as soon as any acknowledgement returns (no
@@ -427,9 +430,10 @@ impl NatsTransport {
                                     // The semaphore is never closed; if it
                                     // were, the offer would go out without
                                     // a permit, as before session 9.
-                                    let _permit = match publisher.offered(&out) {
-                                        true => publisher.offers.clone().acquire_owned().await.ok(),
-                                        false => None,
+                                    let _permit = if publisher.offered(&out) {
+                                        publisher.offers.clone().acquire_owned().await.ok()
+                                    } else {
+                                        None
                                     };
                                     send_outgoing(publisher, out).await;
                                 });
@@ -445,10 +449,7 @@ impl NatsTransport {
             tx,
             sink,
             results,
-            closing,
-            held_at_stop,
-            offers,
-            offers_max,
+            publisher: shared,
         })
     }
 
@@ -463,17 +464,18 @@ impl NatsTransport {
     pub async fn drain(&self, within: Duration) -> Drained {
         // SeqCst on both sides (here, and `send_outgoing`'s check, made with
         // the permit held): either it sees the flag, or this sees its permit.
-        self.closing.store(true, Ordering::SeqCst);
+        let publisher = &self.publisher;
+        publisher.closing.store(true, Ordering::SeqCst);
         std::sync::atomic::fence(Ordering::SeqCst);
-        let offers_at_stop = self.offers_max - self.offers.available_permits();
+        let offers_at_stop = publisher.offers_out();
         let give_up = tokio::time::Instant::now() + within;
         loop {
-            let offers_left = self.offers_max - self.offers.available_permits();
+            let offers_left = publisher.offers_out();
             if offers_left == 0 || tokio::time::Instant::now() >= give_up {
                 return Drained {
                     offers_at_stop,
                     offers_left,
-                    tasks_held: self.held_at_stop.load(Ordering::Relaxed),
+                    tasks_held: publisher.held_at_stop.load(Ordering::Relaxed),
                 };
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
