@@ -213,6 +213,7 @@ pub struct StorageSection {
     pub block_cache_mib: usize,
     pub write_buffer_mib: usize,
     pub wal_recycle_files: usize,
+    pub l0_compaction_trigger: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -365,6 +366,8 @@ impl Default for Config {
                 block_cache_mib: 64,
                 write_buffer_mib: 64,
                 wal_recycle_files: crate::storage::rocks::RocksConfig::default().wal_recycle_files,
+                l0_compaction_trigger: crate::storage::rocks::RocksConfig::default()
+                    .l0_compaction_trigger,
             },
             events: {
                 let e = crate::events::EventsConfig::default();
@@ -543,6 +546,10 @@ impl Config {
         need(
             self.storage.block_cache_mib >= 1 && self.storage.write_buffer_mib >= 1,
             "storage.block_cache_mib and storage.write_buffer_mib must be at least 1",
+        );
+        need(
+            (1..=256).contains(&self.storage.l0_compaction_trigger),
+            "storage.l0_compaction_trigger must be within 1..=256",
         );
         need(
             self.nats.message_max_bytes >= 1024,
@@ -757,6 +764,7 @@ impl Config {
             block_cache_mib: self.storage.block_cache_mib,
             write_buffer_mib: self.storage.write_buffer_mib,
             wal_recycle_files: self.storage.wal_recycle_files,
+            l0_compaction_trigger: self.storage.l0_compaction_trigger,
         }
     }
 }
@@ -808,6 +816,8 @@ mod tests {
         assert!(e.contains("engine.partitions"), "{e}");
         let e = Config::parse("[storage]\ncommit_inline_max_mean_batch = 0.5\n").unwrap_err();
         assert!(e.contains("storage.commit_inline_max_mean_batch"), "{e}");
+        let e = Config::parse("[storage]\nl0_compaction_trigger = 0\n").unwrap_err();
+        assert!(e.contains("storage.l0_compaction_trigger"), "{e}");
         let e = Config::parse("[nats]\nresults_ack_wait = \"5 parsecs\"\n").unwrap_err();
         assert!(e.contains("duration"), "{e}");
         let e = Config::parse("[http]\naddr = \"everywhere\"\n").unwrap_err();

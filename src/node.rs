@@ -25,6 +25,7 @@ pub struct NodeOptions {
     pub block_cache_mib: usize,
     pub write_buffer_mib: usize,
     pub wal_recycle_files: usize,
+    pub l0_compaction_trigger: i32,
 }
 
 pub struct Node {
@@ -55,6 +56,7 @@ pub async fn open_node(opts: &NodeOptions) -> Result<Node, String> {
         block_cache_mib: opts.block_cache_mib,
         write_buffer_mib: opts.write_buffer_mib,
         wal_recycle_files: opts.wal_recycle_files,
+        l0_compaction_trigger: opts.l0_compaction_trigger,
         ..RocksConfig::default()
     };
     let storage: Arc<dyn Storage> = Arc::new(

@@ -160,6 +160,7 @@ pub async fn run_dev(
         block_cache_mib: args.block_cache_mib,
         write_buffer_mib: args.write_buffer_mib,
         wal_recycle_files: crate::storage::rocks::RocksConfig::default().wal_recycle_files,
+        l0_compaction_trigger: crate::storage::rocks::RocksConfig::default().l0_compaction_trigger,
     })
     .await?;
     if node.pipelines.current(&args.pipeline).is_none() {
