@@ -548,8 +548,9 @@ impl Config {
             "storage.block_cache_mib and storage.write_buffer_mib must be at least 1",
         );
         need(
-            (1..=256).contains(&self.storage.l0_compaction_trigger),
-            "storage.l0_compaction_trigger must be within 1..=256",
+            (1..=crate::storage::rocks::L0_COMPACTION_TRIGGER_MAX)
+                .contains(&self.storage.l0_compaction_trigger),
+            "storage.l0_compaction_trigger must be within 1..=64",
         );
         need(
             self.nats.message_max_bytes >= 1024,
@@ -816,8 +817,11 @@ mod tests {
         assert!(e.contains("engine.partitions"), "{e}");
         let e = Config::parse("[storage]\ncommit_inline_max_mean_batch = 0.5\n").unwrap_err();
         assert!(e.contains("storage.commit_inline_max_mean_batch"), "{e}");
-        let e = Config::parse("[storage]\nl0_compaction_trigger = 0\n").unwrap_err();
-        assert!(e.contains("storage.l0_compaction_trigger"), "{e}");
+        for bad in ["0", "65"] {
+            let e =
+                Config::parse(&format!("[storage]\nl0_compaction_trigger = {bad}\n")).unwrap_err();
+            assert!(e.contains("storage.l0_compaction_trigger"), "{e}");
+        }
         let e = Config::parse("[nats]\nresults_ack_wait = \"5 parsecs\"\n").unwrap_err();
         assert!(e.contains("duration"), "{e}");
         let e = Config::parse("[http]\naddr = \"everywhere\"\n").unwrap_err();

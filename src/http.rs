@@ -662,6 +662,34 @@ pub fn render_metrics(state: &HttpState) -> String {
         .and_then(Weak::upgrade)
         .map_or(0, |s| s.wal_syncs());
     t.sample("narralytica_journal_wal_syncs_total", &[], syncs as f64);
+    let lsm = state
+        .journal
+        .storage
+        .get()
+        .and_then(Weak::upgrade)
+        .and_then(|s| s.lsm_stats());
+    if let Some(lsm) = lsm {
+        for (name, help, value) in [
+            (
+                "narralytica_rocksdb_l0_files",
+                "RocksDB level-0 files; compacted at storage.l0_compaction_trigger, writes slow down at 3x and stop at 4x that many.",
+                lsm.l0_files as f64,
+            ),
+            (
+                "narralytica_rocksdb_pending_compaction_bytes",
+                "RocksDB's estimate of the bytes its compactions still have to rewrite.",
+                lsm.pending_compaction_bytes as f64,
+            ),
+            (
+                "narralytica_rocksdb_writes_stopped",
+                "1 while RocksDB stops writes until compactions catch up (every commit waits).",
+                f64::from(u8::from(lsm.writes_stopped)),
+            ),
+        ] {
+            t.family(name, "gauge", help);
+            t.sample(name, &[], value);
+        }
+    }
     for (name, help, c) in [
         (
             "narralytica_journal_records_total",

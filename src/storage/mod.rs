@@ -69,6 +69,18 @@ impl Op {
     }
 }
 
+/// See [`Storage::lsm_stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LsmStats {
+    /// Files in level 0 (compacted at `storage.l0_compaction_trigger`;
+    /// writes slow down at 3x and stop at 4x that many).
+    pub l0_files: u64,
+    /// RocksDB's estimate of the bytes compactions still have to rewrite.
+    pub pending_compaction_bytes: u64,
+    /// Writes are stopped until compactions catch up.
+    pub writes_stopped: bool,
+}
+
 /// An ordered key-value store with atomic batches and an explicit durability point.
 ///
 /// Object-safe so the engine holds an `Arc<dyn Storage>` and tests swap in
@@ -94,6 +106,13 @@ pub trait Storage: Send + Sync + 'static {
     /// ticker; memory: syncs done). Lets tests and metrics prove that fsync is batched
     /// rather than skipped.
     fn wal_syncs(&self) -> u64;
+
+    /// The LSM tree's state, for `/metrics`: L0 files, estimated compaction
+    /// debt and whether writes are stopped. `None` where there is no LSM
+    /// tree (the memory twin).
+    fn lsm_stats(&self) -> Option<LsmStats> {
+        None
+    }
 
     /// Write a consistent on-disk checkpoint of the whole store into `dir`, which must
     /// not exist yet. The memory twin returns [`Error::Unsupported`].

@@ -56,9 +56,12 @@ pub struct RocksConfig {
     /// last level and each L0 compaction rewrites that whole level: its
     /// cost grows with the data kept (retention), not with what was written.
     /// Waiting for more L0 files rewrites it less often. On this machine,
-    /// with 120,000 workflows kept: 12 compactions and 14.5 s of CPU at 4,
-    /// 3 and 4.5 s at 16 (docs/benchmarks.md, session 10). Writes slow down
-    /// at 3x this many L0 files and stop at 4x, so compactions keep up.
+    /// with about 167,000 workflows written and kept (a ~190 MiB database,
+    /// which RocksDB keeps in one level; larger ones get more levels, which
+    /// bound the rewrite): 12 compactions and 14.5 s of CPU at 4, 3 and 4.5 s
+    /// at 16 (docs/benchmarks.md, session 10). Writes slow down at 3x this
+    /// many L0 files and stop at 4x, so compactions keep up. 1..=64
+    /// ([`L0_COMPACTION_TRIGGER_MAX`]).
     pub l0_compaction_trigger: i32,
 }
 
@@ -75,6 +78,11 @@ impl Default for RocksConfig {
         }
     }
 }
+
+/// Largest `l0_compaction_trigger`: writes stop at 4x as many L0 files, and
+/// 4 x 64 = 256 stays within the default `max_open_files` (512), so L0 files
+/// are not closed and reopened on every read.
+pub const L0_COMPACTION_TRIGGER_MAX: i32 = 64;
 
 /// RocksDB-backed [`Storage`].
 pub struct RocksStorage {
@@ -103,6 +111,11 @@ impl RocksStorage {
             return Err(Error::InvalidArgument(
                 "rocksdb block_cache_mib and write_buffer_mib must be at least 1".into(),
             ));
+        }
+        if !(1..=L0_COMPACTION_TRIGGER_MAX).contains(&cfg.l0_compaction_trigger) {
+            return Err(Error::InvalidArgument(format!(
+                "rocksdb l0_compaction_trigger must be within 1..={L0_COMPACTION_TRIGGER_MAX}"
+            )));
         }
         let cache_bytes = cfg.block_cache_mib.saturating_mul(MIB);
         let write_buffer_bytes = cfg.write_buffer_mib.saturating_mul(MIB);
@@ -151,10 +164,10 @@ impl RocksStorage {
         opts.set_max_background_jobs(cfg.max_background_jobs.max(1));
         opts.set_max_total_wal_size(cfg.max_total_wal_mib.saturating_mul(MIB as u64));
         opts.set_compression_type(DBCompressionType::Lz4);
-        let l0 = cfg.l0_compaction_trigger.max(1);
+        let l0 = cfg.l0_compaction_trigger;
         opts.set_level_zero_file_num_compaction_trigger(l0);
-        opts.set_level_zero_slowdown_writes_trigger(l0.saturating_mul(3));
-        opts.set_level_zero_stop_writes_trigger(l0.saturating_mul(4));
+        opts.set_level_zero_slowdown_writes_trigger(l0 * 3);
+        opts.set_level_zero_stop_writes_trigger(l0 * 4);
         opts.set_recycle_log_file_num(cfg.wal_recycle_files);
         opts.enable_statistics();
         // Tickers are all we read; skipping timers keeps statistics cheap.
@@ -218,6 +231,15 @@ impl Storage for RocksStorage {
 
     fn wal_syncs(&self) -> u64 {
         self.opts.get_ticker_count(Ticker::WalFileSynced)
+    }
+
+    fn lsm_stats(&self) -> Option<super::LsmStats> {
+        let int = |name: &str| self.db.property_int_value(name).ok().flatten();
+        Some(super::LsmStats {
+            l0_files: int("rocksdb.num-files-at-level0")?,
+            pending_compaction_bytes: int("rocksdb.estimate-pending-compaction-bytes")?,
+            writes_stopped: int("rocksdb.is-write-stopped")? != 0,
+        })
     }
 
     fn checkpoint(&self, dir: &Path) -> Result<(), Error> {
@@ -295,18 +317,18 @@ mod tests {
         };
         let _s = RocksStorage::open(dir.path().join("db"), &cfg).unwrap();
         // RocksDB writes the options in effect to OPTIONS-<n> at open.
-        let mut options = String::new();
-        for entry in std::fs::read_dir(dir.path().join("db")).unwrap() {
-            let path = entry.unwrap().path();
-            if path
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("OPTIONS-")
-            {
-                options = std::fs::read_to_string(path).unwrap();
-            }
-        }
+        // The newest OPTIONS-<n> (highest n) is the one in effect.
+        let newest = std::fs::read_dir(dir.path().join("db"))
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().to_string_lossy().into_owned();
+                let n: u64 = name.strip_prefix("OPTIONS-")?.parse().ok()?;
+                Some((n, name))
+            })
+            .max()
+            .expect("an OPTIONS file")
+            .1;
+        let options = std::fs::read_to_string(dir.path().join("db").join(newest)).unwrap();
         let value = |key: &str| {
             options
                 .lines()
@@ -317,5 +339,38 @@ mod tests {
         assert_eq!(value("level0_file_num_compaction_trigger"), "5");
         assert_eq!(value("level0_slowdown_writes_trigger"), "15");
         assert_eq!(value("level0_stop_writes_trigger"), "20");
+    }
+
+    #[test]
+    fn an_l0_compaction_trigger_outside_its_range_is_refused() {
+        for bad in [0, -1, L0_COMPACTION_TRIGGER_MAX + 1] {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = RocksConfig {
+                l0_compaction_trigger: bad,
+                ..RocksConfig::default()
+            };
+            assert!(
+                matches!(
+                    RocksStorage::open(dir.path(), &cfg),
+                    Err(Error::InvalidArgument(_))
+                ),
+                "{bad} must be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn lsm_stats_count_the_l0_files_a_flush_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RocksStorage::open(dir.path().join("db"), &RocksConfig::default()).unwrap();
+        let before = s.lsm_stats().expect("rocksdb has an LSM tree");
+        assert_eq!(before.l0_files, 0);
+        assert!(!before.writes_stopped);
+        for i in 0..2u8 {
+            s.write(&[put(&[b'k', i], b"v")], true).unwrap();
+            s.db.flush().unwrap();
+        }
+        // Two flushes, below the trigger (16): two L0 files, no compaction.
+        assert_eq!(s.lsm_stats().unwrap().l0_files, 2);
     }
 }
