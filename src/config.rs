@@ -547,10 +547,10 @@ impl Config {
             self.storage.block_cache_mib >= 1 && self.storage.write_buffer_mib >= 1,
             "storage.block_cache_mib and storage.write_buffer_mib must be at least 1",
         );
+        let l0_max = crate::storage::rocks::L0_COMPACTION_TRIGGER_MAX;
         need(
-            (1..=crate::storage::rocks::L0_COMPACTION_TRIGGER_MAX)
-                .contains(&self.storage.l0_compaction_trigger),
-            "storage.l0_compaction_trigger must be within 1..=64",
+            (1..=l0_max).contains(&self.storage.l0_compaction_trigger),
+            &format!("storage.l0_compaction_trigger must be within 1..={l0_max}"),
         );
         need(
             self.nats.message_max_bytes >= 1024,

@@ -655,20 +655,10 @@ pub fn render_metrics(state: &HttpState) -> String {
         "counter",
         "Synced WAL writes of the storage engine (RocksDB's own counter).",
     );
-    let syncs = state
-        .journal
-        .storage
-        .get()
-        .and_then(Weak::upgrade)
-        .map_or(0, |s| s.wal_syncs());
+    let storage = state.journal.storage.get().and_then(Weak::upgrade);
+    let syncs = storage.as_ref().map_or(0, |s| s.wal_syncs());
     t.sample("narralytica_journal_wal_syncs_total", &[], syncs as f64);
-    let lsm = state
-        .journal
-        .storage
-        .get()
-        .and_then(Weak::upgrade)
-        .and_then(|s| s.lsm_stats());
-    if let Some(lsm) = lsm {
+    if let Some(lsm) = storage.as_ref().and_then(|s| s.lsm_stats()) {
         for (name, help, value) in [
             (
                 "narralytica_rocksdb_l0_files",

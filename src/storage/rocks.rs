@@ -295,17 +295,22 @@ mod tests {
         assert_eq!(cp.get(b"k").unwrap(), Some(b"v".to_vec()));
     }
 
+    /// Whether opening a fresh database with `cfg` is refused as an invalid
+    /// argument.
+    fn refused(cfg: &RocksConfig) -> bool {
+        let dir = tempfile::tempdir().unwrap();
+        matches!(
+            RocksStorage::open(dir.path(), cfg),
+            Err(Error::InvalidArgument(_))
+        )
+    }
+
     #[test]
     fn zero_sized_bounds_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = RocksConfig {
+        assert!(refused(&RocksConfig {
             block_cache_mib: 0,
             ..RocksConfig::default()
-        };
-        assert!(matches!(
-            RocksStorage::open(dir.path(), &cfg),
-            Err(Error::InvalidArgument(_))
-        ));
+        }));
     }
 
     #[test]
@@ -344,18 +349,11 @@ mod tests {
     #[test]
     fn an_l0_compaction_trigger_outside_its_range_is_refused() {
         for bad in [0, -1, L0_COMPACTION_TRIGGER_MAX + 1] {
-            let dir = tempfile::tempdir().unwrap();
             let cfg = RocksConfig {
                 l0_compaction_trigger: bad,
                 ..RocksConfig::default()
             };
-            assert!(
-                matches!(
-                    RocksStorage::open(dir.path(), &cfg),
-                    Err(Error::InvalidArgument(_))
-                ),
-                "{bad} must be refused"
-            );
+            assert!(refused(&cfg), "{bad} must be refused");
         }
     }
 
