@@ -4,9 +4,14 @@
 set -euo pipefail
 
 need_clang=1
-if compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || compgen -G "/usr/lib/*/libclang*.so*" >/dev/null; then
-  need_clang=0
-fi
+# libclang itself (libclang.so*, libclang-<version>.so*), not libclang-cpp,
+# which some images ship alone and which bindgen cannot use.
+for d in /usr/lib/llvm-*/lib /usr/lib/*; do
+  if compgen -G "$d/libclang.so*" >/dev/null || compgen -G "$d/libclang-[0-9]*.so*" >/dev/null; then
+    need_clang=0
+    break
+  fi
+done
 
 if [ "$need_clang" = 1 ]; then
   echo "setup: installing libclang-dev (bindgen needs it to build RocksDB)" >&2
