@@ -214,6 +214,7 @@ pub struct StorageSection {
     pub write_buffer_mib: usize,
     pub wal_recycle_files: usize,
     pub l0_compaction_trigger: i32,
+    pub compaction_rate_mib_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -368,6 +369,7 @@ impl Default for Config {
                 wal_recycle_files: crate::storage::rocks::RocksConfig::default().wal_recycle_files,
                 l0_compaction_trigger: crate::storage::rocks::RocksConfig::default()
                     .l0_compaction_trigger,
+                compaction_rate_mib_s: crate::storage::rocks::COMPACTION_RATE_MIB_S_DEFAULT,
             },
             events: {
                 let e = crate::events::EventsConfig::default();
@@ -551,6 +553,11 @@ impl Config {
         need(
             (1..=l0_max).contains(&self.storage.l0_compaction_trigger),
             &format!("storage.l0_compaction_trigger must be within 1..={l0_max}"),
+        );
+        let rate_max = crate::storage::rocks::COMPACTION_RATE_MIB_S_MAX;
+        need(
+            self.storage.compaction_rate_mib_s <= rate_max,
+            &format!("storage.compaction_rate_mib_s must be within 0..={rate_max} (0: unlimited)"),
         );
         need(
             self.nats.message_max_bytes >= 1024,
@@ -766,6 +773,7 @@ impl Config {
             write_buffer_mib: self.storage.write_buffer_mib,
             wal_recycle_files: self.storage.wal_recycle_files,
             l0_compaction_trigger: self.storage.l0_compaction_trigger,
+            compaction_rate_mib_s: self.storage.compaction_rate_mib_s,
         }
     }
 }
@@ -822,6 +830,11 @@ mod tests {
                 Config::parse(&format!("[storage]\nl0_compaction_trigger = {bad}\n")).unwrap_err();
             assert!(e.contains("storage.l0_compaction_trigger"), "{e}");
         }
+        let e = Config::parse("[storage]\ncompaction_rate_mib_s = 100001\n").unwrap_err();
+        assert!(e.contains("storage.compaction_rate_mib_s"), "{e}");
+        // A negative value fails to parse; the error points at the line.
+        let e = Config::parse("[storage]\ncompaction_rate_mib_s = -1\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("u64"), "{e}");
         let e = Config::parse("[nats]\nresults_ack_wait = \"5 parsecs\"\n").unwrap_err();
         assert!(e.contains("duration"), "{e}");
         let e = Config::parse("[http]\naddr = \"everywhere\"\n").unwrap_err();

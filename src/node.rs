@@ -26,6 +26,7 @@ pub struct NodeOptions {
     pub write_buffer_mib: usize,
     pub wal_recycle_files: usize,
     pub l0_compaction_trigger: i32,
+    pub compaction_rate_mib_s: u64,
 }
 
 pub struct Node {
@@ -57,6 +58,7 @@ pub async fn open_node(opts: &NodeOptions) -> Result<Node, String> {
         write_buffer_mib: opts.write_buffer_mib,
         wal_recycle_files: opts.wal_recycle_files,
         l0_compaction_trigger: opts.l0_compaction_trigger,
+        compaction_rate_mib_s: opts.compaction_rate_mib_s,
         ..RocksConfig::default()
     };
     let storage: Arc<dyn Storage> = Arc::new(

@@ -161,6 +161,7 @@ pub async fn run_dev(
         write_buffer_mib: args.write_buffer_mib,
         wal_recycle_files: crate::storage::rocks::RocksConfig::default().wal_recycle_files,
         l0_compaction_trigger: crate::storage::rocks::RocksConfig::default().l0_compaction_trigger,
+        compaction_rate_mib_s: crate::storage::rocks::COMPACTION_RATE_MIB_S_DEFAULT,
     })
     .await?;
     if node.pipelines.current(&args.pipeline).is_none() {

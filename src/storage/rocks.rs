@@ -63,6 +63,18 @@ pub struct RocksConfig {
     /// many L0 files and stop at 4x, so compactions keep up. 1..=64
     /// ([`L0_COMPACTION_TRIGGER_MAX`]).
     pub l0_compaction_trigger: i32,
+    /// Bytes per second that flushes and compactions may write, in MiB; 0
+    /// is unlimited. Without a limit an L0 compaction runs a core flat out
+    /// until it ends (about 1 s of CPU in 1.5 s for a 100 MB last level on
+    /// this machine): with a 2-core box already busy at half load, the
+    /// backlog it leaves behind decided the half-load p99. Limited, the
+    /// same work is spread over a longer time and fits into the idle
+    /// share. Flushes go first (RocksDB gives them the high priority), so
+    /// memtables are not held up behind a compaction. The limit must stay
+    /// well above the average compaction write rate, or L0 files pile up
+    /// until writes slow down (`narralytica_rocksdb_l0_files` shows it).
+    /// At most [`COMPACTION_RATE_MIB_S_MAX`].
+    pub compaction_rate_mib_s: u64,
 }
 
 impl Default for RocksConfig {
@@ -75,6 +87,7 @@ impl Default for RocksConfig {
             max_total_wal_mib: 256,
             wal_recycle_files: 4,
             l0_compaction_trigger: 16,
+            compaction_rate_mib_s: COMPACTION_RATE_MIB_S_DEFAULT,
         }
     }
 }
@@ -83,6 +96,13 @@ impl Default for RocksConfig {
 /// 4 x 64 = 256 stays within the default `max_open_files` (512), so L0 files
 /// are not closed and reopened on every read.
 pub const L0_COMPACTION_TRIGGER_MAX: i32 = 64;
+
+/// Default `compaction_rate_mib_s` (docs/benchmarks.md, session 11).
+pub const COMPACTION_RATE_MIB_S_DEFAULT: u64 = 32;
+
+/// Largest `compaction_rate_mib_s`: above this a limit would not limit a
+/// single disk anyway (use 0 for none).
+pub const COMPACTION_RATE_MIB_S_MAX: u64 = 100_000;
 
 /// RocksDB-backed [`Storage`].
 pub struct RocksStorage {
@@ -115,6 +135,11 @@ impl RocksStorage {
         if !(1..=L0_COMPACTION_TRIGGER_MAX).contains(&cfg.l0_compaction_trigger) {
             return Err(Error::InvalidArgument(format!(
                 "rocksdb l0_compaction_trigger must be within 1..={L0_COMPACTION_TRIGGER_MAX}"
+            )));
+        }
+        if cfg.compaction_rate_mib_s > COMPACTION_RATE_MIB_S_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "rocksdb compaction_rate_mib_s must be within 0..={COMPACTION_RATE_MIB_S_MAX} (0: unlimited)"
             )));
         }
         let cache_bytes = cfg.block_cache_mib.saturating_mul(MIB);
@@ -169,6 +194,13 @@ impl RocksStorage {
         opts.set_level_zero_slowdown_writes_trigger(l0 * 3);
         opts.set_level_zero_stop_writes_trigger(l0 * 4);
         opts.set_recycle_log_file_num(cfg.wal_recycle_files);
+        if cfg.compaction_rate_mib_s > 0 {
+            // A 10-ms refill (RocksDB's default is 100 ms) keeps each burst of
+            // compaction writes, and the CPU behind it, short: a waiting commit
+            // or actor is never behind more than a few ms of it.
+            let bytes = (cfg.compaction_rate_mib_s as i64).saturating_mul(MIB as i64);
+            opts.set_ratelimiter(bytes, 10_000, 10);
+        }
         opts.enable_statistics();
         // Tickers are all we read; skipping timers keeps statistics cheap.
         opts.set_statistics_level(StatsLevel::ExceptTimers);
@@ -370,5 +402,55 @@ mod tests {
         }
         // Two flushes, below the trigger (16): two L0 files, no compaction.
         assert_eq!(s.lsm_stats().unwrap().l0_files, 2);
+    }
+
+    /// Bytes that flushes wrote through RocksDB's rate limiter, after
+    /// writing and flushing 1 MiB of values that do not compress.
+    fn rate_limited_flush_bytes(compaction_rate_mib_s: u64) -> u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = RocksConfig {
+            compaction_rate_mib_s,
+            ..RocksConfig::default()
+        };
+        let s = RocksStorage::open(dir.path().join("db"), &cfg).unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let ops: Vec<Op> = (0..256u32)
+            .map(|i| {
+                let value: Vec<u8> = (0..4096)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect();
+                put(&i.to_be_bytes(), &value)
+            })
+            .collect();
+        s.write(&ops, true).unwrap();
+        s.db.flush().unwrap();
+        s.opts.get_ticker_count(Ticker::RateLimiterBytesWrite)
+    }
+
+    #[test]
+    fn the_compaction_rate_limit_meters_flushes_and_zero_turns_it_off() {
+        let limited = rate_limited_flush_bytes(64);
+        assert!(
+            limited >= 1024 * 1024,
+            "a 1 MiB flush must go through the limiter, {limited} bytes did"
+        );
+        assert_eq!(rate_limited_flush_bytes(0), 0, "0 means no limiter");
+    }
+
+    #[test]
+    fn a_compaction_rate_above_its_maximum_is_refused() {
+        assert!(refused(&RocksConfig {
+            compaction_rate_mib_s: COMPACTION_RATE_MIB_S_MAX + 1,
+            ..RocksConfig::default()
+        }));
+        assert!(!refused(&RocksConfig {
+            compaction_rate_mib_s: COMPACTION_RATE_MIB_S_MAX,
+            ..RocksConfig::default()
+        }));
     }
 }
