@@ -12,6 +12,12 @@ for d in /usr/lib/llvm-*/lib /usr/lib/*; do
     break
   fi
 done
+# ...and clang's own headers (stddef.h), which the runtime-only libclang1-<n>
+# package lacks and bindgen needs to parse RocksDB's C header.
+if ! compgen -G "/usr/lib/llvm-*/lib/clang/*/include/stddef.h" >/dev/null \
+   && ! compgen -G "/usr/lib/clang/*/include/stddef.h" >/dev/null; then
+  need_clang=1
+fi
 
 if [ "$need_clang" = 1 ]; then
   echo "setup: installing libclang-dev (bindgen needs it to build RocksDB)" >&2

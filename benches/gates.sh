@@ -7,8 +7,9 @@
 #   NATS_SYNC=always benches/gates.sh  # nats-server with sync_interval: always
 #
 # Prints one line per run, the median of each figure and a verdict per
-# gate, and exits 1 when a gate is missed (errors in any run included);
-# the reports are kept in $OUT (default /tmp/narralytica-gates). Needs a release build
+# gate, and exits 1 when a gate is missed (errors in any run included;
+# with NATS_SYNC=always only the errors gate is enforced), 2 when it could
+# not measure; the reports are kept in $OUT (default /tmp/narralytica-gates). Needs a release build
 # (`cargo build --release`) and `nats-server` on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,16 +46,23 @@ kill -0 "${pids[0]}" 2>/dev/null || { echo "nats-server did not start:" >&2; cat
 "$BIN" worker --simulate --nats-url "$URL" > "$OUT/worker.log" 2>&1 & pids+=($!)
 sleep 1
 
+# loadgen exits non-zero when a run had errors; its report still counts
+# them, and the verdicts below decide. No report at all: cannot measure.
+loadgen() {
+  local report=$1 log=$2; shift 2
+  "$BIN" loadgen --nats-url "$URL" "$@" --report "$report" > "$log" 2>&1 || true
+  [ -s "$report" ] || { echo "loadgen wrote no report ($report); its log:" >&2; tail -20 "$log" >&2; exit 2; }
+}
 field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
 median() { python3 -c "import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:]),2))" "$@"; }
 
 # Warm-up (page cache, JetStream consumers, allocator).
-"$BIN" loadgen --nats-url "$URL" --concurrency 32 --workflows 500 > /dev/null 2>&1
+loadgen "$OUT/warmup.json" "$OUT/warmup.log" --concurrency 32 --workflows 500
 
 declare -a tp lat50 lat99 errs
 for r in $(seq "$RUNS"); do
-  "$BIN" loadgen --nats-url "$URL" --concurrency "$CONCURRENCY" --workflows "$WORKFLOWS" \
-      --orchestrator-pid "$RUN" --report "$OUT/closed-$r.json" > "$OUT/closed-$r.log" 2>&1
+  loadgen "$OUT/closed-$r.json" "$OUT/closed-$r.log" --concurrency "$CONCURRENCY" \
+      --workflows "$WORKFLOWS" --orchestrator-pid "$RUN"
   w=$(field "$OUT/closed-$r.json" "d['workflows_per_s']"); e=$(field "$OUT/closed-$r.json" "d['errors']")
   echo "closed   run $r: wf/s=$w tasks/s=$(field "$OUT/closed-$r.json" "d['tasks_per_s']") p50=$(field "$OUT/closed-$r.json" "d['latency_ms']['p50']") p99=$(field "$OUT/closed-$r.json" "d['latency_ms']['p99']") errors=$e"
   tp+=("$w"); errs+=("$e")
@@ -63,7 +71,7 @@ MAX=$(median "${tp[@]}")
 echo "closed   median wf/s=$MAX"
 
 for r in $(seq "$RUNS"); do
-  "$BIN" loadgen --nats-url "$URL" --concurrency 1 --workflows 300 --report "$OUT/unloaded-$r.json" > "$OUT/unloaded-$r.log" 2>&1
+  loadgen "$OUT/unloaded-$r.json" "$OUT/unloaded-$r.log" --concurrency 1 --workflows 300
   a=$(field "$OUT/unloaded-$r.json" "d['latency_ms']['p50']"); b=$(field "$OUT/unloaded-$r.json" "d['latency_ms']['p99']")
   e=$(field "$OUT/unloaded-$r.json" "d['errors']")
   echo "unloaded run $r: p50=$a p99=$b errors=$e"
@@ -74,7 +82,7 @@ echo "unloaded median p50=$(median "${lat50[@]}") p99=$(median "${lat99[@]}")"
 HALF=$(python3 -c "print(int($MAX/2))")
 declare -a h99 h50
 for r in $(seq "$RUNS"); do
-  "$BIN" loadgen --nats-url "$URL" --rate "$HALF/s" --duration 20s --report "$OUT/half-$r.json" > "$OUT/half-$r.log" 2>&1
+  loadgen "$OUT/half-$r.json" "$OUT/half-$r.log" --rate "$HALF/s" --duration 20s
   a=$(field "$OUT/half-$r.json" "d['latency_ms']['p50']"); b=$(field "$OUT/half-$r.json" "d['latency_ms']['p99']")
   e=$(field "$OUT/half-$r.json" "d['errors']")
   echo "50% load ($HALF/s) run $r: p50=$a p99=$b errors=$e"
@@ -87,10 +95,15 @@ echo "50% load median p50=$(median "${h50[@]}") p99=$H99"
 # docs/benchmarks.md). NATS_SYNC=always is reported, not gated.
 verdict() { python3 -c "import sys; ok = float(sys.argv[2]) $3 float(sys.argv[4]); print('gate %-28s %10s %s %-6s %s' % (sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], 'met' if ok else 'MISSED')); sys.exit(0 if ok else 1)" "$@"; }
 missed=0
-verdict "closed loop wf/s" "$MAX" ">=" 1000 || missed=1
-verdict "unloaded p50 ms" "$(median "${lat50[@]}")" "<=" 5 || missed=1
-verdict "unloaded p99 ms" "$(median "${lat99[@]}")" "<=" 15 || missed=1
-verdict "p99 ms at 50% load" "$H99" "<=" 50 || missed=1
+latency=0
+verdict "closed loop wf/s" "$MAX" ">=" 1000 || latency=1
+verdict "unloaded p50 ms" "$(median "${lat50[@]}")" "<=" 5 || latency=1
+verdict "unloaded p99 ms" "$(median "${lat99[@]}")" "<=" 15 || latency=1
+verdict "p99 ms at 50% load" "$H99" "<=" 50 || latency=1
 verdict "errors, all runs" "$(python3 -c "import sys; print(sum(int(x) for x in sys.argv[1:]))" "${errs[@]}")" "<=" 0 || missed=1
-[ -n "${NATS_SYNC:-}" ] && { echo "(NATS_SYNC=$NATS_SYNC: reported, not a gate)"; exit 0; }
+if [ "${NATS_SYNC:-}" = always ]; then
+  echo "(NATS_SYNC=always: throughput and latency reported, not gated)"
+else
+  [ "$latency" = 0 ] || missed=1
+fi
 exit "$missed"

@@ -830,7 +830,7 @@ mod tests {
                 Config::parse(&format!("[storage]\nl0_compaction_trigger = {bad}\n")).unwrap_err();
             assert!(e.contains("storage.l0_compaction_trigger"), "{e}");
         }
-        let e = Config::parse("[storage]\ncompaction_rate_mib_s = 100001\n").unwrap_err();
+        let e = Config::parse("[storage]\ncompaction_rate_mib_s = 4097\n").unwrap_err();
         assert!(e.contains("storage.compaction_rate_mib_s"), "{e}");
         // A negative value fails to parse; the error points at the line.
         let e = Config::parse("[storage]\ncompaction_rate_mib_s = -1\n").unwrap_err();
