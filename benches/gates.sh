@@ -53,7 +53,8 @@ loadgen() {
   "$BIN" loadgen --nats-url "$URL" "$@" --report "$report" > "$log" 2>&1 || true
   [ -s "$report" ] || { echo "loadgen wrote no report ($report); its log:" >&2; tail -20 "$log" >&2; exit 2; }
 }
-field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
+# One report's figures on one line: wf/s tasks/s p50 p99 errors.
+figures() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); l=d['latency_ms']; print(d['workflows_per_s'], d['tasks_per_s'], l['p50'], l['p99'], d['errors'])" "$1"; }
 median() { python3 -c "import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:]),2))" "$@"; }
 
 # Warm-up (page cache, JetStream consumers, allocator).
@@ -63,8 +64,8 @@ declare -a tp lat50 lat99 errs
 for r in $(seq "$RUNS"); do
   loadgen "$OUT/closed-$r.json" "$OUT/closed-$r.log" --concurrency "$CONCURRENCY" \
       --workflows "$WORKFLOWS" --orchestrator-pid "$RUN"
-  w=$(field "$OUT/closed-$r.json" "d['workflows_per_s']"); e=$(field "$OUT/closed-$r.json" "d['errors']")
-  echo "closed   run $r: wf/s=$w tasks/s=$(field "$OUT/closed-$r.json" "d['tasks_per_s']") p50=$(field "$OUT/closed-$r.json" "d['latency_ms']['p50']") p99=$(field "$OUT/closed-$r.json" "d['latency_ms']['p99']") errors=$e"
+  read -r w t a b e < <(figures "$OUT/closed-$r.json")
+  echo "closed   run $r: wf/s=$w tasks/s=$t p50=$a p99=$b errors=$e"
   tp+=("$w"); errs+=("$e")
 done
 MAX=$(median "${tp[@]}")
@@ -72,8 +73,7 @@ echo "closed   median wf/s=$MAX"
 
 for r in $(seq "$RUNS"); do
   loadgen "$OUT/unloaded-$r.json" "$OUT/unloaded-$r.log" --concurrency 1 --workflows 300
-  a=$(field "$OUT/unloaded-$r.json" "d['latency_ms']['p50']"); b=$(field "$OUT/unloaded-$r.json" "d['latency_ms']['p99']")
-  e=$(field "$OUT/unloaded-$r.json" "d['errors']")
+  read -r _ _ a b e < <(figures "$OUT/unloaded-$r.json")
   echo "unloaded run $r: p50=$a p99=$b errors=$e"
   lat50+=("$a"); lat99+=("$b"); errs+=("$e")
 done
@@ -83,8 +83,7 @@ HALF=$(python3 -c "print(int($MAX/2))")
 declare -a h99 h50
 for r in $(seq "$RUNS"); do
   loadgen "$OUT/half-$r.json" "$OUT/half-$r.log" --rate "$HALF/s" --duration 20s
-  a=$(field "$OUT/half-$r.json" "d['latency_ms']['p50']"); b=$(field "$OUT/half-$r.json" "d['latency_ms']['p99']")
-  e=$(field "$OUT/half-$r.json" "d['errors']")
+  read -r _ _ a b e < <(figures "$OUT/half-$r.json")
   echo "50% load ($HALF/s) run $r: p50=$a p99=$b errors=$e"
   h50+=("$a"); h99+=("$b"); errs+=("$e")
 done

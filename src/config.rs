@@ -311,6 +311,7 @@ impl Default for Config {
         let nats = NatsConfig::default();
         let engine = EngineConfig::default();
         let commit = crate::storage::group_commit::CommitConfig::default();
+        let rocks = crate::storage::rocks::RocksConfig::default();
         let otlp = OtlpConfig::default();
         Config {
             node: NodeSection {
@@ -364,12 +365,11 @@ impl Default for Config {
                 commit_threads: 1,
                 commit_inline_when_idle: commit.inline_when_idle,
                 commit_inline_max_mean_batch: commit.inline_max_mean_batch,
-                block_cache_mib: 64,
-                write_buffer_mib: 64,
-                wal_recycle_files: crate::storage::rocks::RocksConfig::default().wal_recycle_files,
-                l0_compaction_trigger: crate::storage::rocks::RocksConfig::default()
-                    .l0_compaction_trigger,
-                compaction_rate_mib_s: crate::storage::rocks::COMPACTION_RATE_MIB_S_DEFAULT,
+                block_cache_mib: rocks.block_cache_mib,
+                write_buffer_mib: rocks.write_buffer_mib,
+                wal_recycle_files: rocks.wal_recycle_files,
+                l0_compaction_trigger: rocks.l0_compaction_trigger,
+                compaction_rate_mib_s: rocks.compaction_rate_mib_s,
             },
             events: {
                 let e = crate::events::EventsConfig::default();
@@ -769,11 +769,14 @@ impl Config {
             commit_threads: self.storage.commit_threads,
             commit_inline_when_idle: self.storage.commit_inline_when_idle,
             commit_inline_max_mean_batch: self.storage.commit_inline_max_mean_batch,
-            block_cache_mib: self.storage.block_cache_mib,
-            write_buffer_mib: self.storage.write_buffer_mib,
-            wal_recycle_files: self.storage.wal_recycle_files,
-            l0_compaction_trigger: self.storage.l0_compaction_trigger,
-            compaction_rate_mib_s: self.storage.compaction_rate_mib_s,
+            rocks: crate::storage::rocks::RocksConfig {
+                block_cache_mib: self.storage.block_cache_mib,
+                write_buffer_mib: self.storage.write_buffer_mib,
+                wal_recycle_files: self.storage.wal_recycle_files,
+                l0_compaction_trigger: self.storage.l0_compaction_trigger,
+                compaction_rate_mib_s: self.storage.compaction_rate_mib_s,
+                ..Default::default()
+            },
         }
     }
 }

@@ -22,11 +22,8 @@ pub struct NodeOptions {
     pub commit_inline_when_idle: bool,
     /// See [`CommitConfig::inline_max_mean_batch`].
     pub commit_inline_max_mean_batch: f64,
-    pub block_cache_mib: usize,
-    pub write_buffer_mib: usize,
-    pub wal_recycle_files: usize,
-    pub l0_compaction_trigger: i32,
-    pub compaction_rate_mib_s: u64,
+    /// RocksDB's bounds, as given (the config file's `[storage]` or `dev`'s flags).
+    pub rocks: RocksConfig,
 }
 
 pub struct Node {
@@ -53,16 +50,8 @@ pub async fn open_node(opts: &NodeOptions) -> Result<Node, String> {
     }
     std::fs::create_dir_all(&opts.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", opts.data_dir.display()))?;
-    let rocks = RocksConfig {
-        block_cache_mib: opts.block_cache_mib,
-        write_buffer_mib: opts.write_buffer_mib,
-        wal_recycle_files: opts.wal_recycle_files,
-        l0_compaction_trigger: opts.l0_compaction_trigger,
-        compaction_rate_mib_s: opts.compaction_rate_mib_s,
-        ..RocksConfig::default()
-    };
     let storage: Arc<dyn Storage> = Arc::new(
-        RocksStorage::open(&opts.data_dir, &rocks)
+        RocksStorage::open(&opts.data_dir, &opts.rocks)
             .map_err(|e| format!("cannot open data dir {}: {e}", opts.data_dir.display()))?,
     );
     let store = WorkflowStore::open(storage.clone(), opts.partitions).map_err(|e| e.to_string())?;

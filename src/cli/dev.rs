@@ -157,11 +157,11 @@ pub async fn run_dev(
         commit_threads: args.commit_threads,
         commit_inline_when_idle: commit.inline_when_idle,
         commit_inline_max_mean_batch: commit.inline_max_mean_batch,
-        block_cache_mib: args.block_cache_mib,
-        write_buffer_mib: args.write_buffer_mib,
-        wal_recycle_files: crate::storage::rocks::RocksConfig::default().wal_recycle_files,
-        l0_compaction_trigger: crate::storage::rocks::RocksConfig::default().l0_compaction_trigger,
-        compaction_rate_mib_s: crate::storage::rocks::COMPACTION_RATE_MIB_S_DEFAULT,
+        rocks: crate::storage::rocks::RocksConfig {
+            block_cache_mib: args.block_cache_mib,
+            write_buffer_mib: args.write_buffer_mib,
+            ..Default::default()
+        },
     })
     .await?;
     if node.pipelines.current(&args.pipeline).is_none() {

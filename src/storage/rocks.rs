@@ -94,7 +94,8 @@ impl Default for RocksConfig {
             max_total_wal_mib: 256,
             wal_recycle_files: 4,
             l0_compaction_trigger: 16,
-            compaction_rate_mib_s: COMPACTION_RATE_MIB_S_DEFAULT,
+            // docs/benchmarks.md, session 11.
+            compaction_rate_mib_s: 32,
         }
     }
 }
@@ -103,9 +104,6 @@ impl Default for RocksConfig {
 /// 4 x 64 = 256 stays within the default `max_open_files` (512), so L0 files
 /// are not closed and reopened on every read.
 pub const L0_COMPACTION_TRIGGER_MAX: i32 = 64;
-
-/// Default `compaction_rate_mib_s` (docs/benchmarks.md, session 11).
-pub const COMPACTION_RATE_MIB_S_DEFAULT: u64 = 32;
 
 /// Largest `compaction_rate_mib_s` (4 GiB/s): a higher limit would not
 /// limit one disk, and would make the write slowdown at 3x the L0 trigger
