@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 5's speed gates, measured end to end with `orchestrator loadgen`:
+# The speed gates, measured end to end with `orchestrator loadgen`:
 # nats-server, `orchestrator run` and `orchestrator worker --simulate` as
 # separate processes on this machine, journal fsync on, lifecycle events on.
 #
@@ -20,8 +20,8 @@ PORT=${PORT:-14622}
 # The closed loop runs long enough (about 25 s here) to pay for the storage's
 # background work: memtable flushes every few seconds and L0 compactions
 # whose cost grows with the data kept. A 4,000-workflow run (2 s) did not,
-# and overstated the sustainable rate by about 25% (docs/benchmarks.md,
-# session 10); half of an overstated maximum is not half load.
+# and overstated the sustainable rate by about 25%; half of an overstated
+# maximum is not half load.
 WORKFLOWS=${WORKFLOWS:-40000}
 CONCURRENCY=${CONCURRENCY:-128}
 URL=nats://127.0.0.1:$PORT
@@ -90,7 +90,7 @@ done
 H99=$(median "${h99[@]}")
 echo "50% load median p50=$(median "${h50[@]}") p99=$H99"
 
-# Issue 5's gates on the medians (the 1,000,000-workflow run is separate:
+# The gates on the medians (the 1,000,000-workflow run is separate:
 # docs/benchmarks.md). NATS_SYNC=always is reported, not gated.
 verdict() { python3 -c "import sys; ok = float(sys.argv[2]) $3 float(sys.argv[4]); print('gate %-28s %10s %s %-6s %s' % (sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], 'met' if ok else 'MISSED')); sys.exit(0 if ok else 1)" "$@"; }
 missed=0

@@ -321,7 +321,7 @@ pub(crate) fn wait_exit(
     }
 }
 
-/// Issue 3's acceptance, scaled: `run` + `worker --simulate` + 50 × `start`
+/// The service end to end, scaled down: `run` + `worker --simulate` + 50 × `start`
 /// over a real nats-server, SIGTERM, then `verify` on the data dir.
 #[test]
 fn run_worker_and_start_over_nats_survive_sigterm_and_verify_clean() {

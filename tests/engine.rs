@@ -189,8 +189,8 @@ async fn a_panic_after_a_commit_still_hands_its_event_to_the_publisher() {
 
 /// The first actor of a workflow panics while it loads: that counts as a
 /// crash and the actor is started again with the request waiting for it,
-/// so the request is served (session 5 failed it, and dropped an input
-/// without a reply port the same way).
+/// so the request is served, and an input without a reply port is not
+/// dropped either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_actor_spawn_counts_as_a_crash_and_the_request_is_served() {
     let h = Harness::start(Arc::new(MemoryStorage::new()), sim(1, 0.0)).await;

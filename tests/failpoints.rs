@@ -1,4 +1,4 @@
-//! Issue 6: crash failpoints on the transition path, the engine's planted
+//! Crash failpoints on the transition path, the engine's planted
 //! bugs (negative controls) and the checker's `stuck` rule.
 //!
 //! `cargo test --release --test integration failpoints -- --nocapture`

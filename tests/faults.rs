@@ -1,4 +1,4 @@
-//! Issue 6, items 4, 5 and 8, all real processes over a real `nats-server`:
+//! Fault tests, all real processes over a real `nats-server`:
 //! a 30 s NATS outage under load, worker faults (kill -9, hangs, double and
 //! late answers) under the system checker, and a retry storm held by the
 //! retry budget. `cargo test --release --test integration faults_ -- --nocapture`
@@ -233,7 +233,7 @@ fn write_pipeline(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(format!("{name}.toml")), text).unwrap();
 }
 
-/// Item 4: `nats-server` stopped for 30 s under a steady start load, then
+/// `nats-server` stopped for 30 s under a steady start load, then
 /// restarted on the same port and store.
 #[test]
 fn faults_nats_outage_30s_under_load_drains_and_passes_the_checker() {
@@ -373,7 +373,7 @@ name = "c"
 needs = ["b"]
 "#;
 
-/// Item 5: workers killed mid-task (SIGKILL, a new one started), workers
+/// Workers killed mid-task (SIGKILL, a new one started), workers
 /// that never answer, answer twice or answer a superseded attempt; the
 /// system checker with every worker's record must pass.
 #[test]
@@ -508,7 +508,7 @@ name = "flaky"
 task_type = "storm_flaky"
 "#;
 
-/// Item 8: a task type failing 100 % for 30 s, then recovering, under a
+/// A task type failing 100 % for 30 s, then recovering, under a
 /// steady open-loop start rate. The retry budget keeps its dispatch rate
 /// during the outage within 1.5x steady state; every workflow ends,
 /// completed or failed after its max attempts.

@@ -1,4 +1,4 @@
-//! Issue 6: the system checker over real processes, its negative controls,
+//! The system checker over real processes, its negative controls,
 //! and a kill -9 storm.
 //!
 //! CI variant (~20 s of storm): `cargo test --release --test integration storm`.

@@ -271,8 +271,8 @@ fn e(err: crate::storage::Error) -> String {
 /// is dropped: create it before [`after_commit`], so the tasks the record
 /// dispatched go out first (a task is on a workflow's critical path, its
 /// event is not, and nats-server handles whichever arrives first first: an
-/// event ahead of its offer delayed every unloaded stage by ≈ 0.1 ms;
-/// docs/benchmarks.md, session 9). Being a drop, the hand-over also
+/// event ahead of its offer delays every unloaded stage by ≈ 0.1 ms).
+/// Being a drop, the hand-over also
 /// happens on an early return and while a panic in `after_commit` unwinds:
 /// the row is durable either way, but storage is read back only at a start
 /// or after an overflow, so a message never handed over would reach

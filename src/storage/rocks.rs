@@ -59,7 +59,7 @@ pub struct RocksConfig {
     /// with about 167,000 workflows written and kept (a ~190 MiB database,
     /// which RocksDB keeps in one level; larger ones get more levels, which
     /// bound the rewrite): 12 compactions and 14.5 s of CPU at 4, 3 and 4.5 s
-    /// at 16 (docs/benchmarks.md, session 10). Writes slow down at 3x this
+    /// at 16 (docs/benchmarks.md, "Storage"). Writes slow down at 3x this
     /// many L0 files and stop at 4x, so compactions keep up. 1..=64
     /// ([`L0_COMPACTION_TRIGGER_MAX`]).
     pub l0_compaction_trigger: i32,
@@ -79,8 +79,8 @@ pub struct RocksConfig {
     /// files are synced every 1 MiB as they are written (`bytes_per_sync`,
     /// otherwise 0: one large sync at the end of each file), and writes
     /// slowed down at 3x `l0_compaction_trigger` L0 files go at this rate
-    /// (`delayed_write_rate`, otherwise 16 MiB/s). The session-11 A/B
-    /// measured the three together. At most [`COMPACTION_RATE_MIB_S_MAX`].
+    /// (`delayed_write_rate`, otherwise 16 MiB/s). The A/B in
+    /// docs/benchmarks.md measured the three together. At most [`COMPACTION_RATE_MIB_S_MAX`].
     pub compaction_rate_mib_s: u64,
 }
 
@@ -94,7 +94,7 @@ impl Default for RocksConfig {
             max_total_wal_mib: 256,
             wal_recycle_files: 4,
             l0_compaction_trigger: 16,
-            // docs/benchmarks.md, session 11.
+            // Half-load p99 with and without it: docs/benchmarks.md.
             compaction_rate_mib_s: 32,
         }
     }

@@ -429,7 +429,7 @@ impl NatsTransport {
                                 in_flight.push(async move {
                                     // The semaphore is never closed; if it
                                     // were, the offer would go out without
-                                    // a permit, as before session 9.
+                                    // a permit rather than not at all.
                                     let _permit = if publisher.offered(&out) {
                                         publisher.offers.clone().acquire_owned().await.ok()
                                     } else {
