@@ -59,7 +59,7 @@ pub struct RocksConfig {
     /// with about 167,000 workflows written and kept (a ~190 MiB database,
     /// which RocksDB keeps in one level; larger ones get more levels, which
     /// bound the rewrite): 12 compactions and 14.5 s of CPU at 4, 3 and 4.5 s
-    /// at 16 (docs/benchmarks.md, "Storage"). Writes slow down at 3x this
+    /// at 16 (docs/benchmarks.md). Writes slow down at 3x this
     /// many L0 files and stop at 4x, so compactions keep up. 1..=64
     /// ([`L0_COMPACTION_TRIGGER_MAX`]).
     pub l0_compaction_trigger: i32,
