@@ -1,11 +1,21 @@
 //! Pipeline definitions: a named, versioned DAG of steps.
 //!
 //! The types here are plain data consumed by the pure workflow core. Loading
-//! and validation of `config/pipelines/*.toml` lives in [`load`].
+//! `config/pipelines/*.toml` lives in [`load`], the validation it runs in
+//! `validate` (over the file's `raw` form), its errors in [`error`], the
+//! duration grammar of the files in [`duration`], and the DAG views
+//! (levels, topological order, rendering) in `graph`.
 
 use serde::{Deserialize, Serialize};
 
+pub mod duration;
+pub mod error;
+mod graph;
 pub mod load;
+mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
 
 /// A validated pipeline: every `needs` index points at an earlier-declared or
 /// later-declared step of the same pipeline, and the graph is acyclic.

@@ -24,8 +24,27 @@
 //!
 //! Architecture invariant: this layout is persistent. Changing any of it requires a
 //! migration of existing stores; adding a new table means picking an unused tag.
+//!
+//! This file holds the tags, the decoded key types and the store-wide keys (meta,
+//! pipeline definitions); the per-workflow keys are in `workflow`, the batch-job
+//! keys in `batch`, and the byte encoding they share in `bytes`.
 
 use super::Error;
+
+mod batch;
+mod bytes;
+mod workflow;
+
+pub use batch::{
+    all_batch_jobs, batch_failure, batch_failures, batch_job, batch_members, batch_members_all,
+    decode_batch_job,
+};
+use bytes::{prefix_end, push_name, Reader};
+pub use workflow::{
+    all_journals, all_outbox, all_snapshots, decode_journal, decode_outbox, decode_snapshot,
+    decode_status, decode_timer, journal, journal_range, outbox, snapshot, status, status_range,
+    status_range_after, timer, timers_due,
+};
 
 /// Tag of the meta table (store-wide settings such as the partition count).
 pub const META: u8 = b'M';
@@ -124,7 +143,7 @@ pub struct PipelineKey {
 }
 
 // ---------------------------------------------------------------------------------
-// Encoding
+// Meta, pipeline definitions and rendering
 
 /// Key of the meta entry `name`. Meta names are the remainder of the key, so they
 /// need no length prefix.
@@ -148,275 +167,9 @@ pub fn pipeline_versions(name: &str) -> Result<KeyRange, Error> {
     Ok(KeyRange::prefixed(pipeline_prefix(name)?))
 }
 
-/// Key of the journal record of workflow `id` whose first event has `seq`.
-pub fn journal(partition: u16, id: &str, seq: u64) -> Result<Vec<u8>, Error> {
-    let mut k = journal_prefix(partition, id)?;
-    k.extend_from_slice(&seq.to_be_bytes());
-    Ok(k)
-}
-
-/// The journal records of workflow `id` with `seq >= from_seq`, in seq order.
-pub fn journal_range(partition: u16, id: &str, from_seq: u64) -> Result<KeyRange, Error> {
-    let prefix = journal_prefix(partition, id)?;
-    let to = prefix_end(&prefix);
-    let mut from = prefix;
-    from.extend_from_slice(&from_seq.to_be_bytes());
-    Ok(KeyRange { from, to })
-}
-
-/// Every journal record of every workflow (offline verification).
-pub fn all_journals() -> KeyRange {
-    KeyRange::prefixed(vec![JOURNAL])
-}
-
-/// Key of the outbox entry of the journal record of workflow `id` starting at `seq`.
-/// Same shape as the journal key, so a workflow's entries scan in journal order.
-pub fn outbox(partition: u16, id: &str, seq: u64) -> Result<Vec<u8>, Error> {
-    let mut k = vec![OUTBOX];
-    k.extend_from_slice(&partition.to_be_bytes());
-    push_name(&mut k, id, "workflow id")?;
-    k.extend_from_slice(&seq.to_be_bytes());
-    Ok(k)
-}
-
-/// Every outbox entry.
-pub fn all_outbox() -> KeyRange {
-    KeyRange::prefixed(vec![OUTBOX])
-}
-
-/// Decode an outbox key (same fields as a journal key).
-pub fn decode_outbox(key: &[u8]) -> Result<JournalKey, Error> {
-    let mut r = Reader::new(key, OUTBOX)?;
-    let k = JournalKey {
-        partition: r.u16()?,
-        id: r.name()?,
-        seq: r.u64()?,
-    };
-    r.end()?;
-    Ok(k)
-}
-
-/// Key of the snapshot of workflow `id`.
-pub fn snapshot(partition: u16, id: &str) -> Result<Vec<u8>, Error> {
-    let mut k = vec![SNAPSHOT];
-    k.extend_from_slice(&partition.to_be_bytes());
-    push_name(&mut k, id, "workflow id")?;
-    Ok(k)
-}
-
-/// Every snapshot of every workflow (offline verification).
-pub fn all_snapshots() -> KeyRange {
-    KeyRange::prefixed(vec![SNAPSHOT])
-}
-
-/// Key of the status index entry of workflow `id`.
-pub fn status(partition: u16, status: u8, id: &str) -> Result<Vec<u8>, Error> {
-    let mut k = status_prefix(partition, status);
-    push_name(&mut k, id, "workflow id")?;
-    Ok(k)
-}
-
-/// Every workflow of `partition` indexed under `status`.
-pub fn status_range(partition: u16, status: u8) -> KeyRange {
-    KeyRange::prefixed(status_prefix(partition, status))
-}
-
-/// Like [`status_range`] but starting strictly after workflow `after_id`: the cursor
-/// for paging through a long listing.
-pub fn status_range_after(partition: u16, status: u8, after_id: &str) -> Result<KeyRange, Error> {
-    let mut from = self::status(partition, status, after_id)?;
-    // The smallest key greater than `k` is `k` followed by a zero byte.
-    from.push(0);
-    Ok(KeyRange {
-        from,
-        to: prefix_end(&status_prefix(partition, status)),
-    })
-}
-
-/// Key of one durable timer.
-pub fn timer(partition: u16, due_ms: u64, id: &str, tag: u64) -> Result<Vec<u8>, Error> {
-    let mut k = timer_prefix(partition);
-    k.extend_from_slice(&due_ms.to_be_bytes());
-    push_name(&mut k, id, "workflow id")?;
-    k.extend_from_slice(&tag.to_be_bytes());
-    Ok(k)
-}
-
-/// The timers of `partition` with `due_ms <= until_ms`, earliest first.
-pub fn timers_due(partition: u16, until_ms: u64) -> KeyRange {
-    let prefix = timer_prefix(partition);
-    let to = match until_ms.checked_add(1) {
-        Some(end) => {
-            let mut to = prefix.clone();
-            to.extend_from_slice(&end.to_be_bytes());
-            to
-        }
-        None => prefix_end(&prefix),
-    };
-    KeyRange { from: prefix, to }
-}
-
-/// Key of the record of batch job `job`.
-pub fn batch_job(job: &str) -> Result<Vec<u8>, Error> {
-    let mut k = vec![BATCH_JOB];
-    push_name(&mut k, job, "batch job id")?;
-    Ok(k)
-}
-
-/// Every batch job record, in job id order (ids by length, then bytes).
-pub fn all_batch_jobs() -> KeyRange {
-    KeyRange::prefixed(vec![BATCH_JOB])
-}
-
-/// Key of chunk `chunk` of the frozen member list of batch job `job`.
-pub fn batch_members(job: &str, chunk: u32) -> Result<Vec<u8>, Error> {
-    let mut k = vec![BATCH_MEMBERS];
-    push_name(&mut k, job, "batch job id")?;
-    k.extend_from_slice(&chunk.to_be_bytes());
-    Ok(k)
-}
-
-/// Every chunk of the member list of batch job `job`.
-pub fn batch_members_all(job: &str) -> Result<KeyRange, Error> {
-    let mut k = vec![BATCH_MEMBERS];
-    push_name(&mut k, job, "batch job id")?;
-    Ok(KeyRange::prefixed(k))
-}
-
-/// Key of the failed item at position `index` of batch job `job`.
-pub fn batch_failure(job: &str, index: u64) -> Result<Vec<u8>, Error> {
-    let mut k = batch_failures_prefix(job)?;
-    k.extend_from_slice(&index.to_be_bytes());
-    Ok(k)
-}
-
-/// Every failed item of batch job `job`, in member order.
-pub fn batch_failures(job: &str) -> Result<KeyRange, Error> {
-    Ok(KeyRange::prefixed(batch_failures_prefix(job)?))
-}
-
-fn batch_failures_prefix(job: &str) -> Result<Vec<u8>, Error> {
-    let mut k = vec![BATCH_FAILURES];
-    push_name(&mut k, job, "batch job id")?;
-    Ok(k)
-}
-
-/// Decode a batch job key into the job id.
-pub fn decode_batch_job(key: &[u8]) -> Result<String, Error> {
-    let mut r = Reader::new(key, BATCH_JOB)?;
-    let id = r.name()?;
-    r.end()?;
-    Ok(id)
-}
-
 fn pipeline_prefix(name: &str) -> Result<Vec<u8>, Error> {
     let mut k = vec![PIPELINE];
     push_name(&mut k, name, "pipeline name")?;
-    Ok(k)
-}
-
-fn journal_prefix(partition: u16, id: &str) -> Result<Vec<u8>, Error> {
-    let mut k = vec![JOURNAL];
-    k.extend_from_slice(&partition.to_be_bytes());
-    push_name(&mut k, id, "workflow id")?;
-    Ok(k)
-}
-
-fn status_prefix(partition: u16, status: u8) -> Vec<u8> {
-    let mut k = vec![STATUS];
-    k.extend_from_slice(&partition.to_be_bytes());
-    k.push(status);
-    k
-}
-
-fn timer_prefix(partition: u16) -> Vec<u8> {
-    let mut k = vec![TIMER];
-    k.extend_from_slice(&partition.to_be_bytes());
-    k
-}
-
-/// Append `name` with its one-byte length prefix; empty and oversized names are
-/// refused as values (they come from callers, so they are expected failures).
-fn push_name(k: &mut Vec<u8>, name: &str, what: &str) -> Result<(), Error> {
-    let len = u8::try_from(name.len())
-        .ok()
-        .filter(|&l| l > 0)
-        .ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "{what} must be 1..={MAX_NAME_LEN} bytes, got {} bytes",
-                name.len()
-            ))
-        })?;
-    k.push(len);
-    k.extend_from_slice(name.as_bytes());
-    Ok(())
-}
-
-/// The smallest key greater than every key that starts with `prefix`.
-///
-/// Every prefix built here starts with a table tag, and no tag is `0xFF`, so a byte
-/// to increment always exists.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    // Unreachable for tagged prefixes; an all-0xFF prefix has no finite successor,
-    // so the best bound is "past every tag this layout uses".
-    vec![u8::MAX]
-}
-
-// ---------------------------------------------------------------------------------
-// Decoding
-
-/// Decode a journal key.
-pub fn decode_journal(key: &[u8]) -> Result<JournalKey, Error> {
-    let mut r = Reader::new(key, JOURNAL)?;
-    let k = JournalKey {
-        partition: r.u16()?,
-        id: r.name()?,
-        seq: r.u64()?,
-    };
-    r.end()?;
-    Ok(k)
-}
-
-/// Decode a snapshot key.
-pub fn decode_snapshot(key: &[u8]) -> Result<SnapshotKey, Error> {
-    let mut r = Reader::new(key, SNAPSHOT)?;
-    let k = SnapshotKey {
-        partition: r.u16()?,
-        id: r.name()?,
-    };
-    r.end()?;
-    Ok(k)
-}
-
-/// Decode a status index key.
-pub fn decode_status(key: &[u8]) -> Result<StatusKey, Error> {
-    let mut r = Reader::new(key, STATUS)?;
-    let k = StatusKey {
-        partition: r.u16()?,
-        status: r.u8()?,
-        id: r.name()?,
-    };
-    r.end()?;
-    Ok(k)
-}
-
-/// Decode a timer key.
-pub fn decode_timer(key: &[u8]) -> Result<TimerKey, Error> {
-    let mut r = Reader::new(key, TIMER)?;
-    let k = TimerKey {
-        partition: r.u16()?,
-        due_ms: r.u64()?,
-        id: r.name()?,
-        tag: r.u64()?,
-    };
-    r.end()?;
     Ok(k)
 }
 
@@ -448,85 +201,6 @@ pub fn printable(key: &[u8]) -> String {
         }
     }
     s
-}
-
-/// A cursor over a key being decoded; every failure is a `Corrupt` naming the key.
-struct Reader<'a> {
-    key: &'a [u8],
-    rest: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn new(key: &'a [u8], tag: u8) -> Result<Self, Error> {
-        let mut r = Reader { key, rest: key };
-        let found = r.u8()?;
-        if found != tag {
-            return Err(r.corrupt(format!(
-                "expected table tag {:?}, found {:?}",
-                char::from(tag),
-                char::from(found)
-            )));
-        }
-        Ok(r)
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
-        if self.rest.len() < n {
-            return Err(self.corrupt(format!(
-                "key truncated: needed {n} more bytes, {} left",
-                self.rest.len()
-            )));
-        }
-        let (head, tail) = self.rest.split_at(n);
-        self.rest = tail;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
-    }
-
-    fn u8(&mut self) -> Result<u8, Error> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, Error> {
-        Ok(u16::from_be_bytes(self.array()?))
-    }
-
-    fn u32(&mut self) -> Result<u32, Error> {
-        Ok(u32::from_be_bytes(self.array()?))
-    }
-
-    fn u64(&mut self) -> Result<u64, Error> {
-        Ok(u64::from_be_bytes(self.array()?))
-    }
-
-    fn name(&mut self) -> Result<String, Error> {
-        let len = usize::from(self.u8()?);
-        let bytes = self.take(len)?;
-        match std::str::from_utf8(bytes) {
-            Ok(s) => Ok(s.to_owned()),
-            Err(e) => Err(self.corrupt(format!("name is not UTF-8: {e}"))),
-        }
-    }
-
-    fn end(&self) -> Result<(), Error> {
-        if self.rest.is_empty() {
-            Ok(())
-        } else {
-            Err(self.corrupt(format!("{} unexpected trailing bytes", self.rest.len())))
-        }
-    }
-
-    fn corrupt(&self, reason: String) -> Error {
-        Error::Corrupt {
-            key: printable(self.key),
-            reason,
-        }
-    }
 }
 
 #[cfg(test)]
