@@ -9,6 +9,7 @@ mod events;
 mod failpoints;
 mod faults;
 mod http;
+mod layering;
 mod loadgen;
 mod nats;
 mod ops;
