@@ -18,8 +18,7 @@
 //! | [`dst`] | deterministic simulation of the engine: seeded faults, virtual time, a checker |
 //! | [`verify`] | the independent journal checker behind `orchestrator verify` |
 //! | [`http`] | `/healthz`, `/readyz`, `/metrics` (Prometheus) on a hand-rolled HTTP/1.1 server |
-//! | [`admin`] | the admin verbs over NATS request/reply |
-//! | [`batch`] | durable, rate-limited batch jobs run by the orchestrator |
+//! | [`admin`] | the admin verbs over NATS request/reply, and the durable batch jobs they start |
 //! | [`backup`] | consistent checkpoints of the store, live or offline |
 //! | [`loadgen`] | `orchestrator loadgen`: open/closed-loop load over NATS, outputs checked from the event stream |
 //! | [`node`] | assembling storage + committer + pipelines for a process |
@@ -39,7 +38,6 @@
 
 pub mod admin;
 pub mod backup;
-pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod dst;

@@ -1,5 +1,5 @@
 //! `orchestrator batch <cancel|retry|rerun|status|pause|resume>`: durable
-//! batch jobs run by the orchestrator (see `crate::batch`). The client only
+//! batch jobs run by the orchestrator (see `crate::admin::batch`). The client only
 //! creates, inspects, pauses and resumes them; stopping the client (Ctrl-C)
 //! leaves the job running.
 
@@ -97,10 +97,10 @@ pub struct JobArgs {
 pub fn parse_rate(s: &str) -> Result<f64, String> {
     let n = s.strip_suffix("/s").unwrap_or(s);
     match n.trim().parse::<f64>() {
-        Ok(r) if r.is_finite() && r > 0.0 && r <= crate::batch::RATE_MAX => Ok(r),
+        Ok(r) if r.is_finite() && r > 0.0 && r <= crate::admin::batch::RATE_MAX => Ok(r),
         _ => Err(format!(
             "--rate {s:?} must be a number per second within (0, {}] like 20/s",
-            crate::batch::RATE_MAX
+            crate::admin::batch::RATE_MAX
         )),
     }
 }

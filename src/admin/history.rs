@@ -1,0 +1,118 @@
+//! `history`: a workflow's journal, one entry per event, paged by seq.
+
+use super::wire::{HistoryEvent, HistoryReply, HistoryRequest};
+use super::workflow::unknown;
+use super::{code, AdminError, HISTORY_PAGE_MAX};
+use crate::engine::Engine;
+use crate::protocol::VERSION;
+use crate::workflow::{EventKind, JournalRecord, ReopenMode};
+
+pub(super) async fn history(
+    r: HistoryRequest,
+    engine: &Engine,
+) -> Result<HistoryReply, AdminError> {
+    let limit = r
+        .limit
+        .unwrap_or(HISTORY_PAGE_MAX)
+        .clamp(1, HISTORY_PAGE_MAX) as usize;
+    let wf = engine
+        .describe(&r.id)
+        .await?
+        .ok_or_else(|| unknown(&r.id))?;
+    let def = engine.ctx().pipelines.get(&wf.pipeline).ok();
+    let store = engine.ctx().store.clone();
+    let id = r.id.clone();
+    let records: Vec<(u64, JournalRecord)> =
+        tokio::task::spawn_blocking(move || store.load_journal(store.partition_of(&id), &id, 1))
+            .await
+            .map_err(|e| AdminError::new(code::UNAVAILABLE, e.to_string()))?
+            .map_err(|e| AdminError::new(code::UNAVAILABLE, e.to_string()))?;
+    let step_name = |i: u16| {
+        def.as_ref()
+            .and_then(|d| d.steps.get(usize::from(i)))
+            .map_or_else(|| format!("#{i}"), |s| s.name.clone())
+    };
+    let mut events = Vec::new();
+    let mut generation = 0u32;
+    let mut more = false;
+    'records: for (_, rec) in &records {
+        for (k, ev) in rec.events.iter().enumerate() {
+            let seq = rec.first_seq + k as u64;
+            if let EventKind::WorkflowReopened { generation: g, .. } = &ev.kind {
+                generation = *g;
+            }
+            if seq <= r.after_seq {
+                continue;
+            }
+            if events.len() == limit {
+                more = true;
+                break 'records;
+            }
+            events.push(history_event(seq, ev, generation, &step_name));
+        }
+    }
+    let next_after_seq = if more {
+        events.last().map(|e: &HistoryEvent| e.seq)
+    } else {
+        None
+    };
+    Ok(HistoryReply {
+        v: VERSION,
+        id: Some(r.id),
+        events,
+        next_after_seq,
+        ..HistoryReply::default()
+    })
+}
+
+pub(crate) fn history_event(
+    seq: u64,
+    ev: &crate::workflow::Event,
+    generation: u32,
+    step_name: &dyn Fn(u16) -> String,
+) -> HistoryEvent {
+    let mut h = HistoryEvent {
+        seq,
+        at: ev.at_ms,
+        event: ev.kind.name().to_string(),
+        generation,
+        step: ev.kind.step().map(step_name),
+        attempt: None,
+        worker: None,
+        error: None,
+    };
+    match &ev.kind {
+        EventKind::TaskDispatched { attempt, .. } => h.attempt = Some(*attempt),
+        EventKind::TaskSucceeded {
+            attempt, worker, ..
+        } => {
+            h.attempt = Some(*attempt);
+            h.worker = worker.as_deref().map(str::to_string);
+        }
+        EventKind::TaskFailed {
+            attempt,
+            error,
+            worker,
+            ..
+        } => {
+            h.attempt = Some(*attempt);
+            h.worker = worker.as_deref().map(str::to_string);
+            h.error = Some(format!("{}: {}", error.kind, error.message));
+        }
+        EventKind::TaskTimedOut {
+            attempt, timeout, ..
+        } => {
+            h.attempt = Some(*attempt);
+            h.error = Some(format!("{} timeout", timeout.as_str()));
+        }
+        EventKind::WorkflowFailed { reason, .. } | EventKind::WorkflowCancelled { reason } => {
+            h.error = Some(reason.clone());
+        }
+        EventKind::WorkflowReopened {
+            mode: ReopenMode::RerunFrom(step),
+            ..
+        } => h.step = Some(step.clone()),
+        _ => {}
+    }
+    h
+}

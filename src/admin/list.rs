@@ -1,0 +1,181 @@
+//! `list` and the status-index scan it shares with batch jobs: which
+//! workflows a [`Filter`] selects, paged by a cursor.
+
+use super::wire::{Filter, ListReply, ListRequest, ListedWorkflow};
+use super::{code, AdminError, LIST_PAGE_DEFAULT, LIST_PAGE_MAX, LIST_SCAN_MAX};
+use crate::engine::transition::StatusEntry;
+use crate::engine::Engine;
+use crate::protocol::VERSION;
+use crate::storage::store::WorkflowStore;
+use crate::workflow::Status;
+
+/// A parsed [`Filter`]: status codes to scan and the cut-off time.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub statuses: Vec<Status>,
+    pub pipeline: Option<String>,
+    /// Status changed at or after this time (unix ms).
+    pub changed_after_ms: Option<u64>,
+}
+
+impl Selection {
+    pub fn new(filter: &Filter, now_ms: u64) -> Result<Selection, AdminError> {
+        let statuses = match &filter.status {
+            None => Status::ALL.to_vec(),
+            Some(s) => vec![Status::parse(s).ok_or_else(|| {
+                AdminError::bad(format!(
+                    "unknown status {s:?} (use running, paused, completed, failed or cancelled)"
+                ))
+            })?],
+        };
+        Ok(Selection {
+            statuses,
+            pipeline: filter.pipeline.clone(),
+            changed_after_ms: filter.since_ms.map(|d| now_ms.saturating_sub(d)),
+        })
+    }
+
+    fn matches(&self, e: &StatusEntry) -> bool {
+        self.pipeline.as_ref().is_none_or(|p| *p == e.pipeline)
+            && self.changed_after_ms.is_none_or(|t| e.updated_at_ms >= t)
+    }
+}
+
+/// Where a scan of the status index stands: status position, partition, last id seen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanCursor {
+    pub status: usize,
+    pub partition: u16,
+    pub after: Option<String>,
+}
+
+impl ScanCursor {
+    fn encode(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.status,
+            self.partition,
+            self.after.as_deref().unwrap_or("")
+        )
+    }
+
+    fn decode(s: &str) -> Option<ScanCursor> {
+        let mut it = s.splitn(3, ':');
+        let status = it.next()?.parse().ok()?;
+        let partition = it.next()?.parse().ok()?;
+        let after = it.next()?;
+        Some(ScanCursor {
+            status,
+            partition,
+            after: (!after.is_empty()).then(|| after.to_string()),
+        })
+    }
+}
+
+/// Walks the status index from `cursor`, collecting up to `want` matches while
+/// examining at most `budget` entries. Returns the matches and where to go on
+/// (`None` once the index is exhausted). Blocking: call off the runtime.
+pub fn scan_status_index(
+    store: &WorkflowStore,
+    sel: &Selection,
+    mut cursor: ScanCursor,
+    want: usize,
+    budget: usize,
+) -> Result<(Vec<ListedWorkflow>, Option<ScanCursor>), String> {
+    const CHUNK: usize = 512;
+    let mut out = Vec::new();
+    let mut examined = 0usize;
+    while cursor.status < sel.statuses.len() {
+        let status = sel.statuses[cursor.status];
+        while cursor.partition < store.partitions() {
+            loop {
+                if out.len() >= want || examined >= budget {
+                    return Ok((out, Some(cursor)));
+                }
+                let n = CHUNK.min(budget - examined);
+                let page: Vec<(String, StatusEntry)> = match &cursor.after {
+                    None => store.list_status(cursor.partition, status.code(), n),
+                    Some(after) => {
+                        store.list_status_after(cursor.partition, status.code(), after, n)
+                    }
+                }
+                .map_err(|e| e.to_string())?;
+                let full = page.len() == n;
+                for (id, entry) in page {
+                    examined += 1;
+                    cursor.after = Some(id.clone());
+                    if sel.matches(&entry) {
+                        out.push(ListedWorkflow {
+                            id,
+                            status: status.to_string(),
+                            pipeline: entry.pipeline,
+                            created_at_ms: entry.created_at_ms,
+                            updated_at_ms: entry.updated_at_ms,
+                        });
+                        if out.len() >= want {
+                            return Ok((out, Some(cursor)));
+                        }
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+            cursor.partition += 1;
+            cursor.after = None;
+        }
+        cursor.status += 1;
+        cursor.partition = 0;
+    }
+    Ok((out, None))
+}
+
+pub(super) async fn list(r: ListRequest, engine: &Engine) -> Result<ListReply, AdminError> {
+    let want = r.limit.unwrap_or(LIST_PAGE_DEFAULT).clamp(1, LIST_PAGE_MAX) as usize;
+    let sel = Selection::new(&r.filter, engine.ctx().clock.now_ms())?;
+    let cursor = match &r.cursor {
+        None => ScanCursor {
+            status: 0,
+            partition: 0,
+            after: None,
+        },
+        Some(c) => ScanCursor::decode(c).ok_or_else(|| AdminError::bad("malformed cursor"))?,
+    };
+    let store = engine.ctx().store.clone();
+    let (workflows, next) = tokio::task::spawn_blocking(move || {
+        scan_status_index(&store, &sel, cursor, want, LIST_SCAN_MAX)
+    })
+    .await
+    .map_err(|e| AdminError::new(code::UNAVAILABLE, e.to_string()))?
+    .map_err(|e| AdminError::new(code::UNAVAILABLE, e))?;
+    Ok(ListReply {
+        v: VERSION,
+        workflows,
+        cursor: next.map(|c| c.encode()),
+        ..ListReply::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_ids_with_colons() {
+        let c = ScanCursor {
+            status: 2,
+            partition: 7,
+            after: Some("a:b:c".into()),
+        };
+        assert_eq!(ScanCursor::decode(&c.encode()), Some(c));
+        assert_eq!(ScanCursor::decode("x"), None);
+        assert_eq!(
+            ScanCursor::decode("0:0:"),
+            Some(ScanCursor {
+                status: 0,
+                partition: 0,
+                after: None
+            })
+        );
+    }
+}

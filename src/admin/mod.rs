@@ -1,0 +1,71 @@
+//! The admin surface over NATS request/reply (`<prefix>.admin.<verb>`), in a
+//! queue group so several listeners share the load. JSON in, JSON out, `"v": 1`;
+//! version 1 only grows additively (new optional fields, new verbs).
+//!
+//! Verbs: `start`, `describe`, `history`, `list`, `cancel`, `pause`, `resume`,
+//! `retry`, `rerun`, and the durable batch jobs `batch.create`,
+//! `batch.status`, `batch.pause`, `batch.resume` (run by [`batch`]),
+//! and `backup` (a checkpoint of the live store, [`crate::backup`]).
+//! Every error reply is `{"v":1,"error":"...","code":"..."}`.
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | `serve` | the subscriptions, request decoding, dispatch to a verb |
+//! | `wire` | the requests and replies of the workflow verbs |
+//! | `error` | error codes, the error reply, reply encoding |
+//! | `workflow` | `start`, `describe`, the operator inputs, `rerun` |
+//! | `history` | `history` and the view of one journaled event |
+//! | `list` | `list` and the status-index scan batch jobs share |
+//! | `backup` | `backup` |
+//! | [`batch`] | durable, rate-limited batch jobs |
+
+mod backup;
+pub mod batch;
+mod error;
+mod history;
+mod list;
+mod serve;
+mod wire;
+mod workflow;
+
+pub use backup::{BackupReply, BackupRequest};
+pub use batch::{BatchCreateRequest, BatchFailure, BatchJobRequest, BatchJobView, BatchReply};
+pub use error::{code, AdminError, ErrorReply};
+pub(crate) use history::history_event;
+pub use list::{scan_status_index, ScanCursor, Selection};
+#[cfg(test)]
+pub(crate) use serve::{decode_request, HasVersion};
+pub use serve::{serve, ADMIN_IN_FLIGHT_MAX};
+pub use wire::{
+    CancelRequest, DescribeRequest, Filter, HistoryEvent, HistoryReply, HistoryRequest, ListReply,
+    ListRequest, ListedWorkflow, RerunRequest, StartRequest, StepReply, WorkflowReply,
+};
+pub use workflow::control;
+
+/// Every admin verb this build serves.
+pub const VERBS: [&str; 14] = [
+    "start",
+    "describe",
+    "history",
+    "list",
+    "cancel",
+    "pause",
+    "resume",
+    "retry",
+    "rerun",
+    "batch.create",
+    "batch.status",
+    "batch.pause",
+    "batch.resume",
+    "backup",
+];
+
+/// Most workflows in one `list` reply.
+pub const LIST_PAGE_MAX: u32 = 1_000;
+/// `list` page size when the request names none.
+pub const LIST_PAGE_DEFAULT: u32 = 100;
+/// Status-index entries one `list` request examines at most (filters that
+/// match little return a short page with a cursor rather than scan forever).
+pub const LIST_SCAN_MAX: usize = 20_000;
+/// Most events in one `history` reply.
+pub const HISTORY_PAGE_MAX: u32 = 1_000;

@@ -1,0 +1,186 @@
+//! The requests and replies of the workflow verbs (`start`, `describe`,
+//! `history`, `list` and the operator inputs).
+
+use serde::{Deserialize, Serialize};
+
+#[allow(unused_imports)] // referenced by the doc links below
+use super::{HISTORY_PAGE_MAX, LIST_PAGE_DEFAULT, LIST_PAGE_MAX};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartRequest {
+    pub v: u32,
+    pub pipeline: String,
+    pub id: String,
+    pub input: serde_json::Value,
+}
+
+/// `describe`, `pause`, `resume`, `retry`: just the workflow id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DescribeRequest {
+    pub v: u32,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CancelRequest {
+    pub v: u32,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RerunRequest {
+    pub v: u32,
+    pub id: String,
+    pub from_step: String,
+}
+
+/// One step in a `describe` reply.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct StepReply {
+    pub name: String,
+    /// `pending | dispatched | backoff | succeeded | failed | cancelled`.
+    pub status: String,
+    /// Attempts in the current generation.
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub worker: Option<String>,
+    pub dispatched_at_ms: Option<u64>,
+    pub started_at_ms: Option<u64>,
+    pub finished_at_ms: Option<u64>,
+}
+
+/// Reply to `start`, `describe` and the single-workflow verbs.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct WorkflowReply {
+    pub v: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_version: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepReply>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryRequest {
+    pub v: u32,
+    pub id: String,
+    /// Only events with a greater seq (paging); 0 = from the start.
+    #[serde(default)]
+    pub after_seq: u64,
+    /// Events per reply, at most [`HISTORY_PAGE_MAX`] (the default).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// One journaled event; fields that do not apply are `null`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HistoryEvent {
+    pub seq: u64,
+    /// When the orchestrator decided it, unix ms.
+    pub at: u64,
+    /// `workflow_started`, `task_dispatched`, `task_succeeded`, ...
+    pub event: String,
+    /// The generation the event belongs to (a reopen starts the next one).
+    pub generation: u32,
+    /// The step it is about; for `workflow_reopened` by a rerun, the step rerun from.
+    pub step: Option<String>,
+    pub attempt: Option<u32>,
+    pub worker: Option<String>,
+    /// The error of a failed or timed-out attempt, or why a workflow failed or was cancelled.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct HistoryReply {
+    pub v: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub events: Vec<HistoryEvent>,
+    /// Set when more events follow: ask again with `after_seq` = this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after_seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+/// Which workflows a `list` or a batch job covers; all set fields must match.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct Filter {
+    /// `running | paused | completed | failed | cancelled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+    /// Only workflows whose status last changed within this many ms before now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<u64>,
+}
+
+impl Filter {
+    pub fn is_empty(&self) -> bool {
+        self.status.is_none() && self.pipeline.is_none() && self.since_ms.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListRequest {
+    pub v: u32,
+    #[serde(flatten)]
+    pub filter: Filter,
+    /// Workflows per reply, at most [`LIST_PAGE_MAX`]; default [`LIST_PAGE_DEFAULT`].
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// The `cursor` of the previous reply.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ListedWorkflow {
+    pub id: String,
+    pub status: String,
+    pub pipeline: String,
+    pub created_at_ms: u64,
+    /// When the status last changed.
+    pub updated_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct ListReply {
+    pub v: u32,
+    #[serde(default)]
+    pub workflows: Vec<ListedWorkflow>,
+    /// Set when more may follow: send it back as `cursor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}

@@ -1,0 +1,138 @@
+//! The verbs on one workflow: `start`, `describe`, the operator inputs
+//! (`cancel`, `pause`, `resume`, `retry`) and `rerun`.
+
+use super::wire::{RerunRequest, StartRequest, StepReply, WorkflowReply};
+use super::{code, AdminError};
+use crate::engine::Engine;
+use crate::protocol::VERSION;
+use crate::workflow::{Input, Outcome, ReopenMode};
+
+pub(super) async fn start(r: StartRequest, engine: &Engine) -> Result<WorkflowReply, AdminError> {
+    if engine.ctx().pipelines.current(&r.pipeline).is_none() {
+        return Err(AdminError::new(
+            code::UNKNOWN_PIPELINE,
+            format!("unknown pipeline {:?}", r.pipeline),
+        ));
+    }
+    let s = engine
+        .start_workflow(&r.pipeline, &r.id, &r.input.to_string())
+        .await?;
+    Ok(WorkflowReply {
+        v: VERSION,
+        id: Some(s.id),
+        status: Some(s.status.to_string()),
+        created: Some(s.created),
+        ..WorkflowReply::default()
+    })
+}
+
+pub(super) fn unknown(id: &str) -> AdminError {
+    AdminError::new(code::UNKNOWN_WORKFLOW, format!("unknown workflow {id}"))
+}
+
+pub(super) async fn describe(id: &str, engine: &Engine) -> Result<WorkflowReply, AdminError> {
+    let wf = engine.describe(id).await?.ok_or_else(|| unknown(id))?;
+    let def = engine.ctx().pipelines.get(&wf.pipeline).ok();
+    let steps = wf
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| StepReply {
+            name: def
+                .as_ref()
+                .and_then(|d| d.steps.get(i))
+                .map_or_else(|| format!("#{i}"), |d| d.name.clone()),
+            status: s.status.as_str().to_string(),
+            attempts: s.attempt,
+            last_error: s
+                .last_error
+                .as_ref()
+                .map(|e| format!("{}: {}", e.kind, e.message)),
+            worker: s.worker.as_deref().map(str::to_string),
+            dispatched_at_ms: s.dispatched_at_ms,
+            started_at_ms: s.started_at_ms,
+            finished_at_ms: s.finished_at_ms,
+        })
+        .collect();
+    Ok(WorkflowReply {
+        v: VERSION,
+        id: Some(wf.id.clone()),
+        status: Some(wf.status.to_string()),
+        pipeline: Some(wf.pipeline.name.clone()),
+        pipeline_version: Some(wf.pipeline.version),
+        generation: Some(wf.generation),
+        created_at_ms: Some(wf.created_at_ms),
+        updated_at_ms: Some(wf.updated_at_ms),
+        finished_at_ms: wf.finished_at_ms,
+        reason: wf.reason.clone(),
+        steps: Some(steps),
+        ..WorkflowReply::default()
+    })
+}
+
+/// Sends one operator input and answers with the resulting status line.
+pub async fn control(id: &str, input: Input, engine: &Engine) -> Result<WorkflowReply, AdminError> {
+    if engine.describe(id).await?.is_none() {
+        return Err(unknown(id));
+    }
+    // Retention may purge the workflow between the describe above and this
+    // input; the engine then answers as for any unknown id.
+    let outcome = match engine.send(id, input).await {
+        Err(crate::engine::Error::Rejected(m)) if m.starts_with("unknown workflow") => {
+            return Err(unknown(id))
+        }
+        r => r?,
+    };
+    match outcome {
+        Outcome::Applied => {}
+        Outcome::Rejected(m) => return Err(AdminError::new(code::ILLEGAL_TRANSITION, m)),
+        Outcome::Ignored(r) => {
+            return Err(AdminError::new(
+                code::ILLEGAL_TRANSITION,
+                format!("ignored: {}", r.as_str()),
+            ))
+        }
+    }
+    let wf = engine.describe(id).await?.ok_or_else(|| unknown(id))?;
+    Ok(WorkflowReply {
+        v: VERSION,
+        id: Some(wf.id),
+        status: Some(wf.status.to_string()),
+        generation: Some(wf.generation),
+        reason: wf.reason,
+        ..WorkflowReply::default()
+    })
+}
+
+pub(super) async fn rerun(r: RerunRequest, engine: &Engine) -> Result<WorkflowReply, AdminError> {
+    let wf = engine
+        .describe(&r.id)
+        .await?
+        .ok_or_else(|| unknown(&r.id))?;
+    let def = engine
+        .ctx()
+        .pipelines
+        .get(&wf.pipeline)
+        .map_err(|e| AdminError::new(code::UNAVAILABLE, e))?;
+    if def.step_index(&r.from_step).is_none() {
+        return Err(AdminError::new(
+            code::UNKNOWN_STEP,
+            format!(
+                "pipeline {} has no step {:?} (steps: {})",
+                def.name,
+                r.from_step,
+                def.steps
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    control(
+        &r.id,
+        Input::Reopen(ReopenMode::RerunFrom(r.from_step)),
+        engine,
+    )
+    .await
+}

@@ -1,0 +1,208 @@
+//! The engine's side of the outbox: the message of a journal record, the
+//! row stored with it, and the hand-over to the publisher after the commit.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::{EventMessage, EventsConfig, LifecycleEvent};
+use crate::admin::{history_event, HistoryEvent};
+use crate::pipeline::PipelineDef;
+use crate::protocol::subjects::Subjects;
+use crate::protocol::VERSION;
+use crate::workflow::{Event, EventKind, Status};
+
+/// The stored outbox row: what, besides the journal record itself, it takes
+/// to build the record's message again (after a crash, or when the
+/// publisher's channel overflowed).
+///
+/// Why not the message itself: the message is about ten times larger, and
+/// each row lives for a millisecond (written with the record, deleted
+/// after the publish). Storing the message made it most of the bytes of
+/// every commit: WAL writes, memtable inserts, and a memtable flush every
+/// ~2 s at 870 workflows/s (docs/benchmarks.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxMark {
+    /// The workflow's pipeline.
+    pub pipeline: crate::workflow::PipelineRef,
+    /// The workflow's generation before the record.
+    pub generation: u32,
+    /// The workflow's status after the record ([`Status::code`]).
+    pub status: u8,
+}
+
+/// The value of an outbox row, as written by this build.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OutboxValue {
+    Mark(OutboxMark),
+}
+
+/// An outbox row read back from storage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoredOutbox {
+    Mark(OutboxMark),
+    /// A row written by an earlier build: the whole message.
+    Message(OutboxEntry),
+}
+
+/// Decodes an outbox row of this build or of an earlier one. An earlier
+/// row starts with its subject's length, which is never a valid
+/// [`OutboxValue`] variant, so the two cannot be confused.
+pub fn decode_outbox_row(key: &[u8], value: &[u8]) -> Result<StoredOutbox, crate::storage::Error> {
+    match crate::storage::codec::decode::<OutboxValue>(key, value) {
+        Ok(OutboxValue::Mark(m)) => Ok(StoredOutbox::Mark(m)),
+        Err(e) => crate::storage::codec::decode::<OutboxEntry>(key, value)
+            .map(StoredOutbox::Message)
+            .map_err(|_| e),
+    }
+}
+
+/// A built lifecycle message: its subject and body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub subject: String,
+    pub payload: Vec<u8>,
+}
+
+/// A message on its way to the publisher.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    pub partition: u16,
+    pub workflow_id: String,
+    pub seq: u64,
+    pub subject: String,
+    pub payload: bytes::Bytes,
+}
+
+/// Publisher counters (rendered by `/metrics`).
+#[derive(Debug, Default)]
+pub struct EventStats {
+    /// Journal records published (acknowledged by JetStream).
+    pub published: AtomicU64,
+    /// Messages that carried them (a batch carries several records).
+    pub messages: AtomicU64,
+    pub failures: AtomicU64,
+    pub overflows: AtomicU64,
+    pub scans: AtomicU64,
+    /// Messages the publisher holds in memory, waiting for their turn.
+    pub backlog: AtomicU64,
+}
+
+/// The engine's side of the outbox.
+pub struct Outbox {
+    subjects: Subjects,
+    tx: mpsc::Sender<OutboxItem>,
+    /// Set when the channel overflowed: the publisher must read storage.
+    pub(super) rescan: AtomicBool,
+    pub stats: Arc<EventStats>,
+    /// Test-only negative control: committed messages are neither stored
+    /// nor handed over (the checker must notice the missing events).
+    drop_all: AtomicBool,
+}
+
+impl Outbox {
+    pub fn new(
+        prefix: &str,
+        cfg: &EventsConfig,
+    ) -> Result<(Arc<Outbox>, mpsc::Receiver<OutboxItem>), String> {
+        let (tx, rx) = mpsc::channel(cfg.queue_max.max(1));
+        Ok((
+            Arc::new(Outbox {
+                subjects: Subjects::new(prefix)?,
+                tx,
+                // The first thing the publisher does is read what a previous run left.
+                rescan: AtomicBool::new(true),
+                stats: Arc::default(),
+                drop_all: AtomicBool::new(false),
+            }),
+            rx,
+        ))
+    }
+
+    /// Negative control for the reliability suite: lose every event.
+    pub fn plant_drop_all(&self) {
+        self.drop_all.store(true, Relaxed);
+    }
+
+    pub fn dropping(&self) -> bool {
+        self.drop_all.load(Relaxed)
+    }
+
+    /// The message of one journal record. `generation` is the workflow's
+    /// generation before the record; `status` its status after it.
+    pub fn message(
+        &self,
+        id: &str,
+        def: &PipelineDef,
+        first_seq: u64,
+        generation: u32,
+        status: Status,
+        events: &[Event],
+    ) -> Option<OutboxEntry> {
+        let last = events.last()?;
+        let step_name = |i: u16| {
+            def.steps
+                .get(usize::from(i))
+                .map_or_else(|| format!("#{i}"), |s| s.name.clone())
+        };
+        let mut generation = generation;
+        let mut out = Vec::with_capacity(events.len());
+        for (k, ev) in events.iter().enumerate() {
+            if let EventKind::WorkflowReopened { generation: g, .. } = &ev.kind {
+                generation = *g;
+            }
+            let seq = first_seq + k as u64;
+            let HistoryEvent {
+                seq,
+                at,
+                event,
+                generation,
+                step,
+                attempt,
+                worker,
+                error,
+            } = history_event(seq, ev, generation, &step_name);
+            let output = match &ev.kind {
+                EventKind::TaskSucceeded { output, .. } => {
+                    serde_json::value::RawValue::from_string(output.to_string()).ok()
+                }
+                _ => None,
+            };
+            out.push(LifecycleEvent {
+                id: format!("{id}:{seq}"),
+                seq,
+                at,
+                event,
+                generation,
+                step,
+                attempt,
+                worker,
+                error,
+                output,
+            });
+        }
+        let msg = EventMessage {
+            v: VERSION,
+            workflow_id: id.to_owned(),
+            pipeline: def.name.clone(),
+            status: status.as_str().to_owned(),
+            events: out,
+        };
+        let payload = serde_json::to_vec(&msg).ok()?;
+        Some(OutboxEntry {
+            subject: self.subjects.events(&def.name, last.kind.name()),
+            payload,
+        })
+    }
+
+    /// After the record's batch is durable: hand the message over. Never blocks.
+    pub fn committed(&self, item: OutboxItem) {
+        if self.tx.try_send(item).is_err() {
+            // The row is in storage: the publisher will read it from there.
+            self.stats.overflows.fetch_add(1, Relaxed);
+            self.rescan.store(true, Relaxed);
+        }
+    }
+}
