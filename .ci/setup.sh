@@ -44,6 +44,12 @@ if ! python3 -c "import nats" >/dev/null 2>&1; then
   python3 -m pip install --quiet nats-py==2.16.0 >&2
 fi
 
+# The Python SDK's unit tests (sdk/python/tests) run with pytest.
+if ! python3 -c "import pytest" >/dev/null 2>&1; then
+  echo "setup: installing pytest (pip pytest==8.3.4)" >&2
+  python3 -m pip install --quiet pytest==8.3.4 >&2
+fi
+
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found; install the Rust toolchain (https://rustup.rs)" >&2
   exit 1

@@ -3,6 +3,8 @@
 
 Serves one task type: pulls a task, heartbeats while it works, publishes a
 result (success, or a retryable / non-retryable failure), then acks the task.
+It spells the protocol out by hand; sdk/python does all of it for you
+(examples/transcribe_worker.py).
 
     pip install nats-py==2.16.0
     python3 examples/python_worker.py transcribe --work-seconds 2
@@ -39,8 +41,10 @@ def do_the_work(task):
 
 
 async def handle(nc, js, msg, task, args, cancelled):
+    # Every message about the attempt carries its token back, when it has one.
+    token = {"attempt_token": task["attempt_token"]} if "attempt_token" in task else {}
     beat = json.dumps({"v": 1, "task_id": task["task_id"], "workflow_id": task["workflow_id"],
-                       "worker": args.name}).encode()
+                       "worker": args.name, **token}).encode()
     await nc.publish(task["heartbeat_to"], beat)  # the first heartbeat means "started"
     started = int(time.time() * 1000)
     every = (task.get("heartbeat_timeout_ms") or 60_000) / 3000.0
@@ -55,7 +59,7 @@ async def handle(nc, js, msg, task, args, cancelled):
 
     result = {"v": 1, "task_id": task["task_id"], "workflow_id": task["workflow_id"],
               "step": task["step"], "attempt": task["attempt"], "worker": args.name,
-              "started_at_ms": started}
+              "started_at_ms": started, **token}
     if args.fail == "none":
         result.update(status="succeeded", output=do_the_work(task))
     else:
