@@ -2,6 +2,7 @@
 
 mod support;
 
+mod attempt_token;
 mod cli;
 mod dst;
 mod engine;
@@ -17,6 +18,7 @@ mod otel;
 mod protocol;
 mod purity;
 mod retention;
+mod security;
 mod storm;
 mod transport;
 mod verify;

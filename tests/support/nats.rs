@@ -59,6 +59,8 @@ pub struct NatsServer {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// A configuration file (`-c`) instead of the plain flags.
+    config: Option<PathBuf>,
 }
 
 pub fn free_port() -> u16 {
@@ -75,6 +77,25 @@ impl NatsServer {
             child: None,
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
+            config: None,
+        };
+        s.launch();
+        s
+    }
+
+    /// A server run with the configuration `make(port, store_dir)` returns
+    /// (written to a file and passed with `-c`).
+    pub fn start_with_config(make: impl FnOnce(u16, &std::path::Path) -> String) -> NatsServer {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("js");
+        let path = dir.path().join("nats.conf");
+        std::fs::write(&path, make(port, &store)).unwrap();
+        let mut s = NatsServer {
+            child: None,
+            port,
+            dir,
+            config: Some(path),
         };
         s.launch();
         s
@@ -86,6 +107,7 @@ impl NatsServer {
             child: None,
             port,
             dir: tempfile::tempdir().unwrap(),
+            config: None,
         };
         s.launch();
         s
@@ -96,16 +118,21 @@ impl NatsServer {
     }
 
     fn launch(&mut self) {
-        let child = Command::new(binary())
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.path())
+        let mut command = Command::new(binary());
+        match &self.config {
+            Some(path) => command.arg("-c").arg(path),
+            None => command
+                .args([
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-js",
+                    "-sd",
+                ])
+                .arg(self.dir.path()),
+        };
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
