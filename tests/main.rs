@@ -13,6 +13,7 @@ mod http;
 mod layering;
 mod loadgen;
 mod nats;
+mod nats_roles;
 mod ops;
 mod otel;
 mod protocol;

@@ -193,8 +193,9 @@ fn complete_one_workflow(mode: &Mode) -> String {
     )
     .output()
     .unwrap();
-    // `start` may come before `run` listens on the admin subjects.
-    for _ in 0..100 {
+    // `start` may come before `run` listens on the admin subjects (a busy
+    // machine opens RocksDB slowly).
+    for _ in 0..600 {
         if !text(&out).contains("no orchestrator is listening") {
             break;
         }
@@ -220,7 +221,9 @@ fn complete_one_workflow(mode: &Mode) -> String {
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "workflow id=s-1 status=completed created=true",
-        "{all}"
+        "{all}\nrun: {}\nworker: {}",
+        std::fs::read_to_string(logs.path().join("run.err")).unwrap(),
+        std::fs::read_to_string(logs.path().join("worker.err")).unwrap()
     );
     for child in [&mut orch, &mut worker] {
         let _ = Command::new("kill")

@@ -97,8 +97,10 @@ pub fn main() -> ExitCode {
     };
     if !matches!(cli.command, Command::Run(_)) {
         // `run` sets up logging after layering its config file.
+        // A failed first connection is reported in one line of the
+        // command's own; the NATS client's log of it would be a second.
         init_logging(
-            cli.log.level.as_deref().unwrap_or("warn"),
+            cli.log.level.as_deref().unwrap_or("warn,async_nats=off"),
             cli.log.format.unwrap_or(LogFormat::Pretty),
         );
     }

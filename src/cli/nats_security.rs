@@ -56,6 +56,10 @@ pub struct NatsSecurityArgs {
         value_name = "BOOL"
     )]
     pub nats_tls_required: Option<bool>,
+    /// Prefix of this client's reply subjects, e.g. `_INBOX_worker-embed`
+    /// for a user allowed only those [config: nats.inbox_prefix].
+    #[arg(long, env = "NARRALYTICA_NATS_INBOX_PREFIX", value_name = "PREFIX")]
+    pub nats_inbox_prefix: Option<String>,
     /// Give up on the first connection after this long (`run`: 30s, other
     /// commands: 5s) [config: nats.connect_timeout].
     #[arg(
@@ -95,6 +99,9 @@ impl NatsSecurityArgs {
         }
         if let Some(v) = self.nats_tls_required {
             section.tls_required = v;
+        }
+        if let Some(v) = &self.nats_inbox_prefix {
+            section.inbox_prefix = v.clone();
         }
         if let Some(v) = self.nats_connect_timeout {
             section.connect_timeout = v;

@@ -31,6 +31,7 @@ use crate::transport::nats::{connect_with_stats, ensure_streams, run_intake, Nat
     "  orchestrator run --nats-url tls://nats:4222 --nats-tls-ca /etc/nats/ca.pem \\\n",
     "      --nats-tls-cert /etc/nats/client.pem --nats-tls-key /etc/nats/client-key.pem\n",
     "  orchestrator run --nats-url nats://user:pass@nats:4222 --nats-connect-timeout 10s\n",
+    "  orchestrator worker --simulate --task-types embed --nats-user worker-embed --nats-inbox-prefix _INBOX_worker-embed\n",
     "Secrets are better passed in the environment (a flag shows in `ps`); --print-config shows them as ***."
 ))]
 pub struct RunArgs {
@@ -311,7 +312,7 @@ pub async fn serve(
     ));
     eprintln!(
         "orchestrator running: nats={} prefix={} data_dir={} resumed={}",
-        cfg.url,
+        crate::transport::nats::redact_url(&cfg.url),
         cfg.prefix,
         config.node.data_dir.display(),
         Metrics::get(&metrics.workflows_resumed)

@@ -26,6 +26,7 @@ pub struct NatsSection {
     pub tls_cert_file: PathBuf,
     pub tls_key_file: PathBuf,
     pub tls_required: bool,
+    pub inbox_prefix: String,
     pub stream_max_age: Dur,
     pub duplicate_window: Dur,
     pub results_ack_wait: Dur,
@@ -74,6 +75,7 @@ impl Default for NatsSection {
             tls_cert_file: unset(security.tls_cert_file),
             tls_key_file: unset(security.tls_key_file),
             tls_required: security.tls_required,
+            inbox_prefix: security.inbox_prefix,
             stream_max_age: ms(nats.stream_max_age),
             duplicate_window: ms(nats.duplicate_window),
             results_ack_wait: ms(nats.results_ack_wait),
@@ -106,6 +108,7 @@ impl NatsSection {
             tls_cert_file: path(&self.tls_cert_file),
             tls_key_file: path(&self.tls_key_file),
             tls_required: self.tls_required,
+            inbox_prefix: self.inbox_prefix.clone(),
         }
     }
 

@@ -59,8 +59,9 @@ pub struct NatsServer {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
-    /// A configuration file (`-c`) instead of the plain flags.
-    config: Option<PathBuf>,
+    /// Arguments and environment instead of the plain flags (a `-c`
+    /// configuration file and what it reads); `-p <port>` is added.
+    custom: Option<(Vec<String>, Vec<(String, String)>)>,
 }
 
 pub fn free_port() -> u16 {
@@ -77,7 +78,7 @@ impl NatsServer {
             child: None,
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
-            config: None,
+            custom: None,
         };
         s.launch();
         s
@@ -95,7 +96,20 @@ impl NatsServer {
             child: None,
             port,
             dir,
-            config: Some(path),
+            custom: Some((vec!["-c".into(), path.display().to_string()], vec![])),
+        };
+        s.launch();
+        s
+    }
+
+    /// A server run with `args` (which name its configuration) and `env`,
+    /// on a free port.
+    pub fn start_with_args(args: Vec<String>, env: Vec<(String, String)>) -> NatsServer {
+        let mut s = NatsServer {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            custom: Some((args, env)),
         };
         s.launch();
         s
@@ -107,7 +121,7 @@ impl NatsServer {
             child: None,
             port,
             dir: tempfile::tempdir().unwrap(),
-            config: None,
+            custom: None,
         };
         s.launch();
         s
@@ -119,8 +133,11 @@ impl NatsServer {
 
     fn launch(&mut self) {
         let mut command = Command::new(binary());
-        match &self.config {
-            Some(path) => command.arg("-c").arg(path),
+        match &self.custom {
+            Some((args, env)) => command
+                .args(args)
+                .args(["-p", &self.port.to_string()])
+                .envs(env.iter().map(|(k, v)| (k, v))),
             None => command
                 .args([
                     "-a",

@@ -88,6 +88,10 @@ pub struct NatsSecurity {
     pub tls_key_file: Option<PathBuf>,
     /// Refuse to talk to a server that does not offer TLS.
     pub tls_required: bool,
+    /// Prefix of this client's reply subjects (empty: `_INBOX`). A user
+    /// whose permissions allow only `_INBOX_<user>.>` cannot listen to
+    /// other clients' replies, tasks pulled from JetStream included.
+    pub inbox_prefix: String,
 }
 
 impl NatsSecurity {
@@ -110,6 +114,14 @@ impl NatsSecurity {
         }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return Err("nats: tls_cert_file and tls_key_file go together".into());
+        }
+        if !self.inbox_prefix.is_empty()
+            && !self
+                .inbox_prefix
+                .split('.')
+                .all(crate::protocol::subjects::valid_token)
+        {
+            return Err("nats: inbox_prefix must be dot-separated tokens of [A-Za-z0-9_-]".into());
         }
         Ok(())
     }
@@ -160,6 +172,9 @@ impl NatsSecurity {
         }
         if self.wants_tls() {
             options = options.require_tls(true);
+        }
+        if !self.inbox_prefix.is_empty() {
+            options = options.custom_inbox_prefix(&self.inbox_prefix);
         }
         Ok(options)
     }
