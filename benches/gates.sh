@@ -5,6 +5,8 @@
 #
 #   benches/gates.sh [RUNS]            # default 3 runs per figure
 #   NATS_SYNC=always benches/gates.sh  # nats-server with sync_interval: always
+#   NATS_TLS=1 benches/gates.sh        # every connection over TLS (a CA and a
+#                                      # server certificate made with openssl)
 #
 # Prints one line per run, the median of each figure and a verdict per
 # gate, and exits 1 when a gate is missed (errors in any run included;
@@ -32,8 +34,24 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
+TLS_BLOCK=
+if [ -n "${NATS_TLS:-}" ]; then
+  command -v openssl >/dev/null || { echo "NATS_TLS needs openssl" >&2; exit 2; }
+  mkdir -p "$OUT/tls"
+  ( cd "$OUT/tls"
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.pem -days 2 -subj /CN=gates-ca
+    printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n' > server.ext
+    openssl req "${ec[@]}" -keyout server.key -out server.csr -subj /CN=gates
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext
+  ) > "$OUT/tls/openssl.log" 2>&1
+  TLS_BLOCK="tls { cert_file: \"$OUT/tls/server.pem\", key_file: \"$OUT/tls/server.key\" }"
+  # Every command below (run, worker, loadgen) trusts the CA and requires TLS.
+  export NARRALYTICA_NATS_TLS_CA="$OUT/tls/ca.pem"
+fi
 cat > "$OUT/nats.conf" <<CONF
 port: $PORT
+$TLS_BLOCK
 jetstream {
   store_dir: "$OUT/js"
   $( [ "${NATS_SYNC:-}" = always ] && echo 'sync_interval: always' )

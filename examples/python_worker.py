@@ -41,10 +41,11 @@ def do_the_work(task):
 
 
 async def handle(nc, js, msg, task, args, cancelled):
-    # Every message about the attempt carries its token back, when it has one.
-    token = {"attempt_token": task["attempt_token"]} if "attempt_token" in task else {}
-    beat = json.dumps({"v": 1, "task_id": task["task_id"], "workflow_id": task["workflow_id"],
-                       "worker": args.name, **token}).encode()
+    # Every report echoes the task's attempt_token: without it the
+    # orchestrator refuses the report (docs/protocol.md, "Attempt token").
+    token = task.get("attempt_token")
+    beat = json.dumps({"v": 1, "task_id": task["task_id"], "attempt_token": token,
+                       "workflow_id": task["workflow_id"], "worker": args.name}).encode()
     await nc.publish(task["heartbeat_to"], beat)  # the first heartbeat means "started"
     started = int(time.time() * 1000)
     every = (task.get("heartbeat_timeout_ms") or 60_000) / 3000.0
@@ -57,9 +58,10 @@ async def handle(nc, js, msg, task, args, cancelled):
         await nc.publish(task["heartbeat_to"], beat)
         await msg.in_progress()  # keep JetStream from redelivering a long task
 
-    result = {"v": 1, "task_id": task["task_id"], "workflow_id": task["workflow_id"],
+    result = {"v": 1, "task_id": task["task_id"], "attempt_token": token,
+              "workflow_id": task["workflow_id"],
               "step": task["step"], "attempt": task["attempt"], "worker": args.name,
-              "started_at_ms": started, **token}
+              "started_at_ms": started}
     if args.fail == "none":
         result.update(status="succeeded", output=do_the_work(task))
     else:

@@ -595,6 +595,8 @@ pub fn render_metrics(state: &HttpState) -> String {
         ("malformed", &m.messages_malformed),
         ("unsupported_version", &m.messages_unsupported_version),
         ("invalid", &m.messages_invalid),
+        ("unauthenticated", &m.messages_unauthenticated),
+        ("wrong_partition", &m.messages_wrong_partition),
     ] {
         t.sample(
             "narralytica_messages_rejected_total",

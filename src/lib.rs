@@ -37,6 +37,7 @@
 //!   else addresses workflows by id.
 
 pub mod admin;
+pub mod audit;
 pub mod backup;
 pub mod cli;
 pub mod config;

@@ -667,6 +667,7 @@ async fn execute(
     let beat = |task: &TaskMessage| HeartbeatMessage {
         v: VERSION,
         task_id: task.task_id.clone(),
+        attempt_token: task.attempt_token.clone(),
         workflow_id: task.workflow_id.clone(),
         worker: Some(sim.worker.clone()),
         progress: None,
@@ -755,6 +756,7 @@ async fn execute(
     let result = ResultMessage {
         v: VERSION,
         task_id: task.task_id.clone(),
+        attempt_token: task.attempt_token.clone(),
         workflow_id: task.workflow_id.clone(),
         step: task.step.clone(),
         attempt: task.attempt,

@@ -477,6 +477,8 @@ pub(crate) struct Bench {
     pipelines: Option<std::path::PathBuf>,
     pub(crate) orch: Option<Reaper>,
     pub(crate) workers: Vec<Reaper>,
+    /// `--backup-root` of the orchestrator, when set.
+    pub(crate) backup_root: Option<std::path::PathBuf>,
 }
 
 impl Bench {
@@ -487,6 +489,7 @@ impl Bench {
             pipelines,
             orch: None,
             workers: Vec::new(),
+            backup_root: None,
         }
     }
 
@@ -500,6 +503,9 @@ impl Bench {
             .arg(self.dir.path());
         if let Some(p) = &self.pipelines {
             c.arg("--pipelines").arg(p);
+        }
+        if let Some(root) = &self.backup_root {
+            c.arg("--backup-root").arg(root);
         }
         self.orch = Some(Reaper(
             c.stdout(Stdio::null())

@@ -115,6 +115,7 @@ fn open_loop(
             let args = orchestrator::cli::NatsArgs {
                 nats_url: url,
                 prefix: "narralytica".into(),
+                security: Default::default(),
             };
             let client = Arc::new(
                 orchestrator::cli::ops::AdminClient::connect(&args)

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod attempt_token;
 mod cli;
 mod dst;
 mod engine;
@@ -12,11 +13,13 @@ mod http;
 mod layering;
 mod loadgen;
 mod nats;
+mod nats_roles;
 mod ops;
 mod otel;
 mod protocol;
 mod purity;
 mod retention;
+mod security;
 mod storm;
 mod transport;
 mod verify;

@@ -227,19 +227,41 @@ async fn malformed_oversized_and_unknown_results_change_nothing_and_are_counted(
     h.wait_terminal(1, Duration::from_secs(30)).await;
     let client = async_nats::connect(server.url()).await.unwrap();
     let js = async_nats::jetstream::new(client.clone());
-    let subject = "narralytica.results.0";
+    let key = h.attempt_key.clone().unwrap();
+    let p = h.store.partition_of("ok-1");
+    let subject = format!("narralytica.results.{p}");
     let big = format!(r#"{{"v":1,"pad":"{}"}}"#, "x".repeat(2 * 1024 * 1024));
+    // An unknown workflow of the same partition (its results subject).
+    let ghost = (0..)
+        .map(|i| format!("ghost-{i}"))
+        .find(|g| h.store.partition_of(g) == p)
+        .unwrap();
+    let with_token = |task_id: &str, body: &str| {
+        format!(
+            r#"{{"v":1,"task_id":"{task_id}","attempt_token":"{}",{body}}}"#,
+            key.token(task_id)
+        )
+        .into_bytes()
+    };
     let bad: Vec<Vec<u8>> = vec![
         b"{not json".to_vec(),
         br#"{"v":9,"task_id":"t","workflow_id":"ok-1","step":"ingest","attempt":1,"status":"succeeded","output":{}}"#.to_vec(),
         br#"{"v":1,"task_id":"t","workflow_id":"ok-1","step":"ingest","attempt":1,"status":"succeeded"}"#.to_vec(),
         big.into_bytes(),
-        br#"{"v":1,"task_id":"ghost:ingest:0:1","workflow_id":"ghost","step":"ingest","attempt":1,"status":"succeeded","output":{}}"#.to_vec(),
-        br#"{"v":1,"task_id":"ok-1:ingest:0:1","workflow_id":"ok-1","step":"ingest","attempt":1,"status":"succeeded","output":{"n":99}}"#.to_vec(),
+        with_token(
+            &format!("{ghost}:ingest:0:1"),
+            &format!(
+                r#""workflow_id":"{ghost}","step":"ingest","attempt":1,"status":"succeeded","output":{{}}"#
+            ),
+        ),
+        with_token(
+            "ok-1:ingest:0:1",
+            r#""workflow_id":"ok-1","step":"ingest","attempt":1,"status":"succeeded","output":{"n":99}"#,
+        ),
     ];
     for b in bad {
         // The oversized one is refused by the server itself (stream max message size).
-        if let Ok(ack) = js.publish(subject, b.into()).await {
+        if let Ok(ack) = js.publish(subject.clone(), b.into()).await {
             let _ = ack.await;
         }
     }

@@ -303,7 +303,9 @@ fn a_backup_of_a_live_node_under_load_restores_into_a_new_node_that_completes_ev
     let n = 30;
     let ids: Vec<String> = (0..n).map(|i| format!("bk-{i}")).collect();
     let input = |id: &str| format!(r#"{{"video_url":"s3://media/{id}.mp4"}}"#);
+    let backups = tempfile::tempdir().unwrap();
     let mut b = Bench::new(None);
+    b.backup_root = Some(backups.path().to_path_buf());
     b.start_orchestrator();
     b.start_worker(&["--latency-ms", "150"]);
     for id in &ids {
@@ -311,7 +313,6 @@ fn a_backup_of_a_live_node_under_load_restores_into_a_new_node_that_completes_ev
         assert!(o.status.success(), "{:?}", out(&o));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let backups = tempfile::tempdir().unwrap();
     let cp = backups.path().join("cp");
     let o = bin()
         .args(["backup", "--nats-url", &b.url(), "--to"])
@@ -333,10 +334,29 @@ fn a_backup_of_a_live_node_under_load_restores_into_a_new_node_that_completes_ev
     let e = backup_fails(&["--nats-url", &url], &cp);
     assert!(e.contains("already exists"), "{e}");
     let e = backup_fails(&["--nats-url", &url], &b.dir.path().join("inside"));
-    assert!(e.contains("inside the data dir"), "{e}");
+    assert!(e.contains("under the backup root"), "{e}");
     assert!(!b.dir.path().join("inside").exists());
-    let e = backup_fails(&["--nats-url", &url], &backups.path().join("no/parent"));
-    assert!(e.contains("parent"), "{e}");
+    let e = backup_fails(&["--nats-url", &url], &backups.path().join("../escape"));
+    assert!(e.contains(".."), "{e}");
+    // Outside the root, whether the path exists or not: the same answer.
+    let exists = backup_fails(&["--nats-url", &url], std::path::Path::new("/etc/passwd"));
+    let missing = backup_fails(
+        &["--nats-url", &url],
+        std::path::Path::new("/etc/no-such-x"),
+    );
+    assert_eq!(exists, missing);
+    // A relative target is taken inside the root, made private.
+    let o = bin()
+        .args(["backup", "--nats-url", &url, "--to", "nightly/cp2"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?}", out(&o));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&backups.path().join("nightly/cp2")), 0o700);
+        assert_eq!(mode(&backups.path().join("nightly/cp2/CURRENT")), 0o600);
+    }
     // Offline mode refuses a data dir a running orchestrator holds.
     let e = backup_fails(
         &["--data-dir", b.dir.path().to_str().unwrap()],

@@ -419,6 +419,11 @@ impl NatsRig {
     /// keeps its direct-result subject.
     fn seen(&mut self, payload: &[u8], headers: Option<&async_nats::HeaderMap>) -> Seen {
         let t = TaskMessage::decode(payload, &self.cfg.limits).expect("task decodes");
+        // Every task carries its attempt's token.
+        assert_eq!(
+            t.attempt_token,
+            Some(self.cfg.attempt_key.token(&t.task_id))
+        );
         let traceparent = headers
             .and_then(|h| h.get(TRACEPARENT))
             .map(|v| v.as_str().to_owned());
@@ -535,6 +540,7 @@ impl Rig for NatsRig {
         let msg = ResultMessage {
             v: 1,
             task_id: result.task_id.clone(),
+            attempt_token: Some(self.cfg.attempt_key.token(&result.task_id)),
             workflow_id: seen.workflow_id.clone(),
             step: result.step.clone(),
             attempt: result.attempt,
@@ -571,6 +577,7 @@ impl Rig for NatsRig {
         let hb = HeartbeatMessage {
             v: 1,
             task_id: seen.task_id.clone(),
+            attempt_token: Some(self.cfg.attempt_key.token(&seen.task_id)),
             workflow_id: seen.workflow_id.clone(),
             worker: Some("probe".into()),
             progress: None,
@@ -752,7 +759,8 @@ async fn direct_results_are_answered_only_once_applied_and_refusals_say_whether_
     };
     let result = |task_id: &str| {
         serde_json::to_vec(&serde_json::json!({
-            "v": 1, "task_id": task_id, "workflow_id": "wf-1", "step": "transcribe",
+            "v": 1, "task_id": task_id, "workflow_id": task_id.split(':').next().unwrap(),
+            "step": "transcribe", "attempt_token": cfg.attempt_key.token(task_id),
             "attempt": 1, "status": "succeeded", "output": {"n": 1}
         }))
         .unwrap()
@@ -819,6 +827,7 @@ async fn a_result_in_the_answer_to_an_offer_goes_to_the_intake_and_a_wrong_one_i
         serde_json::to_string(&ResultMessage {
             v: 1,
             task_id: task_id.to_owned(),
+            attempt_token: task.attempt_token.clone(),
             workflow_id: task.workflow_id.clone(),
             step: task.step.clone(),
             attempt: task.attempt,
@@ -880,7 +889,10 @@ async fn a_result_in_the_answer_to_an_offer_goes_to_the_intake_and_a_wrong_one_i
             if wf == "wf-m" && task_id == "wf-m:transcribe:0:1"),
         "{reports:?}"
     );
-    assert_eq!(*collector.rejected.lock(), vec!["invalid", "malformed"]);
+    assert_eq!(
+        *collector.rejected.lock(),
+        vec!["unauthenticated", "malformed"]
+    );
     assert_eq!(rig.stats.results_in_offer_reply.load(Relaxed), 1);
     assert_eq!(rig.stats.tasks_direct.load(Relaxed), 4);
     assert_eq!(rig.stats.tasks_stream.load(Relaxed), 0);

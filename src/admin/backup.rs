@@ -9,7 +9,8 @@ use crate::protocol::VERSION;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BackupRequest {
     pub v: u32,
-    /// An absolute path that does not exist yet, outside the data dir.
+    /// A new directory under the orchestrator's backup root: relative to
+    /// it, or an absolute path inside it.
     pub to: String,
 }
 

@@ -65,6 +65,11 @@ pub async fn serve(
                     } else {
                         handle(verb, &msg.payload, engine, batches).await
                     };
+                    let info = msg
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(crate::audit::REQUEST_INFO).map(|v| v.as_str()));
+                    crate::audit::record(verb, info, &msg.payload, &body);
                     let _ = client.publish(reply_to, body.into()).await;
                 }
             })

@@ -18,14 +18,17 @@ use crate::storage::Storage;
 
 #[derive(Debug, Clone, Args)]
 #[command(after_help = "Examples:\n  \
-    orchestrator backup --to /var/backups/narralytica/2026-11-25   # live node, over NATS\n  \
+    orchestrator backup --to daily/2026-11-25   # live node, over NATS: under its node.backup_root\n  \
     orchestrator backup --data-dir /var/lib/narralytica --to /var/backups/nl-offline   # stopped node\n\n\
-    The target must not exist and must lie outside the data dir. Over NATS the path is\n\
-    on the orchestrator's host (a relative one is made absolute here first). On the same\n\
-    filesystem the checkpoint is hard links and takes well under a second.\n\
+    Over NATS the target is a new directory under the orchestrator's backup root\n\
+    (node.backup_root, --backup-root of `run`): relative to it, or an absolute path\n\
+    inside it; `..` is refused and backups over NATS are off while no root is set.\n\
+    The checkpoint is private (directory 0700, files 0600) and must lie outside the\n\
+    data dir. On the same filesystem it is hard links and takes well under a second.\n\
     Restore: stop the orchestrator, put the checkpoint directory at the data dir path, start.")]
 pub struct BackupArgs {
-    /// Directory to create with the checkpoint (must not exist).
+    /// Directory to create with the checkpoint (must not exist); over NATS,
+    /// under the orchestrator's backup root.
     #[arg(long)]
     pub to: PathBuf,
     /// Back up this data dir directly instead of asking a running orchestrator
@@ -38,12 +41,11 @@ pub struct BackupArgs {
 
 pub fn run(args: BackupArgs) -> ExitCode {
     block_on(async move {
-        let to = std::path::absolute(&args.to)
-            .map_err(|e| format!("bad --to {}: {e}", args.to.display()))?;
         let (path, files, bytes, took_ms) = match &args.data_dir {
             Some(dir) => {
                 let dir = dir.clone();
-                let to = to.clone();
+                let to = std::path::absolute(&args.to)
+                    .map_err(|e| format!("bad --to {}: {e}", args.to.display()))?;
                 let r = tokio::task::spawn_blocking(move || offline(&dir, &to))
                     .await
                     .map_err(|e| e.to_string())??;
@@ -51,16 +53,18 @@ pub fn run(args: BackupArgs) -> ExitCode {
             }
             None => {
                 let client = AdminClient::connect(&args.nats).await?;
+                // The orchestrator resolves it against its backup root.
+                let to = args.to.display().to_string();
                 let req = BackupRequest {
                     v: VERSION,
-                    to: to.display().to_string(),
+                    to: to.clone(),
                 };
                 let r: BackupReply = client
                     .call("backup", &req)
                     .await
                     .map_err(|e| e.to_string())?;
                 (
-                    r.path.unwrap_or_else(|| to.display().to_string()),
+                    r.path.unwrap_or(to),
                     r.files.unwrap_or(0),
                     r.bytes.unwrap_or(0),
                     r.took_ms.unwrap_or(0),

@@ -221,7 +221,7 @@ pub fn run(args: LoadgenArgs) -> ExitCode {
         "corrupt_rate": args.corrupt_rate,
         "worker_concurrency": args.worker_concurrency,
         "seed": args.seed,
-        "nats_url": args.nats.nats_url,
+        "nats_url": crate::transport::nats::redact_url(&args.nats.nats_url),
         "prefix": args.nats.prefix,
     });
     let rt = match tokio::runtime::Builder::new_multi_thread()

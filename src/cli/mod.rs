@@ -5,6 +5,7 @@ pub mod backup;
 pub mod batch;
 pub mod dev;
 pub mod loadgen;
+pub mod nats_security;
 pub mod ops;
 pub mod pipelines;
 pub mod run;
@@ -96,8 +97,10 @@ pub fn main() -> ExitCode {
     };
     if !matches!(cli.command, Command::Run(_)) {
         // `run` sets up logging after layering its config file.
+        // A failed first connection is reported in one line of the
+        // command's own; the NATS client's log of it would be a second.
         init_logging(
-            cli.log.level.as_deref().unwrap_or("warn"),
+            cli.log.level.as_deref().unwrap_or("warn,async_nats=off"),
             cli.log.format.unwrap_or(LogFormat::Pretty),
         );
     }
@@ -217,7 +220,7 @@ pub async fn shutdown_signal() {
 /// NATS connection flags shared by every NATS-facing command.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NatsArgs {
-    /// NATS server URL.
+    /// NATS server URL; `nats://user:pass@host:4222` works too.
     #[arg(
         long,
         env = "NARRALYTICA_NATS_URL",
@@ -227,13 +230,24 @@ pub struct NatsArgs {
     /// Subject prefix (`<prefix>.tasks.<type>`, ...).
     #[arg(long, env = "NARRALYTICA_PREFIX", default_value = "narralytica")]
     pub prefix: String,
+    #[command(flatten)]
+    pub security: nats_security::NatsSecurityArgs,
 }
+
+/// How long a command other than `run` tries its first connection.
+pub const CLI_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl NatsArgs {
     pub fn config(&self) -> crate::transport::nats::NatsConfig {
         crate::transport::nats::NatsConfig {
             url: self.nats_url.clone(),
             prefix: self.prefix.clone(),
+            security: self.security.security(),
+            connect_timeout: self
+                .security
+                .nats_connect_timeout
+                .map_or(CLI_CONNECT_TIMEOUT, |d| d.as_duration()),
+            client_name: "narralytica-cli".into(),
             ..Default::default()
         }
     }

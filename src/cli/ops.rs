@@ -54,11 +54,7 @@ pub struct AdminClient {
 impl AdminClient {
     pub async fn connect(nats: &NatsArgs) -> Result<AdminClient, String> {
         let subjects = Subjects::new(&nats.prefix)?;
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(5))
-            .connect(&nats.nats_url)
-            .await
-            .map_err(|e| format!("cannot connect to NATS at {}: {e}", nats.nats_url))?;
+        let (client, _) = crate::transport::nats::connect(&nats.config()).await?;
         Ok(AdminClient { client, subjects })
     }
 

@@ -21,9 +21,19 @@ use crate::transport::nats::{connect_with_stats, ensure_streams, run_intake, Nat
 /// Flags and environment of `orchestrator run`. Each one, when given,
 /// overrides the config file; see `config/orchestrator.toml` for the rest.
 #[derive(Debug, Clone, Default, Args)]
-#[command(
-    after_help = "Example:\n  orchestrator run --config config/orchestrator.toml --nats-url nats://10.0.0.5:4222 --data-dir /var/lib/narralytica"
-)]
+#[command(after_help = concat!(
+    "Example:\n  orchestrator run --config config/orchestrator.toml --nats-url nats://10.0.0.5:4222 --data-dir /var/lib/narralytica\n\n",
+    "NATS security examples:\n",
+    "  NARRALYTICA_NATS_PASSWORD=... orchestrator run --nats-user orchestrator\n",
+    "  NARRALYTICA_NATS_TOKEN=... orchestrator run\n",
+    "  orchestrator run --nats-creds /etc/narralytica/orchestrator.creds\n",
+    "  orchestrator run --nats-nkey-file /etc/narralytica/orchestrator.nk\n",
+    "  orchestrator run --nats-url tls://nats:4222 --nats-tls-ca /etc/nats/ca.pem \\\n",
+    "      --nats-tls-cert /etc/nats/client.pem --nats-tls-key /etc/nats/client-key.pem\n",
+    "  orchestrator run --nats-url nats://user:pass@nats:4222 --nats-connect-timeout 10s\n",
+    "  orchestrator worker --simulate --task-types embed --nats-user worker-embed --nats-inbox-prefix _INBOX_worker-embed\n",
+    "Secrets are better passed in the environment (a flag shows in `ps`); --print-config shows them as ***."
+))]
 pub struct RunArgs {
     /// Config file (TOML); every option and its default: config/orchestrator.toml.
     #[arg(long, env = "NARRALYTICA_CONFIG")]
@@ -37,12 +47,18 @@ pub struct RunArgs {
     /// Subject prefix [config: nats.prefix].
     #[arg(long, env = "NARRALYTICA_PREFIX")]
     pub prefix: Option<String>,
+    #[command(flatten)]
+    pub nats_security: super::nats_security::NatsSecurityArgs,
     /// RocksDB data directory [config: node.data_dir].
     #[arg(long, env = "NARRALYTICA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Directory of pipeline files [config: node.pipelines_dir].
     #[arg(long, env = "NARRALYTICA_PIPELINES")]
     pub pipelines: Option<PathBuf>,
+    /// Backups over NATS go only under this directory, e.g.
+    /// `--backup-root /var/backups/narralytica` [config: node.backup_root].
+    #[arg(long, env = "NARRALYTICA_BACKUP_ROOT")]
+    pub backup_root: Option<PathBuf>,
     /// Partitions of a new data dir [config: engine.partitions].
     #[arg(long)]
     pub partitions: Option<u16>,
@@ -76,11 +92,15 @@ impl RunArgs {
         if let Some(v) = &self.prefix {
             cfg.nats.prefix = v.clone();
         }
+        self.nats_security.apply_to(&mut cfg.nats);
         if let Some(v) = &self.data_dir {
             cfg.node.data_dir = v.clone();
         }
         if let Some(v) = &self.pipelines {
             cfg.node.pipelines_dir = v.clone();
+        }
+        if let Some(v) = &self.backup_root {
+            cfg.node.backup_root = v.clone();
         }
         if let Some(v) = self.partitions {
             cfg.engine.partitions = v;
@@ -194,7 +214,9 @@ pub async fn serve(
     let node = open_node(&cfg.node_options()).await?;
     http.storage_opened(&node);
     let config = cfg;
-    let cfg = config.nats_config();
+    let mut cfg = config.nats_config();
+    cfg.attempt_key =
+        crate::transport::attempt_key::AttemptKey::load_or_create(&config.node.data_dir)?;
     let (client, js) = connect_with_stats(&cfg, Some(nats_stats.clone())).await?;
     // Streams are created idempotently; while NATS is unreachable, keep trying.
     tokio::pin!(shutdown);
@@ -290,7 +312,7 @@ pub async fn serve(
     ));
     eprintln!(
         "orchestrator running: nats={} prefix={} data_dir={} resumed={}",
-        cfg.url,
+        crate::transport::nats::redact_url(&cfg.url),
         cfg.prefix,
         config.node.data_dir.display(),
         Metrics::get(&metrics.workflows_resumed)

@@ -71,11 +71,18 @@ fn system_inputs(args: &VerifyArgs) -> Result<SystemInputs, ExitCode> {
         .map_err(usage)?;
     let events = match &args.events_from {
         None => None,
-        Some(url) => Some(
-            super::runtime()?
-                .block_on(read_event_stream(url, &args.events_prefix))
-                .map_err(usage)?,
-        ),
+        Some(url) => {
+            let nats = super::NatsArgs {
+                nats_url: url.clone(),
+                prefix: args.events_prefix.clone(),
+                security: args.events_security.clone(),
+            };
+            Some(
+                super::runtime()?
+                    .block_on(read_event_stream(&nats.config()))
+                    .map_err(usage)?,
+            )
+        }
     };
     let accepted = args
         .accepted

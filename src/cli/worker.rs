@@ -139,6 +139,11 @@ pub fn run(args: WorkerArgs) -> ExitCode {
         shutdown_grace_ms: args.shutdown_grace.as_millis() as u64,
     };
     let mut nats = args.nats.config();
+    // A worker is a service like `run`: it waits for NATS as long.
+    if args.nats.security.nats_connect_timeout.is_none() {
+        nats.connect_timeout = crate::transport::nats::NatsConfig::default().connect_timeout;
+    }
+    nats.client_name = "narralytica-worker".into();
     nats.results_direct = args.results_via == "direct";
     nats.tasks_direct = args.tasks_via == "direct";
     eprintln!(

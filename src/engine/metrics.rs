@@ -364,6 +364,10 @@ pub struct Metrics {
     pub messages_malformed: AtomicU64,
     pub messages_unsupported_version: AtomicU64,
     pub messages_invalid: AtomicU64,
+    /// Results and heartbeats without their attempt's token, or with a wrong one.
+    pub messages_unauthenticated: AtomicU64,
+    /// Results and heartbeats on a partition subject that does not own the workflow.
+    pub messages_wrong_partition: AtomicU64,
     pub actor_restarts: AtomicU64,
     pub workflows_parked: AtomicU64,
     /// Terminal workflows deleted by retention.
@@ -430,6 +434,8 @@ impl Metrics {
             "oversized" => &self.messages_oversized,
             "malformed" => &self.messages_malformed,
             "unsupported_version" => &self.messages_unsupported_version,
+            "unauthenticated" => &self.messages_unauthenticated,
+            "wrong_partition" => &self.messages_wrong_partition,
             _ => &self.messages_invalid,
         };
         Self::inc(c);

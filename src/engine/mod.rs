@@ -79,6 +79,9 @@ pub struct EngineConfig {
     /// Retry throttling per task type (`crate::workflow::budget`), engine-wide
     /// figures: each partition keeps its own counts with its share of `min_per_sec`.
     pub retry_budget: crate::workflow::budget::RetryBudgetConfig,
+    /// The only directory under which the admin verb `backup` may write
+    /// (`crate::backup::confine`); `None`: backups over NATS are refused.
+    pub backup_root: Option<std::path::PathBuf>,
 }
 
 impl EngineConfig {
@@ -133,6 +136,7 @@ impl Default for EngineConfig {
             request_timeout_ms: 30_000,
             retention: RetentionConfig::default(),
             retry_budget: Default::default(),
+            backup_root: None,
         }
     }
 }
@@ -466,18 +470,22 @@ impl Engine {
         flatten(r)
     }
 
-    /// Writes a consistent checkpoint of the whole store to `to` (an absolute
-    /// path that does not exist yet, outside the data dir) while the engine
-    /// runs; see [`crate::backup`].
+    /// Writes a consistent checkpoint of the whole store to `to` (a new
+    /// directory under `backup_root`, relative to it or absolute inside it)
+    /// while the engine runs; see [`crate::backup::confine`].
     pub async fn checkpoint(
         &self,
         to: &std::path::Path,
     ) -> Result<crate::backup::BackupReport, crate::backup::BackupError> {
         let storage = self.ctx.store.storage().clone();
-        let to = to.to_path_buf();
-        tokio::task::spawn_blocking(move || crate::backup::checkpoint(&*storage, &to))
-            .await
-            .map_err(|e| crate::backup::BackupError::Failed(e.to_string()))?
+        let requested = to.to_string_lossy().into_owned();
+        let root = self.ctx.config.backup_root.clone();
+        tokio::task::spawn_blocking(move || {
+            let to = crate::backup::confine(root.as_deref(), &requested)?;
+            crate::backup::checkpoint(&*storage, &to)
+        })
+        .await
+        .map_err(|e| crate::backup::BackupError::Failed(e.to_string()))?
     }
 
     /// Stops intake and every actor, children first, and waits for them.
@@ -567,6 +575,11 @@ impl crate::transport::nats::ResultHandler for ResultIntake {
 
     fn rejected(&self, reason: &'static str) {
         self.0.ctx.metrics.rejected_message(reason);
+    }
+
+    fn partition_of(&self) -> Option<crate::transport::nats::PartitionOf> {
+        let store = self.0.ctx.store.clone();
+        Some(Arc::new(move |id: &str| store.partition_of(id)))
     }
 }
 

@@ -182,15 +182,16 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-async fn connect(url: &str) -> Result<async_nats::Client, String> {
-    async_nats::ConnectOptions::new()
-        .name("narralytica-loadgen")
-        .connection_timeout(Duration::from_secs(5))
-        // Room for bursts of events while the reader is busy.
-        .subscription_capacity(1 << 20)
-        .connect(url)
-        .await
-        .map_err(|e| format!("cannot connect to NATS at {url}: {e}"))
+async fn connect(nats: &NatsConfig) -> Result<async_nats::Client, String> {
+    let cfg = NatsConfig {
+        client_name: "narralytica-loadgen".into(),
+        ..nats.clone()
+    };
+    // Room for bursts of events while the reader is busy.
+    let (client, _) =
+        crate::transport::nats::connect_tuned(&cfg, None, |o| o.subscription_capacity(1 << 20))
+            .await?;
+    Ok(client)
 }
 
 /// Waits until an orchestrator answers admin requests and (for JetStream)
@@ -494,7 +495,7 @@ pub async fn run(
         ));
     }
     let total = total as usize;
-    let client = connect(&opts.nats.url).await?;
+    let client = connect(&opts.nats).await?;
     wait_ready(&client, &subjects, &opts).await?;
 
     let users = match opts.mode {

@@ -31,6 +31,11 @@ pub struct TaskMessage {
     pub v: u32,
     /// Unique per attempt (`<workflow>:<step>:<generation>:<attempt>`); also the JetStream `Nats-Msg-Id`.
     pub task_id: String,
+    /// Unguessable proof of this attempt: the result, heartbeats and
+    /// progress of the attempt must echo it, or they are refused
+    /// (`unauthenticated`). Set by the NATS transport; absent in process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_token: Option<String>,
     /// The same for every attempt of a step within one run of it: a worker that
     /// already produced the effect for this key may return the earlier result.
     pub idempotency_key: String,
@@ -164,6 +169,9 @@ pub struct ErrorBody {
 pub struct ResultMessage {
     pub v: u32,
     pub task_id: String,
+    /// The task's `attempt_token`, echoed; required over NATS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_token: Option<String>,
     pub workflow_id: String,
     pub step: String,
     pub attempt: u32,
@@ -193,6 +201,9 @@ pub struct ResultMessage {
 pub struct HeartbeatMessage {
     pub v: u32,
     pub task_id: String,
+    /// The task's `attempt_token`, echoed; required over NATS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_token: Option<String>,
     pub workflow_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
@@ -311,6 +322,13 @@ impl ResultMessage {
                         limits.output_max_bytes
                     )))
                 }
+                // The next step's input holds the outputs of its
+                // dependencies as objects; anything else can never run.
+                Some(o) if !o.get().trim_start().starts_with('{') => {
+                    return Err(ProtocolError::Invalid(
+                        "a step's output must be a JSON object".into(),
+                    ))
+                }
                 Some(_) => {}
             },
             ResultStatus::Failed => {
@@ -382,6 +400,7 @@ impl TaskMessage {
         Ok(TaskMessage {
             v: VERSION,
             task_id: spec.task_id.clone(),
+            attempt_token: None,
             idempotency_key: spec.idempotency_key.clone(),
             workflow_id: spec.workflow_id.clone(),
             pipeline: spec.pipeline.clone(),

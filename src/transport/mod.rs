@@ -5,6 +5,7 @@
 //! lose messages; the journal, timeouts and re-sends with the same task id
 //! make that safe.
 
+pub mod attempt_key;
 pub mod inproc;
 pub mod nats;
 

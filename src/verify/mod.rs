@@ -239,6 +239,9 @@ pub struct VerifyArgs {
     /// Subject prefix of the event stream read by `--events-from`.
     #[arg(long, default_value = "narralytica", requires = "events_from")]
     pub events_prefix: String,
+    /// Credentials and TLS of the `--events-from` connection.
+    #[command(flatten)]
+    pub events_security: crate::cli::nats_security::NatsSecurityArgs,
     /// A simulated worker's `--record` file (repeat for several workers):
     /// every accepted success must be an execution a worker answered.
     #[arg(long, value_name = "FILE.jsonl")]

@@ -404,14 +404,13 @@ fn is_prefix_order(got: &[u64], n: u64) -> bool {
 }
 
 /// Every message of the stream `<PREFIX>_EVENTS`, in stream order.
-pub async fn read_event_stream(url: &str, prefix: &str) -> Result<Vec<EventMessage>, String> {
-    use async_nats::jetstream::{self, consumer};
+pub async fn read_event_stream(
+    nats: &crate::transport::nats::NatsConfig,
+) -> Result<Vec<EventMessage>, String> {
+    use async_nats::jetstream::consumer;
     use futures_util::StreamExt;
-    let client = async_nats::connect(url)
-        .await
-        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
-    let js = jetstream::new(client);
-    let name = crate::transport::nats::stream_name(prefix, "EVENTS");
+    let (_client, js) = crate::transport::nats::connect(nats).await?;
+    let name = crate::transport::nats::stream_name(&nats.prefix, "EVENTS");
     let mut stream = js
         .get_stream(&name)
         .await

@@ -2,6 +2,7 @@
 //! in-process simulated workers.
 
 pub mod nats;
+pub mod secure;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +70,9 @@ pub struct Harness {
     pub events: Option<tokio::sync::mpsc::Receiver<orchestrator::events::OutboxItem>>,
     /// Panics of the terminal hook (`Options::panic_on_terminal`).
     pub terminal_hook_panics: Arc<std::sync::atomic::AtomicU64>,
+    /// The key of the tasks' attempt tokens, over NATS (a test may forge
+    /// what only a worker that got the task could send).
+    pub attempt_key: Option<orchestrator::transport::attempt_key::AttemptKey>,
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -248,6 +252,7 @@ impl Harness {
                 Arc::downgrade(&engine),
             )));
         }
+        let attempt_key = nats.as_ref().map(|(cfg, _, _)| cfg.attempt_key.clone());
         let mut workers = Vec::new();
         let mut tasks = None;
         if opts.test_is_worker {
@@ -295,6 +300,7 @@ impl Harness {
             tasks,
             events,
             terminal_hook_panics,
+            attempt_key,
             workers,
         }
     }

@@ -59,6 +59,9 @@ pub struct NatsServer {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Arguments and environment instead of the plain flags (a `-c`
+    /// configuration file and what it reads); `-p <port>` is added.
+    custom: Option<(Vec<String>, Vec<(String, String)>)>,
 }
 
 pub fn free_port() -> u16 {
@@ -75,6 +78,38 @@ impl NatsServer {
             child: None,
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
+            custom: None,
+        };
+        s.launch();
+        s
+    }
+
+    /// A server run with the configuration `make(port, store_dir)` returns
+    /// (written to a file and passed with `-c`).
+    pub fn start_with_config(make: impl FnOnce(u16, &std::path::Path) -> String) -> NatsServer {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("js");
+        let path = dir.path().join("nats.conf");
+        std::fs::write(&path, make(port, &store)).unwrap();
+        let mut s = NatsServer {
+            child: None,
+            port,
+            dir,
+            custom: Some((vec!["-c".into(), path.display().to_string()], vec![])),
+        };
+        s.launch();
+        s
+    }
+
+    /// A server run with `args` (which name its configuration) and `env`,
+    /// on a free port.
+    pub fn start_with_args(args: Vec<String>, env: Vec<(String, String)>) -> NatsServer {
+        let mut s = NatsServer {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            custom: Some((args, env)),
         };
         s.launch();
         s
@@ -86,6 +121,7 @@ impl NatsServer {
             child: None,
             port,
             dir: tempfile::tempdir().unwrap(),
+            custom: None,
         };
         s.launch();
         s
@@ -96,16 +132,24 @@ impl NatsServer {
     }
 
     fn launch(&mut self) {
-        let child = Command::new(binary())
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.path())
+        let mut command = Command::new(binary());
+        match &self.custom {
+            Some((args, env)) => command
+                .args(args)
+                .args(["-p", &self.port.to_string()])
+                .envs(env.iter().map(|(k, v)| (k, v))),
+            None => command
+                .args([
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-js",
+                    "-sd",
+                ])
+                .arg(self.dir.path()),
+        };
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

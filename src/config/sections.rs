@@ -1,0 +1,154 @@
+//! The sections of the service configuration, one struct each (`[nats]`
+//! has its own file, since it carries credentials).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Dur, Keep};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsSection {
+    /// Publish lifecycle events (`<prefix>.events.<pipeline>.<event>`).
+    pub enabled: bool,
+    pub max_age: Dur,
+    pub max_bytes: i64,
+    pub duplicate_window: Dur,
+    pub queue_max: usize,
+    pub window_max: usize,
+    pub batch_max: usize,
+    pub batch_max_bytes: usize,
+    pub scan_max: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// RocksDB data directory (created if missing). One process owns it.
+    pub data_dir: PathBuf,
+    /// Directory of pipeline files (`*.toml`).
+    pub pipelines_dir: PathBuf,
+    /// The admin verb `backup` writes only under this directory; empty:
+    /// backups over NATS are refused.
+    pub backup_root: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    pub partitions: u16,
+    pub resident_max: usize,
+    pub state_cache_max: usize,
+    pub passivate_idle: Dur,
+    pub restart_budget: u32,
+    pub unstartable_max: usize,
+    pub snapshot_every_events: u64,
+    pub tick: Dur,
+    pub timer_batch_max: usize,
+    pub accept_chunk: usize,
+    pub request_timeout: Dur,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    pub commit_batch_max: usize,
+    pub commit_threads: usize,
+    pub commit_inline_when_idle: bool,
+    pub commit_inline_max_mean_batch: f64,
+    pub block_cache_mib: usize,
+    pub write_buffer_mib: usize,
+    pub wal_recycle_files: usize,
+    pub l0_compaction_trigger: i32,
+    pub compaction_rate_mib_s: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// `host:port` of `/healthz`, `/readyz` and `/metrics`; `"off"` disables.
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pretty" => Ok(LogFormat::Pretty),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("unknown log format {s:?} (pretty or json)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// A `tracing` filter: `info`, `warn`, `orchestrator=debug,info`, ...
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// Span export over OTLP/HTTP (JSON encoding); off while `otlp_endpoint` is empty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TraceSection {
+    /// `http://host[:port][/base]`; spans go to `<base>/v1/traces`. Empty: off.
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported resource.
+    pub service_name: String,
+    /// Most spans in one export request.
+    pub batch_max: usize,
+    /// Spans waiting for export; beyond it new ones are dropped and counted.
+    pub queue_max: usize,
+    /// A partial batch is sent after at most this long.
+    pub flush_every: Dur,
+    /// One export request at most this long.
+    pub export_timeout: Dur,
+    /// Attempts of one batch before its spans are counted as failed.
+    pub export_attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSection {
+    /// Terminal workflows are purged this long after they ended; `"off"` keeps them.
+    pub after: Keep,
+    /// How often each partition starts a sweep round.
+    pub sweep_every: Dur,
+    /// Most workflows purged in one write batch.
+    pub batch_max: usize,
+    /// Most status-index entries one partition examines per tick in a round.
+    pub scan_max: usize,
+}
+
+/// Retry throttling per task type (`crate::workflow::budget`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryBudgetSection {
+    /// Off: every retry goes as soon as its backoff is over.
+    pub enabled: bool,
+    /// Retries not (yet) succeeded allowed per first attempt over the window.
+    pub ratio: f64,
+    /// Retries allowed per second per task type whatever the ratio says (node-wide).
+    pub min_per_sec: f64,
+    /// The sliding window of the counts.
+    pub window: Dur,
+    /// A deferred retry asks again after this long (±50 %).
+    pub defer: Dur,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownSection {
+    /// Longest graceful stop on SIGTERM before the process exits anyway.
+    pub grace: Dur,
+}

@@ -1,0 +1,120 @@
+//! Tests of the configuration: the shipped file, refusals by key name.
+
+use super::*;
+
+const SHIPPED: &str = include_str!("../../config/orchestrator.toml");
+
+#[test]
+fn the_shipped_file_states_exactly_the_defaults() {
+    let parsed = Config::parse(SHIPPED).expect("config/orchestrator.toml parses");
+    assert_eq!(parsed, Config::default());
+}
+
+#[test]
+fn the_shipped_file_sets_every_option_explicitly() {
+    // Every key of the defaults appears uncommented in the file, so the
+    // file documents every option (not only the ones someone remembered).
+    let file: toml::Table = toml::from_str(SHIPPED).unwrap();
+    let defaults: toml::Table = toml::from_str(&Config::default().to_toml()).unwrap();
+    for (section, keys) in &defaults {
+        let keys = keys.as_table().unwrap();
+        let in_file = file
+            .get(section)
+            .and_then(|s| s.as_table())
+            .unwrap_or_else(|| panic!("section [{section}] missing from the file"));
+        for key in keys.keys() {
+            assert!(
+                in_file.contains_key(key),
+                "{section}.{key} missing from config/orchestrator.toml"
+            );
+        }
+    }
+}
+
+#[test]
+fn unknown_keys_are_refused_by_name() {
+    let e = Config::parse("[nats]\nurll = \"nats://x:1\"\n").unwrap_err();
+    assert!(e.contains("urll"), "{e}");
+    let e = Config::parse("[natz]\n").unwrap_err();
+    assert!(e.contains("natz"), "{e}");
+}
+
+#[test]
+fn bad_values_are_refused_with_the_key() {
+    let e = Config::parse("[engine]\npartitions = 0\n").unwrap_err();
+    assert!(e.contains("engine.partitions"), "{e}");
+    let e = Config::parse("[storage]\ncommit_inline_max_mean_batch = 0.5\n").unwrap_err();
+    assert!(e.contains("storage.commit_inline_max_mean_batch"), "{e}");
+    for bad in ["0", "65"] {
+        let e = Config::parse(&format!("[storage]\nl0_compaction_trigger = {bad}\n")).unwrap_err();
+        assert!(e.contains("storage.l0_compaction_trigger"), "{e}");
+    }
+    let e = Config::parse("[storage]\ncompaction_rate_mib_s = 4097\n").unwrap_err();
+    assert!(e.contains("storage.compaction_rate_mib_s"), "{e}");
+    // A negative value fails to parse; the error points at the line.
+    let e = Config::parse("[storage]\ncompaction_rate_mib_s = -1\n").unwrap_err();
+    assert!(e.contains("line 2") && e.contains("u64"), "{e}");
+    let e = Config::parse("[nats]\nresults_ack_wait = \"5 parsecs\"\n").unwrap_err();
+    assert!(e.contains("duration"), "{e}");
+    let e = Config::parse("[http]\naddr = \"everywhere\"\n").unwrap_err();
+    assert!(e.contains("http.addr"), "{e}");
+    let e = Config::parse("[log]\nformat = \"xml\"\n").unwrap_err();
+    assert!(e.contains("xml") || e.contains("format"), "{e}");
+    let e = Config::parse("[trace]\notlp_endpoint = \"https://c:4318\"\n").unwrap_err();
+    assert!(e.contains("trace.otlp_endpoint"), "{e}");
+    let e = Config::parse("[trace]\nbatch_max = 0\n").unwrap_err();
+    assert!(e.contains("trace.batch_max"), "{e}");
+}
+
+#[test]
+fn tracing_is_off_until_an_endpoint_is_set() {
+    assert_eq!(Config::default().otlp_config(), None);
+    let c = Config::parse("[trace]\notlp_endpoint = \"http://127.0.0.1:4318\"\nbatch_max = 64\n")
+        .unwrap();
+    let o = c.otlp_config().unwrap();
+    assert_eq!(o.endpoint, "http://127.0.0.1:4318");
+    assert_eq!(o.batch_max, 64);
+    assert_eq!(o.queue_max, 65_536);
+}
+
+#[test]
+fn a_partial_file_keeps_the_other_defaults() {
+    let c = Config::parse("[engine]\nresident_max = 7\n").unwrap();
+    assert_eq!(c.engine.resident_max, 7);
+    assert_eq!(c.engine.partitions, Config::default().engine.partitions);
+    assert_eq!(c.nats, Config::default().nats);
+}
+
+#[test]
+fn retention_is_off_or_a_positive_duration() {
+    let c = Config::parse("[retention]\nafter = \"off\"\n").unwrap();
+    assert_eq!(c.retention.after, Keep::Forever);
+    assert_eq!(c.engine_config().retention.after_ms, None);
+    assert!(c.to_toml().contains("after = \"off\""));
+    let c = Config::parse("[retention]\nafter = \"7d\"\n").unwrap();
+    assert_eq!(c.engine_config().retention.after_ms, Some(604_800_000));
+    for bad in ["0s", "0"] {
+        let e = Config::parse(&format!("[retention]\nafter = \"{bad}\"\n")).unwrap_err();
+        assert!(e.contains("retention.after"), "{e}");
+    }
+    let e = Config::parse("[retention]\nafter = \"never\"\n").unwrap_err();
+    assert!(e.contains("off"), "{e}");
+    let e = Config::parse("[retention]\nbatch_max = 0\n").unwrap_err();
+    assert!(e.contains("retention.batch_max"), "{e}");
+}
+
+#[test]
+fn durations_round_trip() {
+    for (s, ms) in [
+        ("0s", 0),
+        ("250ms", 250),
+        ("5s", 5000),
+        ("2m", 120_000),
+        ("7d", 604_800_000),
+    ] {
+        let d: Dur = s.parse().unwrap();
+        assert_eq!(d.0, ms);
+        assert_eq!(d.to_string(), s);
+    }
+    assert_eq!(Dur(1500).to_string(), "1500ms");
+}

@@ -1,0 +1,297 @@
+//! Intake: results from the RESULTS stream (acked after the durable
+//! transition), direct results by request-reply, and heartbeats.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::{self, consumer};
+use futures_util::StreamExt;
+
+use super::guard::{PartitionOf, ReportGuard};
+use super::{stream_name, NatsConfig};
+use crate::protocol::subjects::Subjects;
+use crate::protocol::trace::{TraceParent, TRACEPARENT};
+use crate::protocol::{HeartbeatMessage, Limits, ResultMessage, ResultReply, VERSION};
+use crate::transport::{ReportSink, WorkerReport};
+
+/// Where results go: the engine, which answers once the transition is durable.
+pub trait ResultHandler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        workflow_id: String,
+        result: crate::workflow::TaskResult,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), String>>;
+    /// Counts a message that was refused, by reason.
+    fn rejected(&self, reason: &'static str);
+    /// Which partition owns a workflow, so a report on another partition's
+    /// subject is refused; `None`: not checked.
+    fn partition_of(&self) -> Option<PartitionOf> {
+        None
+    }
+}
+
+/// A report refused before the engine saw it: the metric label and the
+/// text for the log and for a direct result's answer.
+pub(super) struct Refusal {
+    pub reason: &'static str,
+    pub error: String,
+}
+
+/// Decodes a result and checks that it may report on its attempt.
+pub(super) fn accept_result(
+    bytes: &[u8],
+    subject: Option<&str>,
+    limits: &Limits,
+    guard: &ReportGuard,
+) -> Result<ResultMessage, Refusal> {
+    let r = ResultMessage::decode(bytes, limits).map_err(|e| Refusal {
+        reason: e.reason(),
+        error: e.to_string(),
+    })?;
+    guard
+        .check(
+            subject,
+            &r.workflow_id,
+            &r.task_id,
+            Some(&r.step),
+            r.attempt_token.as_deref(),
+        )
+        .map_err(|e| Refusal {
+            reason: e.reason(),
+            error: e.to_string(),
+        })?;
+    Ok(r)
+}
+
+/// Decodes a heartbeat and checks that it may report on its attempt.
+fn accept_heartbeat(
+    bytes: &[u8],
+    subject: &str,
+    limits: &Limits,
+    guard: &ReportGuard,
+) -> Result<HeartbeatMessage, Refusal> {
+    let h = HeartbeatMessage::decode(bytes, limits).map_err(|e| Refusal {
+        reason: e.reason(),
+        error: e.to_string(),
+    })?;
+    guard
+        .check(
+            Some(subject),
+            &h.workflow_id,
+            &h.task_id,
+            None,
+            h.attempt_token.as_deref(),
+        )
+        .map_err(|e| Refusal {
+            reason: e.reason(),
+            error: e.to_string(),
+        })?;
+    Ok(h)
+}
+
+/// Consumes results (JetStream, acked after the durable transition) and
+/// heartbeats (core NATS) until the client closes.
+pub async fn run_intake(
+    cfg: NatsConfig,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    handler: Arc<dyn ResultHandler>,
+    sink: Arc<dyn ReportSink>,
+) -> Result<(), String> {
+    let subjects = Subjects::new(&cfg.prefix)?;
+    let limits = cfg.limits.clone();
+    let guard = ReportGuard::new(cfg.attempt_key.clone(), handler.partition_of());
+    let hb_guard = guard.clone();
+    // Heartbeats: loss is fine, so core NATS.
+    let mut beats = client
+        .subscribe(subjects.heartbeats_all())
+        .await
+        .map_err(|e| format!("cannot subscribe to heartbeats: {e}"))?;
+    let hb_limits = limits.clone();
+    let hb_handler = handler.clone();
+    // Stopped with the intake: it holds the engine through the handler.
+    let _heartbeats = AbortOnDrop(tokio::spawn(async move {
+        while let Some(msg) = beats.next().await {
+            match accept_heartbeat(&msg.payload, msg.subject.as_str(), &hb_limits, &hb_guard) {
+                Ok(h) => sink.report(
+                    &h.workflow_id,
+                    WorkerReport::Heartbeat { task_id: h.task_id },
+                ),
+                Err(refused) => {
+                    hb_handler.rejected(refused.reason);
+                    tracing::warn!(reason = refused.reason, error = %refused.error, "heartbeat refused");
+                }
+            }
+        }
+    }));
+    // Results by request-reply: answered once applied (durable or ignored).
+    let _direct = if cfg.results_direct {
+        let sub = client
+            .subscribe(subjects.results_direct_all())
+            .await
+            .map_err(|e| format!("cannot subscribe to direct results: {e}"))?;
+        Some(AbortOnDrop(tokio::spawn(serve_direct_results(
+            sub,
+            client.clone(),
+            handler.clone(),
+            limits.clone(),
+            guard.clone(),
+            cfg.results_direct_in_flight_max.max(1),
+        ))))
+    } else {
+        None
+    };
+    let stream = js
+        .get_stream(stream_name(&cfg.prefix, "RESULTS"))
+        .await
+        .map_err(|e| format!("results stream: {e}"))?;
+    let consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            "orchestrator",
+            consumer::pull::Config {
+                durable_name: Some("orchestrator".into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: cfg.results_ack_wait,
+                max_ack_pending: cfg.results_max_ack_pending,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| format!("results consumer: {e}"))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| format!("results consumer: {e}"))?;
+    while let Some(msg) = messages.next().await {
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "results consumer error");
+                continue;
+            }
+        };
+        crate::failpoints::point("result.received");
+        match accept_result(&msg.payload, Some(msg.subject.as_str()), &limits, &guard) {
+            Ok(r) => {
+                log_received(&r, msg.headers.as_ref());
+                let task_id = r.task_id.clone();
+                let (wf, result) = r.into_task_result();
+                let handler = handler.clone();
+                // Each result is acked only once its transition is durable;
+                // concurrently, bounded by the consumer's max_ack_pending.
+                tokio::spawn(async move {
+                    match handler.handle(wf, result).await {
+                        Ok(()) => {
+                            let _ = msg.ack().await;
+                        }
+                        Err(e) => {
+                            // Not acked: JetStream redelivers after ack_wait.
+                            tracing::warn!(task_id = %task_id, error = %e, "result not applied; it will be redelivered");
+                        }
+                    }
+                });
+            }
+            Err(refused) => {
+                handler.rejected(refused.reason);
+                tracing::warn!(reason = refused.reason, error = %refused.error, "result refused");
+                // A refused message never becomes valid: terminate it.
+                let _ = msg.ack_with(jetstream::AckKind::Term).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Logs a received result with the worker's span, a child of the task's,
+/// so a trace can be followed through the logs.
+pub(super) fn log_received(r: &ResultMessage, headers: Option<&async_nats::HeaderMap>) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let trace = headers
+        .and_then(|h| h.get(TRACEPARENT))
+        .and_then(|v| TraceParent::parse(v.as_str()));
+    if let Some(t) = &trace {
+        tracing::debug!(
+            workflow_id = %r.workflow_id,
+            step = %r.step,
+            attempt = r.attempt,
+            task_id = %r.task_id,
+            trace_id = %t.trace_id,
+            span_id = %t.parent_id,
+            "result received"
+        );
+    }
+}
+
+/// The body of a reply to a direct result.
+fn result_reply(ok: bool, retry: bool, error: Option<String>) -> bytes::Bytes {
+    let reply = ResultReply {
+        v: VERSION,
+        ok,
+        retry,
+        error,
+    };
+    serde_json::to_vec(&reply).unwrap_or_default().into()
+}
+
+/// Serves `<prefix>.rdirect.>`: each request carries one result; the reply
+/// (`ResultReply`) says `ok` once the result's transition is durable or the
+/// result was ignored, so the worker can forget it. At most `in_flight_max`
+/// are applied at once; the rest wait in the subscription.
+async fn serve_direct_results(
+    mut sub: async_nats::Subscriber,
+    client: async_nats::Client,
+    handler: Arc<dyn ResultHandler>,
+    limits: Limits,
+    guard: ReportGuard,
+    in_flight_max: usize,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(in_flight_max));
+    while let Some(msg) = sub.next().await {
+        let Some(reply_to) = msg.reply.clone() else {
+            // A plain publish cannot be answered: the worker would not know
+            // whether it was applied. Count and drop it.
+            handler.rejected("direct_without_reply");
+            continue;
+        };
+        crate::failpoints::point("result.received");
+        let r = match accept_result(&msg.payload, Some(msg.subject.as_str()), &limits, &guard) {
+            Ok(r) => r,
+            Err(refused) => {
+                handler.rejected(refused.reason);
+                tracing::warn!(reason = refused.reason, error = %refused.error, "direct result refused");
+                let _ = client
+                    .publish(reply_to, result_reply(false, false, Some(refused.error)))
+                    .await;
+                continue;
+            }
+        };
+        log_received(&r, msg.headers.as_ref());
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (handler, client) = (handler.clone(), client.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let task_id = r.task_id.clone();
+            let (wf, result) = r.into_task_result();
+            let payload = match handler.handle(wf, result).await {
+                Ok(()) => result_reply(true, false, None),
+                Err(e) => {
+                    tracing::warn!(task_id = %task_id, error = %e, "direct result not applied; the worker will send it again");
+                    result_reply(false, true, Some(e))
+                }
+            };
+            let _ = client.publish(reply_to, payload).await;
+        });
+    }
+}
+
+/// Aborts a background task when dropped (its owner was cancelled).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
