@@ -46,7 +46,6 @@ const LAYERS: &[(&str, u8)] = &[
     ("http", 3),
     ("console", 3),
     ("admin", 3),
-    ("batch", 3),
     ("verify::system", 3),
     ("worker", 3),
     ("loadgen", 3),
@@ -82,9 +81,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("verify", "verify::system"),
     // Metrics are exposed with the opened node's figures.
     ("http", "node"),
-    // The admin verbs and batch jobs call each other.
-    ("admin", "batch"),
-    ("batch", "admin"),
 ];
 
 #[test]
