@@ -17,7 +17,7 @@
 //! | [`sim`] | simulated workers (dev mode and tests) |
 //! | [`dst`] | deterministic simulation of the engine: seeded faults, virtual time, a checker |
 //! | [`verify`] | the independent journal checker behind `orchestrator verify` |
-//! | [`http`] | `/healthz`, `/readyz`, `/metrics` (Prometheus) on a hand-rolled HTTP/1.1 server |
+//! | [`http`] | `/healthz`, `/readyz`, `/metrics` (Prometheus) on axum over hyper, with a connection cap that keeps probes answering; other routers (the console) merge into `http::routes` |
 //! | [`admin`] | the admin verbs over NATS request/reply, and the durable batch jobs they start |
 //! | [`backup`] | consistent checkpoints of the store, live or offline |
 //! | [`loadgen`] | `orchestrator loadgen`: open/closed-loop load over NATS, outputs checked from the event stream |

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use orchestrator::storage::memory::MemoryStorage;
 use orchestrator::storage::Storage;
 use orchestrator::transport::nats::NatsStats;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinSet;
 
 use crate::support::{video_input, Harness, Options};
 
@@ -553,7 +555,7 @@ async fn garbage_and_oversized_requests_get_4xx_and_the_server_keeps_serving() {
         (b"get /healthz HTTP/1.1\r\n\r\n", 400),
         (b"GET healthz HTTP/1.1\r\n\r\n", 400),
         (b"GET /healthz FTP/1.0\r\n\r\n", 400),
-        (b"GET /healthz HTTP/2.0\r\n\r\n", 505),
+        (b"GET /healthz HTTP/2.0\r\n\r\n", 400),
         (b"GET /nope HTTP/1.1\r\n\r\n", 404),
         (
             b"POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
@@ -562,8 +564,6 @@ async fn garbage_and_oversized_requests_get_4xx_and_the_server_keeps_serving() {
         (b"DELETE /readyz HTTP/1.1\r\n\r\n", 405),
         (big.as_bytes(), 431),
         (endless.as_bytes(), 431),
-        // An unfinished head: the client is too slow.
-        (b"GET /healthz HTTP/1.1\r\nHost: x\r\n", 408),
     ];
     for (raw, want) in cases {
         let (status, head, _) = request(addr, raw).await;
@@ -578,6 +578,18 @@ async fn garbage_and_oversized_requests_get_4xx_and_the_server_keeps_serving() {
             assert!(head.contains("Allow: GET, HEAD"), "{head}");
         }
     }
+    // An unfinished head: the client is too slow, and the server closes
+    // the connection after the read timeout without an answer.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut answer))
+        .await
+        .expect("the server closes a slow client's connection")
+        .expect("read");
+    assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
     // A client that connects and leaves without a byte gets nothing, and
     // breaks nothing.
     drop(tokio::net::TcpStream::connect(addr).await.unwrap());
@@ -666,4 +678,126 @@ async fn run_is_ready_only_after_nats_is_up_and_recovery_is_done() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "HTTP still served after shutdown"
     );
+}
+
+/// Opens `clients` connections to `addr` that never finish a request: the
+/// even ones stay silent, the odd ones send one byte of a request head every
+/// 4 s. Each reopens its connection a second after the server closes it, as
+/// a retrying client or an attacker would. Returns the number connected now,
+/// the number of connections opened so far, and the handles to stop them.
+fn flood(addr: SocketAddr, clients: usize) -> (Arc<AtomicUsize>, Arc<AtomicUsize>, JoinSet<()>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let connected = Arc::new(AtomicUsize::new(0));
+    let opened = Arc::new(AtomicUsize::new(0));
+    let mut set = JoinSet::new();
+    for i in 0..clients {
+        let connected = connected.clone();
+        let opened = opened.clone();
+        set.spawn(async move {
+            let head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+            loop {
+                let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                };
+                connected.fetch_add(1, Relaxed);
+                opened.fetch_add(1, Relaxed);
+                let mut buf = [0u8; 64];
+                if i % 2 == 0 {
+                    // Silent: wait for the server to close.
+                    let _ = s.read(&mut buf).await;
+                } else {
+                    for b in head.iter().take(head.len() - 1) {
+                        if s.write_all(&[*b]).await.is_err() {
+                            break;
+                        }
+                        // Closed by the server meanwhile: read returns.
+                        if let Ok(r) =
+                            tokio::time::timeout(Duration::from_secs(4), s.read(&mut buf)).await
+                        {
+                            let _ = r;
+                            break;
+                        }
+                    }
+                }
+                connected.fetch_sub(1, Relaxed);
+                drop(s);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+    (connected, opened, set)
+}
+
+/// Probes `/healthz` and `/readyz` every 100 ms through two read timeouts
+/// of the server (idle and slow clients are closed and come back meanwhile);
+/// every probe must be answered 200.
+async fn probes_answer_through(addr: SocketAddr, rounds: usize) {
+    for round in 0..rounds {
+        for path in ["/healthz", "/readyz"] {
+            let (status, _, body) = get(addr, path).await;
+            assert_eq!(status, 200, "round {round}: {path} answered {body:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_for(count: &AtomicUsize, want: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while count.load(std::sync::atomic::Ordering::Relaxed) < want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{want} clients never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn ready_state(limits: HttpLimits) -> HttpState {
+    let readiness = Arc::new(Readiness::default());
+    readiness.set_storage_open();
+    readiness.set_recovery_done();
+    HttpState {
+        readiness,
+        limits,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_answer_while_a_thousand_idle_or_slow_connections_are_open() {
+    let limits = HttpLimits::default();
+    assert!(limits.connections_max > 1000, "the default cap holds them");
+    let mut ep = Endpoint::start("127.0.0.1:0", ready_state(limits))
+        .await
+        .unwrap();
+    let addr = ep.local_addr().unwrap();
+    let (connected, _, mut clients) = flood(addr, 1000);
+    // All open at once: the default cap holds them.
+    wait_for(&connected, 1000).await;
+    probes_answer_through(addr, 50).await;
+    clients.shutdown().await;
+    ep.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_answer_when_idle_connections_fill_the_cap() {
+    // A cap far below the flood: new connections evict the oldest ones
+    // that have not sent a request head, so a probe always gets a slot.
+    let limits = HttpLimits {
+        read_timeout: Duration::from_secs(2),
+        connections_max: 64,
+        ..HttpLimits::default()
+    };
+    let mut ep = Endpoint::start("127.0.0.1:0", ready_state(limits))
+        .await
+        .unwrap();
+    let addr = ep.local_addr().unwrap();
+    let (_, opened, mut clients) = flood(addr, 1000);
+    // Every client has connected at least once; the cap keeps 64 open, so
+    // the rest are being evicted and reconnecting.
+    wait_for(&opened, 1000).await;
+    probes_answer_through(addr, 50).await;
+    clients.shutdown().await;
+    ep.stop().await;
 }
