@@ -12,7 +12,8 @@
 //! | [`pipeline`] | pipeline definitions: TOML format, validation, DAG helpers |
 //! | [`workflow`] | the pure core: `decide`, `evolve`, state, events, commands |
 //! | [`storage`] | the storage trait, RocksDB and in-memory twins, codec, keys, group commit |
-//! | [`engine`] | ractor actors: root → partition → workflow; timers, liveness, metrics |
+//! | [`telemetry`] | counters, gauges, histograms (prometheus-client) declared with their name and help, the engine's `Metrics`, the text exposition; a leaf |
+//! | [`engine`] | ractor actors: root → partition → workflow; timers, liveness |
 //! | [`transport`] | engine ↔ workers traits; the in-process transport |
 //! | [`sim`] | simulated workers (dev mode and tests) |
 //! | [`dst`] | deterministic simulation of the engine: seeded faults, virtual time, a checker |
@@ -53,6 +54,7 @@ pub mod pipeline;
 pub mod protocol;
 pub mod sim;
 pub mod storage;
+pub mod telemetry;
 pub mod transport;
 pub mod verify;
 pub mod worker;

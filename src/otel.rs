@@ -27,8 +27,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::Metrics;
 use crate::protocol::trace::{span_id, trace_id};
+use crate::telemetry::Metrics;
 
 /// An attribute value: OTLP `stringValue` or `intValue`.
 #[derive(Debug, Clone, PartialEq, Eq)]

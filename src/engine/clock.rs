@@ -9,6 +9,13 @@ pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> u64;
 }
 
+/// The backlog gauges measure ages with the engine's clock.
+impl crate::telemetry::NowMsSource for dyn Clock {
+    fn now_ms(&self) -> u64 {
+        Clock::now_ms(self)
+    }
+}
+
 /// Wall-clock time: journal timestamps must survive restarts, so this is
 /// `SystemTime`, not a monotonic instant.
 #[derive(Debug, Default, Clone, Copy)]

@@ -13,8 +13,9 @@
 //! Senders only ever talk to the [`Engine`] handle, which talks to partitions.
 
 pub mod clock;
-pub mod fasthash;
-pub mod metrics;
+/// The engine's counters live in the telemetry leaf; `engine::metrics`
+/// names them where the actors use them.
+pub use crate::telemetry::metrics;
 pub mod observe;
 pub mod partition;
 pub mod registry;

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use super::fasthash::{FastMap, FastSet};
+use rustc_hash::{FxHashMap as FastMap, FxHashSet as FastSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;

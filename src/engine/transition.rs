@@ -36,7 +36,7 @@ pub struct PartitionTimes {
     /// Ids of workflows that reached a terminal status since the last tick.
     pub finished: Vec<String>,
     /// Retry budget counts of this partition, by task type.
-    pub budgets: crate::engine::fasthash::FastMap<String, RetryBudget>,
+    pub budgets: rustc_hash::FxHashMap<String, RetryBudget>,
 }
 
 impl PartitionTimes {

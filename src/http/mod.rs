@@ -39,10 +39,9 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::engine::metrics::prom::CONTENT_TYPE;
-use crate::engine::Metrics;
 use crate::storage::group_commit::CommitHistograms;
 use crate::storage::Storage;
+use crate::telemetry::{Metrics, CONTENT_TYPE};
 use crate::transport::nats::NatsStats;
 
 pub use exposition::render_metrics;

@@ -34,7 +34,9 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Error, Op, Storage};
-use crate::engine::metrics::{FixedHistogram, COMMIT_BATCH_BOUNDS, COMMIT_LATENCY_BOUNDS_US};
+use crate::telemetry::export::metric_set;
+use crate::telemetry::metrics::{COMMIT_BATCH_BOUNDS, COMMIT_LATENCY_BOUNDS_US};
+use crate::telemetry::{Counter, FixedHistogram};
 
 /// Bounds and durability of a [`GroupCommitter`].
 #[derive(Debug, Clone, PartialEq)]
@@ -138,16 +140,22 @@ impl Default for Counters {
     }
 }
 
-/// Distributions and counts of the committer's writes, for the metrics exposition.
-/// Shared through an `Arc` that does not keep the committer alive.
-#[derive(Debug)]
-pub struct CommitHistograms {
-    /// Storage ops per write batch.
-    pub batch_entries: FixedHistogram,
-    /// Duration of one `Storage::write` (the synced write), in µs.
-    pub latency_us: FixedHistogram,
-    /// Batches written on the caller's thread (the committer was idle).
-    pub inline_batches: AtomicU64,
+metric_set! {
+    /// Distributions and counts of the committer's writes, for the metrics
+    /// exposition. Shared through an `Arc` that does not keep the committer
+    /// alive.
+    #[derive(Debug)]
+    pub struct CommitHistograms {
+        /// Storage ops per write batch.
+        @metric("journal_commit_batch_entries", "Storage ops per synced journal write batch.")
+        pub batch_entries: FixedHistogram,
+        /// Duration of one `Storage::write` (the synced write), in µs.
+        @metric("journal_commit_latency_seconds", "Duration of one synced journal write (the fsync included).")
+        pub latency_us: FixedHistogram,
+        /// Batches written on the caller's thread (the committer was idle).
+        @metric("journal_commits_inline", "Journal write batches written on the caller's thread because the committer was idle (storage.commit_inline_when_idle).")
+        pub inline_batches: Counter,
+    }
 }
 
 impl Default for CommitHistograms {
@@ -155,7 +163,7 @@ impl Default for CommitHistograms {
         CommitHistograms {
             batch_entries: FixedHistogram::new(COMMIT_BATCH_BOUNDS, 1.0),
             latency_us: FixedHistogram::new(COMMIT_LATENCY_BOUNDS_US, 1_000_000.0),
-            inline_batches: AtomicU64::new(0),
+            inline_batches: Counter::default(),
         }
     }
 }
