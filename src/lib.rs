@@ -24,6 +24,7 @@
 //! | [`loadgen`] | `orchestrator loadgen`: open/closed-loop load over NATS, outputs checked from the event stream |
 //! | [`node`] | assembling storage + committer + pipelines for a process |
 //! | [`otel`] | span records and their export over OTLP/HTTP (JSON) |
+//! | [`progress`] | progress bars on indicatif, drawn only on a terminal |
 //! | [`cli`] | the `orchestrator` command |
 //!
 //! # Invariants
@@ -51,6 +52,7 @@ pub mod loadgen;
 pub mod node;
 pub mod otel;
 pub mod pipeline;
+pub mod progress;
 pub mod protocol;
 pub mod sim;
 pub mod storage;

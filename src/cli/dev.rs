@@ -3,7 +3,6 @@
 //! kill -9), durably accepts `--workflows` new ones, runs them, and ends with
 //! one machine-readable summary line.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -268,7 +267,8 @@ pub async fn run_dev(
     );
     engine.release_held();
 
-    let tty = std::io::stderr().is_terminal();
+    let mut bar = crate::progress::Progress::new();
+    let tty = bar.visible();
     let deadline = args.duration.map(|d| began + Duration::from_secs_f64(d));
     tokio::pin!(shutdown);
     let total = resumed + created;
@@ -278,7 +278,12 @@ pub async fn run_dev(
             + Metrics::get(&metrics.workflows_cancelled);
         let active = (total + Metrics::get(&metrics.workflows_reopened)).saturating_sub(terminal);
         if tty {
-            progress(terminal, total, active, &metrics);
+            let note = format!(
+                "done  running={active}  tasks={}  retries={}",
+                Metrics::get(&metrics.tasks_dispatched),
+                Metrics::get(&metrics.task_retries)
+            );
+            bar.draw(terminal, total, &note);
         }
         if args.exit_when_done && active == 0 {
             break;
@@ -291,9 +296,7 @@ pub async fn run_dev(
             _ = tokio::time::sleep(Duration::from_millis(if tty { 200 } else { 20 })) => {}
         }
     }
-    if tty {
-        eprintln!();
-    }
+    bar.finish();
     http.stop().await;
     engine.shutdown().await;
     // Release every handle on the engine context (it holds the committer and
@@ -326,16 +329,4 @@ pub async fn run_dev(
     // Join the commit thread and close RocksDB before the process exits.
     node.close().await;
     Ok(summary)
-}
-
-fn progress(done: u64, total: u64, active: u64, m: &Metrics) {
-    super::draw_bar(
-        done,
-        total,
-        &format!(
-            "done  running={active}  tasks={}  retries={}",
-            Metrics::get(&m.tasks_dispatched),
-            Metrics::get(&m.task_retries)
-        ),
-    );
 }

@@ -160,25 +160,6 @@ pub fn init_logging(level: &str, format: LogFormat) {
     };
 }
 
-/// Redraws a one-line progress bar on stderr (callers check for a TTY).
-pub fn draw_bar(done: u64, total: u64, note: &str) {
-    use std::io::Write;
-    let width = 30usize;
-    let filled = if total == 0 {
-        width
-    } else {
-        (done.min(total) as usize * width) / total as usize
-    };
-    let mut err = std::io::stderr().lock();
-    let _ = write!(
-        err,
-        "\r[{}{}] {done}/{total} {note}   ",
-        "#".repeat(filled),
-        " ".repeat(width - filled)
-    );
-    let _ = err.flush();
-}
-
 /// Peak resident set size of this process in MiB (VmHWM), 0 where unknown.
 pub fn peak_rss_mib() -> u64 {
     std::fs::read_to_string("/proc/self/status")

@@ -3,7 +3,7 @@
 //! batch and backfill commands share (admin client, progress bar, times).
 
 use std::future::Future;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -145,42 +145,7 @@ pub fn rfc3339(ms: u64) -> String {
     )
 }
 
-/// A one-line progress bar on stderr, drawn only when stderr is a terminal.
-pub struct Progress {
-    tty: bool,
-    drawn: bool,
-}
-
-impl Progress {
-    pub fn new() -> Progress {
-        Progress {
-            tty: std::io::stderr().is_terminal(),
-            drawn: false,
-        }
-    }
-
-    pub fn draw(&mut self, done: u64, total: u64, note: &str) {
-        if !self.tty {
-            return;
-        }
-        super::draw_bar(done, total, note);
-        self.drawn = true;
-    }
-
-    /// Ends the bar's line so later output starts on a fresh one.
-    pub fn finish(&mut self) {
-        if self.drawn {
-            eprintln!();
-            self.drawn = false;
-        }
-    }
-}
-
-impl Default for Progress {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+pub use crate::progress::Progress;
 
 /// `--status`: one of the five statuses.
 pub fn parse_status(s: &str) -> Result<String, String> {

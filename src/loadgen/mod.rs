@@ -23,7 +23,6 @@ pub mod procstat;
 mod report;
 pub mod track;
 
-use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -328,19 +327,19 @@ fn spawn_progress(
     t0: Instant,
     every: Duration,
 ) -> tokio::task::JoinHandle<()> {
-    let tty = std::io::stderr().is_terminal();
     tokio::spawn(async move {
+        // On a terminal the line is redrawn in place; in logs and CI each
+        // interval is a line of its own.
+        let mut status = crate::progress::Progress::line();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             tick.tick().await;
             let line = progress_line(&mut tracker.lock(), t0.elapsed(), every);
-            let mut err = std::io::stderr().lock();
-            let _ = if tty {
-                write!(err, "\r\x1b[2K{line}")
+            if status.visible() {
+                status.say(line);
             } else {
-                writeln!(err, "{line}")
-            };
-            let _ = err.flush();
+                eprintln!("{line}");
+            }
         }
     })
 }
@@ -508,10 +507,9 @@ pub async fn run(
     }
     let interrupted = stopped(&stop);
     let wall = wall_start.elapsed();
+    // Aborting drops the status line, which ends its line on screen.
     progress.abort();
-    if std::io::stderr().is_terminal() {
-        eprintln!();
-    }
+    let _ = progress.await;
     let self_after = procstat::sample("self").unwrap_or_default();
     let workers_cpu = procstat::threads_cpu_s(WORKER_THREADS) - workers_cpu_before;
     let orch = match (opts.orchestrator_pid, orch_before) {
