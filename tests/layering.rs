@@ -26,6 +26,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("pipeline", 0),
     ("protocol", 0),
     ("telemetry", 0),
+    // Progress bars of the long-running commands (cli, loadgen).
+    ("progress", 0),
     ("failpoints", 0),
     // One duration and rate grammar for flags, config and pipeline files.
     ("durations", 0),
@@ -69,8 +71,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("engine", "events"),
     // The engine's span sink is defined in otel.
     ("engine", "otel"),
-    // Group commit records into the engine's metric histograms.
-    ("storage", "engine"),
     // RocksDB's checkpoint checks its target with backup's path rule,
     // and backup takes its checkpoint through the storage trait.
     ("storage", "backup"),
