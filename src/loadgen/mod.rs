@@ -34,7 +34,7 @@ use tokio::sync::Semaphore;
 use crate::admin::{DescribeRequest, StartRequest, WorkflowReply};
 use crate::protocol::subjects::Subjects;
 use crate::protocol::VERSION;
-use crate::transport::nats::stream_name;
+use crate::transport::nats::{stream_name, NatsConfig};
 use hist::round2;
 use report::{build_report, text_summary};
 
