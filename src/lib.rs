@@ -23,6 +23,7 @@
 //! | [`loadgen`] | `orchestrator loadgen`: open/closed-loop load over NATS, outputs checked from the event stream |
 //! | [`node`] | assembling storage + committer + pipelines for a process |
 //! | [`otel`] | span records and their export over OTLP/HTTP (JSON) |
+//! | [`workercheck`] | `orchestrator worker-check`: a fake orchestrator that checks a worker against the protocol |
 //! | [`cli`] | the `orchestrator` command |
 //!
 //! # Invariants
@@ -56,6 +57,7 @@ pub mod storage;
 pub mod transport;
 pub mod verify;
 pub mod worker;
+pub mod workercheck;
 pub mod workflow;
 
 #[cfg(test)]
