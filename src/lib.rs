@@ -25,6 +25,7 @@
 //! | [`node`] | assembling storage + committer + pipelines for a process |
 //! | [`otel`] | span records and their export over OTLP/HTTP (JSON) |
 //! | [`progress`] | progress bars on indicatif, drawn only on a terminal |
+//! | [`workercheck`] | `orchestrator worker-check`: a fake orchestrator that checks a worker against the protocol |
 //! | [`cli`] | the `orchestrator` command |
 //!
 //! # Invariants
@@ -60,6 +61,7 @@ pub mod telemetry;
 pub mod transport;
 pub mod verify;
 pub mod worker;
+pub mod workercheck;
 pub mod workflow;
 
 #[cfg(test)]

@@ -51,6 +51,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("verify::system", 3),
     ("worker", 3),
     ("loadgen", 3),
+    ("workercheck", 3),
     // 4: the command line and wiring.
     ("config", 4),
     ("node", 4),

@@ -19,6 +19,7 @@ mod otel;
 mod protocol;
 mod purity;
 mod retention;
+mod sdk;
 mod security;
 mod storm;
 mod transport;

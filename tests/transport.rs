@@ -20,7 +20,7 @@ use orchestrator::protocol::{
 use orchestrator::transport::inproc::{InProcTransport, ToWorker};
 use orchestrator::transport::nats::{
     connect, ensure_streams, run_intake, stream_name, NatsConfig, NatsStats, NatsTransport,
-    OfferDeclined, ResultHandler,
+    OfferDeclined, ResultError, ResultHandler,
 };
 use orchestrator::transport::{ReportSink, Transport, WorkerReport};
 use orchestrator::workflow::{TaskOutcome, TaskResult, TaskSpec};
@@ -64,7 +64,7 @@ impl ResultHandler for CollectingHandler {
         &self,
         workflow_id: String,
         result: TaskResult,
-    ) -> futures_util::future::BoxFuture<'static, Result<(), String>> {
+    ) -> futures_util::future::BoxFuture<'static, Result<(), ResultError>> {
         self.0
             .reports
             .lock()
@@ -175,7 +175,7 @@ async fn conformance<R: Rig>(mut rig: R, name: &str) {
         assert_eq!(again, got_a, "{name}: a re-sent task must be identical");
     }
     // 3. Cancels reach the workers of the task type.
-    t.cancel(&a.task_id, "transcribe");
+    t.cancel(&a.task_id, "transcribe", "operator: wrong upload");
     assert_eq!(
         rig.next_cancel("transcribe").await.as_deref(),
         Some(a.task_id.as_str()),
@@ -702,12 +702,14 @@ impl ResultHandler for SlowHandler {
         &self,
         _workflow_id: String,
         result: TaskResult,
-    ) -> futures_util::future::BoxFuture<'static, Result<(), String>> {
+    ) -> futures_util::future::BoxFuture<'static, Result<(), ResultError>> {
         let applied = self.applied.clone();
         Box::pin(async move {
             tokio::time::sleep(Duration::from_millis(200)).await;
             if result.task_id.starts_with("fail") {
-                return Err("journal append failed: disk full".into());
+                return Err(ResultError::Retry(
+                    "journal append failed: disk full".into(),
+                ));
             }
             applied.lock().push(result.task_id);
             Ok(())

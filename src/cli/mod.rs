@@ -13,6 +13,7 @@ pub mod start;
 pub mod summary;
 pub mod verify;
 pub mod worker;
+pub mod worker_check;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,8 @@ pub enum Command {
     Start(start::StartArgs),
     /// Workers over NATS; `--simulate` runs the simulated ones.
     Worker(worker::WorkerArgs),
+    /// Conformance kit: act as the orchestrator towards a worker under test, one verdict per rule.
+    WorkerCheck(worker_check::WorkerCheckArgs),
     /// Load against a live `orchestrator run`: open or closed loop, outputs checked, latency report.
     Loadgen(loadgen::LoadgenArgs),
     /// A workflow's status and each step's status, attempts, last error, worker and timings.
@@ -109,6 +112,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args, cli.log),
         Command::Start(args) => start::run(args),
         Command::Worker(args) => worker::run(args),
+        Command::WorkerCheck(args) => worker_check::run(args),
         Command::Loadgen(args) => loadgen::run(args),
         Command::Describe(args) => ops::describe(args),
         Command::History(args) => ops::history(args),

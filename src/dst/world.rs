@@ -164,7 +164,7 @@ impl Transport for SimTransport {
     fn dispatch(&self, task: Box<TaskSpec>) {
         self.out.lock().push(Sent::Dispatch(task));
     }
-    fn cancel(&self, task_id: &str, _task_type: &str) {
+    fn cancel(&self, task_id: &str, _task_type: &str, _reason: &str) {
         self.out.lock().push(Sent::Cancel(task_id.to_string()));
     }
 }

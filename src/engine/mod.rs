@@ -16,6 +16,7 @@ pub mod clock;
 /// The engine's counters live in the telemetry leaf; `engine::metrics`
 /// names them where the actors use them.
 pub use crate::telemetry::metrics;
+pub mod intake;
 pub mod observe;
 pub mod partition;
 pub mod registry;
@@ -23,6 +24,8 @@ pub mod root;
 pub mod timers;
 pub mod transition;
 pub mod workflow_actor;
+
+pub use intake::{result_verdict, ResultIntake, WeakResultIntake};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -544,67 +547,5 @@ fn flatten<T, E: Into<Error>>(
         Ok(ractor::rpc::CallResult::Timeout) => Err(Error::Timeout),
         Ok(ractor::rpc::CallResult::SenderError) => Err(Error::Stopped),
         Err(_) => Err(Error::Stopped),
-    }
-}
-
-/// The NATS intake's view of the engine: results are applied durably before
-/// the intake acknowledges them.
-pub struct ResultIntake(pub Arc<Engine>);
-
-impl crate::transport::nats::ResultHandler for ResultIntake {
-    fn handle(
-        &self,
-        workflow_id: String,
-        result: crate::workflow::TaskResult,
-    ) -> futures_util::future::BoxFuture<'static, Result<(), String>> {
-        let engine = self.0.clone();
-        Box::pin(async move {
-            match engine.deliver_result(&workflow_id, result).await {
-                Ok(_) => Ok(()),
-                // Unknown workflow or unreadable state: final (the actor
-                // already counted it), so the message is acked.
-                Err(Error::Rejected(m)) => {
-                    tracing::warn!(workflow_id = %workflow_id, error = %m, "result for a workflow that cannot take it");
-                    Ok(())
-                }
-                // Journal failure, timeout, stopping: transient. Leave the
-                // message unacked so JetStream redelivers it.
-                Err(e) => Err(e.to_string()),
-            }
-        })
-    }
-
-    fn rejected(&self, reason: &'static str) {
-        self.0.ctx.metrics.rejected_message(reason);
-    }
-
-    fn partition_of(&self) -> Option<crate::transport::nats::PartitionOf> {
-        let store = self.0.ctx.store.clone();
-        Some(Arc::new(move |id: &str| store.partition_of(id)))
-    }
-}
-
-/// [`ResultIntake`] for the transport itself (results that answer an
-/// offer): the engine holds the transport, so the transport holds the
-/// engine weakly. A strong reference would be a cycle that keeps the
-/// engine, and with it the storage, alive after shutdown.
-pub struct WeakResultIntake(pub std::sync::Weak<Engine>);
-
-impl crate::transport::nats::ResultHandler for WeakResultIntake {
-    fn handle(
-        &self,
-        workflow_id: String,
-        result: crate::workflow::TaskResult,
-    ) -> futures_util::future::BoxFuture<'static, Result<(), String>> {
-        match self.0.upgrade() {
-            Some(engine) => ResultIntake(engine).handle(workflow_id, result),
-            None => Box::pin(async { Err(Error::Stopped.to_string()) }),
-        }
-    }
-
-    fn rejected(&self, reason: &'static str) {
-        if let Some(engine) = self.0.upgrade() {
-            engine.ctx.metrics.rejected_message(reason);
-        }
     }
 }

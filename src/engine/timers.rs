@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::workflow::{TaskSpec, TimeoutKind, TimerKind};
+use crate::workflow::{StepStatus, TaskSpec, TimeoutKind, TimerKind, WorkflowState};
 
 /// In-memory mirror of one partition's durable timers, ordered by due time.
 #[derive(Debug, Default)]
@@ -279,6 +279,24 @@ impl Liveness {
         true
     }
 
+    /// When a worker reported `task_id` started (its first heartbeat or
+    /// started notice), while the attempt is watched.
+    pub fn started_at(&self, task_id: &str) -> Option<u64> {
+        self.watches.get(task_id).and_then(|w| w.started_ms)
+    }
+
+    /// `wf` as `describe` shows it: a running attempt's step has the start
+    /// time its worker reported by heartbeat. That time is not journaled
+    /// (the result's `started_at_ms` is), so it is filled in here.
+    pub fn with_starts(&self, mut wf: WorkflowState) -> WorkflowState {
+        for s in &mut wf.steps {
+            if s.status == StepStatus::Dispatched && s.started_at_ms.is_none() {
+                s.started_at_ms = s.task_id.as_deref().and_then(|t| self.started_at(t));
+            }
+        }
+        wf
+    }
+
     /// A worker is still busy with the task (a heartbeat also implies
     /// started). A later deadline is not re-queued at once: the entry fires
     /// at the earlier one and is moved then (one entry per attempt).
@@ -374,6 +392,49 @@ mod tests {
             start_to_close_ms: s2c,
             heartbeat_timeout_ms: hb,
         }
+    }
+
+    /// `describe` shows a running attempt started once its worker's first
+    /// heartbeat came, before any result says so.
+    #[test]
+    fn a_heartbeat_shows_as_the_running_steps_start_time() {
+        let step = |status, task_id: &str| crate::workflow::StepState {
+            status,
+            task_id: Some(task_id.into()),
+            ..crate::workflow::StepState::new()
+        };
+        let wf = WorkflowState {
+            id: "wf".into(),
+            pipeline: crate::workflow::PipelineRef {
+                name: "p".into(),
+                version: 1,
+                hash: 0,
+            },
+            input: "{}".into(),
+            status: crate::workflow::Status::Running,
+            generation: 0,
+            steps: vec![
+                step(StepStatus::Dispatched, "a"),
+                step(StepStatus::Dispatched, "b"),
+                step(StepStatus::Pending, "c"),
+            ],
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            finished_at_ms: None,
+            deadline_ms: None,
+            reason: None,
+            next_seq: 1,
+        };
+        let mut l = Liveness::default();
+        for id in ["a", "b", "c"] {
+            l.watch(&spec(id, None, None, Some(1000)), 10);
+        }
+        assert!(l.heartbeat("a", 40));
+        assert!(l.heartbeat("a", 90));
+        assert!(l.heartbeat("c", 50));
+        let shown = l.with_starts(wf);
+        let starts: Vec<_> = shown.steps.iter().map(|s| s.started_at_ms).collect();
+        assert_eq!(starts, vec![Some(40), None, None]);
     }
 
     #[test]

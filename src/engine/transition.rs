@@ -390,9 +390,13 @@ pub fn after_commit(
         for c in decision.commands {
             match c {
                 Command::Dispatch(spec) => dispatches.push(spec),
-                Command::CancelTask { task_id, task_type } => {
+                Command::CancelTask {
+                    task_id,
+                    task_type,
+                    reason,
+                } => {
                     t.liveness.unwatch(&task_id);
-                    ctx.transport.cancel(&task_id, &task_type);
+                    ctx.transport.cancel(&task_id, &task_type, &reason);
                 }
                 Command::ArmTimer { due_ms, timer } => t.timers.arm(due_ms, &next.id, timer),
                 Command::DisarmTimer { due_ms, timer } => t.timers.disarm(due_ms, &next.id, &timer),

@@ -237,7 +237,10 @@ impl Resident {
             WorkflowMsg::Describe(reply) => {
                 let r = match &self.broken {
                     Some(e) => Err(e.clone()),
-                    None => Ok(self.wf.clone()),
+                    None => Ok(self
+                        .wf
+                        .clone()
+                        .map(|wf| self.times.lock().liveness.with_starts(wf))),
                 };
                 let _ = reply.send(r);
             }

@@ -36,7 +36,7 @@ impl Transport for InProcTransport {
         let _ = self.tx.send(ToWorker::Task(task));
     }
 
-    fn cancel(&self, task_id: &str, _task_type: &str) {
+    fn cancel(&self, task_id: &str, _task_type: &str, _reason: &str) {
         let _ = self.tx.send(ToWorker::Cancel {
             task_id: task_id.to_string(),
         });

@@ -16,8 +16,9 @@ pub trait Transport: Send + Sync + 'static {
     /// Hands an attempt to the workers of its task type. Must not block; a
     /// task that cannot be sent is healed by its timeout and a new attempt.
     fn dispatch(&self, task: Box<TaskSpec>);
-    /// Asks workers to stop an attempt (cancelled workflow or superseded attempt).
-    fn cancel(&self, task_id: &str, task_type: &str);
+    /// Asks workers to stop an attempt (cancelled workflow or superseded
+    /// attempt); `reason` says why (an operator's cancel reason, say).
+    fn cancel(&self, task_id: &str, task_type: &str, reason: &str);
 }
 
 /// What a worker can tell the engine about one attempt.

@@ -30,8 +30,13 @@ pub struct TaskSpec {
 pub enum Command {
     /// Send the task to workers and watch its liveness deadlines.
     Dispatch(Box<TaskSpec>),
-    /// Tell workers to stop this attempt, and stop watching it.
-    CancelTask { task_id: String, task_type: String },
+    /// Tell workers to stop this attempt (`reason` is passed on to them),
+    /// and stop watching it.
+    CancelTask {
+        task_id: String,
+        task_type: String,
+        reason: String,
+    },
     /// Arm a durable timer; the shell stores it with the events of this transition.
     ArmTimer { due_ms: u64, timer: TimerKind },
     /// A timer that is no longer needed (the workflow ended); the shell removes it.

@@ -370,7 +370,8 @@ fn timeouts_retry_and_cancel_the_hung_attempt() {
     assert!(d
         .commands
         .iter()
-        .any(|c| matches!(c, Command::CancelTask { task_id, .. } if *task_id == a.task_id)));
+        .any(|c| matches!(c, Command::CancelTask { task_id, reason, .. }
+            if *task_id == a.task_id && reason == "superseded: start_to_close timeout")));
     w.record(d, false);
     assert_eq!(w.state.steps[0].status, StepStatus::Backoff);
 }
@@ -387,10 +388,12 @@ fn cancel_is_terminal_and_cancels_running_tasks() {
         },
         w.now,
     );
+    // Workers hear the operator's reason.
     assert!(d
         .commands
         .iter()
-        .any(|c| matches!(c, Command::CancelTask { task_id, .. } if *task_id == a.task_id)));
+        .any(|c| matches!(c, Command::CancelTask { task_id, reason, .. }
+            if *task_id == a.task_id && reason == "ops")));
     w.record(d, false);
     assert_eq!(w.state.status, Status::Cancelled);
     assert_eq!(

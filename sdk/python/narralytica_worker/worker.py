@@ -70,6 +70,8 @@ class Worker:
         self._types: Dict[str, _TaskType] = {}
         self._running: Dict[str, TaskContext] = {}
         self._handlers: Dict[str, "asyncio.Task[Any]"] = {}
+        #: Every task in hand, from its delivery to its ack: what a drain waits for.
+        self._inflight: "set[asyncio.Task[None]]" = set()
         self._recent_cancels: "OrderedDict[str, str]" = OrderedDict()
         self._stop: Optional[asyncio.Event] = None
         self._nc: Any = None
@@ -125,11 +127,10 @@ class Worker:
         log.info("worker serving name=%s types=%s nats=%s", self.name,
                  ",".join(self._types), self.nats_url)
         await self._stop.wait()
-        log.info("worker draining running=%d", len(self._handlers))
+        log.info("worker draining running=%d", len(self._inflight))
         await asyncio.gather(*pulls, return_exceptions=True)
-        running = list(self._handlers.values())
-        if running:
-            await asyncio.wait(running, timeout=self.drain_timeout_s)
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=self.drain_timeout_s)
         # Every ack and result is sent by now: flush them out and close
         # (a drain would wait on the pull subscriptions' idle inboxes).
         try:
@@ -190,11 +191,15 @@ class Worker:
             for msg in msgs:
                 tt.busy += 1
                 t = asyncio.create_task(self._handle(tt, msg))
-                t.add_done_callback(lambda _t, tt=tt: self._freed(tt))
+                self._inflight.add(t)
+                t.add_done_callback(lambda t, tt=tt: self._freed(tt, t))
 
-    def _freed(self, tt: _TaskType) -> None:
+    def _freed(self, tt: _TaskType, t: "asyncio.Task[None]") -> None:
+        self._inflight.discard(t)
         tt.busy -= 1
         tt.freed.set()
+        if not t.cancelled() and t.exception() is not None:
+            log.error("task handling failed error=%r", t.exception())
 
     async def _handle(self, tt: _TaskType, msg: Any) -> None:
         try:
@@ -210,10 +215,13 @@ class Worker:
             await msg.term()
             return
         task_id = task["task_id"]
-        if task_id in self._recent_cancels or task_id in self._running:
-            # Cancelled before it arrived, or a redelivery of a task this
-            # process is still running (the running one answers).
-            await msg.ack()
+        if task_id in self._running:
+            # A redelivery of the task this process is still running (an
+            # in-progress ack was lost): the running one answers and acks
+            # the same stream message.
+            return
+        if task_id in self._recent_cancels:
+            await msg.ack()  # cancelled before it arrived
             return
         ctx = TaskContext(task, msg.headers, self._publish_beat(task), self.name)
         self._running[task_id] = ctx

@@ -13,13 +13,33 @@ use crate::protocol::trace::{TraceParent, TRACEPARENT};
 use crate::protocol::{HeartbeatMessage, Limits, ResultMessage, ResultReply, VERSION};
 use crate::transport::{ReportSink, WorkerReport};
 
+/// Why a result was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResultError {
+    /// A transient failure (journal error, timeout, stopping): the same
+    /// result may succeed when sent again.
+    Retry(String),
+    /// It never will be applied: a workflow or a task the orchestrator
+    /// does not know. Duplicates and stale answers are not refused: they
+    /// are handled (ignored), so the worker may forget them.
+    Refused(String),
+}
+
+impl std::fmt::Display for ResultError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResultError::Retry(e) | ResultError::Refused(e) => f.write_str(e),
+        }
+    }
+}
+
 /// Where results go: the engine, which answers once the transition is durable.
 pub trait ResultHandler: Send + Sync + 'static {
     fn handle(
         &self,
         workflow_id: String,
         result: crate::workflow::TaskResult,
-    ) -> futures_util::future::BoxFuture<'static, Result<(), String>>;
+    ) -> futures_util::future::BoxFuture<'static, Result<(), ResultError>>;
     /// Counts a message that was refused, by reason.
     fn rejected(&self, reason: &'static str);
     /// Which partition owns a workflow, so a report on another partition's
@@ -183,7 +203,11 @@ pub async fn run_intake(
                         Ok(()) => {
                             let _ = msg.ack().await;
                         }
-                        Err(e) => {
+                        Err(ResultError::Refused(e)) => {
+                            tracing::warn!(task_id = %task_id, error = %e, "result refused");
+                            let _ = msg.ack_with(jetstream::AckKind::Term).await;
+                        }
+                        Err(ResultError::Retry(e)) => {
                             // Not acked: JetStream redelivers after ack_wait.
                             tracing::warn!(task_id = %task_id, error = %e, "result not applied; it will be redelivered");
                         }
@@ -277,7 +301,11 @@ async fn serve_direct_results(
             let (wf, result) = r.into_task_result();
             let payload = match handler.handle(wf, result).await {
                 Ok(()) => result_reply(true, false, None),
-                Err(e) => {
+                Err(ResultError::Refused(e)) => {
+                    tracing::warn!(task_id = %task_id, error = %e, "direct result refused");
+                    result_reply(false, false, Some(e))
+                }
+                Err(ResultError::Retry(e)) => {
                     tracing::warn!(task_id = %task_id, error = %e, "direct result not applied; the worker will send it again");
                     result_reply(false, true, Some(e))
                 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 
-use super::intake::{accept_result, log_received};
+use super::intake::{accept_result, log_received, ResultError};
 use super::publisher::{Outgoing, Publisher};
 use super::OfferDeclined;
 use crate::protocol::trace::{task_traceparent, TRACEPARENT};
@@ -115,12 +115,16 @@ pub(super) async fn send_outgoing(publisher: Arc<Publisher>, out: Outgoing) {
             )
             .await;
         }
-        Outgoing::Cancel { task_id, task_type } => {
+        Outgoing::Cancel {
+            task_id,
+            task_type,
+            reason,
+        } => {
             let msg = CancelMessage {
                 v: VERSION,
                 workflow_id: workflow_of_task(&task_id).unwrap_or_default().to_string(),
                 task_id,
-                reason: "cancelled".into(),
+                reason,
             };
             if let Ok(payload) = serde_json::to_vec(&msg) {
                 // Core NATS: a lost cancel only means a worker finishes a useless task.
@@ -208,7 +212,11 @@ async fn deliver_offer_result(
         let error =
             match tokio::time::timeout(left, handler.handle(wf.clone(), result.clone())).await {
                 Ok(Ok(())) => return OfferResultOutcome::Applied,
-                Ok(Err(e)) => e,
+                Ok(Err(ResultError::Refused(e))) => {
+                    tracing::warn!(task_id = %spec.task_id, error = %e, "result in an offer answer refused");
+                    return OfferResultOutcome::Refused;
+                }
+                Ok(Err(ResultError::Retry(e))) => e,
                 Err(_) => "not applied in time".to_owned(),
             };
         if tokio::time::Instant::now() + backoff >= give_up {

@@ -21,7 +21,11 @@ use crate::workflow::TaskSpec;
 
 pub(super) enum Outgoing {
     Task(Box<TaskSpec>),
-    Cancel { task_id: String, task_type: String },
+    Cancel {
+        task_id: String,
+        task_type: String,
+        reason: String,
+    },
 }
 
 /// Engine side of NATS: implements [`Transport`].
@@ -285,10 +289,11 @@ impl Transport for NatsTransport {
         }
     }
 
-    fn cancel(&self, task_id: &str, task_type: &str) {
+    fn cancel(&self, task_id: &str, task_type: &str, reason: &str) {
         let _ = self.tx.try_send(Outgoing::Cancel {
             task_id: task_id.to_string(),
             task_type: task_type.to_string(),
+            reason: reason.to_string(),
         });
     }
 }

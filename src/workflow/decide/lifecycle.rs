@@ -114,12 +114,20 @@ impl Builder<'_> {
     /// Terminal transition: emit it, cancel attempts still out, drop timers.
     pub(super) fn end(&mut self, kind: EventKind) {
         let generation = self.state.generation;
+        // Workers are told why their attempt stops: the operator's reason
+        // for a cancel, the failure for a failed workflow.
+        let cancel_reason = match &kind {
+            EventKind::WorkflowCancelled { reason } => reason.clone(),
+            EventKind::WorkflowFailed { reason, .. } => format!("workflow failed: {reason}"),
+            _ => "workflow ended".to_string(),
+        };
         let mut effects = Vec::new();
         for (i, s) in self.state.steps.iter().enumerate() {
             match s.status {
                 StepStatus::Dispatched => effects.push(Command::CancelTask {
                     task_id: s.task_id.as_deref().unwrap_or_default().to_string(),
                     task_type: self.pipeline.steps[i].task_type.clone(),
+                    reason: cancel_reason.clone(),
                 }),
                 StepStatus::Backoff => {
                     if let Some(due_ms) = s.retry_due_ms {

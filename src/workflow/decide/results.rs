@@ -151,6 +151,7 @@ impl Builder<'_> {
         self.commands.push(Command::CancelTask {
             task_id: task_id.to_string(),
             task_type: self.pipeline.steps[i].task_type.clone(),
+            reason: format!("superseded: {} timeout", timeout.as_str()),
         });
         let then = self.after_failure(i, true);
         self.emit(EventKind::TaskTimedOut {
