@@ -19,6 +19,7 @@
 //! | [`verify`] | the independent journal checker behind `orchestrator verify` |
 //! | [`http`] | `/healthz`, `/readyz`, `/metrics` (Prometheus) on a hand-rolled HTTP/1.1 server |
 //! | [`admin`] | the admin verbs over NATS request/reply, and the durable batch jobs they start |
+//! | [`audit`] | the audit line of every mutating admin verb, with its caller |
 //! | [`backup`] | consistent checkpoints of the store, live or offline |
 //! | [`loadgen`] | `orchestrator loadgen`: open/closed-loop load over NATS, outputs checked from the event stream |
 //! | [`node`] | assembling storage + committer + pipelines for a process |
