@@ -20,6 +20,7 @@
 //! | [`verify`] | the independent journal checker behind `orchestrator verify` |
 //! | [`http`] | `/healthz`, `/readyz`, `/metrics` (Prometheus) on axum over hyper, with a connection cap that keeps probes answering; other routers (the console) merge into `http::routes` |
 //! | [`admin`] | the admin verbs over NATS request/reply, and the durable batch jobs they start |
+//! | [`audit`] | the audit line of every mutating admin verb, with its caller |
 //! | [`backup`] | consistent checkpoints of the store, live or offline |
 //! | [`loadgen`] | `orchestrator loadgen`: open/closed-loop load over NATS, outputs checked from the event stream |
 //! | [`node`] | assembling storage + committer + pipelines for a process |

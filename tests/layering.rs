@@ -48,6 +48,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("http", 3),
     ("console", 3),
     ("admin", 3),
+    ("audit", 3),
     ("verify::system", 3),
     ("worker", 3),
     ("loadgen", 3),

@@ -157,7 +157,8 @@ fn with_the_shipped_nats_config_each_role_does_its_job_and_nothing_else() {
     let logs = tempfile::tempdir().unwrap();
     let log = |name: &str| std::fs::File::create(logs.path().join(name)).unwrap();
     let mut orch = Reaper(
-        s.as_user("orchestrator", &["run", "--data-dir"])
+        s.as_user("orchestrator", &["run"])
+            .arg("--data-dir")
             .arg(data.path())
             .stdout(Stdio::null())
             .stderr(log("run.err"))

@@ -162,7 +162,8 @@ fn complete_one_workflow(mode: &Mode) -> String {
     let logs = tempfile::tempdir().unwrap();
     let log = |name: &str| std::fs::File::create(logs.path().join(name)).unwrap();
     let mut orch = Reaper(
-        client(mode, &["run", "--log-level", "debug", "--data-dir"])
+        client(mode, &["run", "--log-level", "debug"])
+            .arg("--data-dir")
             .arg(data.path())
             .stdout(log("run.out"))
             .stderr(log("run.err"))
@@ -320,8 +321,9 @@ fn a_wrong_or_missing_secret_fails_at_once_with_the_servers_reason() {
     assert!(!err.contains("url-pw-55"), "{err}");
     // `run` gives up too, with the same line, instead of retrying forever.
     let data = tempfile::tempdir().unwrap();
-    let mut run = client(&mode, &["run", "--data-dir"]);
-    run.arg(data.path())
+    let mut run = client(&mode, &["run"]);
+    run.arg("--data-dir")
+        .arg(data.path())
         .env("NARRALYTICA_NATS_PASSWORD", "not-the-pw-91");
     let out = run.output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -69,7 +69,7 @@ pub enum Command {
     /// A consistent checkpoint of the store: of a running orchestrator over NATS, or of a stopped data dir.
     Backup(backup::BackupArgs),
     /// Check every journal in a data dir: invariants and checksums.
-    Verify(verify::VerifyArgs),
+    Verify(verify::VerifyCommand),
     /// Pipeline files.
     #[command(subcommand)]
     Pipelines(PipelinesCmd),

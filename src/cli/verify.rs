@@ -10,7 +10,24 @@ use crate::verify::system::{check_system, read_event_stream, read_records, Syste
 use crate::verify::verify_store;
 pub use crate::verify::VerifyArgs;
 
-pub fn run(args: VerifyArgs) -> ExitCode {
+/// `verify`'s flags, with the credentials and TLS of its `--events-from`
+/// connection (the same options as every command that connects to NATS).
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_help = "Example (the node stopped: verify needs the data dir's lock):\n  orchestrator verify --data-dir /var/lib/narralytica/orchestrator --details\n  # -> verify workflows=50 completed=50 ... violations=0 corrupt=0\n  orchestrator verify --data-dir D --events-from nats://127.0.0.1:4222 --record w0.jsonl --expect-terminal\n  # -> check workflows=100 terminal=100 events_missing=0 ... violations=0 (exit 1 on any violation)"
+)]
+pub struct VerifyCommand {
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+    #[command(flatten)]
+    pub events_security: super::nats_security::NatsSecurityArgs,
+}
+
+pub fn run(cmd: VerifyCommand) -> ExitCode {
+    let VerifyCommand {
+        verify: args,
+        events_security,
+    } = cmd;
     if !args.data_dir.join("CURRENT").exists() {
         eprintln!(
             "error: {} is not a data dir (no RocksDB CURRENT file)",
@@ -34,7 +51,7 @@ pub fn run(args: VerifyArgs) -> ExitCode {
         }
     };
     if args.system() {
-        return system(&args, &store);
+        return system(&args, &events_security, &store);
     }
     match verify_store(&store) {
         Ok(report) => {
@@ -60,7 +77,10 @@ pub fn run(args: VerifyArgs) -> ExitCode {
 /// The checker's evidence besides the journals: worker records, the event
 /// stream and the accepted ids, each only when asked for. A source that
 /// cannot be read is a usage error (exit 2).
-fn system_inputs(args: &VerifyArgs) -> Result<SystemInputs, ExitCode> {
+fn system_inputs(
+    args: &VerifyArgs,
+    events_security: &super::nats_security::NatsSecurityArgs,
+) -> Result<SystemInputs, ExitCode> {
     let usage = |e: String| {
         eprintln!("error: {e}");
         ExitCode::from(2)
@@ -75,7 +95,7 @@ fn system_inputs(args: &VerifyArgs) -> Result<SystemInputs, ExitCode> {
             let nats = super::NatsArgs {
                 nats_url: url.clone(),
                 prefix: args.events_prefix.clone(),
-                security: args.events_security.clone(),
+                security: events_security.clone(),
             };
             Some(
                 super::runtime()?
@@ -111,8 +131,12 @@ fn system_inputs(args: &VerifyArgs) -> Result<SystemInputs, ExitCode> {
 }
 
 /// The system checker: journals, event stream and worker records.
-fn system(args: &VerifyArgs, store: &WorkflowStore) -> ExitCode {
-    let inputs = match system_inputs(args) {
+fn system(
+    args: &VerifyArgs,
+    events_security: &super::nats_security::NatsSecurityArgs,
+    store: &WorkflowStore,
+) -> ExitCode {
+    let inputs = match system_inputs(args, events_security) {
         Ok(i) => i,
         Err(code) => return code,
     };

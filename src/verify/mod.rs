@@ -222,9 +222,6 @@ pub fn verify_store(store: &WorkflowStore) -> Result<Report, String> {
 
 /// `orchestrator verify --data-dir DIR`.
 #[derive(Debug, Clone, clap::Args)]
-#[command(
-    after_help = "Example (the node stopped: verify needs the data dir's lock):\n  orchestrator verify --data-dir /var/lib/narralytica/orchestrator --details\n  # -> verify workflows=50 completed=50 ... violations=0 corrupt=0\n  orchestrator verify --data-dir D --events-from nats://127.0.0.1:4222 --record w0.jsonl --expect-terminal\n  # -> check workflows=100 terminal=100 events_missing=0 ... violations=0 (exit 1 on any violation)"
-)]
 pub struct VerifyArgs {
     #[arg(long, default_value = "./data/dev")]
     pub data_dir: std::path::PathBuf,
@@ -239,9 +236,6 @@ pub struct VerifyArgs {
     /// Subject prefix of the event stream read by `--events-from`.
     #[arg(long, default_value = "narralytica", requires = "events_from")]
     pub events_prefix: String,
-    /// Credentials and TLS of the `--events-from` connection.
-    #[command(flatten)]
-    pub events_security: crate::cli::nats_security::NatsSecurityArgs,
     /// A simulated worker's `--record` file (repeat for several workers):
     /// every accepted success must be an execution a worker answered.
     #[arg(long, value_name = "FILE.jsonl")]

@@ -61,8 +61,11 @@ pub struct NatsServer {
     dir: tempfile::TempDir,
     /// Arguments and environment instead of the plain flags (a `-c`
     /// configuration file and what it reads); `-p <port>` is added.
-    custom: Option<(Vec<String>, Vec<(String, String)>)>,
+    custom: Option<Launch>,
 }
+
+/// How to start a server configured by file: its arguments and environment.
+type Launch = (Vec<String>, Vec<(String, String)>);
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
