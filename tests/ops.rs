@@ -592,3 +592,74 @@ fn every_ops_command_has_help_with_an_example() {
         assert!(stdout(&o).contains("Example: orchestrator"), "{cmd:?}");
     }
 }
+
+#[test]
+fn describe_and_history_show_each_step_output_and_the_last_progress() {
+    let p = pipelines();
+    let mut b = Bench::new(Some(p.path().to_path_buf()));
+    b.start_orchestrator();
+    b.start_worker(&["--task-types", VIDEO_TYPES]);
+    let out = b.start_with("video", "o-1", r#"{"video_url":"s3://m/o-1.mp4"}"#, true);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let d: serde_json::Value =
+        serde_json::from_str(&ok(&b, &["describe", "o-1", "--json"])).unwrap();
+    let steps = d["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 9);
+    for s in steps {
+        // Each simulated step answers n = 1 + the n of its dependencies.
+        assert!(s["output"]["n"].as_u64().is_some(), "{s}");
+    }
+    assert_eq!(steps[8]["name"], "index");
+    assert_eq!(steps[8]["output"]["n"], 17);
+    assert!(ok(&b, &["describe", "o-1"]).contains("output={"));
+    let h: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&b, &["history", "o-1", "--json"])).unwrap();
+    let outputs: Vec<&serde_json::Value> = h
+        .iter()
+        .filter(|e| e["event"] == "task_succeeded")
+        .map(|e| &e["output"])
+        .collect();
+    assert_eq!(outputs.len(), 9);
+    assert!(
+        outputs.iter().all(|o| o["n"].as_u64().is_some()),
+        "{outputs:?}"
+    );
+
+    // A worker's progress on an attempt of `hold` (which no worker takes).
+    let out = b.start("hold", "pr-1", false);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let beat = serde_json::json!({
+        "v": 1, "task_id": "pr-1:hold:0:1", "workflow_id": "pr-1",
+        "worker": "gpu-7", "progress": {"percent": 40}
+    });
+    rt.block_on(async {
+        let c = async_nats::connect(b.url()).await.unwrap();
+        c.publish("narralytica.heartbeats.0", beat.to_string().into())
+            .await
+            .unwrap();
+        c.flush().await.unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d: serde_json::Value =
+            serde_json::from_str(&ok(&b, &["describe", "pr-1", "--json"])).unwrap();
+        let step = &d["steps"][0];
+        if !step["progress"].is_null() {
+            assert_eq!(step["progress"], serde_json::json!({"percent": 40}));
+            assert!(step["progress_at_ms"].as_u64().is_some());
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress in {d}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let h: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&b, &["history", "pr-1", "--json"])).unwrap();
+    let dispatched = h.iter().find(|e| e["event"] == "task_dispatched").unwrap();
+    assert_eq!(dispatched["progress"], serde_json::json!({"percent": 40}));
+    assert!(ok(&b, &["describe", "pr-1"]).contains("progress={\"percent\":40}"));
+    b.stop();
+}

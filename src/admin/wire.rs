@@ -49,6 +49,16 @@ pub struct StepReply {
     pub dispatched_at_ms: Option<u64>,
     pub started_at_ms: Option<u64>,
     pub finished_at_ms: Option<u64>,
+    /// The step's output once it succeeded (at most the output size limit).
+    #[serde(default)]
+    pub output: Option<serde_json::Value>,
+    /// The last progress a worker reported for the latest attempt, while
+    /// this orchestrator process has seen one.
+    #[serde(default)]
+    pub progress: Option<serde_json::Value>,
+    /// When that progress arrived, unix ms.
+    #[serde(default)]
+    pub progress_at_ms: Option<u64>,
 }
 
 /// Reply to `start`, `describe` and the single-workflow verbs.
@@ -111,6 +121,13 @@ pub struct HistoryEvent {
     pub worker: Option<String>,
     /// The error of a failed or timed-out attempt, or why a workflow failed or was cancelled.
     pub error: Option<String>,
+    /// `task_succeeded`: the step's output.
+    #[serde(default)]
+    pub output: Option<serde_json::Value>,
+    /// `task_dispatched`: the last progress a worker reported for that
+    /// attempt, while this orchestrator process has seen one.
+    #[serde(default)]
+    pub progress: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

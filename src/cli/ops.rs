@@ -295,6 +295,12 @@ pub fn describe(args: DescribeArgs) -> ExitCode {
             if let Some(e) = &s.last_error {
                 line.push_str(&format!(" last_error={e:?}"));
             }
+            if let Some(p) = &s.progress {
+                line.push_str(&format!(" progress={p}"));
+            }
+            if let Some(o) = &s.output {
+                line.push_str(&format!(" output={o}"));
+            }
             println!("{line}");
         }
         Ok(ExitCode::SUCCESS)
@@ -311,7 +317,9 @@ pub fn describe(args: DescribeArgs) -> ExitCode {
 pub struct HistoryArgs {
     /// Workflow id.
     pub id: String,
-    /// A JSON array of {seq, at, event, generation, step, attempt, worker, error}; `at` is unix ms.
+    /// A JSON array of {seq, at, event, generation, step, attempt, worker, error, output,
+    /// progress}; `at` is unix ms, `output` is a succeeded step's output, `progress` the last
+    /// progress reported for a dispatched attempt.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

@@ -17,6 +17,7 @@ pub mod fasthash;
 pub mod metrics;
 pub mod observe;
 pub mod partition;
+pub mod progress;
 pub mod registry;
 pub mod root;
 pub mod timers;
@@ -237,6 +238,9 @@ pub struct EngineCtx {
 pub struct Router {
     partitions: RwLock<Vec<ActorRef<PartitionMsg>>>,
     store: WorkflowStore,
+    /// Progress never reaches a partition: it changes no workflow state.
+    progress: progress::ProgressBoard,
+    clock: Arc<dyn Clock>,
 }
 
 impl Router {
@@ -256,6 +260,11 @@ impl Router {
 
 impl ReportSink for Router {
     fn report(&self, workflow_id: &str, report: WorkerReport) {
+        if let WorkerReport::Progress { task_id, progress } = report {
+            self.progress
+                .record(&task_id, self.clock.now_ms(), progress);
+            return;
+        }
         if let Some(p) = self.partition(workflow_id) {
             let _ = p.cast(PartitionMsg::Report {
                 id: workflow_id.to_string(),
@@ -311,6 +320,8 @@ impl Engine {
         let router = Arc::new(Router {
             partitions: RwLock::new(Vec::new()),
             store: ctx.store.clone(),
+            progress: progress::ProgressBoard::default(),
+            clock: ctx.clock.clone(),
         });
         let args = root::RootArgs {
             ctx: ctx.clone(),
@@ -333,6 +344,11 @@ impl Engine {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.ctx.metrics
+    }
+
+    /// The last progress a worker reported for the attempt `task_id`.
+    pub fn progress(&self, task_id: &str) -> Option<progress::Progress> {
+        self.router.progress.get(task_id)
     }
 
     /// Where workers deliver their reports.

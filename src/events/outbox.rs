@@ -163,6 +163,7 @@ impl Outbox {
                 attempt,
                 worker,
                 error,
+                ..
             } = history_event(seq, ev, generation, &step_name);
             let output = match &ev.kind {
                 EventKind::TaskSucceeded { output, .. } => {
