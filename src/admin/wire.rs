@@ -157,11 +157,30 @@ pub struct Filter {
     /// Only workflows whose status last changed within this many ms before now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since_ms: Option<u64>,
+    /// Only workflows created at or after this time (unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_after_ms: Option<u64>,
+    /// Only workflows created before this time (unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_before_ms: Option<u64>,
+    /// Only workflows whose id starts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_prefix: Option<String>,
+    /// `list` only: workflows with a step whose last error has this kind
+    /// (`"timeout"` for timed-out attempts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
 }
 
 impl Filter {
     pub fn is_empty(&self) -> bool {
-        self.status.is_none() && self.pipeline.is_none() && self.since_ms.is_none()
+        self.status.is_none()
+            && self.pipeline.is_none()
+            && self.since_ms.is_none()
+            && self.created_after_ms.is_none()
+            && self.created_before_ms.is_none()
+            && self.id_prefix.is_none()
+            && self.error_kind.is_none()
     }
 }
 
