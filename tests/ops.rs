@@ -634,15 +634,25 @@ fn describe_and_history_show_each_step_output_and_the_last_progress() {
         .enable_all()
         .build()
         .unwrap();
+    // A heartbeat must carry its attempt's token (keyed by the node's key
+    // in the data dir) and come on its workflow's partition: send it on
+    // every partition's subject, the others refuse it.
+    let key =
+        orchestrator::transport::attempt_key::AttemptKey::load_or_create(b.dir.path()).unwrap();
     let beat = serde_json::json!({
-        "v": 1, "task_id": "pr-1:hold:0:1", "workflow_id": "pr-1",
-        "worker": "gpu-7", "progress": {"percent": 40}
+        "v": 1, "task_id": "pr-1:hold:0:1", "attempt_token": key.token("pr-1:hold:0:1"),
+        "workflow_id": "pr-1", "worker": "gpu-7", "progress": {"percent": 40}
     });
     rt.block_on(async {
         let c = async_nats::connect(b.url()).await.unwrap();
-        c.publish("narralytica.heartbeats.0", beat.to_string().into())
+        for p in 0..256 {
+            c.publish(
+                format!("narralytica.heartbeats.{p}"),
+                beat.to_string().into(),
+            )
             .await
             .unwrap();
+        }
         c.flush().await.unwrap();
     });
     let deadline = Instant::now() + Duration::from_secs(30);
