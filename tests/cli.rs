@@ -791,6 +791,23 @@ fn every_command_has_help_with_an_example() {
                 text.contains("Example"),
                 "{leaf:?} --help has no example:\n{text}"
             );
+            // Every flag an example of this command uses is one of its flags.
+            let own = format!("orchestrator {} ", leaf.join(" "));
+            let examples = text.lines().skip_while(|l| !l.contains("Example"));
+            for line in examples.filter_map(|l| l.split_once(own.as_str()).map(|(_, r)| r)) {
+                let command = line.split(['#', '|']).next().unwrap_or_default();
+                for flag in command.split_whitespace().filter(|t| t.starts_with("--")) {
+                    let flag = flag.split('=').next().unwrap();
+                    let has = text.match_indices(flag).any(|(at, _)| {
+                        !text[at + flag.len()..]
+                            .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-')
+                    });
+                    assert!(
+                        has,
+                        "{leaf:?}: the example uses {flag}, which it does not have:\n{text}"
+                    );
+                }
+            }
         }
     }
 }

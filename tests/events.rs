@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 use orchestrator::events::EventMessage;
+use orchestrator::protocol::subjects::{event_kind_position, Subjects, EVENT_KINDS};
 use orchestrator::storage::rocks::{RocksConfig, RocksStorage};
 use orchestrator::storage::store::WorkflowStore;
 use orchestrator::storage::Storage;
@@ -18,6 +19,11 @@ use crate::cli::Bench;
 /// Every record of the event stream, with its message's subject, in stream
 /// order (a batch message gives one entry per record).
 async fn read_stream(url: &str) -> Vec<(String, EventMessage)> {
+    read_filtered(url, "narralytica.events.>").await
+}
+
+/// The records of the event stream whose subject matches `filter`.
+async fn read_filtered(url: &str, filter: &str) -> Vec<(String, EventMessage)> {
     let client = async_nats::connect(url).await.unwrap();
     let js = jetstream::new(client);
     let stream = js.get_stream("NARRALYTICA_EVENTS").await.unwrap();
@@ -25,6 +31,7 @@ async fn read_stream(url: &str) -> Vec<(String, EventMessage)> {
         .create_consumer(consumer::pull::Config {
             deliver_policy: consumer::DeliverPolicy::All,
             ack_policy: consumer::AckPolicy::None,
+            filter_subject: filter.to_string(),
             ..Default::default()
         })
         .await
@@ -112,11 +119,16 @@ fn the_event_stream_has_every_transition_in_journal_order_across_a_kill_9() {
     let mut seen: HashMap<String, Vec<(u64, String)>> = HashMap::new();
     let mut ids = std::collections::HashSet::new();
     for (subject, m) in &msgs {
-        let last = m.events.last().expect("a message has events");
+        assert!(!m.events.is_empty(), "a message has events");
+        let kinds = m.events.iter().fold(0u32, |mask, e| {
+            mask | 1 << event_kind_position(&e.event).expect("a known kind")
+        });
         assert_eq!(
             subject,
-            &format!("narralytica.events.{}.{}", m.pipeline, last.event),
-            "the subject names the pipeline and the last event"
+            &Subjects::new("narralytica")
+                .unwrap()
+                .events(&m.pipeline, kinds, &m.status),
+            "the subject names the pipeline, every kind of event inside, and the status"
         );
         for e in &m.events {
             assert_eq!(e.id, format!("{}:{}", m.workflow_id, e.seq));
@@ -138,7 +150,7 @@ fn the_event_stream_has_every_transition_in_journal_order_across_a_kill_9() {
     // The completion message of each workflow carries the index output.
     let completions = msgs
         .iter()
-        .filter(|(s, _)| s.ends_with(".workflow_completed"))
+        .filter(|(s, _)| s.contains(".workflow_completed."))
         .filter(|(_, m)| {
             m.status == "completed"
                 && m.events.iter().any(|e| {
@@ -151,4 +163,120 @@ fn the_event_stream_has_every_transition_in_journal_order_across_a_kill_9() {
         .map(|(_, m)| m.workflow_id.clone())
         .collect::<std::collections::HashSet<_>>();
     assert_eq!(completions.len(), n);
+}
+
+/// Runs an ops command against the bench; it must succeed.
+fn ops(b: &Bench, args: &[&str]) -> String {
+    let o = crate::cli::bin()
+        .args(args)
+        .args(["--nats-url", &b.url()])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// Polls `describe` until the workflow has `status`.
+fn wait_status(b: &Bench, id: &str, status: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = ops(b, &["describe", id]);
+        if out.starts_with(&format!("workflow id={id} status={status} ")) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} not {status}: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_consumer_of_one_event_kind_sees_every_event_of_that_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let video =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pipelines/video.toml");
+    std::fs::copy(video, dir.path().join("video.toml")).unwrap();
+    // No worker serves `hold` (it stays running until cancelled) or `late`
+    // (its attempts time out, then the workflow fails).
+    std::fs::write(
+        dir.path().join("hold.toml"),
+        "[pipeline]\nname = \"hold\"\nversion = 1\n[[steps]]\nname = \"hold\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("late.toml"),
+        "[pipeline]\nname = \"late\"\nversion = 1\n[defaults.retry]\nmax_attempts = 2\n\
+         initial_backoff = \"10ms\"\n[defaults.timeouts]\nschedule_to_start = \"300ms\"\n\
+         [[steps]]\nname = \"late\"\n",
+    )
+    .unwrap();
+    let mut b = Bench::new(Some(dir.path().to_path_buf()));
+    b.start_orchestrator();
+    b.start_worker(&[
+        "--task-types",
+        "ingest,extract_audio,transcribe,segment,enrich_topics,enrich_entities,enrich_sentiment,embed,index",
+        "--fail-rate",
+        "0.3",
+    ]);
+    for i in 0..4 {
+        let out = b.start("video", &format!("v-{i}"), true);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(b.start("hold", "h-1", false).status.success());
+    for verb in ["pause", "resume", "cancel"] {
+        ops(&b, &[verb, "h-1"]);
+    }
+    assert!(b.start("late", "l-1", false).status.success());
+    wait_status(&b, "l-1", "failed");
+    ops(&b, &["retry", "l-1"]);
+    wait_status(&b, "l-1", "failed");
+    std::thread::sleep(Duration::from_millis(500));
+    b.stop();
+
+    let journal = journals(b.dir.path());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let subjects = Subjects::new("narralytica").unwrap();
+    for kind in EVENT_KINDS {
+        let expected: std::collections::BTreeSet<String> = journal
+            .iter()
+            .flat_map(|(id, evs)| {
+                evs.iter()
+                    .filter(|(_, name)| name == kind)
+                    .map(move |(seq, _)| format!("{id}:{seq}"))
+            })
+            .collect();
+        assert!(!expected.is_empty(), "the scenario journals {kind}");
+        let filter = subjects.events_of_kind(None, kind).unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for (subject, record) in rt.block_on(read_filtered(&b.url(), &filter)) {
+            let of_kind: Vec<&str> = record
+                .events
+                .iter()
+                .filter(|e| e.event == kind)
+                .map(|e| e.id.as_str())
+                .collect();
+            assert!(
+                !of_kind.is_empty(),
+                "{filter} selected {subject} without a {kind}"
+            );
+            seen.extend(of_kind.into_iter().map(str::to_string));
+        }
+        assert_eq!(
+            seen, expected,
+            "{filter}: every {kind} event, and only those"
+        );
+    }
 }

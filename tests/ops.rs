@@ -206,7 +206,9 @@ fn single_workflow_verbs_rerun_and_retry_over_the_cli() {
     let out = b.start("hold", "h-1", false);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(ok(&b, &["pause", "h-1"]).starts_with("workflow id=h-1 status=paused"));
-    assert!(fails(&b, &["pause", "h-1"]).contains("cannot pause a paused workflow"));
+    // Repeating a control verb succeeds and says so; --strict refuses it.
+    assert!(ok(&b, &["pause", "h-1"]).contains("status=paused generation=0 (already paused)"));
+    assert!(fails(&b, &["pause", "h-1", "--strict"]).contains("cannot pause a paused workflow"));
     assert!(ok(&b, &["resume", "h-1"]).starts_with("workflow id=h-1 status=running"));
     assert!(fails(&b, &["retry", "h-1"]).contains("cannot reopen a running workflow"));
     assert!(ok(&b, &["cancel", "h-1", "--reason", "ops drill"])
@@ -591,4 +593,206 @@ fn every_ops_command_has_help_with_an_example() {
         assert!(o.status.success(), "{cmd:?}");
         assert!(stdout(&o).contains("Example: orchestrator"), "{cmd:?}");
     }
+}
+
+#[test]
+fn describe_and_history_show_each_step_output_and_the_last_progress() {
+    let p = pipelines();
+    let mut b = Bench::new(Some(p.path().to_path_buf()));
+    b.start_orchestrator();
+    b.start_worker(&["--task-types", VIDEO_TYPES]);
+    let out = b.start_with("video", "o-1", r#"{"video_url":"s3://m/o-1.mp4"}"#, true);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let d: serde_json::Value =
+        serde_json::from_str(&ok(&b, &["describe", "o-1", "--json"])).unwrap();
+    let steps = d["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 9);
+    for s in steps {
+        // Each simulated step answers n = 1 + the n of its dependencies.
+        assert!(s["output"]["n"].as_u64().is_some(), "{s}");
+    }
+    assert_eq!(steps[8]["name"], "index");
+    assert_eq!(steps[8]["output"]["n"], 17);
+    assert!(ok(&b, &["describe", "o-1"]).contains("output={"));
+    let h: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&b, &["history", "o-1", "--json"])).unwrap();
+    let outputs: Vec<&serde_json::Value> = h
+        .iter()
+        .filter(|e| e["event"] == "task_succeeded")
+        .map(|e| &e["output"])
+        .collect();
+    assert_eq!(outputs.len(), 9);
+    assert!(
+        outputs.iter().all(|o| o["n"].as_u64().is_some()),
+        "{outputs:?}"
+    );
+
+    // A worker's progress on an attempt of `hold` (which no worker takes).
+    let out = b.start("hold", "pr-1", false);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A heartbeat must carry its attempt's token (keyed by the node's key
+    // in the data dir) and come on its workflow's partition: send it on
+    // every partition's subject, the others refuse it.
+    let key =
+        orchestrator::transport::attempt_key::AttemptKey::load_or_create(b.dir.path()).unwrap();
+    let beat = serde_json::json!({
+        "v": 1, "task_id": "pr-1:hold:0:1", "attempt_token": key.token("pr-1:hold:0:1"),
+        "workflow_id": "pr-1", "worker": "gpu-7", "progress": {"percent": 40}
+    });
+    rt.block_on(async {
+        let c = async_nats::connect(b.url()).await.unwrap();
+        for p in 0..256 {
+            c.publish(
+                format!("narralytica.heartbeats.{p}"),
+                beat.to_string().into(),
+            )
+            .await
+            .unwrap();
+        }
+        c.flush().await.unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d: serde_json::Value =
+            serde_json::from_str(&ok(&b, &["describe", "pr-1", "--json"])).unwrap();
+        let step = &d["steps"][0];
+        if !step["progress"].is_null() {
+            assert_eq!(step["progress"], serde_json::json!({"percent": 40}));
+            assert!(step["progress_at_ms"].as_u64().is_some());
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress in {d}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let h: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&b, &["history", "pr-1", "--json"])).unwrap();
+    let dispatched = h.iter().find(|e| e["event"] == "task_dispatched").unwrap();
+    assert_eq!(dispatched["progress"], serde_json::json!({"percent": 40}));
+    assert!(ok(&b, &["describe", "pr-1"]).contains("progress={\"percent\":40}"));
+    b.stop();
+}
+
+/// Runs a command; returns its exit code and stdout.
+fn exit_and_stdout(b: &Bench, args: &[&str]) -> (Option<i32>, String) {
+    let o = ops(b, args);
+    (o.status.code(), stdout(&o))
+}
+
+#[test]
+fn wait_list_batch_list_and_repeated_controls_work_as_scripts_expect() {
+    let p = pipelines();
+    let mut b = Bench::new(Some(p.path().to_path_buf()));
+    b.start_orchestrator();
+    b.start_worker(&["--task-types", VIDEO_TYPES]);
+    b.start_worker(&["--task-types", "flaky", "--fail-rate", "1"]);
+    for id in ["v-1", "v-2"] {
+        let out = b.start_with("video", id, r#"{"video_url":"s3://m/v.mp4"}"#, true);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert!(!b.start("flaky", "f-1", true).status.success());
+    assert!(b.start("hold", "h-1", false).status.success());
+
+    // wait: exit 0 only when every workflow completed; it never starts one.
+    let (code, out) = exit_and_stdout(&b, &["wait", "v-1", "v-2"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "workflow id=v-1 status=completed",
+            "workflow id=v-2 status=completed"
+        ]
+    );
+    let (code, out) = exit_and_stdout(&b, &["wait", "v-1", "f-1"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("workflow id=f-1 status=failed reason="),
+        "{out}"
+    );
+    let (code, out) = exit_and_stdout(&b, &["wait", "gone-1"]);
+    assert_eq!(
+        (code, out.trim()),
+        (Some(1), "workflow id=gone-1 status=unknown")
+    );
+    assert!(
+        fails(&b, &["describe", "gone-1"]).contains("unknown workflow"),
+        "wait created nothing"
+    );
+    let (code, out) = exit_and_stdout(&b, &["wait", "h-1", "--timeout", "1"]);
+    assert_eq!(
+        (code, out.trim()),
+        (Some(2), "workflow id=h-1 status=unfinished")
+    );
+
+    // resume / cancel repeated: exit 0 and say so; --strict: exit 1.
+    assert!(ok(&b, &["resume", "h-1"]).contains("(already running)"));
+    assert!(fails(&b, &["resume", "h-1", "--strict"]).contains("cannot resume"));
+    assert!(!ok(&b, &["cancel", "h-1"]).contains("already"));
+    assert!(
+        ok(&b, &["cancel", "h-1"]).contains("status=cancelled generation=0 (already cancelled)")
+    );
+    assert!(fails(&b, &["cancel", "h-1", "--strict"]).contains("cancel"));
+    // A refusal that is not a repeat still fails.
+    assert!(fails(&b, &["pause", "v-1"]).contains("cannot pause"));
+
+    // list: the most recently changed first; filters; JSON.
+    let first: Vec<String> = ok(&b, &["list"])
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    assert_eq!(first.len(), 4);
+    assert_eq!(first[0], "h-1", "cancelled last: {first:?}");
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&b, &["list", "--json"])).unwrap();
+    let updated: Vec<u64> = listed
+        .iter()
+        .map(|w| w["updated_at_ms"].as_u64().unwrap())
+        .collect();
+    assert!(updated.windows(2).all(|w| w[0] >= w[1]), "{updated:?}");
+    assert_eq!(listed[0]["id"], "h-1");
+    assert_eq!(list_ids(&b, &["--id-prefix", "v-"]), ["v-1", "v-2"]);
+    assert_eq!(list_ids(&b, &["--error-kind", "simulated"]), ["f-1"]);
+    assert!(list_ids(&b, &["--error-kind", "invalid_input"]).is_empty());
+    assert_eq!(list_ids(&b, &["--created-since", "1h"]).len(), 4);
+    assert!(list_ids(&b, &["--created-until", "1h"]).is_empty());
+    assert_eq!(
+        list_ids(&b, &["--changed-since", "1h", "--status", "cancelled"]),
+        ["h-1"]
+    );
+    assert!(fails(&b, &["list", "--created-since", "soon"]).contains("--created-since"));
+
+    // batch list: a lost job id can be found again.
+    let job = ok(
+        &b,
+        &[
+            "batch",
+            "retry",
+            "--status",
+            "failed",
+            "--pipeline",
+            "flaky",
+            "--detach",
+        ],
+    );
+    let id = job
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("job="))
+        .unwrap()
+        .to_string();
+    let jobs = ok(&b, &["batch", "list"]);
+    assert!(
+        jobs.lines()
+            .next()
+            .unwrap()
+            .starts_with(&format!("batch job={id} action=retry state=")),
+        "{jobs}"
+    );
+    let json: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&b, &["batch", "list", "--json"])).unwrap();
+    assert_eq!(json[0]["id"], id.as_str());
+    assert_eq!(json[0]["total"], 1);
+    b.stop();
 }

@@ -48,7 +48,13 @@ pub(super) async fn history(
                 more = true;
                 break 'records;
             }
-            events.push(history_event(seq, ev, generation, &step_name));
+            let mut event = history_event(seq, ev, generation, &step_name);
+            if let EventKind::TaskDispatched { task_id, .. } = &ev.kind {
+                event.progress = engine
+                    .progress(task_id)
+                    .and_then(|p| serde_json::from_str(&p.json).ok());
+            }
+            events.push(event);
         }
     }
     let next_after_seq = if more {
@@ -80,14 +86,20 @@ pub(crate) fn history_event(
         attempt: None,
         worker: None,
         error: None,
+        output: None,
+        progress: None,
     };
     match &ev.kind {
         EventKind::TaskDispatched { attempt, .. } => h.attempt = Some(*attempt),
         EventKind::TaskSucceeded {
-            attempt, worker, ..
+            attempt,
+            worker,
+            output,
+            ..
         } => {
             h.attempt = Some(*attempt);
             h.worker = worker.as_deref().map(str::to_string);
+            h.output = serde_json::from_str(output).ok();
         }
         EventKind::TaskFailed {
             attempt,

@@ -16,6 +16,9 @@ pub struct Selection {
     pub pipeline: Option<String>,
     /// Status changed at or after this time (unix ms).
     pub changed_after_ms: Option<u64>,
+    pub created_after_ms: Option<u64>,
+    pub created_before_ms: Option<u64>,
+    pub id_prefix: Option<String>,
 }
 
 impl Selection {
@@ -32,12 +35,21 @@ impl Selection {
             statuses,
             pipeline: filter.pipeline.clone(),
             changed_after_ms: filter.since_ms.map(|d| now_ms.saturating_sub(d)),
+            created_after_ms: filter.created_after_ms,
+            created_before_ms: filter.created_before_ms,
+            id_prefix: filter.id_prefix.clone(),
         })
     }
 
-    fn matches(&self, e: &StatusEntry) -> bool {
+    fn matches(&self, id: &str, e: &StatusEntry) -> bool {
         self.pipeline.as_ref().is_none_or(|p| *p == e.pipeline)
             && self.changed_after_ms.is_none_or(|t| e.updated_at_ms >= t)
+            && self.created_after_ms.is_none_or(|t| e.created_at_ms >= t)
+            && self.created_before_ms.is_none_or(|t| e.created_at_ms < t)
+            && self
+                .id_prefix
+                .as_ref()
+                .is_none_or(|p| id.starts_with(p.as_str()))
     }
 }
 
@@ -104,7 +116,7 @@ pub fn scan_status_index(
                 for (id, entry) in page {
                     examined += 1;
                     cursor.after = Some(id.clone());
-                    if sel.matches(&entry) {
+                    if sel.matches(&id, &entry) {
                         out.push(ListedWorkflow {
                             id,
                             status: status.to_string(),
@@ -142,12 +154,30 @@ pub(super) async fn list(r: ListRequest, engine: &Engine) -> Result<ListReply, A
         Some(c) => ScanCursor::decode(c).ok_or_else(|| AdminError::bad("malformed cursor"))?,
     };
     let store = engine.ctx().store.clone();
-    let (workflows, next) = tokio::task::spawn_blocking(move || {
+    let (mut workflows, next) = tokio::task::spawn_blocking(move || {
         scan_status_index(&store, &sel, cursor, want, LIST_SCAN_MAX)
     })
     .await
     .map_err(|e| AdminError::new(code::UNAVAILABLE, e.to_string()))?
     .map_err(|e| AdminError::new(code::UNAVAILABLE, e))?;
+    if let Some(kind) = &r.filter.error_kind {
+        // Not in the status index: each candidate's state says. The page
+        // may come out short; the cursor still says where to go on.
+        let mut kept = Vec::with_capacity(workflows.len());
+        for w in workflows {
+            let Some(wf) = engine.describe(&w.id).await? else {
+                continue;
+            };
+            if wf
+                .steps
+                .iter()
+                .any(|s| s.last_error.as_ref().is_some_and(|e| e.kind == *kind))
+            {
+                kept.push(w);
+            }
+        }
+        workflows = kept;
+    }
     Ok(ListReply {
         v: VERSION,
         workflows,

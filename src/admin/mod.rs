@@ -4,7 +4,7 @@
 //!
 //! Verbs: `start`, `describe`, `history`, `list`, `cancel`, `pause`, `resume`,
 //! `retry`, `rerun`, and the durable batch jobs `batch.create`,
-//! `batch.status`, `batch.pause`, `batch.resume` (run by [`batch`]),
+//! `batch.status`, `batch.pause`, `batch.resume`, `batch.list` (run by [`batch`]),
 //! and `backup` (a checkpoint of the live store, [`crate::backup`]).
 //! Every error reply is `{"v":1,"error":"...","code":"..."}`.
 //!
@@ -29,7 +29,10 @@ mod wire;
 mod workflow;
 
 pub use backup::{BackupReply, BackupRequest};
-pub use batch::{BatchCreateRequest, BatchFailure, BatchJobRequest, BatchJobView, BatchReply};
+pub use batch::{
+    BatchCreateRequest, BatchFailure, BatchJobRequest, BatchJobView, BatchListReply,
+    BatchListRequest, BatchReply,
+};
 pub use error::{code, AdminError, ErrorReply};
 pub(crate) use history::history_event;
 pub use list::{scan_status_index, ScanCursor, Selection};
@@ -43,7 +46,7 @@ pub use wire::{
 pub use workflow::control;
 
 /// Every admin verb this build serves.
-pub const VERBS: [&str; 14] = [
+pub const VERBS: [&str; 15] = [
     "start",
     "describe",
     "history",
@@ -57,6 +60,7 @@ pub const VERBS: [&str; 14] = [
     "batch.status",
     "batch.pause",
     "batch.resume",
+    "batch.list",
     "backup",
 ];
 

@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::backup::{backup, BackupRequest};
-use super::batch::{self, BatchCreateRequest, BatchHandle, BatchJobRequest};
+use super::batch::{self, BatchCreateRequest, BatchHandle, BatchJobRequest, BatchListRequest};
 use super::error::encode;
 use super::history::history;
 use super::list::list;
@@ -129,6 +129,7 @@ has_version!(
     ListRequest,
     BatchCreateRequest,
     BatchJobRequest,
+    BatchListRequest,
     BackupRequest
 );
 
@@ -176,6 +177,10 @@ async fn handle(verb: &str, payload: &[u8], engine: &Engine, batches: &BatchHand
         }),
         "backup" => encode(match parse::<BackupRequest>(verb, payload, engine) {
             Ok(r) => backup(r, engine).await,
+            Err(e) => Err(e),
+        }),
+        "batch.list" => encode(match parse::<BatchListRequest>(verb, payload, engine) {
+            Ok(r) => batches.list(r.limit).await,
             Err(e) => Err(e),
         }),
         "batch.create" => encode(match parse::<BatchCreateRequest>(verb, payload, engine) {

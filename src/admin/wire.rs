@@ -49,6 +49,16 @@ pub struct StepReply {
     pub dispatched_at_ms: Option<u64>,
     pub started_at_ms: Option<u64>,
     pub finished_at_ms: Option<u64>,
+    /// The step's output once it succeeded (at most the output size limit).
+    #[serde(default)]
+    pub output: Option<serde_json::Value>,
+    /// The last progress a worker reported for the latest attempt, while
+    /// this orchestrator process has seen one.
+    #[serde(default)]
+    pub progress: Option<serde_json::Value>,
+    /// When that progress arrived, unix ms.
+    #[serde(default)]
+    pub progress_at_ms: Option<u64>,
 }
 
 /// Reply to `start`, `describe` and the single-workflow verbs.
@@ -111,6 +121,13 @@ pub struct HistoryEvent {
     pub worker: Option<String>,
     /// The error of a failed or timed-out attempt, or why a workflow failed or was cancelled.
     pub error: Option<String>,
+    /// `task_succeeded`: the step's output.
+    #[serde(default)]
+    pub output: Option<serde_json::Value>,
+    /// `task_dispatched`: the last progress a worker reported for that
+    /// attempt, while this orchestrator process has seen one.
+    #[serde(default)]
+    pub progress: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -140,11 +157,30 @@ pub struct Filter {
     /// Only workflows whose status last changed within this many ms before now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since_ms: Option<u64>,
+    /// Only workflows created at or after this time (unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_after_ms: Option<u64>,
+    /// Only workflows created before this time (unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_before_ms: Option<u64>,
+    /// Only workflows whose id starts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_prefix: Option<String>,
+    /// `list` only: workflows with a step whose last error has this kind
+    /// (`"timeout"` for timed-out attempts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
 }
 
 impl Filter {
     pub fn is_empty(&self) -> bool {
-        self.status.is_none() && self.pipeline.is_none() && self.since_ms.is_none()
+        self.status.is_none()
+            && self.pipeline.is_none()
+            && self.since_ms.is_none()
+            && self.created_after_ms.is_none()
+            && self.created_before_ms.is_none()
+            && self.id_prefix.is_none()
+            && self.error_kind.is_none()
     }
 }
 

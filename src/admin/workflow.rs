@@ -37,21 +37,32 @@ pub(super) async fn describe(id: &str, engine: &Engine) -> Result<WorkflowReply,
         .steps
         .iter()
         .enumerate()
-        .map(|(i, s)| StepReply {
-            name: def
-                .as_ref()
-                .and_then(|d| d.steps.get(i))
-                .map_or_else(|| format!("#{i}"), |d| d.name.clone()),
-            status: s.status.as_str().to_string(),
-            attempts: s.attempt,
-            last_error: s
-                .last_error
-                .as_ref()
-                .map(|e| format!("{}: {}", e.kind, e.message)),
-            worker: s.worker.as_deref().map(str::to_string),
-            dispatched_at_ms: s.dispatched_at_ms,
-            started_at_ms: s.started_at_ms,
-            finished_at_ms: s.finished_at_ms,
+        .map(|(i, s)| {
+            let progress = s.task_id.as_deref().and_then(|t| engine.progress(t));
+            StepReply {
+                name: def
+                    .as_ref()
+                    .and_then(|d| d.steps.get(i))
+                    .map_or_else(|| format!("#{i}"), |d| d.name.clone()),
+                status: s.status.as_str().to_string(),
+                attempts: s.attempt,
+                last_error: s
+                    .last_error
+                    .as_ref()
+                    .map(|e| format!("{}: {}", e.kind, e.message)),
+                worker: s.worker.as_deref().map(str::to_string),
+                dispatched_at_ms: s.dispatched_at_ms,
+                started_at_ms: s.started_at_ms,
+                finished_at_ms: s.finished_at_ms,
+                output: s
+                    .output
+                    .as_deref()
+                    .and_then(|o| serde_json::from_str(o).ok()),
+                progress: progress
+                    .as_ref()
+                    .and_then(|p| serde_json::from_str(&p.json).ok()),
+                progress_at_ms: progress.as_ref().map(|p| p.at_ms),
+            }
         })
         .collect();
     Ok(WorkflowReply {

@@ -1,4 +1,4 @@
-//! `orchestrator batch <cancel|retry|rerun|status|pause|resume>`: durable
+//! `orchestrator batch <cancel|retry|rerun|status|pause|resume|list>`: durable
 //! batch jobs run by the orchestrator (see `crate::admin::batch`). The client only
 //! creates, inspects, pauses and resumes them; stopping the client (Ctrl-C)
 //! leaves the job running.
@@ -10,7 +10,9 @@ use clap::{Args, Subcommand};
 
 use super::ops::{block_on, AdminClient, FilterArgs, Progress};
 use super::NatsArgs;
-use crate::admin::{BatchCreateRequest, BatchJobRequest, BatchJobView, BatchReply};
+use crate::admin::{
+    BatchCreateRequest, BatchJobRequest, BatchJobView, BatchListReply, BatchListRequest, BatchReply,
+};
 use crate::protocol::VERSION;
 
 /// How often the client polls `batch.status` while it waits.
@@ -66,6 +68,23 @@ pub enum BatchCmd {
     /// Resume a paused job where it stopped.
     #[command(after_help = "Example: orchestrator batch resume b-0199...")]
     Resume(JobArgs),
+    /// Every job the orchestrator keeps, newest first: its id, action, state and progress.
+    #[command(
+        after_help = "Example: orchestrator batch list --limit 20\n  # -> batch job=b-0199... action=retry state=running total=120 done=40 ... created=2026-..."
+    )]
+    List(ListJobsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListJobsArgs {
+    /// Most jobs to print.
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Print the jobs as a JSON array.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub nats: NatsArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -113,7 +132,38 @@ pub fn run(args: BatchArgs) -> ExitCode {
         BatchCmd::Status(a) => job_verb("batch.status", a),
         BatchCmd::Pause(a) => job_verb("batch.pause", a),
         BatchCmd::Resume(a) => job_verb("batch.resume", a),
+        BatchCmd::List(a) => list_jobs(a),
     }
+}
+
+fn list_jobs(args: ListJobsArgs) -> ExitCode {
+    block_on(async move {
+        if args.limit == 0 {
+            return Err("--limit must be above 0".to_string());
+        }
+        let c = AdminClient::connect(&args.nats).await?;
+        let req = BatchListRequest {
+            v: VERSION,
+            limit: Some(args.limit),
+        };
+        let r: BatchListReply = c.call("batch.list", &req).await.map_err(|e| e.message)?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string(&r.jobs).map_err(|e| e.to_string())?
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        for j in &r.jobs {
+            println!(
+                "{} created={} updated={}",
+                line(j),
+                super::ops::rfc3339(j.created_at_ms),
+                super::ops::rfc3339(j.updated_at_ms)
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn line(j: &BatchJobView) -> String {

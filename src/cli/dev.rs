@@ -19,7 +19,7 @@ use crate::workflow::Status;
 
 #[derive(Debug, Clone, Args)]
 #[command(
-    after_help = "Examples:\n  orchestrator dev --workflows 20000 --fail-rate 0.05 --exit-when-done\n  orchestrator dev --workflows 1000 --latency-ms 20 --data-dir ./data/dev   # kill -9 it and run it again: it resumes"
+    after_help = "Examples:\n  orchestrator dev --workflows 20000 --fail-rate 0.05 --exit-when-done\n  orchestrator dev --workflows 1000 --task-latency-ms 20 --data-dir ./data/dev   # kill -9 it and run it again: it resumes"
 )]
 pub struct DevArgs {
     /// RocksDB data directory (created if missing).

@@ -12,6 +12,7 @@ pub mod run;
 pub mod start;
 pub mod summary;
 pub mod verify;
+pub mod wait;
 pub mod worker;
 pub mod worker_check;
 
@@ -40,6 +41,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Start a workflow over NATS (or return the existing one with that id).
     Start(start::StartArgs),
+    /// Wait until workflows are completed, failed or cancelled; exit 0 only if all completed.
+    Wait(wait::WaitArgs),
     /// Workers over NATS; `--simulate` runs the simulated ones.
     Worker(worker::WorkerArgs),
     /// Conformance kit: act as the orchestrator towards a worker under test, one verdict per rule.
@@ -50,14 +53,14 @@ pub enum Command {
     Describe(ops::DescribeArgs),
     /// A workflow's full lineage from the journal, one line per event.
     History(ops::HistoryArgs),
-    /// Workflows by status, pipeline and age, one per line, id first.
+    /// Workflows by status, pipeline, age, id prefix and error kind, the most recently changed first.
     List(ops::ListArgs),
     /// Cancel a running or paused workflow.
     Cancel(ops::CancelArgs),
     /// Pause a running workflow: nothing new is dispatched until it is resumed.
-    Pause(ops::IdArgs),
+    Pause(ops::ControlArgs),
     /// Resume a paused workflow.
-    Resume(ops::IdArgs),
+    Resume(ops::ControlArgs),
     /// Reopen a failed or cancelled workflow as a new generation (its failed steps run again).
     Retry(ops::IdArgs),
     /// Run a step and everything downstream of it again, as a new generation.
@@ -111,6 +114,7 @@ pub fn main() -> ExitCode {
         Command::Dev(args) => dev::run(args),
         Command::Run(args) => run::run(args, cli.log),
         Command::Start(args) => start::run(args),
+        Command::Wait(args) => wait::run(args),
         Command::Worker(args) => worker::run(args),
         Command::WorkerCheck(args) => worker_check::run(args),
         Command::Loadgen(args) => loadgen::run(args),
@@ -118,9 +122,9 @@ pub fn main() -> ExitCode {
         Command::History(args) => ops::history(args),
         Command::List(args) => ops::list(args),
         Command::Cancel(args) => ops::cancel(args),
-        Command::Pause(args) => ops::by_id(args, "pause"),
-        Command::Resume(args) => ops::by_id(args, "resume"),
-        Command::Retry(args) => ops::by_id(args, "retry"),
+        Command::Pause(args) => ops::pause_resume(args, "pause"),
+        Command::Resume(args) => ops::pause_resume(args, "resume"),
+        Command::Retry(args) => ops::retry(args),
         Command::Rerun(args) => ops::rerun(args),
         Command::Batch(args) => batch::run(args),
         Command::Backfill(args) => backfill::run(args),

@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::NatsArgs;
 use crate::admin::{
     CancelRequest, DescribeRequest, Filter, HistoryEvent, HistoryReply, HistoryRequest, ListReply,
-    ListRequest, RerunRequest, WorkflowReply, LIST_PAGE_MAX,
+    ListRequest, ListedWorkflow, RerunRequest, WorkflowReply, LIST_PAGE_MAX,
 };
 use crate::protocol::subjects::Subjects;
 use crate::protocol::VERSION;
@@ -177,16 +177,44 @@ pub struct FilterArgs {
     #[arg(long)]
     pub pipeline: Option<String>,
     /// Only workflows whose status changed within this long (e.g. 24h, 30m).
-    #[arg(long)]
+    #[arg(long, visible_alias = "changed-since")]
     pub since: Option<String>,
+    /// Only workflows created within this long before now (e.g. 24h).
+    #[arg(long)]
+    pub created_since: Option<String>,
+    /// Only workflows created more than this long before now (e.g. 1h).
+    #[arg(long)]
+    pub created_until: Option<String>,
+    /// Only workflows whose id starts with this.
+    #[arg(long)]
+    pub id_prefix: Option<String>,
 }
 
 impl FilterArgs {
     pub fn filter(&self) -> Result<Filter, String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let ago = |flag: &str, v: &Option<String>| -> Result<Option<u64>, String> {
+            v.as_deref()
+                .map(|s| {
+                    parse_since(s)
+                        .map(|ms| now.saturating_sub(ms))
+                        .map_err(|e| e.replace("--since", flag))
+                })
+                .transpose()
+        };
+        if self.id_prefix.as_deref() == Some("") {
+            return Err("--id-prefix must not be empty".to_string());
+        }
         Ok(Filter {
             status: self.status.as_deref().map(parse_status).transpose()?,
             pipeline: self.pipeline.clone(),
             since_ms: self.since.as_deref().map(parse_since).transpose()?,
+            created_after_ms: ago("--created-since", &self.created_since)?,
+            created_before_ms: ago("--created-until", &self.created_until)?,
+            id_prefix: self.id_prefix.clone(),
+            error_kind: None,
         })
     }
 }
@@ -260,6 +288,12 @@ pub fn describe(args: DescribeArgs) -> ExitCode {
             if let Some(e) = &s.last_error {
                 line.push_str(&format!(" last_error={e:?}"));
             }
+            if let Some(p) = &s.progress {
+                line.push_str(&format!(" progress={p}"));
+            }
+            if let Some(o) = &s.output {
+                line.push_str(&format!(" output={o}"));
+            }
             println!("{line}");
         }
         Ok(ExitCode::SUCCESS)
@@ -276,7 +310,9 @@ pub fn describe(args: DescribeArgs) -> ExitCode {
 pub struct HistoryArgs {
     /// Workflow id.
     pub id: String,
-    /// A JSON array of {seq, at, event, generation, step, attempt, worker, error}; `at` is unix ms.
+    /// A JSON array of {seq, at, event, generation, step, attempt, worker, error, output,
+    /// progress}; `at` is unix ms, `output` is a succeeded step's output, `progress` the last
+    /// progress reported for a dispatched attempt.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -343,60 +379,87 @@ pub fn history(args: HistoryArgs) -> ExitCode {
 // ---------------------------------------------------------------------------
 // list
 
+/// Matches `list` collects at most, to sort them (newest change first).
+pub const LIST_SORT_MAX: usize = 100_000;
+
 #[derive(Debug, Clone, Args)]
 #[command(
-    after_help = "Example: orchestrator list --status failed --pipeline video --since 24h --limit 50"
+    after_help = "Examples:\n  orchestrator list --status failed --pipeline video --changed-since 24h --limit 50\n  orchestrator list --id-prefix video-12 --created-since 1h --json\n  orchestrator list --status failed --error-kind invalid_input"
 )]
 pub struct ListArgs {
     #[command(flatten)]
     pub filter: FilterArgs,
-    /// Most workflows to print.
+    /// Only workflows with a step whose last error has this kind (`timeout` for timeouts).
+    #[arg(long)]
+    pub error_kind: Option<String>,
+    /// Most workflows to print (the most recently changed first).
     #[arg(long, default_value_t = 100)]
     pub limit: u64,
+    /// Print a JSON array of {id, status, pipeline, created_at_ms, updated_at_ms}.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub nats: NatsArgs,
 }
 
 pub fn list(args: ListArgs) -> ExitCode {
     block_on(async move {
-        let filter = args.filter.filter()?;
+        let mut filter = args.filter.filter()?;
+        filter.error_kind = args.error_kind.clone();
         if args.limit == 0 {
             return Err("--limit must be above 0".to_string());
         }
         let c = AdminClient::connect(&args.nats).await?;
-        let mut printed = 0u64;
+        // The index is walked by status, then partition: every match is
+        // collected, then sorted by last change, newest first.
+        let mut found: Vec<ListedWorkflow> = Vec::new();
         let mut cursor = None;
-        let mut out = std::io::stdout().lock();
         loop {
-            let want = (args.limit - printed).min(u64::from(LIST_PAGE_MAX)) as u32;
             let r: ListReply = c
                 .call(
                     "list",
                     &ListRequest {
                         v: VERSION,
                         filter: filter.clone(),
-                        limit: Some(want),
+                        limit: Some(LIST_PAGE_MAX),
                         cursor: cursor.take(),
                     },
                 )
                 .await
                 .map_err(|e| e.message)?;
-            for w in r.workflows {
-                let _ = writeln!(
-                    out,
-                    "{} status={} pipeline={} created={} updated={}",
-                    w.id,
-                    w.status,
-                    w.pipeline,
-                    rfc3339(w.created_at_ms),
-                    rfc3339(w.updated_at_ms)
-                );
-                printed += 1;
-            }
+            found.extend(r.workflows);
             cursor = r.cursor;
-            if cursor.is_none() || printed >= args.limit {
+            if cursor.is_none() {
                 break;
             }
+            if found.len() >= LIST_SORT_MAX {
+                eprintln!(
+                    "warning: more than {LIST_SORT_MAX} workflows match; sorted among the first {LIST_SORT_MAX} found (narrow the filter)"
+                );
+                break;
+            }
+        }
+        found.sort_by(|a, b| (b.updated_at_ms, &b.id).cmp(&(a.updated_at_ms, &a.id)));
+        found.truncate(usize::try_from(args.limit).unwrap_or(usize::MAX));
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string(&found).map_err(|e| e.to_string())?
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        for w in found {
+            let _ = writeln!(
+                out,
+                "{} status={} pipeline={} created={} updated={}",
+                w.id,
+                w.status,
+                w.pipeline,
+                rfc3339(w.created_at_ms),
+                rfc3339(w.updated_at_ms)
+            );
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -406,19 +469,39 @@ pub fn list(args: ListArgs) -> ExitCode {
 // cancel, pause, resume, retry, rerun
 
 #[derive(Debug, Clone, Args)]
-#[command(after_help = "Example: orchestrator cancel video-123 --reason \"duplicate upload\"")]
+#[command(
+    after_help = "Example: orchestrator cancel video-123 --reason \"duplicate upload\"\n  # on a workflow already cancelled: exit 0, `(already cancelled)`; with --strict: exit 1"
+)]
 pub struct CancelArgs {
     /// Workflow id.
     pub id: String,
     /// Why, kept in the workflow's history.
     #[arg(long)]
     pub reason: Option<String>,
+    /// Fail (exit 1) when the workflow is already cancelled, instead of saying so and exiting 0.
+    #[arg(long)]
+    pub strict: bool,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+/// `pause`, `resume`: repeating one on a workflow already in its state succeeds.
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Example: orchestrator pause video-123   (resume: same form)\n  # on a workflow already paused: exit 0, `(already paused)`; with --strict: exit 1"
+)]
+pub struct ControlArgs {
+    /// Workflow id.
+    pub id: String,
+    /// Fail (exit 1) when the workflow is already in the requested state, instead of saying so and exiting 0.
+    #[arg(long)]
+    pub strict: bool,
     #[command(flatten)]
     pub nats: NatsArgs,
 }
 
 #[derive(Debug, Clone, Args)]
-#[command(after_help = "Example: orchestrator pause video-123   (resume, retry: same form)")]
+#[command(after_help = "Example: orchestrator retry video-123")]
 pub struct IdArgs {
     /// Workflow id.
     pub id: String,
@@ -438,15 +521,53 @@ pub struct RerunArgs {
     pub nats: NatsArgs,
 }
 
-fn control<Q: Serialize + Send + 'static>(nats: NatsArgs, verb: &'static str, req: Q) -> ExitCode {
+/// The status a control verb leads to, when repeating it is harmless.
+fn target_status(verb: &str) -> Option<&'static str> {
+    match verb {
+        "pause" => Some("paused"),
+        "resume" => Some("running"),
+        "cancel" => Some("cancelled"),
+        _ => None,
+    }
+}
+
+/// Sends a control verb. Refused because the workflow is already where the
+/// verb leads (and not `strict`): says so and succeeds, so scripts may retry.
+fn control<Q: Serialize + Send + 'static>(
+    nats: NatsArgs,
+    verb: &'static str,
+    id: String,
+    strict: bool,
+    req: Q,
+) -> ExitCode {
     block_on(async move {
         let c = AdminClient::connect(&nats).await?;
-        let r: WorkflowReply = c.call(verb, &req).await.map_err(|e| e.message)?;
+        let (r, already) = match c.call::<_, WorkflowReply>(verb, &req).await {
+            Ok(r) => (r, false),
+            Err(e)
+                if !strict && e.code.as_deref() == Some(crate::admin::code::ILLEGAL_TRANSITION) =>
+            {
+                let now: WorkflowReply = c
+                    .call("describe", &DescribeRequest { v: VERSION, id })
+                    .await
+                    .map_err(|d| d.message)?;
+                match target_status(verb) {
+                    Some(t) if now.status.as_deref() == Some(t) => (now, true),
+                    _ => return Err(e.message),
+                }
+            }
+            Err(e) => return Err(e.message),
+        };
+        let status = r.status.as_deref().unwrap_or_default();
         println!(
-            "workflow id={} status={} generation={}",
+            "workflow id={} status={status} generation={}{}",
             r.id.as_deref().unwrap_or_default(),
-            r.status.as_deref().unwrap_or_default(),
-            r.generation.unwrap_or_default()
+            r.generation.unwrap_or_default(),
+            if already {
+                format!(" (already {status})")
+            } else {
+                String::new()
+            }
         );
         Ok(ExitCode::SUCCESS)
     })
@@ -455,28 +576,37 @@ fn control<Q: Serialize + Send + 'static>(nats: NatsArgs, verb: &'static str, re
 pub fn cancel(args: CancelArgs) -> ExitCode {
     let req = CancelRequest {
         v: VERSION,
-        id: args.id,
+        id: args.id.clone(),
         reason: args.reason,
     };
-    control(args.nats, "cancel", req)
+    control(args.nats, "cancel", args.id, args.strict, req)
 }
 
-/// A control verb that takes only a workflow id (`pause`, `resume`, `retry`).
-pub fn by_id(args: IdArgs, verb: &'static str) -> ExitCode {
+/// `pause` or `resume`.
+pub fn pause_resume(args: ControlArgs, verb: &'static str) -> ExitCode {
     let req = DescribeRequest {
         v: VERSION,
-        id: args.id,
+        id: args.id.clone(),
     };
-    control(args.nats, verb, req)
+    control(args.nats, verb, args.id, args.strict, req)
+}
+
+/// `retry`: refused on a workflow that is not failed or cancelled.
+pub fn retry(args: IdArgs) -> ExitCode {
+    let req = DescribeRequest {
+        v: VERSION,
+        id: args.id.clone(),
+    };
+    control(args.nats, "retry", args.id, true, req)
 }
 
 pub fn rerun(args: RerunArgs) -> ExitCode {
     let req = RerunRequest {
         v: VERSION,
-        id: args.id,
+        id: args.id.clone(),
         from_step: args.from_step,
     };
-    control(args.nats, "rerun", req)
+    control(args.nats, "rerun", args.id, true, req)
 }
 
 #[cfg(test)]

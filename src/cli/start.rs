@@ -26,6 +26,8 @@ pub struct StartArgs {
     #[arg(long, default_value = "{}")]
     pub input: String,
     /// Wait until the workflow is completed, failed or cancelled (exit 1 unless completed).
+    /// To wait later for workflows already started, use `orchestrator wait ID…`: it never
+    /// starts one (a `start` after a retention purge would create a new workflow).
     #[arg(long)]
     pub wait: bool,
     /// Longest wait with --wait, in seconds.

@@ -10,7 +10,7 @@ use super::{Dur, Keep};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventsSection {
-    /// Publish lifecycle events (`<prefix>.events.<pipeline>.<event>`).
+    /// Publish lifecycle events (`<prefix>.events.<pipeline>.<kinds…>.<status>`).
     pub enabled: bool,
     pub max_age: Dur,
     pub max_bytes: i64,

@@ -19,6 +19,7 @@ pub use crate::telemetry::metrics;
 pub mod intake;
 pub mod observe;
 pub mod partition;
+pub mod progress;
 pub mod registry;
 pub mod root;
 pub mod timers;
@@ -241,6 +242,9 @@ pub struct EngineCtx {
 pub struct Router {
     partitions: RwLock<Vec<ActorRef<PartitionMsg>>>,
     store: WorkflowStore,
+    /// Progress never reaches a partition: it changes no workflow state.
+    progress: progress::ProgressBoard,
+    clock: Arc<dyn Clock>,
 }
 
 impl Router {
@@ -260,6 +264,11 @@ impl Router {
 
 impl ReportSink for Router {
     fn report(&self, workflow_id: &str, report: WorkerReport) {
+        if let WorkerReport::Progress { task_id, progress } = report {
+            self.progress
+                .record(&task_id, self.clock.now_ms(), progress);
+            return;
+        }
         if let Some(p) = self.partition(workflow_id) {
             let _ = p.cast(PartitionMsg::Report {
                 id: workflow_id.to_string(),
@@ -315,6 +324,8 @@ impl Engine {
         let router = Arc::new(Router {
             partitions: RwLock::new(Vec::new()),
             store: ctx.store.clone(),
+            progress: progress::ProgressBoard::default(),
+            clock: ctx.clock.clone(),
         });
         let args = root::RootArgs {
             ctx: ctx.clone(),
@@ -337,6 +348,11 @@ impl Engine {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.ctx.metrics
+    }
+
+    /// The last progress a worker reported for the attempt `task_id`.
+    pub fn progress(&self, task_id: &str) -> Option<progress::Progress> {
+        self.router.progress.get(task_id)
     }
 
     /// Where workers deliver their reports.

@@ -584,6 +584,8 @@ impl PartitionState {
                 self.times.lock().liveness.heartbeat(&task_id, now);
             }
             WorkerReport::Result(result) => self.route_result(myself, id, result, None).await,
+            // Kept by the router; it changes no workflow state.
+            WorkerReport::Progress { .. } => {}
         }
     }
 

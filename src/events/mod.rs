@@ -1,6 +1,9 @@
 //! Lifecycle events: every journaled transition, published on
-//! `<prefix>.events.<pipeline>.<event>` (JetStream stream `<PREFIX>_EVENTS`,
-//! limits retention), in journal order per workflow, at least once.
+//! `<prefix>.events.<pipeline>.<one token per event kind>.<status>`
+//! ([`crate::protocol::subjects::Subjects::events`]: a kind's token is its
+//! name when the record holds such an event, so a subject filter selects
+//! every event of a kind), on the JetStream stream `<PREFIX>_EVENTS`
+//! (limits retention), in journal order per workflow, at least once.
 //!
 //! **The outbox.** The message of a journal record is built when the record
 //! is prepared and written, as an `O` row, in the record's own synced batch.

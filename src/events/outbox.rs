@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::{EventMessage, EventsConfig, LifecycleEvent};
 use crate::admin::{history_event, HistoryEvent};
 use crate::pipeline::PipelineDef;
-use crate::protocol::subjects::Subjects;
+use crate::protocol::subjects::{event_kind_position, Subjects};
 use crate::protocol::VERSION;
 use crate::workflow::{Event, EventKind, Status};
 
@@ -141,7 +141,7 @@ impl Outbox {
         status: Status,
         events: &[Event],
     ) -> Option<OutboxEntry> {
-        let last = events.last()?;
+        events.last()?;
         let step_name = |i: u16| {
             def.steps
                 .get(usize::from(i))
@@ -163,6 +163,7 @@ impl Outbox {
                 attempt,
                 worker,
                 error,
+                ..
             } = history_event(seq, ev, generation, &step_name);
             let output = match &ev.kind {
                 EventKind::TaskSucceeded { output, .. } => {
@@ -192,7 +193,9 @@ impl Outbox {
         };
         let payload = serde_json::to_vec(&msg).ok()?;
         Some(OutboxEntry {
-            subject: self.subjects.events(&def.name, last.kind.name()),
+            subject: self
+                .subjects
+                .events(&def.name, kind_mask(events), status.as_str()),
             payload,
         })
     }
@@ -204,5 +207,92 @@ impl Outbox {
             self.stats.overflows.fetch_add(1, Relaxed);
             self.rescan.store(true, Relaxed);
         }
+    }
+}
+
+/// The bits of [`crate::protocol::subjects::EVENT_KINDS`] that `events` hold.
+pub fn kind_mask(events: &[Event]) -> u32 {
+    events
+        .iter()
+        .filter_map(|e| event_kind_position(e.kind.name()))
+        .fold(0, |m, i| m | 1 << i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::subjects::EVENT_KINDS;
+    use crate::workflow::{
+        AfterFailure, EventKind, PipelineRef, ReopenMode, TaskError, TimeoutKind,
+    };
+
+    #[test]
+    fn every_event_kind_has_a_token_in_the_event_subject() {
+        let error = TaskError {
+            kind: "k".into(),
+            message: "m".into(),
+            retryable: true,
+        };
+        let kinds = [
+            EventKind::WorkflowStarted {
+                id: "w".into(),
+                pipeline: PipelineRef {
+                    name: "p".into(),
+                    version: 1,
+                    hash: 0,
+                },
+                input: "{}".into(),
+                steps: 1,
+                deadline_ms: None,
+            },
+            EventKind::TaskDispatched {
+                step: 0,
+                attempt: 1,
+                task_id: "t".into(),
+            },
+            EventKind::TaskSucceeded {
+                step: 0,
+                attempt: 1,
+                output: "{}".into(),
+                worker: None,
+                started_at_ms: None,
+            },
+            EventKind::TaskFailed {
+                step: 0,
+                attempt: 1,
+                error,
+                worker: None,
+                then: AfterFailure::GiveUp,
+            },
+            EventKind::TaskTimedOut {
+                step: 0,
+                attempt: 1,
+                timeout: TimeoutKind::Heartbeat,
+                then: AfterFailure::GiveUp,
+            },
+            EventKind::WorkflowPaused,
+            EventKind::WorkflowResumed,
+            EventKind::WorkflowCompleted,
+            EventKind::WorkflowFailed {
+                step: None,
+                reason: "r".into(),
+            },
+            EventKind::WorkflowCancelled { reason: "r".into() },
+            EventKind::WorkflowReopened {
+                generation: 1,
+                mode: ReopenMode::RetryFailed,
+                reset: vec![],
+                deadline_ms: None,
+            },
+        ];
+        // Every kind in the subject, in the order of the list.
+        let names: Vec<&str> = kinds.iter().map(EventKind::name).collect();
+        assert_eq!(names, EVENT_KINDS);
+        let events: Vec<Event> = kinds
+            .into_iter()
+            .map(|kind| Event { at_ms: 1, kind })
+            .collect();
+        assert_eq!(kind_mask(&events), (1 << EVENT_KINDS.len()) - 1);
+        assert_eq!(kind_mask(&events[2..3]), 0b100);
     }
 }

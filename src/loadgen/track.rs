@@ -1,5 +1,5 @@
 //! What the load generator knows of each workflow it started, fed by the
-//! lifecycle event stream (`<prefix>.events.<pipeline>.<event>`, see
+//! lifecycle event stream (`<prefix>.events.<pipeline>.>`, see
 //! `docs/protocol.md`) and by the in-process workers' timings.
 //!
 //! Workflows are kept in a vector indexed by the `<n>` of their id

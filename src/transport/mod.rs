@@ -9,6 +9,8 @@ pub mod attempt_key;
 pub mod inproc;
 pub mod nats;
 
+use std::sync::Arc;
+
 use crate::workflow::{TaskResult, TaskSpec};
 
 /// Engine → workers.
@@ -24,8 +26,18 @@ pub trait Transport: Send + Sync + 'static {
 /// What a worker can tell the engine about one attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WorkerReport {
-    Started { task_id: String, worker: String },
-    Heartbeat { task_id: String },
+    Started {
+        task_id: String,
+        worker: String,
+    },
+    Heartbeat {
+        task_id: String,
+    },
+    /// The progress a heartbeat carried (JSON text, at most the output size limit).
+    Progress {
+        task_id: String,
+        progress: Arc<str>,
+    },
     Result(TaskResult),
 }
 

@@ -9,8 +9,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::runner::{run, Cmd};
 use super::{
-    Action, BatchCreateRequest, BatchFailure, BatchReply, JobRecord, JobState, Member,
-    FAILURES_SHOWN, MEMBERS_MAX, MEMBERS_PER_CHUNK, RATE_DEFAULT, RATE_MAX, SAMPLE,
+    Action, BatchCreateRequest, BatchFailure, BatchJobView, BatchListReply, BatchReply, JobRecord,
+    JobState, Member, FAILURES_SHOWN, JOBS_LISTED_MAX, JOBS_MAX, MEMBERS_MAX, MEMBERS_PER_CHUNK,
+    RATE_DEFAULT, RATE_MAX, SAMPLE,
 };
 use crate::admin::{code, scan_status_index, AdminError, ScanCursor, Selection};
 use crate::engine::Engine;
@@ -67,6 +68,11 @@ impl BatchHandle {
         if r.filter.is_empty() {
             return Err(bad(
                 "a batch needs at least one filter (status, pipeline or since)".into(),
+            ));
+        }
+        if r.filter.error_kind.is_some() {
+            return Err(bad(
+                "error_kind filters `list` only; list the workflows, then act on them".into(),
             ));
         }
         let rate = r.rate.unwrap_or(RATE_DEFAULT);
@@ -193,6 +199,28 @@ impl BatchHandle {
             job: Some(rec.view()),
             failures,
             ..BatchReply::default()
+        })
+    }
+
+    /// Every stored job (completed ones until retention purges them), the
+    /// most recently created first, at most `limit`.
+    pub async fn list(&self, limit: Option<u32>) -> Result<BatchListReply, AdminError> {
+        let limit = limit.unwrap_or(JOBS_LISTED_MAX).clamp(1, JOBS_LISTED_MAX) as usize;
+        let store = self.engine.ctx().store.clone();
+        let mut jobs: Vec<BatchJobView> = tokio::task::spawn_blocking(move || {
+            store
+                .list_batch_jobs::<JobRecord>(JOBS_MAX)
+                .map(|jobs| jobs.into_iter().map(|(_, r)| r.view()).collect())
+        })
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)?;
+        jobs.sort_by(|a, b| (b.created_at_ms, &b.id).cmp(&(a.created_at_ms, &a.id)));
+        jobs.truncate(limit);
+        Ok(BatchListReply {
+            v: VERSION,
+            jobs,
+            ..BatchListReply::default()
         })
     }
 

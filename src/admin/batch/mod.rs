@@ -28,7 +28,10 @@ mod wire;
 use serde::{Deserialize, Serialize};
 
 pub use handle::{runner, BatchHandle};
-pub use wire::{BatchCreateRequest, BatchFailure, BatchJobRequest, BatchJobView, BatchReply};
+pub use wire::{
+    BatchCreateRequest, BatchFailure, BatchJobRequest, BatchJobView, BatchListReply,
+    BatchListRequest, BatchReply,
+};
 
 use crate::admin::Filter;
 
@@ -44,6 +47,8 @@ pub const MEMBERS_PER_CHUNK: usize = 1_000;
 pub const FAILURES_SHOWN: usize = 100;
 /// Workflows returned by a dry run.
 pub const SAMPLE: usize = 10;
+/// Most jobs one `batch.list` reply holds.
+pub const JOBS_LISTED_MAX: u32 = 1_000;
 /// Job records read at start-up (to find the running ones).
 pub const JOBS_MAX: usize = 100_000;
 
@@ -115,6 +120,7 @@ impl JobRecord {
                 status: self.status_filter.clone(),
                 pipeline: self.pipeline_filter.clone(),
                 since_ms: self.since_ms,
+                ..Filter::default()
             },
             state: self.state.as_str().to_string(),
             rate: self.rate,

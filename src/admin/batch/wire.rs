@@ -26,6 +26,27 @@ pub struct BatchCreateRequest {
     pub dry_run: bool,
 }
 
+/// `batch.list`: the most recent jobs first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchListRequest {
+    pub v: u32,
+    /// Jobs per reply, at most [`super::JOBS_LISTED_MAX`] (the default).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct BatchListReply {
+    pub v: u32,
+    /// Newest first (by creation).
+    #[serde(default)]
+    pub jobs: Vec<BatchJobView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
 /// `batch.status`, `batch.pause`, `batch.resume`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BatchJobRequest {

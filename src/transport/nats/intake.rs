@@ -132,10 +132,28 @@ pub async fn run_intake(
     let _heartbeats = AbortOnDrop(tokio::spawn(async move {
         while let Some(msg) = beats.next().await {
             match accept_heartbeat(&msg.payload, msg.subject.as_str(), &hb_limits, &hb_guard) {
-                Ok(h) => sink.report(
-                    &h.workflow_id,
-                    WorkerReport::Heartbeat { task_id: h.task_id },
-                ),
+                Ok(h) => {
+                    let progress = h.progress.as_ref().map(|p| p.to_string());
+                    sink.report(
+                        &h.workflow_id,
+                        WorkerReport::Heartbeat {
+                            task_id: h.task_id.clone(),
+                        },
+                    );
+                    match progress {
+                        Some(p) if p.len() > hb_limits.output_max_bytes => {
+                            hb_handler.rejected("oversized_progress");
+                        }
+                        Some(p) => sink.report(
+                            &h.workflow_id,
+                            WorkerReport::Progress {
+                                task_id: h.task_id,
+                                progress: p.into(),
+                            },
+                        ),
+                        None => {}
+                    }
+                }
                 Err(refused) => {
                     hb_handler.rejected(refused.reason);
                     tracing::warn!(reason = refused.reason, error = %refused.error, "heartbeat refused");
