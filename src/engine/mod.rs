@@ -17,11 +17,13 @@ pub mod fasthash;
 pub mod metrics;
 pub mod observe;
 pub mod partition;
+pub mod partition_core;
 pub mod registry;
 pub mod root;
 pub mod timers;
 pub mod transition;
 pub mod workflow_actor;
+pub mod workflow_shell;
 
 use std::collections::HashSet;
 use std::sync::Arc;
