@@ -37,6 +37,8 @@ pub(super) struct Execution {
 pub(super) struct Log {
     pub executions: BTreeMap<String, Execution>,
     pub acks: Vec<(String, Ack)>,
+    /// The journals of workflows purged by retention, read just before.
+    pub purged: BTreeMap<String, Vec<(u64, JournalRecord)>>,
 }
 
 impl Log {
@@ -95,13 +97,19 @@ pub(super) fn check(ev: &Evidence<'_>, stats: &mut Stats) -> Vec<String> {
     let mut journal_success: BTreeMap<String, String> = BTreeMap::new();
     for c in ev.client {
         let p = store.partition_of(&c.id);
-        let records: Vec<(u64, JournalRecord)> = match store.load_journal(p, &c.id, 1) {
+        let mut records: Vec<(u64, JournalRecord)> = match store.load_journal(p, &c.id, 1) {
             Ok(r) => r,
             Err(e) => {
                 out.push(format!("{}: journal unreadable: {e}", c.id));
                 continue;
             }
         };
+        if records.is_empty() {
+            // Purged by retention: judged from its journal as it was then.
+            if let Some(purged) = ev.log.purged.get(&c.id) {
+                records = purged.clone();
+            }
+        }
         if records.is_empty() {
             if c.accepted {
                 out.push(format!("lost: {} was accepted but has no journal", c.id));

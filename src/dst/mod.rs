@@ -31,6 +31,7 @@
 //! nothing is pending, and [`check`] judges the outcome.
 
 mod check;
+mod node;
 pub mod rng;
 mod world;
 
@@ -90,7 +91,24 @@ pub struct DstConfig {
     /// Forward clock jumps per run: up to this many, each up to `clock_jump_max_ms`.
     pub clock_jumps_max: u64,
     pub clock_jump_max_ms: u64,
+    /// Share of runs of inputs at whose start a workflow actor panics.
+    pub actor_crash_rate: f64,
+    /// Share of actor starts that fail (the load panics).
+    pub spawn_fail_rate: f64,
+    /// Terminal workflows are purged this long (engine time) after they
+    /// ended. Longer than the clock jumps can add (2 × 700 s): a client
+    /// whose start answer was lost retries until it hears back, and a start
+    /// after the purge would create the workflow again (as it does in
+    /// production), which the checker would take for a second run.
+    pub retention_after_ms: u64,
+    /// The partitions tick every `periodic_tick_ms` (so retention runs)
+    /// until this long after the fault window; then only for timers,
+    /// deadlines and the cores' own needs, so the run can drain.
+    pub retention_window_ms: u64,
+    pub periodic_tick_ms: u64,
     pub plant: Option<Plant>,
+    /// A planted bug in the production partition core.
+    pub core_plant: Option<crate::engine::partition_core::CorePlant>,
 }
 
 impl Default for DstConfig {
@@ -116,7 +134,13 @@ impl Default for DstConfig {
             crash_in_commit_window_rate: 0.004,
             clock_jumps_max: 2,
             clock_jump_max_ms: 700_000,
+            actor_crash_rate: 0.01,
+            spawn_fail_rate: 0.005,
+            retention_after_ms: 1_500_000,
+            retention_window_ms: 1_700_000,
+            periodic_tick_ms: 10_000,
             plant: None,
+            core_plant: None,
         }
     }
 }
@@ -145,6 +169,8 @@ pub struct Stats {
     pub clock_jumps: u64,
     pub commits: u64,
     pub flushes: u64,
+    /// Terminal workflows purged by retention during the run.
+    pub purged: u64,
 }
 
 /// The outcome of one seed.
@@ -168,7 +194,7 @@ impl std::fmt::Display for Report {
         let s = &self.stats;
         write!(
             f,
-            "dst seed={} trace={:016x} events={} virtual_s={} accepted={} completed={} failed={} dispatches={} executions={} extra_executions={} flagged={} timeouts={} dropped={} duplicated={} worker_crashes={} orchestrator_crashes={} crashes_losing_writes={} lost_ops={} clock_jumps={} commits={} flushes={} violations={}",
+            "dst seed={} trace={:016x} events={} virtual_s={} accepted={} completed={} failed={} dispatches={} executions={} extra_executions={} flagged={} timeouts={} dropped={} duplicated={} worker_crashes={} orchestrator_crashes={} crashes_losing_writes={} lost_ops={} clock_jumps={} commits={} flushes={} purged={} violations={}",
             self.seed,
             self.trace_hash,
             s.events,
@@ -190,6 +216,7 @@ impl std::fmt::Display for Report {
             s.clock_jumps,
             s.commits,
             s.flushes,
+            s.purged,
             self.violations.len()
         )
     }

@@ -1,26 +1,20 @@
-//! The simulated world of one seed: event queue, network, client, workers and
-//! the orchestrator shell around the production transition code.
+//! The simulated world of one seed: event queue, network, client and
+//! workers around the simulated orchestrator node ([`super::node`]).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-
 use super::check::{self, Ack, Evidence, Log};
+use super::node::{Effect, SimNode};
 use super::rng::{Rng, TraceHash};
-use super::{DstConfig, Plant, Report, Stats};
-use crate::engine::transition::{self, PartitionTimes, Prepared};
-use crate::engine::{EngineConfig, EngineCtx, Hooks, ManualClock, Metrics, PipelineRegistry};
+use super::{DstConfig, Report, Stats};
+use crate::engine::{EngineConfig, ManualClock, RetentionConfig};
 use crate::pipeline::load::parse_pipeline;
 use crate::pipeline::{PipelineDef, PipelineLimits};
-use crate::storage::store::WorkflowStore;
-use crate::storage::{GroupCommitter, MemoryStorage, Storage};
-use crate::transport::{workflow_of_task, Transport};
-use crate::workflow::{
-    decide, decide_start, Input, Outcome, Status, TaskError, TaskOutcome, TaskResult, TaskSpec,
-    TimerKind, WorkflowState,
-};
+use crate::storage::MemoryStorage;
+use crate::transport::workflow_of_task;
+use crate::workflow::{TaskError, TaskOutcome, TaskResult, TaskSpec};
 
 /// The production video pipeline.
 const VIDEO_TOML: &str = include_str!("../../config/pipelines/video.toml");
@@ -149,550 +143,6 @@ impl Ord for Item {
     }
 }
 
-/// The orchestrator's transport: commands are collected, the world delivers them.
-#[derive(Default)]
-struct SimTransport {
-    out: Mutex<Vec<Sent>>,
-}
-
-enum Sent {
-    Dispatch(Box<TaskSpec>),
-    Cancel(String),
-}
-
-impl Transport for SimTransport {
-    fn dispatch(&self, task: Box<TaskSpec>) {
-        self.out.lock().push(Sent::Dispatch(task));
-    }
-    fn cancel(&self, task_id: &str, _task_type: &str, _reason: &str) {
-        self.out.lock().push(Sent::Cancel(task_id.to_string()));
-    }
-}
-
-/// What the orchestrator asks the world to do.
-enum Effect {
-    Reply {
-        wf: usize,
-        ok: bool,
-    },
-    Dispatch(Box<TaskSpec>),
-    Cancel(String),
-    Ack {
-        task_id: String,
-        ack: Ack,
-    },
-    /// A batch was written; aim a crash at its fsync window (maybe).
-    Wrote,
-}
-
-/// Work waiting in a workflow's mailbox.
-enum Work {
-    Start {
-        wf: usize,
-        pipeline: String,
-        input: String,
-    },
-    Input {
-        input: Input,
-        fired: Option<(u64, TimerKind)>,
-        /// The result's task id, to record its acknowledgement.
-        ack: Option<(String, bool)>,
-    },
-}
-
-/// One resident workflow of the shell (what an actor holds).
-#[derive(Default)]
-struct Slot {
-    wf: Option<WorkflowState>,
-    def: Option<Arc<PipelineDef>>,
-    /// A transition of this workflow waits for its flush.
-    busy: bool,
-    queue: VecDeque<Work>,
-}
-
-/// A written, not yet durable transition and what follows once it is.
-struct Commit {
-    id: String,
-    partition: u16,
-    kind: CommitKind,
-}
-
-enum CommitKind {
-    Start {
-        wf: usize,
-        def: Arc<PipelineDef>,
-        prepared: Prepared,
-    },
-    Input {
-        prev_status: Status,
-        prepared: Prepared,
-        outcome: Outcome,
-        ack: Option<(String, bool)>,
-    },
-}
-
-/// One incarnation of the orchestrator: everything here dies in a crash.
-struct Orch {
-    ctx: Arc<EngineCtx>,
-    transport: Arc<SimTransport>,
-    times: Vec<Mutex<PartitionTimes>>,
-    slots: BTreeMap<String, Slot>,
-    pending: Vec<Commit>,
-    effects: Vec<Effect>,
-    plant: Option<Plant>,
-    /// Batches were written since the last flush.
-    unflushed: bool,
-    flush_at: Option<u64>,
-    tick_at: Option<u64>,
-}
-
-impl Orch {
-    /// Starts like a restarted process: storage reopened, pipelines
-    /// persisted, every partition recovered from storage alone.
-    fn boot(
-        storage: &MemoryStorage,
-        clock: &Arc<ManualClock>,
-        defs: &[PipelineDef],
-        cfg: &DstConfig,
-    ) -> Result<Orch, String> {
-        let raw: Arc<dyn Storage> = Arc::new(storage.clone());
-        let store = WorkflowStore::open(raw.clone(), cfg.partitions).map_err(|e| e.to_string())?;
-        let pipelines = Arc::new(PipelineRegistry::new(store.clone(), defs.to_vec()));
-        raw.write(&pipelines.persist_ops().map_err(|e| e.to_string())?, true)
-            .map_err(|e| e.to_string())?;
-        let transport = Arc::new(SimTransport::default());
-        let config = EngineConfig {
-            partitions: cfg.partitions,
-            snapshot_every_events: cfg.snapshot_every_events,
-            ..EngineConfig::default()
-        };
-        let ctx = Arc::new(EngineCtx {
-            store,
-            committer: Arc::new(GroupCommitter::detached()),
-            clock: clock.clone(),
-            transport: transport.clone(),
-            pipelines,
-            metrics: Arc::new(Metrics::default()),
-            config,
-            hooks: Hooks::default(),
-        });
-        let mut o = Orch {
-            times: (0..cfg.partitions)
-                .map(|_| Mutex::new(PartitionTimes::default()))
-                .collect(),
-            ctx,
-            transport,
-            slots: BTreeMap::new(),
-            pending: Vec::new(),
-            effects: Vec::new(),
-            plant: cfg.plant,
-            unflushed: false,
-            flush_at: None,
-            tick_at: None,
-        };
-        for p in 0..cfg.partitions {
-            let recovered = transition::recover(&o.ctx, p, &o.times[usize::from(p)])?;
-            for (wf, owed) in recovered.workflows {
-                let def = o.ctx.pipelines.get(&wf.pipeline)?;
-                let id = wf.id.clone();
-                o.slots.insert(
-                    id,
-                    Slot {
-                        wf: Some(wf),
-                        def: Some(def),
-                        ..Slot::default()
-                    },
-                );
-                transition::send_owed(&o.ctx, &o.times[usize::from(p)], owed, true);
-            }
-        }
-        o.collect_sent();
-        Ok(o)
-    }
-
-    fn partition(&self, id: &str) -> u16 {
-        self.ctx.store.partition_of(id)
-    }
-
-    fn collect_sent(&mut self) {
-        for s in std::mem::take(&mut *self.transport.out.lock()) {
-            self.effects.push(match s {
-                Sent::Dispatch(spec) => Effect::Dispatch(spec),
-                Sent::Cancel(id) => Effect::Cancel(id),
-            });
-        }
-        for t in &self.times {
-            t.lock().finished.clear();
-        }
-    }
-
-    /// Puts work in a workflow's mailbox, loading the workflow from storage
-    /// if it is not resident (like spawning an actor with `Init::Load`).
-    fn enqueue(&mut self, id: &str, work: Work) {
-        if !self.slots.contains_key(id) {
-            match transition::load(&self.ctx, self.partition(id), id) {
-                Ok(wf) => {
-                    let def = match &wf {
-                        Some(s) => match self.ctx.pipelines.get(&s.pipeline) {
-                            Ok(d) => Some(d),
-                            Err(e) => return self.refuse(work, e),
-                        },
-                        None => None,
-                    };
-                    self.slots.insert(
-                        id.to_string(),
-                        Slot {
-                            wf,
-                            def,
-                            ..Slot::default()
-                        },
-                    );
-                }
-                Err(e) => return self.refuse(work, e),
-            }
-        }
-        if let Some(slot) = self.slots.get_mut(id) {
-            slot.queue.push_back(work);
-        }
-        self.pump(id);
-    }
-
-    fn refuse(&mut self, work: Work, _why: String) {
-        match work {
-            Work::Start { wf, .. } => self.effects.push(Effect::Reply { wf, ok: false }),
-            Work::Input {
-                ack: Some((task_id, _)),
-                ..
-            } => self.effects.push(Effect::Ack {
-                task_id,
-                ack: Ack::Rejected,
-            }),
-            Work::Input { .. } => {}
-        }
-    }
-
-    /// Runs queued work of `id` until a transition waits for its flush.
-    fn pump(&mut self, id: &str) {
-        loop {
-            let Some(slot) = self.slots.get_mut(id) else {
-                return;
-            };
-            if slot.busy {
-                return;
-            }
-            let Some(work) = slot.queue.pop_front() else {
-                return;
-            };
-            self.run(id, work);
-        }
-    }
-
-    /// One input, the way the workflow actor handles it.
-    fn run(&mut self, id: &str, work: Work) {
-        let partition = self.partition(id);
-        let now = self.ctx.clock.now_ms();
-        let Some(slot) = self.slots.get(id) else {
-            return;
-        };
-        match work {
-            Work::Start {
-                wf,
-                pipeline,
-                input,
-            } => {
-                if slot.wf.is_some() {
-                    // An existing workflow is returned, never a second one.
-                    self.effects.push(Effect::Reply { wf, ok: true });
-                    return;
-                }
-                let Some((pref, def)) = self.ctx.pipelines.current(&pipeline) else {
-                    self.effects.push(Effect::Reply { wf, ok: false });
-                    return;
-                };
-                let decision = decide_start(id, pref, &def, &input, now);
-                match transition::prepare(&self.ctx, partition, id, None, decision, None) {
-                    Ok(mut prepared) => {
-                        let ops = std::mem::take(&mut prepared.ops);
-                        self.write(
-                            &ops,
-                            Commit {
-                                id: id.to_string(),
-                                partition,
-                                kind: CommitKind::Start { wf, def, prepared },
-                            },
-                        );
-                    }
-                    Err(_) => self.effects.push(Effect::Reply { wf, ok: false }),
-                }
-            }
-            Work::Input { input, fired, ack } => {
-                let (Some(wf), Some(def)) = (&slot.wf, &slot.def) else {
-                    Metrics::inc(&self.ctx.metrics.unknown_tasks);
-                    if let Some((task_id, _)) = ack {
-                        self.effects.push(Effect::Ack {
-                            task_id,
-                            ack: Ack::Rejected,
-                        });
-                    }
-                    return;
-                };
-                let decision = decide(wf, def, &input, now);
-                let outcome = decision.outcome.clone();
-                transition::note_outcome(&self.ctx, &outcome);
-                let prev_status = wf.status;
-                match transition::prepare(
-                    &self.ctx,
-                    partition,
-                    id,
-                    Some(wf),
-                    decision,
-                    fired.as_ref(),
-                ) {
-                    Ok(mut prepared) if !prepared.ops.is_empty() => {
-                        let ops = std::mem::take(&mut prepared.ops);
-                        self.write(
-                            &ops,
-                            Commit {
-                                id: id.to_string(),
-                                partition,
-                                kind: CommitKind::Input {
-                                    prev_status,
-                                    prepared,
-                                    outcome,
-                                    ack,
-                                },
-                            },
-                        );
-                    }
-                    Ok(_) => self.acknowledge(ack, &outcome),
-                    Err(_) => {
-                        if let Some((task_id, _)) = ack {
-                            self.effects.push(Effect::Ack {
-                                task_id,
-                                ack: Ack::Rejected,
-                            });
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn acknowledge(&mut self, ack: Option<(String, bool)>, outcome: &Outcome) {
-        let Some((task_id, success)) = ack else {
-            return;
-        };
-        let ack = match outcome {
-            Outcome::Applied if success => Ack::AppliedSuccess,
-            Outcome::Applied => Ack::AppliedOther,
-            Outcome::Ignored(_) => Ack::Ignored,
-            Outcome::Rejected(_) => Ack::Rejected,
-        };
-        self.effects.push(Effect::Ack { task_id, ack });
-    }
-
-    /// Writes a batch unsynced (visible, not durable) and parks its effects
-    /// until the next flush, like the group committer's queue.
-    fn write(&mut self, ops: &[crate::storage::Op], commit: Commit) {
-        if self.ctx.store.storage().write(ops, false).is_err() {
-            // The journal append failed: nothing changed, the input is dropped
-            // (a start is answered with an error, a result stays unacknowledged).
-            Metrics::inc(&self.ctx.metrics.commit_errors);
-            if let CommitKind::Start { wf, .. } = commit.kind {
-                self.effects.push(Effect::Reply { wf, ok: false });
-            }
-            return;
-        }
-        self.effects.push(Effect::Wrote);
-        let id = commit.id.clone();
-        if let Some(slot) = self.slots.get_mut(&id) {
-            slot.busy = true;
-        }
-        self.unflushed = true;
-        if self.plant == Some(Plant::AckBeforeSync) {
-            // The planted bug: the effects run before the flush.
-            self.complete(commit);
-        } else {
-            self.pending.push(commit);
-        }
-    }
-
-    /// The flush: everything written so far becomes durable, then the
-    /// parked transitions take effect in the order they were written.
-    fn flush(&mut self) -> Result<(), String> {
-        self.flush_at = None;
-        self.unflushed = false;
-        self.ctx
-            .store
-            .storage()
-            .write(&[], true)
-            .map_err(|e| e.to_string())?;
-        for c in std::mem::take(&mut self.pending) {
-            self.complete(c);
-        }
-        Ok(())
-    }
-
-    /// After the batch is durable: evolve, run the commands, answer.
-    fn complete(&mut self, c: Commit) {
-        let Commit {
-            id,
-            partition,
-            kind,
-        } = c;
-        let times = &self.times[usize::from(partition)];
-        let Some(slot) = self.slots.get_mut(&id) else {
-            return;
-        };
-        match kind {
-            CommitKind::Start { wf, def, prepared } => {
-                let _event = transition::EventHandOver::new(&self.ctx, prepared.event);
-                match prepared.next {
-                    Some(next) => {
-                        transition::after_commit(
-                            &self.ctx,
-                            times,
-                            None,
-                            &next,
-                            &def,
-                            prepared.decision,
-                        );
-                        slot.wf = Some(next);
-                        slot.def = Some(def);
-                        self.effects.push(Effect::Reply { wf, ok: true });
-                    }
-                    None => self.effects.push(Effect::Reply { wf, ok: false }),
-                }
-            }
-            CommitKind::Input {
-                prev_status,
-                prepared,
-                outcome,
-                ack,
-            } => {
-                let event = transition::EventHandOver::new(&self.ctx, prepared.event);
-                if !prepared.decision.events.is_empty() {
-                    if let (Some(wf), Some(def)) = (slot.wf.as_mut(), slot.def.clone()) {
-                        transition::apply(wf, &prepared.decision);
-                        transition::after_commit(
-                            &self.ctx,
-                            times,
-                            Some(prev_status),
-                            wf,
-                            &def,
-                            prepared.decision,
-                        );
-                    }
-                }
-                drop(event);
-                self.acknowledge(ack, &outcome);
-            }
-        }
-        if let Some(slot) = self.slots.get_mut(&id) {
-            slot.busy = false;
-        }
-        self.collect_sent();
-        self.pump(&id);
-    }
-
-    /// The partition tick: due durable timers and expired attempt deadlines
-    /// become inputs of their workflows. Returns the timeouts reported.
-    fn tick(&mut self) -> u64 {
-        let now = self.ctx.clock.now_ms();
-        let max = self.ctx.config.timer_batch_max;
-        let mut timeouts = 0;
-        for p in 0..self.times.len() {
-            let (timers, expired) = {
-                let mut t = self.times[p].lock();
-                (t.timers.pop_due(now, max), t.liveness.expired(now, max))
-            };
-            for (due, id, timer) in timers {
-                let work = Work::Input {
-                    input: Input::TimerFired(timer.clone()),
-                    fired: Some((due, timer)),
-                    ack: None,
-                };
-                self.enqueue(&id, work);
-            }
-            for (id, task_id, timeout) in expired {
-                timeouts += 1;
-                let work = Work::Input {
-                    input: Input::TaskTimedOut { task_id, timeout },
-                    fired: None,
-                    ack: None,
-                };
-                self.enqueue(&id, work);
-            }
-        }
-        timeouts
-    }
-
-    /// Engine time of the next timer or deadline, if any.
-    fn next_due(&self) -> Option<u64> {
-        self.times
-            .iter()
-            .filter_map(|t| {
-                let t = t.lock();
-                match (t.timers.next_due(), t.liveness.next_due()) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
-            })
-            .min()
-    }
-
-    fn report(&mut self, msg: OrchMsg, client: &[ClientWf]) {
-        let now = self.ctx.clock.now_ms();
-        match msg {
-            OrchMsg::Start { wf } => {
-                let Some(c) = client.get(wf) else {
-                    return;
-                };
-                let work = Work::Start {
-                    wf,
-                    pipeline: c.pipeline.to_string(),
-                    input: c.input.clone(),
-                };
-                let id = c.id.clone();
-                self.enqueue(&id, work);
-            }
-            OrchMsg::Started { task_id } => {
-                if let Some(id) = workflow_of_task(&task_id) {
-                    let p = usize::from(self.partition(id));
-                    self.times[p].lock().liveness.started(&task_id, now);
-                }
-            }
-            OrchMsg::Beat { task_id } => {
-                if let Some(id) = workflow_of_task(&task_id) {
-                    let p = usize::from(self.partition(id));
-                    self.times[p].lock().liveness.heartbeat(&task_id, now);
-                }
-            }
-            OrchMsg::Result(r) => {
-                let Some(id) = workflow_of_task(&r.task_id).map(str::to_string) else {
-                    self.effects.push(Effect::Ack {
-                        task_id: r.task_id,
-                        ack: Ack::Rejected,
-                    });
-                    return;
-                };
-                let p = usize::from(self.partition(&id));
-                self.times[p].lock().liveness.unwatch(&r.task_id);
-                let success = matches!(r.outcome, TaskOutcome::Succeeded(_));
-                let ack = Some((r.task_id.clone(), success));
-                self.enqueue(
-                    &id,
-                    Work::Input {
-                        input: Input::TaskResult(r),
-                        fired: None,
-                        ack,
-                    },
-                );
-            }
-        }
-    }
-}
-
 /// One workflow the client wants run.
 pub(super) struct ClientWf {
     pub id: String,
@@ -721,7 +171,9 @@ struct World {
     storage: MemoryStorage,
     clock: Arc<ManualClock>,
     defs: Vec<PipelineDef>,
-    orch: Option<Orch>,
+    orch: Option<SimNode>,
+    /// The engine limits of this seed (drawn from it).
+    engine: EngineConfig,
     inc: u64,
     workers: Vec<Worker>,
     next_run: u64,
@@ -739,13 +191,15 @@ pub fn run_seed(seed: u64, cfg: &DstConfig) -> Report {
     };
     let storage = MemoryStorage::new();
     let clock = Arc::new(ManualClock::new(START_MS));
-    let orch = match Orch::boot(&storage, &clock, &defs, cfg) {
+    let mut rng = Rng::new(seed);
+    let engine = engine_config(cfg, &mut rng);
+    let orch = match SimNode::boot(&storage, &clock, &defs, cfg, &engine, rng.next_u64()) {
         Ok(o) => o,
         Err(e) => return failed(seed, format!("boot: {e}")),
     };
     let mut w = World {
         cfg: cfg.clone(),
-        rng: Rng::new(seed),
+        rng,
         trace: TraceHash::default(),
         now: 0,
         skew: 0,
@@ -755,6 +209,7 @@ pub fn run_seed(seed: u64, cfg: &DstConfig) -> Report {
         clock,
         defs,
         orch: Some(orch),
+        engine,
         inc: 0,
         workers: (0..cfg.workers.max(1))
             .map(|_| Worker {
@@ -771,12 +226,7 @@ pub fn run_seed(seed: u64, cfg: &DstConfig) -> Report {
     w.setup();
     while let Some(item) = w.queue.pop() {
         if item.at > w.cfg.horizon_ms {
-            let (timers, watched) = w.orch.as_ref().map_or((0, 0), |o| {
-                o.times.iter().fold((0, 0), |(a, b), t| {
-                    let t = t.lock();
-                    (a + t.timers.len(), b + t.liveness.len())
-                })
-            });
+            let (timers, watched) = w.orch.as_ref().map_or((0, 0), SimNode::pending_counts);
             w.problems.push(format!(
                 "horizon: still busy at {} s of virtual time (next: {:?} at {} s; armed timers {timers}, watched attempts {watched})",
                 w.cfg.horizon_ms / 1000,
@@ -792,6 +242,10 @@ pub fn run_seed(seed: u64, cfg: &DstConfig) -> Report {
         }
         w.now = item.at;
         w.clock.set(START_MS + w.now + w.skew);
+        let faulty = w.faulty();
+        if let Some(o) = w.orch.as_mut() {
+            o.faulty = faulty;
+        }
         w.stats.events += 1;
         w.trace.word(item.at);
         w.trace.word(item.ev.code());
@@ -815,6 +269,59 @@ pub fn run_seed(seed: u64, cfg: &DstConfig) -> Report {
         trace_hash: w.trace.value(),
         stats: w.stats,
         violations,
+    }
+}
+
+/// The engine limits of one seed, drawn from it: small resident caps,
+/// caches and grace periods, so that deferred starts, passivation, loads
+/// from storage and retention purges all happen in short runs.
+fn engine_config(cfg: &DstConfig, rng: &mut Rng) -> EngineConfig {
+    let partitions = cfg.partitions.max(1);
+    let per_partition = rng.range(1, 4) as usize;
+    EngineConfig {
+        partitions,
+        snapshot_every_events: cfg.snapshot_every_events,
+        resident_max: per_partition * usize::from(partitions),
+        state_cache_max: [0, 2, 16][rng.index(3)],
+        passivate_idle_ms: [0, 500, 5_000][rng.index(3)],
+        restart_budget: 3,
+        unstartable_max: 16,
+        tick_ms: 1_000,
+        retention: RetentionConfig {
+            after_ms: Some(cfg.retention_after_ms),
+            sweep_every_ms: 30_000,
+            batch_max: 3,
+            scan_max: 20,
+        },
+        ..EngineConfig::default()
+    }
+}
+
+/// A message arriving at the orchestrator.
+fn deliver(o: &mut SimNode, msg: OrchMsg, client: &[ClientWf]) {
+    match msg {
+        OrchMsg::Start { wf } => {
+            if let Some(c) = client.get(wf) {
+                o.start(wf, c.id.clone(), c.pipeline, c.input.clone());
+            }
+        }
+        OrchMsg::Started { task_id } => {
+            if let Some(id) = workflow_of_task(&task_id) {
+                o.report_started(id, &task_id);
+            }
+        }
+        OrchMsg::Beat { task_id } => {
+            if let Some(id) = workflow_of_task(&task_id) {
+                o.report_beat(id, &task_id);
+            }
+        }
+        OrchMsg::Result(r) => match workflow_of_task(&r.task_id).map(str::to_string) {
+            Some(id) => o.report_result(id, r),
+            None => o.effects.push(Effect::Ack {
+                task_id: r.task_id,
+                ack: Ack::Rejected,
+            }),
+        },
     }
 }
 
@@ -926,7 +433,7 @@ impl World {
                     self.trace.text(&r.task_id);
                 }
                 match self.orch.as_mut() {
-                    Some(o) => o.report(msg, &self.client),
+                    Some(o) => deliver(o, msg, &self.client),
                     None => self.stats.dropped += 1,
                 }
             }
@@ -1000,7 +507,16 @@ impl World {
             }
             Ev::OrchRestart => {
                 if self.orch.is_none() {
-                    match Orch::boot(&self.storage, &self.clock, &self.defs, &self.cfg) {
+                    let seed = self.rng.next_u64();
+                    let booted = SimNode::boot(
+                        &self.storage,
+                        &self.clock,
+                        &self.defs,
+                        &self.cfg,
+                        &self.engine,
+                        seed,
+                    );
+                    match booted {
                         Ok(o) => self.orch = Some(o),
                         Err(e) => self.problems.push(format!("recovery failed: {e}")),
                     }
@@ -1028,6 +544,11 @@ impl World {
         let needs_flush = o.unflushed && o.flush_at.is_none();
         let next_due = o.next_due();
         let tick_at = o.tick_at;
+        // Ticks also come periodically while a core waits for one (held
+        // tasks, a slot, passivation) and while retention may purge.
+        let periodic = (o.wants_tick()
+            || self.now < self.cfg.fault_window_ms + self.cfg.retention_window_ms)
+            .then_some(self.now + self.cfg.periodic_tick_ms.max(1));
         for e in effects {
             match e {
                 Effect::Reply { wf, ok } => {
@@ -1062,6 +583,11 @@ impl World {
                     self.trace.word(ack as u64);
                     self.log.acks.push((task_id, ack));
                 }
+                Effect::Purging { id, records } => {
+                    self.stats.purged += 1;
+                    self.trace.text(&id);
+                    self.log.purged.insert(id, records);
+                }
                 Effect::Wrote => {
                     self.stats.commits += 1;
                     if self.faulty() && self.rng.chance(self.cfg.crash_in_commit_window_rate) {
@@ -1079,9 +605,13 @@ impl World {
             }
             self.push(at, Ev::Flush { inc });
         }
-        if let Some(due) = next_due {
-            // Engine time → virtual time; a partition never ticks in the past.
-            let at = due.saturating_sub(START_MS + self.skew).max(self.now + 1);
+        // Engine time → virtual time; a partition never ticks in the past.
+        let due_at = next_due.map(|due| due.saturating_sub(START_MS + self.skew).max(self.now + 1));
+        let wake = match (due_at, periodic) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(at) = wake {
             if tick_at.is_none_or(|t| at < t) {
                 if let Some(o) = self.orch.as_mut() {
                     o.tick_at = Some(at);

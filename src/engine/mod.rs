@@ -19,12 +19,14 @@ pub use crate::telemetry::metrics;
 pub mod intake;
 pub mod observe;
 pub mod partition;
+pub mod partition_core;
 pub mod progress;
 pub mod registry;
 pub mod root;
 pub mod timers;
 pub mod transition;
 pub mod workflow_actor;
+pub mod workflow_shell;
 
 pub use intake::{result_verdict, ResultIntake, WeakResultIntake};
 

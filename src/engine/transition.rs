@@ -4,7 +4,6 @@
 //! partition (bulk accept, parking a crashing workflow).
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 
 use super::metrics::Metrics;
 use super::EngineCtx;
@@ -18,13 +17,7 @@ use crate::workflow::{
 use super::timers::{Liveness, TimerWheel};
 use crate::workflow::budget::RetryBudget;
 
-/// Value of a status-index entry: enough to list workflows without loading them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StatusEntry {
-    pub pipeline: String,
-    pub created_at_ms: u64,
-    pub updated_at_ms: u64,
-}
+pub use crate::storage::StatusEntry;
 
 /// The partition's clocks, shared with its workflow actors.
 #[derive(Debug, Default)]
@@ -265,6 +258,49 @@ pub fn prepare(
 
 fn e(err: crate::storage::Error) -> String {
     err.to_string()
+}
+
+/// A parking transition prepared for its commit.
+pub struct ParkPlan {
+    wf: WorkflowState,
+    def: std::sync::Arc<PipelineDef>,
+    pub prepared: Prepared,
+}
+
+/// Decides and prepares parking `wf` as failed with `reason`; `None` when
+/// there is nothing to write (already terminal).
+pub fn prepare_park(
+    ctx: &EngineCtx,
+    partition: u16,
+    wf: WorkflowState,
+    reason: String,
+) -> Result<Option<ParkPlan>, String> {
+    let def = ctx.pipelines.get(&wf.pipeline)?;
+    let decision = crate::workflow::decide(
+        &wf,
+        &def,
+        &crate::workflow::Input::Park { reason },
+        ctx.clock.now_ms(),
+    );
+    let id = wf.id.clone();
+    let prepared = prepare(ctx, partition, &id, Some(&wf), decision, None)?;
+    if prepared.ops.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(ParkPlan { wf, def, prepared }))
+}
+
+/// The parking's batch is durable: evolve and run its commands.
+pub fn park_committed(ctx: &EngineCtx, times: &Mutex<PartitionTimes>, plan: ParkPlan) {
+    let ParkPlan {
+        mut wf,
+        def,
+        prepared,
+    } = plan;
+    let _event = EventHandOver::new(ctx, prepared.event);
+    let prev_status = wf.status;
+    apply(&mut wf, &prepared.decision);
+    after_commit(ctx, times, Some(prev_status), &wf, &def, prepared.decision);
 }
 
 /// Hands a committed record's lifecycle message to the publisher when it

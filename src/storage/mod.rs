@@ -40,6 +40,7 @@ pub mod group_commit;
 pub mod keys;
 pub mod memory;
 pub mod rocks;
+pub mod status_entry;
 pub mod store;
 
 #[cfg(test)]
@@ -49,6 +50,7 @@ pub use error::Error;
 pub use group_commit::{CommitConfig, CommitStats, GroupCommitter};
 pub use memory::MemoryStorage;
 pub use rocks::{RocksConfig, RocksStorage};
+pub use status_entry::StatusEntry;
 pub use store::{DueTimer, WorkflowStore};
 
 /// One mutation inside an atomic [`Storage::write`].

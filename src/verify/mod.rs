@@ -13,9 +13,9 @@ use std::collections::HashMap;
 
 pub use check::{check_journal, Checked, Violation};
 
-use crate::engine::transition::StatusEntry;
 use crate::pipeline::PipelineDef;
 use crate::storage::store::WorkflowStore;
+use crate::storage::StatusEntry;
 use crate::workflow::{EventKind, JournalRecord, Status, WorkflowState};
 
 /// What `verify` found.

@@ -209,16 +209,17 @@ async fn deliver_offer_result(
     let mut backoff = Duration::from_millis(20);
     loop {
         let left = give_up.saturating_duration_since(tokio::time::Instant::now());
-        let error =
-            match tokio::time::timeout(left, handler.handle(wf.clone(), result.clone())).await {
-                Ok(Ok(())) => return OfferResultOutcome::Applied,
-                Ok(Err(ResultError::Refused(e))) => {
-                    tracing::warn!(task_id = %spec.task_id, error = %e, "result in an offer answer refused");
-                    return OfferResultOutcome::Refused;
-                }
-                Ok(Err(ResultError::Retry(e))) => e,
-                Err(_) => "not applied in time".to_owned(),
-            };
+        let error = match tokio::time::timeout(left, handler.handle(wf.clone(), result.clone()))
+            .await
+        {
+            Ok(Ok(())) => return OfferResultOutcome::Applied,
+            Ok(Err(ResultError::Refused(e))) => {
+                tracing::warn!(task_id = %spec.task_id, error = %e, "result in an offer answer refused");
+                return OfferResultOutcome::Refused;
+            }
+            Ok(Err(ResultError::Retry(e))) => e,
+            Err(_) => "not applied in time".to_owned(),
+        };
         if tokio::time::Instant::now() + backoff >= give_up {
             tracing::error!(task_id = %spec.task_id, error = %error, "result in an offer answer not applied; publishing the task to the stream to run it again");
             return OfferResultOutcome::NotApplied;

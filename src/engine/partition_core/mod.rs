@@ -1,0 +1,691 @@
+//! The partition's decisions as a sans-IO state machine: routing by
+//! workflow id, the resident cap and deferred starts, passivation of idle
+//! actors and the cache of their states, supervision (restart from storage,
+//! the restart budget, parking, remembering workflows whose actor cannot
+//! start), the backlog of held tasks and the retention sweep.
+//!
+//! The core holds no actor, no storage, no clock and no runtime. The shell
+//! (the ractor [`PartitionActor`](super::partition::PartitionActor) in
+//! production, the deterministic simulator in tests) calls a `handle`
+//! method for each thing that happened, then performs the [`Action`]s it
+//! [`poll`](PartitionCore::poll)s, in order, reporting back what only it
+//! can know (an actor that failed to start, how a parking went). The
+//! simulator drives this same code, so its seeds cover these policies.
+//!
+//! Time comes in as `now` (engine clock, unix ms). Messages are opaque:
+//! [`Routable`] says which ones are kept for re-delivery after a crash.
+
+mod backlog;
+mod cache;
+mod retention;
+mod unstartable;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+
+pub use backlog::{Backlog, Release};
+pub use cache::StateCache;
+pub use retention::{Sweep, SweepPoll, SWEEP_PAGE, TERMINAL};
+pub use unstartable::Unstartable;
+
+use crate::engine::RetentionConfig;
+use rustc_hash::FxHashMap as FastMap;
+
+/// A message routed to a workflow actor, as the core sees it.
+pub trait Routable: Sized {
+    /// The copy kept until the actor has handled the message.
+    type Replay: Clone;
+    /// The copy to re-deliver to a successor if the actor crashes before it
+    /// handled the message; `None` for a message that is not re-delivered
+    /// (a start or describe: the dropped reply port tells its sender).
+    fn replay(&self) -> Option<Self::Replay>;
+    /// The message re-delivered from its copy (it has no reply port).
+    fn redeliver(copy: Self::Replay) -> Self;
+}
+
+/// What the shell can tell the core about its actors' progress.
+pub trait ActorProgress {
+    /// Messages the current actor of `id` has handled so far.
+    fn handled(&self, id: &str) -> u64;
+    /// Ids whose actors finished a message since the last call, each with
+    /// its handled count read after it was unlisted (an actor lists itself
+    /// again when it handles another message).
+    fn take_idle(&mut self) -> Vec<(String, u64)>;
+    /// Ids of workflows that reached a terminal status since the last call.
+    fn take_finished(&mut self) -> Vec<String>;
+}
+
+/// How a spawned actor gets its state.
+#[derive(Debug)]
+pub enum Init<S> {
+    /// From the cache of passivated states.
+    State(Box<S>),
+    /// From storage (snapshot + journal tail); may find nothing (a new id).
+    Load,
+}
+
+/// How parking a workflow went (the shell writes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parked {
+    /// The parking transition was written.
+    Written,
+    /// Nothing to write: already terminal, or (`exists == false`) never
+    /// created.
+    Nothing { exists: bool },
+    /// Parking failed (its load panicked, say): why.
+    Failed(String),
+}
+
+/// What the shell must do, in order.
+pub enum Action<M, S, T> {
+    /// Start an actor for `id` and hand it `deliver`, in order; then report
+    /// [`PartitionCore::spawned`], or [`PartitionCore::spawn_failed`] with
+    /// those messages if it cannot start.
+    Spawn {
+        id: String,
+        init: Init<S>,
+        deliver: Vec<M>,
+    },
+    /// Hand `msg` to the running actor of `id`. If it is gone, report
+    /// [`PartitionCore::undelivered`].
+    Deliver { id: String, msg: M },
+    /// Passivate the idle actor of `id`; its state comes back with
+    /// [`PartitionCore::stopped`].
+    Stop { id: String },
+    /// A crash of `id`'s actor was counted (`restarts` so far).
+    Crashed {
+        id: String,
+        restarts: u32,
+        error: String,
+    },
+    /// Park `id` as failed with `reason`, then report
+    /// [`PartitionCore::parked`]. `unstartable`: its actor could not even
+    /// start (the shell then also tells whether the workflow exists).
+    Park {
+        id: String,
+        reason: String,
+        unstartable: bool,
+    },
+    /// Answer `msg` without an actor: `id`'s actor cannot start (`why`).
+    Refuse { id: String, msg: M, why: String },
+    /// Drop these messages: their reply ports tell their senders.
+    Drop(Vec<M>),
+    /// Send held tasks now.
+    Send(Release<T>),
+}
+
+/// Limits of one partition (its share of the engine's).
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub resident_cap: usize,
+    pub state_cache_max: usize,
+    pub passivate_idle_ms: u64,
+    pub restart_budget: u32,
+    pub unstartable_max: usize,
+    pub retention: RetentionConfig,
+}
+
+impl CoreConfig {
+    /// One partition's share of the engine's limits.
+    pub fn for_partition(cfg: &crate::engine::EngineConfig) -> Self {
+        let parts = usize::from(cfg.partitions.max(1));
+        CoreConfig {
+            resident_cap: cfg.resident_max.div_ceil(parts).max(1),
+            state_cache_max: cfg.state_cache_max.div_ceil(parts),
+            passivate_idle_ms: cfg.passivate_idle_ms,
+            restart_budget: cfg.restart_budget,
+            unstartable_max: cfg.unstartable_max.div_ceil(parts).max(1),
+            retention: cfg.retention.clone(),
+        }
+    }
+}
+
+/// Test-only planted bugs of the core, to show that the simulator catches
+/// a broken policy. Production never sets one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CorePlant {
+    /// A restarted actor is not given the messages its crashed
+    /// predecessor had not handled.
+    ForgetUnhandledOnCrash,
+}
+
+/// One workflow known to the partition: it has an actor, or messages that
+/// wait for one.
+struct Entry<M: Routable> {
+    /// An actor runs for it (its start was confirmed).
+    running: bool,
+    /// An actor start was asked for and not yet confirmed; messages wait
+    /// in `queued` meanwhile.
+    spawning: bool,
+    /// A stop was requested; messages wait in `queued` for the successor.
+    stopping: bool,
+    /// An actor was started for it before (for the error text).
+    started_before: bool,
+    routed: u64,
+    acked: u64,
+    /// Copies of the routed messages not yet handled, oldest first.
+    unacked: VecDeque<Option<M::Replay>>,
+    queued: VecDeque<M>,
+}
+
+impl<M: Routable> Entry<M> {
+    fn new() -> Self {
+        Entry {
+            running: false,
+            spawning: false,
+            stopping: false,
+            started_before: false,
+            routed: 0,
+            acked: 0,
+            unacked: VecDeque::new(),
+            queued: VecDeque::new(),
+        }
+    }
+
+    /// Catches up with what the actor handled and drops those copies.
+    fn sync_acks(&mut self, handled: u64) {
+        let newly = handled.saturating_sub(self.acked);
+        for _ in 0..newly {
+            self.unacked.pop_front();
+        }
+        self.acked = self.acked.max(handled);
+    }
+
+    /// Nothing routed to the actor is unhandled and nothing waits for it.
+    fn is_idle(&self) -> bool {
+        self.running
+            && !self.spawning
+            && !self.stopping
+            && self.acked == self.routed
+            && self.queued.is_empty()
+    }
+
+    fn record(&mut self, msg: &M) {
+        self.routed += 1;
+        self.unacked.push_back(msg.replay());
+    }
+}
+
+/// Messages of a workflow being parked, held until the shell says how it went.
+struct Parking<M> {
+    unstartable: bool,
+    restarts: u32,
+    error: String,
+    queued: VecDeque<M>,
+}
+
+/// The partition's decisions. `M`: messages to workflow actors; `S`: the
+/// state a passivated actor leaves behind; `T`: a held task.
+pub struct PartitionCore<M: Routable, S, T> {
+    cfg: CoreConfig,
+    entries: FastMap<String, Entry<M>>,
+    /// Actors running or starting.
+    resident: usize,
+    cache: StateCache<S>,
+    /// Ids with queued messages, waiting for a resident slot.
+    deferred: VecDeque<String>,
+    /// Idle actors in the order they went idle: (passivate after, id,
+    /// messages handled when queued). Stale entries are skipped when popped.
+    idle: VecDeque<(u64, String, u64)>,
+    /// Crashes per workflow, against the restart budget.
+    restarts: FastMap<String, u32>,
+    unstartable: Unstartable,
+    parking: FastMap<String, Parking<M>>,
+    backlog: Backlog<T>,
+    sweep: Sweep,
+    actions: VecDeque<Action<M, S, T>>,
+    plant: Option<CorePlant>,
+}
+
+impl<M: Routable, S, T> PartitionCore<M, S, T> {
+    pub fn new(cfg: CoreConfig) -> Self {
+        PartitionCore {
+            cache: StateCache::new(cfg.state_cache_max),
+            unstartable: Unstartable::new(cfg.unstartable_max.max(1)),
+            cfg,
+            entries: FastMap::default(),
+            resident: 0,
+            deferred: VecDeque::new(),
+            idle: VecDeque::new(),
+            restarts: FastMap::default(),
+            parking: FastMap::default(),
+            backlog: Backlog::new(),
+            sweep: Sweep::default(),
+            actions: VecDeque::new(),
+            plant: None,
+        }
+    }
+
+    /// Plants a bug (tests of the simulator only).
+    pub fn plant(&mut self, plant: Option<CorePlant>) {
+        self.plant = plant;
+    }
+
+    /// The next thing to do, in order.
+    pub fn poll(&mut self) -> Option<Action<M, S, T>> {
+        self.actions.pop_front()
+    }
+
+    /// Actors running or starting.
+    pub fn resident(&self) -> usize {
+        self.resident
+    }
+
+    /// Something waits for a tick: held tasks, ids waiting for a slot, or
+    /// idle actors to passivate.
+    pub fn wants_tick(&self) -> bool {
+        self.backlog.held_len() > 0 || !self.deferred.is_empty() || !self.idle.is_empty()
+    }
+
+    /// `id` has an actor, queued messages or a remembered failure here
+    /// (a bulk accept counts it as existing).
+    pub fn knows(&self, id: &str) -> bool {
+        self.entries.contains_key(id) || self.unstartable.get(id).is_some()
+    }
+
+    /// Keeps a state warm (a recovered or just accepted workflow).
+    pub fn cache_put(&mut self, id: String, state: Box<S>) {
+        self.cache.put(id, state);
+    }
+
+    /// Holds owed tasks of `id` until the backlog releases them.
+    pub fn hold(&mut self, id: String, tasks: Vec<T>, resend: bool) {
+        if !tasks.is_empty() {
+            self.backlog.hold(id, tasks, resend);
+        }
+    }
+
+    /// Lets the backlog release (after a bulk accept or a recovery).
+    pub fn enable_release(&mut self, progress: &mut dyn ActorProgress) {
+        self.backlog.enable();
+        self.release(progress);
+    }
+
+    /// Sends `msg` to the workflow's actor, starting one if needed, or
+    /// queues it while the actor is stopping or no resident slot is free.
+    pub fn route(&mut self, id: String, msg: M, now: u64, progress: &mut dyn ActorProgress) {
+        if let Some(why) = self.unstartable.get(&id) {
+            let why = why.to_string();
+            self.actions.push_back(Action::Refuse { id, msg, why });
+            return;
+        }
+        if !self.entries.contains_key(&id) {
+            self.entries.insert(id.clone(), Entry::new());
+            if self.resident >= self.cfg.resident_cap.max(1) {
+                // Full: make room by passivating an idle actor now; this id
+                // gets the slot when that actor has stopped.
+                self.passivate_idle(now, 1, progress);
+                self.deferred.push_back(id.clone());
+            } else {
+                let init = self.init_for(&id);
+                self.spawn(&id, init, vec![msg]);
+                return;
+            }
+        }
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        if entry.running && !entry.stopping {
+            entry.record(&msg);
+            self.actions.push_back(Action::Deliver { id, msg });
+        } else {
+            entry.queued.push_back(msg);
+        }
+    }
+
+    /// The actor of the last [`Action::Spawn`] for `id` started and took its
+    /// messages; what was routed meanwhile goes to it now.
+    pub fn spawned(&mut self, id: &str) {
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        entry.spawning = false;
+        entry.running = true;
+        if entry.stopping {
+            return;
+        }
+        for msg in std::mem::take(&mut entry.queued) {
+            entry.record(&msg);
+            self.actions.push_back(Action::Deliver {
+                id: id.to_string(),
+                msg,
+            });
+        }
+    }
+
+    /// The last [`Action::Deliver`] to `id` found no actor: the message was
+    /// dropped (its reply port tells the sender) and is not counted.
+    pub fn undelivered(&mut self, id: &str) {
+        if let Some(entry) = self.entries.get_mut(id) {
+            entry.routed = entry.routed.saturating_sub(1);
+            entry.unacked.pop_back();
+        }
+    }
+
+    /// The actor of `id` stopped cleanly, leaving `state` (`None` when it
+    /// did not serve the workflow). A successor starts if messages wait;
+    /// then free slots go to deferred ids.
+    pub fn stopped(&mut self, id: &str, state: Option<Box<S>>) {
+        self.resident = self.resident.saturating_sub(1);
+        if let Some(state) = state {
+            self.cache.put(id.to_string(), state);
+        }
+        let waiting = self.entries.get(id).is_some_and(|e| !e.queued.is_empty());
+        if waiting {
+            self.restart(id, false, None);
+        } else {
+            self.entries.remove(id);
+        }
+        self.drain_deferred();
+    }
+
+    /// The actor of `id` crashed with `error`: restarted from storage with
+    /// the messages it had not handled, or the workflow is parked past the
+    /// restart budget.
+    /// `handled`: the messages it had handled.
+    pub fn crashed(&mut self, id: &str, error: String, handled: u64) {
+        self.resident = self.resident.saturating_sub(1);
+        if self.count_crash(id, &error) {
+            self.restart(id, true, Some(handled));
+        } else {
+            self.give_up(id, &error, false);
+        }
+        // A restart that ended in parking freed the slot too.
+        self.drain_deferred();
+    }
+
+    /// The actor of the last [`Action::Spawn`] for `id` could not start
+    /// (its load panicked); `undelivered` are the messages it was to take.
+    /// That counts as a crash: the messages wait and it is started again
+    /// from storage while the budget lasts, then the workflow is parked.
+    pub fn spawn_failed(&mut self, id: &str, error: String, undelivered: Vec<M>) {
+        self.resident = self.resident.saturating_sub(1);
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        let error = if entry.started_before {
+            format!("its actor could not be started again: {error}")
+        } else {
+            format!("its actor could not be started: {error}")
+        };
+        entry.started_before = true;
+        entry.running = false;
+        entry.spawning = false;
+        entry.routed = 0;
+        entry.acked = 0;
+        entry.unacked.clear();
+        let mut queued: VecDeque<M> = undelivered.into();
+        queued.extend(entry.queued.drain(..));
+        entry.queued = queued;
+        if self.count_crash(id, &error) {
+            self.restart(id, true, None);
+        } else {
+            self.give_up(id, &error, true);
+        }
+        self.drain_deferred();
+    }
+
+    /// How parking `id` went ([`Action::Park`]). A workflow whose actor
+    /// could not start is then remembered, and its waiting messages are
+    /// answered as later ones will be ([`Action::Refuse`]); other messages
+    /// are dropped.
+    pub fn parked(&mut self, id: &str, outcome: Parked) {
+        let Some(p) = self.parking.remove(id) else {
+            return;
+        };
+        if !p.unstartable {
+            self.actions.push_back(Action::Drop(p.queued.into()));
+            return;
+        }
+        let why = match outcome {
+            Parked::Written => format!("parked after {} crashes: {}", p.restarts, p.error),
+            // Never created (a start whose actor never started): nothing to remember.
+            Parked::Nothing { exists: false } => {
+                self.actions.push_back(Action::Drop(p.queued.into()));
+                return;
+            }
+            Parked::Nothing { exists: true } => {
+                format!("not served after {} crashes: {}", p.restarts, p.error)
+            }
+            // Its load panics here too (the usual reason an actor cannot
+            // start): it stays as it is in storage, and no actor will run
+            // it in this run either.
+            Parked::Failed(e) => format!(
+                "not served after {} crashes: {}; parking it failed: {e}",
+                p.restarts, p.error
+            ),
+        };
+        self.unstartable.insert(id, why.clone());
+        for msg in p.queued {
+            self.actions.push_back(Action::Refuse {
+                id: id.to_string(),
+                msg,
+                why: why.clone(),
+            });
+        }
+    }
+
+    /// The periodic tick: held tasks are released, due idle actors
+    /// passivated (and as many more as ids wait for a slot).
+    pub fn tick(&mut self, now: u64, progress: &mut dyn ActorProgress) {
+        self.release(progress);
+        let wanted = self.deferred.len();
+        self.passivate_idle(now, wanted, progress);
+    }
+
+    /// Starts this tick's share of a retention round.
+    pub fn sweep_begin(&mut self, now: u64) -> bool {
+        self.sweep.begin(now, &self.cfg.retention)
+    }
+
+    /// The next step of the retention sweep. `Done` lists the workflows to
+    /// purge (held ones left out); report [`purged`](Self::purged) once
+    /// their rows are deleted.
+    pub fn sweep_poll(&mut self, now: u64) -> SweepPoll {
+        match self.sweep.poll(now, &self.cfg.retention) {
+            SweepPoll::Done(doomed) if !doomed.is_empty() => {
+                let held = self.backlog.held_ids();
+                SweepPoll::Done(
+                    doomed
+                        .into_iter()
+                        .filter(|(id, _)| !held.contains(id.as_str()))
+                        .collect(),
+                )
+            }
+            other => other,
+        }
+    }
+
+    /// A page for the last [`SweepPoll::Scan`]: (id, status time).
+    pub fn sweep_feed(&mut self, page: Vec<(String, u64)>, now: u64) {
+        let entries = &self.entries;
+        self.sweep.feed(page, now, &self.cfg.retention, |id| {
+            entries.contains_key(id)
+        });
+    }
+
+    /// The status index could not be read: the round is abandoned.
+    pub fn sweep_failed(&mut self, now: u64) {
+        self.sweep.failed(now, &self.cfg.retention);
+    }
+
+    /// Purged workflows are forgotten here.
+    pub fn purged(&mut self, ids: &[String]) {
+        for id in ids {
+            self.cache.remove(id);
+            self.restarts.remove(id);
+            self.backlog.forget(id);
+            self.unstartable.remove(id);
+        }
+    }
+
+    fn release(&mut self, progress: &mut dyn ActorProgress) {
+        let finished = progress.take_finished();
+        let cap = self.cfg.resident_cap.max(1);
+        for r in self.backlog.release(finished, cap) {
+            self.actions.push_back(Action::Send(r));
+        }
+    }
+
+    fn init_for(&mut self, id: &str) -> Init<S> {
+        match self.cache.take(id) {
+            Some(s) => Init::State(s),
+            None => Init::Load,
+        }
+    }
+
+    /// Emits the start of an actor for `id` with `deliver`, counting them
+    /// as routed to it.
+    fn spawn(&mut self, id: &str, init: Init<S>, deliver: Vec<M>) {
+        self.resident += 1;
+        if let Some(entry) = self.entries.get_mut(id) {
+            entry.running = false;
+            entry.spawning = true;
+            entry.stopping = false;
+            for m in &deliver {
+                entry.record(m);
+            }
+        }
+        self.actions.push_back(Action::Spawn {
+            id: id.to_string(),
+            init,
+            deliver,
+        });
+    }
+
+    /// Moves actors that reported finishing a message into the idle queue
+    /// if they are indeed idle, with the time they may be passivated.
+    fn collect_idle(&mut self, now: u64, progress: &mut dyn ActorProgress) {
+        let grace = self.cfg.passivate_idle_ms;
+        for (id, handled) in progress.take_idle() {
+            let Some(entry) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            entry.sync_acks(handled);
+            if entry.is_idle() {
+                self.idle
+                    .push_back((now.saturating_add(grace), id, entry.acked));
+            }
+        }
+    }
+
+    /// Passivates actors idle since their deadline (all due ones), plus up
+    /// to `force` more in least-recently-active order when a slot is needed.
+    fn passivate_idle(&mut self, now: u64, mut force: usize, progress: &mut dyn ActorProgress) {
+        self.collect_idle(now, progress);
+        while let Some((due, _, _)) = self.idle.front() {
+            if *due > now && force == 0 {
+                break;
+            }
+            let Some((_, id, mark)) = self.idle.pop_front() else {
+                break;
+            };
+            let Some(entry) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            entry.sync_acks(progress.handled(&id));
+            // Still idle and nothing handled since it was queued: a workflow
+            // waiting only on tasks or timers. Passivate it.
+            if entry.is_idle() && entry.acked == mark {
+                entry.stopping = true;
+                self.actions.push_back(Action::Stop { id });
+                force = force.saturating_sub(1);
+            }
+        }
+    }
+
+    fn drain_deferred(&mut self) {
+        while self.resident < self.cfg.resident_cap.max(1) {
+            let Some(id) = self.deferred.pop_front() else {
+                break;
+            };
+            if self
+                .entries
+                .get(&id)
+                .is_some_and(|e| !e.running && !e.spawning)
+            {
+                self.restart(&id, false, None);
+            }
+        }
+    }
+
+    /// (Re)starts the actor of an existing entry with what waits for it.
+    /// After a crash (`from_storage`) any cached state is dropped and the
+    /// messages the dead actor had not handled go first (`handled` says how
+    /// far it got; `None` when it never ran).
+    fn restart(&mut self, id: &str, from_storage: bool, handled: Option<u64>) {
+        let init = if from_storage {
+            self.cache.remove(id);
+            Init::Load
+        } else {
+            self.init_for(id)
+        };
+        let forget = self.plant == Some(CorePlant::ForgetUnhandledOnCrash);
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        // Settle what the previous actor finished before it is replaced.
+        if let Some(handled) = handled {
+            entry.sync_acks(handled);
+        }
+        entry.started_before = true;
+        let mut redo: Vec<M> = Vec::new();
+        if from_storage && !forget {
+            // What the dead actor had not finished, the one that killed it included.
+            redo.extend(entry.unacked.drain(..).flatten().map(M::redeliver));
+        }
+        entry.routed = 0;
+        entry.acked = 0;
+        entry.unacked.clear();
+        redo.extend(entry.queued.drain(..));
+        self.spawn(id, init, redo);
+    }
+
+    /// Counts a crash of `id`'s actor; true while the restart budget lasts.
+    fn count_crash(&mut self, id: &str, error: &str) -> bool {
+        let n = self.restarts.entry(id.to_string()).or_insert(0);
+        *n += 1;
+        let restarts = *n;
+        self.actions.push_back(Action::Crashed {
+            id: id.to_string(),
+            restarts,
+            error: error.to_string(),
+        });
+        restarts <= self.cfg.restart_budget
+    }
+
+    /// Out of budget: the workflow is parked as failed with the error; its
+    /// queued messages wait for [`parked`](Self::parked).
+    ///
+    /// When its actor could not even start (`unstartable`), the id is
+    /// remembered: later messages are answered without an actor
+    /// ([`Action::Refuse`]) for the rest of this run instead of each one
+    /// spending the whole restart budget again. A workflow parked after its
+    /// running actor kept crashing (a poison input) can still start, so it
+    /// is served as usual.
+    fn give_up(&mut self, id: &str, error: &str, unstartable: bool) {
+        let restarts = self.restarts.remove(id).unwrap_or(0);
+        self.cache.remove(id);
+        let queued = self
+            .entries
+            .remove(id)
+            .map(|entry| entry.queued)
+            .unwrap_or_default();
+        self.parking.insert(
+            id.to_string(),
+            Parking {
+                unstartable,
+                restarts,
+                error: error.to_string(),
+                queued,
+            },
+        );
+        self.actions.push_back(Action::Park {
+            id: id.to_string(),
+            reason: format!("parked after {restarts} crashes: {error}"),
+            unstartable,
+        });
+    }
+}
