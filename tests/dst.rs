@@ -67,7 +67,7 @@ fn seeds_with_faults_lose_nothing_and_accept_no_step_twice() {
         }
     }
     println!(
-        "dst seeds={n} first={first} secs={:.1} events={} accepted={} completed={} failed={} dispatches={} extra_executions={} flagged={} timeouts={} dropped={} duplicated={} worker_crashes={} orchestrator_crashes={} crashes_losing_writes={} lost_ops={} clock_jumps={} failing_seeds={}",
+        "dst seeds={n} first={first} secs={:.1} events={} accepted={} completed={} failed={} dispatches={} extra_executions={} flagged={} timeouts={} dropped={} duplicated={} worker_crashes={} orchestrator_crashes={} crashes_losing_writes={} lost_ops={} clock_jumps={} purged={} failing_seeds={}",
         t0.elapsed().as_secs_f64(),
         total.events,
         total.accepted,
@@ -84,6 +84,7 @@ fn seeds_with_faults_lose_nothing_and_accept_no_step_twice() {
         total.crashes_losing_writes,
         total.lost_ops,
         total.clock_jumps,
+        total.purged,
         failures.len()
     );
     let seeds: Vec<u64> = failures.iter().map(|r| r.seed).collect();
