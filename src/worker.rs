@@ -357,10 +357,18 @@ pub async fn run_observed(
         direct: nats.results_direct,
         began: tokio::time::Instant::now(),
     });
-    let mut cancels = client
-        .subscribe(format!("{}.cancel.>", subjects.prefix()))
-        .await
-        .map_err(|e| format!("cannot subscribe to cancels: {e}"))?;
+    // Only the cancels of the task types served: with per-type NATS
+    // users (deploy/nats/) a worker may read no others.
+    let mut per_type = Vec::with_capacity(task_types.len());
+    for task_type in &task_types {
+        per_type.push(
+            client
+                .subscribe(subjects.cancel(task_type))
+                .await
+                .map_err(|e| format!("cannot subscribe to cancels: {e}"))?,
+        );
+    }
+    let mut cancels = futures_util::stream::select_all(per_type);
     let s2 = shared.clone();
     tokio::spawn(async move {
         while let Some(m) = cancels.next().await {

@@ -235,6 +235,7 @@ async fn terminal_workflows_are_purged_after_retention_and_live_or_reopened_ones
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_off_keeps_everything_and_memory_storage_refuses_checkpoints() {
     let clock = Arc::new(ManualClock::new(1_000_000));
+    let dir = tempfile::tempdir().unwrap();
     let opts = Options {
         pipelines: Some(vec![two_steps()]),
         clock: Some(clock.clone()),
@@ -245,6 +246,7 @@ async fn retention_off_keeps_everything_and_memory_storage_refuses_checkpoints()
                 after_ms: None,
                 ..RetentionConfig::default()
             },
+            backup_root: Some(dir.path().to_path_buf()),
             ..EngineConfig::default()
         },
         ..Options::default()
@@ -260,7 +262,6 @@ async fn retention_off_keeps_everything_and_memory_storage_refuses_checkpoints()
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(h.engine.describe("w").await.unwrap().is_some());
     assert_eq!(Metrics::get(&h.metrics.workflows_purged), 0);
-    let dir = tempfile::tempdir().unwrap();
     let err = h
         .engine
         .checkpoint(&dir.path().join("cp"))
