@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{Engine, Error};
-use crate::transport::nats::ResultError;
+use crate::transport::ResultError;
 use crate::workflow::{IgnoreReason, Outcome};
 
 /// What the NATS intake tells a worker about its result. Applied (durable)
@@ -34,7 +34,7 @@ pub fn result_verdict(
 /// the intake acknowledges them.
 pub struct ResultIntake(pub Arc<Engine>);
 
-impl crate::transport::nats::ResultHandler for ResultIntake {
+impl crate::transport::ResultHandler for ResultIntake {
     fn handle(
         &self,
         workflow_id: String,
@@ -52,7 +52,7 @@ impl crate::transport::nats::ResultHandler for ResultIntake {
         self.0.ctx.metrics.rejected_message(reason);
     }
 
-    fn partition_of(&self) -> Option<crate::transport::nats::PartitionOf> {
+    fn partition_of(&self) -> Option<crate::transport::PartitionOf> {
         let store = self.0.ctx.store.clone();
         Some(Arc::new(move |id: &str| store.partition_of(id)))
     }
@@ -64,7 +64,7 @@ impl crate::transport::nats::ResultHandler for ResultIntake {
 /// engine, and with it the storage, alive after shutdown.
 pub struct WeakResultIntake(pub std::sync::Weak<Engine>);
 
-impl crate::transport::nats::ResultHandler for WeakResultIntake {
+impl crate::transport::ResultHandler for WeakResultIntake {
     fn handle(
         &self,
         workflow_id: String,

@@ -223,7 +223,7 @@ pub struct Hooks {
     /// once durable, goes to the publisher (`run` sets it; `dev` does not).
     pub outbox: Option<Arc<crate::events::Outbox>>,
     /// Where finished spans go (the OTLP exporter); `None`: no spans are built.
-    pub spans: Option<Arc<dyn crate::otel::SpanSink>>,
+    pub spans: Option<Arc<dyn crate::telemetry::span::SpanSink>>,
     /// Test-only planted bugs (`NARRALYTICA_PLANT`); all off in production.
     pub plants: crate::failpoints::Plants,
 }

@@ -7,7 +7,9 @@
 //! and no sink is set: one disabled-callsite check per event (no
 //! formatting, no allocation) and one `Option` test.
 
-use crate::otel::{workflow_span_key, AttrValue, SpanKind, SpanRecord, SpanSink, SpanStatus};
+use crate::telemetry::span::{
+    workflow_span_key, AttrValue, SpanKind, SpanRecord, SpanSink, SpanStatus,
+};
 use crate::pipeline::PipelineDef;
 use crate::workflow::{AfterFailure, Command, Decision, EventKind, Status, WorkflowState};
 

@@ -8,6 +8,7 @@ pub mod export;
 pub mod family;
 pub mod metrics;
 pub mod quantiles;
+pub mod span;
 
 use std::ops::Deref;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};

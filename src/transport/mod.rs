@@ -8,6 +8,9 @@
 pub mod attempt_key;
 pub mod inproc;
 pub mod nats;
+pub mod results;
+
+pub use results::{PartitionOf, ResultError, ResultHandler};
 
 use std::sync::Arc;
 

@@ -9,7 +9,7 @@ use crate::transport::attempt_key::AttemptKey;
 use crate::transport::{step_of_task, workflow_of_task};
 
 /// Maps a workflow id to the partition that owns it.
-pub type PartitionOf = Arc<dyn Fn(&str) -> u16 + Send + Sync>;
+pub use crate::transport::results::PartitionOf;
 
 /// Why a report was refused; `reason()` is the metric label.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

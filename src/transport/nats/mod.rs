@@ -25,7 +25,8 @@ use crate::transport::attempt_key::AttemptKey;
 
 pub use connect::{connect, connect_tuned, connect_with_stats, redact_url, NatsSecurity, Secret};
 pub use guard::{PartitionOf, Refused, ReportGuard};
-pub use intake::{run_intake, ResultError, ResultHandler};
+pub use crate::transport::results::{ResultError, ResultHandler};
+pub use intake::run_intake;
 pub use publisher::{Drained, NatsTransport};
 pub use stats::{NatsStats, OfferDeclined};
 pub use streams::{ensure_streams, stream_name};
