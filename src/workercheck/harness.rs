@@ -73,7 +73,11 @@ impl Harness {
     /// Connects, creates the streams (as `orchestrator run` does) and
     /// starts listening. `fresh` deletes the task type's consumer and its
     /// queued tasks first, so the worker under test creates the consumer.
-    pub async fn connect(cfg: &NatsConfig, task_type: &str, fresh: bool) -> Result<Harness, String> {
+    pub async fn connect(
+        cfg: &NatsConfig,
+        task_type: &str,
+        fresh: bool,
+    ) -> Result<Harness, String> {
         let prefix = cfg.prefix.as_str();
         let subjects = Subjects::new(prefix)?;
         if !crate::protocol::subjects::valid_token(task_type) {
