@@ -89,7 +89,7 @@ pub fn run(args: WorkerCheckArgs) -> ExitCode {
     rt.block_on(async move {
         let (url, prefix) = (&args.nats.nats_url, &args.nats.prefix);
         let fresh = args.worker_cmd.is_some();
-        let harness = match Harness::connect(url, prefix, &args.task_type, fresh).await {
+        let harness = match Harness::connect(&args.nats.config(), &args.task_type, fresh).await {
             Ok(h) => h,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -74,22 +74,17 @@ impl Harness {
     /// starts listening. `fresh` deletes the task type's consumer and its
     /// queued tasks first, so the worker under test creates the consumer.
     pub async fn connect(
-        nats_url: &str,
-        prefix: &str,
+        cfg: &NatsConfig,
         task_type: &str,
         fresh: bool,
     ) -> Result<Harness, String> {
+        let prefix = cfg.prefix.as_str();
         let subjects = Subjects::new(prefix)?;
         if !crate::protocol::subjects::valid_token(task_type) {
             return Err(format!("invalid task type {task_type:?}"));
         }
-        let cfg = NatsConfig {
-            url: nats_url.to_string(),
-            prefix: prefix.to_string(),
-            ..NatsConfig::default()
-        };
-        let (client, js) = crate::transport::nats::connect(&cfg).await?;
-        ensure_streams(&js, &cfg).await?;
+        let (client, js) = crate::transport::nats::connect(cfg).await?;
+        ensure_streams(&js, cfg).await?;
         if fresh {
             let stream = js
                 .get_stream(stream_name(prefix, "TASKS"))
