@@ -16,7 +16,7 @@
 //! | [`engine`] | ractor actors: root → partition → workflow; timers, liveness |
 //! | [`transport`] | engine ↔ workers traits; the in-process transport |
 //! | [`sim`] | simulated workers (dev mode and tests) |
-//! | [`dst`] | deterministic simulation of the engine: seeded faults, virtual time, a checker |
+//! | [`dst`] | deterministic simulation of the production partition and workflow cores: seeded faults, virtual time, a checker |
 //! | [`verify`] | the independent journal checker behind `orchestrator verify` |
 //! | [`http`] | `/healthz`, `/readyz`, `/metrics` (Prometheus) on axum over hyper, with a connection cap that keeps probes answering; other routers (the console) merge into `http::routes` |
 //! | [`admin`] | the admin verbs over NATS request/reply, and the durable batch jobs they start |

@@ -7,10 +7,10 @@
 //! and no sink is set: one disabled-callsite check per event (no
 //! formatting, no allocation) and one `Option` test.
 
+use crate::pipeline::PipelineDef;
 use crate::telemetry::span::{
     workflow_span_key, AttrValue, SpanKind, SpanRecord, SpanSink, SpanStatus,
 };
-use crate::pipeline::PipelineDef;
 use crate::workflow::{AfterFailure, Command, Decision, EventKind, Status, WorkflowState};
 
 type Attrs = Vec<(&'static str, AttrValue)>;

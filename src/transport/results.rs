@@ -42,4 +42,3 @@ pub trait ResultHandler: Send + Sync + 'static {
         None
     }
 }
-

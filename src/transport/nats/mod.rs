@@ -23,9 +23,9 @@ use std::time::Duration;
 use crate::protocol::Limits;
 use crate::transport::attempt_key::AttemptKey;
 
+pub use crate::transport::results::{ResultError, ResultHandler};
 pub use connect::{connect, connect_tuned, connect_with_stats, redact_url, NatsSecurity, Secret};
 pub use guard::{PartitionOf, Refused, ReportGuard};
-pub use crate::transport::results::{ResultError, ResultHandler};
 pub use intake::run_intake;
 pub use publisher::{Drained, NatsTransport};
 pub use stats::{NatsStats, OfferDeclined};
