@@ -27,7 +27,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::protocol::trace::{span_id, trace_id};
 use crate::telemetry::Metrics;
 
 pub use crate::telemetry::span::{
@@ -688,6 +687,7 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::trace::{span_id, trace_id};
 
     #[test]
     fn endpoints_parse_with_defaults_and_bad_ones_are_refused() {

@@ -3,8 +3,6 @@
 //! partition that owns the workflow. Checked before the engine sees the
 //! report, so a forged or misrouted one changes nothing and costs one HMAC.
 
-use std::sync::Arc;
-
 use crate::transport::attempt_key::AttemptKey;
 use crate::transport::{step_of_task, workflow_of_task};
 
@@ -89,6 +87,7 @@ fn subject_partition(subject: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn only_the_token_holder_on_the_owning_partition_passes() {

@@ -11,7 +11,7 @@ use super::{stream_name, NatsConfig};
 use crate::protocol::subjects::Subjects;
 use crate::protocol::trace::{TraceParent, TRACEPARENT};
 use crate::protocol::{HeartbeatMessage, Limits, ResultMessage, ResultReply, VERSION};
-use crate::transport::results::{PartitionOf, ResultError, ResultHandler};
+use crate::transport::results::{ResultError, ResultHandler};
 use crate::transport::{ReportSink, WorkerReport};
 
 /// A report refused before the engine saw it: the metric label and the

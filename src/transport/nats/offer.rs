@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 
-use super::intake::{accept_result, log_received, ResultError};
+use super::intake::{accept_result, log_received};
 use super::publisher::{Outgoing, Publisher};
 use super::OfferDeclined;
 use crate::protocol::trace::{task_traceparent, TRACEPARENT};
 use crate::protocol::{CancelMessage, TaskMessage, TaskOfferReply, VERSION};
+use crate::transport::ResultError;
 use crate::transport::{workflow_of_task, WorkerReport};
 use crate::workflow::TaskSpec;
 

@@ -10,12 +10,12 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::guard::ReportGuard;
-use super::intake::ResultHandler;
 use super::offer::send_outgoing;
 use super::{NatsConfig, NatsStats};
 use crate::protocol::subjects::Subjects;
 use crate::protocol::Limits;
 use crate::transport::attempt_key::AttemptKey;
+use crate::transport::ResultHandler;
 use crate::transport::{ReportSink, Transport};
 use crate::workflow::TaskSpec;
 
