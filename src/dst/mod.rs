@@ -32,6 +32,7 @@
 
 mod check;
 mod node;
+mod pipelines;
 pub mod rng;
 mod world;
 

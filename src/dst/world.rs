@@ -5,63 +5,21 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 
+mod workers;
+
+use workers::beat_every;
+
+pub(super) use super::pipelines::{pipelines, DOOMED};
+
 use super::check::{self, Ack, Evidence, Log};
 use super::node::{Effect, SimNode};
 use super::rng::{Rng, TraceHash};
 use super::{DstConfig, Report, Stats};
 use crate::engine::{EngineConfig, ManualClock, RetentionConfig};
-use crate::pipeline::load::parse_pipeline;
-use crate::pipeline::{PipelineDef, PipelineLimits};
+use crate::pipeline::PipelineDef;
 use crate::storage::MemoryStorage;
 use crate::transport::workflow_of_task;
-use crate::workflow::{TaskError, TaskOutcome, TaskResult, TaskSpec};
-
-/// The production video pipeline.
-const VIDEO_TOML: &str = include_str!("../../config/pipelines/video.toml");
-
-/// A small pipeline whose middle step always fails: its workflows must end
-/// failed after the retries are exhausted, and `publish` must never run.
-pub(super) const FLAKY_TOML: &str = r#"
-[pipeline]
-name = "flaky"
-version = 1
-
-[defaults.retry]
-max_attempts = 3
-initial_backoff = "100ms"
-backoff_coefficient = 2.0
-max_backoff = "1s"
-
-[defaults.timeouts]
-schedule_to_start = "30s"
-start_to_close = "2m"
-heartbeat = "10s"
-
-[[steps]]
-name = "prepare"
-task_type = "prepare"
-
-[[steps]]
-name = "doomed"
-task_type = "doomed"
-needs = ["prepare"]
-
-[[steps]]
-name = "publish"
-task_type = "publish"
-needs = ["doomed"]
-"#;
-
-/// The task type the simulated workers always fail.
-pub(super) const DOOMED: &str = "doomed";
-
-/// The two pipelines of a run, parsed from their text (no file IO).
-pub(super) fn pipelines() -> Result<Vec<PipelineDef>, String> {
-    let limits = PipelineLimits::default();
-    let video = parse_pipeline(VIDEO_TOML, "video.toml", &limits).map_err(|e| e.to_string())?;
-    let flaky = parse_pipeline(FLAKY_TOML, "flaky.toml", &limits).map_err(|e| e.to_string())?;
-    Ok(vec![video, flaky])
-}
+use crate::workflow::{TaskResult, TaskSpec};
 
 #[derive(Debug, Clone)]
 enum OrchMsg {
@@ -620,94 +578,4 @@ impl World {
             }
         }
     }
-
-    fn worker_msg(&mut self, worker: usize, msg: WorkerMsg) {
-        let Some(w) = self.workers.get_mut(worker) else {
-            return;
-        };
-        if !w.up {
-            self.stats.dropped += 1;
-            return;
-        }
-        match msg {
-            WorkerMsg::Cancel(task_id) => w.runs.retain(|_, s| s.task_id != task_id),
-            WorkerMsg::Task(spec) => {
-                let epoch = w.epoch;
-                self.next_run += 1;
-                let run = self.next_run;
-                self.stats.executions += 1;
-                self.log.executed(&spec.task_id, &spec.idempotency_key);
-                let task_id = spec.task_id.clone();
-                let every = beat_every(&spec);
-                w.runs.insert(run, spec);
-                self.send(0, Ev::ToOrch(OrchMsg::Started { task_id }));
-                if self.faulty() && self.rng.chance(self.cfg.hang_rate) {
-                    // Hung: holds the task, never answers, never beats.
-                    return;
-                }
-                let ms = if self.rng.chance(self.cfg.long_task_rate) {
-                    self.push(self.now + every, Ev::WorkerBeat { worker, epoch, run });
-                    self.rng.range(20_000, 90_000)
-                } else {
-                    self.rng.range(1, 200)
-                };
-                self.push(self.now + ms, Ev::WorkerFinish { worker, epoch, run });
-            }
-        }
-    }
-
-    fn worker_finish(&mut self, worker: usize, epoch: u64, run: u64) {
-        let Some(w) = self.workers.get_mut(worker) else {
-            return;
-        };
-        if w.epoch != epoch {
-            return;
-        }
-        let Some(spec) = w.runs.remove(&run) else {
-            return;
-        };
-        let fail = spec.task_type == DOOMED || self.rng.chance(self.cfg.fail_rate);
-        let outcome = if fail {
-            TaskOutcome::Failed(TaskError {
-                kind: if spec.task_type == DOOMED {
-                    "doomed".into()
-                } else {
-                    "flaky".into()
-                },
-                message: "simulated failure".into(),
-                retryable: true,
-            })
-        } else {
-            match crate::sim::output_for(&spec) {
-                Ok(out) => TaskOutcome::Succeeded(out),
-                Err(e) => TaskOutcome::Failed(TaskError {
-                    kind: "invalid_input".into(),
-                    message: e,
-                    retryable: false,
-                }),
-            }
-        };
-        let success = matches!(outcome, TaskOutcome::Succeeded(_));
-        let result = TaskResult {
-            task_id: spec.task_id.clone(),
-            step: spec.step.clone(),
-            attempt: spec.attempt,
-            outcome,
-            worker: Some(format!("w{worker}")),
-            started_at_ms: None,
-        };
-        self.log.answered(&spec.task_id, success);
-        if self.faulty() && self.rng.chance(self.cfg.answer_twice_rate) {
-            self.log.answered(&spec.task_id, success);
-            let later = self.rng.range(0, 2_000);
-            self.send(later, Ev::ToOrch(OrchMsg::Result(result.clone())));
-        }
-        self.send(0, Ev::ToOrch(OrchMsg::Result(result)));
-    }
-}
-
-/// How often a long-running simulated task heartbeats: a third of its
-/// heartbeat timeout (15 s without one).
-fn beat_every(spec: &TaskSpec) -> u64 {
-    spec.heartbeat_timeout_ms.map_or(15_000, |t| (t / 3).max(1))
 }

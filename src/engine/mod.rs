@@ -21,6 +21,7 @@ pub mod observe;
 pub mod partition;
 pub mod partition_core;
 pub mod progress;
+pub mod recovery;
 pub mod registry;
 pub mod root;
 pub mod timers;

@@ -12,9 +12,9 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 
 use super::metrics::Metrics;
 use super::partition_core::{
-    Action, ActorProgress, CoreConfig, Init, Parked, PartitionCore, Routable, SweepPoll,
+    Action, ActorProgress, CoreConfig, Init, Parked, PartitionCore, Routable,
 };
-use super::transition::{load, park_committed, prepare_park, send_owed, PartitionTimes};
+use super::transition::{send_owed, PartitionTimes};
 use super::workflow_actor::{
     InputReply, Queued, Resident, Slot, StartReply, WorkflowActor, WorkflowArgs, WorkflowMsg,
 };
@@ -24,6 +24,7 @@ use crate::workflow::{Input, TaskSpec, TimerKind, WorkflowState};
 use rustc_hash::FxHashMap as FastMap;
 
 mod accept;
+mod parking;
 mod purge;
 
 pub use purge::purge_ops;
@@ -153,13 +154,6 @@ impl ActorProgress for Progress<'_> {
     fn take_finished(&mut self) -> Vec<String> {
         std::mem::take(&mut self.times.lock().finished)
     }
-}
-
-/// [`load`] on the partition's own task, where a panic in it must not take
-/// the partition down: a panic becomes an error.
-fn load_caught(ctx: &EngineCtx, partition: u16, id: &str) -> Result<Option<WorkflowState>, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(ctx, partition, id)))
-        .unwrap_or_else(|_| Err(format!("workflow {id}: loading it panicked")))
 }
 
 pub struct PartitionActor;
@@ -495,63 +489,6 @@ impl PartitionState {
         self.route(id, msg);
     }
 
-    /// Answers a message for a workflow whose actor cannot start without
-    /// one: `describe` and a `start` of the same id from storage (a load
-    /// that panics is an error), other requests refused with why, the way a
-    /// terminal workflow refuses them. An input without a reply port (a
-    /// fired timer, a late result) is dropped: no actor can take it in this
-    /// run, and the tasks it concerns are sent again when a restarted node
-    /// recovers the workflow.
-    fn refuse(&self, id: &str, msg: WorkflowMsg, error: &str) {
-        let stored = || load_caught(&self.ctx, self.index, id);
-        match msg {
-            WorkflowMsg::Describe(reply) => {
-                let _ = reply.send(stored());
-            }
-            WorkflowMsg::Input(Queued { reply, .. }) => match reply {
-                Some(reply) => {
-                    let _ = reply.send(Ok(crate::workflow::Outcome::Rejected(format!(
-                        "workflow {id} is {error}; its actor cannot start in this run (restart the node once the cause is fixed)"
-                    ))));
-                }
-                None => {
-                    tracing::debug!(workflow_id = %id, "input for a workflow whose actor cannot start dropped");
-                }
-            },
-            WorkflowMsg::Start { reply, .. } => {
-                if let Some(reply) = reply {
-                    let _ = reply.send(match stored() {
-                        Ok(Some(wf)) => Ok(StartReply {
-                            id: id.to_string(),
-                            status: wf.status,
-                            created: false,
-                        }),
-                        Ok(None) => Err(format!("workflow {id}: {error}")),
-                        Err(e) => Err(e),
-                    });
-                }
-            }
-            WorkflowMsg::Drain => {}
-        }
-    }
-
-    /// Writes the parking transition; false if there was none to write.
-    async fn park(&mut self, id: &str, reason: String) -> Result<bool, String> {
-        let ctx = self.ctx.clone();
-        // A workflow is parked when its actor keeps dying, possibly while it
-        // loads: a panic in this load must not take the partition down too.
-        let Some(wf) = load_caught(&ctx, self.index, id)? else {
-            return Ok(false);
-        };
-        let Some(mut plan) = prepare_park(&ctx, self.index, wf, reason)? else {
-            return Ok(false);
-        };
-        let ops = std::mem::take(&mut plan.prepared.ops);
-        ctx.committer.commit(ops).await.map_err(|e| e.to_string())?;
-        park_committed(&ctx, &self.times, plan);
-        Ok(true)
-    }
-
     async fn tick(&mut self, myself: &ActorRef<PartitionMsg>) {
         let now = self.ctx.clock.now_ms();
         {
@@ -587,47 +524,6 @@ impl PartitionState {
         // Routing first: a purge must see the entries these inputs create.
         self.perform(myself).await;
         self.retention_step(now).await;
-    }
-
-    /// One tick's share of a retention round (see
-    /// [`super::partition_core::Sweep`]): the core picks due terminal
-    /// workflows that have no entry here; they are purged in one batch.
-    async fn retention_step(&mut self, now: u64) {
-        if !self.core.sweep_begin(now) {
-            return;
-        }
-        let store = self.ctx.store.clone();
-        loop {
-            match self.core.sweep_poll(now) {
-                SweepPoll::Scan { code, after, n } => {
-                    let page: Result<Vec<(String, crate::storage::StatusEntry)>, _> = match &after {
-                        None => store.list_status(self.index, code, n),
-                        Some(a) => store.list_status_after(self.index, code, a, n),
-                    };
-                    match page {
-                        Ok(page) => {
-                            let page = page
-                                .into_iter()
-                                .map(|(id, entry)| (id, entry.updated_at_ms))
-                                .collect();
-                            self.core.sweep_feed(page, now);
-                        }
-                        Err(e) => {
-                            tracing::error!(partition = self.index, error = %e,
-                                "retention: cannot read the status index; round abandoned");
-                            self.core.sweep_failed(now);
-                            return;
-                        }
-                    }
-                }
-                SweepPoll::Done(doomed) => {
-                    if !doomed.is_empty() {
-                        self.purge(doomed).await;
-                    }
-                    return;
-                }
-            }
-        }
     }
 }
 

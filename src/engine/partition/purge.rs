@@ -3,6 +3,7 @@
 
 use super::PartitionState;
 use crate::engine::metrics::Metrics;
+use crate::engine::partition_core::SweepPoll;
 use crate::storage::store::WorkflowStore;
 use crate::storage::Op;
 use rustc_hash::FxHashSet as FastSet;
@@ -26,6 +27,47 @@ pub fn purge_ops(
 }
 
 impl PartitionState {
+    /// One tick's share of a retention round (see
+    /// [`super::partition_core::Sweep`]): the core picks due terminal
+    /// workflows that have no entry here; they are purged in one batch.
+    pub(super) async fn retention_step(&mut self, now: u64) {
+        if !self.core.sweep_begin(now) {
+            return;
+        }
+        let store = self.ctx.store.clone();
+        loop {
+            match self.core.sweep_poll(now) {
+                SweepPoll::Scan { code, after, n } => {
+                    let page: Result<Vec<(String, crate::storage::StatusEntry)>, _> = match &after {
+                        None => store.list_status(self.index, code, n),
+                        Some(a) => store.list_status_after(self.index, code, a, n),
+                    };
+                    match page {
+                        Ok(page) => {
+                            let page = page
+                                .into_iter()
+                                .map(|(id, entry)| (id, entry.updated_at_ms))
+                                .collect();
+                            self.core.sweep_feed(page, now);
+                        }
+                        Err(e) => {
+                            tracing::error!(partition = self.index, error = %e,
+                                "retention: cannot read the status index; round abandoned");
+                            self.core.sweep_failed(now);
+                            return;
+                        }
+                    }
+                }
+                SweepPoll::Done(doomed) => {
+                    if !doomed.is_empty() {
+                        self.purge(doomed).await;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
     /// Deletes every stored row of the `doomed` workflows in one batch and
     /// forgets them (core, timers). Runs in the partition's serialized
     /// context: none of them has an entry (the core checked), and no message

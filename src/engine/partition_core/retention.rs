@@ -16,6 +16,7 @@
 //! one not resident has no transition in flight. A reopen (`retry`,
 //! `rerun`) arriving after the purge finds no state: `unknown workflow`.
 
+use super::{PartitionCore, Routable};
 use crate::engine::RetentionConfig;
 use crate::workflow::Status;
 
@@ -154,5 +155,55 @@ impl Sweep {
         self.status = 0;
         self.after = None;
         self.next_round_ms = now.saturating_add(cfg.sweep_every_ms.max(1)).max(earliest);
+    }
+}
+
+/// The retention sweep as the partition core runs it: the core knows which
+/// workflows have an entry (kept this round) and which are held.
+impl<M: Routable, S, T> PartitionCore<M, S, T> {
+    /// Starts this tick's share of a retention round.
+    pub fn sweep_begin(&mut self, now: u64) -> bool {
+        self.sweep.begin(now, &self.cfg.retention)
+    }
+
+    /// The next step of the retention sweep. `Done` lists the workflows to
+    /// purge (held ones left out); report [`purged`](Self::purged) once
+    /// their rows are deleted.
+    pub fn sweep_poll(&mut self, now: u64) -> SweepPoll {
+        match self.sweep.poll(now, &self.cfg.retention) {
+            SweepPoll::Done(doomed) if !doomed.is_empty() => {
+                let held = self.backlog.held_ids();
+                SweepPoll::Done(
+                    doomed
+                        .into_iter()
+                        .filter(|(id, _)| !held.contains(id.as_str()))
+                        .collect(),
+                )
+            }
+            other => other,
+        }
+    }
+
+    /// A page for the last [`SweepPoll::Scan`]: (id, status time).
+    pub fn sweep_feed(&mut self, page: Vec<(String, u64)>, now: u64) {
+        let entries = &self.entries;
+        self.sweep.feed(page, now, &self.cfg.retention, |id| {
+            entries.contains_key(id)
+        });
+    }
+
+    /// The status index could not be read: the round is abandoned.
+    pub fn sweep_failed(&mut self, now: u64) {
+        self.sweep.failed(now, &self.cfg.retention);
+    }
+
+    /// Purged workflows are forgotten here.
+    pub fn purged(&mut self, ids: &[String]) {
+        for id in ids {
+            self.cache.remove(id);
+            self.restarts.remove(id);
+            self.backlog.forget(id);
+            self.unstartable.remove(id);
+        }
     }
 }
