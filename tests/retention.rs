@@ -85,7 +85,7 @@ fn assert_no_rows(store: &WorkflowStore, id: &str) {
     );
     assert!(!store.workflow_exists(p, id).unwrap());
     for s in Status::ALL {
-        let listed: Vec<(String, orchestrator::engine::transition::StatusEntry)> =
+        let listed: Vec<(String, orchestrator::storage::StatusEntry)> =
             store.list_status(p, s.code(), usize::MAX).unwrap();
         assert!(
             listed.iter().all(|(i, _)| i != id),

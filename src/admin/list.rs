@@ -3,10 +3,10 @@
 
 use super::wire::{Filter, ListReply, ListRequest, ListedWorkflow};
 use super::{code, AdminError, LIST_PAGE_DEFAULT, LIST_PAGE_MAX, LIST_SCAN_MAX};
-use crate::engine::transition::StatusEntry;
 use crate::engine::Engine;
 use crate::protocol::VERSION;
 use crate::storage::store::WorkflowStore;
+use crate::storage::StatusEntry;
 use crate::workflow::Status;
 
 /// A parsed [`Filter`]: status codes to scan and the cut-off time.

@@ -19,7 +19,8 @@ use super::{DstConfig, Plant};
 use crate::engine::partition_core::{
     Action, ActorProgress, CoreConfig, Init, PartitionCore, Routable,
 };
-use crate::engine::transition::{self, PartitionTimes};
+use crate::engine::recovery;
+use crate::engine::transition::PartitionTimes;
 use crate::engine::workflow_shell::{Fold, QueuedInput, StartCommit, StartStep, WorkflowShell};
 use crate::engine::{EngineConfig, EngineCtx, Hooks, ManualClock, Metrics, PipelineRegistry};
 use crate::pipeline::PipelineDef;
@@ -235,7 +236,7 @@ impl SimNode {
             let times = Arc::new(Mutex::new(PartitionTimes::default()));
             let mut core = PartitionCore::new(CoreConfig::for_partition(engine));
             core.plant(cfg.core_plant);
-            let recovered = transition::recover(&node.ctx, p, &times)?;
+            let recovered = recovery::recover(&node.ctx, p, &times)?;
             for (wf, owed) in recovered.workflows {
                 core.hold(wf.id.clone(), owed, true);
                 core.cache_put(wf.id.clone(), Box::new(wf));
@@ -348,7 +349,7 @@ impl SimNode {
                 Action::Drop(msgs) => drop(msgs),
                 Action::Send(release) => {
                     let times = self.parts[p].times.clone();
-                    transition::send_owed(&self.ctx, &times, release.tasks, release.resend);
+                    recovery::send_owed(&self.ctx, &times, release.tasks, release.resend);
                     self.collect_sent();
                 }
             }

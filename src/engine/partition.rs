@@ -14,7 +14,8 @@ use super::metrics::Metrics;
 use super::partition_core::{
     Action, ActorProgress, CoreConfig, Init, Parked, PartitionCore, Routable,
 };
-use super::transition::{send_owed, PartitionTimes};
+use super::recovery::send_owed;
+use super::transition::PartitionTimes;
 use super::workflow_actor::{
     InputReply, Queued, Resident, Slot, StartReply, WorkflowActor, WorkflowArgs, WorkflowMsg,
 };
@@ -400,7 +401,7 @@ impl PartitionState {
     /// ids), re-watches them, and re-arms the partition's durable timers.
     fn recover(&mut self) -> Result<(), ActorProcessingErr> {
         let ctx = self.ctx.clone();
-        let recovered = super::transition::recover(&ctx, self.index, &self.times)?;
+        let recovered = super::recovery::recover(&ctx, self.index, &self.times)?;
         for (wf, owed) in recovered.workflows {
             self.core.hold(wf.id.clone(), owed, true);
             self.core.cache_put(wf.id.clone(), Box::new(wf));

@@ -14,10 +14,11 @@ use crate::workflow::{
     TimerKind, WorkflowState,
 };
 
+use super::recovery::send_owed;
 use super::timers::{Liveness, TimerWheel};
 use crate::workflow::budget::RetryBudget;
 
-pub use crate::storage::StatusEntry;
+use crate::storage::StatusEntry;
 
 /// The partition's clocks, shared with its workflow actors.
 #[derive(Debug, Default)]
@@ -484,5 +485,3 @@ pub fn note_outcome(ctx: &EngineCtx, outcome: &Outcome) {
         Outcome::Rejected(_) => Metrics::inc(&ctx.metrics.rejected_inputs),
     }
 }
-
-pub use super::recovery::{load, recover, send_owed, Recovered};

@@ -27,8 +27,9 @@ use parking_lot::Mutex;
 
 use super::metrics::Metrics;
 use super::partition_core::Init;
+use super::recovery::load;
 use super::transition::{
-    after_commit, apply, load, note_outcome, prepare, EventHandOver, PartitionTimes,
+    after_commit, apply, note_outcome, prepare, EventHandOver, PartitionTimes,
 };
 use super::workflow_actor::{InputError, InputReply, StartReply};
 use super::EngineCtx;

@@ -8,12 +8,12 @@ use super::{Effect, Progress, SimMsg, SimNode};
 use crate::dst::check::Ack;
 use crate::engine::partition::purge_ops;
 use crate::engine::partition_core::{Parked, SweepPoll};
-use crate::engine::transition;
+use crate::engine::{recovery, transition};
 use crate::workflow::Input;
 
 impl SimNode {
     pub(super) fn park(&mut self, p: usize, id: &str, reason: String) -> Parked {
-        let wf = match transition::load(&self.ctx, p as u16, id) {
+        let wf = match recovery::load(&self.ctx, p as u16, id) {
             Ok(Some(wf)) => wf,
             Ok(None) => return Parked::Nothing { exists: false },
             Err(e) => return Parked::Failed(e),
@@ -39,7 +39,7 @@ impl SimNode {
     pub(super) fn refuse(&mut self, p: usize, id: &str, msg: SimMsg) {
         match msg {
             SimMsg::Start { wf, .. } => {
-                let exists = matches!(transition::load(&self.ctx, p as u16, id), Ok(Some(_)));
+                let exists = matches!(recovery::load(&self.ctx, p as u16, id), Ok(Some(_)));
                 self.effects.push(Effect::Reply { wf, ok: exists });
             }
             SimMsg::Input {

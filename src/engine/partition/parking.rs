@@ -2,7 +2,8 @@
 //! parking it as failed, and answering its messages without an actor.
 
 use super::{PartitionState, StartReply};
-use crate::engine::transition::{load, park_committed, prepare_park};
+use crate::engine::recovery::load;
+use crate::engine::transition::{park_committed, prepare_park};
 use crate::engine::workflow_actor::{Queued, WorkflowMsg};
 use crate::engine::EngineCtx;
 use crate::workflow::WorkflowState;
