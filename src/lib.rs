@@ -10,6 +10,7 @@
 //! | module | owns |
 //! | --- | --- |
 //! | [`pipeline`] | pipeline definitions: TOML format, validation, DAG helpers |
+//! | [`durations`] | the one duration grammar and rate grammar of files and flags; a leaf |
 //! | [`workflow`] | the pure core: `decide`, `evolve`, state, events, commands |
 //! | [`storage`] | the storage trait, RocksDB and in-memory twins, codec, keys, group commit |
 //! | [`telemetry`] | counters, gauges, histograms (prometheus-client) declared with their name and help, the engine's `Metrics`, the text exposition; a leaf |
@@ -46,6 +47,7 @@ pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod dst;
+pub mod durations;
 pub mod engine;
 pub mod events;
 pub mod failpoints;

@@ -73,8 +73,9 @@ const Z_P99: f64 = 2.326_347_874_040_841;
 
 /// Per-task latency of simulated workers, drawn deterministically from the
 /// seed and the task id (so a run reproduces). Text form, as the flags take it:
-/// `fixed:5ms`, `uniform:1ms..10ms`, `lognormal:p50=5ms,p99=50ms` (units
-/// `us`, `ms`, `s`; every value at most [`LATENCY_MAX`]).
+/// `fixed:5ms`, `uniform:1ms..10ms`, `lognormal:p50=5ms,p99=50ms` (durations
+/// in the crate's grammar, [`crate::durations`]; every value at most
+/// [`LATENCY_MAX`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LatencyDist {
     Fixed(Duration),
@@ -87,47 +88,17 @@ pub enum LatencyDist {
     },
 }
 
-/// Parses `5ms`, `1.5ms`, `250us`, `2s` (a bare `0` is zero).
+/// Parses a latency in the crate's duration grammar ([`crate::durations`]:
+/// `5ms`, `1.5ms`, `250us`, `2s`, `0`), at most [`LATENCY_MAX`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    if t == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let (num, scale) = if let Some(n) = t.strip_suffix("us").or_else(|| t.strip_suffix("µs")) {
-        (n, 1e-6)
-    } else if let Some(n) = t.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else {
-        return Err(format!("{text:?} needs a unit: us, ms or s (e.g. 5ms)"));
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 5ms, 1.5s, 250us)"))?;
-    let secs = v * scale;
-    if !(secs.is_finite() && secs >= 0.0) {
+    let d = crate::durations::parse(text).map_err(|e| format!("{text:?}: {e}"))?;
+    if d > LATENCY_MAX {
         return Err(format!(
-            "{text:?} is not a duration (e.g. 5ms, 1.5s, 250us)"
+            "{text:?} is above the limit of {}",
+            crate::durations::format(LATENCY_MAX)
         ));
     }
-    if secs > LATENCY_MAX.as_secs_f64() {
-        return Err(format!(
-            "{text:?} is above the limit of {} s",
-            LATENCY_MAX.as_secs()
-        ));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-fn fmt_duration(d: Duration) -> String {
-    let us = d.as_micros();
-    if us.is_multiple_of(1000) {
-        format!("{}ms", us / 1000)
-    } else {
-        format!("{us}us")
-    }
+    Ok(d)
 }
 
 impl std::str::FromStr for LatencyDist {
@@ -179,15 +150,20 @@ impl std::str::FromStr for LatencyDist {
 impl std::fmt::Display for LatencyDist {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LatencyDist::Fixed(d) => write!(f, "fixed:{}", fmt_duration(*d)),
+            LatencyDist::Fixed(d) => write!(f, "fixed:{}", crate::durations::format(*d)),
             LatencyDist::Uniform(lo, hi) => {
-                write!(f, "uniform:{}..{}", fmt_duration(*lo), fmt_duration(*hi))
+                write!(
+                    f,
+                    "uniform:{}..{}",
+                    crate::durations::format(*lo),
+                    crate::durations::format(*hi)
+                )
             }
             LatencyDist::LogNormal { p50, p99 } => write!(
                 f,
                 "lognormal:p50={},p99={}",
-                fmt_duration(*p50),
-                fmt_duration(*p99)
+                crate::durations::format(*p50),
+                crate::durations::format(*p99)
             ),
         }
     }

@@ -76,9 +76,7 @@ pub fn parse_fail_for(s: &str) -> Result<Outage, String> {
         return Err(format!("invalid task type {task_type:?} in --fail-for"));
     }
     let (dur, after) = span.split_once('@').unwrap_or((span, "0s"));
-    let ms = |d: &str| {
-        crate::pipeline::load::parse_duration_ms(d).map_err(|e| format!("--fail-for {s:?}: {e}"))
-    };
+    let ms = |d: &str| crate::durations::parse_ms(d).map_err(|e| format!("--fail-for {s:?}: {e}"));
     Ok(Outage {
         task_type: task_type.to_owned(),
         after_ms: ms(after)?,

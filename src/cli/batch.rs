@@ -112,16 +112,11 @@ pub struct JobArgs {
     pub nats: NatsArgs,
 }
 
-/// `N/s` or `N`: a positive rate per second.
+/// `--rate` in the crate's rate grammar ([`crate::durations`]: `20/s`,
+/// `600/m`, a bare `20` per second), at most [`crate::admin::batch::RATE_MAX`].
 pub fn parse_rate(s: &str) -> Result<f64, String> {
-    let n = s.strip_suffix("/s").unwrap_or(s);
-    match n.trim().parse::<f64>() {
-        Ok(r) if r.is_finite() && r > 0.0 && r <= crate::admin::batch::RATE_MAX => Ok(r),
-        _ => Err(format!(
-            "--rate {s:?} must be a number per second within (0, {}] like 20/s",
-            crate::admin::batch::RATE_MAX
-        )),
-    }
+    crate::durations::parse_rate(s, crate::admin::batch::RATE_MAX)
+        .map_err(|e| format!("--rate {s:?}: {e}"))
 }
 
 pub fn run(args: BatchArgs) -> ExitCode {
@@ -307,6 +302,7 @@ mod tests {
     fn rates_parse_with_or_without_unit() {
         assert_eq!(parse_rate("20/s"), Ok(20.0));
         assert_eq!(parse_rate("0.5"), Ok(0.5));
+        assert_eq!(parse_rate("600/m"), Ok(10.0));
         assert!(parse_rate("0/s").is_err());
         assert!(parse_rate("fast").is_err());
         assert!(parse_rate("1e9/s").is_err());

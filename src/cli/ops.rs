@@ -160,7 +160,7 @@ pub fn parse_status(s: &str) -> Result<String, String> {
 
 /// `--since`: a positive duration such as `24h`, `30m`, `1h30m`.
 pub fn parse_since(s: &str) -> Result<u64, String> {
-    match crate::pipeline::load::parse_duration_ms(s) {
+    match crate::durations::parse_ms(s) {
         Ok(0) => Err("--since must be above 0".to_string()),
         Ok(ms) => Ok(ms),
         Err(e) => Err(format!("--since {s:?}: {e} (e.g. 24h, 30m, 1h30m)")),

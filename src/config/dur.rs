@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::pipeline::load::parse_duration_ms;
+use crate::durations;
 
 /// A duration written as a string (`"200ms"`, `"5s"`, `"1h30m"`, `"7d"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,10 +47,7 @@ impl fmt::Display for Dur {
 impl std::str::FromStr for Dur {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "0" {
-            return Ok(Dur(0));
-        }
-        parse_duration_ms(s).map(Dur)
+        durations::parse_ms(s).map(Dur).map_err(|e| e.to_string())
     }
 }
 

@@ -567,8 +567,9 @@ mod tests {
         assert_eq!(parse_span("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_span("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_span("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_span("3").unwrap(), Duration::from_secs(3));
-        for bad in ["", "x", "-1s", "25h", "NaNs", "1e400s"] {
+        assert_eq!(parse_span("250us").unwrap(), Duration::from_micros(250));
+        assert_eq!(parse_span("24h").unwrap(), SPAN_MAX);
+        for bad in ["", "x", "3", "-1s", "25h", "24h1us", "NaNs", "1e400s"] {
             assert!(parse_span(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_rate("500/s").unwrap(), 500.0);

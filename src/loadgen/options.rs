@@ -92,55 +92,18 @@ pub struct Outcome {
     pub errors: u64,
 }
 
-/// Parses `10s`, `500ms`, `2m`, `1h`, `250us` (at most [`SPAN_MAX`]).
+/// Parses a span of a load run in the crate's duration grammar
+/// ([`crate::durations`]: `10s`, `500ms`, `2m`, `250us`), at most [`SPAN_MAX`].
 pub fn parse_span(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let (num, scale) = if let Some(n) = t.strip_suffix("us") {
-        (n, 1e-6)
-    } else if let Some(n) = t.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = t.strip_suffix('h') {
-        (n, 3600.0)
-    } else {
-        (t, 1.0) // bare number: seconds
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 10s, 500ms, 2m)"))?;
-    let secs = v * scale;
-    if !(secs.is_finite() && secs >= 0.0) {
-        return Err(format!("{text:?} is not a duration (e.g. 10s, 500ms, 2m)"));
-    }
-    if secs > SPAN_MAX.as_secs_f64() {
+    let span = crate::durations::parse(text).map_err(|e| format!("{text:?}: {e}"))?;
+    if span > SPAN_MAX {
         return Err(format!("{text:?} is above the limit of 24h"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(span)
 }
 
-/// Parses `500/s`, `30/m`, `2/h` or a bare `500` (per second), in (0, [`RATE_MAX`]].
+/// Parses `--rate` in the crate's rate grammar ([`crate::durations`]:
+/// `500/s`, `30/m`, `2/h` or a bare `500` per second), in (0, [`RATE_MAX`]].
 pub fn parse_rate(text: &str) -> Result<f64, String> {
-    let t = text.trim();
-    let (num, per) = match t.split_once('/') {
-        Some((n, "s")) => (n, 1.0),
-        Some((n, "m")) => (n, 60.0),
-        Some((n, "h")) => (n, 3600.0),
-        Some(_) => return Err(format!("{text:?}: the rate unit is /s, /m or /h")),
-        None => (t, 1.0),
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a rate (e.g. 500/s)"))?;
-    let r = v / per;
-    if !(r.is_finite() && r > 0.0 && r <= RATE_MAX) {
-        return Err(format!(
-            "{text:?}: the rate must be above 0 and at most {RATE_MAX}/s"
-        ));
-    }
-    Ok(r)
+    crate::durations::parse_rate(text, RATE_MAX).map_err(|e| format!("{text:?}: {e}"))
 }

@@ -4,8 +4,8 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 
-use super::duration::{format_duration_ms, format_optional_ms};
 use super::PipelineDef;
+use crate::durations::format_ms as format_duration_ms;
 
 /// Level of each step: 0 without needs, else one more than its deepest need.
 /// `None` marks steps on or behind a cycle (possible only in definitions built
@@ -143,4 +143,8 @@ impl PipelineDef {
         }
         out
     }
+}
+
+fn format_optional_ms(ms: Option<u64>) -> String {
+    ms.map_or_else(|| "none".to_owned(), format_duration_ms)
 }

@@ -42,7 +42,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-pub use super::duration::{format_duration_ms, parse_duration_ms};
 pub use super::error::{PipelineError, PipelineErrorKind};
 use super::validate::Parser;
 use super::{PipelineDef, PipelineLimits};

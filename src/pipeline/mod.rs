@@ -2,13 +2,12 @@
 //!
 //! The types here are plain data consumed by the pure workflow core. Loading
 //! `config/pipelines/*.toml` lives in [`load`], the validation it runs in
-//! `validate` (over the file's `raw` form), its errors in [`error`], the
-//! duration grammar of the files in [`duration`], and the DAG views
-//! (levels, topological order, rendering) in `graph`.
+//! `validate` (over the file's `raw` form), its errors in [`error`] and the DAG
+//! views (levels, topological order, rendering) in `graph`. Durations in the
+//! files follow the crate's one grammar ([`crate::durations`]).
 
 use serde::{Deserialize, Serialize};
 
-pub mod duration;
 pub mod error;
 mod graph;
 pub mod load;

@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use super::duration::{MS_PER_HOUR, MS_PER_MINUTE, MS_PER_SECOND};
+const MS_PER_SECOND: u64 = 1_000;
+const MS_PER_MINUTE: u64 = 60 * MS_PER_SECOND;
+const MS_PER_HOUR: u64 = 60 * MS_PER_MINUTE;
 use super::load::*;
 use super::raw::{builtin_retry, builtin_timeouts};
 use super::*;

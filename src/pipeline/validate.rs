@@ -11,7 +11,6 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
-use super::duration::{format_duration_ms, parse_duration_ms};
 use super::error::{PipelineError, PipelineErrorKind};
 use super::graph::compute_levels;
 use super::raw::{
@@ -19,6 +18,7 @@ use super::raw::{
     RAW_TYPE_NAMES,
 };
 use super::{PipelineDef, PipelineLimits, RetryPolicy, StepDef, StepTimeouts};
+use crate::durations::{format_ms as format_duration_ms, parse_ms as parse_duration_ms};
 
 pub(super) struct Parser<'a> {
     pub(super) file: &'a str,
@@ -386,7 +386,7 @@ impl<'a> Parser<'a> {
             let reason = if text == "none" {
                 "\"none\" is only allowed for timeouts".to_owned()
             } else {
-                reason
+                reason.to_string()
             };
             self.bad_duration(text, field, step, reason)
         })
@@ -402,7 +402,8 @@ impl<'a> Parser<'a> {
         if text == "none" {
             return Ok(None);
         }
-        let ms = parse_duration_ms(text).map_err(|r| self.bad_duration(text, field, step, r))?;
+        let ms = parse_duration_ms(text)
+            .map_err(|r| self.bad_duration(text, field, step, r.to_string()))?;
         if ms == 0 {
             return Err(self.bad_duration(
                 text,
