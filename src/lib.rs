@@ -26,6 +26,7 @@
 //! | [`loadgen`] | `orchestrator loadgen`: open/closed-loop load over NATS, outputs checked from the event stream |
 //! | [`node`] | assembling storage + committer + pipelines for a process |
 //! | [`otel`] | span records and their export over OTLP/HTTP (JSON) |
+//! | [`paths`] | whether a path lies inside a directory (canonical paths); a leaf |
 //! | [`progress`] | progress bars on indicatif, drawn only on a terminal |
 //! | [`workercheck`] | `orchestrator worker-check`: a fake orchestrator that checks a worker against the protocol |
 //! | [`cli`] | the `orchestrator` command |
@@ -55,6 +56,7 @@ pub mod http;
 pub mod loadgen;
 pub mod node;
 pub mod otel;
+pub mod paths;
 pub mod pipeline;
 pub mod progress;
 pub mod protocol;

@@ -29,6 +29,8 @@ const LAYERS: &[(&str, u8)] = &[
     // Progress bars of the long-running commands (cli, loadgen).
     ("progress", 0),
     ("failpoints", 0),
+    // Path confinement (canonical paths), used by the store.
+    ("paths", 0),
     // One duration and rate grammar for flags, config and pipeline files.
     ("durations", 0),
     // 1: storage, and what is built only on it and the leaves.
@@ -69,12 +71,6 @@ const CRATE_ROOT: &str = "lib";
 const KNOWN_UPWARD: &[(&str, &str)] = &[
     // The journal's hot path builds the lifecycle message (events::Outbox).
     ("engine", "events"),
-    // RocksDB's checkpoint checks its target with backup's path rule,
-    // and backup takes its checkpoint through the storage trait.
-    ("storage", "backup"),
-    ("backup", "storage"),
-    // `VerifyArgs` takes a default from the system checker.
-    ("verify", "verify::system"),
     // Metrics are exposed with the opened node's figures.
     ("http", "node"),
 ];

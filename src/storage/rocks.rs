@@ -287,7 +287,7 @@ impl Storage for RocksStorage {
                 dir.display()
             )));
         }
-        if crate::backup::is_within(dir, &self.path) {
+        if crate::paths::is_within(dir, &self.path) {
             return Err(Error::InvalidArgument(format!(
                 "checkpoint target {} is inside the data dir {}",
                 dir.display(),

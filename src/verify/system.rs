@@ -37,7 +37,7 @@ use crate::worker::ExecutionRecord;
 use crate::workflow::decide::idempotency_key;
 use crate::workflow::{Event, EventKind, JournalRecord};
 
-use super::verify_store;
+use super::{verify_store, STUCK_SLACK_MS};
 
 /// What the system checker found.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -99,11 +99,6 @@ impl std::fmt::Display for SystemReport {
         )
     }
 }
-
-/// Default slack of the `stuck` rule: the partition's timer tick, a retry
-/// timer's firing, worker latency and a restart (storage open + recovery,
-/// ~0.1 s measured in the kill -9 storm) all fit well within 5 s.
-pub const STUCK_SLACK_MS: u64 = 5_000;
 
 /// Inputs besides the store.
 #[derive(Debug)]
