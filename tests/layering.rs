@@ -71,8 +71,6 @@ const CRATE_ROOT: &str = "lib";
 const KNOWN_UPWARD: &[(&str, &str)] = &[
     // The journal's hot path builds the lifecycle message (events::Outbox).
     ("engine", "events"),
-    // Metrics are exposed with the opened node's figures.
-    ("http", "node"),
 ];
 
 #[test]

@@ -16,6 +16,7 @@ mod nats;
 mod nats_roles;
 mod ops;
 mod otel;
+mod otel_transport;
 mod protocol;
 mod purity;
 mod retention;

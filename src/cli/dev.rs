@@ -85,10 +85,12 @@ pub struct DevArgs {
     /// Address of `/healthz`, `/readyz` and `/metrics` (e.g. `127.0.0.1:9464`); `off` disables them.
     #[arg(long, default_value = "off")]
     pub http_addr: String,
-    /// Export spans over OTLP/HTTP (JSON) to this `http://` base URL, e.g. `http://127.0.0.1:4318`;
-    /// the other `[trace]` settings keep their defaults.
+    /// Export spans over OTLP/HTTP (JSON) to this `http://` or `https://` base URL, e.g.
+    /// `http://127.0.0.1:4318`; the other `[trace]` settings keep their defaults.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    pub otlp: super::otlp_args::OtlpArgs,
 }
 
 pub fn run(args: DevArgs) -> ExitCode {
@@ -171,14 +173,11 @@ pub async fn run_dev(
             node.pipelines.names().join(", ")
         ));
     }
-    http.storage_opened(&node);
+    http.storage_opened(node.committer.histograms(), &node.storage);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let exporter = match args.otlp_endpoint.as_deref().map(str::trim) {
         Some(endpoint) if !endpoint.is_empty() => Some(crate::otel::OtlpExporter::start(
-            crate::otel::OtlpConfig {
-                endpoint: endpoint.to_owned(),
-                ..Default::default()
-            },
+            args.otlp.config(endpoint)?,
             metrics.clone(),
         )?),
         _ => None,

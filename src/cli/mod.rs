@@ -7,6 +7,7 @@ pub mod dev;
 pub mod loadgen;
 pub mod nats_security;
 pub mod ops;
+pub mod otlp_args;
 pub mod pipelines;
 pub mod run;
 pub mod start;

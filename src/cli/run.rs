@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::otlp_args::OtlpArgs;
 use super::LogArgs;
 use crate::config::Config;
 use crate::engine::{
@@ -71,9 +72,11 @@ pub struct RunArgs {
     /// Address of /healthz, /readyz, /metrics, or `off` [config: http.addr].
     #[arg(long, env = "NARRALYTICA_HTTP_ADDR")]
     pub http_addr: Option<String>,
-    /// Export spans over OTLP/HTTP to this `http://` base URL; empty = off [config: trace.otlp_endpoint].
+    /// Export spans over OTLP/HTTP to this `http://` or `https://` base URL; empty = off [config: trace.otlp_endpoint].
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
     /// `service.name` of exported spans [config: trace.service_name].
     #[arg(long, env = "OTEL_SERVICE_NAME")]
     pub otel_service_name: Option<String>,
@@ -117,6 +120,7 @@ impl RunArgs {
         if let Some(v) = &self.otlp_endpoint {
             cfg.trace.otlp_endpoint = v.trim().to_owned();
         }
+        self.otlp.apply_to(&mut cfg.trace);
         if let Some(v) = &self.otel_service_name {
             cfg.trace.service_name = v.clone();
         }
@@ -212,7 +216,7 @@ pub async fn serve(
     )
     .await?;
     let node = open_node(&cfg.node_options()).await?;
-    http.storage_opened(&node);
+    http.storage_opened(node.committer.histograms(), &node.storage);
     let config = cfg;
     let mut cfg = config.nats_config();
     cfg.attempt_key =

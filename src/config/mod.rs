@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineConfig;
 use crate::node::NodeOptions;
-use crate::otel::OtlpConfig;
+use crate::otel::{OtlpConfig, OtlpHeaders};
+use crate::transport::nats::Secret;
 
 pub use dur::{Dur, Keep};
 pub use nats::NatsSection;
@@ -110,6 +111,9 @@ impl Default for Config {
             },
             trace: TraceSection {
                 otlp_endpoint: otlp.endpoint,
+                headers: Secret::default(),
+                compression: otlp.compression,
+                ca_file: PathBuf::new(),
                 service_name: otlp.service_name,
                 batch_max: otlp.batch_max,
                 queue_max: otlp.queue_max,
@@ -216,6 +220,10 @@ impl Config {
         }
         Some(OtlpConfig {
             endpoint: t.otlp_endpoint.trim().to_owned(),
+            // Checked by `validate`; an invalid value here means no headers.
+            headers: OtlpHeaders::parse(t.headers.expose()).unwrap_or_default(),
+            compression: t.compression,
+            ca_file: (!t.ca_file.as_os_str().is_empty()).then(|| t.ca_file.clone()),
             service_name: t.service_name.clone(),
             batch_max: t.batch_max,
             queue_max: t.queue_max,

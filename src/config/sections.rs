@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::{Dur, Keep};
+use crate::otel::Compression;
+use crate::transport::nats::Secret;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -101,8 +103,15 @@ pub struct LogSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TraceSection {
-    /// `http://host[:port][/base]`; spans go to `<base>/v1/traces`. Empty: off.
+    /// `http(s)://host[:port][/base]`; spans go to `<base>/v1/traces`. Empty: off.
     pub otlp_endpoint: String,
+    /// Request headers in the `OTEL_EXPORTER_OTLP_HEADERS` form
+    /// (`name=value,…`, values percent-encoded); printed as `***`.
+    pub headers: Secret,
+    /// `none` or `gzip`.
+    pub compression: Compression,
+    /// PEM CA that https trusts instead of the system's roots; empty: the system's.
+    pub ca_file: PathBuf,
     /// `service.name` of the exported resource.
     pub service_name: String,
     /// Most spans in one export request.

@@ -60,8 +60,12 @@ fn bad_values_are_refused_with_the_key() {
     assert!(e.contains("http.addr"), "{e}");
     let e = Config::parse("[log]\nformat = \"xml\"\n").unwrap_err();
     assert!(e.contains("xml") || e.contains("format"), "{e}");
-    let e = Config::parse("[trace]\notlp_endpoint = \"https://c:4318\"\n").unwrap_err();
+    let e = Config::parse("[trace]\notlp_endpoint = \"ftp://c:4318\"\n").unwrap_err();
     assert!(e.contains("trace.otlp_endpoint"), "{e}");
+    let e = Config::parse("[trace]\ncompression = \"zstd\"\n").unwrap_err();
+    assert!(e.contains("zstd"), "{e}");
+    let e = Config::parse("[trace]\nheaders = \"Bearer s3cret\"\n").unwrap_err();
+    assert!(e.contains("trace.headers") && !e.contains("s3cret"), "{e}");
     let e = Config::parse("[trace]\nbatch_max = 0\n").unwrap_err();
     assert!(e.contains("trace.batch_max"), "{e}");
 }
@@ -75,6 +79,30 @@ fn tracing_is_off_until_an_endpoint_is_set() {
     assert_eq!(o.endpoint, "http://127.0.0.1:4318");
     assert_eq!(o.batch_max, 64);
     assert_eq!(o.queue_max, 65_536);
+    assert_eq!(o.compression, crate::otel::Compression::None);
+    assert_eq!(o.ca_file, None);
+    assert!(o.headers.is_empty());
+}
+
+#[test]
+fn otlp_headers_reach_the_exporter_and_never_print() {
+    let c = Config::parse(
+        "[trace]\notlp_endpoint = \"https://c\"\nheaders = \"authorization=Bearer%20s3cret\"\n\
+         compression = \"gzip\"\nca_file = \"/etc/otel/ca.pem\"\n",
+    )
+    .unwrap();
+    let o = c.otlp_config().unwrap();
+    assert_eq!(o.headers.names(), ["authorization"]);
+    assert_eq!(o.compression, crate::otel::Compression::Gzip);
+    assert_eq!(
+        o.ca_file.as_deref(),
+        Some(std::path::Path::new("/etc/otel/ca.pem"))
+    );
+    let printed = toml::to_string(&c).unwrap();
+    assert!(printed.contains("headers = \"***\""), "{printed}");
+    assert!(!printed.contains("s3cret"));
+    assert!(!format!("{c:?}").contains("s3cret"));
+    assert!(!format!("{o:?}").contains("s3cret"));
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Range checks of the whole configuration that serde's types cannot express.
 
 use super::{Config, Dur, Keep};
-use crate::otel::HttpEndpoint;
+use crate::otel::{OtlpEndpoint, OtlpHeaders};
 
 impl Config {
     /// Range checks that serde's types cannot express.
@@ -98,9 +98,13 @@ impl Config {
         );
         let t = &self.trace;
         if !t.otlp_endpoint.is_empty() {
-            if let Err(e) = HttpEndpoint::parse(&t.otlp_endpoint) {
+            if let Err(e) = OtlpEndpoint::parse(&t.otlp_endpoint) {
                 errs.push(format!("trace.otlp_endpoint: {e}"));
             }
+        }
+        // The error names the entry or header, never the value.
+        if let Err(e) = OtlpHeaders::parse(t.headers.expose()) {
+            errs.push(format!("trace.headers: {e}"));
         }
         let mut need = |ok: bool, what: &str| {
             if !ok {

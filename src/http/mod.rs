@@ -240,11 +240,10 @@ impl Endpoint {
         &self.state.readiness
     }
 
-    /// The node's storage is open: attach its figures, mark it in readiness.
-    pub fn storage_opened(&self, node: &crate::node::Node) {
-        self.state
-            .journal
-            .attach(node.committer.histograms(), &node.storage);
+    /// The node's storage is open: attach its commit figures and store,
+    /// mark it in readiness.
+    pub fn storage_opened(&self, commit: Arc<CommitHistograms>, storage: &Arc<dyn Storage>) {
+        self.state.journal.attach(commit, storage);
         self.state.readiness.set_storage_open();
     }
 
