@@ -245,6 +245,9 @@ impl Endpoint {
         self.state
             .journal
             .attach(node.committer.histograms(), &node.storage);
+        self.state
+            .readiness
+            .watch_writes(node.committer.write_health());
         self.state.readiness.set_storage_open();
     }
 
