@@ -81,7 +81,34 @@ pub async fn open_node(opts: &NodeOptions) -> Result<Node, String> {
     })
 }
 
+/// How often a failing journal is probed with a small write, so that
+/// readiness and intake see the recovery even when no traffic arrives.
+pub const WRITE_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Node {
+    /// While journal writes fail, writes a small probe record every
+    /// [`WRITE_PROBE_INTERVAL`]; its success clears the failure (see
+    /// [`crate::storage::WriteHealth`]). Holds the committer weakly, so it
+    /// never delays [`Node::close`]; abort the task at shutdown.
+    pub fn spawn_write_probe(&self) -> tokio::task::JoinHandle<()> {
+        let committer = Arc::downgrade(&self.committer);
+        let health = self.committer.write_health();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(WRITE_PROBE_INTERVAL).await;
+                if health.failing().is_none() {
+                    continue;
+                }
+                let Some(c) = committer.upgrade() else { return };
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                // The outcome is recorded by the committer itself.
+                let _ = c.commit(vec![crate::storage::probe_op(now_ms)]).await;
+            }
+        })
+    }
+
     /// Closes the node after the engine has stopped: waits (up to 5 s) for
     /// the last holders of the committer to let go, joins the commit thread,
     /// then drops the storage so RocksDB closes before the process exits.

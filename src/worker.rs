@@ -328,6 +328,31 @@ pub async fn run(
     run_observed(nats, sim, faults, task_types, None, shutdown).await
 }
 
+/// The durable consumer `config` on the stream `stream`, made again after
+/// it was deleted; waits (and retries) until the stream is back.
+async fn reopen_consumer(
+    js: &jetstream::Context,
+    stream: &str,
+    config: &consumer::pull::Config,
+) -> consumer::PullConsumer {
+    loop {
+        let made = match js.get_stream(stream).await {
+            Ok(s) => s
+                .get_or_create_consumer(config.durable_name.as_deref().unwrap_or_default(), config.clone())
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match made {
+            Ok(c) => return c,
+            Err(e) => {
+                tracing::warn!(stream, error = %e, "tasks consumer not available yet");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
 /// [`run`], telling `observer` about every answered execution.
 pub async fn run_observed(
     nats: NatsConfig,
@@ -394,18 +419,16 @@ pub async fn run_observed(
             return Err(format!("invalid task type {task_type:?}"));
         }
         let name = format!("worker-{task_type}");
+        let consumer_config = consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: subjects.tasks(&task_type),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: i64::try_from(sim.concurrency.max(1)).unwrap_or(1000),
+            ..Default::default()
+        };
         let consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                &name,
-                consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: subjects.tasks(&task_type),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
-                    max_ack_pending: i64::try_from(sim.concurrency.max(1)).unwrap_or(1000),
-                    ..Default::default()
-                },
-            )
+            .get_or_create_consumer(&name, consumer_config.clone())
             .await
             .map_err(|e| format!("consumer {name}: {e}"))?;
         if nats.tasks_direct {
@@ -421,11 +444,13 @@ pub async fn run_observed(
         }
         let slots = slots.clone();
         let shared = shared.clone();
+        let stream_id = stream_name(&nats.prefix, "TASKS");
         handles.push(tokio::spawn(async move {
             // A stream error (NATS restarting, a missed idle heartbeat) is
             // not the end: skip it, and re-open the stream if it ended. An
             // earlier version stopped pulling at the first error, so a NATS
             // restart left every later task of the type unanswered.
+            let mut consumer = consumer;
             loop {
                 let mut messages = match consumer.messages().await {
                     Ok(m) => m,
@@ -438,6 +463,13 @@ pub async fn run_observed(
                 while let Some(next) = messages.next().await {
                     let msg = match next {
                         Ok(m) => m,
+                        Err(e) if crate::transport::nats::consumer_gone(&e) => {
+                            // Deleted, alone or with its stream: make it
+                            // again once the stream is back.
+                            tracing::warn!(error = %e, "tasks consumer gone; opening it again");
+                            consumer = reopen_consumer(&shared.js, &stream_id, &consumer_config).await;
+                            break;
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "tasks consumer error");
                             continue;

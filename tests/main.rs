@@ -3,6 +3,7 @@
 mod support;
 
 mod attempt_token;
+mod backpressure;
 mod cli;
 mod dst;
 mod engine;

@@ -11,6 +11,7 @@
 //! | file | owns |
 //! | --- | --- |
 //! | `serve` | the subscriptions, request decoding, dispatch to a verb |
+//! | `intake` | the bounds of intake (`unavailable` answers), the start-size check |
 //! | `wire` | the requests and replies of the workflow verbs |
 //! | `error` | error codes, the error reply, reply encoding |
 //! | `workflow` | `start`, `describe`, the operator inputs, `rerun` |
@@ -23,6 +24,7 @@ mod backup;
 pub mod batch;
 mod error;
 mod history;
+mod intake;
 mod list;
 mod serve;
 mod wire;
@@ -38,7 +40,8 @@ pub(crate) use history::history_event;
 pub use list::{scan_status_index, ScanCursor, Selection};
 #[cfg(test)]
 pub(crate) use serve::{decode_request, HasVersion};
-pub use serve::{serve, ADMIN_IN_FLIGHT_MAX};
+pub use intake::IntakeLimits;
+pub use serve::serve;
 pub use wire::{
     CancelRequest, DescribeRequest, Filter, HistoryEvent, HistoryReply, HistoryRequest, ListReply,
     ListRequest, ListedWorkflow, RerunRequest, StartRequest, StepReply, WorkflowReply,

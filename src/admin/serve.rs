@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use tokio::sync::Semaphore;
 use serde::Deserialize;
 
 use super::backup::{backup, BackupRequest};
 use super::batch::{self, BatchCreateRequest, BatchHandle, BatchJobRequest, BatchListRequest};
 use super::error::encode;
 use super::history::history;
+use super::intake::{check_start_size, Gate, IntakeLimits};
 use super::list::list;
 use super::wire::{
     CancelRequest, DescribeRequest, HistoryRequest, ListRequest, RerunRequest, StartRequest,
@@ -21,15 +23,15 @@ use crate::protocol::subjects::Subjects;
 use crate::protocol::VERSION;
 use crate::workflow::{Input, ReopenMode};
 
-/// Serves admin requests (and runs the batch jobs) until the subscriptions end.
-/// Admin requests of one verb served at once; more wait in the subscription.
-pub const ADMIN_IN_FLIGHT_MAX: usize = 256;
-
+/// Serves admin requests (and runs the batch jobs) until the subscriptions
+/// end. Every request with a reply subject gets an answer: served, or
+/// refused at once with `unavailable` when intake is over a bound
+/// ([`IntakeLimits`]).
 pub async fn serve(
     client: async_nats::Client,
     prefix: String,
     engine: Arc<Engine>,
-    request_max_bytes: usize,
+    limits: IntakeLimits,
 ) -> Result<(), String> {
     let subjects = Subjects::new(&prefix)?;
     let mut subs = Vec::new();
@@ -41,43 +43,101 @@ pub async fn serve(
         subs.push((verb, sub));
     }
     let (batches, runner) = batch::runner(engine.clone());
+    let slots = Arc::new(Semaphore::new(limits.in_flight_max.max(1)));
+    let gate = Arc::new(Gate::new(limits));
+    let subjects = Arc::new(subjects);
     // Plain futures, not spawned tasks: when the service drops `serve`, the
-    // loops and the batch runner (and their handles on the engine) go with it.
-    let loops = subs.into_iter().map(|(verb, sub)| {
+    // loops, the requests they serve (a `JoinSet` aborts its tasks when
+    // dropped) and the batch runner go with it.
+    let loops = subs.into_iter().map(|(verb, mut sub)| {
         let engine = engine.clone();
         let client = client.clone();
         let batches = batches.clone();
+        let slots = slots.clone();
+        let gate = gate.clone();
+        let subjects = subjects.clone();
         async move {
             // Requests are served concurrently (a start waits for its fsync;
-            // the group committer batches concurrent ones), bounded per verb.
-            sub.for_each_concurrent(ADMIN_IN_FLIGHT_MAX, |msg| {
-                let (engine, client, batches) = (&engine, &client, &batches);
-                async move {
-                    let Some(reply_to) = msg.reply.clone() else {
-                        return;
-                    };
-                    let body = if msg.payload.len() > request_max_bytes {
+            // the group committer batches concurrent ones). The subscription
+            // is read as fast as requests come, so none waits unseen.
+            let mut serving = tokio::task::JoinSet::new();
+            loop {
+                let msg = tokio::select! {
+                    m = sub.next() => match m {
+                        Some(m) => m,
+                        None => break,
+                    },
+                    Some(_) = serving.join_next(), if !serving.is_empty() => continue,
+                };
+                let Some(reply_to) = msg.reply.clone() else {
+                    continue;
+                };
+                let refused = match slots.clone().try_acquire_owned() {
+                    Err(_) => Err(gate.queue_full(&engine)),
+                    Ok(permit) => match gate.refuse(verb, &engine) {
+                        Some(e) => Err(e),
+                        None => Ok(permit),
+                    },
+                };
+                let permit = match refused {
+                    Ok(permit) => permit,
+                    Err(e) => {
+                        let body = encode::<()>(Err(e));
+                        audit(verb, &msg, &body);
+                        let _ = client.publish(reply_to, body.into()).await;
+                        continue;
+                    }
+                };
+                let (engine, client, batches, gate, subjects) = (
+                    engine.clone(),
+                    client.clone(),
+                    batches.clone(),
+                    gate.clone(),
+                    subjects.clone(),
+                );
+                serving.spawn(async move {
+                    let _permit = permit;
+                    let max = gate.limits().limits.message_max_bytes;
+                    let body = if msg.payload.len() > max {
                         engine.metrics().rejected_message("oversized");
                         encode::<()>(Err(AdminError::bad(format!(
-                            "request of {} bytes exceeds {request_max_bytes}",
+                            "request of {} bytes exceeds nats.message_max_bytes ({max})",
                             msg.payload.len()
                         ))))
                     } else {
-                        handle(verb, &msg.payload, engine, batches).await
+                        let ctx = Ctx {
+                            engine: &engine,
+                            batches: &batches,
+                            gate: &gate,
+                            subjects: &subjects,
+                        };
+                        handle(verb, &msg.payload, &ctx).await
                     };
-                    let info = msg
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get(crate::audit::REQUEST_INFO).map(|v| v.as_str()));
-                    crate::audit::record(verb, info, &msg.payload, &body);
+                    audit(verb, &msg, &body);
                     let _ = client.publish(reply_to, body.into()).await;
-                }
-            })
-            .await;
+                });
+            }
         }
     });
     futures_util::future::join(futures_util::future::join_all(loops), runner).await;
     Ok(())
+}
+
+/// One audit line per mutating request, served or refused.
+fn audit(verb: &str, msg: &async_nats::Message, body: &[u8]) {
+    let info = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(crate::audit::REQUEST_INFO).map(|v| v.as_str()));
+    crate::audit::record(verb, info, &msg.payload, body);
+}
+
+/// What a request's handler needs besides the request.
+struct Ctx<'a> {
+    engine: &'a Engine,
+    batches: &'a BatchHandle,
+    gate: &'a Gate,
+    subjects: &'a Subjects,
 }
 
 fn parse<'a, T: Deserialize<'a> + HasVersion>(
@@ -133,10 +193,20 @@ has_version!(
     BackupRequest
 );
 
-async fn handle(verb: &str, payload: &[u8], engine: &Engine, batches: &BatchHandle) -> Vec<u8> {
+async fn handle(verb: &str, payload: &[u8], ctx: &Ctx<'_>) -> Vec<u8> {
+    let (engine, batches) = (ctx.engine, ctx.batches);
     match verb {
         "start" => encode(match parse::<StartRequest>(verb, payload, engine) {
-            Ok(r) => start(r, engine).await,
+            Ok(r) => match engine.ctx().pipelines.current(&r.pipeline) {
+                Some((_, def)) => {
+                    match check_start_size(&r, &def, ctx.subjects, &ctx.gate.limits().limits) {
+                        Ok(()) => start(r, engine).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                // `start` names the unknown pipeline.
+                None => start(r, engine).await,
+            },
             Err(e) => Err(e),
         }),
         "describe" => encode(match parse::<DescribeRequest>(verb, payload, engine) {

@@ -173,7 +173,11 @@ pub async fn run_dev(
             node.pipelines.names().join(", ")
         ));
     }
-    http.storage_opened(node.committer.histograms(), &node.storage);
+    http.storage_opened(
+        node.committer.histograms(),
+        &node.storage,
+        node.committer.write_health(),
+    );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let exporter = match args.otlp_endpoint.as_deref().map(str::trim) {
         Some(endpoint) if !endpoint.is_empty() => Some(crate::otel::OtlpExporter::start(

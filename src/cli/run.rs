@@ -33,7 +33,11 @@ use crate::transport::nats::{connect_with_stats, ensure_streams, run_intake, Nat
     "      --nats-tls-cert /etc/nats/client.pem --nats-tls-key /etc/nats/client-key.pem\n",
     "  orchestrator run --nats-url nats://user:pass@nats:4222 --nats-connect-timeout 10s\n",
     "  orchestrator worker --simulate --task-types embed --nats-user worker-embed --nats-inbox-prefix _INBOX_worker-embed\n",
-    "Secrets are better passed in the environment (a flag shows in `ps`); --print-config shows them as ***."
+    "Secrets are better passed in the environment (a flag shows in `ps`); --print-config shows them as ***.\n\n",
+    "Intake bounds and the stream watch ([nats] in the config file; over a bound a request is answered\n",
+    "\"unavailable\", retryable):\n",
+    "  printf '[nats]\\nadmin_in_flight_max = 1024\\nadmin_start_rate = 2000\\nadmin_journal_backlog_max = 3072\\nstream_watch_interval = \"2s\"\\n' > intake.toml\n",
+    "  orchestrator run --config intake.toml"
 ))]
 pub struct RunArgs {
     /// Config file (TOML); every option and its default: config/orchestrator.toml.
@@ -216,7 +220,12 @@ pub async fn serve(
     )
     .await?;
     let node = open_node(&cfg.node_options()).await?;
-    http.storage_opened(node.committer.histograms(), &node.storage);
+    http.storage_opened(
+        node.committer.histograms(),
+        &node.storage,
+        node.committer.write_health(),
+    );
+    let write_probe = node.spawn_write_probe();
     let config = cfg;
     let mut cfg = config.nats_config();
     cfg.attempt_key =
@@ -248,6 +257,23 @@ pub async fn serve(
         )
         .await?;
     }
+    let watched = crate::transport::nats::Watched::new(
+        &cfg,
+        match events {
+            Some(_) => vec![crate::events::stream_config(
+                &cfg.prefix,
+                &config.events_config(),
+                cfg.limits.message_max_bytes,
+            )?],
+            None => Vec::new(),
+        },
+    )?;
+    let stream_watch = tokio::spawn(crate::transport::nats::watch_streams(
+        js.clone(),
+        watched,
+        cfg.stream_watch_interval,
+        nats_stats.clone(),
+    ));
     let store = node.store.clone();
     let transport = NatsTransport::start(
         cfg.clone(),
@@ -312,7 +338,7 @@ pub async fn serve(
         client.clone(),
         cfg.prefix.clone(),
         engine.clone(),
-        cfg.limits.message_max_bytes,
+        config.nats.intake_limits(),
     ));
     eprintln!(
         "orchestrator running: nats={} prefix={} data_dir={} resumed={}",
@@ -328,6 +354,7 @@ pub async fn serve(
     // redelivered to the next run.
     intake.abort();
     admin.abort();
+    stream_watch.abort();
     let _ = intake.await;
     let _ = admin.await;
     // Offers in flight may come back with their task's result, which exists
@@ -371,6 +398,7 @@ pub async fn serve(
         x.flush(Duration::from_secs(1)).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+    write_probe.abort();
     if tokio::time::timeout(Duration::from_secs(1), node.close())
         .await
         .is_err()

@@ -43,6 +43,14 @@ pub struct NatsSection {
     pub publish_window: usize,
     pub message_max_bytes: usize,
     pub output_max_bytes: usize,
+    /// Admin requests served at once; beyond, answered `unavailable`.
+    pub admin_in_flight_max: usize,
+    /// `start` requests taken per second; 0: no bound.
+    pub admin_start_rate: u32,
+    /// `start` answers `unavailable` while more journal writes wait.
+    pub admin_journal_backlog_max: usize,
+    /// How often the streams and the results consumer are checked.
+    pub stream_watch_interval: Dur,
 }
 
 fn ms(d: std::time::Duration) -> Dur {
@@ -61,6 +69,7 @@ fn unset(p: Option<PathBuf>) -> PathBuf {
 impl Default for NatsSection {
     fn default() -> Self {
         let nats = NatsConfig::default();
+        let intake = crate::admin::IntakeLimits::default();
         let security = nats.security;
         NatsSection {
             url: nats.url,
@@ -92,6 +101,10 @@ impl Default for NatsSection {
             publish_window: nats.publish_window,
             message_max_bytes: nats.limits.message_max_bytes,
             output_max_bytes: nats.limits.output_max_bytes,
+            admin_in_flight_max: intake.in_flight_max,
+            admin_start_rate: intake.start_rate,
+            admin_journal_backlog_max: intake.journal_backlog_max,
+            stream_watch_interval: ms(nats.stream_watch_interval),
         }
     }
 }
@@ -109,6 +122,19 @@ impl NatsSection {
             tls_key_file: path(&self.tls_key_file),
             tls_required: self.tls_required,
             inbox_prefix: self.inbox_prefix.clone(),
+        }
+    }
+
+    /// The bounds of admin intake.
+    pub fn intake_limits(&self) -> crate::admin::IntakeLimits {
+        crate::admin::IntakeLimits {
+            in_flight_max: self.admin_in_flight_max,
+            start_rate: self.admin_start_rate,
+            journal_backlog_max: self.admin_journal_backlog_max,
+            limits: Limits {
+                message_max_bytes: self.message_max_bytes,
+                output_max_bytes: self.output_max_bytes,
+            },
         }
     }
 
@@ -136,6 +162,7 @@ impl NatsSection {
             publish_queue_max: n.publish_queue_max,
             publish_attempts: n.publish_attempts,
             publish_window: n.publish_window,
+            stream_watch_interval: n.stream_watch_interval.as_duration(),
             limits: Limits {
                 message_max_bytes: n.message_max_bytes,
                 output_max_bytes: n.output_max_bytes,
@@ -174,6 +201,14 @@ impl NatsSection {
             self.tasks_direct_result_within.0.saturating_mul(2) <= self.tasks_direct_timeout.0,
             "nats.tasks_direct_result_within must be at most half of nats.tasks_direct_timeout \
              (an answer that comes later is taken for a timeout and the task sent again)",
+        );
+        need(
+            self.admin_in_flight_max >= 1 && self.admin_journal_backlog_max >= 1,
+            "nats.admin_in_flight_max and nats.admin_journal_backlog_max must be at least 1",
+        );
+        need(
+            self.stream_watch_interval.0 >= 100,
+            "nats.stream_watch_interval must be at least 100ms",
         );
         need(
             self.tasks_direct_in_flight_max >= 1,

@@ -17,7 +17,8 @@ use super::partition_core::{
 use super::recovery::send_owed;
 use super::transition::PartitionTimes;
 use super::workflow_actor::{
-    InputReply, Queued, Resident, Slot, StartReply, WorkflowActor, WorkflowArgs, WorkflowMsg,
+    InputError, InputReply, Queued, Resident, Slot, StartReply, WorkflowActor, WorkflowArgs,
+    WorkflowMsg,
 };
 use super::EngineCtx;
 use crate::transport::WorkerReport;
@@ -42,7 +43,7 @@ pub enum PartitionMsg {
         id: String,
         pipeline: String,
         input: String,
-        reply: RpcReplyPort<Result<StartReply, String>>,
+        reply: RpcReplyPort<Result<StartReply, InputError>>,
     },
     /// Durably accept many new workflows; their first tasks are held until `RunHeld`.
     AcceptMany {
@@ -234,7 +235,9 @@ impl Actor for PartitionActor {
                 }
                 None => {
                     Metrics::inc(&st.ctx.metrics.rejected_inputs);
-                    let _ = reply.send(Err(format!("unknown pipeline {pipeline:?}")));
+                    let _ = reply.send(Err(InputError::Rejected(format!(
+                        "unknown pipeline {pipeline:?}"
+                    ))));
                 }
             },
             PartitionMsg::AcceptMany {

@@ -80,7 +80,7 @@ pub enum WorkflowMsg {
         pipeline: PipelineRef,
         def: Arc<PipelineDef>,
         input: String,
-        reply: Option<RpcReplyPort<Result<StartReply, String>>>,
+        reply: Option<RpcReplyPort<Result<StartReply, InputError>>>,
     },
     Input(Queued),
     Describe(RpcReplyPort<Result<Option<WorkflowState>, String>>),
@@ -223,10 +223,10 @@ impl Resident {
         pipeline: PipelineRef,
         def: Arc<PipelineDef>,
         input: String,
-        reply: &mut Option<RpcReplyPort<Result<StartReply, String>>>,
-    ) -> Result<StartReply, String> {
+        reply: &mut Option<RpcReplyPort<Result<StartReply, InputError>>>,
+    ) -> Result<StartReply, InputError> {
         let commit = match self.shell.stage_start(pipeline, def, &input) {
-            StartStep::Answer(r) => return r,
+            StartStep::Answer(r) => return r.map_err(InputError::Rejected),
             StartStep::Commit(c) => c,
         };
         if commit.ack_early {
@@ -241,8 +241,11 @@ impl Resident {
         }
         let mut commit = commit;
         let ops = std::mem::take(&mut commit.ops);
-        self.append(ops).await.map_err(|e| e.to_string())?;
-        self.shell.start_committed(commit)
+        // A journal failure stays `Journal`: the caller may try again.
+        self.append(ops).await?;
+        self.shell
+            .start_committed(commit)
+            .map_err(InputError::Rejected)
     }
 
     /// Every input that was waiting in the inbox, in order, decided by the

@@ -48,4 +48,4 @@ pub use outbox::{
     StoredOutbox,
 };
 pub use publisher::run_publisher;
-pub use stream::{ensure_stream, EventsConfig};
+pub use stream::{ensure_stream, stream_config, EventsConfig};

@@ -41,17 +41,15 @@ impl Default for EventsConfig {
     }
 }
 
-/// Creates (or updates) the event stream.
-pub async fn ensure_stream(
-    js: &jetstream::Context,
+/// The configured settings of the event stream.
+pub fn stream_config(
     prefix: &str,
     cfg: &EventsConfig,
     max_message_bytes: usize,
-) -> Result<(), String> {
+) -> Result<stream::Config, String> {
     let subjects = Subjects::new(prefix)?;
-    let name = crate::transport::nats::stream_name(prefix, "EVENTS");
-    js.get_or_create_stream(stream::Config {
-        name: name.clone(),
+    Ok(stream::Config {
+        name: crate::transport::nats::stream_name(prefix, "EVENTS"),
         subjects: vec![format!("{}.events.>", subjects.prefix())],
         retention: stream::RetentionPolicy::Limits,
         discard: stream::DiscardPolicy::Old,
@@ -62,7 +60,19 @@ pub async fn ensure_stream(
         storage: stream::StorageType::File,
         ..Default::default()
     })
-    .await
-    .map_err(|e| format!("cannot create stream {name}: {e}"))?;
+}
+
+/// Creates (or updates) the event stream.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    prefix: &str,
+    cfg: &EventsConfig,
+    max_message_bytes: usize,
+) -> Result<(), String> {
+    let config = stream_config(prefix, cfg, max_message_bytes)?;
+    let name = config.name.clone();
+    js.get_or_create_stream(config)
+        .await
+        .map_err(|e| format!("cannot create stream {name}: {e}"))?;
     Ok(())
 }

@@ -86,6 +86,12 @@ fn journal_rows(state: &HttpState, rows: &mut Vec<Row>) {
     if let Some(c) = state.journal.commit.get() {
         c.rows(rows);
     }
+    let failing = state.readiness.writes.get().and_then(|w| w.failing());
+    rows.push(Row::new(
+        "journal_writes_failing",
+        "1 while journal writes fail (full disk, I/O error): /readyz answers 503 and intake answers unavailable.",
+        Value::GaugeValue(f64::from(u8::from(failing.is_some()))),
+    ));
     let storage = state.journal.storage.get().and_then(Weak::upgrade);
     rows.push(Row::new(
         "journal_wal_syncs",
@@ -137,6 +143,11 @@ fn nats_rows(state: &HttpState, rows: &mut Vec<Row>) {
             .label("route", route),
         );
     }
+    rows.push(Row::new(
+        "nats_streams_recreated",
+        "Streams and consumers the stream watch found deleted or altered and put back with their configured settings.",
+        Value::CounterValue(n.streams_recreated.load(Relaxed)),
+    ));
     rows.push(Row::new(
         "results_in_offer_reply",
         "Results that came as the worker's answer to their task's direct offer (nats.tasks_direct_result_within).",

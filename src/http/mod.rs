@@ -40,7 +40,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::storage::group_commit::CommitHistograms;
-use crate::storage::Storage;
+use crate::storage::{Storage, WriteHealth};
 use crate::telemetry::{Metrics, CONTENT_TYPE};
 use crate::transport::nats::NatsStats;
 
@@ -241,9 +241,15 @@ impl Endpoint {
     }
 
     /// The node's storage is open: attach its commit figures and store,
-    /// mark it in readiness.
-    pub fn storage_opened(&self, commit: Arc<CommitHistograms>, storage: &Arc<dyn Storage>) {
+    /// watch its write health, mark it in readiness.
+    pub fn storage_opened(
+        &self,
+        commit: Arc<CommitHistograms>,
+        storage: &Arc<dyn Storage>,
+        writes: Arc<WriteHealth>,
+    ) {
         self.state.journal.attach(commit, storage);
+        self.state.readiness.watch_writes(writes);
         self.state.readiness.set_storage_open();
     }
 

@@ -11,6 +11,13 @@
 //! evicted. Only when every slot is busy answering is a new connection
 //! refused with `503`. Each waiting connection is also closed after
 //! `read_timeout` by hyper's header read timeout.
+//!
+//! "Has sent its head" is judged by what has arrived, not by what hyper has
+//! read: under a flood, many connections can be accepted before a probe's
+//! task first runs, so the probe's head may still sit unread in the socket
+//! when it is the oldest waiting connection. Before a waiting connection is
+//! evicted, its socket is peeked (through a duplicate of its descriptor);
+//! one whose complete head has arrived is kept and counted as answering.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -42,9 +49,9 @@ struct Connections {
 struct Table {
     next_id: u64,
     /// Connections that have not sent a complete request head yet, by id
-    /// (ids grow, so the first entry is the oldest). Dropping the sender
-    /// closes that connection.
-    waiting: BTreeMap<u64, oneshot::Sender<()>>,
+    /// (ids grow, so the first entry is the oldest), with a duplicate of
+    /// their socket to peek at. Dropping the sender closes that connection.
+    waiting: BTreeMap<u64, (oneshot::Sender<()>, Option<std::net::TcpStream>)>,
     /// Connections whose request is being answered (their senders kept,
     /// since dropping one would close the connection).
     answering: HashMap<u64, oneshot::Sender<()>>,
@@ -59,19 +66,24 @@ enum Admission {
 }
 
 impl Connections {
-    fn admit(&self, max: usize) -> Admission {
+    /// `peer` is a duplicate of the new connection's socket (`None` if the
+    /// descriptor could not be duplicated: it is then evicted unpeeked).
+    fn admit(&self, max: usize, peer: Option<std::net::TcpStream>, head_max: usize) -> Admission {
         let mut t = self.table.lock();
-        if t.waiting.len() + t.answering.len() >= max {
+        while t.waiting.len() + t.answering.len() >= max {
             // Dropping the sender closes the evicted connection; its slot
             // is free from now on.
-            if t.waiting.pop_first().is_none() {
+            let Some((id, (tx, socket))) = t.waiting.pop_first() else {
                 return Admission::Full;
+            };
+            if socket.as_ref().is_some_and(|s| head_arrived(s, head_max)) {
+                t.answering.insert(id, tx);
             }
         }
         t.next_id += 1;
         let id = t.next_id;
         let (tx, rx) = oneshot::channel();
-        t.waiting.insert(id, tx);
+        t.waiting.insert(id, (tx, peer));
         Admission::Serve(id, rx)
     }
 
@@ -79,7 +91,7 @@ impl Connections {
     /// An evicted connection stays out of the table.
     fn answering(&self, id: u64) {
         let mut t = self.table.lock();
-        if let Some(tx) = t.waiting.remove(&id) {
+        if let Some((tx, _)) = t.waiting.remove(&id) {
             t.answering.insert(id, tx);
         }
     }
@@ -89,6 +101,27 @@ impl Connections {
         t.waiting.remove(&id);
         t.answering.remove(&id);
     }
+}
+
+/// Whether a complete request head (up to its blank line) waits unread in
+/// `socket`. Never blocks: the socket is non-blocking (tokio made it so,
+/// and a duplicate shares that flag), so an empty one answers `WouldBlock`.
+fn head_arrived(socket: &std::net::TcpStream, head_max: usize) -> bool {
+    let mut buf = vec![0u8; head_max];
+    match socket.peek(&mut buf) {
+        Ok(n) => buf[..n].windows(4).any(|w| w == b"\r\n\r\n"),
+        Err(_) => false,
+    }
+}
+
+/// A duplicate of `stream`'s socket, for [`head_arrived`].
+fn duplicate(stream: &TcpStream) -> Option<std::net::TcpStream> {
+    use std::os::fd::AsFd;
+    stream
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .map(std::net::TcpStream::from)
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops
@@ -129,7 +162,8 @@ pub async fn serve(
                 continue;
             }
         };
-        match connections.admit(limits.connections_max.max(1)) {
+        let head_max = limits.head_max_bytes.max(HEAD_MAX_BYTES_MIN);
+        match connections.admit(limits.connections_max.max(1), duplicate(&stream), head_max) {
             Admission::Serve(id, evict) => {
                 let connections = connections.clone();
                 let router = router.clone();

@@ -122,6 +122,8 @@ struct Counters {
     /// the holder of the writer lock.
     mean_batch_x256: AtomicU64,
     histograms: Arc<CommitHistograms>,
+    /// Whether the last batch failed, for readiness and intake.
+    health: Arc<super::WriteHealth>,
 }
 
 impl Default for Counters {
@@ -136,6 +138,7 @@ impl Default for Counters {
             // A fresh committer counts as idle.
             mean_batch_x256: AtomicU64::new(256),
             histograms: Arc::default(),
+            health: Arc::default(),
         }
     }
 }
@@ -359,6 +362,11 @@ impl GroupCommitter {
         self.counters.histograms.clone()
     }
 
+    /// Whether journal writes are failing right now (shared, live).
+    pub fn write_health(&self) -> Arc<super::WriteHealth> {
+        self.counters.health.clone()
+    }
+
     /// A consistent-enough copy of the counters (each is read atomically).
     pub fn stats(&self) -> CommitStats {
         let c = &self.counters;
@@ -514,6 +522,9 @@ fn write_batch(
     if let Err(e) = &result {
         counters.failed_batches.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(error = %e, requests = waiters.len(), entries, "group commit write failed");
+        counters.health.record(Err(&e.to_string()));
+    } else {
+        counters.health.record(Ok(()));
     }
 
     drop(writing);

@@ -11,6 +11,7 @@
 //! | [`keys`] | the key layout of every table and the scan ranges over them |
 //! | [`store`] | [`WorkflowStore`], the typed tables the engine uses |
 //! | [`group_commit`] | [`GroupCommitter`], one synced write per batch of many workflows' appends |
+//! | `write_health` | [`WriteHealth`]: whether journal writes fail right now (readiness, intake) |
 //! | `conformance.rs` | the one test suite both implementations must pass |
 //!
 //! # Why a raw trait under a typed store
@@ -42,6 +43,7 @@ pub mod memory;
 pub mod rocks;
 pub mod status_entry;
 pub mod store;
+mod write_health;
 
 #[cfg(test)]
 mod conformance;
@@ -52,6 +54,7 @@ pub use memory::MemoryStorage;
 pub use rocks::{RocksConfig, RocksStorage};
 pub use status_entry::StatusEntry;
 pub use store::{DueTimer, WorkflowStore};
+pub use write_health::{probe_op, WriteHealth};
 
 /// One mutation inside an atomic [`Storage::write`].
 #[derive(Debug, Clone, PartialEq, Eq)]

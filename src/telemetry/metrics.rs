@@ -186,6 +186,16 @@ metric_set! {
         /// Results and heartbeats on a partition subject that does not own the workflow.
         @labelled("messages_rejected", "Worker and admin messages refused by the protocol decoder, by reason.", "reason" = "wrong_partition")
         pub messages_wrong_partition: Counter,
+        /// Admin requests answered `unavailable` at once, by the bound
+        /// that was reached (see `admin::IntakeLimits`).
+        @labelled("requests_refused", "Admin requests answered unavailable (retryable) at once because intake was over a bound, by reason.", "reason" = "admin_queue_full")
+        pub refused_admin_queue_full: Counter,
+        @labelled("requests_refused", "Admin requests answered unavailable (retryable) at once because intake was over a bound, by reason.", "reason" = "start_rate")
+        pub refused_start_rate: Counter,
+        @labelled("requests_refused", "Admin requests answered unavailable (retryable) at once because intake was over a bound, by reason.", "reason" = "journal_backlog")
+        pub refused_journal_backlog: Counter,
+        @labelled("requests_refused", "Admin requests answered unavailable (retryable) at once because intake was over a bound, by reason.", "reason" = "journal_failing")
+        pub refused_journal_failing: Counter,
         @metric("inputs_rejected", "Inputs refused by a workflow (unknown pipeline, invalid command for its status).")
         pub rejected_inputs: Counter,
         @metric("journal_records", "Journal records (transitions) written.")

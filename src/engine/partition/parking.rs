@@ -4,7 +4,7 @@
 use super::{PartitionState, StartReply};
 use crate::engine::recovery::load;
 use crate::engine::transition::{park_committed, prepare_park};
-use crate::engine::workflow_actor::{Queued, WorkflowMsg};
+use crate::engine::workflow_actor::{InputError, Queued, WorkflowMsg};
 use crate::engine::EngineCtx;
 use crate::workflow::WorkflowState;
 
@@ -51,8 +51,8 @@ impl PartitionState {
                             status: wf.status,
                             created: false,
                         }),
-                        Ok(None) => Err(format!("workflow {id}: {error}")),
-                        Err(e) => Err(e),
+                        Ok(None) => Err(InputError::Rejected(format!("workflow {id}: {error}"))),
+                        Err(e) => Err(InputError::Rejected(e)),
                     });
                 }
             }

@@ -143,69 +143,119 @@ pub async fn run_intake(
     } else {
         None
     };
+    // The consumer is opened again whenever it goes away (deleted with its
+    // stream, or alone): the stream watch puts both back, and until then a
+    // pull that finds no consumer is retried here.
+    loop {
+        let mut messages = match open_results(&js, &cfg).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "results consumer not available; retrying");
+                tokio::time::sleep(REOPEN_AFTER).await;
+                continue;
+            }
+        };
+        while let Some(msg) = messages.next().await {
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) if consumer_gone(&e) => {
+                    tracing::warn!(error = %e, "results consumer gone; opening it again");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "results consumer error");
+                    continue;
+                }
+            };
+            take_result(msg, &limits, &guard, &handler);
+        }
+        tokio::time::sleep(REOPEN_AFTER).await;
+    }
+}
+
+/// Pause before the results consumer is opened again.
+const REOPEN_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The durable consumer the orchestrator reads results with.
+pub fn results_consumer_config(cfg: &NatsConfig) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(RESULTS_CONSUMER.into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: cfg.results_ack_wait,
+        max_ack_pending: cfg.results_max_ack_pending,
+        ..Default::default()
+    }
+}
+
+/// The name of the orchestrator's durable results consumer.
+pub const RESULTS_CONSUMER: &str = "orchestrator";
+
+async fn open_results(
+    js: &jetstream::Context,
+    cfg: &NatsConfig,
+) -> Result<consumer::pull::Stream, String> {
     let stream = js
         .get_stream(stream_name(&cfg.prefix, "RESULTS"))
         .await
         .map_err(|e| format!("results stream: {e}"))?;
     let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            "orchestrator",
-            consumer::pull::Config {
-                durable_name: Some("orchestrator".into()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: cfg.results_ack_wait,
-                max_ack_pending: cfg.results_max_ack_pending,
-                ..Default::default()
-            },
-        )
+        .get_or_create_consumer(RESULTS_CONSUMER, results_consumer_config(cfg))
         .await
         .map_err(|e| format!("results consumer: {e}"))?;
-    let mut messages = consumer
+    consumer
         .messages()
         .await
-        .map_err(|e| format!("results consumer: {e}"))?;
-    while let Some(msg) = messages.next().await {
-        let msg = match msg {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "results consumer error");
-                continue;
-            }
-        };
-        crate::failpoints::point("result.received");
-        match accept_result(&msg.payload, Some(msg.subject.as_str()), &limits, &guard) {
-            Ok(r) => {
-                log_received(&r, msg.headers.as_ref());
-                let task_id = r.task_id.clone();
-                let (wf, result) = r.into_task_result();
-                let handler = handler.clone();
-                // Each result is acked only once its transition is durable;
-                // concurrently, bounded by the consumer's max_ack_pending.
-                tokio::spawn(async move {
-                    match handler.handle(wf, result).await {
-                        Ok(()) => {
-                            let _ = msg.ack().await;
-                        }
-                        Err(ResultError::Refused(e)) => {
-                            tracing::warn!(task_id = %task_id, error = %e, "result refused");
-                            let _ = msg.ack_with(jetstream::AckKind::Term).await;
-                        }
-                        Err(ResultError::Retry(e)) => {
-                            // Not acked: JetStream redelivers after ack_wait.
-                            tracing::warn!(task_id = %task_id, error = %e, "result not applied; it will be redelivered");
-                        }
+        .map_err(|e| format!("results consumer: {e}"))
+}
+
+/// The pull found no consumer: it (or its stream) was deleted.
+pub fn consumer_gone(e: &consumer::pull::MessagesError) -> bool {
+    use consumer::pull::MessagesErrorKind as K;
+    matches!(e.kind(), K::ConsumerDeleted | K::NoResponders | K::MissingHeartbeat)
+}
+
+/// One delivered result: refused at once if malformed or forged, else
+/// handed to the engine and acked once its transition is durable.
+fn take_result(
+    msg: jetstream::Message,
+    limits: &crate::protocol::Limits,
+    guard: &ReportGuard,
+    handler: &Arc<dyn ResultHandler>,
+) {
+    crate::failpoints::point("result.received");
+    match accept_result(&msg.payload, Some(msg.subject.as_str()), limits, guard) {
+        Ok(r) => {
+            log_received(&r, msg.headers.as_ref());
+            let task_id = r.task_id.clone();
+            let (wf, result) = r.into_task_result();
+            let handler = handler.clone();
+            // Each result is acked only once its transition is durable;
+            // concurrently, bounded by the consumer's max_ack_pending.
+            tokio::spawn(async move {
+                match handler.handle(wf, result).await {
+                    Ok(()) => {
+                        let _ = msg.ack().await;
                     }
-                });
-            }
-            Err(refused) => {
-                handler.rejected(refused.reason);
-                tracing::warn!(reason = refused.reason, error = %refused.error, "result refused");
-                // A refused message never becomes valid: terminate it.
+                    Err(ResultError::Refused(e)) => {
+                        tracing::warn!(task_id = %task_id, error = %e, "result refused");
+                        let _ = msg.ack_with(jetstream::AckKind::Term).await;
+                    }
+                    Err(ResultError::Retry(e)) => {
+                        // Not acked: JetStream redelivers after ack_wait.
+                        tracing::warn!(task_id = %task_id, error = %e, "result not applied; it will be redelivered");
+                    }
+                }
+            });
+        }
+        Err(refused) => {
+            handler.rejected(refused.reason);
+            tracing::warn!(reason = refused.reason, error = %refused.error, "result refused");
+            // A refused message never becomes valid: terminate it.
+            tokio::spawn(async move {
                 let _ = msg.ack_with(jetstream::AckKind::Term).await;
-            }
+            });
         }
     }
-    Ok(())
 }
 
 /// Logs a received result with the worker's span, a child of the task's,

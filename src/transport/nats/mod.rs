@@ -17,6 +17,7 @@ mod offer;
 mod publisher;
 mod stats;
 mod streams;
+mod watch;
 
 use std::time::Duration;
 
@@ -26,10 +27,11 @@ use crate::transport::attempt_key::AttemptKey;
 pub use crate::transport::results::{ResultError, ResultHandler};
 pub use connect::{connect, connect_tuned, connect_with_stats, redact_url, NatsSecurity, Secret};
 pub use guard::{PartitionOf, Refused, ReportGuard};
-pub use intake::run_intake;
+pub use intake::{consumer_gone, run_intake};
 pub use publisher::{Drained, NatsTransport};
 pub use stats::{NatsStats, OfferDeclined};
-pub use streams::{ensure_streams, stream_name};
+pub use streams::{ensure_streams, stream_configs, stream_name};
+pub use watch::{watch_streams, Watched};
 
 /// Connection and stream settings; every limit has a default.
 #[derive(Debug, Clone)]
@@ -94,6 +96,9 @@ pub struct NatsConfig {
     /// Publish attempts of one task before it is left to its timeout; with the
     /// backoff capped at 2 s, 40 attempts ride out about a minute of outage.
     pub publish_attempts: u32,
+    /// How often `run` checks that the streams and its results consumer
+    /// exist with their configured settings (and puts back what is not).
+    pub stream_watch_interval: Duration,
     pub limits: Limits,
 }
 
@@ -120,6 +125,7 @@ impl Default for NatsConfig {
             publish_queue_max: 100_000,
             publish_attempts: 40,
             publish_window: 256,
+            stream_watch_interval: Duration::from_secs(2),
             limits: Limits::default(),
         }
     }

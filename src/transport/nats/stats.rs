@@ -18,6 +18,12 @@ pub struct NatsStats {
     pub results_in_offer_reply: AtomicU64,
     /// Direct offers that went to the stream, by [`OfferDeclined`] reason.
     pub offers_declined: [AtomicU64; OfferDeclined::ALL.len()],
+    /// Streams and consumers found missing or altered and put back by the
+    /// stream watch (`streams_recreated_total`).
+    pub streams_recreated: AtomicU64,
+    /// What the stream watch found wrong and could not put back yet, e.g.
+    /// `stream NARRALYTICA_TASKS missing: ...`; empty when all is in place.
+    streams_wrong: parking_lot::Mutex<Vec<String>>,
 }
 
 /// Why a direct task offer was not taken (the task then goes to the stream).
@@ -52,6 +58,17 @@ impl OfferDeclined {
 }
 
 impl NatsStats {
+    /// The stream watch's latest findings (empty: every stream and consumer
+    /// is as configured).
+    pub fn set_streams_wrong(&self, wrong: Vec<String>) {
+        *self.streams_wrong.lock() = wrong;
+    }
+
+    /// What readiness reports about the streams; empty when all is well.
+    pub fn streams_wrong(&self) -> Vec<String> {
+        self.streams_wrong.lock().clone()
+    }
+
     /// The client (re)connected.
     pub fn note_connected(&self) {
         self.connected.store(true, Ordering::Relaxed);

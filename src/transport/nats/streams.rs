@@ -10,30 +10,35 @@ pub fn stream_name(prefix: &str, what: &str) -> String {
     format!("{}_{what}", prefix.replace('.', "_").to_uppercase())
 }
 
-/// Creates (or updates) the task and result streams.
-pub async fn ensure_streams(js: &jetstream::Context, cfg: &NatsConfig) -> Result<(), String> {
+/// The configured settings of the task and result streams.
+pub fn stream_configs(cfg: &NatsConfig) -> Result<Vec<stream::Config>, String> {
     let subjects = Subjects::new(&cfg.prefix)?;
     let max_msg = i32::try_from(cfg.limits.message_max_bytes).unwrap_or(i32::MAX);
-    for (what, subject) in [
+    Ok([
         ("TASKS", subjects.tasks_all()),
         ("RESULTS", subjects.results_all()),
-    ] {
-        let config = stream::Config {
-            name: stream_name(&cfg.prefix, what),
-            subjects: vec![subject],
-            retention: stream::RetentionPolicy::WorkQueue,
-            max_age: cfg.stream_max_age,
-            max_message_size: max_msg,
-            duplicate_window: cfg.duplicate_window,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        };
-        js.get_or_create_stream(config).await.map_err(|e| {
-            format!(
-                "cannot create stream {}: {e}",
-                stream_name(&cfg.prefix, what)
-            )
-        })?;
+    ]
+    .into_iter()
+    .map(|(what, subject)| stream::Config {
+        name: stream_name(&cfg.prefix, what),
+        subjects: vec![subject],
+        retention: stream::RetentionPolicy::WorkQueue,
+        max_age: cfg.stream_max_age,
+        max_message_size: max_msg,
+        duplicate_window: cfg.duplicate_window,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .collect())
+}
+
+/// Creates (or updates) the task and result streams.
+pub async fn ensure_streams(js: &jetstream::Context, cfg: &NatsConfig) -> Result<(), String> {
+    for config in stream_configs(cfg)? {
+        let name = config.name.clone();
+        js.get_or_create_stream(config)
+            .await
+            .map_err(|e| format!("cannot create stream {name}: {e}"))?;
     }
     Ok(())
 }
