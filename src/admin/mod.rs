@@ -5,7 +5,8 @@
 //! Verbs: `start`, `describe`, `history`, `list`, `cancel`, `pause`, `resume`,
 //! `retry`, `rerun`, and the durable batch jobs `batch.create`,
 //! `batch.status`, `batch.pause`, `batch.resume`, `batch.list` (run by [`batch`]),
-//! and `backup` (a checkpoint of the live store, [`crate::backup`]).
+//! `backup` (a checkpoint of the live store, [`crate::backup`]) and
+//! `pipelines.reload` (the pipeline directory read again).
 //! Every error reply is `{"v":1,"error":"...","code":"..."}`.
 //!
 //! | file | owns |
@@ -17,6 +18,7 @@
 //! | `history` | `history` and the view of one journaled event |
 //! | `list` | `list` and the status-index scan batch jobs share |
 //! | `backup` | `backup` |
+//! | `pipelines` | `pipelines.reload` |
 //! | [`batch`] | durable, rate-limited batch jobs |
 
 mod backup;
@@ -24,6 +26,7 @@ pub mod batch;
 mod error;
 mod history;
 mod list;
+mod pipelines;
 mod serve;
 mod wire;
 mod workflow;
@@ -36,6 +39,10 @@ pub use batch::{
 pub use error::{code, AdminError, ErrorReply};
 pub(crate) use history::history_event;
 pub use list::{scan_status_index, ScanCursor, Selection};
+pub use pipelines::{
+    log_reload, PipelineVersionView, PipelinesReloadReply, PipelinesReloadRequest,
+    RemovedVersionView,
+};
 #[cfg(test)]
 pub(crate) use serve::{decode_request, HasVersion};
 pub use serve::{serve, ADMIN_IN_FLIGHT_MAX};
@@ -46,7 +53,7 @@ pub use wire::{
 pub use workflow::control;
 
 /// Every admin verb this build serves.
-pub const VERBS: [&str; 15] = [
+pub const VERBS: [&str; 16] = [
     "start",
     "describe",
     "history",
@@ -62,6 +69,7 @@ pub const VERBS: [&str; 15] = [
     "batch.resume",
     "batch.list",
     "backup",
+    "pipelines.reload",
 ];
 
 /// Most workflows in one `list` reply.

@@ -11,6 +11,7 @@ use super::batch::{self, BatchCreateRequest, BatchHandle, BatchJobRequest, Batch
 use super::error::encode;
 use super::history::history;
 use super::list::list;
+use super::pipelines::{reload, PipelinesReloadRequest};
 use super::wire::{
     CancelRequest, DescribeRequest, HistoryRequest, ListRequest, RerunRequest, StartRequest,
 };
@@ -130,7 +131,8 @@ has_version!(
     BatchCreateRequest,
     BatchJobRequest,
     BatchListRequest,
-    BackupRequest
+    BackupRequest,
+    PipelinesReloadRequest
 );
 
 async fn handle(verb: &str, payload: &[u8], engine: &Engine, batches: &BatchHandle) -> Vec<u8> {
@@ -179,6 +181,12 @@ async fn handle(verb: &str, payload: &[u8], engine: &Engine, batches: &BatchHand
             Ok(r) => backup(r, engine).await,
             Err(e) => Err(e),
         }),
+        "pipelines.reload" => encode(
+            match parse::<PipelinesReloadRequest>(verb, payload, engine) {
+                Ok(_) => reload(engine).await,
+                Err(e) => Err(e),
+            },
+        ),
         "batch.list" => encode(match parse::<BatchListRequest>(verb, payload, engine) {
             Ok(r) => batches.list(r.limit).await,
             Err(e) => Err(e),

@@ -41,6 +41,8 @@ pub enum PartitionMsg {
     Start {
         id: String,
         pipeline: String,
+        /// A registered version; `None`: the current one.
+        version: Option<u32>,
         input: String,
         reply: RpcReplyPort<Result<StartReply, String>>,
     },
@@ -220,10 +222,11 @@ impl Actor for PartitionActor {
             PartitionMsg::Start {
                 id,
                 pipeline,
+                version,
                 input,
                 reply,
-            } => match st.ctx.pipelines.current(&pipeline) {
-                Some((pref, def)) => {
+            } => match st.ctx.pipelines.startable(&pipeline, version) {
+                Ok((pref, def)) => {
                     let msg = WorkflowMsg::Start {
                         pipeline: pref,
                         def,
@@ -232,9 +235,9 @@ impl Actor for PartitionActor {
                     };
                     st.route(id, msg);
                 }
-                None => {
+                Err(not_startable) => {
                     Metrics::inc(&st.ctx.metrics.rejected_inputs);
-                    let _ = reply.send(Err(format!("unknown pipeline {pipeline:?}")));
+                    let _ = reply.send(Err(not_startable.to_string()));
                 }
             },
             PartitionMsg::AcceptMany {
