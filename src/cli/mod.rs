@@ -88,7 +88,7 @@ pub enum PipelinesCmd {
         dir: PathBuf,
     },
     /// Make a running orchestrator read its pipeline directory again (as SIGHUP does).
-    Reload(pipelines::ReloadArgs),
+    Reload(Box<pipelines::ReloadArgs>),
 }
 
 pub fn main() -> ExitCode {
@@ -133,7 +133,7 @@ pub fn main() -> ExitCode {
         Command::Backup(args) => backup::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Pipelines(PipelinesCmd::Check { dir }) => pipelines::check(&dir),
-        Command::Pipelines(PipelinesCmd::Reload(args)) => pipelines::reload(args),
+        Command::Pipelines(PipelinesCmd::Reload(args)) => pipelines::reload(*args),
     }
 }
 
