@@ -8,10 +8,11 @@
 //! operators live in their own account): `acc` and `user` of the connection
 //! that sent it. Without that header the caller is `unknown`.
 
-/// Verbs that change workflows or touch the host (`batch.create` carries
-/// batch cancels, retries, reruns and backfills); read-only verbs
-/// (`describe`, `history`, `list`, `batch.status`) are not audited.
-pub const MUTATING: [&str; 10] = [
+/// Verbs that change workflows, what may be started, or touch the host
+/// (`batch.create` carries batch cancels, retries, reruns and backfills);
+/// read-only verbs (`describe`, `history`, `list`, `batch.status`) are not
+/// audited.
+pub const MUTATING: [&str; 11] = [
     "start",
     "cancel",
     "pause",
@@ -22,6 +23,7 @@ pub const MUTATING: [&str; 10] = [
     "batch.pause",
     "batch.resume",
     "backup",
+    "pipelines.reload",
 ];
 
 /// The header nats-server fills with the requester's identity.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::engine::PipelineRegistry;
-use crate::pipeline::load::load_pipeline_dir;
+use crate::pipeline::load::load_pipeline_files;
 use crate::pipeline::PipelineLimits;
 use crate::storage::group_commit::{CommitConfig, GroupCommitter};
 use crate::storage::rocks::{RocksConfig, RocksStorage};
@@ -33,16 +33,22 @@ pub struct Node {
     pub pipelines: Arc<PipelineRegistry>,
 }
 
-/// Opens the data dir and loads and persists the pipeline definitions.
+fn lines(errors: &[crate::pipeline::error::PipelineError]) -> String {
+    errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Opens the data dir and loads and persists the pipeline definitions. A
+/// pipeline file whose definition differs from the one stored under its name
+/// and version stops the start: the node never runs a definition other than
+/// the one its workflows of that version were started with.
 pub async fn open_node(opts: &NodeOptions) -> Result<Node, String> {
-    let defs =
-        load_pipeline_dir(&opts.pipelines_dir, &PipelineLimits::default()).map_err(|errs| {
-            errs.iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })?;
-    if defs.is_empty() {
+    let loaded = load_pipeline_files(&opts.pipelines_dir, &PipelineLimits::default())
+        .map_err(|errs| lines(&errs))?;
+    if loaded.is_empty() {
         return Err(format!(
             "no pipeline files in {}",
             opts.pipelines_dir.display()
@@ -55,6 +61,10 @@ pub async fn open_node(opts: &NodeOptions) -> Result<Node, String> {
             .map_err(|e| format!("cannot open data dir {}: {e}", opts.data_dir.display()))?,
     );
     let store = WorkflowStore::open(storage.clone(), opts.partitions).map_err(|e| e.to_string())?;
+    let pipelines = Arc::new(
+        PipelineRegistry::open(store.clone(), loaded, opts.pipelines_dir.clone())
+            .map_err(|errs| lines(&errs))?,
+    );
     let committer = Arc::new(
         GroupCommitter::start(
             storage.clone(),
@@ -68,7 +78,6 @@ pub async fn open_node(opts: &NodeOptions) -> Result<Node, String> {
         )
         .map_err(|e| e.to_string())?,
     );
-    let pipelines = Arc::new(PipelineRegistry::new(store.clone(), defs));
     committer
         .commit(pipelines.persist_ops().map_err(|e| e.to_string())?)
         .await

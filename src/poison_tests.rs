@@ -193,6 +193,7 @@ fn admin_requests(bytes: &[u8]) -> Result<(), TestCaseError> {
             "cancel" => check_admin::<CancelRequest>(verb, bytes)?,
             "rerun" => check_admin::<RerunRequest>(verb, bytes)?,
             "backup" => check_admin::<BackupRequest>(verb, bytes)?,
+            "pipelines.reload" => check_admin::<crate::admin::PipelinesReloadRequest>(verb, bytes)?,
             "batch.create" => check_admin::<BatchCreateRequest>(verb, bytes)?,
             "batch.list" => check_admin::<crate::admin::BatchListRequest>(verb, bytes)?,
             "batch.status" | "batch.pause" | "batch.resume" => {

@@ -128,9 +128,19 @@ fn run_layers_defaults_file_environment_and_flags() {
         .env_remove("OTEL_SERVICE_NAME")
         .output()
         .unwrap();
-    let printed: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
-    let shipped: toml::Table =
+    let mut printed: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let mut shipped: toml::Table =
         toml::from_str(&std::fs::read_to_string("config/orchestrator.toml").unwrap()).unwrap();
+    // The shipped file's paths are relative to its directory, config/.
+    let printed_node = printed.remove("node").unwrap();
+    let shipped_node = shipped.remove("node").unwrap();
+    for (key, default, in_file) in [
+        ("pipelines_dir", "config/pipelines", "pipelines"),
+        ("data_dir", "data/orchestrator", "../data/orchestrator"),
+    ] {
+        assert_eq!(printed_node[key].as_str(), Some(default));
+        assert_eq!(shipped_node[key].as_str(), Some(in_file));
+    }
     assert_eq!(printed, shipped);
 }
 

@@ -135,6 +135,7 @@ fn open_loop(
                         pipeline: pipeline.into(),
                         id: id.clone(),
                         input: serde_json::json!({}),
+                        pipeline_version: None,
                     };
                     loop {
                         let r = tokio::time::timeout(

@@ -10,6 +10,12 @@ pub mod code {
     pub const BAD_REQUEST: &str = "bad_request";
     pub const UNKNOWN_WORKFLOW: &str = "unknown_workflow";
     pub const UNKNOWN_PIPELINE: &str = "unknown_pipeline";
+    /// `start --pipeline-version N` where N is not registered.
+    pub const UNKNOWN_PIPELINE_VERSION: &str = "unknown_pipeline_version";
+    /// `pipelines.reload`: a file does not parse or validate.
+    pub const INVALID_PIPELINE: &str = "invalid_pipeline";
+    /// `pipelines.reload`: a definition changed without a new version.
+    pub const PIPELINE_CHANGED: &str = "pipeline_changed";
     pub const UNKNOWN_STEP: &str = "unknown_step";
     pub const ILLEGAL_TRANSITION: &str = "illegal_transition";
     pub const UNKNOWN_JOB: &str = "unknown_job";

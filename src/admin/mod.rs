@@ -5,7 +5,8 @@
 //! Verbs: `start`, `describe`, `history`, `list`, `cancel`, `pause`, `resume`,
 //! `retry`, `rerun`, and the durable batch jobs `batch.create`,
 //! `batch.status`, `batch.pause`, `batch.resume`, `batch.list` (run by [`batch`]),
-//! and `backup` (a checkpoint of the live store, [`crate::backup`]).
+//! `backup` (a checkpoint of the live store, [`crate::backup`]) and
+//! `pipelines.reload` (the pipeline directory read again).
 //! Every error reply is `{"v":1,"error":"...","code":"..."}`.
 //!
 //! | file | owns |
@@ -18,6 +19,7 @@
 //! | `history` | `history` and the view of one journaled event |
 //! | `list` | `list` and the status-index scan batch jobs share |
 //! | `backup` | `backup` |
+//! | `pipelines` | `pipelines.reload` |
 //! | [`batch`] | durable, rate-limited batch jobs |
 
 mod backup;
@@ -26,6 +28,7 @@ mod error;
 mod history;
 mod intake;
 mod list;
+mod pipelines;
 mod serve;
 mod wire;
 mod workflow;
@@ -38,6 +41,10 @@ pub use batch::{
 pub use error::{code, AdminError, ErrorReply};
 pub(crate) use history::history_event;
 pub use list::{scan_status_index, ScanCursor, Selection};
+pub use pipelines::{
+    log_reload, PipelineVersionView, PipelinesReloadReply, PipelinesReloadRequest,
+    RemovedVersionView,
+};
 #[cfg(test)]
 pub(crate) use serve::{decode_request, HasVersion};
 pub use intake::IntakeLimits;
@@ -49,7 +56,7 @@ pub use wire::{
 pub use workflow::control;
 
 /// Every admin verb this build serves.
-pub const VERBS: [&str; 15] = [
+pub const VERBS: [&str; 16] = [
     "start",
     "describe",
     "history",
@@ -65,6 +72,7 @@ pub const VERBS: [&str; 15] = [
     "batch.resume",
     "batch.list",
     "backup",
+    "pipelines.reload",
 ];
 
 /// Most workflows in one `list` reply.

@@ -13,6 +13,7 @@ use super::error::encode;
 use super::history::history;
 use super::intake::{check_start_size, Gate, IntakeLimits};
 use super::list::list;
+use super::pipelines::{reload, PipelinesReloadRequest};
 use super::wire::{
     CancelRequest, DescribeRequest, HistoryRequest, ListRequest, RerunRequest, StartRequest,
 };
@@ -190,7 +191,8 @@ has_version!(
     BatchCreateRequest,
     BatchJobRequest,
     BatchListRequest,
-    BackupRequest
+    BackupRequest,
+    PipelinesReloadRequest
 );
 
 async fn handle(verb: &str, payload: &[u8], ctx: &Ctx<'_>) -> Vec<u8> {
@@ -249,6 +251,12 @@ async fn handle(verb: &str, payload: &[u8], ctx: &Ctx<'_>) -> Vec<u8> {
             Ok(r) => backup(r, engine).await,
             Err(e) => Err(e),
         }),
+        "pipelines.reload" => encode(
+            match parse::<PipelinesReloadRequest>(verb, payload, engine) {
+                Ok(_) => reload(engine).await,
+                Err(e) => Err(e),
+            },
+        ),
         "batch.list" => encode(match parse::<BatchListRequest>(verb, payload, engine) {
             Ok(r) => batches.list(r.limit).await,
             Err(e) => Err(e),

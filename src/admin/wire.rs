@@ -12,6 +12,9 @@ pub struct StartRequest {
     pub pipeline: String,
     pub id: String,
     pub input: serde_json::Value,
+    /// A registered version of the pipeline; absent: its current version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_version: Option<u32>,
 }
 
 /// `describe`, `pause`, `resume`, `retry`: just the workflow id.

@@ -3,19 +3,25 @@
 
 use super::wire::{RerunRequest, StartRequest, StepReply, WorkflowReply};
 use super::{code, AdminError};
+use crate::engine::registry::NotStartable;
 use crate::engine::Engine;
 use crate::protocol::VERSION;
 use crate::workflow::{Input, Outcome, ReopenMode};
 
 pub(super) async fn start(r: StartRequest, engine: &Engine) -> Result<WorkflowReply, AdminError> {
-    if engine.ctx().pipelines.current(&r.pipeline).is_none() {
-        return Err(AdminError::new(
-            code::UNKNOWN_PIPELINE,
-            format!("unknown pipeline {:?}", r.pipeline),
-        ));
+    if let Err(e) = engine
+        .ctx()
+        .pipelines
+        .startable(&r.pipeline, r.pipeline_version)
+    {
+        let code = match e {
+            NotStartable::UnknownPipeline(_) => code::UNKNOWN_PIPELINE,
+            NotStartable::UnknownVersion { .. } => code::UNKNOWN_PIPELINE_VERSION,
+        };
+        return Err(AdminError::new(code, e.to_string()));
     }
     let s = engine
-        .start_workflow(&r.pipeline, &r.id, &r.input.to_string())
+        .start_workflow_at(&r.pipeline, r.pipeline_version, &r.id, &r.input.to_string())
         .await?;
     Ok(WorkflowReply {
         v: VERSION,

@@ -139,6 +139,7 @@ pub fn run(args: BackfillArgs) -> ExitCode {
                     pipeline: pipeline.to_string(),
                     id,
                     input,
+                    pipeline_version: None,
                 };
                 match c.call::<_, WorkflowReply>("start", &req).await {
                     Ok(r) if r.created == Some(true) => (line_no, Line::Started, false),

@@ -74,7 +74,7 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// Check every journal in a data dir: invariants and checksums.
     Verify(verify::VerifyCommand),
-    /// Pipeline files.
+    /// Pipeline files: check a directory, or reload a running orchestrator's.
     #[command(subcommand)]
     Pipelines(PipelinesCmd),
 }
@@ -88,6 +88,8 @@ pub enum PipelinesCmd {
         #[arg(default_value = "config/pipelines")]
         dir: PathBuf,
     },
+    /// Make a running orchestrator read its pipeline directory again (as SIGHUP does).
+    Reload(Box<pipelines::ReloadArgs>),
 }
 
 pub fn main() -> ExitCode {
@@ -132,6 +134,7 @@ pub fn main() -> ExitCode {
         Command::Backup(args) => backup::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Pipelines(PipelinesCmd::Check { dir }) => pipelines::check(&dir),
+        Command::Pipelines(PipelinesCmd::Reload(args)) => pipelines::reload(*args),
     }
 }
 

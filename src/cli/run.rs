@@ -1,7 +1,8 @@
 //! `orchestrator run`: the production service. Engine + RocksDB + NATS
 //! transport + admin. SIGTERM/SIGINT: stop intake, stop sending tasks and let
 //! the offers in flight land, finish in-flight commits, stop the actors, join
-//! the commit thread, flush NATS; within `shutdown.grace` (10 s).
+//! the commit thread, flush NATS; within `shutdown.grace` (10 s). SIGHUP:
+//! read the pipeline directory again (as `orchestrator pipelines reload`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,7 +24,9 @@ use crate::transport::nats::{connect_with_stats, ensure_streams, run_intake, Nat
 /// overrides the config file; see `config/orchestrator.toml` for the rest.
 #[derive(Debug, Clone, Default, Args)]
 #[command(after_help = concat!(
-    "Example:\n  orchestrator run --config config/orchestrator.toml --nats-url nats://10.0.0.5:4222 --data-dir /var/lib/narralytica\n\n",
+    "Examples:\n  orchestrator run --config config/orchestrator.toml --nats-url nats://10.0.0.5:4222 --data-dir /var/lib/narralytica\n",
+    "  orchestrator run --home /srv/narralytica   # pipelines from /srv/narralytica/config/pipelines, data in /srv/narralytica/data/orchestrator\n",
+    "  kill -HUP <pid>   # read the pipeline directory again, as `orchestrator pipelines reload` does\n\n",
     "NATS security examples:\n",
     "  NARRALYTICA_NATS_PASSWORD=... orchestrator run --nats-user orchestrator\n",
     "  NARRALYTICA_NATS_TOKEN=... orchestrator run\n",
@@ -43,6 +46,12 @@ pub struct RunArgs {
     /// Config file (TOML); every option and its default: config/orchestrator.toml.
     #[arg(long, env = "NARRALYTICA_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Base of the relative default paths (`config/pipelines`,
+    /// `data/orchestrator`) no config file sets; default: the current
+    /// directory. Relative paths in a config file are taken under the file's
+    /// directory, relative flags under the current directory.
+    #[arg(long, env = "NARRALYTICA_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
     /// Print the effective configuration (defaults <- file <- env <- flags) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -89,10 +98,7 @@ pub struct RunArgs {
 impl RunArgs {
     /// Defaults <- file <- environment <- flags (clap resolves env vs flag).
     pub fn effective_config(&self, log: &LogArgs) -> Result<Config, String> {
-        let mut cfg = match &self.config {
-            Some(path) => Config::load(path)?,
-            None => Config::default(),
-        };
+        let mut cfg = Config::layered(self.config.as_deref(), self.home.as_deref())?;
         if let Some(v) = &self.nats_url {
             cfg.nats.url = v.clone();
         }
@@ -334,6 +340,13 @@ pub async fn serve(
         Arc::new(ResultIntake(engine.clone())),
         engine.sink(),
     ));
+    // SIGHUP is caught from before the admin verbs answer, so a signal sent
+    // once the service is seen to be up reloads rather than kills it.
+    let reloader = tokio::spawn(reload_on_sighup(
+        hangup_signal(),
+        node.pipelines.clone(),
+        node.committer.clone(),
+    ));
     let admin = tokio::spawn(crate::admin::serve(
         client.clone(),
         cfg.prefix.clone(),
@@ -341,10 +354,11 @@ pub async fn serve(
         config.nats.intake_limits(),
     ));
     eprintln!(
-        "orchestrator running: nats={} prefix={} data_dir={} resumed={}",
+        "orchestrator running: nats={} prefix={} data_dir={} pipelines_dir={} resumed={}",
         crate::transport::nats::redact_url(&cfg.url),
         cfg.prefix,
         config.node.data_dir.display(),
+        config.node.pipelines_dir.display(),
         Metrics::get(&metrics.workflows_resumed)
     );
     shutdown.await;
@@ -355,8 +369,10 @@ pub async fn serve(
     intake.abort();
     admin.abort();
     stream_watch.abort();
+    reloader.abort();
     let _ = intake.await;
     let _ = admin.await;
+    let _ = reloader.await;
     // Offers in flight may come back with their task's result, which exists
     // nowhere else: let them land while the engine still runs (an offer
     // waits at most nats.tasks_direct_timeout for its answer; one whose
@@ -407,4 +423,48 @@ pub async fn serve(
     }
     eprintln!("orchestrator stopped");
     Ok(())
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<()>;
+
+/// SIGHUP, caught from now on; `None` where it cannot be.
+fn hangup_signal() -> Hangup {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        signal(SignalKind::hangup())
+            .map_err(|e| {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload with `orchestrator pipelines reload`");
+            })
+            .ok()
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Reloads the pipelines on every SIGHUP until aborted; the outcome of each
+/// reload goes to the log (a refused reload changes nothing).
+async fn reload_on_sighup(
+    hangup: Hangup,
+    pipelines: Arc<crate::engine::PipelineRegistry>,
+    committer: Arc<crate::storage::group_commit::GroupCommitter>,
+) {
+    #[cfg(unix)]
+    if let Some(mut hangup) = hangup {
+        while hangup.recv().await.is_some() {
+            match pipelines.reload(&committer).await {
+                Ok(report) => crate::admin::log_reload(&report),
+                Err(e) => tracing::error!(error = %e, "pipelines not reloaded"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (hangup, pipelines, committer);
+    }
 }

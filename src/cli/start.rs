@@ -1,6 +1,6 @@
-//! `orchestrator start PIPELINE --id ID --input JSON [--wait]`: starts a
-//! workflow through the admin subject; an existing id returns the existing
-//! workflow (`created=false`), never a second one.
+//! `orchestrator start PIPELINE --id ID --input JSON [--pipeline-version N]
+//! [--wait]`: starts a workflow through the admin subject; an existing id
+//! returns the existing workflow (`created=false`), never a second one.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -14,11 +14,16 @@ use crate::protocol::VERSION;
 
 #[derive(Debug, Clone, Args)]
 #[command(
-    after_help = "Example:\n  orchestrator start video --id v-1 --input '{\"video_url\":\"s3://media/v-1.mp4\"}' --wait\n  # -> workflow id=v-1 status=completed created=true"
+    after_help = "Examples:\n  orchestrator start video --id v-1 --input '{\"video_url\":\"s3://media/v-1.mp4\"}' --wait\n  # -> workflow id=v-1 status=completed created=true\n  orchestrator start video --pipeline-version 1 --id v-2 --input '{\"video_url\":\"s3://media/v-2.mp4\"}'\n  # -> workflow id=v-2 status=running created=true (on version 1 of video, even if a higher version is registered)"
 )]
 pub struct StartArgs {
     /// Pipeline name (e.g. `video`).
     pub pipeline: String,
+    /// A registered version of the pipeline to start on; default: its current
+    /// (highest registered) version. An unregistered version is an error that
+    /// lists the registered ones.
+    #[arg(long, value_name = "N")]
+    pub pipeline_version: Option<u32>,
     /// Workflow id, e.g. the video id; a UUIDv7 when omitted.
     #[arg(long)]
     pub id: Option<String>,
@@ -64,6 +69,7 @@ async fn start(args: StartArgs) -> Result<ExitCode, String> {
         pipeline: args.pipeline.clone(),
         id,
         input,
+        pipeline_version: args.pipeline_version,
     };
     let reply: WorkflowReply = client.call("start", &req).await.map_err(|e| e.message)?;
     let id = reply.id.clone().unwrap_or_default();

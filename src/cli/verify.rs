@@ -1,8 +1,11 @@
-//! `orchestrator verify --data-dir DIR`.
+//! `orchestrator verify [--data-dir DIR | --config FILE | --home DIR]`: by
+//! default the data dir `orchestrator run` uses with the same options.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::config::Config;
 use crate::storage::rocks::{RocksConfig, RocksStorage};
 use crate::storage::store::WorkflowStore;
 use crate::storage::Storage;
@@ -14,11 +17,18 @@ pub use crate::verify::VerifyArgs;
 /// connection (the same options as every command that connects to NATS).
 #[derive(Debug, Clone, clap::Args)]
 #[command(
-    after_help = "Example (the node stopped: verify needs the data dir's lock):\n  orchestrator verify --data-dir /var/lib/narralytica/orchestrator --details\n  # -> verify workflows=50 completed=50 ... violations=0 corrupt=0\n  orchestrator verify --data-dir D --events-from nats://127.0.0.1:4222 --record w0.jsonl --expect-terminal\n  # -> check workflows=100 terminal=100 events_missing=0 ... violations=0 (exit 1 on any violation)"
+    after_help = "Example (the node stopped: verify needs the data dir's lock):\n  orchestrator verify --data-dir /var/lib/narralytica/orchestrator --details\n  # -> verify workflows=50 completed=50 ... violations=0 corrupt=0\n  orchestrator verify --config /etc/narralytica/orchestrator.toml   # the data dir `run --config` uses\n  orchestrator verify --data-dir ./data/dev   # after `orchestrator dev`\n  orchestrator verify --data-dir D --events-from nats://127.0.0.1:4222 --record w0.jsonl --expect-terminal\n  # -> check workflows=100 terminal=100 events_missing=0 ... violations=0 (exit 1 on any violation)"
 )]
 pub struct VerifyCommand {
     #[command(flatten)]
     pub verify: VerifyArgs,
+    /// The config file of `orchestrator run`: without --data-dir, its
+    /// `node.data_dir` is checked.
+    #[arg(long, env = "NARRALYTICA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// As `orchestrator run --home`: base of the default data dir.
+    #[arg(long, env = "NARRALYTICA_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
     #[command(flatten)]
     pub events_security: super::nats_security::NatsSecurityArgs,
 }
@@ -27,22 +37,35 @@ pub fn run(cmd: VerifyCommand) -> ExitCode {
     let VerifyCommand {
         verify: args,
         events_security,
+        config,
+        home,
     } = cmd;
-    if !args.data_dir.join("CURRENT").exists() {
+    // The same resolution as `run`: the flag (or env), else the config
+    // file's data dir, else the default under the home.
+    let data_dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => match Config::layered(config.as_deref(), home.as_deref()) {
+            Ok(cfg) => cfg.node.data_dir,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    if !data_dir.join("CURRENT").exists() {
         eprintln!(
             "error: {} is not a data dir (no RocksDB CURRENT file)",
-            args.data_dir.display()
+            data_dir.display()
         );
         return ExitCode::from(2);
     }
-    let storage: Arc<dyn Storage> =
-        match RocksStorage::open(&args.data_dir, &RocksConfig::default()) {
-            Ok(s) => Arc::new(s),
-            Err(e) => {
-                eprintln!("error: cannot open {}: {e}", args.data_dir.display());
-                return ExitCode::from(2);
-            }
-        };
+    let storage: Arc<dyn Storage> = match RocksStorage::open(&data_dir, &RocksConfig::default()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("error: cannot open {}: {e}", data_dir.display());
+            return ExitCode::from(2);
+        }
+    };
     let store = match WorkflowStore::open_existing(storage) {
         Ok(s) => s,
         Err(e) => {

@@ -2,12 +2,16 @@
 //! defaults ← file (`--config`) ← environment ← flags.
 //!
 //! Every option has a default here; `config/orchestrator.toml` documents each
-//! one with exactly that default (a test keeps the two equal). Unknown keys
+//! one with exactly that default, its paths written relative to its own
+//! directory (a test keeps the two equal). Unknown keys
 //! are refused with the key's name, so a typo never silently falls back to a
-//! default. Durations are strings such as `"5s"`, `"10m"`, `"7d"`.
+//! default. Durations are strings such as `"5s"`, `"10m"`, `"7d"`. Relative
+//! paths of a file are taken under the file's directory, relative defaults
+//! under `--home` (see `paths`).
 
 mod dur;
 mod nats;
+mod paths;
 mod sections;
 #[cfg(test)]
 mod tests;
@@ -52,7 +56,7 @@ impl Default for Config {
         let otlp = OtlpConfig::default();
         Config {
             node: NodeSection {
-                data_dir: PathBuf::from("./data/orchestrator"),
+                data_dir: PathBuf::from("data/orchestrator"),
                 pipelines_dir: PathBuf::from("config/pipelines"),
                 backup_root: PathBuf::new(),
             },
@@ -183,10 +187,10 @@ impl Config {
         Ok(cfg)
     }
 
+    /// A config file over the defaults; relative paths it sets are taken
+    /// under its directory (see [`Config::layered`]).
     pub fn load(path: &Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-        Config::parse(&text).map_err(|e| format!("config {}: {e}", path.display()))
+        Config::layered(Some(path), None)
     }
 
     /// The effective configuration as TOML (`orchestrator run --print-config`).

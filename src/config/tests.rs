@@ -1,13 +1,69 @@
 //! Tests of the configuration: the shipped file, refusals by key name.
 
+use std::path::{Path, PathBuf};
+
 use super::*;
 
 const SHIPPED: &str = include_str!("../../config/orchestrator.toml");
 
+/// `path` with `.` and `dir/..` removed, without touching the filesystem.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 #[test]
 fn the_shipped_file_states_exactly_the_defaults() {
-    let parsed = Config::parse(SHIPPED).expect("config/orchestrator.toml parses");
-    assert_eq!(parsed, Config::default());
+    // Its paths are relative to its directory, the defaults' to the home: in
+    // this repository both name the same directories.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut parsed = Config::load(&root.join("config/orchestrator.toml"))
+        .expect("config/orchestrator.toml parses");
+    let defaults = Config::defaults_under(Some(root));
+    for (from_file, default) in [
+        (&mut parsed.node.data_dir, &defaults.node.data_dir),
+        (&mut parsed.node.pipelines_dir, &defaults.node.pipelines_dir),
+    ] {
+        assert_eq!(lexical(from_file), lexical(default));
+        *from_file = default.clone();
+    }
+    assert_eq!(parsed, defaults);
+}
+
+#[test]
+fn relative_paths_are_taken_under_the_config_files_directory_or_the_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("orchestrator.toml");
+    std::fs::write(
+        &file,
+        "[node]\npipelines_dir = \"pipelines\"\nbackup_root = \"/abs/backups\"\n[nats]\ncreds_file = \"o.creds\"\n",
+    )
+    .unwrap();
+    let home = Path::new("/srv/home");
+    let cfg = Config::layered(Some(&file), Some(home)).unwrap();
+    assert_eq!(cfg.node.pipelines_dir, dir.path().join("pipelines"));
+    assert_eq!(cfg.node.backup_root, Path::new("/abs/backups"));
+    assert_eq!(cfg.nats.creds_file, dir.path().join("o.creds"));
+    // Not set in the file: the default, under the home.
+    assert_eq!(cfg.node.data_dir, home.join("data/orchestrator"));
+    // Unset paths stay unset.
+    assert_eq!(cfg.nats.tls_ca_file, PathBuf::new());
+
+    let cfg = Config::layered(None, Some(home)).unwrap();
+    assert_eq!(cfg.node.pipelines_dir, home.join("config/pipelines"));
+    assert_eq!(cfg.node.data_dir, home.join("data/orchestrator"));
+    // No file, no home: relative to the current directory, as given.
+    let cfg = Config::layered(None, None).unwrap();
+    assert_eq!(cfg.node.data_dir, Path::new("data/orchestrator"));
 }
 
 #[test]

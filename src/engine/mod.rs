@@ -367,10 +367,23 @@ impl Engine {
         Duration::from_millis(self.ctx.config.request_timeout_ms)
     }
 
-    /// Starts a workflow, or returns the existing one with this id.
+    /// Starts a workflow on the current version of `pipeline`, or returns
+    /// the existing one with this id.
     pub async fn start_workflow(
         &self,
         pipeline: &str,
+        id: &str,
+        input: &str,
+    ) -> Result<StartReply, Error> {
+        self.start_workflow_at(pipeline, None, id, input).await
+    }
+
+    /// Starts a workflow on `version` of `pipeline` (the current version when
+    /// `None`), or returns the existing one with this id, whatever its version.
+    pub async fn start_workflow_at(
+        &self,
+        pipeline: &str,
+        version: Option<u32>,
         id: &str,
         input: &str,
     ) -> Result<StartReply, Error> {
@@ -382,6 +395,7 @@ impl Engine {
                 |reply| PartitionMsg::Start {
                     id: id.to_string(),
                     pipeline: pipeline.to_string(),
+                    version,
                     input: input.to_string(),
                     reply,
                 },

@@ -42,6 +42,8 @@ pub enum PartitionMsg {
     Start {
         id: String,
         pipeline: String,
+        /// A registered version; `None`: the current one.
+        version: Option<u32>,
         input: String,
         reply: RpcReplyPort<Result<StartReply, InputError>>,
     },
@@ -221,10 +223,11 @@ impl Actor for PartitionActor {
             PartitionMsg::Start {
                 id,
                 pipeline,
+                version,
                 input,
                 reply,
-            } => match st.ctx.pipelines.current(&pipeline) {
-                Some((pref, def)) => {
+            } => match st.ctx.pipelines.startable(&pipeline, version) {
+                Ok((pref, def)) => {
                     let msg = WorkflowMsg::Start {
                         pipeline: pref,
                         def,
@@ -233,11 +236,9 @@ impl Actor for PartitionActor {
                     };
                     st.route(id, msg);
                 }
-                None => {
+                Err(not_startable) => {
                     Metrics::inc(&st.ctx.metrics.rejected_inputs);
-                    let _ = reply.send(Err(InputError::Rejected(format!(
-                        "unknown pipeline {pipeline:?}"
-                    ))));
+                    let _ = reply.send(Err(InputError::Rejected(not_startable.to_string())));
                 }
             },
             PartitionMsg::AcceptMany {

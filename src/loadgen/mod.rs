@@ -276,6 +276,7 @@ impl Starter {
             pipeline: self.pipeline.clone(),
             input: json!({"video_url": format!("s3://media/{id}.mp4"), "video_id": id}),
             id: id.clone(),
+            pipeline_version: None,
         });
         let me = self.clone();
         tokio::spawn(async move {

@@ -68,6 +68,13 @@ pub enum PipelineErrorKind {
         line: Option<usize>,
         message: String,
     },
+    /// A definition that differs from the one already registered (or
+    /// stored) under the same name and version: a changed definition needs a
+    /// new version, so every workflow keeps meaning one definition.
+    #[error(
+        "pipeline \"{name}\" version {version} differs from the definition already registered under that version; give the changed definition a new version (or restore the file)"
+    )]
+    ChangedWithoutNewVersion { name: String, version: u32 },
     /// `[pipeline] name` is absent.
     #[error("missing pipeline name: set `name = \"...\"` under [pipeline]")]
     MissingName,

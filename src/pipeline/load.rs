@@ -74,6 +74,13 @@ pub fn load_pipeline_file(
     parse_pipeline(&text, &file, limits)
 }
 
+/// A validated definition and the file it came from (named in errors about it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedPipeline {
+    pub file: String,
+    pub def: PipelineDef,
+}
+
 /// Loads every `*.toml` file of `dir`, in file-name order. All problems are
 /// reported, not only the first: one error per broken file, plus one per file
 /// that declares a (name, version) already declared by an earlier file.
@@ -83,6 +90,14 @@ pub fn load_pipeline_dir(
     dir: &Path,
     limits: &PipelineLimits,
 ) -> Result<Vec<PipelineDef>, Vec<PipelineError>> {
+    load_pipeline_files(dir, limits).map(|loaded| loaded.into_iter().map(|l| l.def).collect())
+}
+
+/// [`load_pipeline_dir`], keeping the file of each definition.
+pub fn load_pipeline_files(
+    dir: &Path,
+    limits: &PipelineLimits,
+) -> Result<Vec<LoadedPipeline>, Vec<PipelineError>> {
     let dir_error = |message: String| {
         PipelineError::new(
             dir.display().to_string(),
@@ -108,7 +123,7 @@ pub fn load_pipeline_dir(
     }
     paths.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
 
-    let mut defs: Vec<PipelineDef> = Vec::new();
+    let mut defs: Vec<LoadedPipeline> = Vec::new();
     // (name, version) -> file that declared it first.
     let mut seen: HashMap<(String, u32), String> = HashMap::new();
     for path in paths {
@@ -127,8 +142,8 @@ pub fn load_pipeline_dir(
                         },
                     ));
                 } else {
-                    seen.insert(key, file);
-                    defs.push(def);
+                    seen.insert(key, file.clone());
+                    defs.push(LoadedPipeline { file, def });
                 }
             }
             Err(e) => errors.push(e),

@@ -138,7 +138,7 @@ pub struct PipelineKey {
     pub name: String,
     /// Pipeline version.
     pub version: u32,
-    /// Hash of the definition, so two different files claiming one version coexist.
+    /// Hash of the definition: a workflow pins its definition by (name, version, hash).
     pub hash: u64,
 }
 

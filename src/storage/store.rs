@@ -177,6 +177,19 @@ impl WorkflowStore {
         self.load(&keys::pipeline(name, version, hash)?)
     }
 
+    /// Every stored definition of pipeline `name`: (version, hash, definition),
+    /// ordered by version then hash; at most `limit`.
+    pub fn pipeline_definitions<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<(u32, u64, T)>, Error> {
+        self.collect(&keys::pipeline_versions(name)?, limit, |k, v| {
+            let key = keys::decode_pipeline(k)?;
+            Ok((key.version, key.hash, codec::decode(k, v)?))
+        })
+    }
+
     fn load<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, Error> {
         match self.storage.get(key)? {
             Some(bytes) => codec::decode(key, &bytes).map(Some),

@@ -229,8 +229,10 @@ pub const STUCK_SLACK_MS: u64 = 5_000;
 /// `orchestrator verify --data-dir DIR`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct VerifyArgs {
-    #[arg(long, default_value = "./data/dev")]
-    pub data_dir: std::path::PathBuf,
+    /// The data dir to check; default: the one `orchestrator run` uses with
+    /// the same `--config` and `--home` (`data/orchestrator` under the home).
+    #[arg(long, env = "NARRALYTICA_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
     /// Print every problem found (up to 200), not just the counts.
     #[arg(long)]
     pub details: bool,
