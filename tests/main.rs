@@ -4,6 +4,7 @@ mod support;
 
 mod attempt_token;
 mod cli;
+mod console;
 mod dst;
 mod engine;
 mod events;

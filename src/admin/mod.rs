@@ -17,6 +17,7 @@
 //! | `history` | `history` and the view of one journaled event |
 //! | `list` | `list` and the status-index scan batch jobs share |
 //! | `backup` | `backup` |
+//! | `local` | the verbs in-process, for the web console |
 //! | [`batch`] | durable, rate-limited batch jobs |
 
 mod backup;
@@ -24,6 +25,7 @@ pub mod batch;
 mod error;
 mod history;
 mod list;
+mod local;
 mod serve;
 mod wire;
 mod workflow;
@@ -36,9 +38,10 @@ pub use batch::{
 pub use error::{code, AdminError, ErrorReply};
 pub(crate) use history::history_event;
 pub use list::{scan_status_index, ScanCursor, Selection};
+pub use local::{LocalAdmin, StepShape, WorkflowShape};
 #[cfg(test)]
 pub(crate) use serve::{decode_request, HasVersion};
-pub use serve::{serve, ADMIN_IN_FLIGHT_MAX};
+pub use serve::{serve, serve_with, ADMIN_IN_FLIGHT_MAX};
 pub use wire::{
     CancelRequest, DescribeRequest, Filter, HistoryEvent, HistoryReply, HistoryRequest, ListReply,
     ListRequest, ListedWorkflow, RerunRequest, StartRequest, StepReply, WorkflowReply,

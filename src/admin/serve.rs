@@ -7,10 +7,11 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::backup::{backup, BackupRequest};
-use super::batch::{self, BatchCreateRequest, BatchHandle, BatchJobRequest, BatchListRequest};
+use super::batch::{BatchCreateRequest, BatchHandle, BatchJobRequest, BatchListRequest};
 use super::error::encode;
 use super::history::history;
 use super::list::list;
+use super::local::LocalAdmin;
 use super::wire::{
     CancelRequest, DescribeRequest, HistoryRequest, ListRequest, RerunRequest, StartRequest,
 };
@@ -31,6 +32,19 @@ pub async fn serve(
     engine: Arc<Engine>,
     request_max_bytes: usize,
 ) -> Result<(), String> {
+    let (admin, runner) = LocalAdmin::start(engine);
+    serve_with(client, prefix, admin, runner, request_max_bytes).await
+}
+
+/// [`serve`] over verbs made by [`LocalAdmin::start`], whose batch runner
+/// `runner` is polled here: the console shares that runner.
+pub async fn serve_with(
+    client: async_nats::Client,
+    prefix: String,
+    admin: LocalAdmin,
+    runner: impl std::future::Future<Output = ()>,
+    request_max_bytes: usize,
+) -> Result<(), String> {
     let subjects = Subjects::new(&prefix)?;
     let mut subs = Vec::new();
     for verb in VERBS {
@@ -40,7 +54,8 @@ pub async fn serve(
             .map_err(|e| format!("cannot subscribe to admin.{verb}: {e}"))?;
         subs.push((verb, sub));
     }
-    let (batches, runner) = batch::runner(engine.clone());
+    let engine = admin.engine().clone();
+    let batches = admin.batches().clone();
     // Plain futures, not spawned tasks: when the service drops `serve`, the
     // loops and the batch runner (and their handles on the engine) go with it.
     let loops = subs.into_iter().map(|(verb, sub)| {
