@@ -50,6 +50,18 @@ if ! python3 -c "import pytest" >/dev/null 2>&1; then
   python3 -m pip install --quiet pytest==8.3.4 >&2
 fi
 
+# The web console's browser test drives headless Chromium (Debian's package).
+if ! command -v chromium >/dev/null; then
+  echo "setup: installing chromium (the console's browser test)" >&2
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -q chromium >/dev/null 2>&1 || {
+    $SUDO apt-get update -q >/dev/null
+    $SUDO apt-get install -y -q chromium >/dev/null
+  }
+fi
+
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found; install the Rust toolchain (https://rustup.rs)" >&2
   exit 1

@@ -47,6 +47,7 @@ pub mod audit;
 pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod dst;
 pub mod durations;
 pub mod engine;

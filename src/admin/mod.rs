@@ -20,6 +20,7 @@
 //! | `list` | `list` and the status-index scan batch jobs share |
 //! | `backup` | `backup` |
 //! | `pipelines` | `pipelines.reload` |
+//! | `local` | the verbs in-process, for the web console |
 //! | [`batch`] | durable, rate-limited batch jobs |
 
 mod backup;
@@ -28,6 +29,7 @@ mod error;
 mod history;
 mod intake;
 mod list;
+mod local;
 mod pipelines;
 mod serve;
 mod wire;
@@ -41,14 +43,15 @@ pub use batch::{
 pub use error::{code, AdminError, ErrorReply};
 pub(crate) use history::history_event;
 pub use list::{scan_status_index, ScanCursor, Selection};
+pub use intake::IntakeLimits;
+pub use local::{LocalAdmin, StepShape, WorkflowShape};
 pub use pipelines::{
     log_reload, PipelineVersionView, PipelinesReloadReply, PipelinesReloadRequest,
     RemovedVersionView,
 };
 #[cfg(test)]
 pub(crate) use serve::{decode_request, HasVersion};
-pub use intake::IntakeLimits;
-pub use serve::serve;
+pub use serve::{serve, serve_with};
 pub use wire::{
     CancelRequest, DescribeRequest, Filter, HistoryEvent, HistoryReply, HistoryRequest, ListReply,
     ListRequest, ListedWorkflow, RerunRequest, StartRequest, StepReply, WorkflowReply,

@@ -8,11 +8,12 @@ use tokio::sync::Semaphore;
 use serde::Deserialize;
 
 use super::backup::{backup, BackupRequest};
-use super::batch::{self, BatchCreateRequest, BatchHandle, BatchJobRequest, BatchListRequest};
+use super::batch::{BatchCreateRequest, BatchHandle, BatchJobRequest, BatchListRequest};
 use super::error::encode;
 use super::history::history;
 use super::intake::{check_start_size, Gate, IntakeLimits};
 use super::list::list;
+use super::local::LocalAdmin;
 use super::pipelines::{reload, PipelinesReloadRequest};
 use super::wire::{
     CancelRequest, DescribeRequest, HistoryRequest, ListRequest, RerunRequest, StartRequest,
@@ -34,6 +35,19 @@ pub async fn serve(
     engine: Arc<Engine>,
     limits: IntakeLimits,
 ) -> Result<(), String> {
+    let (admin, runner) = LocalAdmin::start(engine);
+    serve_with(client, prefix, admin, runner, limits).await
+}
+
+/// [`serve`] over verbs made by [`LocalAdmin::start`], whose batch runner
+/// `runner` is polled here: the console shares that runner.
+pub async fn serve_with(
+    client: async_nats::Client,
+    prefix: String,
+    admin: LocalAdmin,
+    runner: impl std::future::Future<Output = ()>,
+    limits: IntakeLimits,
+) -> Result<(), String> {
     let subjects = Subjects::new(&prefix)?;
     let mut subs = Vec::new();
     for verb in VERBS {
@@ -43,7 +57,8 @@ pub async fn serve(
             .map_err(|e| format!("cannot subscribe to admin.{verb}: {e}"))?;
         subs.push((verb, sub));
     }
-    let (batches, runner) = batch::runner(engine.clone());
+    let engine = admin.engine().clone();
+    let batches = admin.batches().clone();
     let slots = Arc::new(Semaphore::new(limits.in_flight_max.max(1)));
     let gate = Arc::new(Gate::new(limits));
     let subjects = Arc::new(subjects);

@@ -85,6 +85,20 @@ pub struct RunArgs {
     /// Address of /healthz, /readyz, /metrics, or `off` [config: http.addr].
     #[arg(long, env = "NARRALYTICA_HTTP_ADDR")]
     pub http_addr: Option<String>,
+    /// Serve the web console under /console on the HTTP port [config: console.enabled].
+    #[arg(long, env = "NARRALYTICA_CONSOLE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub console: Option<bool>,
+    /// The console's operator token; prefer the environment variable [config: console.token].
+    #[arg(
+        long,
+        env = "NARRALYTICA_CONSOLE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub console_token: Option<String>,
+    /// A file holding the console's operator token [config: console.token_file].
+    #[arg(long, env = "NARRALYTICA_CONSOLE_TOKEN_FILE", value_name = "FILE")]
+    pub console_token_file: Option<PathBuf>,
     /// Export spans over OTLP/HTTP to this `http://` or `https://` base URL; empty = off [config: trace.otlp_endpoint].
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
@@ -126,6 +140,15 @@ impl RunArgs {
         }
         if let Some(v) = &self.http_addr {
             cfg.http.addr = v.clone();
+        }
+        if let Some(v) = self.console {
+            cfg.console.enabled = v;
+        }
+        if let Some(v) = &self.console_token {
+            cfg.console.token = crate::transport::nats::Secret::new(v.clone());
+        }
+        if let Some(v) = &self.console_token_file {
+            cfg.console.token_file = v.clone();
         }
         if let Some(v) = &self.otlp_endpoint {
             cfg.trace.otlp_endpoint = v.trim().to_owned();
@@ -214,17 +237,22 @@ pub async fn serve(
     // Health and metrics first, so probes see the service come up.
     let nats_stats = Arc::new(crate::transport::nats::NatsStats::default());
     let metrics = Arc::new(Metrics::default());
-    let mut http = crate::http::Endpoint::start(
-        &cfg.http.addr,
-        crate::http::HttpState {
-            metrics: metrics.clone(),
-            readiness: Arc::new(crate::http::Readiness::with_nats(nats_stats.clone())),
-            nats: Some(nats_stats.clone()),
-            events: events.as_ref().map(|(o, _)| o.stats.clone()),
-            ..Default::default()
-        },
-    )
-    .await?;
+    let http_state = crate::http::HttpState {
+        metrics: metrics.clone(),
+        readiness: Arc::new(crate::http::Readiness::with_nats(nats_stats.clone())),
+        nats: Some(nats_stats.clone()),
+        events: events.as_ref().map(|(o, _)| o.stats.clone()),
+        ..Default::default()
+    };
+    let console = console(&cfg, &http_state)?;
+    let mut app = crate::http::routes(http_state.clone());
+    if let Some(c) = &console {
+        app = app.merge(crate::console::router(c.clone()));
+    }
+    let mut http = crate::http::Endpoint::start_with(&cfg.http.addr, http_state, app).await?;
+    if let (Some(_), Some(addr)) = (&console, http.local_addr()) {
+        eprintln!("console on http://{addr}/console");
+    }
     let node = open_node(&cfg.node_options()).await?;
     http.storage_opened(
         node.committer.histograms(),
@@ -347,10 +375,16 @@ pub async fn serve(
         node.pipelines.clone(),
         node.committer.clone(),
     ));
-    let admin = tokio::spawn(crate::admin::serve(
+    let (local_admin, batch_runner) = crate::admin::LocalAdmin::start(engine.clone());
+    let console_tasks = match &console {
+        Some(c) => Some(c.attach(local_admin.clone(), client.clone(), &cfg.prefix)?),
+        None => None,
+    };
+    let admin = tokio::spawn(crate::admin::serve_with(
         client.clone(),
         cfg.prefix.clone(),
-        engine.clone(),
+        local_admin,
+        batch_runner,
         config.nats.intake_limits(),
     ));
     eprintln!(
@@ -364,6 +398,10 @@ pub async fn serve(
     shutdown.await;
     eprintln!("orchestrator stopping");
     http.stop().await;
+    // The console holds the engine through its admin verbs: let go of it
+    // before the engine and the storage close.
+    drop(console_tasks);
+    drop(console);
     // Stop intake first: nothing new is accepted; unacked results are
     // redelivered to the next run.
     intake.abort();
@@ -467,4 +505,37 @@ async fn reload_on_sighup(
     {
         let _ = (hangup, pipelines, committer);
     }
+}
+
+/// The web console when `[console] enabled`, with its operator token.
+fn console(
+    cfg: &Config,
+    http: &crate::http::HttpState,
+) -> Result<Option<Arc<crate::console::Console>>, String> {
+    let c = &cfg.console;
+    if !c.enabled {
+        return Ok(None);
+    }
+    if cfg.http.addr.trim().eq_ignore_ascii_case("off") {
+        tracing::warn!("console.enabled is set but http.addr is off: no console");
+        return Ok(None);
+    }
+    let token = crate::console::load_token(c.token.expose(), &c.token_file)?;
+    eprintln!(
+        "console enabled ({})",
+        if token.is_some() {
+            "operators sign in with the operator token"
+        } else {
+            "read-only: no operator token"
+        }
+    );
+    Ok(Some(crate::console::Console::new(
+        crate::console::ConsoleOptions {
+            token,
+            page_size: c.page_size,
+            inbox_scan_max: c.inbox_scan_max,
+            sessions_max: c.sessions_max,
+        },
+        http.clone(),
+    )))
 }

@@ -29,7 +29,7 @@ use crate::transport::nats::Secret;
 pub use dur::{Dur, Keep};
 pub use nats::NatsSection;
 pub use sections::{
-    EngineSection, EventsSection, HttpSection, LogFormat, LogSection, NodeSection,
+    ConsoleSection, EngineSection, EventsSection, HttpSection, LogFormat, LogSection, NodeSection,
     RetentionSection, RetryBudgetSection, ShutdownSection, StorageSection, TraceSection,
 };
 
@@ -42,6 +42,7 @@ pub struct Config {
     pub storage: StorageSection,
     pub events: EventsSection,
     pub http: HttpSection,
+    pub console: ConsoleSection,
     pub log: LogSection,
     pub trace: TraceSection,
     pub shutdown: ShutdownSection,
@@ -109,6 +110,14 @@ impl Default for Config {
             http: HttpSection {
                 addr: "127.0.0.1:9464".into(),
             },
+            console: ConsoleSection {
+                enabled: false,
+                token: Default::default(),
+                token_file: PathBuf::new(),
+                page_size: 50,
+                inbox_scan_max: 2_000,
+                sessions_max: 64,
+            },
             log: LogSection {
                 level: "info".into(),
                 format: LogFormat::Pretty,
@@ -156,6 +165,7 @@ section_defaults!(
     StorageSection => storage,
     EventsSection => events,
     HttpSection => http,
+    ConsoleSection => console,
     LogSection => log,
     TraceSection => trace,
     ShutdownSection => shutdown,

@@ -161,3 +161,22 @@ pub struct ShutdownSection {
     /// Longest graceful stop on SIGTERM before the process exits anyway.
     pub grace: Dur,
 }
+
+/// The web console on the HTTP port (`docs/console.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSection {
+    /// Serve the console under `/console` on `http.addr`.
+    pub enabled: bool,
+    /// The operator token; without one (here or in `token_file`) the
+    /// console is read-only. Printed as `***`.
+    pub token: crate::transport::nats::Secret,
+    /// A file holding the operator token (first line); wins over `token`.
+    pub token_file: PathBuf,
+    /// Workflows per page of the workflow list.
+    pub page_size: u32,
+    /// Failed workflows the inbox examines at most (newest first).
+    pub inbox_scan_max: u32,
+    /// Operator sessions kept at once; past it the oldest is signed out.
+    pub sessions_max: usize,
+}

@@ -153,6 +153,19 @@ impl Config {
             self.retention.batch_max >= 1 && self.retention.scan_max >= 1,
             "retention.batch_max and retention.scan_max must be at least 1",
         );
+        let c = &self.console;
+        need(
+            (1..=crate::admin::LIST_PAGE_MAX).contains(&c.page_size),
+            "console.page_size must be within 1..=1000",
+        );
+        need(
+            (1..=100_000).contains(&c.inbox_scan_max),
+            "console.inbox_scan_max must be within 1..=100000",
+        );
+        need(
+            (1..=10_000).contains(&c.sessions_max),
+            "console.sessions_max must be within 1..=10000",
+        );
         self.nats.check(&mut errs);
         if errs.is_empty() {
             Ok(())
