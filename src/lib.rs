@@ -46,6 +46,7 @@ pub mod admin;
 pub mod audit;
 pub mod backup;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dst;
 pub mod durations;
