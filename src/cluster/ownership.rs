@@ -100,6 +100,9 @@ struct Held {
     valid_until_ms: u64,
     last_renew_ms: u64,
     renewing: Option<InFlight>,
+    /// When the first renewal after the last confirmed one was sent: a
+    /// renewal recognised later by its term was sent no earlier.
+    unconfirmed_since_ms: Option<u64>,
     phase: Phase,
 }
 
@@ -351,7 +354,8 @@ impl Ownership {
                     if h.renewing.as_ref().is_some_and(timed_out) {
                         h.renewing = None;
                     }
-                    let due = h.renewing.is_none() && now >= h.last_renew_ms + self.cfg.renew_every_ms;
+                    let due =
+                        h.renewing.is_none() && now >= h.last_renew_ms + self.cfg.renew_every_ms;
                     let (term, expected) = (h.term, h.revision);
                     if due {
                         let value = self.holder(term);
@@ -359,6 +363,7 @@ impl Ownership {
                         if let Slot::Held(h) = &mut self.slots[i] {
                             h.renewing = Some(write);
                             h.last_renew_ms = now;
+                            h.unconfirmed_since_ms.get_or_insert(now);
                         }
                     }
                 }
@@ -394,8 +399,11 @@ impl Ownership {
     /// leases for a deficit.
     fn rebalance(&mut self, now: u64) {
         let registered = matches!(self.registration, Registration::Registered { .. });
+        // The node counts itself while it runs, even between a lapsed
+        // registration and its renewal, so one lost heartbeat does not make
+        // it hand everything over.
         let mut nodes = self.nodes.clone();
-        if registered && !self.leaving {
+        if !self.leaving {
             nodes.push(self.me.clone());
         }
         let share = if self.leaving {
@@ -461,12 +469,10 @@ impl Ownership {
         if self.on_registration_kv(now, id, &result) {
             return;
         }
-        let Some(p) = (0..self.partitions).find(|p| {
-            match &self.slots[usize::from(*p)] {
-                Slot::Acquiring { write, .. } | Slot::Releasing { write, .. } => write.op == id,
-                Slot::Held(h) => h.renewing.is_some_and(|w| w.op == id),
-                Slot::Free => false,
-            }
+        let Some(p) = (0..self.partitions).find(|p| match &self.slots[usize::from(*p)] {
+            Slot::Acquiring { write, .. } | Slot::Releasing { write, .. } => write.op == id,
+            Slot::Held(h) => h.renewing.is_some_and(|w| w.op == id),
+            Slot::Free => false,
         }) else {
             return; // An answer to a write given up on.
         };
@@ -505,6 +511,7 @@ impl Ownership {
                     valid_until_ms: write.sent_ms + valid_ms,
                     last_renew_ms: write.sent_ms,
                     renewing: None,
+                    unconfirmed_since_ms: None,
                     phase: Phase::Serving,
                 });
                 self.out.push(Action::StartServing {
@@ -518,12 +525,18 @@ impl Ownership {
                     KvResult::Ok { revision } => {
                         h.revision = revision;
                         h.valid_until_ms = h.valid_until_ms.max(write.sent_ms + valid_ms);
+                        h.unconfirmed_since_ms = None;
                     }
                     // An earlier renewal applied and its answer was lost: the
-                    // lease is still ours at the newer revision (its validity
-                    // stays as confirmed, since the write's time is unknown).
+                    // lease is still ours at the newer revision. That write
+                    // was sent no earlier than the first unconfirmed renewal
+                    // (one sent before the last confirmed write expected an
+                    // older revision and cannot have applied after it).
                     KvResult::Conflict { current: Some(e) } if self.is_mine(&e, h.term) => {
                         h.revision = e.revision;
+                        if let Some(since) = h.unconfirmed_since_ms.take() {
+                            h.valid_until_ms = h.valid_until_ms.max(since + valid_ms);
+                        }
                     }
                     KvResult::Conflict { current } => {
                         self.seen[i] = current;
@@ -661,10 +674,8 @@ fn start_offset(me: &str, partitions: u16) -> u16 {
     if partitions == 0 {
         return 0;
     }
-    let h = me
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
+    let h = me.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
     (h % u64::from(partitions)) as u16
 }

@@ -163,9 +163,13 @@ fn a_lost_answer_is_recognised_by_the_term_on_the_conflict() {
             },
         },
     );
-    assert!(acts
-        .iter()
-        .any(|a| matches!(a, Action::StartServing { epoch: Epoch(6), .. })));
+    assert!(acts.iter().any(|a| matches!(
+        a,
+        Action::StartServing {
+            epoch: Epoch(6),
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -371,4 +375,41 @@ fn timings_that_cannot_renew_in_time_are_refused() {
         ..cfg()
     };
     assert!(no_margin.validate().is_err());
+}
+
+#[test]
+fn a_renewal_recognised_by_its_term_extends_the_lease_from_its_send_time() {
+    let mut o = serving_all();
+    let acts = o.handle(1_020, Input::Tick);
+    let first = kv_writes(&acts)
+        .into_iter()
+        .find(|w| w.key == Key::Lease(0))
+        .unwrap();
+    let KvOp::Update { value, .. } = &first.op else {
+        panic!()
+    };
+    let mine = value.clone();
+    // Its answer is lost; the next renewal conflicts with the write that
+    // applied, which carries this node's term.
+    let acts = o.handle(2_020, Input::Tick);
+    let second = kv_writes(&acts)
+        .into_iter()
+        .find(|w| w.key == Key::Lease(0))
+        .unwrap();
+    o.handle(
+        2_030,
+        Input::KvDone {
+            id: second.id,
+            result: KvResult::Conflict {
+                current: Some(Entry {
+                    holder: mine,
+                    revision: 60,
+                }),
+            },
+        },
+    );
+    // Valid until the first renewal's send time (1020) + TTL − margin,
+    // past the 2510 the first acquisition gave.
+    assert!(o.serving_epoch(0, 3_000).is_some());
+    assert!(o.serving_epoch(0, 1_020 + 2_500).is_none());
 }

@@ -161,3 +161,12 @@ pub struct ShutdownSection {
     /// Longest graceful stop on SIGTERM before the process exits anyway.
     pub grace: Dur,
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// A single-node `run` claims its NATS prefix in a KV bucket and renews
+    /// the claim every third of this; a node stopped without a goodbye
+    /// (`kill -9`, host lost) blocks other nodes on its prefix this long.
+    pub claim_ttl: Dur,
+}
