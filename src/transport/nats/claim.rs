@@ -100,10 +100,19 @@ pub async fn claim_prefix(
     for _ in 0..3 {
         let found = read_claim(&store).await?;
         let step = claim_step(&node, found.as_ref().map(|(v, r)| (v.node.as_str(), *r)));
+        // A lost race is tried again; any other error ends the start.
         let written = match step {
-            ClaimStep::Create => store.create(CLAIM_KEY, value.clone()).await.ok(),
+            ClaimStep::Create => match store.create(CLAIM_KEY, value.clone()).await {
+                Ok(r) => Some(r),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => None,
+                Err(e) => return Err(format!("cannot claim prefix {prefix:?}: {e}")),
+            },
             ClaimStep::TakeOver { revision } => {
-                store.update(CLAIM_KEY, value.clone(), revision).await.ok()
+                match store.update(CLAIM_KEY, value.clone(), revision).await {
+                    Ok(r) => Some(r),
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => None,
+                    Err(e) => return Err(format!("cannot claim prefix {prefix:?}: {e}")),
+                }
             }
             ClaimStep::Refuse { .. } => {
                 let (other, _) = found.expect("a refusal names a holder");
