@@ -17,6 +17,7 @@
 //! | [`engine`] | ractor actors: root → partition → workflow; timers, liveness |
 //! | [`transport`] | engine ↔ workers traits; the in-process transport |
 //! | [`sim`] | simulated workers (dev mode and tests) |
+//! | [`cluster`] | cluster ownership as pure code: partition leases by CAS, fair share, graceful handover, the fencing epoch and the journal chain check; the single-node prefix claim decision |
 //! | [`dst`] | deterministic simulation of the production partition and workflow cores: seeded faults, virtual time, a checker |
 //! | [`verify`] | the independent journal checker behind `orchestrator verify` |
 //! | [`http`] | `/healthz`, `/readyz`, `/metrics` (Prometheus) on axum over hyper, with a connection cap that keeps probes answering; other routers (the console) merge into `http::routes` |
@@ -46,6 +47,7 @@ pub mod admin;
 pub mod audit;
 pub mod backup;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod dst;

@@ -33,6 +33,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("paths", 0),
     // One duration and rate grammar for flags, config and pipeline files.
     ("durations", 0),
+    // Cluster ownership: leases, fair share, fencing, as pure state machines.
+    ("cluster", 0),
     // 1: storage, and what is built only on it and the leaves.
     ("storage", 1),
     ("engine::registry", 1),

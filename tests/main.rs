@@ -5,6 +5,7 @@ mod support;
 mod attempt_token;
 mod backpressure;
 mod cli;
+mod cluster;
 mod console;
 mod dst;
 mod engine;

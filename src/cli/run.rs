@@ -282,6 +282,18 @@ pub async fn serve(
             }
         }
     }
+    // One single-node orchestrator per prefix: a second one refuses to start.
+    let claim = Arc::new(
+        crate::transport::nats::claim_prefix(
+            &js,
+            &cfg.prefix,
+            &config.node.data_dir,
+            config.cluster.claim_ttl.as_duration(),
+        )
+        .await?,
+    );
+    let keeper = claim.clone();
+    let mut claim_lost = tokio::spawn(async move { keeper.keep().await });
     if events.is_some() {
         crate::events::ensure_stream(
             &js,
@@ -395,7 +407,13 @@ pub async fn serve(
         config.node.pipelines_dir.display(),
         Metrics::get(&metrics.workflows_resumed)
     );
-    shutdown.await;
+    let lost = tokio::select! {
+        _ = &mut shutdown => None,
+        r = &mut claim_lost => Some(r.unwrap_or_else(|e| format!("the prefix claim's task failed: {e}"))),
+    };
+    if let Some(reason) = &lost {
+        tracing::error!(reason = %reason, "stopping: prefix claim lost");
+    }
     eprintln!("orchestrator stopping");
     http.stop().await;
     // The console holds the engine through its admin verbs: let go of it
@@ -459,6 +477,11 @@ pub async fn serve(
     {
         return Err("storage did not close within the shutdown grace".into());
     }
+    claim_lost.abort();
+    if let Some(reason) = lost {
+        return Err(reason);
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), claim.release()).await;
     eprintln!("orchestrator stopped");
     Ok(())
 }

@@ -29,7 +29,8 @@ use crate::transport::nats::Secret;
 pub use dur::{Dur, Keep};
 pub use nats::NatsSection;
 pub use sections::{
-    ConsoleSection, EngineSection, EventsSection, HttpSection, LogFormat, LogSection, NodeSection,
+    ClusterSection, ConsoleSection, EngineSection, EventsSection, HttpSection, LogFormat, LogSection,
+    NodeSection,
     RetentionSection, RetryBudgetSection, ShutdownSection, StorageSection, TraceSection,
 };
 
@@ -48,6 +49,7 @@ pub struct Config {
     pub shutdown: ShutdownSection,
     pub retention: RetentionSection,
     pub retry_budget: RetryBudgetSection,
+    pub cluster: ClusterSection,
 }
 impl Default for Config {
     fn default() -> Self {
@@ -74,6 +76,9 @@ impl Default for Config {
                 timer_batch_max: engine.timer_batch_max,
                 accept_chunk: engine.accept_chunk,
                 request_timeout: Dur(engine.request_timeout_ms),
+            },
+            cluster: ClusterSection {
+                claim_ttl: Dur::secs(15),
             },
             retry_budget: RetryBudgetSection {
                 enabled: engine.retry_budget.enabled,
@@ -170,7 +175,8 @@ section_defaults!(
     TraceSection => trace,
     ShutdownSection => shutdown,
     RetentionSection => retention,
-    RetryBudgetSection => retry_budget
+    RetryBudgetSection => retry_budget,
+    ClusterSection => cluster
 );
 
 /// A TOML error on one line: where, then what (the default rendering quotes

@@ -180,3 +180,13 @@ pub struct ConsoleSection {
     /// Operator sessions kept at once; past it the oldest is signed out.
     pub sessions_max: usize,
 }
+
+/// Cluster settings (`docs/cluster.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// A single-node `run` claims its NATS prefix in a KV bucket and renews
+    /// the claim every third of this; a node stopped without a goodbye
+    /// (`kill -9`, host lost) blocks other nodes on its prefix this long.
+    pub claim_ttl: Dur,
+}

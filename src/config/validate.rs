@@ -132,6 +132,10 @@ impl Config {
             "trace.export_attempts must be within 1..=100",
         );
         need(
+            self.cluster.claim_ttl.0 >= 1000,
+            "cluster.claim_ttl must be at least 1s",
+        );
+        need(
             self.shutdown.grace.0 >= 1000,
             "shutdown.grace must be at least 1s",
         );

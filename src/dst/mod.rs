@@ -31,6 +31,7 @@
 //! nothing is pending, and [`check`] judges the outcome.
 
 mod check;
+pub mod cluster;
 mod node;
 mod pipelines;
 pub mod rng;

@@ -10,6 +10,7 @@
 //! * NATS is a transport, not storage: a publish that fails is retried a few
 //!   times and then dropped; the attempt's timeout heals it.
 
+mod claim;
 mod connect;
 mod guard;
 mod intake;
@@ -25,6 +26,7 @@ use crate::protocol::Limits;
 use crate::transport::attempt_key::AttemptKey;
 
 pub use crate::transport::results::{ResultError, ResultHandler};
+pub use claim::{claim_prefix, cluster_bucket, load_or_create_node_id, PrefixClaim, NODE_ID_FILE};
 pub use connect::{connect, connect_tuned, connect_with_stats, redact_url, NatsSecurity, Secret};
 pub use guard::{PartitionOf, Refused, ReportGuard};
 pub use intake::{consumer_gone, run_intake};
