@@ -40,15 +40,15 @@ pub use batch::{
 };
 pub use error::{code, AdminError, ErrorReply};
 pub(crate) use history::history_event;
+pub use intake::IntakeLimits;
 pub use list::{scan_status_index, ScanCursor, Selection};
 pub use pipelines::{
     log_reload, PipelineVersionView, PipelinesReloadReply, PipelinesReloadRequest,
     RemovedVersionView,
 };
+pub use serve::serve;
 #[cfg(test)]
 pub(crate) use serve::{decode_request, HasVersion};
-pub use intake::IntakeLimits;
-pub use serve::serve;
 pub use wire::{
     CancelRequest, DescribeRequest, Filter, HistoryEvent, HistoryReply, HistoryRequest, ListReply,
     ListRequest, ListedWorkflow, RerunRequest, StartRequest, StepReply, WorkflowReply,
