@@ -338,7 +338,10 @@ async fn reopen_consumer(
     loop {
         let made = match js.get_stream(stream).await {
             Ok(s) => s
-                .get_or_create_consumer(config.durable_name.as_deref().unwrap_or_default(), config.clone())
+                .get_or_create_consumer(
+                    config.durable_name.as_deref().unwrap_or_default(),
+                    config.clone(),
+                )
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -467,7 +470,8 @@ pub async fn run_observed(
                             // Deleted, alone or with its stream: make it
                             // again once the stream is back.
                             tracing::warn!(error = %e, "tasks consumer gone; opening it again");
-                            consumer = reopen_consumer(&shared.js, &stream_id, &consumer_config).await;
+                            consumer =
+                                reopen_consumer(&shared.js, &stream_id, &consumer_config).await;
                             break;
                         }
                         Err(e) => {

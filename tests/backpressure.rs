@@ -58,7 +58,13 @@ impl Service {
         let log = |name: &str| std::fs::File::create(logs.path().join(name)).unwrap();
         let run = Reaper(
             bin()
-                .args(["run", "--nats-url", &nats.url(), "--http-addr", &http.to_string()])
+                .args([
+                    "run",
+                    "--nats-url",
+                    &nats.url(),
+                    "--http-addr",
+                    &http.to_string(),
+                ])
                 .arg("--config")
                 .arg(&config_file)
                 .arg("--data-dir")
@@ -202,7 +208,10 @@ async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
         .ok()?;
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
     Some((status, body))
 }
 
@@ -211,7 +220,8 @@ async fn a_flood_of_starts_is_answered_in_full_and_every_accepted_start_complete
     // Few serving slots, so the flood is over the bound for certain; a
     // small message limit for the start-size check below.
     let s = Service::start(
-        "[nats]\nadmin_in_flight_max = 8\nmessage_max_bytes = 65536\noutput_max_bytes = 4096\n",
+        "[nats]\nadmin_in_flight_max = 8\nmessage_max_bytes = 65536\noutput_max_bytes = 4096\n\
+         [events]\nbatch_max_bytes = 32768\n",
         None,
     )
     .await;
@@ -225,9 +235,15 @@ async fn a_flood_of_starts_is_answered_in_full_and_every_accepted_start_complete
                     "input": {"video_url": format!("s3://media/flood-{i}.mp4")}
                 });
                 let r = client
-                    .request("narralytica.admin.start", serde_json::to_vec(&body).unwrap().into())
+                    .request(
+                        "narralytica.admin.start",
+                        serde_json::to_vec(&body).unwrap().into(),
+                    )
                     .await;
-                (i, r.map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()))
+                (
+                    i,
+                    r.map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()),
+                )
             }
         })
         .collect();
@@ -304,17 +320,24 @@ async fn a_flood_of_starts_is_answered_in_full_and_every_accepted_start_complete
 async fn the_start_rate_bound_answers_unavailable_and_counts_it() {
     let s = Service::start("[nats]\nadmin_start_rate = 5\n", None).await;
     // Twenty at once: far more than five a second.
-    let replies = futures_util::future::join_all((0..20).map(|i| {
-        s.start_workflow_owned(format!("rate-{i}"))
-    }))
+    let replies = futures_util::future::join_all(
+        (0..20).map(|i| s.start_workflow_owned(format!("rate-{i}"))),
+    )
     .await;
     let codes: Vec<String> = replies
         .iter()
         .map(|r| r["code"].as_str().unwrap_or("ok").to_string())
         .collect();
     let refused = codes.iter().filter(|c| *c == "unavailable").count();
-    assert_eq!(refused + codes.iter().filter(|c| *c == "ok").count(), 20, "{codes:?}");
-    assert!(refused > 0, "20 starts at once over 5/s were all taken: {codes:?}");
+    assert_eq!(
+        refused + codes.iter().filter(|c| *c == "ok").count(),
+        20,
+        "{codes:?}"
+    );
+    assert!(
+        refused > 0,
+        "20 starts at once over 5/s were all taken: {codes:?}"
+    );
     assert_eq!(
         s.metric("narralytica_requests_refused_total{reason=\"start_rate\"}")
             .await as usize,
@@ -358,7 +381,10 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -401,7 +427,10 @@ async fn a_full_disk_answers_unavailable_and_heals_by_itself_once_space_is_back(
     }
     let failed = failed.expect("the journal never failed on a full disk");
     assert!(
-        failed["error"].as_str().unwrap().contains("No space left on device"),
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("No space left on device"),
         "{failed}"
     );
     let body = s
@@ -411,7 +440,10 @@ async fn a_full_disk_answers_unavailable_and_heals_by_itself_once_space_is_back(
     assert_eq!(s.metric("narralytica_journal_writes_failing").await, 1.0);
     // While writes fail, a start is refused at once.
     let r = s
-        .start_workflow("while-full", serde_json::json!({"video_url": "s3://m/w.mp4"}))
+        .start_workflow(
+            "while-full",
+            serde_json::json!({"video_url": "s3://m/w.mp4"}),
+        )
         .await;
     assert_eq!(r["code"], "unavailable", "{r}");
     assert!(
@@ -440,14 +472,21 @@ async fn deleted_streams_and_consumers_are_put_back_while_run_keeps_going() {
     let js = async_nats::jetstream::new(s.client.clone());
     let recreated = "narralytica_nats_streams_recreated_total";
     let mut n = 0;
-    for (i, stream) in ["NARRALYTICA_TASKS", "NARRALYTICA_RESULTS", "NARRALYTICA_EVENTS"]
-        .into_iter()
-        .enumerate()
+    for (i, stream) in [
+        "NARRALYTICA_TASKS",
+        "NARRALYTICA_RESULTS",
+        "NARRALYTICA_EVENTS",
+    ]
+    .into_iter()
+    .enumerate()
     {
         js.delete_stream(stream).await.unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while js.get_stream(stream).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "{stream} not put back");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{stream} not put back"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         n += 1;
@@ -464,16 +503,23 @@ async fn deleted_streams_and_consumers_are_put_back_while_run_keeps_going() {
     results.delete_consumer("orchestrator").await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while results.consumer_info("orchestrator").await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "consumer not put back");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "consumer not put back"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     n += 1;
     // Results through the stream (not only direct answers) reach the engine.
     let r = s
-        .start_workflow("after-consumer", serde_json::json!({"video_url": "s3://m/c.mp4"}))
+        .start_workflow(
+            "after-consumer",
+            serde_json::json!({"video_url": "s3://m/c.mp4"}),
+        )
         .await;
     assert_eq!(r["status"], "running", "{r}");
-    s.wait_completed("after-consumer", Duration::from_secs(60)).await;
+    s.wait_completed("after-consumer", Duration::from_secs(60))
+        .await;
     assert!(s.metric(recreated).await >= f64::from(n), "{}", s.log());
 
     // A stream that cannot be put back (another stream took its subjects)
@@ -497,8 +543,12 @@ async fn deleted_streams_and_consumers_are_put_back_while_run_keeps_going() {
     js.delete_stream("IMPOSTOR").await.unwrap();
     s.wait_ready(Duration::from_secs(20)).await;
     let r = s
-        .start_workflow("after-impostor", serde_json::json!({"video_url": "s3://m/i.mp4"}))
+        .start_workflow(
+            "after-impostor",
+            serde_json::json!({"video_url": "s3://m/i.mp4"}),
+        )
         .await;
     assert_eq!(r["status"], "running", "{r}");
-    s.wait_completed("after-impostor", Duration::from_secs(60)).await;
+    s.wait_completed("after-impostor", Duration::from_secs(60))
+        .await;
 }

@@ -120,8 +120,8 @@ pub struct Gate {
 
 impl Gate {
     pub fn new(limits: IntakeLimits) -> Gate {
-        let start_rate =
-            (limits.start_rate > 0).then(|| Mutex::new(StartRate::new(limits.start_rate, Instant::now())));
+        let start_rate = (limits.start_rate > 0)
+            .then(|| Mutex::new(StartRate::new(limits.start_rate, Instant::now())));
         Gate { limits, start_rate }
     }
 

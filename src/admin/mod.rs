@@ -42,16 +42,16 @@ pub use batch::{
 };
 pub use error::{code, AdminError, ErrorReply};
 pub(crate) use history::history_event;
-pub use list::{scan_status_index, ScanCursor, Selection};
 pub use intake::IntakeLimits;
+pub use list::{scan_status_index, ScanCursor, Selection};
 pub use local::{LocalAdmin, StepShape, WorkflowShape};
 pub use pipelines::{
     log_reload, PipelineVersionView, PipelinesReloadReply, PipelinesReloadRequest,
     RemovedVersionView,
 };
+pub use serve::{serve, serve_with};
 #[cfg(test)]
 pub(crate) use serve::{decode_request, HasVersion};
-pub use serve::{serve, serve_with};
 pub use wire::{
     CancelRequest, DescribeRequest, Filter, HistoryEvent, HistoryReply, HistoryRequest, ListReply,
     ListRequest, ListedWorkflow, RerunRequest, StartRequest, StepReply, WorkflowReply,

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use tokio::sync::Semaphore;
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 
 use super::backup::{backup, BackupRequest};
 use super::batch::{BatchCreateRequest, BatchHandle, BatchJobRequest, BatchListRequest};

@@ -51,7 +51,10 @@ impl Readiness {
             missing.push("storage not open".into());
         }
         if let Some(e) = self.writes.get().and_then(|w| w.failing()) {
-            missing.push(format!("journal writes failing ({})", crate::protocol::one_line(e)));
+            missing.push(format!(
+                "journal writes failing ({})",
+                crate::protocol::one_line(e)
+            ));
         }
         if !self.recovery_done.load(Ordering::Acquire) {
             missing.push("recovery not done".into());

@@ -59,7 +59,10 @@ impl WriteHealth {
 
 /// The probe write: one small meta record, overwritten each time.
 pub fn probe_op(now_ms: u64) -> Op {
-    Op::Put(super::keys::meta("write_probe"), now_ms.to_be_bytes().to_vec())
+    Op::Put(
+        super::keys::meta("write_probe"),
+        now_ms.to_be_bytes().to_vec(),
+    )
 }
 
 #[cfg(test)]

@@ -211,7 +211,10 @@ async fn open_results(
 /// The pull found no consumer: it (or its stream) was deleted.
 pub fn consumer_gone(e: &consumer::pull::MessagesError) -> bool {
     use consumer::pull::MessagesErrorKind as K;
-    matches!(e.kind(), K::ConsumerDeleted | K::NoResponders | K::MissingHeartbeat)
+    matches!(
+        e.kind(),
+        K::ConsumerDeleted | K::NoResponders | K::MissingHeartbeat
+    )
 }
 
 /// One delivered result: refused at once if malformed or forged, else

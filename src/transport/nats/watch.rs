@@ -80,9 +80,9 @@ async fn keep_stream(
             let have = &s.cached_info().config;
             if let Some(what) = altered(have, want) {
                 tracing::warn!(stream = %name, setting = what, "stream settings altered; restoring them");
-                js.update_stream(want.clone()).await.map_err(|e| {
-                    format!("stream {name} altered ({what}) and not restored: {e}")
-                })?;
+                js.update_stream(want.clone())
+                    .await
+                    .map_err(|e| format!("stream {name} altered ({what}) and not restored: {e}"))?;
                 stats.streams_recreated.fetch_add(1, Ordering::Relaxed);
             }
             Ok(())
@@ -126,7 +126,11 @@ async fn keep_consumer(
                 None
             };
             if let Some(what) = what {
-                tracing::warn!(consumer = RESULTS_CONSUMER, setting = what, "results consumer settings altered; restoring them");
+                tracing::warn!(
+                    consumer = RESULTS_CONSUMER,
+                    setting = what,
+                    "results consumer settings altered; restoring them"
+                );
                 s.update_consumer(want.clone()).await.map_err(|e| {
                     format!("consumer {RESULTS_CONSUMER} altered ({what}) and not restored: {e}")
                 })?;
@@ -135,7 +139,10 @@ async fn keep_consumer(
             Ok(())
         }
         Err(e) if matches!(e.kind(), context::ConsumerInfoErrorKind::NotFound) => {
-            tracing::warn!(consumer = RESULTS_CONSUMER, "results consumer missing; creating it again");
+            tracing::warn!(
+                consumer = RESULTS_CONSUMER,
+                "results consumer missing; creating it again"
+            );
             s.create_consumer(want.clone())
                 .await
                 .map_err(|e| format!("consumer {RESULTS_CONSUMER} missing: {e}"))?;
