@@ -175,10 +175,22 @@ fn run_takes_the_otlp_endpoint_from_the_flag_or_the_standard_env() {
         text.contains("otlp_endpoint = \"http://c:9/base\""),
         "flag over env: {text}"
     );
-    let (code, _, err) = print(&["--otlp-endpoint", "https://c:4318"], None);
+    let (code, text, _) = print(
+        &[
+            "--otlp-endpoint",
+            "https://c:4318",
+            "--otlp-headers",
+            "Authorization=Bearer%20s3cret",
+        ],
+        None,
+    );
+    assert_eq!(code, Some(0));
+    assert!(text.contains("headers = \"***\""), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+    let (code, _, err) = print(&["--otlp-endpoint", "ftp://c:4318"], None);
     assert_eq!(code, Some(2));
     assert!(
-        err.contains("trace.otlp_endpoint") && err.contains("collector"),
+        err.contains("trace.otlp_endpoint") && err.contains("http://"),
         "{err}"
     );
 }
