@@ -49,9 +49,9 @@ pub use pipelines::{
     log_reload, PipelineVersionView, PipelinesReloadReply, PipelinesReloadRequest,
     RemovedVersionView,
 };
-pub use serve::{serve, serve_with};
 #[cfg(test)]
 pub(crate) use serve::{decode_request, HasVersion};
+pub use serve::{serve, serve_with};
 pub use wire::{
     CancelRequest, DescribeRequest, Filter, HistoryEvent, HistoryReply, HistoryRequest, ListReply,
     ListRequest, ListedWorkflow, RerunRequest, StartRequest, StepReply, WorkflowReply,

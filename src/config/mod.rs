@@ -29,9 +29,9 @@ use crate::transport::nats::Secret;
 pub use dur::{Dur, Keep};
 pub use nats::NatsSection;
 pub use sections::{
-    ClusterSection, ConsoleSection, EngineSection, EventsSection, HttpSection, LogFormat, LogSection,
-    NodeSection,
-    RetentionSection, RetryBudgetSection, ShutdownSection, StorageSection, TraceSection,
+    ClusterSection, ConsoleSection, EngineSection, EventsSection, HttpSection, LogFormat,
+    LogSection, NodeSection, RetentionSection, RetryBudgetSection, ShutdownSection, StorageSection,
+    TraceSection,
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
