@@ -133,7 +133,10 @@ pub struct ExecutionRecord {
     pub attempt: u32,
     /// `succeeded`, `failed`, `hung`, `late` (held back, then answered) or `cancelled`.
     pub outcome: String,
-    /// Result messages published for this execution (0, 1 or 2).
+    /// Result messages this execution set out to publish (0, 1 or 2). The
+    /// line is written before the first of them is sent, so a worker killed
+    /// mid-publish still leaves the line of every answer it may have sent; a
+    /// publish that gave up is counted all the same.
     pub answers: u32,
     pub worker: String,
     /// When the worker started the execution (unix ms; its clock).
@@ -841,8 +844,13 @@ async fn execute(
         let fits = raw.get().len() + OFFER_ANSWER_ROOM <= shared.limits.message_max_bytes;
         (fits && o.claim()).then_some((o, raw))
     });
+    // Record before anything leaves: the system checker matches every
+    // accepted result to a line, and a SIGKILL may land between the
+    // publish and a line written after it.
+    let planned = 1 + u32::from(duplicate);
     let (published, payload) = match inline {
         Some((offer, raw)) => {
+            shared.record(task, outcome, planned, started_at_ms);
             // An injected duplicate goes the usual way after the answer.
             let copy = duplicate.then(|| bytes::Bytes::copy_from_slice(raw.get().as_bytes()));
             let answer_headers = if duplicate {
@@ -875,6 +883,7 @@ async fn execute(
                     return;
                 }
             }
+            shared.record(task, outcome, planned, started_at_ms);
             let published = shared
                 .send_result(
                     &route,
@@ -888,15 +897,11 @@ async fn execute(
             (published, Some(payload))
         }
     };
-    let mut answers = u32::from(published);
     if let (true, true, Some(payload)) = (published, duplicate, payload) {
-        answers += u32::from(
-            shared
-                .send_result(&route, &task.task_id, ":dup", payload, headers, stream_msg)
-                .await,
-        );
+        shared
+            .send_result(&route, &task.task_id, ":dup", payload, headers, stream_msg)
+            .await;
     }
-    shared.record(task, outcome, answers, started_at_ms);
 }
 
 #[cfg(test)]
