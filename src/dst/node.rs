@@ -22,8 +22,8 @@ use super::{DstConfig, Plant};
 use crate::engine::partition_core::{
     Action, ActorProgress, CoreConfig, Init, PartitionCore, Routable,
 };
+use crate::engine::partition_shared::PartitionShared;
 use crate::engine::recovery;
-use crate::engine::transition::PartitionTimes;
 use crate::engine::workflow_shell::{Fold, QueuedInput, StartCommit, StartStep, WorkflowShell};
 use crate::engine::{EngineConfig, EngineCtx, Hooks, ManualClock, Metrics, PipelineRegistry};
 use crate::pipeline::PipelineDef;
@@ -105,13 +105,13 @@ impl Transport for SimTransport {
 }
 
 struct SimPartition {
-    times: Arc<Mutex<PartitionTimes>>,
+    shared: Arc<Mutex<PartitionShared>>,
     core: PartitionCore<SimMsg, WorkflowState, Box<TaskSpec>>,
     actors: BTreeMap<String, SimActor>,
 }
 
 struct Progress<'a> {
-    times: &'a Mutex<PartitionTimes>,
+    shared: &'a Mutex<PartitionShared>,
     actors: &'a mut BTreeMap<String, SimActor>,
 }
 
@@ -121,7 +121,7 @@ impl ActorProgress for Progress<'_> {
     }
 
     fn take_idle(&mut self) -> Vec<(String, u64)> {
-        let reported = std::mem::take(&mut self.times.lock().idle);
+        let reported = std::mem::take(&mut self.shared.lock().reports.idle);
         reported
             .into_iter()
             .filter_map(|id| {
@@ -133,7 +133,7 @@ impl ActorProgress for Progress<'_> {
     }
 
     fn take_finished(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.times.lock().finished)
+        std::mem::take(&mut self.shared.lock().reports.finished)
     }
 }
 
@@ -199,22 +199,22 @@ impl SimNode {
             tick_at: None,
         };
         for p in 0..cfg.partitions {
-            let times = Arc::new(Mutex::new(PartitionTimes::default()));
+            let shared = Arc::new(Mutex::new(PartitionShared::default()));
             let mut core = PartitionCore::new(CoreConfig::for_partition(engine));
             core.plant(cfg.core_plant);
-            let recovered = recovery::recover(&node.ctx, p, &times)?;
+            let recovered = recovery::recover(&node.ctx, p, &shared)?;
             for (wf, owed) in recovered.workflows {
                 core.hold(wf.id.clone(), owed, true);
                 core.cache_put(wf.id.clone(), Box::new(wf));
             }
             node.parts.push(SimPartition {
-                times,
+                shared,
                 core,
                 actors: BTreeMap::new(),
             });
             let part = &mut node.parts[usize::from(p)];
             let mut progress = Progress {
-                times: &part.times,
+                shared: &part.shared,
                 actors: &mut part.actors,
             };
             part.core.enable_release(&mut progress);
@@ -238,7 +238,7 @@ impl SimNode {
         let now = self.ctx.clock.now_ms();
         let part = &mut self.parts[p];
         let mut progress = Progress {
-            times: &part.times,
+            shared: &part.shared,
             actors: &mut part.actors,
         };
         part.core.route(id, msg, now, &mut progress);
@@ -263,18 +263,33 @@ impl SimNode {
     pub fn report_started(&mut self, id: &str, task_id: &str) {
         let now = self.ctx.clock.now_ms();
         let p = self.partition(id);
-        self.parts[p].times.lock().liveness.started(task_id, now);
+        self.parts[p]
+            .shared
+            .lock()
+            .schedule
+            .liveness
+            .started(task_id, now);
     }
 
     pub fn report_beat(&mut self, id: &str, task_id: &str) {
         let now = self.ctx.clock.now_ms();
         let p = self.partition(id);
-        self.parts[p].times.lock().liveness.heartbeat(task_id, now);
+        self.parts[p]
+            .shared
+            .lock()
+            .schedule
+            .liveness
+            .heartbeat(task_id, now);
     }
 
     pub fn report_result(&mut self, id: String, result: crate::workflow::TaskResult) {
         let p = self.partition(&id);
-        self.parts[p].times.lock().liveness.unwatch(&result.task_id);
+        self.parts[p]
+            .shared
+            .lock()
+            .schedule
+            .liveness
+            .unwatch(&result.task_id);
         let success = matches!(result.outcome, crate::workflow::TaskOutcome::Succeeded(_));
         let ack = Some((result.task_id.clone(), success));
         let msg = SimMsg::Input {
@@ -314,8 +329,8 @@ impl SimNode {
                 Action::Refuse { id, msg, .. } => self.refuse(p, &id, msg),
                 Action::Drop(msgs) => drop(msgs),
                 Action::Send(release) => {
-                    let times = self.parts[p].times.clone();
-                    recovery::send_owed(&self.ctx, &times, release.tasks, release.resend);
+                    let shared = self.parts[p].shared.clone();
+                    recovery::send_owed(&self.ctx, &shared, release.tasks, release.resend);
                     self.collect_sent();
                 }
             }
@@ -329,8 +344,8 @@ impl SimNode {
             core.spawn_failed(&id, "injected fault: load panicked".into(), deliver);
             return;
         }
-        let times = self.parts[p].times.clone();
-        let shell = WorkflowShell::open(id.clone(), p as u16, self.ctx.clone(), times, init);
+        let shared = self.parts[p].shared.clone();
+        let shell = WorkflowShell::open(id.clone(), p as u16, self.ctx.clone(), shared, init);
         self.parts[p].actors.insert(
             id.clone(),
             SimActor {

@@ -20,6 +20,7 @@ pub mod intake;
 pub mod observe;
 pub mod partition;
 pub mod partition_core;
+pub mod partition_shared;
 pub mod progress;
 pub mod recovery;
 pub mod registry;

@@ -14,8 +14,8 @@ use super::metrics::Metrics;
 use super::partition_core::{
     Action, ActorProgress, CoreConfig, Init, Parked, PartitionCore, Routable,
 };
+use super::partition_shared::PartitionShared;
 use super::recovery::send_owed;
-use super::transition::PartitionTimes;
 use super::workflow_actor::{
     InputError, InputReply, Queued, Resident, Slot, StartReply, WorkflowActor, WorkflowArgs,
     WorkflowMsg,
@@ -117,7 +117,7 @@ struct Running {
 pub struct PartitionState {
     index: u16,
     ctx: Arc<EngineCtx>,
-    times: Arc<Mutex<PartitionTimes>>,
+    shared: Arc<Mutex<PartitionShared>>,
     core: Core,
     actors: FastMap<String, Running>,
     by_actor: FastMap<ActorId, String>,
@@ -127,7 +127,7 @@ pub struct PartitionState {
 /// The core's view of the actors: their shared slots and the lists the
 /// workflow actors append to.
 struct Progress<'a> {
-    times: &'a Mutex<PartitionTimes>,
+    shared: &'a Mutex<PartitionShared>,
     actors: &'a FastMap<String, Running>,
 }
 
@@ -139,7 +139,7 @@ impl ActorProgress for Progress<'_> {
     }
 
     fn take_idle(&mut self) -> Vec<(String, u64)> {
-        let reported = std::mem::take(&mut self.times.lock().idle);
+        let reported = std::mem::take(&mut self.shared.lock().reports.idle);
         reported
             .into_iter()
             .filter_map(|id| {
@@ -156,7 +156,7 @@ impl ActorProgress for Progress<'_> {
     }
 
     fn take_finished(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.times.lock().finished)
+        std::mem::take(&mut self.shared.lock().reports.finished)
     }
 }
 
@@ -175,7 +175,7 @@ impl Actor for PartitionActor {
         let ctx = args.ctx;
         let mut st = PartitionState {
             index: args.index,
-            times: Arc::new(Mutex::new(PartitionTimes::default())),
+            shared: Arc::new(Mutex::new(PartitionShared::default())),
             core: PartitionCore::new(CoreConfig::for_partition(&ctx.config)),
             actors: FastMap::default(),
             by_actor: FastMap::default(),
@@ -184,7 +184,7 @@ impl Actor for PartitionActor {
         };
         st.ctx
             .metrics
-            .register_partition(st.index, &st.times, st.ctx.clock.clone());
+            .register_partition(st.index, &st.shared, st.ctx.clock.clone());
         st.recover()?;
         st.perform(&myself).await;
         let tick = std::time::Duration::from_millis(st.ctx.config.tick_ms.max(1));
@@ -251,7 +251,7 @@ impl Actor for PartitionActor {
             }
             PartitionMsg::RunHeld => {
                 let mut progress = Progress {
-                    times: &st.times,
+                    shared: &st.shared,
                     actors: &st.actors,
                 };
                 st.core.enable_release(&mut progress);
@@ -330,7 +330,7 @@ impl PartitionState {
     fn route(&mut self, id: String, msg: WorkflowMsg) {
         let now = self.ctx.clock.now_ms();
         let mut progress = Progress {
-            times: &self.times,
+            shared: &self.shared,
             actors: &self.actors,
         };
         self.core.route(id, msg, now, &mut progress);
@@ -395,7 +395,7 @@ impl PartitionState {
                 Action::Refuse { id, msg, why } => self.refuse(&id, msg, &why),
                 Action::Drop(msgs) => drop(msgs),
                 Action::Send(release) => {
-                    send_owed(&self.ctx, &self.times, release.tasks, release.resend);
+                    send_owed(&self.ctx, &self.shared, release.tasks, release.resend);
                 }
             }
         }
@@ -405,14 +405,14 @@ impl PartitionState {
     /// ids), re-watches them, and re-arms the partition's durable timers.
     fn recover(&mut self) -> Result<(), ActorProcessingErr> {
         let ctx = self.ctx.clone();
-        let recovered = super::recovery::recover(&ctx, self.index, &self.times)?;
+        let recovered = super::recovery::recover(&ctx, self.index, &self.shared)?;
         for (wf, owed) in recovered.workflows {
             self.core.hold(wf.id.clone(), owed, true);
             self.core.cache_put(wf.id.clone(), Box::new(wf));
         }
         // Owed tasks go out in order, under the resident cap like a backlog.
         let mut progress = Progress {
-            times: &self.times,
+            shared: &self.shared,
             actors: &self.actors,
         };
         self.core.enable_release(&mut progress);
@@ -431,7 +431,7 @@ impl PartitionState {
             id: id.clone(),
             partition: self.index,
             ctx: self.ctx.clone(),
-            times: self.times.clone(),
+            shared: self.shared.clone(),
             slot: slot.clone(),
             init,
         };
@@ -466,10 +466,14 @@ impl PartitionState {
         let now = self.ctx.clock.now_ms();
         match report {
             WorkerReport::Started { task_id, .. } => {
-                self.times.lock().liveness.started(&task_id, now);
+                self.shared.lock().schedule.liveness.started(&task_id, now);
             }
             WorkerReport::Heartbeat { task_id } => {
-                self.times.lock().liveness.heartbeat(&task_id, now);
+                self.shared
+                    .lock()
+                    .schedule
+                    .liveness
+                    .heartbeat(&task_id, now);
             }
             WorkerReport::Result(result) => self.route_result(id, result, None),
             // Kept by the router; it changes no workflow state.
@@ -485,7 +489,11 @@ impl PartitionState {
         result: crate::workflow::TaskResult,
         reply: Option<RpcReplyPort<InputReply>>,
     ) {
-        self.times.lock().liveness.unwatch(&result.task_id);
+        self.shared
+            .lock()
+            .schedule
+            .liveness
+            .unwatch(&result.task_id);
         let msg = WorkflowMsg::Input(Queued {
             input: Arc::new(Input::TaskResult(result)),
             fired: None,
@@ -498,15 +506,21 @@ impl PartitionState {
         let now = self.ctx.clock.now_ms();
         {
             let mut progress = Progress {
-                times: &self.times,
+                shared: &self.shared,
                 actors: &self.actors,
             };
             self.core.tick(now, &mut progress);
         }
         let (timers, expired) = {
-            let mut t = self.times.lock();
-            let timers = t.timers.pop_due(now, self.ctx.config.timer_batch_max);
-            let expired = t.liveness.expired(now, self.ctx.config.timer_batch_max);
+            let mut t = self.shared.lock();
+            let timers = t
+                .schedule
+                .timers
+                .pop_due(now, self.ctx.config.timer_batch_max);
+            let expired = t
+                .schedule
+                .liveness
+                .expired(now, self.ctx.config.timer_batch_max);
             (timers, expired)
         };
         for (due, id, timer) in timers {

@@ -4,7 +4,7 @@
 use parking_lot::Mutex;
 
 use super::metrics::Metrics;
-use super::transition::PartitionTimes;
+use super::partition_shared::PartitionShared;
 use super::EngineCtx;
 use crate::storage::StatusEntry;
 use crate::workflow::{evolve, JournalRecord, Status, TaskSpec, TimerKind, WorkflowState};
@@ -75,14 +75,14 @@ pub struct Recovered {
 }
 
 /// Recovery of one partition from storage alone, as after a restart: re-arms
-/// the partition's durable timers in `times`, loads every running or paused
+/// the partition's durable timers in `shared`, loads every running or paused
 /// workflow and computes the attempts to send again. Unreadable workflows are
 /// counted (`corrupt_workflows`) and left out. The caller keeps the states
 /// and sends the owed tasks ([`send_owed`]) when it sees fit.
 pub fn recover(
     ctx: &EngineCtx,
     partition: u16,
-    times: &Mutex<PartitionTimes>,
+    shared: &Mutex<PartitionShared>,
 ) -> Result<Recovered, String> {
     let now = ctx.clock.now_ms();
     let timers: Vec<crate::storage::store::DueTimer<TimerKind>> = ctx
@@ -90,9 +90,9 @@ pub fn recover(
         .due_timers(partition, u64::MAX, usize::MAX)
         .map_err(|e| format!("partition {partition}: reading timers: {e}"))?;
     {
-        let mut t = times.lock();
+        let mut t = shared.lock();
         for d in timers {
-            t.timers.arm(d.due_ms, &d.id, d.value);
+            t.schedule.timers.arm(d.due_ms, &d.id, d.value);
         }
     }
     let mut resumed = 0u64;
@@ -146,18 +146,18 @@ pub fn recover(
 #[allow(clippy::vec_box)]
 pub fn send_owed(
     ctx: &EngineCtx,
-    times: &Mutex<PartitionTimes>,
+    shared: &Mutex<PartitionShared>,
     specs: Vec<Box<TaskSpec>>,
     resend: bool,
 ) {
     let now = ctx.clock.now_ms();
     {
-        let mut t = times.lock();
+        let mut t = shared.lock();
         let budget = ctx.config.partition_retry_budget();
         for spec in &specs {
-            t.liveness.watch(spec, now);
+            t.schedule.liveness.watch(spec, now);
             if !resend && spec.attempt <= 1 {
-                t.budget(&spec.task_type).note_first(&budget, now);
+                t.budgets.of(&spec.task_type).note_first(&budget, now);
             }
         }
     }

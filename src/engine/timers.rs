@@ -359,17 +359,6 @@ impl Liveness {
     }
 }
 
-/// The backlog gauges read a partition's liveness deadlines at scrape time.
-impl crate::telemetry::metrics::BacklogSource
-    for parking_lot::Mutex<crate::engine::transition::PartitionTimes>
-{
-    fn each_backlog(&self, f: &mut dyn FnMut(&str, u64, Option<u64>)) {
-        for (task_type, outstanding, oldest) in self.lock().liveness.backlog() {
-            f(task_type, outstanding, oldest);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

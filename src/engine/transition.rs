@@ -14,37 +14,10 @@ use crate::workflow::{
     TimerKind, WorkflowState,
 };
 
+use super::partition_shared::PartitionShared;
 use super::recovery::send_owed;
-use super::timers::{Liveness, TimerWheel};
-use crate::workflow::budget::RetryBudget;
 
 use crate::storage::StatusEntry;
-
-/// The partition's clocks, shared with its workflow actors.
-#[derive(Debug, Default)]
-pub struct PartitionTimes {
-    pub timers: TimerWheel,
-    pub liveness: Liveness,
-    /// Ids of workflow actors that finished a message since the last sweep.
-    pub idle: Vec<String>,
-    /// Ids of workflows that reached a terminal status since the last tick.
-    pub finished: Vec<String>,
-    /// Retry budget counts of this partition, by task type.
-    pub budgets: rustc_hash::FxHashMap<String, RetryBudget>,
-}
-
-impl PartitionTimes {
-    /// The budget counts of `task_type` (created empty on first use).
-    pub fn budget(&mut self, task_type: &str) -> &mut RetryBudget {
-        if !self.budgets.contains_key(task_type) {
-            self.budgets
-                .insert(task_type.to_string(), RetryBudget::default());
-        }
-        self.budgets
-            .get_mut(task_type)
-            .expect("inserted just above")
-    }
-}
 
 /// Stable 64-bit tag of a timer, for its storage key.
 pub fn timer_tag(timer: &TimerKind) -> u64 {
@@ -292,7 +265,7 @@ pub fn prepare_park(
 }
 
 /// The parking's batch is durable: evolve and run its commands.
-pub fn park_committed(ctx: &EngineCtx, times: &Mutex<PartitionTimes>, plan: ParkPlan) {
+pub fn park_committed(ctx: &EngineCtx, shared: &Mutex<PartitionShared>, plan: ParkPlan) {
     let ParkPlan {
         mut wf,
         def,
@@ -301,7 +274,7 @@ pub fn park_committed(ctx: &EngineCtx, times: &Mutex<PartitionTimes>, plan: Park
     let _event = EventHandOver::new(ctx, prepared.event);
     let prev_status = wf.status;
     apply(&mut wf, &prepared.decision);
-    after_commit(ctx, times, Some(prev_status), &wf, &def, prepared.decision);
+    after_commit(ctx, shared, Some(prev_status), &wf, &def, prepared.decision);
 }
 
 /// Hands a committed record's lifecycle message to the publisher when it
@@ -336,7 +309,7 @@ impl Drop for EventHandOver<'_> {
 /// After the batch is durable: count, run the commands, call the hooks.
 pub fn after_commit(
     ctx: &EngineCtx,
-    times: &Mutex<PartitionTimes>,
+    shared: &Mutex<PartitionShared>,
     prev_status: Option<Status>,
     next: &WorkflowState,
     def: &PipelineDef,
@@ -411,16 +384,16 @@ pub fn after_commit(
         if let Some(hook) = &ctx.hooks.on_terminal {
             hook(next, def);
         }
-        times.lock().finished.push(next.id.clone());
+        shared.lock().reports.finished.push(next.id.clone());
     }
     let mut dispatches: Vec<Box<TaskSpec>> = Vec::new();
     {
-        let mut t = times.lock();
+        let mut t = shared.lock();
         let budget = ctx.config.partition_retry_budget();
         for e in &decision.events {
             if let EventKind::TaskSucceeded { step, attempt, .. } = &e.kind {
                 if let (true, Some(tt)) = (*attempt > 1, task_type(*step)) {
-                    t.budget(tt).note_retry_succeeded(&budget, now);
+                    t.budgets.of(tt).note_retry_succeeded(&budget, now);
                 }
             }
         }
@@ -432,17 +405,21 @@ pub fn after_commit(
                     task_type,
                     reason,
                 } => {
-                    t.liveness.unwatch(&task_id);
+                    t.schedule.liveness.unwatch(&task_id);
                     ctx.transport.cancel(&task_id, &task_type, &reason);
                 }
-                Command::ArmTimer { due_ms, timer } => t.timers.arm(due_ms, &next.id, timer),
-                Command::DisarmTimer { due_ms, timer } => t.timers.disarm(due_ms, &next.id, &timer),
+                Command::ArmTimer { due_ms, timer } => {
+                    t.schedule.timers.arm(due_ms, &next.id, timer)
+                }
+                Command::DisarmTimer { due_ms, timer } => {
+                    t.schedule.timers.disarm(due_ms, &next.id, &timer)
+                }
             }
         }
     }
     if !dispatches.is_empty() {
         crate::failpoints::point("dispatch.after_append");
-        send_owed(ctx, times, dispatches, false);
+        send_owed(ctx, shared, dispatches, false);
     }
 }
 

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::partition_core::Init;
-use super::transition::PartitionTimes;
+use super::partition_shared::PartitionShared;
 use super::workflow_shell::{Retry, StartStep, WorkflowShell};
 use super::EngineCtx;
 use crate::pipeline::PipelineDef;
@@ -92,7 +92,7 @@ pub struct WorkflowArgs {
     pub id: String,
     pub partition: u16,
     pub ctx: Arc<EngineCtx>,
-    pub times: Arc<Mutex<PartitionTimes>>,
+    pub shared: Arc<Mutex<PartitionShared>>,
     pub slot: Arc<Slot>,
     pub init: Init<WorkflowState>,
 }
@@ -109,9 +109,9 @@ pub struct Resident {
 impl Slot {
     /// The actor finished handling what it took: it lists itself idle for
     /// the partition, at most once until the partition unlists it.
-    pub fn note_idle(&self, times: &Mutex<PartitionTimes>, id: &str) {
+    pub fn note_idle(&self, shared: &Mutex<PartitionShared>, id: &str) {
         if !self.listed.swap(true, Ordering::AcqRel) {
-            times.lock().idle.push(id.to_string());
+            shared.lock().reports.idle.push(id.to_string());
         }
     }
 }
@@ -130,7 +130,7 @@ impl Actor for WorkflowActor {
             id,
             partition,
             ctx,
-            times,
+            shared,
             slot,
             init,
         } = args;
@@ -138,7 +138,7 @@ impl Actor for WorkflowActor {
             faults.maybe_panic_on_load(&id);
         }
         Ok(Resident {
-            shell: WorkflowShell::open(id, partition, ctx, times, init),
+            shell: WorkflowShell::open(id, partition, ctx, shared, init),
             slot,
         })
     }
@@ -173,7 +173,7 @@ impl Actor for WorkflowActor {
                 st.slot.handled.fetch_add(1, Ordering::Release);
             }
         }
-        st.slot.note_idle(st.shell.times(), &st.shell.id);
+        st.slot.note_idle(st.shell.shared(), &st.shell.id);
         Ok(())
     }
 }

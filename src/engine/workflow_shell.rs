@@ -27,10 +27,9 @@ use parking_lot::Mutex;
 
 use super::metrics::Metrics;
 use super::partition_core::Init;
+use super::partition_shared::PartitionShared;
 use super::recovery::load;
-use super::transition::{
-    after_commit, apply, note_outcome, prepare, EventHandOver, PartitionTimes,
-};
+use super::transition::{after_commit, apply, note_outcome, prepare, EventHandOver};
 use super::workflow_actor::{InputError, InputReply, StartReply};
 use super::EngineCtx;
 use crate::pipeline::PipelineDef;
@@ -50,7 +49,7 @@ pub struct WorkflowShell {
     pub id: String,
     pub partition: u16,
     ctx: Arc<EngineCtx>,
-    times: Arc<Mutex<PartitionTimes>>,
+    shared: Arc<Mutex<PartitionShared>>,
     pub wf: Option<WorkflowState>,
     def: Option<Arc<PipelineDef>>,
     /// Set when the stored state could not be read: the workflow is not served.
@@ -133,7 +132,7 @@ impl WorkflowShell {
         id: String,
         partition: u16,
         ctx: Arc<EngineCtx>,
-        times: Arc<Mutex<PartitionTimes>>,
+        shared: Arc<Mutex<PartitionShared>>,
         init: Init<WorkflowState>,
     ) -> Self {
         let (wf, mut broken) = match init {
@@ -161,7 +160,7 @@ impl WorkflowShell {
             id,
             partition,
             ctx,
-            times,
+            shared,
             wf,
             def,
             broken,
@@ -172,8 +171,8 @@ impl WorkflowShell {
         &self.ctx
     }
 
-    pub fn times(&self) -> &Arc<Mutex<PartitionTimes>> {
-        &self.times
+    pub fn shared(&self) -> &Arc<Mutex<PartitionShared>> {
+        &self.shared
     }
 
     /// The state as `describe` shows it: with the start times of attempts
@@ -184,7 +183,7 @@ impl WorkflowShell {
             None => Ok(self
                 .wf
                 .clone()
-                .map(|wf| self.times.lock().liveness.with_starts(wf))),
+                .map(|wf| self.shared.lock().schedule.liveness.with_starts(wf))),
         }
     }
 
@@ -241,7 +240,7 @@ impl WorkflowShell {
         let next = commit.next.ok_or("internal: start produced no state")?;
         after_commit(
             &self.ctx,
-            &self.times,
+            &self.shared,
             None,
             &next,
             &commit.def,
@@ -372,11 +371,12 @@ impl WorkflowShell {
             _ => None,
         })?;
         let cfg = self.ctx.config.partition_retry_budget();
-        let admission = self
-            .times
-            .lock()
-            .budget(&spec.task_type)
-            .admit(&cfg, now, &spec.task_id);
+        let admission =
+            self.shared
+                .lock()
+                .budgets
+                .of(&spec.task_type)
+                .admit(&cfg, now, &spec.task_id);
         match admission {
             Admission::Now => None,
             Admission::DeferUntil(at) => {
@@ -413,8 +413,9 @@ impl WorkflowShell {
             (input, &fired)
         {
             if let Some(at) = self.budget_defers(&decision, *step, now) {
-                self.times
+                self.shared
                     .lock()
+                    .schedule
                     .timers
                     .defer(at, *row_due, &self.id, timer.clone());
                 return Err(Ok(Outcome::Applied));
@@ -470,7 +471,7 @@ impl WorkflowShell {
         };
         after_commit(
             &self.ctx,
-            &self.times,
+            &self.shared,
             Some(prev_status),
             next,
             def,

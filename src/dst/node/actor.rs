@@ -92,7 +92,7 @@ impl SimNode {
         if let Some(a) = part.actors.get_mut(id) {
             if a.waiting.is_none() && a.work.is_empty() && !a.listed {
                 a.listed = true;
-                part.times.lock().idle.push(id.to_string());
+                part.shared.lock().reports.idle.push(id.to_string());
             }
         }
     }

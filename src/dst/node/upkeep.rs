@@ -24,8 +24,8 @@ impl SimNode {
                 if let Err(e) = self.ctx.store.storage().write(&ops, true) {
                     return Parked::Failed(e.to_string());
                 }
-                let times = self.parts[p].times.clone();
-                transition::park_committed(&self.ctx, &times, plan);
+                let shared = self.parts[p].shared.clone();
+                transition::park_committed(&self.ctx, &shared, plan);
                 self.collect_sent();
                 Parked::Written
             }
@@ -64,15 +64,18 @@ impl SimNode {
             {
                 let part = &mut self.parts[p];
                 let mut progress = Progress {
-                    times: &part.times,
+                    shared: &part.shared,
                     actors: &mut part.actors,
                 };
                 part.core.tick(now, &mut progress);
             }
             self.perform(p);
             let (timers, expired) = {
-                let mut t = self.parts[p].times.lock();
-                (t.timers.pop_due(now, max), t.liveness.expired(now, max))
+                let mut t = self.parts[p].shared.lock();
+                (
+                    t.schedule.timers.pop_due(now, max),
+                    t.schedule.liveness.expired(now, max),
+                )
             };
             for (due, id, timer) in timers {
                 let msg = SimMsg::Input {
@@ -152,8 +155,9 @@ impl SimNode {
         let purged: Vec<String> = ids.iter().cloned().collect();
         self.parts[p].core.purged(&purged);
         self.parts[p]
-            .times
+            .shared
             .lock()
+            .schedule
             .timers
             .disarm_where(|id| ids.contains(id));
     }
@@ -163,8 +167,8 @@ impl SimNode {
         self.parts
             .iter()
             .filter_map(|part| {
-                let t = part.times.lock();
-                match (t.timers.next_due(), t.liveness.next_due()) {
+                let t = part.shared.lock();
+                match (t.schedule.timers.next_due(), t.schedule.liveness.next_due()) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 }
@@ -180,8 +184,8 @@ impl SimNode {
     /// Armed timers and watched attempts, for the horizon report.
     pub fn pending_counts(&self) -> (usize, usize) {
         self.parts.iter().fold((0, 0), |(a, b), part| {
-            let t = part.times.lock();
-            (a + t.timers.len(), b + t.liveness.len())
+            let t = part.shared.lock();
+            (a + t.schedule.timers.len(), b + t.schedule.liveness.len())
         })
     }
 }

@@ -55,7 +55,7 @@ impl PartitionState {
                     }
                 }
                 decision.commands = rest;
-                after_commit(&ctx, &self.times, None, &next, &def, decision);
+                after_commit(&ctx, &self.shared, None, &next, &def, decision);
                 self.core.hold(next.id.clone(), held, false);
                 // Its first result will wake it soon: keep the state warm.
                 self.core.cache_put(next.id.clone(), Box::new(next));

@@ -73,7 +73,7 @@ impl PartitionState {
         };
         let ops = std::mem::take(&mut plan.prepared.ops);
         ctx.committer.commit(ops).await.map_err(|e| e.to_string())?;
-        park_committed(&ctx, &self.times, plan);
+        park_committed(&ctx, &self.shared, plan);
         Ok(true)
     }
 }

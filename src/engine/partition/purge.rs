@@ -92,7 +92,11 @@ impl PartitionState {
         }
         let purged: Vec<String> = ids.iter().cloned().collect();
         self.core.purged(&purged);
-        self.times.lock().timers.disarm_where(|id| ids.contains(id));
+        self.shared
+            .lock()
+            .schedule
+            .timers
+            .disarm_where(|id| ids.contains(id));
         ctx.metrics
             .workflows_purged
             .fetch_add(ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
