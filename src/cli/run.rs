@@ -347,7 +347,9 @@ pub async fn serve(
             metrics: metrics.clone(),
             config: config.engine_config(),
             hooks: Hooks {
-                outbox: events.as_ref().map(|(o, _)| o.clone()),
+                outbox: events
+                    .as_ref()
+                    .map(|(o, _)| o.clone() as Arc<dyn crate::engine::outbox::LifecycleOutbox>),
                 spans: exporter
                     .clone()
                     .map(|e| e as Arc<dyn crate::otel::SpanSink>),

@@ -18,6 +18,7 @@ pub mod clock;
 pub use crate::telemetry::metrics;
 pub mod intake;
 pub mod observe;
+pub mod outbox;
 pub mod partition;
 pub mod partition_core;
 pub mod partition_shared;
@@ -223,7 +224,7 @@ pub struct Hooks {
     pub faults: Option<Arc<Faults>>,
     /// Lifecycle events: every journal record also gets an outbox row and,
     /// once durable, goes to the publisher (`run` sets it; `dev` does not).
-    pub outbox: Option<Arc<crate::events::Outbox>>,
+    pub outbox: Option<Arc<dyn outbox::LifecycleOutbox>>,
     /// Where finished spans go (the OTLP exporter); `None`: no spans are built.
     pub spans: Option<Arc<dyn crate::telemetry::span::SpanSink>>,
     /// Test-only planted bugs (`NARRALYTICA_PLANT`); all off in production.

@@ -40,7 +40,7 @@ pub fn timer_tag(timer: &TimerKind) -> u64 {
 pub struct Prepared {
     pub ops: Vec<Op>,
     /// The lifecycle message of the record, for the publisher once durable.
-    pub event: Option<crate::events::OutboxItem>,
+    pub event: Option<crate::engine::outbox::OutboxItem>,
     /// The state of a workflow created by this decision (`prev` was `None`).
     pub next: Option<WorkflowState>,
     pub decision: Decision,
@@ -149,17 +149,18 @@ pub fn prepare(
             next_status,
             &decision.events,
         ) {
-            let mark = crate::events::OutboxValue::Mark(crate::events::OutboxMark {
-                pipeline: pref.clone(),
-                generation,
-                status: next_status.code(),
-            });
+            let mark =
+                crate::engine::outbox::OutboxValue::Mark(crate::engine::outbox::OutboxMark {
+                    pipeline: pref.clone(),
+                    generation,
+                    status: next_status.code(),
+                });
             ops.push(
                 store
                     .outbox_put(partition, id, first_seq, &mark)
                     .map_err(e)?,
             );
-            event = Some(crate::events::OutboxItem {
+            event = Some(crate::engine::outbox::OutboxItem {
                 partition,
                 workflow_id: id.to_owned(),
                 seq: first_seq,
@@ -289,11 +290,11 @@ pub fn park_committed(ctx: &EngineCtx, shared: &Mutex<PartitionShared>, plan: Pa
 /// consumers after the workflow's later ones.
 pub struct EventHandOver<'a> {
     ctx: &'a EngineCtx,
-    event: Option<crate::events::OutboxItem>,
+    event: Option<crate::engine::outbox::OutboxItem>,
 }
 
 impl<'a> EventHandOver<'a> {
-    pub fn new(ctx: &'a EngineCtx, event: Option<crate::events::OutboxItem>) -> Self {
+    pub fn new(ctx: &'a EngineCtx, event: Option<crate::engine::outbox::OutboxItem>) -> Self {
         EventHandOver { ctx, event }
     }
 }

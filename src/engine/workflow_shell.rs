@@ -60,7 +60,7 @@ pub struct WorkflowShell {
 pub struct Staged {
     outcome: Outcome,
     ops: Vec<Op>,
-    event: Option<crate::events::OutboxItem>,
+    event: Option<crate::engine::outbox::OutboxItem>,
     decision: Decision,
     prev_status: crate::workflow::Status,
     /// Planted bug (`ack_before_sync`): the caller is answered before the commit.
@@ -110,7 +110,7 @@ pub enum Retry {
 /// A start decided and prepared; its batch is not written yet.
 pub struct StartCommit {
     pub ops: Vec<Op>,
-    event: Option<crate::events::OutboxItem>,
+    event: Option<crate::engine::outbox::OutboxItem>,
     next: Option<WorkflowState>,
     decision: Decision,
     def: Arc<PipelineDef>,
@@ -456,7 +456,7 @@ impl WorkflowShell {
     /// changed the state further (`None`: the shell's own state).
     fn finish(
         &self,
-        event: Option<crate::events::OutboxItem>,
+        event: Option<crate::engine::outbox::OutboxItem>,
         decision: Decision,
         prev_status: crate::workflow::Status,
         after: Option<&WorkflowState>,

@@ -1,43 +1,20 @@
-//! The engine's side of the outbox: the message of a journal record, the
-//! row stored with it, and the hand-over to the publisher after the commit.
+//! The engine's side of the outbox ([`LifecycleOutbox`]): the message of a
+//! journal record, the row stored with it, and the hand-over to the
+//! publisher after the commit.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::{EventMessage, EventsConfig, LifecycleEvent};
 use crate::admin::{history_event, HistoryEvent};
+use crate::engine::outbox::LifecycleOutbox;
+pub use crate::engine::outbox::{OutboxEntry, OutboxItem, OutboxMark, OutboxValue};
 use crate::pipeline::PipelineDef;
 use crate::protocol::subjects::{event_kind_position, Subjects};
 use crate::protocol::VERSION;
 use crate::workflow::{Event, EventKind, Status};
-
-/// The stored outbox row: what, besides the journal record itself, it takes
-/// to build the record's message again (after a crash, or when the
-/// publisher's channel overflowed).
-///
-/// Why not the message itself: the message is about ten times larger, and
-/// each row lives for a millisecond (written with the record, deleted
-/// after the publish). Storing the message made it most of the bytes of
-/// every commit: WAL writes, memtable inserts, and a memtable flush every
-/// ~2 s at 870 workflows/s (docs/benchmarks.md).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OutboxMark {
-    /// The workflow's pipeline.
-    pub pipeline: crate::workflow::PipelineRef,
-    /// The workflow's generation before the record.
-    pub generation: u32,
-    /// The workflow's status after the record ([`Status::code`]).
-    pub status: u8,
-}
-
-/// The value of an outbox row, as written by this build.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum OutboxValue {
-    Mark(OutboxMark),
-}
 
 /// An outbox row read back from storage.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,23 +34,6 @@ pub fn decode_outbox_row(key: &[u8], value: &[u8]) -> Result<StoredOutbox, crate
             .map(StoredOutbox::Message)
             .map_err(|_| e),
     }
-}
-
-/// A built lifecycle message: its subject and body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OutboxEntry {
-    pub subject: String,
-    pub payload: Vec<u8>,
-}
-
-/// A message on its way to the publisher.
-#[derive(Debug, Clone)]
-pub struct OutboxItem {
-    pub partition: u16,
-    pub workflow_id: String,
-    pub seq: u64,
-    pub subject: String,
-    pub payload: bytes::Bytes,
 }
 
 /// Publisher counters (rendered by `/metrics`).
@@ -207,6 +167,30 @@ impl Outbox {
             self.stats.overflows.fetch_add(1, Relaxed);
             self.rescan.store(true, Relaxed);
         }
+    }
+}
+
+/// The engine's port, served by the methods above (one call per journal
+/// record, through the engine's `Arc<dyn LifecycleOutbox>`).
+impl LifecycleOutbox for Outbox {
+    fn dropping(&self) -> bool {
+        Outbox::dropping(self)
+    }
+
+    fn message(
+        &self,
+        id: &str,
+        def: &PipelineDef,
+        first_seq: u64,
+        generation: u32,
+        status: Status,
+        events: &[Event],
+    ) -> Option<OutboxEntry> {
+        Outbox::message(self, id, def, first_seq, generation, status, events)
+    }
+
+    fn committed(&self, item: OutboxItem) {
+        Outbox::committed(self, item)
     }
 }
 

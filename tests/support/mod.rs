@@ -163,7 +163,10 @@ impl Harness {
                 &orchestrator::events::EventsConfig::default(),
             )
             .expect("outbox");
-            (Some(o), Some(rx))
+            (
+                Some(o as Arc<dyn orchestrator::engine::outbox::LifecycleOutbox>),
+                Some(rx),
+            )
         } else {
             (None, None)
         };
