@@ -59,6 +59,7 @@ impl From<crate::engine::Error> for AdminError {
         use crate::engine::Error as E;
         match e {
             E::Rejected(m) => AdminError::new(code::BAD_REQUEST, m),
+            e @ E::UnknownWorkflow(_) => AdminError::new(code::UNKNOWN_WORKFLOW, e.to_string()),
             other => AdminError::new(code::UNAVAILABLE, other.to_string()),
         }
     }

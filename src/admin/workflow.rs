@@ -94,12 +94,7 @@ pub async fn control(id: &str, input: Input, engine: &Engine) -> Result<Workflow
     }
     // Retention may purge the workflow between the describe above and this
     // input; the engine then answers as for any unknown id.
-    let outcome = match engine.send(id, input).await {
-        Err(crate::engine::Error::Rejected(m)) if m.starts_with("unknown workflow") => {
-            return Err(unknown(id))
-        }
-        r => r?,
-    };
+    let outcome = engine.send(id, input).await?;
     match outcome {
         Outcome::Applied => {}
         Outcome::Rejected(m) => return Err(AdminError::new(code::ILLEGAL_TRANSITION, m)),

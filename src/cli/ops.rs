@@ -79,7 +79,7 @@ impl AdminClient {
             )
         })?
         .map_err(|e| {
-            if e.to_string().contains("no responders") {
+            if e.kind() == async_nats::RequestErrorKind::NoResponders {
                 format!("no orchestrator is listening on {subject} (is `orchestrator run` up?)")
             } else {
                 format!("request on {subject} failed: {e}")

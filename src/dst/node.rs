@@ -24,13 +24,13 @@ use crate::engine::partition_core::{
 };
 use crate::engine::partition_shared::PartitionShared;
 use crate::engine::recovery;
-use crate::engine::workflow_shell::{Fold, QueuedInput, StartCommit, StartStep, WorkflowShell};
+use crate::engine::workflow_shell::{QueuedInput, WorkflowShell};
 use crate::engine::{EngineConfig, EngineCtx, Hooks, ManualClock, Metrics, PipelineRegistry};
 use crate::pipeline::PipelineDef;
 use crate::storage::store::WorkflowStore;
 use crate::storage::{GroupCommitter, MemoryStorage, Storage};
 use crate::transport::Transport;
-use crate::workflow::{Input, JournalRecord, Outcome, TaskSpec, TimerKind, WorkflowState};
+use crate::workflow::{Input, JournalRecord, TaskSpec, TimerKind, WorkflowState};
 
 /// A message to a simulated workflow actor.
 pub(super) enum SimMsg {

@@ -24,6 +24,7 @@ pub fn result_verdict(
         ))),
         Ok(_) => Ok(()),
         // Unknown workflow or unreadable state: final.
+        Err(e @ Error::UnknownWorkflow(_)) => Err(ResultError::Refused(e.to_string())),
         Err(Error::Rejected(m)) => Err(ResultError::Refused(m)),
         // Journal failure, timeout, stopping: send it again.
         Err(e) => Err(ResultError::Retry(e.to_string())),
@@ -105,7 +106,11 @@ mod tests {
             ))
         );
         assert!(matches!(
-            verdict(Err(Error::Rejected("unknown workflow wf".into()))),
+            verdict(Err(Error::UnknownWorkflow("wf".into()))),
+            Err(ResultError::Refused(m)) if m == "unknown workflow wf"
+        ));
+        assert!(matches!(
+            verdict(Err(Error::Rejected("state unreadable".into()))),
             Err(ResultError::Refused(_))
         ));
         assert!(matches!(

@@ -290,6 +290,10 @@ pub enum Error {
     Stopped,
     #[error("request timed out")]
     Timeout,
+    /// Final: no workflow has this id (never started, or purged).
+    #[error("unknown workflow {0}")]
+    UnknownWorkflow(String),
+    /// Final: the request cannot be served as asked (its message says why).
     #[error("{0}")]
     Rejected(String),
     /// Transient storage failure; nothing changed and a retry may succeed.
@@ -308,6 +312,7 @@ impl From<String> for Error {
 impl From<workflow_actor::InputError> for Error {
     fn from(e: workflow_actor::InputError) -> Self {
         match e {
+            workflow_actor::InputError::UnknownWorkflow(id) => Error::UnknownWorkflow(id),
             workflow_actor::InputError::Rejected(m) => Error::Rejected(m),
             workflow_actor::InputError::Journal(m) => Error::Journal(m),
         }

@@ -27,7 +27,10 @@ pub struct StartReply {
 /// Why an input could not be taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InputError {
-    /// Final: unknown workflow, or its stored state cannot be read.
+    /// Final: no workflow has this id (never started, or purged).
+    #[error("unknown workflow {0}")]
+    UnknownWorkflow(String),
+    /// Final: the workflow's stored state cannot be read, or it cannot start.
     #[error("{0}")]
     Rejected(String),
     /// Transient: the journal append failed, nothing changed; sending the
@@ -280,6 +283,7 @@ impl Resident {
                 Err(e) => {
                     let error = match e {
                         InputError::Journal(m) | InputError::Rejected(m) => m,
+                        e @ InputError::UnknownWorkflow(_) => e.to_string(),
                     };
                     let mut answers = Vec::new();
                     for retry in self.shell.fold_failed(fold, &error) {

@@ -398,10 +398,7 @@ impl WorkflowShell {
         }
         let (Some(wf), Some(def)) = (&self.wf, &self.def) else {
             Metrics::inc(&self.ctx.metrics.unknown_tasks);
-            return Err(Err(InputError::Rejected(format!(
-                "unknown workflow {}",
-                self.id
-            ))));
+            return Err(Err(InputError::UnknownWorkflow(self.id.clone())));
         };
         let now = self.ctx.clock.now_ms();
         let plants = self.ctx.hooks.plants;

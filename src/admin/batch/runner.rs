@@ -289,7 +289,9 @@ async fn process(engine: &Engine, action: &Action, m: &Member) -> Result<Item, S
     let wf = match engine.describe(&m.id).await {
         Ok(Some(wf)) => wf,
         Ok(None) => return Ok(Item::Failed(format!("unknown workflow {}", m.id))),
-        Err(E::Rejected(msg)) => return Ok(Item::Failed(msg)),
+        Err(e @ (E::Rejected(_) | E::UnknownWorkflow(_))) => {
+            return Ok(Item::Failed(e.to_string()))
+        }
         Err(e) => return Err(e.to_string()),
     };
     let input = match action {
@@ -322,7 +324,7 @@ async fn process(engine: &Engine, action: &Action, m: &Member) -> Result<Item, S
         Ok(Outcome::Applied) => Ok(Item::Succeeded),
         Ok(Outcome::Rejected(msg)) => Ok(Item::Failed(msg)),
         Ok(Outcome::Ignored(r)) => Ok(Item::Failed(format!("ignored: {}", r.as_str()))),
-        Err(E::Rejected(msg)) => Ok(Item::Failed(msg)),
+        Err(e @ (E::Rejected(_) | E::UnknownWorkflow(_))) => Ok(Item::Failed(e.to_string())),
         Err(e) => Err(e.to_string()),
     }
 }
