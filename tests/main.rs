@@ -6,6 +6,8 @@ mod attempt_token;
 mod backpressure;
 mod cli;
 mod cluster;
+mod cluster_journal;
+mod cluster_lease;
 mod console;
 mod dst;
 mod engine;

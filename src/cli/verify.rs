@@ -31,6 +31,13 @@ pub struct VerifyCommand {
     pub home: Option<PathBuf>,
     #[command(flatten)]
     pub events_security: super::nats_security::NatsSecurityArgs,
+    /// Check the replicated journal of a cluster on this NATS instead of a
+    /// data dir: every partition's hash chain, checksums and epochs.
+    #[arg(long, value_name = "NATS_URL")]
+    pub journal_from: Option<String>,
+    /// The cluster's prefix, for --journal-from.
+    #[arg(long, default_value = "narralytica", requires = "journal_from")]
+    pub journal_prefix: String,
 }
 
 pub fn run(cmd: VerifyCommand) -> ExitCode {
@@ -39,7 +46,12 @@ pub fn run(cmd: VerifyCommand) -> ExitCode {
         events_security,
         config,
         home,
+        journal_from,
+        journal_prefix,
     } = cmd;
+    if let Some(url) = journal_from {
+        return replicated_journal(url, journal_prefix, &events_security, args.details);
+    }
     // The same resolution as `run`: the flag (or env), else the config
     // file's data dir, else the default under the home.
     let data_dir = match &args.data_dir {
@@ -169,6 +181,49 @@ fn system(
             if args.details || bad {
                 for d in &report.details {
                     eprintln!("{d}");
+                }
+            }
+            println!("{report}");
+            if bad {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `--journal-from`: reads and checks a cluster's replicated journal.
+fn replicated_journal(
+    url: String,
+    prefix: String,
+    security: &super::nats_security::NatsSecurityArgs,
+    details: bool,
+) -> ExitCode {
+    let nats = super::NatsArgs {
+        nats_url: url,
+        prefix,
+        security: security.clone(),
+    };
+    let rt = match super::runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let cfg = nats.config();
+    let report = rt.block_on(async {
+        let (_client, js) = crate::transport::nats::connect(&cfg).await?;
+        crate::transport::nats::check_journal(&js, &cfg.prefix).await
+    });
+    match report {
+        Ok(report) => {
+            let bad = !report.violations.is_empty();
+            if details || bad {
+                for v in &report.violations {
+                    eprintln!("{v}");
                 }
             }
             println!("{report}");

@@ -1,9 +1,10 @@
 //! Cluster ownership as pure code: which node serves which partition, and
 //! the fencing that keeps a deposed owner's appends out of the journal.
 //!
-//! Nothing here does IO, reads a clock or uses tokio: the shell (the
-//! deterministic simulator in [`crate::dst::cluster`] today) feeds inputs
-//! with the current time and performs the actions.
+//! Nothing here does IO, reads a clock or uses tokio: the shells (the
+//! deterministic simulator in [`crate::dst::cluster`], and the NATS shell
+//! in `transport::nats::lease` and `transport::nats::journal`) feed inputs
+//! with the current time and perform the actions.
 //!
 //! | file | holds |
 //! | --- | --- |
@@ -12,24 +13,30 @@
 //! | `share` | each node's fair share of the partitions |
 //! | `ownership` | one node's state machine: registration, leases, handover, fencing |
 //! | `chain` | the journal's append rule and the chain checker |
+//! | `record` | one replicated journal message: wire form, checksum, chain hash |
+//! | `appender` | the terms a node appends under, and the replicated journal's checker |
 //! | `claim` | the single-node prefix claim and the partition-count check |
 //!
 //! `docs/cluster.md` explains how the pieces fit.
 
+mod appender;
 mod chain;
 mod claim;
 mod config;
 mod kv;
 mod ownership;
+mod record;
 mod share;
 #[cfg(test)]
 mod tests;
 
+pub use appender::{check_replicated, Append, AppendRefused, Appender};
 pub use chain::{accepts, check_chain, ChainRecord, RecordKind};
 pub use claim::{check_partition_count, claim_step, ClaimStep};
 pub use config::LeaseConfig;
 pub use kv::{Entry, Epoch, Holder, Key, KvOp, KvRequest, KvResult, Revision};
 pub use ownership::{Action, Input, Ownership};
+pub use record::{chain_hash, ChainHash, JournalOp, JournalRecord, GENESIS};
 pub use share::fair_share;
 
 /// A node's id in the cluster (kept in its data directory).

@@ -50,6 +50,16 @@ pub enum Error {
     /// was not written.
     #[error("group committer is not running")]
     CommitterClosed,
+    /// Cluster mode: the partition's replicated journal did not take the
+    /// write (the node does not serve the partition, was deposed by another
+    /// owner, or the journal did not acknowledge), so it was not written.
+    #[error("not replicated (partition {partition}): {reason}")]
+    NotReplicated {
+        /// The partition whose journal refused.
+        partition: u16,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl From<rocksdb::Error> for Error {

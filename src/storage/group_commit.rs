@@ -486,16 +486,25 @@ fn write_batch(
     counters: &Counters,
     writing: parking_lot::MutexGuard<'_, ()>,
 ) {
-    let mut ops = Vec::with_capacity(entries);
+    let mut requests = Vec::with_capacity(batch.len());
     let mut waiters = Vec::with_capacity(batch.len());
     // One request that needs durability makes the whole batch synced.
     let sync = sync && batch.iter().any(|r| r.sync);
-    for mut req in batch {
-        ops.append(&mut req.ops);
+    for req in batch {
+        requests.push(req.ops);
         waiters.push(req.done);
     }
     let started = Instant::now();
-    let result = storage.write(&ops, sync);
+    // One write for the batch; a replicating storage (cluster mode,
+    // `storage::replicate`) may fail single requests of it.
+    let slices: Vec<&[Op]> = requests.iter().map(Vec::as_slice).collect();
+    let mut results = storage.write_requests(&slices, sync);
+    results.resize(waiters.len(), Err(Error::CommitterClosed));
+    let result = results
+        .iter()
+        .find(|r| matches!(r, Err(e) if !matches!(e, Error::NotReplicated { .. })))
+        .cloned()
+        .unwrap_or(Ok(()));
     let elapsed_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
 
     // Counters first, so a woken waiter already sees its batch in `stats`.
@@ -528,9 +537,9 @@ fn write_batch(
     }
 
     drop(writing);
-    for done in waiters {
+    for (done, result) in waiters.into_iter().zip(results) {
         // A waiter that went away (its future was dropped) needs no answer.
-        let _ = done.send(result.clone());
+        let _ = done.send(result);
     }
 }
 

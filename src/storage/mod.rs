@@ -10,6 +10,8 @@
 //! | [`codec`] | the record envelope (format version + crc32 + postcard) |
 //! | [`keys`] | the key layout of every table and the scan ranges over them |
 //! | [`store`] | [`WorkflowStore`], the typed tables the engine uses |
+//! | [`replicate`] | [`ReplicatedStorage`]: cluster mode's per-partition journal replication before the local write |
+//! | [`replicate_memory`] | [`MemoryReplicator`], the in-memory twin of the replicated journal |
 //! | [`group_commit`] | [`GroupCommitter`], one synced write per batch of many workflows' appends |
 //! | `write_health` | [`WriteHealth`]: whether journal writes fail right now (readiness, intake) |
 //! | `conformance.rs` | the one test suite both implementations must pass |
@@ -40,6 +42,8 @@ mod error;
 pub mod group_commit;
 pub mod keys;
 pub mod memory;
+pub mod replicate;
+pub mod replicate_memory;
 pub mod rocks;
 pub mod status_entry;
 pub mod store;
@@ -51,6 +55,8 @@ mod conformance;
 pub use error::Error;
 pub use group_commit::{CommitConfig, CommitStats, GroupCommitter};
 pub use memory::MemoryStorage;
+pub use replicate::{partition_of, PartitionBatch, ReplicatedStorage, Replicator};
+pub use replicate_memory::MemoryReplicator;
 pub use rocks::{RocksConfig, RocksStorage};
 pub use status_entry::StatusEntry;
 pub use store::{DueTimer, WorkflowStore};
@@ -94,6 +100,17 @@ pub trait Storage: Send + Sync + 'static {
     /// Atomically apply all ops, in order (a later op on the same key wins).
     /// With `sync`, return only after the write is durable (fsync'd WAL).
     fn write(&self, ops: &[Op], sync: bool) -> Result<(), Error>;
+
+    /// Writes the requests of one group-commit batch, answering one result
+    /// per request. The default writes them all as one [`write`](Self::write)
+    /// and gives every request its result; [`ReplicatedStorage`] appends
+    /// each partition's ops to its replicated journal first and fails only
+    /// the requests of a partition the journal refused.
+    fn write_requests(&self, requests: &[&[Op]], sync: bool) -> Vec<Result<(), Error>> {
+        let ops: Vec<Op> = requests.iter().flat_map(|r| r.iter().cloned()).collect();
+        let result = self.write(&ops, sync);
+        requests.iter().map(|_| result.clone()).collect()
+    }
 
     /// The current value of `key`, including writes not yet synced.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;

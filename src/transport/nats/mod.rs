@@ -14,6 +14,9 @@ mod claim;
 mod connect;
 mod guard;
 mod intake;
+mod journal;
+mod journal_check;
+mod lease;
 mod offer;
 mod publisher;
 mod stats;
@@ -30,6 +33,13 @@ pub use claim::{claim_prefix, cluster_bucket, load_or_create_node_id, PrefixClai
 pub use connect::{connect, connect_tuned, connect_with_stats, redact_url, NatsSecurity, Secret};
 pub use guard::{PartitionOf, Refused, ReportGuard};
 pub use intake::{consumer_gone, run_intake};
+pub use journal::{
+    ensure_journal_stream, journal_stream, journal_subject, read_partition, JetStreamJournal,
+};
+pub use journal_check::{check_journal, JournalReport};
+pub use lease::{
+    check_cluster_partitions, cluster_meta_bucket, lease_bucket, run_ownership, LeaseBucket,
+};
 pub use publisher::{Drained, NatsTransport};
 pub use stats::{NatsStats, OfferDeclined};
 pub use streams::{ensure_streams, stream_configs, stream_name};

@@ -32,49 +32,11 @@ use super::kv::{Entry, Holder, Key, KvOp, KvRequest, KvResult, Revision};
 use super::share::fair_share;
 use super::{Epoch, LeaseConfig, NodeId};
 
-/// What happened, as the shell tells the core.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Input {
-    /// Time passed (the shell ticks at least every few hundred ms).
-    Tick,
-    /// The bucket's live registrations and leases, as read just now.
-    Scanned {
-        nodes: Vec<NodeId>,
-        leases: Vec<(u16, Entry)>,
-    },
-    /// The answer to the write [`Action::Kv`] with this id.
-    KvDone { id: u64, result: KvResult },
-    /// After [`Action::StopIntake`]: no commit of the partition is in flight.
-    CommitFinished { partition: u16 },
-    /// After [`Action::Snapshot`]: the partition's snapshot is written.
-    SnapshotWritten { partition: u16 },
-    /// The journal refused an append (or open record) of this term because
-    /// its tail moved.
-    AppendRejected { partition: u16, epoch: Epoch },
-    /// Hand every partition over and deregister (the node is stopping).
-    Leave,
-}
+mod registration;
+mod signals;
 
-/// What the shell must do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Perform this write and answer with [`Input::KvDone`].
-    Kv(KvRequest),
-    /// Read the bucket and answer with [`Input::Scanned`].
-    Scan,
-    /// Restore the partition, read its journal's tail, append the term's
-    /// open record after it, then serve, stamping every append with `epoch`.
-    StartServing { partition: u16, epoch: Epoch },
-    /// Take no new input for the partition; answer with
-    /// [`Input::CommitFinished`] once no commit is in flight.
-    StopIntake { partition: u16 },
-    /// Write the partition's snapshot; answer with [`Input::SnapshotWritten`].
-    Snapshot { partition: u16 },
-    /// Stop serving the partition at once; append nothing more for it.
-    StopServing { partition: u16 },
-    /// Every partition is handed over and the node is deregistered.
-    Left,
-}
+use registration::Registration;
+pub use signals::{Action, Input};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -112,26 +74,6 @@ enum Slot {
     Acquiring { write: InFlight, term: u64 },
     Held(Held),
     Releasing { write: InFlight, term: u64 },
-}
-
-#[derive(Debug, Clone)]
-enum Registration {
-    Absent,
-    Registering {
-        write: InFlight,
-        term: u64,
-    },
-    Registered {
-        term: u64,
-        revision: Revision,
-        valid_until_ms: u64,
-        last_renew_ms: u64,
-        renewing: Option<InFlight>,
-    },
-    Deregistering {
-        write: InFlight,
-    },
-    Gone,
 }
 
 /// One node's ownership state.
@@ -286,56 +228,8 @@ impl Ownership {
     fn maintain(&mut self, now: u64) {
         let timeout = self.cfg.op_timeout_ms;
         let timed_out = |w: &InFlight| now >= w.sent_ms + timeout;
-        // Registration.
-        match &mut self.registration {
-            Registration::Absent if !self.leaving => {
-                let term = self.new_term();
-                let value = self.holder(term);
-                let write = self.op(now, Key::Node(self.me.clone()), KvOp::Create { value });
-                self.registration = Registration::Registering { write, term };
-            }
-            Registration::Registering { write, .. } if timed_out(write) => {
-                self.registration = Registration::Absent;
-            }
-            Registration::Registered {
-                term,
-                revision,
-                valid_until_ms,
-                last_renew_ms,
-                renewing,
-            } => {
-                if now >= *valid_until_ms {
-                    self.registration = Registration::Absent;
-                } else {
-                    if renewing.as_ref().is_some_and(timed_out) {
-                        *renewing = None;
-                    }
-                    if renewing.is_none() && now >= *last_renew_ms + self.cfg.renew_every_ms {
-                        let (term, expected) = (*term, *revision);
-                        let value = self.holder(term);
-                        let write = self.op(
-                            now,
-                            Key::Node(self.me.clone()),
-                            KvOp::Update { value, expected },
-                        );
-                        if let Registration::Registered {
-                            renewing,
-                            last_renew_ms,
-                            ..
-                        } = &mut self.registration
-                        {
-                            *renewing = Some(write);
-                            *last_renew_ms = now;
-                        }
-                    }
-                }
-            }
-            Registration::Deregistering { write } if timed_out(write) => {
-                self.registration = Registration::Gone;
-                self.out.push(Action::Left);
-                return;
-            }
-            _ => {}
+        if self.maintain_registration(now) {
+            return;
         }
         // Leases.
         for p in 0..self.partitions {
@@ -371,20 +265,8 @@ impl Ownership {
             }
         }
         // A leaving node deregisters once every lease is handed over.
-        if self.leaving && self.slots.iter().all(|s| matches!(s, Slot::Free)) {
-            match &self.registration {
-                Registration::Registered { revision, .. } => {
-                    let expected = *revision;
-                    let write = self.op(now, Key::Node(self.me.clone()), KvOp::Delete { expected });
-                    self.registration = Registration::Deregistering { write };
-                }
-                Registration::Absent | Registration::Registering { .. } => {
-                    self.registration = Registration::Gone;
-                    self.out.push(Action::Left);
-                    return;
-                }
-                _ => {}
-            }
+        if self.deregister_when_handed_over(now) {
+            return;
         }
         if self
             .last_scan_ms
@@ -565,87 +447,6 @@ impl Ownership {
                 }
             },
             (Slot::Free, _) => {}
-        }
-    }
-
-    /// Handles the answer when it belongs to the registration.
-    fn on_registration_kv(&mut self, now: u64, id: u64, result: &KvResult) -> bool {
-        let valid_ms = self.cfg.valid_ms();
-        match self.registration.clone() {
-            Registration::Registering { write, term } if write.op == id => {
-                let revision = match result {
-                    KvResult::Ok { revision } => Some(*revision),
-                    KvResult::Conflict { current: Some(e) } if self.is_mine(e, term) => {
-                        Some(e.revision)
-                    }
-                    // A previous run of this node left its registration:
-                    // replace it (the data directory lock means that run is
-                    // gone).
-                    KvResult::Conflict { current: Some(e) } => {
-                        let value = self.holder(term);
-                        let write = self.op(
-                            now,
-                            Key::Node(self.me.clone()),
-                            KvOp::Update {
-                                value,
-                                expected: e.revision,
-                            },
-                        );
-                        self.registration = Registration::Registering { write, term };
-                        None
-                    }
-                    KvResult::Conflict { current: None } => {
-                        self.registration = Registration::Absent;
-                        None
-                    }
-                };
-                if let Some(revision) = revision {
-                    self.registration = Registration::Registered {
-                        term,
-                        revision,
-                        valid_until_ms: write.sent_ms + valid_ms,
-                        last_renew_ms: write.sent_ms,
-                        renewing: None,
-                    };
-                }
-                true
-            }
-            Registration::Registered {
-                term,
-                valid_until_ms,
-                renewing: Some(write),
-                last_renew_ms,
-                ..
-            } if write.op == id => {
-                match result {
-                    KvResult::Ok { revision } => {
-                        self.registration = Registration::Registered {
-                            term,
-                            revision: *revision,
-                            valid_until_ms: valid_until_ms.max(write.sent_ms + valid_ms),
-                            last_renew_ms,
-                            renewing: None,
-                        };
-                    }
-                    KvResult::Conflict { current: Some(e) } if self.is_mine(e, term) => {
-                        self.registration = Registration::Registered {
-                            term,
-                            revision: e.revision,
-                            valid_until_ms,
-                            last_renew_ms,
-                            renewing: None,
-                        };
-                    }
-                    KvResult::Conflict { .. } => self.registration = Registration::Absent,
-                }
-                true
-            }
-            Registration::Deregistering { write } if write.op == id => {
-                self.registration = Registration::Gone;
-                self.out.push(Action::Left);
-                true
-            }
-            _ => false,
         }
     }
 

@@ -1,0 +1,176 @@
+//! The replication port of cluster mode: a [`Storage`] wrapper that sends
+//! each write batch's per-partition ops to a [`Replicator`] (the
+//! partition's replicated journal) before writing them locally.
+//!
+//! The group committer hands a batch over as its requests
+//! ([`Storage::write_requests`]); [`ReplicatedStorage`] groups the ops of
+//! the batch by partition (the partition is part of every per-workflow key:
+//! journal, snapshot, status, timer, outbox), asks the replicator to append
+//! ONE record per partition, and then writes locally, as one write, the
+//! requests whose partitions were all appended. A request of a partition
+//! the replicator refused (not served by this node, or deposed: another
+//! owner appended) fails with [`Error::NotReplicated`] and is not written;
+//! the other requests of the batch are unaffected. A transition is thus
+//! durable only once the replica acknowledged it, and the engine runs its
+//! effects after that, as it does after a local fsync.
+//!
+//! Store-wide tables (meta, pipeline definitions, batch jobs) have no
+//! partition and are written locally only.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{keys, Error, LsmStats, Op, Storage};
+use crate::cluster::JournalOp;
+
+/// The ops of one partition in one write batch: one journal record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionBatch {
+    /// The partition.
+    pub partition: u16,
+    /// Its ops, in batch order.
+    pub ops: Vec<JournalOp>,
+}
+
+/// Appends a batch's records to the partitions' replicated journals.
+pub trait Replicator: Send + Sync + 'static {
+    /// Appends one record per element and blocks until each is
+    /// acknowledged or refused; answers one result per element, in order.
+    /// Called from the committer's writer (never concurrently with itself
+    /// for one storage); may block the calling thread.
+    fn append(&self, batches: &[PartitionBatch]) -> Vec<Result<(), Error>>;
+}
+
+/// The partition a key belongs to, for the tables that have one.
+pub fn partition_of(key: &[u8]) -> Option<u16> {
+    match *key.first()? {
+        keys::JOURNAL | keys::SNAPSHOT | keys::STATUS | keys::TIMER | keys::OUTBOX
+            if key.len() >= 3 =>
+        {
+            Some(u16::from_be_bytes([key[1], key[2]]))
+        }
+        _ => None,
+    }
+}
+
+fn journal_op(op: &Op) -> JournalOp {
+    match op {
+        Op::Put(key, value) => JournalOp::Put {
+            key: key.clone(),
+            value: value.clone(),
+        },
+        Op::Delete(key) => JournalOp::Delete { key: key.clone() },
+    }
+}
+
+/// A storage whose per-partition writes are replicated first (see the
+/// module docs). Reads, scans and checkpoints go to the local storage.
+pub struct ReplicatedStorage {
+    local: Arc<dyn Storage>,
+    replicator: Arc<dyn Replicator>,
+}
+
+impl ReplicatedStorage {
+    /// Wraps `local`.
+    pub fn new(local: Arc<dyn Storage>, replicator: Arc<dyn Replicator>) -> ReplicatedStorage {
+        ReplicatedStorage { local, replicator }
+    }
+}
+
+impl Storage for ReplicatedStorage {
+    fn write(&self, ops: &[Op], sync: bool) -> Result<(), Error> {
+        self.write_requests(&[ops], sync)
+            .pop()
+            .unwrap_or(Err(Error::CommitterClosed))
+    }
+
+    fn write_requests(&self, requests: &[&[Op]], sync: bool) -> Vec<Result<(), Error>> {
+        // Group the batch's ops per partition, in order; remember which
+        // partitions each request touches.
+        let mut by_partition: BTreeMap<u16, Vec<JournalOp>> = BTreeMap::new();
+        let mut touches: Vec<Vec<u16>> = Vec::with_capacity(requests.len());
+        for ops in requests {
+            let mut mine = Vec::new();
+            for op in *ops {
+                if let Some(p) = partition_of(op.key()) {
+                    by_partition.entry(p).or_default().push(journal_op(op));
+                    if !mine.contains(&p) {
+                        mine.push(p);
+                    }
+                }
+            }
+            touches.push(mine);
+        }
+        let batches: Vec<PartitionBatch> = by_partition
+            .into_iter()
+            .map(|(partition, ops)| PartitionBatch { partition, ops })
+            .collect();
+        let mut refused: BTreeMap<u16, Error> = BTreeMap::new();
+        if !batches.is_empty() {
+            let answers = self.replicator.append(&batches);
+            for (i, b) in batches.iter().enumerate() {
+                let answer = answers.get(i).cloned().unwrap_or_else(|| {
+                    Err(Error::NotReplicated {
+                        partition: b.partition,
+                        reason: "the replicator gave no answer".into(),
+                    })
+                });
+                if let Err(e) = answer {
+                    refused.insert(b.partition, e);
+                }
+            }
+        }
+        let mut results: Vec<Result<(), Error>> = touches
+            .iter()
+            .map(|ps| match ps.iter().find_map(|p| refused.get(p)) {
+                Some(e) => Err(e.clone()),
+                None => Ok(()),
+            })
+            .collect();
+        let ops: Vec<Op> = requests
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .flat_map(|(ops, _)| ops.iter().cloned())
+            .collect();
+        if ops.is_empty() {
+            return results;
+        }
+        if let Err(e) = self.local.write(&ops, sync) {
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(e.clone());
+            }
+        }
+        results
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        self.local.get(key)
+    }
+
+    fn scan(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), Error> {
+        self.local.scan(from, to, visit)
+    }
+
+    fn wal_syncs(&self) -> u64 {
+        self.local.wal_syncs()
+    }
+
+    fn lsm_stats(&self) -> Option<LsmStats> {
+        self.local.lsm_stats()
+    }
+
+    fn checkpoint(&self, dir: &Path) -> Result<(), Error> {
+        self.local.checkpoint(dir)
+    }
+}
+
+#[cfg(test)]
+#[path = "replicate_tests.rs"]
+mod tests;

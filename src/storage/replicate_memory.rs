@@ -1,0 +1,150 @@
+//! [`MemoryReplicator`]: the in-memory twin of the replicated journal, for
+//! tests of the replication seam without a NATS server. One subject per
+//! partition that stores an append only when it names the subject's last
+//! sequence (JetStream's `Nats-Expected-Last-Subject-Sequence`), with the
+//! same record format and the same [`Appender`] as the JetStream journal.
+
+use parking_lot::Mutex;
+
+use super::replicate::{PartitionBatch, Replicator};
+use super::Error;
+use crate::cluster::{Appender, Epoch, JournalOp, NodeId};
+
+#[derive(Default)]
+struct Stream {
+    /// `(stream sequence, partition, wire form)`, one sequence for all
+    /// partitions, as in a JetStream stream.
+    messages: Vec<(u64, u16, Vec<u8>)>,
+}
+
+impl Stream {
+    fn last(&self, partition: u16) -> Option<(u64, &[u8])> {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m.1 == partition)
+            .map(|m| (m.0, m.2.as_slice()))
+    }
+
+    fn store(&mut self, partition: u16, wire: Vec<u8>) -> u64 {
+        let seq = self.messages.len() as u64 + 1;
+        self.messages.push((seq, partition, wire));
+        seq
+    }
+}
+
+struct State {
+    appender: Appender,
+    stream: Stream,
+    /// Terms refused by the journal, in order: what the shell feeds the
+    /// ownership core as `AppendRejected`.
+    deposed: Vec<(u16, Epoch)>,
+    /// Appends sent (one per partition per batch).
+    appends: u64,
+}
+
+/// See the module docs.
+pub struct MemoryReplicator {
+    state: Mutex<State>,
+}
+
+impl MemoryReplicator {
+    /// A journal with no records, appended to as `node`.
+    pub fn new(node: NodeId) -> MemoryReplicator {
+        MemoryReplicator {
+            state: Mutex::new(State {
+                appender: Appender::new(node),
+                stream: Stream::default(),
+                deposed: Vec::new(),
+                appends: 0,
+            }),
+        }
+    }
+
+    /// Starts serving `partition` at `epoch`: reads the tail and appends the
+    /// term's open record after it.
+    pub fn open(&self, partition: u16, epoch: Epoch) -> Result<(), String> {
+        let mut st = self.state.lock();
+        let State {
+            appender, stream, ..
+        } = &mut *st;
+        let append = appender
+            .open(partition, epoch, stream.last(partition))
+            .map_err(|e| e.to_string())?;
+        let seq = stream.store(partition, append.wire.clone());
+        appender.acked(&append, seq);
+        Ok(())
+    }
+
+    /// Another owner (`node` at `epoch`) takes `partition` over: it reads
+    /// the tail and appends its open record, so this node's next append
+    /// names an old tail.
+    pub fn take_over_as(&self, node: &str, partition: u16, epoch: Epoch) {
+        let mut st = self.state.lock();
+        let mut other = Appender::new(node.into());
+        let opened = other.open(partition, epoch, st.stream.last(partition));
+        if let Ok(append) = opened {
+            st.stream.store(partition, append.wire);
+        }
+    }
+
+    /// The partition's records as `(stream sequence, wire form)`.
+    pub fn records(&self, partition: u16) -> Vec<(u64, Vec<u8>)> {
+        self.state
+            .lock()
+            .stream
+            .messages
+            .iter()
+            .filter(|m| m.1 == partition)
+            .map(|m| (m.0, m.2.clone()))
+            .collect()
+    }
+
+    /// The terms refused so far.
+    pub fn deposed(&self) -> Vec<(u16, Epoch)> {
+        self.state.lock().deposed.clone()
+    }
+
+    /// Records appended for commit batches so far.
+    pub fn appends(&self) -> u64 {
+        self.state.lock().appends
+    }
+}
+
+impl Replicator for MemoryReplicator {
+    fn append(&self, batches: &[PartitionBatch]) -> Vec<Result<(), Error>> {
+        let mut st = self.state.lock();
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            let ops: Vec<JournalOp> = b.ops.clone();
+            let append = match st.appender.commit(b.partition, ops) {
+                Ok(a) => a,
+                Err(e) => {
+                    out.push(Err(Error::NotReplicated {
+                        partition: b.partition,
+                        reason: e.to_string(),
+                    }));
+                    continue;
+                }
+            };
+            st.appends += 1;
+            let last = st.stream.last(b.partition).map_or(0, |t| t.0);
+            if last != append.follows {
+                st.appender.stop(b.partition, append.epoch);
+                st.deposed.push((b.partition, append.epoch));
+                out.push(Err(Error::NotReplicated {
+                    partition: b.partition,
+                    reason: format!(
+                        "deposed: the journal refused epoch {} (another owner appended)",
+                        append.epoch
+                    ),
+                }));
+                continue;
+            }
+            let seq = st.stream.store(b.partition, append.wire.clone());
+            st.appender.acked(&append, seq);
+            out.push(Ok(()));
+        }
+        out
+    }
+}

@@ -1,0 +1,267 @@
+//! The NATS shell of the ownership core ([`crate::cluster::Ownership`]):
+//! leases and node registrations in the JetStream KV bucket
+//! `<PREFIX>_LEASES` (`max_age` = the lease TTL), and the cluster's
+//! partition count in `<PREFIX>_CLUSTER_META` (no TTL), written by the
+//! first node and checked by every later one.
+//!
+//! [`LeaseBucket`] performs the core's KV requests (create, update and
+//! delete at an expected revision) and scans; [`run_ownership`] drives one
+//! node's core: it ticks it, performs its actions, starts and ends journal
+//! terms on [`JetStreamJournal`], and feeds refused appends back as
+//! `AppendRejected`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use super::journal::JetStreamJournal;
+use super::stream_name;
+use crate::cluster::{
+    check_partition_count, Action, Entry, Epoch, Holder, Input, KvOp, KvRequest, KvResult, NodeId,
+    Ownership,
+};
+
+/// The lease bucket of a prefix.
+pub fn lease_bucket(prefix: &str) -> String {
+    stream_name(prefix, "LEASES")
+}
+
+/// The bucket of cluster-wide settings (the partition count).
+pub fn cluster_meta_bucket(prefix: &str) -> String {
+    stream_name(prefix, "CLUSTER_META")
+}
+
+const PARTITIONS_KEY: &str = "partitions";
+
+/// Stores `partitions` as the cluster's partition count if none is stored
+/// yet, else refuses a different count with one line.
+pub async fn check_cluster_partitions(
+    js: &jetstream::Context,
+    prefix: &str,
+    partitions: u16,
+    replicas: usize,
+) -> Result<(), String> {
+    let bucket = cluster_meta_bucket(prefix);
+    let store = js
+        .create_or_update_key_value(kv::Config {
+            bucket: bucket.clone(),
+            history: 1,
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: replicas.max(1),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("cannot open the KV bucket {bucket}: {e}"))?;
+    match store
+        .create(PARTITIONS_KEY, partitions.to_string().into())
+        .await
+    {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot store the partition count in {bucket}: {e}")),
+    }
+    let stored = store
+        .get(PARTITIONS_KEY)
+        .await
+        .map_err(|e| format!("cannot read the partition count in {bucket}: {e}"))?
+        .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<u16>().ok());
+    check_partition_count(stored, partitions)
+}
+
+/// What a key holds (JSON).
+#[derive(Serialize, Deserialize)]
+struct HolderValue {
+    node: String,
+    term: u64,
+}
+
+/// The bucket of leases and registrations.
+pub struct LeaseBucket {
+    store: kv::Store,
+}
+
+impl LeaseBucket {
+    /// Opens (or creates) the bucket of `prefix` with the lease TTL.
+    pub async fn open(
+        js: &jetstream::Context,
+        prefix: &str,
+        ttl: Duration,
+        replicas: usize,
+    ) -> Result<LeaseBucket, String> {
+        let bucket = lease_bucket(prefix);
+        let store = js
+            .create_or_update_key_value(kv::Config {
+                bucket: bucket.clone(),
+                history: 1,
+                max_age: ttl,
+                storage: jetstream::stream::StorageType::File,
+                num_replicas: replicas.max(1),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("cannot open the KV bucket {bucket}: {e}"))?;
+        Ok(LeaseBucket { store })
+    }
+
+    async fn current(&self, key: &str) -> Result<Option<Entry>, String> {
+        let e = self.store.entry(key).await.map_err(|e| e.to_string())?;
+        Ok(e.filter(|e| e.operation == kv::Operation::Put)
+            .and_then(|e| {
+                let v: HolderValue = serde_json::from_slice(&e.value).ok()?;
+                Some(Entry {
+                    holder: Holder {
+                        node: v.node,
+                        term: v.term,
+                    },
+                    revision: e.revision,
+                })
+            }))
+    }
+
+    /// Performs one request of the core. `Err` when neither the write's
+    /// outcome nor the key's current entry could be learnt (the core gives
+    /// the write up after its timeout).
+    pub async fn apply(&self, req: &KvRequest) -> Result<KvResult, String> {
+        let key = req.key.name();
+        let value = |h: &Holder| -> bytes::Bytes {
+            serde_json::to_vec(&HolderValue {
+                node: h.node.clone(),
+                term: h.term,
+            })
+            .unwrap_or_default()
+            .into()
+        };
+        let written = match &req.op {
+            KvOp::Create { value: h } => self
+                .store
+                .create(&key, value(h))
+                .await
+                .map_err(|e| e.to_string()),
+            KvOp::Update { value: h, expected } => self
+                .store
+                .update(&key, value(h), *expected)
+                .await
+                .map_err(|e| e.to_string()),
+            KvOp::Delete { expected } => self
+                .store
+                .delete_expect_revision(&key, Some(*expected))
+                .await
+                .map(|()| 0)
+                .map_err(|e| e.to_string()),
+        };
+        match written {
+            Ok(revision) => Ok(KvResult::Ok { revision }),
+            Err(e) => match self.current(&key).await {
+                Ok(current) => Ok(KvResult::Conflict { current }),
+                Err(read) => Err(format!("{e}; reading {key} failed too: {read}")),
+            },
+        }
+    }
+
+    /// The live registrations and the leases.
+    pub async fn scan(&self) -> Result<(Vec<NodeId>, Vec<(u16, Entry)>), String> {
+        let keys: Vec<String> = match self.store.keys().await {
+            Ok(k) => k.try_collect().await.map_err(|e| e.to_string())?,
+            Err(e) => return Err(e.to_string()),
+        };
+        let (mut nodes, mut leases) = (Vec::new(), Vec::new());
+        for k in keys {
+            let Some(entry) = self.current(&k).await? else {
+                continue;
+            };
+            if let Some(n) = k.strip_prefix("nodes.") {
+                nodes.push(n.to_owned());
+            } else if let Some(p) = k.strip_prefix("leases.").and_then(|p| p.parse().ok()) {
+                leases.push((p, entry));
+            }
+        }
+        nodes.sort();
+        Ok((nodes, leases))
+    }
+}
+
+/// Drives one node's ownership core until it has left: ticks it every
+/// `tick`, performs its actions, and publishes the partitions it serves
+/// (with their epochs) on `serving`. `leave` asks it to hand everything
+/// over and deregister.
+pub async fn run_ownership(
+    mut core: Ownership,
+    bucket: LeaseBucket,
+    journal: Arc<JetStreamJournal>,
+    mut deposed: mpsc::UnboundedReceiver<(u16, Epoch)>,
+    mut leave: watch::Receiver<bool>,
+    tick: Duration,
+    serving: watch::Sender<Vec<(u16, Epoch)>>,
+) {
+    let started = Instant::now();
+    let now_ms = || started.elapsed().as_millis() as u64;
+    let mut inputs = VecDeque::from([Input::Tick]);
+    let mut asked_to_leave = false;
+    let mut timer = tokio::time::interval(tick);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        while let Some(input) = inputs.pop_front() {
+            for action in core.handle(now_ms(), input) {
+                match action {
+                    Action::Kv(req) => {
+                        if let Ok(result) = bucket.apply(&req).await {
+                            inputs.push_back(Input::KvDone { id: req.id, result });
+                        }
+                    }
+                    Action::Scan => {
+                        if let Ok((nodes, leases)) = bucket.scan().await {
+                            inputs.push_back(Input::Scanned { nodes, leases });
+                        }
+                    }
+                    Action::StartServing { partition, epoch } => {
+                        if let Err(e) = journal.start_serving(partition, epoch).await {
+                            tracing::warn!(partition, %epoch, error = %e, "journal term not opened");
+                            inputs.push_back(Input::AppendRejected { partition, epoch });
+                        }
+                    }
+                    // No engine intake to stop and no snapshot store yet:
+                    // the commit in flight ends with its batch, and a new
+                    // owner replays the journal.
+                    Action::StopIntake { partition } => {
+                        inputs.push_back(Input::CommitFinished { partition })
+                    }
+                    Action::Snapshot { partition } => {
+                        inputs.push_back(Input::SnapshotWritten { partition })
+                    }
+                    Action::StopServing { partition } => journal.stop_partition(partition),
+                    Action::Left => {}
+                }
+            }
+        }
+        let now: Vec<(u16, Epoch)> = core
+            .held()
+            .into_iter()
+            .filter(|(p, e)| journal.serving(*p) == Some(*e))
+            .collect();
+        serving.send_if_modified(|s| {
+            let changed = *s != now;
+            *s = now;
+            changed
+        });
+        if core.has_left() {
+            return;
+        }
+        tokio::select! {
+            _ = timer.tick() => inputs.push_back(Input::Tick),
+            Some((partition, epoch)) = deposed.recv() => {
+                inputs.push_back(Input::AppendRejected { partition, epoch });
+            }
+            changed = leave.changed(), if !asked_to_leave => {
+                if changed.is_err() || *leave.borrow() {
+                    asked_to_leave = true;
+                    inputs.push_back(Input::Leave);
+                }
+            }
+        }
+    }
+}

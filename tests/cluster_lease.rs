@@ -1,0 +1,161 @@
+//! The NATS shell of the ownership core on a real nats-server: nodes split
+//! the partitions by leases in a JetStream KV bucket, hand them over when
+//! one leaves, take a dead node's leases after the TTL, and a node whose
+//! lease was taken is fenced out of the journal. Plus the partition-count
+//! check against the count stored at cluster creation.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use orchestrator::cluster::{Epoch, LeaseConfig, Ownership};
+use orchestrator::storage::{keys, Error, MemoryStorage, Op, ReplicatedStorage, Storage};
+use orchestrator::transport::nats::{
+    check_cluster_partitions, check_journal, run_ownership, JetStreamJournal, LeaseBucket,
+};
+use tokio::sync::watch;
+
+use crate::support::nats::NatsServer;
+
+const PARTITIONS: u16 = 8;
+
+fn lease() -> LeaseConfig {
+    LeaseConfig {
+        ttl_ms: 3_000,
+        margin_ms: 500,
+        renew_every_ms: 700,
+        scan_every_ms: 500,
+        op_timeout_ms: 1_000,
+    }
+}
+
+/// One node: its journal, the partitions it serves, and its driver.
+struct Node {
+    journal: Arc<JetStreamJournal>,
+    serving: watch::Receiver<Vec<(u16, Epoch)>>,
+    leave: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn node(js: &async_nats::jetstream::Context, prefix: &str, id: &str) -> Node {
+    let (journal, deposed) = JetStreamJournal::open(js.clone(), prefix, id.into(), 1)
+        .await
+        .unwrap();
+    let journal = Arc::new(journal);
+    let bucket = LeaseBucket::open(js, prefix, Duration::from_millis(lease().ttl_ms), 1)
+        .await
+        .unwrap();
+    let term_base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let core = Ownership::new(lease(), id.into(), PARTITIONS, term_base);
+    let (leave, leave_rx) = watch::channel(false);
+    let (serving_tx, serving) = watch::channel(Vec::new());
+    let task = tokio::spawn(run_ownership(
+        core,
+        bucket,
+        journal.clone(),
+        deposed,
+        leave_rx,
+        Duration::from_millis(100),
+        serving_tx,
+    ));
+    Node {
+        journal,
+        serving,
+        leave,
+        task,
+    }
+}
+
+fn partitions(n: &Node) -> BTreeSet<u16> {
+    n.serving.borrow().iter().map(|(p, _)| *p).collect()
+}
+
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "not reached in 30 s: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_share_partitions_by_lease_hand_over_and_fence_a_dead_owner() {
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let a = node(&js, "cl", "a").await;
+    let b = node(&js, "cl", "b").await;
+    // Fair shares, disjoint: 4 and 4.
+    until("a and b serve 4 partitions each", || {
+        let (pa, pb) = (partitions(&a), partitions(&b));
+        pa.len() == 4 && pb.len() == 4 && pa.is_disjoint(&pb)
+    })
+    .await;
+
+    // A third node joins, then leaves gracefully: its partitions come back.
+    let c = node(&js, "cl", "c").await;
+    until("c gets its share", || partitions(&c).len() >= 2).await;
+    c.leave.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), c.task)
+        .await
+        .expect("c leaves")
+        .unwrap();
+    until("a and b serve everything again", || {
+        let (pa, pb) = (partitions(&a), partitions(&b));
+        pa.len() + pb.len() == usize::from(PARTITIONS) && pa.is_disjoint(&pb)
+    })
+    .await;
+
+    // b dies without a goodbye (its driver stops; its journal object, the
+    // zombie, lives on). After the TTL, a takes every partition.
+    let b_partition = *partitions(&b).iter().next().unwrap();
+    let b_epoch = b.journal.serving(b_partition).unwrap();
+    b.task.abort();
+    until("a serves all partitions", || {
+        partitions(&a).len() == usize::from(PARTITIONS)
+    })
+    .await;
+    let a_epoch = a.journal.serving(b_partition).unwrap();
+    assert!(a_epoch > b_epoch, "epochs grow: {b_epoch} then {a_epoch}");
+
+    // The zombie's next append is refused by the server.
+    let zombie = ReplicatedStorage::new(Arc::new(MemoryStorage::new()), b.journal.clone());
+    let op = Op::Put(keys::journal(b_partition, "z", 1).unwrap(), b"1".to_vec());
+    let err = tokio::task::block_in_place(|| zombie.write(&[op], true)).unwrap_err();
+    assert!(
+        matches!(&err, Error::NotReplicated { reason, .. } if reason.contains("deposed")),
+        "{err:?}"
+    );
+    // Each partition's journal is one chain in which epochs only grow.
+    let report = check_journal(&js, "cl").await.unwrap();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert_eq!(report.partitions, usize::from(PARTITIONS));
+    assert!(report.terms > u64::from(PARTITIONS), "{report}");
+    a.leave.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), a.task)
+        .await
+        .expect("a leaves")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_partition_count_than_the_cluster_is_refused() {
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    check_cluster_partitions(&js, "cp", 8, 1).await.unwrap();
+    check_cluster_partitions(&js, "cp", 8, 1).await.unwrap();
+    let err = check_cluster_partitions(&js, "cp", 16, 1)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        "this node is configured with 16 partitions but the cluster was created with 8; \
+         the partition count is fixed when a cluster is created"
+    );
+    // Another prefix is another cluster.
+    check_cluster_partitions(&js, "other", 16, 1).await.unwrap();
+}
