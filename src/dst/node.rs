@@ -216,6 +216,7 @@ impl SimNode {
             metrics: Arc::new(Metrics::default()),
             config: engine.clone(),
             hooks: Hooks::default(),
+            capacity: Default::default(),
         });
         let mut node = SimNode {
             parts: Vec::new(),

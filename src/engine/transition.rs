@@ -3,6 +3,8 @@
 //! evolve → run the commands. Shared by the workflow actor and by the
 //! partition (bulk accept, parking a crashing workflow).
 
+use std::sync::Arc;
+
 use parking_lot::Mutex;
 
 use super::metrics::Metrics;
@@ -14,7 +16,7 @@ use crate::workflow::{
     TimerKind, WorkflowState,
 };
 
-use super::recovery::send_owed;
+use super::recovery::{release_slots, send_owed};
 use super::timers::{Liveness, TimerWheel};
 use crate::workflow::budget::RetryBudget;
 
@@ -292,7 +294,7 @@ pub fn prepare_park(
 }
 
 /// The parking's batch is durable: evolve and run its commands.
-pub fn park_committed(ctx: &EngineCtx, times: &Mutex<PartitionTimes>, plan: ParkPlan) {
+pub fn park_committed(ctx: &EngineCtx, times: &Arc<Mutex<PartitionTimes>>, plan: ParkPlan) {
     let ParkPlan {
         mut wf,
         def,
@@ -336,7 +338,7 @@ impl Drop for EventHandOver<'_> {
 /// After the batch is durable: count, run the commands, call the hooks.
 pub fn after_commit(
     ctx: &EngineCtx,
-    times: &Mutex<PartitionTimes>,
+    times: &Arc<Mutex<PartitionTimes>>,
     prev_status: Option<Status>,
     next: &WorkflowState,
     def: &PipelineDef,
@@ -414,6 +416,8 @@ pub fn after_commit(
         times.lock().finished.push(next.id.clone());
     }
     let mut dispatches: Vec<Box<TaskSpec>> = Vec::new();
+    // Attempts whose gate slot (or place in its queue) this transition ends.
+    let mut ended: Vec<String> = Vec::new();
     {
         let mut t = times.lock();
         let budget = ctx.config.partition_retry_budget();
@@ -433,13 +437,19 @@ pub fn after_commit(
                     reason,
                 } => {
                     t.liveness.unwatch(&task_id);
+                    if ctx.capacity.is_active() {
+                        // Still waiting in the gate: it must not be sent.
+                        ended.push(task_id.clone());
+                    }
                     ctx.transport.cancel(&task_id, &task_type, &reason);
                 }
                 Command::ArmTimer { due_ms, timer } => t.timers.arm(due_ms, &next.id, timer),
                 Command::DisarmTimer { due_ms, timer } => t.timers.disarm(due_ms, &next.id, &timer),
             }
         }
+        ended.extend(t.liveness.take_freed());
     }
+    release_slots(ctx, &ended);
     if !dispatches.is_empty() {
         crate::failpoints::point("dispatch.after_append");
         send_owed(ctx, times, dispatches, false);
