@@ -12,6 +12,7 @@
 //! | [`pipeline`] | pipeline definitions: TOML format, validation, DAG helpers |
 //! | [`durations`] | the one duration grammar and rate grammar of files and flags; a leaf |
 //! | [`workflow`] | the pure core: `decide`, `evolve`, state, events, commands |
+//! | [`capacity`] | the admission gate as pure code: caps and rates per task type, pools, caps and fair turns per key, priorities with aging; a leaf |
 //! | [`storage`] | the storage trait, RocksDB and in-memory twins, codec, keys, group commit |
 //! | [`telemetry`] | counters, gauges, histograms (prometheus-client) declared with their name and help, the engine's `Metrics`, the text exposition; a leaf |
 //! | [`engine`] | ractor actors: root → partition → workflow; timers, liveness |
@@ -46,6 +47,7 @@
 pub mod admin;
 pub mod audit;
 pub mod backup;
+pub mod capacity;
 pub mod cli;
 pub mod cluster;
 pub mod config;

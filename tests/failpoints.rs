@@ -506,6 +506,7 @@ fn failpoints_checker_rules_on_hand_written_evidence() {
         answers: 0,
         worker: "w".into(),
         at_ms,
+        ended_at_ms: at_ms,
     };
     let records = vec![
         rec("ok", end - 2 * bound + 5),

@@ -136,6 +136,7 @@ fn open_loop(
                         id: id.clone(),
                         input: serde_json::json!({}),
                         pipeline_version: None,
+                        priority: None,
                     };
                     loop {
                         let r = tokio::time::timeout(

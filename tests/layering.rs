@@ -35,6 +35,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("durations", 0),
     // Cluster ownership: leases, fair share, fencing, as pure state machines.
     ("cluster", 0),
+    // The admission gate: caps, rates, keys and priorities, pure.
+    ("capacity", 0),
     // 1: storage, and what is built only on it and the leaves.
     ("storage", 1),
     ("engine::registry", 1),

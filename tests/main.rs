@@ -4,6 +4,7 @@ mod support;
 
 mod attempt_token;
 mod backpressure;
+mod capacity;
 mod cli;
 mod cluster;
 mod cluster_journal;

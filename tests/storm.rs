@@ -431,6 +431,7 @@ fn storm_checker_rules_on_hand_written_evidence() {
         answers: 1,
         worker: "w".into(),
         at_ms: 1,
+        ended_at_ms: 1,
     };
     // "ok"'s task was also delivered a second time (unaccepted execution).
     let records = vec![rec("ok", 1), rec("ok", 1), rec("dbl", 1)];

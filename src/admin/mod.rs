@@ -5,8 +5,9 @@
 //! Verbs: `start`, `describe`, `history`, `list`, `cancel`, `pause`, `resume`,
 //! `retry`, `rerun`, and the durable batch jobs `batch.create`,
 //! `batch.status`, `batch.pause`, `batch.resume`, `batch.list` (run by [`batch`]),
-//! `backup` (a checkpoint of the live store, [`crate::backup`]) and
-//! `pipelines.reload` (the pipeline directory read again).
+//! `backup` (a checkpoint of the live store, [`crate::backup`]),
+//! `pipelines.reload` (the pipeline directory read again) and `capacity`
+//! (capacity limits, usage and queues).
 //! Every error reply is `{"v":1,"error":"...","code":"..."}`.
 //!
 //! | file | owns |
@@ -20,11 +21,13 @@
 //! | `list` | `list` and the status-index scan batch jobs share |
 //! | `backup` | `backup` |
 //! | `pipelines` | `pipelines.reload` |
+//! | `capacity` | `capacity` |
 //! | `local` | the verbs in-process, for the web console |
 //! | [`batch`] | durable, rate-limited batch jobs |
 
 mod backup;
 pub mod batch;
+mod capacity;
 mod error;
 mod history;
 mod intake;
@@ -40,6 +43,7 @@ pub use batch::{
     BatchCreateRequest, BatchFailure, BatchJobRequest, BatchJobView, BatchListReply,
     BatchListRequest, BatchReply,
 };
+pub use capacity::{CapacityReply, CapacityRequest};
 pub use error::{code, AdminError, ErrorReply};
 pub(crate) use history::history_event;
 pub use intake::IntakeLimits;
@@ -59,7 +63,7 @@ pub use wire::{
 pub use workflow::control;
 
 /// Every admin verb this build serves.
-pub const VERBS: [&str; 16] = [
+pub const VERBS: [&str; 17] = [
     "start",
     "describe",
     "history",
@@ -76,6 +80,7 @@ pub const VERBS: [&str; 16] = [
     "batch.list",
     "backup",
     "pipelines.reload",
+    "capacity",
 ];
 
 /// Most workflows in one `list` reply.

@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 
 use super::backup::{backup, BackupRequest};
 use super::batch::{BatchCreateRequest, BatchHandle, BatchJobRequest, BatchListRequest};
+use super::capacity::CapacityRequest;
 use super::error::encode;
 use super::history::history;
 use super::intake::{check_start_size, Gate, IntakeLimits};
@@ -207,7 +208,8 @@ has_version!(
     BatchJobRequest,
     BatchListRequest,
     BackupRequest,
-    PipelinesReloadRequest
+    PipelinesReloadRequest,
+    CapacityRequest
 );
 
 async fn handle(verb: &str, payload: &[u8], ctx: &Ctx<'_>) -> Vec<u8> {
@@ -272,6 +274,10 @@ async fn handle(verb: &str, payload: &[u8], ctx: &Ctx<'_>) -> Vec<u8> {
                 Err(e) => Err(e),
             },
         ),
+        "capacity" => encode(match parse::<CapacityRequest>(verb, payload, engine) {
+            Ok(_) => super::capacity::capacity(engine),
+            Err(e) => Err(e),
+        }),
         "batch.list" => encode(match parse::<BatchListRequest>(verb, payload, engine) {
             Ok(r) => batches.list(r.limit).await,
             Err(e) => Err(e),

@@ -15,6 +15,11 @@ pub struct StartRequest {
     /// A registered version of the pipeline; absent: its current version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline_version: Option<u32>,
+    /// `low`, `normal` or `high`: written into the input at the
+    /// `[capacity] priority` pointer unless the input has a value there;
+    /// no effect when no pointer is configured (`docs/capacity.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
 }
 
 /// `describe`, `pause`, `resume`, `retry`: just the workflow id.
@@ -62,6 +67,14 @@ pub struct StepReply {
     /// When that progress arrived, unix ms.
     #[serde(default)]
     pub progress_at_ms: Option<u64>,
+    /// While the latest attempt waits in the admission gate (not sent to
+    /// workers yet): what holds it, e.g. `task type at its cap (8/8 in
+    /// flight)` (`docs/capacity.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<String>,
+    /// Since when it waits there, unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_since_ms: Option<u64>,
 }
 
 /// Reply to `start`, `describe` and the single-workflow verbs.

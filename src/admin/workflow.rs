@@ -20,8 +20,14 @@ pub(super) async fn start(r: StartRequest, engine: &Engine) -> Result<WorkflowRe
         };
         return Err(AdminError::new(code, e.to_string()));
     }
+    let mut input = r.input;
+    if let Some(p) = r.priority.as_deref() {
+        let pointer = engine.ctx().capacity.priority_pointer();
+        crate::engine::capacity::set_priority(&mut input, p, pointer.as_deref())
+            .map_err(AdminError::bad)?;
+    }
     let s = engine
-        .start_workflow_at(&r.pipeline, r.pipeline_version, &r.id, &r.input.to_string())
+        .start_workflow_at(&r.pipeline, r.pipeline_version, &r.id, &input.to_string())
         .await?;
     Ok(WorkflowReply {
         v: VERSION,
@@ -45,6 +51,10 @@ pub(super) async fn describe(id: &str, engine: &Engine) -> Result<WorkflowReply,
         .enumerate()
         .map(|(i, s)| {
             let progress = s.task_id.as_deref().and_then(|t| engine.progress(t));
+            let waiting = s
+                .task_id
+                .as_deref()
+                .and_then(|t| engine.ctx().capacity.waiting(t));
             StepReply {
                 name: def
                     .as_ref()
@@ -68,6 +78,15 @@ pub(super) async fn describe(id: &str, engine: &Engine) -> Result<WorkflowReply,
                     .as_ref()
                     .and_then(|p| serde_json::from_str(&p.json).ok()),
                 progress_at_ms: progress.as_ref().map(|p| p.at_ms),
+                queued: waiting.as_ref().map(|w| {
+                    let key = if w.key.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" key {:?}", w.key)
+                    };
+                    format!("{}{key}: {}", w.task_type, w.held_by)
+                }),
+                queued_since_ms: waiting.as_ref().map(|w| w.since_ms),
             }
         })
         .collect();

@@ -38,6 +38,10 @@ pub struct BackfillArgs {
     /// Starts per second, e.g. `100/s`.
     #[arg(long, default_value = "100/s")]
     pub rate: String,
+    /// Priority of the started workflows for capacity (`low`, `normal`,
+    /// `high`), unless a line's input sets it (docs/capacity.md).
+    #[arg(long, default_value = "low", value_name = "LEVEL")]
+    pub priority: String,
     #[command(flatten)]
     pub nats: NatsArgs,
 }
@@ -127,6 +131,7 @@ pub fn run(args: BackfillArgs) -> ExitCode {
         let c = &c;
         let pipeline = args.pipeline.as_str();
         let id_field = args.id_field.as_deref();
+        let priority = args.priority.as_str();
         let mut results = futures_util::stream::iter(lines.into_iter().enumerate())
             .map(|(k, (line_no, text))| async move {
                 let (id, input) = match line_to_start(pipeline, id_field, &text) {
@@ -140,6 +145,7 @@ pub fn run(args: BackfillArgs) -> ExitCode {
                     id,
                     input,
                     pipeline_version: None,
+                    priority: Some(priority.to_string()),
                 };
                 match c.call::<_, WorkflowReply>("start", &req).await {
                     Ok(r) if r.created == Some(true) => (line_no, Line::Started, false),

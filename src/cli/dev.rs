@@ -58,6 +58,9 @@ pub struct DevArgs {
     /// Workflow actors alive at once.
     #[arg(long, default_value_t = EngineConfig::default().resident_max)]
     pub resident_max: usize,
+    /// Bulk-accepted or recovered workflows with tasks out at once.
+    #[arg(long, default_value_t = EngineConfig::default().in_progress_max)]
+    pub in_progress_max: usize,
     /// Passivated workflow states cached in memory.
     #[arg(long, default_value_t = EngineConfig::default().state_cache_max)]
     pub state_cache_max: usize,
@@ -143,6 +146,7 @@ pub async fn run_dev(
     let config = EngineConfig {
         partitions: args.partitions,
         resident_max: args.resident_max,
+        in_progress_max: args.in_progress_max,
         state_cache_max: args.state_cache_max,
         passivate_idle_ms: args.passivate_idle_ms,
         snapshot_every_events: args.snapshot_every,
@@ -216,6 +220,7 @@ pub async fn run_dev(
         metrics: metrics.clone(),
         config,
         hooks,
+        capacity: Default::default(),
     })
     .await
     .map_err(|e| e.to_string())?;

@@ -3,6 +3,7 @@
 pub mod backfill;
 pub mod backup;
 pub mod batch;
+pub mod capacity;
 pub mod dev;
 pub mod loadgen;
 pub mod nats_security;
@@ -77,6 +78,8 @@ pub enum Command {
     /// Pipeline files: check a directory, or reload a running orchestrator's.
     #[command(subcommand)]
     Pipelines(PipelinesCmd),
+    /// Capacity limits of a running orchestrator: caps, usage and waiting tasks.
+    Capacity(capacity::CapacityArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +125,7 @@ pub fn main() -> ExitCode {
         Command::WorkerCheck(args) => worker_check::run(args),
         Command::Loadgen(args) => loadgen::run(args),
         Command::Describe(args) => ops::describe(args),
+        Command::Capacity(args) => capacity::capacity(args),
         Command::History(args) => ops::history(args),
         Command::List(args) => ops::list(args),
         Command::Cancel(args) => ops::cancel(args),

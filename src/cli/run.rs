@@ -2,7 +2,8 @@
 //! transport + admin. SIGTERM/SIGINT: stop intake, stop sending tasks and let
 //! the offers in flight land, finish in-flight commits, stop the actors, join
 //! the commit thread, flush NATS; within `shutdown.grace` (10 s). SIGHUP:
-//! read the pipeline directory again (as `orchestrator pipelines reload`).
+//! read the pipeline directory again (as `orchestrator pipelines reload`)
+//! and the capacity limits of the config file.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,7 +27,8 @@ use crate::transport::nats::{connect_with_stats, ensure_streams, run_intake, Nat
 #[command(after_help = concat!(
     "Examples:\n  orchestrator run --config config/orchestrator.toml --nats-url nats://10.0.0.5:4222 --data-dir /var/lib/narralytica\n",
     "  orchestrator run --home /srv/narralytica   # pipelines from /srv/narralytica/config/pipelines, data in /srv/narralytica/data/orchestrator\n",
-    "  kill -HUP <pid>   # read the pipeline directory again, as `orchestrator pipelines reload` does\n\n",
+    "  kill -HUP <pid>   # read the pipeline directory again, as `orchestrator pipelines reload` does,\n",
+    "                    # and the capacity limits ([task_types.*], [pools.*], [capacity]) of the config file\n\n",
     "NATS security examples:\n",
     "  NARRALYTICA_NATS_PASSWORD=... orchestrator run --nats-user orchestrator\n",
     "  NARRALYTICA_NATS_TOKEN=... orchestrator run\n",
@@ -79,6 +81,10 @@ pub struct RunArgs {
     /// Workflow actors alive at once [config: engine.resident_max].
     #[arg(long)]
     pub resident_max: Option<usize>,
+    /// Bulk-accepted or recovered workflows with tasks out at once
+    /// [config: engine.in_progress_max].
+    #[arg(long)]
+    pub in_progress_max: Option<usize>,
     /// Most storage ops in one synced write batch [config: storage.commit_batch_max].
     #[arg(long)]
     pub commit_batch_max: Option<usize>,
@@ -134,6 +140,9 @@ impl RunArgs {
         }
         if let Some(v) = self.resident_max {
             cfg.engine.resident_max = v;
+        }
+        if let Some(v) = self.in_progress_max {
+            cfg.engine.in_progress_max = v;
         }
         if let Some(v) = self.commit_batch_max {
             cfg.storage.commit_batch_max = v;
@@ -337,6 +346,11 @@ pub async fn serve(
         }
         None => None,
     };
+    let limits = config.capacity_limits()?;
+    let capacity = Arc::new(crate::engine::capacity::Capacity::new(
+        limits,
+        clock.now_ms(),
+    ));
     let engine = Arc::new(
         Engine::start(EngineCtx {
             store: node.store.clone(),
@@ -356,6 +370,7 @@ pub async fn serve(
                 plants,
                 ..Hooks::default()
             },
+            capacity,
         })
         .await
         .map_err(|e| e.to_string())?,
@@ -388,6 +403,10 @@ pub async fn serve(
         hangup_signal(),
         node.pipelines.clone(),
         node.committer.clone(),
+        Reloadable {
+            engine: Arc::downgrade(&engine),
+            source: config.source.clone(),
+        },
     ));
     let (local_admin, batch_runner) = crate::admin::LocalAdmin::start(engine.clone());
     let console_tasks = match &console {
@@ -510,12 +529,44 @@ fn hangup_signal() -> Hangup {
     }
 }
 
-/// Reloads the pipelines on every SIGHUP until aborted; the outcome of each
-/// reload goes to the log (a refused reload changes nothing).
+/// What a SIGHUP reads again besides the pipelines: the capacity limits of
+/// the config file.
+struct Reloadable {
+    engine: std::sync::Weak<Engine>,
+    /// The config file; `None`: started without one, nothing to read.
+    source: Option<std::path::PathBuf>,
+}
+
+impl Reloadable {
+    /// Reads the config file again and applies its capacity limits; a file
+    /// that does not parse or validate changes nothing (logged).
+    fn reload_capacity(&self) {
+        let (Some(engine), Some(file)) = (self.engine.upgrade(), self.source.as_deref()) else {
+            return;
+        };
+        let limits = Config::load(file).and_then(|c| c.capacity_limits());
+        match limits {
+            Ok(limits) => {
+                let ctx = engine.ctx();
+                let types = limits.task_types.len();
+                let pools = limits.pools.len();
+                let ready = ctx.capacity.reconfigure(limits, ctx.clock.now_ms());
+                crate::engine::recovery::send_admitted(ctx, ready);
+                tracing::info!(task_types = types, pools, "capacity limits reloaded");
+            }
+            Err(e) => tracing::error!(error = %e, "capacity limits not reloaded"),
+        }
+    }
+}
+
+/// Reloads the pipelines and the capacity limits on every SIGHUP until
+/// aborted; the outcome of each reload goes to the log (a refused reload
+/// changes nothing).
 async fn reload_on_sighup(
     hangup: Hangup,
     pipelines: Arc<crate::engine::PipelineRegistry>,
     committer: Arc<crate::storage::group_commit::GroupCommitter>,
+    reloadable: Reloadable,
 ) {
     #[cfg(unix)]
     if let Some(mut hangup) = hangup {
@@ -524,11 +575,12 @@ async fn reload_on_sighup(
                 Ok(report) => crate::admin::log_reload(&report),
                 Err(e) => tracing::error!(error = %e, "pipelines not reloaded"),
             }
+            reloadable.reload_capacity();
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = (hangup, pipelines, committer);
+        let _ = (hangup, pipelines, committer, reloadable);
     }
 }
 

@@ -38,6 +38,11 @@ pub struct StartArgs {
     /// Longest wait with --wait, in seconds.
     #[arg(long, default_value_t = 3600)]
     pub timeout: u64,
+    /// `low`, `normal` or `high`: the workflow's priority for capacity,
+    /// written into the input at the orchestrator's `[capacity] priority`
+    /// pointer unless the input sets it (docs/capacity.md).
+    #[arg(long, value_name = "LEVEL")]
+    pub priority: Option<String>,
     #[command(flatten)]
     pub nats: NatsArgs,
 }
@@ -70,6 +75,7 @@ async fn start(args: StartArgs) -> Result<ExitCode, String> {
         id,
         input,
         pipeline_version: args.pipeline_version,
+        priority: args.priority.clone(),
     };
     let reply: WorkflowReply = client.call("start", &req).await.map_err(|e| e.message)?;
     let id = reply.id.clone().unwrap_or_default();

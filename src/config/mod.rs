@@ -29,9 +29,9 @@ use crate::transport::nats::Secret;
 pub use dur::{Dur, Keep};
 pub use nats::NatsSection;
 pub use sections::{
-    ClusterSection, ConsoleSection, EngineSection, EventsSection, HttpSection, LogFormat,
-    LogSection, NodeSection, RetentionSection, RetryBudgetSection, ShutdownSection, StorageSection,
-    TraceSection,
+    CapacitySection, ClusterSection, ConsoleSection, EngineSection, EventsSection, HttpSection,
+    LogFormat, LogSection, NodeSection, PoolSection, RetentionSection, RetryBudgetSection,
+    ShutdownSection, StorageSection, TaskTypeSection, TraceSection,
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +50,15 @@ pub struct Config {
     pub retention: RetentionSection,
     pub retry_budget: RetryBudgetSection,
     pub cluster: ClusterSection,
+    pub capacity: CapacitySection,
+    /// Capacity limits per task type (`[task_types.<name>]`).
+    pub task_types: std::collections::BTreeMap<String, TaskTypeSection>,
+    /// Caps shared by task types (`[pools.<name>]`).
+    pub pools: std::collections::BTreeMap<String, PoolSection>,
+    /// The file this configuration was read from, if any (not a setting):
+    /// SIGHUP reads its capacity limits again.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 impl Default for Config {
     fn default() -> Self {
@@ -67,6 +76,7 @@ impl Default for Config {
             engine: EngineSection {
                 partitions: engine.partitions,
                 resident_max: engine.resident_max,
+                in_progress_max: engine.in_progress_max,
                 state_cache_max: engine.state_cache_max,
                 passivate_idle: Dur(engine.passivate_idle_ms),
                 restart_budget: engine.restart_budget,
@@ -80,6 +90,10 @@ impl Default for Config {
             cluster: ClusterSection {
                 claim_ttl: Dur::secs(15),
             },
+            capacity: CapacitySection::default(),
+            task_types: Default::default(),
+            pools: Default::default(),
+            source: None,
             retry_budget: RetryBudgetSection {
                 enabled: engine.retry_budget.enabled,
                 ratio: engine.retry_budget.ratio,
@@ -253,11 +267,77 @@ impl Config {
         })
     }
 
+    /// The capacity limits of `[capacity]`, `[task_types.*]` and `[pools.*]`,
+    /// checked.
+    pub fn capacity_limits(&self) -> Result<crate::capacity::Limits, String> {
+        use crate::capacity::{Limits, PoolLimits, TypeLimits, RATE_PER_SEC_MAX};
+        let mut errs = Vec::new();
+        let mut task_types = std::collections::BTreeMap::new();
+        for (name, t) in &self.task_types {
+            let rate_per_sec = match t.rate.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(r) => match crate::durations::parse_rate(r, RATE_PER_SEC_MAX) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        errs.push(format!("task_types.{name}.rate: {e}"));
+                        None
+                    }
+                },
+            };
+            let mut key_caps = t.keys.clone();
+            let key_default = key_caps.remove("default");
+            task_types.insert(
+                name.clone(),
+                TypeLimits {
+                    max_in_flight: t.max_in_flight,
+                    rate_per_sec,
+                    key: t.key.clone().filter(|k| !k.is_empty()),
+                    key_default,
+                    key_caps,
+                },
+            );
+        }
+        let pools = self
+            .pools
+            .iter()
+            .map(|(name, p)| {
+                (
+                    name.clone(),
+                    PoolLimits {
+                        max_in_flight: p.max_in_flight,
+                        task_types: p.task_types.clone(),
+                    },
+                )
+            })
+            .collect();
+        let priority = self.capacity.priority.trim();
+        if !priority.is_empty() && !priority.starts_with('/') {
+            errs.push(
+                "capacity.priority must be empty or a JSON pointer such as \"/priority\"".into(),
+            );
+        }
+        let limits = Limits {
+            task_types,
+            pools,
+            aging_ms: self.capacity.aging.0,
+            priority: (!priority.is_empty()).then(|| priority.to_string()),
+        };
+        if let Err(e) = limits.validate() {
+            errs.push(e);
+        }
+        if errs.is_empty() {
+            Ok(limits)
+        } else {
+            Err(errs.join("; "))
+        }
+    }
+
     pub fn engine_config(&self) -> EngineConfig {
         let e = &self.engine;
         EngineConfig {
             partitions: e.partitions,
             resident_max: e.resident_max,
+            in_progress_max: e.in_progress_max,
             state_cache_max: e.state_cache_max,
             passivate_idle_ms: e.passivate_idle.0,
             restart_budget: e.restart_budget,

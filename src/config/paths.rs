@@ -55,6 +55,7 @@ impl Config {
                 (false, None) => {}
             }
         }
+        cfg.source = Some(file.to_path_buf());
         Ok(cfg)
     }
 

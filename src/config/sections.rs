@@ -41,6 +41,7 @@ pub struct NodeSection {
 pub struct EngineSection {
     pub partitions: u16,
     pub resident_max: usize,
+    pub in_progress_max: usize,
     pub state_cache_max: usize,
     pub passivate_idle: Dur,
     pub restart_budget: u32,
@@ -189,4 +190,51 @@ pub struct ClusterSection {
     /// the claim every third of this; a node stopped without a goodbye
     /// (`kill -9`, host lost) blocks other nodes on its prefix this long.
     pub claim_ttl: Dur,
+}
+
+/// `[task_types.<name>]`: the capacity limits of one task type.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskTypeSection {
+    /// Attempts out with workers at once; unset: no cap of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
+    /// Attempts sent at most this fast (`"20/s"`, `"100/m"`); unset: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
+    /// A JSON pointer into the workflow input naming each task's key
+    /// (`"/tenant"`); unset: one key for the type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Caps per key: `default` for keys not named, then named keys.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub keys: std::collections::BTreeMap<String, u32>,
+}
+
+/// `[pools.<name>]`: a cap shared by several task types.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolSection {
+    pub max_in_flight: u32,
+    pub task_types: Vec<String>,
+}
+
+/// `[capacity]`: what applies across the task types' limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CapacitySection {
+    /// A JSON pointer into the workflow input giving its priority (`"low"`,
+    /// `"normal"`, `"high"` or 0..=2); empty: every workflow is normal.
+    pub priority: String,
+    /// A waiting task rises one priority level per this much waiting.
+    pub aging: Dur,
+}
+
+impl Default for CapacitySection {
+    fn default() -> Self {
+        CapacitySection {
+            priority: String::new(),
+            aging: Dur::secs(60),
+        }
+    }
 }

@@ -28,6 +28,8 @@ fn the_shipped_file_states_exactly_the_defaults() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut parsed = Config::load(&root.join("config/orchestrator.toml"))
         .expect("config/orchestrator.toml parses");
+    assert!(parsed.source.is_some());
+    parsed.source = None;
     let defaults = Config::defaults_under(Some(root));
     for (from_file, default) in [
         (&mut parsed.node.data_dir, &defaults.node.data_dir),
@@ -165,6 +167,8 @@ fn otlp_headers_reach_the_exporter_and_never_print() {
 fn a_partial_file_keeps_the_other_defaults() {
     let c = Config::parse("[engine]\nresident_max = 7\n").unwrap();
     assert_eq!(c.engine.resident_max, 7);
+    assert_eq!(c.engine.in_progress_max, 1_000_000);
+    assert_eq!(c.engine_config().in_progress_max, 1_000_000);
     assert_eq!(c.engine.partitions, Config::default().engine.partitions);
     assert_eq!(c.nats, Config::default().nats);
 }

@@ -21,6 +21,10 @@ impl Config {
             "engine.resident_max must be at least 1",
         );
         need(
+            self.engine.in_progress_max >= 1,
+            "engine.in_progress_max must be at least 1",
+        );
+        need(
             self.engine.restart_budget >= 1,
             "engine.restart_budget must be at least 1",
         );
@@ -171,6 +175,9 @@ impl Config {
             "console.sessions_max must be within 1..=10000",
         );
         self.nats.check(&mut errs);
+        if let Err(e) = self.capacity_limits() {
+            errs.push(e);
+        }
         if errs.is_empty() {
             Ok(())
         } else {

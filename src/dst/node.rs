@@ -182,6 +182,7 @@ impl SimNode {
             metrics: Arc::new(Metrics::default()),
             config: engine.clone(),
             hooks: Hooks::default(),
+            capacity: Default::default(),
         });
         let mut node = SimNode {
             parts: Vec::new(),

@@ -240,6 +240,9 @@ fn engine_config(cfg: &DstConfig, rng: &mut Rng) -> EngineConfig {
         partitions,
         snapshot_every_events: cfg.snapshot_every_events,
         resident_max: per_partition * usize::from(partitions),
+        // As small as the resident cap, so bulk accepts and recoveries
+        // hold tasks in the backlog in short runs.
+        in_progress_max: per_partition * usize::from(partitions),
         state_cache_max: [0, 2, 16][rng.index(3)],
         passivate_idle_ms: [0, 500, 5_000][rng.index(3)],
         restart_budget: 3,

@@ -12,6 +12,7 @@
 //!
 //! Senders only ever talk to the [`Engine`] handle, which talks to partitions.
 
+pub mod capacity;
 pub mod clock;
 /// The engine's counters live in the telemetry leaf; `engine::metrics`
 /// names them where the actors use them.
@@ -58,7 +59,14 @@ pub struct EngineConfig {
     /// Fixed when a data dir is created; a store opened with another count is refused.
     pub partitions: u16,
     /// Workflow actors alive at once (split evenly over partitions); more wait their turn.
+    /// Memory only: an idle actor is passivated to make room, so this does
+    /// not bound how many workflows are in progress.
     pub resident_max: usize,
+    /// Workflows released from the backlog (bulk-accepted, or recovered
+    /// after a restart) whose tasks are out with workers at once, split
+    /// evenly over partitions; the rest wait in the backlog, their tasks not
+    /// sent. Sized so that a million accepted workflows are all dispatched.
+    pub in_progress_max: usize,
     /// Passivated workflow states kept in memory (LRU) to skip a storage read on wake-up.
     pub state_cache_max: usize,
     /// How long an idle workflow actor (waiting only on tasks or timers) stays
@@ -135,6 +143,7 @@ impl Default for EngineConfig {
         EngineConfig {
             partitions: 8,
             resident_max: 10_000,
+            in_progress_max: 1_000_000,
             state_cache_max: 20_000,
             passivate_idle_ms: 1_000,
             restart_budget: 3,
@@ -241,6 +250,8 @@ pub struct EngineCtx {
     pub metrics: Arc<Metrics>,
     pub config: EngineConfig,
     pub hooks: Hooks,
+    /// The admission gate of every task sent (caps, rates, keys, priorities).
+    pub capacity: Arc<capacity::Capacity>,
 }
 
 /// Routes worker reports and requests to partitions by workflow id.
@@ -331,6 +342,11 @@ impl Engine {
     /// Starts the supervision tree; returns once every partition has recovered.
     pub async fn start(ctx: EngineCtx) -> Result<Engine, Error> {
         let ctx = Arc::new(ctx);
+        ctx.metrics.register_capacity(&ctx.capacity);
+        ctx.metrics.in_progress_limit.store(
+            i64::try_from(ctx.config.in_progress_max).unwrap_or(i64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let router = Arc::new(Router {
             partitions: RwLock::new(Vec::new()),
             store: ctx.store.clone(),

@@ -15,7 +15,7 @@ use super::partition_core::{
     Action, ActorProgress, CoreConfig, Init, Parked, PartitionCore, Routable,
 };
 use super::partition_shared::PartitionShared;
-use super::recovery::send_owed;
+use super::recovery::{release_slots, send_admitted, send_owed};
 use super::workflow_actor::{
     InputError, InputReply, Queued, Resident, Slot, StartReply, WorkflowActor, WorkflowArgs,
     WorkflowMsg,
@@ -122,6 +122,8 @@ pub struct PartitionState {
     actors: FastMap<String, Running>,
     by_actor: FastMap<ActorId, String>,
     ticker: Option<tokio::task::JoinHandle<()>>,
+    /// The backlog counts `(held, in progress)` last added to the gauges.
+    reported: (usize, usize),
 }
 
 /// The core's view of the actors: their shared slots and the lists the
@@ -180,6 +182,7 @@ impl Actor for PartitionActor {
             actors: FastMap::default(),
             by_actor: FastMap::default(),
             ticker: None,
+            reported: (0, 0),
             ctx,
         };
         st.ctx
@@ -209,6 +212,14 @@ impl Actor for PartitionActor {
     ) -> Result<(), ActorProcessingErr> {
         if let Some(t) = st.ticker.take() {
             t.abort();
+        }
+        // A restarted partition reports its backlog afresh.
+        st.report_backlog((0, 0));
+        if st.ctx.capacity.is_active() {
+            let held = st.shared.lock().schedule.liveness.take_all_capped();
+            let now = st.ctx.clock.now_ms();
+            let ready = st.ctx.capacity.forget_partition(&st.shared, &held, now);
+            send_admitted(&st.ctx, ready);
         }
         Ok(())
     }
@@ -336,8 +347,34 @@ impl PartitionState {
         self.core.route(id, msg, now, &mut progress);
     }
 
+    /// Moves the backlog gauges by the change since the last report.
+    fn report_backlog(&mut self, now: (usize, usize)) {
+        let delta = |new: usize, old: usize| {
+            i64::try_from(new).unwrap_or(i64::MAX) - i64::try_from(old).unwrap_or(i64::MAX)
+        };
+        let m = &self.ctx.metrics;
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        if now.0 != self.reported.0 {
+            m.backlog_held
+                .fetch_add(delta(now.0, self.reported.0), relaxed);
+        }
+        if now.1 != self.reported.1 {
+            m.in_progress
+                .fetch_add(delta(now.1, self.reported.1), relaxed);
+        }
+        self.reported = now;
+    }
+
     /// Performs what the core decided, in order, feeding back what happened.
     async fn perform(&mut self, myself: &ActorRef<PartitionMsg>) {
+        self.perform_actions(myself).await;
+        let counts = self.core.backlog_counts();
+        if counts != self.reported {
+            self.report_backlog(counts);
+        }
+    }
+
+    async fn perform_actions(&mut self, myself: &ActorRef<PartitionMsg>) {
         while let Some(action) = self.core.poll() {
             match action {
                 Action::Spawn { id, init, deliver } => {
@@ -410,7 +447,7 @@ impl PartitionState {
             self.core.hold(wf.id.clone(), owed, true);
             self.core.cache_put(wf.id.clone(), Box::new(wf));
         }
-        // Owed tasks go out in order, under the resident cap like a backlog.
+        // Owed tasks go out in order, under the in-progress cap like a backlog.
         let mut progress = Progress {
             shared: &self.shared,
             actors: &self.actors,
@@ -489,11 +526,12 @@ impl PartitionState {
         result: crate::workflow::TaskResult,
         reply: Option<RpcReplyPort<InputReply>>,
     ) {
-        self.shared
-            .lock()
-            .schedule
-            .liveness
-            .unwatch(&result.task_id);
+        let freed = {
+            let mut t = self.shared.lock();
+            t.schedule.liveness.unwatch(&result.task_id);
+            t.schedule.liveness.take_freed()
+        };
+        release_slots(&self.ctx, &freed);
         let msg = WorkflowMsg::Input(Queued {
             input: Arc::new(Input::TaskResult(result)),
             fired: None,
@@ -511,7 +549,7 @@ impl PartitionState {
             };
             self.core.tick(now, &mut progress);
         }
-        let (timers, expired) = {
+        let (timers, expired, freed) = {
             let mut t = self.shared.lock();
             let timers = t
                 .schedule
@@ -521,8 +559,13 @@ impl PartitionState {
                 .schedule
                 .liveness
                 .expired(now, self.ctx.config.timer_batch_max);
-            (timers, expired)
+            (timers, expired, t.schedule.liveness.take_freed())
         };
+        release_slots(&self.ctx, &freed);
+        if self.ctx.capacity.is_active() {
+            // Rate limits admit more as their tokens refill.
+            send_admitted(&self.ctx, self.ctx.capacity.tick(now));
+        }
         for (due, id, timer) in timers {
             let msg = WorkflowMsg::Input(Queued {
                 input: Arc::new(Input::TimerFired(timer.clone())),

@@ -1,11 +1,15 @@
 //! Loading one workflow from storage (snapshot + journal tail), recovering
 //! a partition after a restart, and sending the tasks a workflow owes.
 
+use std::sync::Arc;
+
 use parking_lot::Mutex;
 
+use super::capacity::Owed;
 use super::metrics::Metrics;
 use super::partition_shared::PartitionShared;
 use super::EngineCtx;
+use crate::capacity::Admitted;
 use crate::storage::StatusEntry;
 use crate::workflow::{evolve, JournalRecord, Status, TaskSpec, TimerKind, WorkflowState};
 
@@ -140,17 +144,30 @@ pub fn recover(
 }
 
 /// Sends tasks owed by a workflow (just journaled, released from a backlog,
-/// or re-sent after a restart when `resend`): each is watched from now,
-/// counted against its task type's retry budget when it is a first attempt
-/// (not on a re-send), then dispatched.
+/// or re-sent after a restart when `resend`), through the admission gate
+/// when it has limits: what it lets through is sent now, the rest when
+/// capacity frees ([`send_admitted`]).
 #[allow(clippy::vec_box)]
 pub fn send_owed(
     ctx: &EngineCtx,
-    shared: &Mutex<PartitionShared>,
+    shared: &Arc<Mutex<PartitionShared>>,
     specs: Vec<Box<TaskSpec>>,
     resend: bool,
 ) {
     let now = ctx.clock.now_ms();
+    if ctx.capacity.is_active() {
+        let owed = specs
+            .into_iter()
+            .map(|spec| Owed {
+                spec,
+                shared: shared.clone(),
+                resend,
+            })
+            .collect();
+        let ready = ctx.capacity.admit(owed, now);
+        send_admitted(ctx, ready);
+        return;
+    }
     {
         let mut t = shared.lock();
         let budget = ctx.config.partition_retry_budget();
@@ -165,4 +182,60 @@ pub fn send_owed(
         ctx.metrics.task_sent(&spec.task_type, spec.attempt, resend);
         ctx.transport.dispatch(spec);
     }
+}
+
+/// Sends tasks the admission gate let through: each is watched from now
+/// (by its own partition, whichever partition freed the slot), counted
+/// against its type's retry budget when it is a first attempt, then
+/// dispatched. A task that waited has its absolute deadline moved by the
+/// wait, since its timeouts run from admission.
+pub fn send_admitted(ctx: &EngineCtx, ready: Vec<Admitted<Owed>>) {
+    if ready.is_empty() {
+        return;
+    }
+    let now = ctx.clock.now_ms();
+    let budget = ctx.config.partition_retry_budget();
+    let mut specs = Vec::with_capacity(ready.len());
+    for Admitted {
+        item,
+        waited_ms,
+        tracked,
+    } in ready
+    {
+        let Owed {
+            mut spec,
+            shared,
+            resend,
+        } = item;
+        if waited_ms > 0 {
+            spec.deadline_ms = spec.deadline_ms.map(|d| d.saturating_add(waited_ms));
+        }
+        {
+            let mut t = shared.lock();
+            t.schedule.liveness.watch_capped(&spec, now, tracked);
+            if !resend && spec.attempt <= 1 {
+                t.budgets.of(&spec.task_type).note_first(&budget, now);
+            }
+        }
+        if tracked {
+            ctx.metrics
+                .by_task_type
+                .with(&spec.task_type, |s| s.queue_wait.record(waited_ms));
+        }
+        specs.push((spec, resend));
+    }
+    for (spec, resend) in specs {
+        ctx.metrics.task_sent(&spec.task_type, spec.attempt, resend);
+        ctx.transport.dispatch(spec);
+    }
+}
+
+/// Attempts holding gate slots ended (`freed`) or were cancelled: their
+/// slots go to waiting tasks, which are sent now.
+pub fn release_slots(ctx: &EngineCtx, ended: &[String]) {
+    if ended.is_empty() {
+        return;
+    }
+    let ready = ctx.capacity.finish(ended, ctx.clock.now_ms());
+    send_admitted(ctx, ready);
 }

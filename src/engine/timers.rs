@@ -119,6 +119,8 @@ struct Watch {
     heartbeat_ms: Option<u64>,
     /// The time of this attempt's one entry in the deadline queue.
     queued_at: Option<u64>,
+    /// It holds a slot of the admission gate, freed when the watch ends.
+    capped: bool,
 }
 
 impl Watch {
@@ -171,6 +173,10 @@ pub struct Liveness {
     queue: BTreeSet<(u64, String)>,
     /// Watched attempts by task type, for the backlog metrics.
     by_type: HashMap<Arc<str>, TypeBacklog>,
+    /// Attempts that held a slot of the admission gate and stopped being
+    /// watched (result, timeout, cancel) since the last
+    /// [`Liveness::take_freed`].
+    freed: Vec<String>,
 }
 
 impl Liveness {
@@ -206,6 +212,12 @@ impl Liveness {
     }
 
     pub fn watch(&mut self, spec: &TaskSpec, now_ms: u64) {
+        self.watch_capped(spec, now_ms, false);
+    }
+
+    /// Watches an attempt; `capped`: it holds a slot of the admission gate,
+    /// listed in [`Liveness::take_freed`] once the watch ends.
+    pub fn watch_capped(&mut self, spec: &TaskSpec, now_ms: u64, capped: bool) {
         let task_type = self.count_in(&spec.task_type, now_ms);
         let mut w = Watch {
             workflow_id: spec.workflow_id.clone(),
@@ -217,6 +229,7 @@ impl Liveness {
             start_to_close_ms: spec.start_to_close_ms,
             heartbeat_ms: spec.heartbeat_timeout_ms,
             queued_at: None,
+            capped,
         };
         if let Some((at, _)) = w.next_deadline() {
             self.queue.insert((at, spec.task_id.clone()));
@@ -249,7 +262,28 @@ impl Liveness {
         if let Some(w) = self.watches.remove(task_id) {
             self.dequeue(task_id, w.queued_at);
             self.count_out(&w);
+            if w.capped {
+                self.freed.push(task_id.to_owned());
+            }
         }
+    }
+
+    /// Every watched attempt holding a gate slot, and those freed since the
+    /// last [`Liveness::take_freed`] (the partition is going away).
+    pub fn take_all_capped(&mut self) -> Vec<String> {
+        let mut ids = self.take_freed();
+        ids.extend(
+            self.watches
+                .iter()
+                .filter(|(_, w)| w.capped)
+                .map(|(id, _)| id.clone()),
+        );
+        ids
+    }
+
+    /// Attempts holding a gate slot whose watch ended since the last call.
+    pub fn take_freed(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.freed)
     }
 
     /// A worker took the task at `at_ms`: its queue entry moves to the
@@ -331,6 +365,9 @@ impl Liveness {
                 Some((real, kind)) if real <= now_ms => {
                     if let Some(w) = self.watches.remove(&task_id) {
                         self.count_out(&w);
+                        if w.capped {
+                            self.freed.push(task_id.clone());
+                        }
                         out.push((w.workflow_id, task_id, kind));
                     }
                 }

@@ -3,6 +3,8 @@
 //! evolve → run the commands. Shared by the workflow actor and by the
 //! partition (bulk accept, parking a crashing workflow).
 
+use std::sync::Arc;
+
 use parking_lot::Mutex;
 
 use super::metrics::Metrics;
@@ -15,7 +17,7 @@ use crate::workflow::{
 };
 
 use super::partition_shared::PartitionShared;
-use super::recovery::send_owed;
+use super::recovery::{release_slots, send_owed};
 
 use crate::storage::StatusEntry;
 
@@ -266,7 +268,7 @@ pub fn prepare_park(
 }
 
 /// The parking's batch is durable: evolve and run its commands.
-pub fn park_committed(ctx: &EngineCtx, shared: &Mutex<PartitionShared>, plan: ParkPlan) {
+pub fn park_committed(ctx: &EngineCtx, shared: &Arc<Mutex<PartitionShared>>, plan: ParkPlan) {
     let ParkPlan {
         mut wf,
         def,
@@ -310,7 +312,7 @@ impl Drop for EventHandOver<'_> {
 /// After the batch is durable: count, run the commands, call the hooks.
 pub fn after_commit(
     ctx: &EngineCtx,
-    shared: &Mutex<PartitionShared>,
+    shared: &Arc<Mutex<PartitionShared>>,
     prev_status: Option<Status>,
     next: &WorkflowState,
     def: &PipelineDef,
@@ -388,6 +390,8 @@ pub fn after_commit(
         shared.lock().reports.finished.push(next.id.clone());
     }
     let mut dispatches: Vec<Box<TaskSpec>> = Vec::new();
+    // Attempts whose gate slot (or place in its queue) this transition ends.
+    let mut ended: Vec<String> = Vec::new();
     {
         let mut t = shared.lock();
         let budget = ctx.config.partition_retry_budget();
@@ -407,6 +411,10 @@ pub fn after_commit(
                     reason,
                 } => {
                     t.schedule.liveness.unwatch(&task_id);
+                    if ctx.capacity.is_active() {
+                        // Still waiting in the gate: it must not be sent.
+                        ended.push(task_id.clone());
+                    }
                     ctx.transport.cancel(&task_id, &task_type, &reason);
                 }
                 Command::ArmTimer { due_ms, timer } => {
@@ -417,7 +425,9 @@ pub fn after_commit(
                 }
             }
         }
+        ended.extend(t.schedule.liveness.take_freed());
     }
+    release_slots(ctx, &ended);
     if !dispatches.is_empty() {
         crate::failpoints::point("dispatch.after_append");
         send_owed(ctx, shared, dispatches, false);

@@ -18,6 +18,7 @@ pub fn render_metrics(state: &HttpState) -> String {
     let mut rows = Vec::new();
     m.rows(&mut rows);
     backlog_rows(state, &mut rows);
+    capacity_rows(state, &mut rows);
     journal_rows(state, &mut rows);
     nats_rows(state, &mut rows);
     events_rows(state, &mut rows);
@@ -80,6 +81,96 @@ fn backlog_rows(state: &HttpState, rows: &mut Vec<Row>) {
         "Running or paused workflows without an actor in memory: running + paused - resident, at least 0 (a just-finished workflow's actor lowers it until passivated).",
         Value::GaugeValue(active.saturating_sub(resident).max(0) as f64),
     ));
+}
+
+/// The admission gate's usage, per limited task type, per key of each
+/// (at most [`FAMILY_LABELS_MAX`](crate::telemetry::FAMILY_LABELS_MAX)
+/// keys per type; the rest summed under `_other`) and per pool.
+fn capacity_rows(state: &HttpState, rows: &mut Vec<Row>) {
+    use crate::telemetry::{FAMILY_LABELS_MAX, OVERFLOW_LABEL};
+    let view = state.metrics.capacity_view();
+    let gauge = |v: f64| Value::GaugeValue(v);
+    for t in &view.task_types {
+        let tt = t.task_type.as_str();
+        rows.push(
+            Row::new(
+                "capacity_in_flight",
+                "Attempts of a limited task type out with workers (holding a slot of the admission gate), by task type.",
+                gauge(f64::from(t.in_flight)),
+            )
+            .label("task_type", tt),
+        );
+        rows.push(
+            Row::new(
+                "capacity_queued",
+                "Tasks of a limited task type waiting in the admission gate (not sent yet), by task type.",
+                gauge(t.queued as f64),
+            )
+            .label("task_type", tt),
+        );
+        if let Some(cap) = t.cap {
+            rows.push(
+                Row::new(
+                    "capacity_limit",
+                    "max_in_flight of a task type ([task_types.<name>]), by task type.",
+                    gauge(f64::from(cap)),
+                )
+                .label("task_type", tt),
+            );
+        }
+        let mut other: Option<(u64, u64)> = None;
+        for (i, k) in t.keys.iter().filter(|k| !k.key.is_empty()).enumerate() {
+            if i + 1 >= FAMILY_LABELS_MAX {
+                let o = other.get_or_insert((0, 0));
+                o.0 += u64::from(k.in_flight);
+                o.1 += k.queued as u64;
+                continue;
+            }
+            key_rows(rows, tt, &k.key, u64::from(k.in_flight), k.queued as u64);
+        }
+        if let Some((in_flight, queued)) = other {
+            key_rows(rows, tt, OVERFLOW_LABEL, in_flight, queued);
+        }
+    }
+    for p in &view.pools {
+        rows.push(
+            Row::new(
+                "capacity_pool_in_flight",
+                "Attempts of a pool's task types out with workers, by pool.",
+                gauge(f64::from(p.in_flight)),
+            )
+            .label("pool", p.pool.as_str()),
+        );
+        rows.push(
+            Row::new(
+                "capacity_pool_limit",
+                "max_in_flight of a pool ([pools.<name>]), by pool.",
+                gauge(f64::from(p.cap)),
+            )
+            .label("pool", p.pool.as_str()),
+        );
+    }
+}
+
+fn key_rows(rows: &mut Vec<Row>, task_type: &str, key: &str, in_flight: u64, queued: u64) {
+    rows.push(
+        Row::new(
+            "capacity_key_in_flight",
+            "Attempts of one key of a limited task type out with workers, by task type and key.",
+            Value::GaugeValue(in_flight as f64),
+        )
+        .label("task_type", task_type)
+        .label("key", key),
+    );
+    rows.push(
+        Row::new(
+            "capacity_key_queued",
+            "Tasks of one key of a limited task type waiting in the admission gate, by task type and key.",
+            Value::GaugeValue(queued as f64),
+        )
+        .label("task_type", task_type)
+        .label("key", key),
+    );
 }
 
 fn journal_rows(state: &HttpState, rows: &mut Vec<Row>) {

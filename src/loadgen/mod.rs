@@ -277,6 +277,7 @@ impl Starter {
             input: json!({"video_url": format!("s3://media/{id}.mp4"), "video_id": id}),
             id: id.clone(),
             pipeline_version: None,
+            priority: None,
         });
         let me = self.clone();
         tokio::spawn(async move {

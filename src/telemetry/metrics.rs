@@ -89,6 +89,10 @@ metric_set! {
         /// Dispatch → accepted result (success or failure) of the attempt.
         @metric("task_latency_seconds", "Attempt dispatch (as journaled) to its accepted result, success or failure, by task type.")
         pub latency: FixedHistogram,
+        /// Offer to admission of attempts of limited task types (0 when
+        /// one was sent at once); see `crate::capacity`.
+        @metric("task_queue_wait_seconds", "Time attempts of a limited task type waited in the admission gate before they were sent, by task type.")
+        pub queue_wait: FixedHistogram,
     }
 }
 
@@ -101,6 +105,7 @@ impl Default for TaskTypeStats {
             failures: Counter::default(),
             retries_deferred: Counter::default(),
             latency: FixedHistogram::new(TASK_LATENCY_BOUNDS_MS, 1000.0),
+            queue_wait: FixedHistogram::new(TASK_LATENCY_BOUNDS_MS, 1000.0),
         }
     }
 }
@@ -110,6 +115,25 @@ impl Default for TaskTypeStats {
 /// per task type.
 pub trait BacklogSource: Send + Sync {
     fn each_backlog(&self, f: &mut dyn FnMut(&str, u64, Option<u64>));
+}
+
+/// The admission gate's limits and usage, read at scrape time.
+pub trait CapacitySource: Send + Sync {
+    fn capacity_view(&self) -> crate::capacity::GateView;
+}
+
+/// Where the exposition finds the admission gate (see [`Metrics::capacity_view`]).
+#[derive(Default)]
+pub struct CapacitySources {
+    gate: Mutex<Option<Weak<dyn CapacitySource>>>,
+}
+
+impl std::fmt::Debug for CapacitySources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CapacitySources")
+            .field("registered", &self.gate.lock().is_some())
+            .finish()
+    }
 }
 
 /// The clock the backlog ages are measured with (ms).
@@ -225,6 +249,15 @@ metric_set! {
         pub spans_failed: Counter,
         @metric("workflows_resident", "Workflow actors alive in memory.")
         pub resident: Gauge,
+        /// Bulk-accepted or recovered workflows released from the backlog
+        /// (their tasks sent) that have not ended yet.
+        @metric("workflows_in_progress", "Bulk-accepted or recovered workflows whose tasks were sent and that have not ended yet.")
+        pub in_progress: Gauge,
+        @metric("workflows_in_progress_limit", "Most bulk-accepted or recovered workflows in progress at once (engine.in_progress_max).")
+        pub in_progress_limit: Gauge,
+        /// Bulk-accepted or recovered workflows waiting for an in-progress slot.
+        @metric("workflows_backlog_held", "Bulk-accepted or recovered workflows waiting in the backlog, their tasks not sent yet.")
+        pub backlog_held: Gauge,
         pub workflows_started: Counter,
         pub workflows_completed: Counter,
         pub workflows_failed: Counter,
@@ -246,6 +279,7 @@ metric_set! {
         pub workflow_latency_ms: LatencyQuantiles,
         recovered_partitions: Mutex<FxHashSet<u16>>,
         pub backlog: BacklogSources,
+        pub capacity: CapacitySources,
     }
 }
 
@@ -373,11 +407,24 @@ impl Metrics {
         *self.backlog.now_ms.lock() = Some(now_ms);
     }
 
+    /// Registers the admission gate whose usage the exposition shows.
+    pub fn register_capacity<S: CapacitySource + 'static>(&self, gate: &Arc<S>) {
+        let weak: Weak<dyn CapacitySource> = Arc::downgrade(gate) as Weak<dyn CapacitySource>;
+        *self.capacity.gate.lock() = Some(weak);
+    }
+
+    /// The admission gate's limits and usage; empty when none is registered
+    /// or nothing is limited. Cost: the gate's lock and a copy of its view.
+    pub fn capacity_view(&self) -> crate::capacity::GateView {
+        let gate = self.capacity.gate.lock().as_ref().and_then(Weak::upgrade);
+        gate.map(|g| g.capacity_view()).unwrap_or_default()
+    }
+
     /// Attempts sent to workers that have no accepted result or timeout yet
     /// ("outstanding"), by task type, with the age of the oldest one, summed
     /// over the partitions' liveness deadlines. Started attempts count too:
     /// a worker that never heartbeats never reports that it started. Tasks
-    /// held back under the resident cap are not sent yet and not counted.
+    /// held back in the backlog are not sent yet and not counted.
     /// Cost: one lock per partition and work proportional to the number of
     /// task types (not of attempts).
     pub fn task_backlog(&self) -> Vec<Backlog> {

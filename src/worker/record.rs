@@ -26,6 +26,11 @@ pub struct ExecutionRecord {
     pub worker: String,
     /// When the worker started the execution (unix ms; its clock).
     pub at_ms: u64,
+    /// When the line was written (unix ms; its clock): the execution's work
+    /// is over, its answers not sent yet. `at_ms..ended_at_ms` is the time
+    /// the execution held its worker slot. 0 in records written without it.
+    #[serde(default)]
+    pub ended_at_ms: u64,
 }
 
 /// Line-buffered, so a killed worker leaves whole lines behind.
@@ -65,6 +70,7 @@ impl Shared {
                 answers,
                 worker: self.sim.worker.clone(),
                 at_ms,
+                ended_at_ms: super::now_us() / 1000,
             });
         }
     }

@@ -101,6 +101,8 @@ pub struct Options {
     pub events: bool,
     /// The terminal hook panics (after the terminal transition is durable).
     pub panic_on_terminal: bool,
+    /// Capacity limits of the admission gate (none by default).
+    pub capacity: orchestrator::capacity::Limits,
 }
 
 impl Default for Options {
@@ -122,6 +124,7 @@ impl Default for Options {
             nats_tune: None,
             events: false,
             panic_on_terminal: false,
+            capacity: Default::default(),
         }
     }
 }
@@ -245,6 +248,10 @@ impl Harness {
                         .clone()
                         .map(|e| e as Arc<dyn orchestrator::otel::SpanSink>),
                 },
+                capacity: Arc::new(orchestrator::engine::capacity::Capacity::new(
+                    opts.capacity,
+                    clock.now_ms(),
+                )),
             })
             .await
             .expect("engine starts"),

@@ -82,6 +82,9 @@ pub fn describe(args: DescribeArgs) -> ExitCode {
             if let Some(e) = &s.last_error {
                 line.push_str(&format!(" last_error={e:?}"));
             }
+            if let Some(q) = &s.queued {
+                line.push_str(&format!(" queued={q:?} since={}", opt(s.queued_since_ms)));
+            }
             if let Some(p) = &s.progress {
                 line.push_str(&format!(" progress={p}"));
             }

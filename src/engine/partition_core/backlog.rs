@@ -1,5 +1,5 @@
 //! Owed tasks of bulk-accepted or recovered workflows, released under the
-//! resident cap so a backlog of any size runs in bounded memory and load.
+//! in-progress cap so a backlog of any size runs in bounded load.
 
 use std::collections::VecDeque;
 
@@ -56,6 +56,11 @@ impl<T> Backlog<T> {
 
     pub fn held_len(&self) -> usize {
         self.held.len()
+    }
+
+    /// Released workflows that have not ended yet.
+    pub fn released_len(&self) -> usize {
+        self.released.len()
     }
 
     /// Workflows that ended leave the released set; then held workflows are

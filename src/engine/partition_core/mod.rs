@@ -121,6 +121,9 @@ pub enum Action<M, S, T> {
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
     pub resident_cap: usize,
+    /// Released backlog workflows not ended yet (this partition's share of
+    /// `in_progress_max`).
+    pub in_progress_cap: usize,
     pub state_cache_max: usize,
     pub passivate_idle_ms: u64,
     pub restart_budget: u32,
@@ -134,6 +137,7 @@ impl CoreConfig {
         let parts = usize::from(cfg.partitions.max(1));
         CoreConfig {
             resident_cap: cfg.resident_max.div_ceil(parts).max(1),
+            in_progress_cap: cfg.in_progress_max.div_ceil(parts).max(1),
             state_cache_max: cfg.state_cache_max.div_ceil(parts),
             passivate_idle_ms: cfg.passivate_idle_ms,
             restart_budget: cfg.restart_budget,
@@ -274,6 +278,12 @@ impl<M: Routable, S, T> PartitionCore<M, S, T> {
         self.resident
     }
 
+    /// Backlog workflows `(held, in progress)`: held ones have not had their
+    /// tasks sent; in-progress ones were released and have not ended.
+    pub fn backlog_counts(&self) -> (usize, usize) {
+        (self.backlog.held_len(), self.backlog.released_len())
+    }
+
     /// Something waits for a tick: held tasks, ids waiting for a slot, or
     /// idle actors to passivate.
     pub fn wants_tick(&self) -> bool {
@@ -392,7 +402,7 @@ impl<M: Routable, S, T> PartitionCore<M, S, T> {
 
     fn release(&mut self, progress: &mut dyn ActorProgress) {
         let finished = progress.take_finished();
-        let cap = self.cfg.resident_cap.max(1);
+        let cap = self.cfg.in_progress_cap.max(1);
         for r in self.backlog.release(finished, cap) {
             self.actions.push_back(Action::Send(r));
         }

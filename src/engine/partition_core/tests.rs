@@ -55,8 +55,13 @@ impl ActorProgress for Fake {
 type Core = PartitionCore<M, &'static str, u32>;
 
 fn core(resident_cap: usize) -> Core {
+    core_caps(resident_cap, 1_000)
+}
+
+fn core_caps(resident_cap: usize, in_progress_cap: usize) -> Core {
     PartitionCore::new(CoreConfig {
         resident_cap,
+        in_progress_cap,
         state_cache_max: 16,
         passivate_idle_ms: 100,
         restart_budget: 2,
@@ -273,8 +278,9 @@ fn a_start_whose_actor_never_started_is_not_remembered() {
 }
 
 #[test]
-fn held_tasks_are_released_under_the_resident_cap() {
-    let mut c = core(2);
+fn held_tasks_are_released_under_the_in_progress_cap_not_the_resident_cap() {
+    // One actor may be resident, two workflows may be in progress.
+    let mut c = core_caps(1, 2);
     let mut f = Fake::default();
     c.hold("a".into(), vec![1, 2], false);
     c.hold("b".into(), vec![3], false);
@@ -289,9 +295,23 @@ fn held_tasks_are_released_under_the_resident_cap() {
         drain(&mut c),
         ["send [1, 2] resend=false", "send [3] resend=false"]
     );
+    assert_eq!(c.backlog_counts(), (1, 2));
     f.finished.push("a".into());
     c.tick(1, &mut f);
     assert_eq!(drain(&mut c), ["send [4] resend=true"]);
+    assert_eq!(c.backlog_counts(), (0, 2));
+}
+
+#[test]
+fn a_backlog_larger_than_the_resident_cap_is_all_released() {
+    let mut c = core_caps(2, 100);
+    let mut f = Fake::default();
+    for i in 0..50u32 {
+        c.hold(format!("w{i}"), vec![i], false);
+    }
+    c.enable_release(&mut f);
+    assert_eq!(drain(&mut c).len(), 50, "every held workflow is released");
+    assert_eq!(c.backlog_counts(), (0, 50));
 }
 
 #[test]

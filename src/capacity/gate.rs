@@ -1,0 +1,758 @@
+//! The admission gate: which owed task may go to workers now, and which
+//! waits for capacity. Pure: time comes in as `now` (ms), items are opaque.
+//!
+//! A task of a task type without limits passes at once, after one map
+//! lookup. A task of a limited type enters its type's queue, under its key;
+//! it is sent when, at once, its pool, its type and its key are under their
+//! caps and the type's token bucket holds a token. Within a type, keys take
+//! turns by deficit round robin, each key's quantum being its cap (1 when
+//! keys have no caps), so free capacity goes to keys in proportion to their
+//! caps and a key with 50,000 waiting tasks delays a key with 5 by at most
+//! one round. Within a key, the task with the earliest virtual time goes
+//! first: its arrival plus `aging_ms` per priority level below the highest,
+//! so a higher priority goes first and a lower one waits at most
+//! `aging_ms × levels` behind later arrivals of higher priority.
+//!
+//! A slot is held from admission until the shell reports the attempt
+//! finished (a result, a timeout or a cancel); then the next waiting tasks
+//! of the type (of every type of its pool, in turn) are admitted.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use rustc_hash::FxHashMap as FastMap;
+use serde::{Deserialize, Serialize};
+
+use super::limits::{Limits, TypeLimits};
+
+/// Priority levels: 0 (low) ..= `PRIORITY_MAX` (high).
+pub const PRIORITY_MAX: u8 = 2;
+/// The priority of a task nobody set one for.
+pub const PRIORITY_NORMAL: u8 = 1;
+
+/// The task an item stands for, as the gate sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket<'a> {
+    pub task_id: &'a str,
+    pub task_type: &'a str,
+    /// The key within the type (`""`: the type's only key).
+    pub key: &'a str,
+    /// 0 (low) ..= [`PRIORITY_MAX`]; larger values are taken as the maximum.
+    pub priority: u8,
+}
+
+/// An item the gate lets through now.
+#[derive(Debug)]
+pub struct Admitted<T> {
+    pub item: T,
+    /// How long it waited in the gate (ms); 0 when it passed at once.
+    pub waited_ms: u64,
+    /// Its slot is held until [`Gate::finish`]: the shell must report the
+    /// attempt's end. False for a type without limits.
+    pub tracked: bool,
+}
+
+/// Why a waiting task waits: the first limit, top down, that holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Holder {
+    Pool {
+        pool: String,
+        in_flight: u32,
+        cap: u32,
+    },
+    TaskType {
+        in_flight: u32,
+        cap: u32,
+    },
+    Key {
+        key: String,
+        in_flight: u32,
+        cap: u32,
+    },
+    Rate {
+        per_sec: f64,
+    },
+    /// Nothing is full: it is behind others and goes on the next pump.
+    Turn,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Holder::Pool {
+                pool,
+                in_flight,
+                cap,
+            } => write!(f, "pool {pool} at its cap ({in_flight}/{cap} in flight)"),
+            Holder::TaskType { in_flight, cap } => {
+                write!(f, "task type at its cap ({in_flight}/{cap} in flight)")
+            }
+            Holder::Key {
+                key,
+                in_flight,
+                cap,
+            } => write!(f, "key {key:?} at its cap ({in_flight}/{cap} in flight)"),
+            Holder::Rate { per_sec } => write!(f, "rate limit ({per_sec}/s)"),
+            Holder::Turn => f.write_str("waiting for its turn"),
+        }
+    }
+}
+
+/// A waiting task and why it waits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaitingView {
+    pub task_type: String,
+    pub key: String,
+    pub since_ms: u64,
+    pub priority: u8,
+    pub held_by: Holder,
+}
+
+/// Usage of one key of a type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyView {
+    pub key: String,
+    pub cap: Option<u32>,
+    pub in_flight: u32,
+    pub queued: usize,
+}
+
+/// Limits and usage of one limited task type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TypeView {
+    pub task_type: String,
+    pub cap: Option<u32>,
+    pub rate_per_sec: Option<f64>,
+    pub pool: Option<String>,
+    pub in_flight: u32,
+    pub queued: usize,
+    /// Arrival of the longest-waiting task (ms), if any waits.
+    pub oldest_since_ms: Option<u64>,
+    pub keys: Vec<KeyView>,
+}
+
+/// Limits and usage of one pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolView {
+    pub pool: String,
+    pub cap: u32,
+    pub in_flight: u32,
+    pub task_types: Vec<String>,
+}
+
+/// Everything the gate limits, as `capacity` and the metrics show it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GateView {
+    pub task_types: Vec<TypeView>,
+    pub pools: Vec<PoolView>,
+}
+
+/// A token bucket holding at most one second's worth (at least one token).
+#[derive(Debug, Clone)]
+struct Bucket {
+    per_sec: f64,
+    tokens: f64,
+    last_ms: u64,
+}
+
+impl Bucket {
+    fn new(per_sec: f64, now: u64) -> Self {
+        Bucket {
+            per_sec,
+            tokens: Self::burst(per_sec),
+            last_ms: now,
+        }
+    }
+
+    fn burst(per_sec: f64) -> f64 {
+        per_sec.max(1.0)
+    }
+
+    fn refill(&mut self, now: u64) {
+        if now > self.last_ms {
+            let gained = (now - self.last_ms) as f64 * self.per_sec / 1000.0;
+            self.tokens = (self.tokens + gained).min(Self::burst(self.per_sec));
+            self.last_ms = now;
+        }
+    }
+
+    fn has_token(&mut self, now: u64) -> bool {
+        self.refill(now);
+        self.tokens >= 1.0
+    }
+}
+
+/// Waiting tasks and usage of one key.
+#[derive(Debug, Default)]
+struct KeyState {
+    in_flight: u32,
+    /// Turns left in the key's current round (deficit round robin, unit cost).
+    deficit: u32,
+    /// Waiting task ids by (virtual time, arrival sequence).
+    queue: BTreeMap<(u64, u64), String>,
+}
+
+/// One limited task type.
+#[derive(Debug)]
+struct TypeState {
+    limits: TypeLimits,
+    pool: Option<String>,
+    bucket: Option<Bucket>,
+    in_flight: u32,
+    queued: usize,
+    keys: FastMap<String, KeyState>,
+    /// Keys with waiting tasks, in round-robin order (the front has the turn).
+    active: VecDeque<String>,
+}
+
+impl TypeState {
+    fn new(limits: TypeLimits, pool: Option<String>, now: u64) -> Self {
+        TypeState {
+            bucket: limits.rate_per_sec.map(|r| Bucket::new(r, now)),
+            limits,
+            pool,
+            in_flight: 0,
+            queued: 0,
+            keys: FastMap::default(),
+            active: VecDeque::new(),
+        }
+    }
+
+    fn key_full(&self, key: &str, ks: &KeyState) -> Option<u32> {
+        self.limits.key_cap(key).filter(|cap| ks.in_flight >= *cap)
+    }
+
+    fn quantum(&self, key: &str) -> u32 {
+        self.limits.key_cap(key).unwrap_or(1).max(1)
+    }
+
+    /// The key whose turn it is among those not at their own cap, if any.
+    fn pick(&mut self) -> Option<String> {
+        for _ in 0..self.active.len() {
+            let key = self.active.front()?.clone();
+            let full = match self.keys.get(&key) {
+                Some(ks) if !ks.queue.is_empty() => self.key_full(&key, ks).is_some(),
+                _ => {
+                    self.active.pop_front();
+                    continue;
+                }
+            };
+            if full {
+                if let Some(ks) = self.keys.get_mut(&key) {
+                    ks.deficit = 0;
+                }
+                self.active.rotate_left(1);
+                continue;
+            }
+            let quantum = self.quantum(&key);
+            if let Some(ks) = self.keys.get_mut(&key) {
+                if ks.deficit == 0 {
+                    ks.deficit = quantum;
+                }
+            }
+            return Some(key);
+        }
+        None
+    }
+}
+
+/// A slot held by an admitted attempt.
+#[derive(Debug)]
+struct Held {
+    task_type: String,
+    key: String,
+}
+
+/// A task waiting for capacity.
+#[derive(Debug)]
+struct Waiting<T> {
+    item: T,
+    task_type: String,
+    key: String,
+    order: (u64, u64),
+    since_ms: u64,
+    priority: u8,
+}
+
+/// One pool's usage.
+#[derive(Debug)]
+struct PoolState {
+    cap: u32,
+    in_flight: u32,
+    task_types: Vec<String>,
+    /// The member type that is pumped first next time (rotates).
+    next: usize,
+}
+
+/// The admission gate. `T`: the item the shell sends when a task is let
+/// through.
+#[derive(Debug)]
+pub struct Gate<T> {
+    limits: Limits,
+    types: FastMap<String, TypeState>,
+    pools: FastMap<String, PoolState>,
+    in_flight: FastMap<String, Held>,
+    waiting: FastMap<String, Waiting<T>>,
+    seq: u64,
+}
+
+impl<T> Default for Gate<T> {
+    fn default() -> Self {
+        Gate::new(Limits::default(), 0)
+    }
+}
+
+impl<T> Gate<T> {
+    pub fn new(limits: Limits, now: u64) -> Self {
+        let mut g = Gate {
+            limits: Limits::default(),
+            types: FastMap::default(),
+            pools: FastMap::default(),
+            in_flight: FastMap::default(),
+            waiting: FastMap::default(),
+            seq: 0,
+        };
+        // Nothing waits yet, so nothing is admitted here.
+        let _ = g.reconfigure(limits, now);
+        g
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Anything limited, held or waiting: when false, every task passes and
+    /// nothing needs to be reported back.
+    pub fn is_active(&self) -> bool {
+        !self.types.is_empty() || !self.in_flight.is_empty() || !self.waiting.is_empty()
+    }
+
+    /// `task_type` has limits (its tasks go through the queue).
+    pub fn is_limited(&self, task_type: &str) -> bool {
+        self.types.contains_key(task_type)
+    }
+
+    /// Offers a task. Returns what may be sent now: this task (at once when
+    /// its type has no limits, or when the same attempt is already admitted
+    /// and is being sent again), possibly others. A task already waiting
+    /// keeps its place, with this newer item.
+    pub fn admit(&mut self, t: Ticket<'_>, item: T, now: u64) -> Vec<Admitted<T>> {
+        if !self.types.contains_key(t.task_type) {
+            return vec![Admitted {
+                item,
+                waited_ms: 0,
+                tracked: false,
+            }];
+        }
+        if self.in_flight.contains_key(t.task_id) {
+            return vec![Admitted {
+                item,
+                waited_ms: 0,
+                tracked: true,
+            }];
+        }
+        if let Some(w) = self.waiting.get_mut(t.task_id) {
+            w.item = item;
+            return Vec::new();
+        }
+        let Some(ts) = self.types.get_mut(t.task_type) else {
+            return Vec::new();
+        };
+        let priority = t.priority.min(PRIORITY_MAX);
+        let aging = self.limits.aging_ms;
+        let levels_below = u64::from(PRIORITY_MAX - priority);
+        let order = (
+            now.saturating_add(aging.saturating_mul(levels_below)),
+            self.seq,
+        );
+        self.seq += 1;
+        let ks = ts.keys.entry(t.key.to_string()).or_default();
+        if ks.queue.is_empty() {
+            ts.active.push_back(t.key.to_string());
+        }
+        ks.queue.insert(order, t.task_id.to_string());
+        ts.queued += 1;
+        self.waiting.insert(
+            t.task_id.to_string(),
+            Waiting {
+                item,
+                task_type: t.task_type.to_string(),
+                key: t.key.to_string(),
+                order,
+                since_ms: now,
+                priority,
+            },
+        );
+        let mut out = Vec::new();
+        let tt = t.task_type.to_string();
+        self.pump_type_or_pool(&tt, now, &mut out);
+        out
+    }
+
+    /// These attempts ended (result, timeout, cancel): their slots free and
+    /// waiting tasks take them. An id still waiting is dropped from its
+    /// queue (cancelled before it was sent); an unknown id is ignored.
+    pub fn finish<'a>(
+        &mut self,
+        task_ids: impl IntoIterator<Item = &'a str>,
+        now: u64,
+    ) -> Vec<Admitted<T>> {
+        let mut touched: Vec<String> = Vec::new();
+        for id in task_ids {
+            if let Some(h) = self.in_flight.remove(id) {
+                if let Some(ts) = self.types.get_mut(&h.task_type) {
+                    ts.in_flight = ts.in_flight.saturating_sub(1);
+                    if let Some(ks) = ts.keys.get_mut(&h.key) {
+                        ks.in_flight = ks.in_flight.saturating_sub(1);
+                        if ks.in_flight == 0 && ks.queue.is_empty() {
+                            ts.keys.remove(&h.key);
+                        }
+                    }
+                    if let Some(p) = ts.pool.as_ref().and_then(|p| self.pools.get_mut(p)) {
+                        p.in_flight = p.in_flight.saturating_sub(1);
+                    }
+                    if !touched.contains(&h.task_type) {
+                        touched.push(h.task_type);
+                    }
+                }
+            } else if let Some(w) = self.waiting.remove(id) {
+                if let Some(ts) = self.types.get_mut(&w.task_type) {
+                    ts.queued = ts.queued.saturating_sub(1);
+                    if let Some(ks) = ts.keys.get_mut(&w.key) {
+                        ks.queue.remove(&w.order);
+                        // A key is in `active` exactly while tasks of it wait.
+                        if ks.queue.is_empty() {
+                            ks.deficit = 0;
+                            let idle = ks.in_flight == 0;
+                            ts.active.retain(|k| k != &w.key);
+                            if idle {
+                                ts.keys.remove(&w.key);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for tt in touched {
+            self.pump_type_or_pool(&tt, now, &mut out);
+        }
+        out
+    }
+
+    /// Drops the waiting tasks whose item matches `pred` (their owner went
+    /// away); they are never sent from here.
+    pub fn drop_waiting(&mut self, pred: impl Fn(&T) -> bool) {
+        let ids: Vec<String> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| pred(&w.item))
+            .map(|(id, _)| id.clone())
+            .collect();
+        // Waiting ids hold no slot, so nothing is admitted by this.
+        let _ = self.finish(ids.iter().map(String::as_str), 0);
+    }
+
+    /// Admits what rate limits now allow (tokens refill with time).
+    pub fn tick(&mut self, now: u64) -> Vec<Admitted<T>> {
+        let mut out = Vec::new();
+        let rated: Vec<String> = self
+            .types
+            .iter()
+            .filter(|(_, ts)| ts.bucket.is_some() && ts.queued > 0)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for tt in rated {
+            self.pump_type_or_pool(&tt, now, &mut out);
+        }
+        out
+    }
+
+    /// New limits; waiting tasks keep their places and held slots stay
+    /// counted. A type that loses its limits lets its waiting tasks go (they
+    /// are returned) and stops counting its held slots; a type that gains
+    /// limits counts only attempts admitted from now on.
+    pub fn reconfigure(&mut self, limits: Limits, now: u64) -> Vec<Admitted<T>> {
+        let mut old = std::mem::take(&mut self.types);
+        let mut types = FastMap::default();
+        let mut names: Vec<String> = limits.task_types.keys().cloned().collect();
+        for p in limits.pools.values() {
+            names.extend(p.task_types.iter().cloned());
+        }
+        for name in names {
+            if types.contains_key(&name) {
+                continue;
+            }
+            let tl = limits.task_types.get(&name).cloned().unwrap_or_default();
+            let pool = limits.pool_of(&name).map(str::to_string);
+            let ts = match old.remove(&name) {
+                Some(mut ts) => {
+                    ts.bucket = match (tl.rate_per_sec, ts.bucket.take()) {
+                        (Some(r), Some(mut b)) => {
+                            b.refill(now);
+                            b.per_sec = r;
+                            b.tokens = b.tokens.min(Bucket::burst(r));
+                            Some(b)
+                        }
+                        (Some(r), None) => Some(Bucket::new(r, now)),
+                        (None, _) => None,
+                    };
+                    ts.limits = tl;
+                    ts.pool = pool;
+                    ts
+                }
+                None => TypeState::new(tl, pool, now),
+            };
+            types.insert(name, ts);
+        }
+        let mut out = Vec::new();
+        // Types no longer limited: their waiting tasks go now.
+        for (name, ts) in old {
+            self.in_flight.retain(|_, h| h.task_type != name);
+            for (_, ks) in ts.keys {
+                for (_, id) in ks.queue {
+                    if let Some(w) = self.waiting.remove(&id) {
+                        out.push(Admitted {
+                            item: w.item,
+                            waited_ms: now.saturating_sub(w.since_ms),
+                            tracked: false,
+                        });
+                    }
+                }
+            }
+        }
+        self.pools = limits
+            .pools
+            .iter()
+            .map(|(name, p)| {
+                let in_flight = p
+                    .task_types
+                    .iter()
+                    .filter_map(|t| types.get(t))
+                    .map(|ts| ts.in_flight)
+                    .sum();
+                (
+                    name.clone(),
+                    PoolState {
+                        cap: p.max_in_flight,
+                        in_flight,
+                        task_types: p.task_types.clone(),
+                        next: 0,
+                    },
+                )
+            })
+            .collect();
+        self.types = types;
+        self.limits = limits;
+        let all: Vec<String> = self.types.keys().cloned().collect();
+        for tt in all {
+            self.pump_type_or_pool(&tt, now, &mut out);
+        }
+        out
+    }
+
+    /// Why `task_id` waits, if it does.
+    pub fn waiting(&self, task_id: &str) -> Option<WaitingView> {
+        let w = self.waiting.get(task_id)?;
+        let ts = self.types.get(&w.task_type)?;
+        Some(WaitingView {
+            task_type: w.task_type.clone(),
+            key: w.key.clone(),
+            since_ms: w.since_ms,
+            priority: w.priority,
+            held_by: self.holder(ts, &w.key),
+        })
+    }
+
+    /// Limits and usage of every limited type and pool, sorted by name.
+    pub fn view(&self) -> GateView {
+        let mut task_types: Vec<TypeView> = self
+            .types
+            .iter()
+            .map(|(name, ts)| {
+                let mut keys: Vec<KeyView> = ts
+                    .keys
+                    .iter()
+                    .map(|(k, ks)| KeyView {
+                        key: k.clone(),
+                        cap: ts.limits.key_cap(k),
+                        in_flight: ks.in_flight,
+                        queued: ks.queue.len(),
+                    })
+                    .collect();
+                keys.sort_by(|a, b| a.key.cmp(&b.key));
+                let oldest_since_ms = ts
+                    .keys
+                    .values()
+                    .flat_map(|ks| ks.queue.values())
+                    .filter_map(|id| self.waiting.get(id))
+                    .map(|w| w.since_ms)
+                    .min();
+                TypeView {
+                    task_type: name.clone(),
+                    cap: ts.limits.max_in_flight,
+                    rate_per_sec: ts.limits.rate_per_sec,
+                    pool: ts.pool.clone(),
+                    in_flight: ts.in_flight,
+                    queued: ts.queued,
+                    oldest_since_ms,
+                    keys,
+                }
+            })
+            .collect();
+        task_types.sort_by(|a, b| a.task_type.cmp(&b.task_type));
+        let mut pools: Vec<PoolView> = self
+            .pools
+            .iter()
+            .map(|(name, p)| PoolView {
+                pool: name.clone(),
+                cap: p.cap,
+                in_flight: p.in_flight,
+                task_types: p.task_types.clone(),
+            })
+            .collect();
+        pools.sort_by(|a, b| a.pool.cmp(&b.pool));
+        GateView { task_types, pools }
+    }
+
+    fn holder(&self, ts: &TypeState, key: &str) -> Holder {
+        if let Some((name, p)) = ts
+            .pool
+            .as_ref()
+            .and_then(|n| self.pools.get(n).map(|p| (n, p)))
+        {
+            if p.in_flight >= p.cap {
+                return Holder::Pool {
+                    pool: name.clone(),
+                    in_flight: p.in_flight,
+                    cap: p.cap,
+                };
+            }
+        }
+        if let Some(cap) = ts.limits.max_in_flight.filter(|c| ts.in_flight >= *c) {
+            return Holder::TaskType {
+                in_flight: ts.in_flight,
+                cap,
+            };
+        }
+        if let Some(ks) = ts.keys.get(key) {
+            if let Some(cap) = ts.key_full(key, ks) {
+                return Holder::Key {
+                    key: key.to_string(),
+                    in_flight: ks.in_flight,
+                    cap,
+                };
+            }
+        }
+        if let Some(b) = &ts.bucket {
+            if b.tokens < 1.0 {
+                return Holder::Rate { per_sec: b.per_sec };
+            }
+        }
+        Holder::Turn
+    }
+
+    /// Admits waiting tasks of `task_type`, or of every type of its pool in
+    /// turn, while capacity lasts.
+    fn pump_type_or_pool(&mut self, task_type: &str, now: u64, out: &mut Vec<Admitted<T>>) {
+        let pool = self.types.get(task_type).and_then(|ts| ts.pool.clone());
+        let Some(pool) = pool else {
+            while self.admit_one(task_type, now, out) {}
+            return;
+        };
+        let members = match self.pools.get(&pool) {
+            Some(p) => p.task_types.clone(),
+            None => return,
+        };
+        if members.is_empty() {
+            return;
+        }
+        // Round robin over the member types: the one after the last type
+        // that got a slot is asked first.
+        loop {
+            let start = self.pools.get(&pool).map_or(0, |p| p.next);
+            let mut progressed = false;
+            for j in 0..members.len() {
+                let i = (start + j) % members.len();
+                if self.admit_one(&members[i], now, out) {
+                    progressed = true;
+                    if let Some(p) = self.pools.get_mut(&pool) {
+                        p.next = (i + 1) % members.len();
+                    }
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    /// Admits the next waiting task of `task_type` if every limit allows.
+    fn admit_one(&mut self, task_type: &str, now: u64, out: &mut Vec<Admitted<T>>) -> bool {
+        let Some(ts) = self.types.get_mut(task_type) else {
+            return false;
+        };
+        if ts.queued == 0 {
+            return false;
+        }
+        if ts.limits.max_in_flight.is_some_and(|c| ts.in_flight >= c) {
+            return false;
+        }
+        if let Some(p) = ts.pool.as_ref().and_then(|p| self.pools.get(p)) {
+            if p.in_flight >= p.cap {
+                return false;
+            }
+        }
+        if let Some(b) = ts.bucket.as_mut() {
+            if !b.has_token(now) {
+                return false;
+            }
+        }
+        let Some(key) = ts.pick() else {
+            return false;
+        };
+        let Some(ks) = ts.keys.get_mut(&key) else {
+            return false;
+        };
+        let Some((_, id)) = ks.queue.pop_first() else {
+            return false;
+        };
+        ks.in_flight += 1;
+        ks.deficit = ks.deficit.saturating_sub(1);
+        let emptied = ks.queue.is_empty();
+        let turn_over = ks.deficit == 0;
+        if emptied {
+            ks.deficit = 0;
+            ts.active.pop_front();
+        } else if turn_over {
+            ts.active.rotate_left(1);
+        }
+        ts.in_flight += 1;
+        ts.queued = ts.queued.saturating_sub(1);
+        if let Some(b) = ts.bucket.as_mut() {
+            b.tokens -= 1.0;
+        }
+        if let Some(p) = ts.pool.as_ref().and_then(|p| self.pools.get_mut(p)) {
+            p.in_flight += 1;
+        }
+        let Some(w) = self.waiting.remove(&id) else {
+            return true;
+        };
+        self.in_flight.insert(
+            id,
+            Held {
+                task_type: task_type.to_string(),
+                key,
+            },
+        );
+        out.push(Admitted {
+            item: w.item,
+            waited_ms: now.saturating_sub(w.since_ms),
+            tracked: true,
+        });
+        true
+    }
+}
+
+#[cfg(test)]
+#[path = "gate_tests.rs"]
+mod tests;

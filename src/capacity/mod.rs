@@ -1,0 +1,17 @@
+//! Capacity as a pure policy: caps and rate limits per task type, caps per
+//! key within a type with fair turns across keys, pools of types sharing a
+//! cap, and priorities with aging (see `docs/capacity.md`).
+//!
+//! [`Gate`] decides which owed task may go to workers now and which waits;
+//! it holds no clock, no lock and no IO. The engine wraps one gate per
+//! process (`engine::capacity`), offers it every task it would send,
+//! sends what the gate lets through and reports each attempt's end.
+
+pub mod gate;
+pub mod limits;
+
+pub use gate::{
+    Admitted, Gate, GateView, Holder, KeyView, PoolView, Ticket, TypeView, WaitingView,
+    PRIORITY_MAX, PRIORITY_NORMAL,
+};
+pub use limits::{Limits, PoolLimits, TypeLimits, RATE_PER_SEC_MAX};
