@@ -16,6 +16,7 @@ mod home;
 mod http;
 mod layering;
 mod loadgen;
+mod maps;
 mod nats;
 mod nats_roles;
 mod ops;

@@ -288,6 +288,12 @@ pub fn describe(args: DescribeArgs) -> ExitCode {
             if let Some(e) = &s.last_error {
                 line.push_str(&format!(" last_error={e:?}"));
             }
+            if let Some(c) = &s.elements {
+                line.push_str(&format!(
+                    " elements={} pending={} out={} backoff={} succeeded={} failed={}",
+                    c.total, c.pending, c.dispatched, c.backoff, c.succeeded, c.failed
+                ));
+            }
             if let Some(p) = &s.progress {
                 line.push_str(&format!(" progress={p}"));
             }
