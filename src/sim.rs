@@ -1,7 +1,10 @@
 //! Simulated workers for every task type: the workers of `orchestrator dev`
 //! and of the tests. A task's output is `{"video_id", "step", "n"}` with
-//! `n = 1 + Σ n of its dependencies`, so a correct run of the video pipeline
-//! ends with `n = 17` at `index`, and any lost or mixed-up output shows.
+//! `n = 1 + Σ n of its dependencies` (a map step's array counts the sum of
+//! its elements), so a correct run of the video pipeline ends with `n = 17`
+//! at `index`, and any lost, duplicated or mixed-up output shows. A workflow
+//! input with `"segments": k` makes every output list `k` segments, for
+//! pipelines that map over them.
 //!
 //! Pending tasks are held compactly (task id, due time, computed outcome);
 //! failures are drawn from the seed and the task id, so a run is repeatable.
@@ -213,6 +216,9 @@ struct TaskInput<'a> {
     workflow: WorkflowInput<'a>,
     #[serde(borrow, default)]
     deps: std::collections::BTreeMap<std::borrow::Cow<'a, str>, DepOutput>,
+    /// A map element's own item (its `n`, if it has one, counts).
+    #[serde(default)]
+    element: Option<DepOutput>,
 }
 
 /// The part of the workflow input the simulated workers read.
@@ -220,12 +226,32 @@ struct TaskInput<'a> {
 struct WorkflowInput<'a> {
     #[serde(borrow, default)]
     video_id: Option<std::borrow::Cow<'a, str>>,
+    /// How many segments every output lists (for pipelines that map over them).
+    #[serde(default)]
+    segments: Option<u32>,
 }
 
+/// A dependency's output: one step's `{"n": ..}`, a map step's array of
+/// them (`null` for an element that failed), or anything else (n = 0).
 #[derive(Deserialize)]
-struct DepOutput {
-    #[serde(default)]
-    n: u64,
+#[serde(untagged)]
+enum DepOutput {
+    Many(Vec<Option<DepOutput>>),
+    One {
+        #[serde(default)]
+        n: u64,
+    },
+    Other(serde::de::IgnoredAny),
+}
+
+impl DepOutput {
+    fn n(&self) -> u64 {
+        match self {
+            DepOutput::Many(items) => items.iter().flatten().map(DepOutput::n).sum(),
+            DepOutput::One { n } => *n,
+            DepOutput::Other(_) => 0,
+        }
+    }
 }
 
 /// The output a correct worker returns for `spec`, as JSON text.
@@ -233,17 +259,31 @@ pub fn output_for(spec: &TaskSpec) -> Result<String, String> {
     output_from(&spec.input, &spec.workflow_id, &spec.step)
 }
 
-/// The output for a task input (JSON text) of `step` in workflow `workflow_id`.
+/// The output for a task input (JSON text) of `step` in workflow
+/// `workflow_id`: `n = 1 + Σ n of the dependencies (+ n of the element)`,
+/// and the list `segments` when the workflow input asks for some.
 pub fn output_from(input: &str, workflow_id: &str, step: &str) -> Result<String, String> {
     let input: TaskInput =
         serde_json::from_str(input).map_err(|e| format!("bad task input: {e}"))?;
-    let n = 1 + input.deps.values().map(|d| d.n).sum::<u64>();
+    let n = 1
+        + input.deps.values().map(DepOutput::n).sum::<u64>()
+        + input.element.as_ref().map_or(0, DepOutput::n);
     let video_id = input.workflow.video_id.as_deref().unwrap_or(workflow_id);
     // Step names are `[a-z0-9_-]`; the video id may need escaping.
     let video_id = serde_json::to_string(video_id).map_err(|e| e.to_string())?;
-    Ok(format!(
-        r#"{{"video_id":{video_id},"step":"{step}","n":{n}}}"#
-    ))
+    let mut out = format!(r#"{{"video_id":{video_id},"step":"{step}","n":{n}"#);
+    if let Some(k) = input.workflow.segments {
+        out.push_str(r#","segments":["#);
+        for i in 0..k {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&i.to_string());
+        }
+        out.push(']');
+    }
+    out.push('}');
+    Ok(out)
 }
 
 /// A wrong version of a correct output: `n` off by 1000 (fault injection).
@@ -258,36 +298,72 @@ pub fn corrupt_output(output: &str) -> String {
     }
 }
 
-/// `n` each step of `pipeline` must report in a correct run.
+/// `n` each step of `pipeline` must report in a correct run of a pipeline
+/// without maps.
 pub fn expected_n(pipeline: &PipelineDef) -> Vec<u64> {
-    let mut n = vec![0u64; pipeline.steps.len()];
+    expected(pipeline, &[])
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect()
+}
+
+/// Per step: the `n` a correct run reports, and for a map step the number
+/// of elements (read from the output of the step it maps over).
+fn expected(pipeline: &PipelineDef, outputs: &[Option<&str>]) -> Vec<(u64, Option<usize>)> {
+    let mut n = vec![(0u64, None); pipeline.steps.len()];
     for i in pipeline.topo_order() {
-        n[i] = 1 + pipeline.steps[i]
-            .needs
-            .iter()
-            .map(|&d| n[usize::from(d)])
-            .sum::<u64>();
+        let needs = &pipeline.steps[i].needs;
+        n[i] = match pipeline.map_of(i) {
+            None => (
+                1 + needs.iter().map(|&d| n[usize::from(d)].0).sum::<u64>(),
+                None,
+            ),
+            Some(m) => {
+                // Each element: 1 + the other dependencies (its own item
+                // is a plain segment number, n = 0).
+                let per = 1 + needs
+                    .iter()
+                    .filter(|&&d| d != m.over_step)
+                    .map(|&d| n[usize::from(d)].0)
+                    .sum::<u64>();
+                let k = outputs
+                    .get(usize::from(m.over_step))
+                    .copied()
+                    .flatten()
+                    .and_then(|o| crate::workflow::map::array_at(o, &m.pointer).ok())
+                    .map_or(0, |a| a.len());
+                (per * k as u64, Some(k))
+            }
+        };
     }
     n
 }
 
-/// Checks the `n` of every step output of a completed workflow; returns the
-/// steps that are wrong.
+/// Checks the `n` of every step output of a completed workflow (and that a
+/// map step's array has one output per element); returns the steps that are
+/// wrong, so a lost or duplicated output or element shows.
 pub fn check_outputs(pipeline: &PipelineDef, outputs: &[Option<&str>]) -> Vec<String> {
-    let expected = expected_n(pipeline);
+    let expected = expected(pipeline, outputs);
     let mut wrong = Vec::new();
     for (i, step) in pipeline.steps.iter().enumerate() {
-        let got = outputs
-            .get(i)
-            .copied()
-            .flatten()
-            .and_then(|o| serde_json::from_str::<DepOutput>(o).ok())
-            .map(|d| d.n);
-        if got != Some(expected[i]) {
-            wrong.push(format!(
-                "{}: n={got:?}, expected {}",
-                step.name, expected[i]
-            ));
+        let output = outputs.get(i).copied().flatten();
+        let parsed = output.and_then(|o| serde_json::from_str::<DepOutput>(o).ok());
+        let got = parsed.as_ref().map(DepOutput::n);
+        let (want, elements) = expected[i];
+        if got != Some(want) {
+            wrong.push(format!("{}: n={got:?}, expected {want}", step.name));
+        }
+        if let Some(k) = elements {
+            let len = match &parsed {
+                Some(DepOutput::Many(items)) => Some(items.len()),
+                _ => None,
+            };
+            if len != Some(k) {
+                wrong.push(format!(
+                    "{}: {len:?} element outputs, expected {k}",
+                    step.name
+                ));
+            }
         }
     }
     wrong

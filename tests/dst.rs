@@ -95,7 +95,7 @@ fn seeds_with_faults_lose_nothing_and_accept_no_step_twice() {
         seeds.first().map_or(String::new(), |s| replay_hint(*s))
     );
     // The faults really happened, and the runs did real work.
-    let per_seed = (cfg.video_workflows + cfg.flaky_workflows) as u64;
+    let per_seed = (cfg.video_workflows + cfg.flaky_workflows + cfg.map_workflows) as u64;
     assert_eq!(total.accepted, n * per_seed, "every workflow got accepted");
     assert!(total.orchestrator_crashes > n / 2, "{total:?}");
     assert!(total.crashes_losing_writes > 0, "{total:?}");

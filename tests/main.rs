@@ -19,6 +19,7 @@ mod home;
 mod http;
 mod layering;
 mod loadgen;
+mod maps;
 mod nats;
 mod nats_roles;
 mod ops;

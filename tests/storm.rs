@@ -402,6 +402,8 @@ fn storm_checker_rules_on_hand_written_evidence() {
         worker: None,
         error: None,
         output: None,
+        elements: None,
+        failed: None,
     };
     let msg = |id: &str, seqs: &[u64]| EventMessage {
         v: 1,

@@ -49,7 +49,9 @@ pub(super) async fn history(
                 break 'records;
             }
             let mut event = history_event(seq, ev, generation, &step_name);
-            if let EventKind::TaskDispatched { task_id, .. } = &ev.kind {
+            if let EventKind::TaskDispatched { task_id, .. }
+            | EventKind::ElementDispatched { task_id, .. } = &ev.kind
+            {
                 event.progress = engine
                     .progress(task_id)
                     .and_then(|p| serde_json::from_str(&p.json).ok());
@@ -117,8 +119,56 @@ pub(crate) fn history_event(
             h.attempt = Some(*attempt);
             h.error = Some(format!("{} timeout", timeout.as_str()));
         }
-        EventKind::WorkflowFailed { reason, .. } | EventKind::WorkflowCancelled { reason } => {
+        EventKind::WorkflowFailed { reason, .. }
+        | EventKind::WorkflowCancelled { reason }
+        | EventKind::MapFailed { reason, .. } => {
             h.error = Some(reason.clone());
+        }
+        EventKind::ElementDispatched {
+            step,
+            index,
+            attempt,
+            ..
+        } => {
+            h.step = Some(format!("{}[{index}]", step_name(*step)));
+            h.attempt = Some(*attempt);
+        }
+        EventKind::ElementSucceeded {
+            step,
+            index,
+            attempt,
+            worker,
+            output,
+            ..
+        } => {
+            h.step = Some(format!("{}[{index}]", step_name(*step)));
+            h.attempt = Some(*attempt);
+            h.worker = worker.as_deref().map(str::to_string);
+            h.output = serde_json::from_str(output).ok();
+        }
+        EventKind::ElementFailed {
+            step,
+            index,
+            attempt,
+            error,
+            worker,
+            ..
+        } => {
+            h.step = Some(format!("{}[{index}]", step_name(*step)));
+            h.attempt = Some(*attempt);
+            h.worker = worker.as_deref().map(str::to_string);
+            h.error = Some(format!("{}: {}", error.kind, error.message));
+        }
+        EventKind::ElementTimedOut {
+            step,
+            index,
+            attempt,
+            timeout,
+            ..
+        } => {
+            h.step = Some(format!("{}[{index}]", step_name(*step)));
+            h.attempt = Some(*attempt);
+            h.error = Some(format!("{} timeout", timeout.as_str()));
         }
         EventKind::WorkflowReopened {
             mode: ReopenMode::RerunFrom(step),

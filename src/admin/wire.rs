@@ -75,6 +75,22 @@ pub struct StepReply {
     /// Since when it waits there, unix ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued_since_ms: Option<u64>,
+    /// A map step's elements by status, once it read its array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elements: Option<ElementCounts>,
+}
+
+/// How many elements of a map step stand where.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElementCounts {
+    pub total: u32,
+    pub pending: u32,
+    /// Out with workers.
+    pub dispatched: u32,
+    pub backoff: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub cancelled: u32,
 }
 
 /// Reply to `start`, `describe` and the single-workflow verbs.

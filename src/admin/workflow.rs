@@ -1,12 +1,12 @@
 //! The verbs on one workflow: `start`, `describe`, the operator inputs
 //! (`cancel`, `pause`, `resume`, `retry`) and `rerun`.
 
-use super::wire::{RerunRequest, StartRequest, StepReply, WorkflowReply};
+use super::wire::{ElementCounts, RerunRequest, StartRequest, StepReply, WorkflowReply};
 use super::{code, AdminError};
 use crate::engine::registry::NotStartable;
 use crate::engine::Engine;
 use crate::protocol::VERSION;
-use crate::workflow::{Input, Outcome, ReopenMode};
+use crate::workflow::{Input, Outcome, ReopenMode, StepStatus};
 
 pub(super) async fn start(r: StartRequest, engine: &Engine) -> Result<WorkflowReply, AdminError> {
     if let Err(e) = engine
@@ -87,6 +87,7 @@ pub(super) async fn describe(id: &str, engine: &Engine) -> Result<WorkflowReply,
                     format!("{}{key}: {}", w.task_type, w.held_by)
                 }),
                 queued_since_ms: waiting.as_ref().map(|w| w.since_ms),
+                elements: wf.maps.get(&(i as u16)).map(element_counts),
             }
         })
         .collect();
@@ -104,6 +105,25 @@ pub(super) async fn describe(id: &str, engine: &Engine) -> Result<WorkflowReply,
         steps: Some(steps),
         ..WorkflowReply::default()
     })
+}
+
+fn element_counts(run: &crate::workflow::map::MapRun) -> ElementCounts {
+    let mut c = ElementCounts {
+        total: run.elements.len() as u32,
+        ..ElementCounts::default()
+    };
+    for e in &run.elements {
+        let slot = match e.status {
+            StepStatus::Pending => &mut c.pending,
+            StepStatus::Dispatched => &mut c.dispatched,
+            StepStatus::Backoff => &mut c.backoff,
+            StepStatus::Succeeded => &mut c.succeeded,
+            StepStatus::Failed => &mut c.failed,
+            StepStatus::Cancelled => &mut c.cancelled,
+        };
+        *slot += 1;
+    }
+    c
 }
 
 /// Sends one operator input and answers with the resulting status line.

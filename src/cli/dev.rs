@@ -34,6 +34,11 @@ pub struct DevArgs {
     /// New workflows to start.
     #[arg(long, default_value_t = 100)]
     pub workflows: u64,
+    /// Segments each workflow input asks the simulated workers to list
+    /// (`"segments": N`), for pipelines that map over them; 0 leaves the
+    /// field out.
+    #[arg(long, default_value_t = 0)]
+    pub segments: u32,
     /// Share of task attempts that fail retryably, in [0, 1].
     #[arg(long, default_value_t = 0.0)]
     pub fail_rate: f64,
@@ -257,7 +262,14 @@ pub async fn run_dev(
         let items: Vec<(String, String)> = (0..n)
             .map(|_| {
                 let id = format!("dev-{}", uuid::Uuid::now_v7());
-                let input = format!(r#"{{"video_id":"{id}","video_url":"s3://media/{id}.mp4"}}"#);
+                let input = if args.segments > 0 {
+                    format!(
+                        r#"{{"video_id":"{id}","video_url":"s3://media/{id}.mp4","segments":{}}}"#,
+                        args.segments
+                    )
+                } else {
+                    format!(r#"{{"video_id":"{id}","video_url":"s3://media/{id}.mp4"}}"#)
+                };
                 (id, input)
             })
             .collect();

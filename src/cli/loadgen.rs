@@ -57,6 +57,10 @@ pub struct LoadgenArgs {
     /// Directory of pipeline files (the same the orchestrator runs: outputs are checked against it).
     #[arg(long, default_value = "config/pipelines")]
     pub pipelines: PathBuf,
+    /// Segments each workflow input asks the simulated workers to list
+    /// (`"segments": N`), for pipelines that map over them; 0 leaves it out.
+    #[arg(long, default_value_t = 0)]
+    pub segments: u32,
     /// After the last start, how long to wait for workflows still running; those
     /// not terminal by then count as lost (errors).
     #[arg(long, value_parser = loadgen::parse_span, default_value = "30s")]
@@ -272,6 +276,7 @@ pub fn run(args: LoadgenArgs) -> ExitCode {
     let opts = Options {
         nats: args.nats.config(),
         pipeline: Arc::new(def),
+        segments: args.segments,
         mode,
         max_in_flight_starts: args.max_in_flight_starts as usize,
         start_timeout: args.start_timeout,

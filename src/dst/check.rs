@@ -119,6 +119,10 @@ pub(super) fn check(ev: &Evidence<'_>, stats: &mut Stats) -> Vec<String> {
         let mut generation = 0u32;
         let mut dispatched: BTreeMap<(u32, u16, u32), String> = BTreeMap::new();
         let mut successes: BTreeMap<(u32, u16), Vec<String>> = BTreeMap::new();
+        // Map elements: (generation, step, index, attempt) → task id, and
+        // (generation, step, index) → the task ids whose success was journaled.
+        let mut element_dispatched: BTreeMap<(u32, u16, u32, u32), String> = BTreeMap::new();
+        let mut element_successes: BTreeMap<(u32, u16, u32), Vec<String>> = BTreeMap::new();
         let mut outputs: BTreeMap<u16, String> = BTreeMap::new();
         let mut terminal: Option<&'static str> = None;
         for (_, rec) in &records {
@@ -151,9 +155,73 @@ pub(super) fn check(ev: &Evidence<'_>, stats: &mut Stats) -> Vec<String> {
                             .push(task_id);
                         outputs.insert(*step, output.to_string());
                     }
+                    EventKind::ElementDispatched {
+                        step,
+                        index,
+                        attempt,
+                        task_id,
+                    } => {
+                        element_dispatched
+                            .insert((generation, *step, *index, *attempt), task_id.to_string());
+                    }
+                    EventKind::ElementSucceeded {
+                        step,
+                        index,
+                        attempt,
+                        ..
+                    } => {
+                        let task_id = element_dispatched
+                            .get(&(generation, *step, *index, *attempt))
+                            .cloned()
+                            .unwrap_or_else(|| {
+                                format!("{}:?{step}[{index}]:{generation}:{attempt}", c.id)
+                            });
+                        element_successes
+                            .entry((generation, *step, *index))
+                            .or_default()
+                            .push(task_id);
+                    }
                     k if k.is_terminal() => terminal = Some(k.name()),
                     _ => {}
                 }
+            }
+        }
+        // A map step's output is assembled from its elements' by `evolve`:
+        // take it from the replayed state.
+        if let Some(state) =
+            crate::workflow::replay(records.iter().flat_map(|(_, r)| r.events.iter()))
+        {
+            for (&step, _) in &state.maps {
+                if let Some(o) = state
+                    .steps
+                    .get(usize::from(step))
+                    .and_then(|s| s.output.as_ref())
+                {
+                    outputs.insert(step, o.to_string());
+                }
+            }
+        }
+        for ((g, step, index), ids) in &element_successes {
+            if ids.len() > 1 {
+                out.push(format!(
+                    "double accept: {} step {step} element {index} generation {g} succeeded {} times ({})",
+                    c.id,
+                    ids.len(),
+                    ids.join(", ")
+                ));
+            }
+            for id in ids {
+                let answered = ev
+                    .log
+                    .executions
+                    .get(id)
+                    .is_some_and(|e| e.success_answers > 0);
+                if !answered {
+                    out.push(format!(
+                        "unrecorded accept: {id} accepted but no worker answered it with success"
+                    ));
+                }
+                journal_success.insert(key_of(id).to_string(), id.clone());
             }
         }
         let Some(terminal) = terminal else {

@@ -56,6 +56,9 @@ pub struct DstConfig {
     /// Workflows of the built-in `flaky` pipeline, whose middle step always
     /// fails and exhausts its retries.
     pub flaky_workflows: usize,
+    /// Workflows of the built-in `segments` pipeline, whose middle step
+    /// maps over a list of `SEGMENTS` segments (one task per segment).
+    pub map_workflows: usize,
     pub workers: usize,
     /// Partitions of the store.
     pub partitions: u16,
@@ -118,6 +121,7 @@ impl Default for DstConfig {
         DstConfig {
             video_workflows: 4,
             flaky_workflows: 2,
+            map_workflows: 2,
             workers: 3,
             partitions: 2,
             snapshot_every_events: 8,

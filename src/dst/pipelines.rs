@@ -39,13 +39,50 @@ task_type = "publish"
 needs = ["doomed"]
 "#;
 
+/// A pipeline with a map step: `enrich` runs one task per segment that
+/// `segment` lists (the simulated workers list as many as the workflow
+/// input's `segments` asks for), a few at a time.
+pub(super) const SEGMENTS_TOML: &str = r#"
+[pipeline]
+name = "segments"
+version = 1
+
+[defaults.retry]
+max_attempts = 6
+initial_backoff = "100ms"
+backoff_coefficient = 2.0
+max_backoff = "2s"
+
+[defaults.timeouts]
+schedule_to_start = "30s"
+start_to_close = "2m"
+heartbeat = "10s"
+
+[[steps]]
+name = "segment"
+
+[[steps]]
+name = "enrich"
+needs = ["segment"]
+map = { over = "segment/segments", max_parallel = 3 }
+
+[[steps]]
+name = "embed"
+needs = ["enrich"]
+"#;
+
+/// Segments each workflow of the `segments` pipeline asks for.
+pub(super) const SEGMENTS: u32 = 7;
+
 /// The task type the simulated workers always fail.
 pub(super) const DOOMED: &str = "doomed";
 
-/// The two pipelines of a run, parsed from their text (no file IO).
+/// The pipelines of a run, parsed from their text (no file IO).
 pub(super) fn pipelines() -> Result<Vec<PipelineDef>, String> {
     let limits = PipelineLimits::default();
     let video = parse_pipeline(VIDEO_TOML, "video.toml", &limits).map_err(|e| e.to_string())?;
     let flaky = parse_pipeline(FLAKY_TOML, "flaky.toml", &limits).map_err(|e| e.to_string())?;
-    Ok(vec![video, flaky])
+    let segments =
+        parse_pipeline(SEGMENTS_TOML, "segments.toml", &limits).map_err(|e| e.to_string())?;
+    Ok(vec![video, flaky, segments])
 }

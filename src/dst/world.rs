@@ -9,7 +9,7 @@ mod workers;
 
 use workers::beat_every;
 
-pub(super) use super::pipelines::{pipelines, DOOMED};
+pub(super) use super::pipelines::{pipelines, DOOMED, SEGMENTS};
 
 use super::check::{self, Ack, Evidence, Log};
 use super::node::{Effect, SimNode};
@@ -330,14 +330,22 @@ impl World {
 
     fn setup(&mut self) {
         let video = self.cfg.video_workflows;
-        for i in 0..video + self.cfg.flaky_workflows {
+        let flaky = video + self.cfg.flaky_workflows;
+        for i in 0..flaky + self.cfg.map_workflows {
             let (pipeline, id) = if i < video {
                 ("video", format!("v-{i}"))
-            } else {
+            } else if i < flaky {
                 ("flaky", format!("f-{i}"))
+            } else {
+                ("segments", format!("m-{i}"))
+            };
+            let input = if pipeline == "segments" {
+                format!(r#"{{"video_id":"{id}","segments":{SEGMENTS}}}"#)
+            } else {
+                format!(r#"{{"video_id":"{id}"}}"#)
             };
             self.client.push(ClientWf {
-                input: format!(r#"{{"video_id":"{id}"}}"#),
+                input,
                 id,
                 pipeline,
                 accepted: false,

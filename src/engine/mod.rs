@@ -27,6 +27,8 @@ pub mod progress;
 pub mod recovery;
 pub mod registry;
 pub mod root;
+#[cfg(test)]
+mod stored_formats_tests;
 pub mod timers;
 pub mod transition;
 pub mod workflow_actor;

@@ -19,6 +19,7 @@ use parking_lot::RwLock;
 
 use crate::pipeline::error::{PipelineError, PipelineErrorKind};
 use crate::pipeline::load::{load_pipeline_files, LoadedPipeline};
+use crate::pipeline::stored::PipelineDefV1;
 use crate::pipeline::{PipelineDef, PipelineLimits};
 use crate::storage::group_commit::GroupCommitter;
 use crate::storage::store::WorkflowStore;
@@ -238,7 +239,7 @@ impl PipelineRegistry {
         }
         let loaded: Option<PipelineDef> = self
             .store
-            .load_pipeline(&r.name, r.version, r.hash)
+            .load_pipeline_compat::<PipelineDef, PipelineDefV1>(&r.name, r.version, r.hash)
             .map_err(|e| format!("pipeline {} v{}: {e}", r.name, r.version))?;
         let def = Arc::new(loaded.ok_or_else(|| {
             format!(
@@ -333,8 +334,10 @@ impl PipelineRegistry {
             if !stored.contains_key(&r.name) {
                 match self
                     .store
-                    .pipeline_definitions(&r.name, STORED_DEFINITIONS_SCAN_MAX)
-                {
+                    .pipeline_definitions::<PipelineDef, PipelineDefV1>(
+                        &r.name,
+                        STORED_DEFINITIONS_SCAN_MAX,
+                    ) {
                     Ok(defs) => {
                         stored.insert(r.name.clone(), defs);
                     }

@@ -450,6 +450,7 @@ mod tests {
             deadline_ms: None,
             reason: None,
             next_seq: 1,
+            maps: Default::default(),
         };
         let mut l = Liveness::default();
         for id in ["a", "b", "c"] {

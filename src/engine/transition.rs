@@ -35,6 +35,21 @@ pub fn timer_tag(timer: &TimerKind) -> u64 {
                 | u64::from(attempt & 0xff_ffff)
         }
         TimerKind::Workflow { generation } => u64::from(generation),
+        // Bit 62 sets element retries apart; within one workflow and due
+        // time the low bits of generation, step, index and attempt tell
+        // them apart (indices stay below 2^20: `map::ELEMENTS_MAX_CAP`).
+        TimerKind::ElementRetry {
+            step,
+            index,
+            generation,
+            attempt,
+        } => {
+            (1 << 62)
+                | (u64::from(generation & 0x3ff) << 52)
+                | (u64::from(step & 0xff) << 44)
+                | (u64::from(index & 0xf_ffff) << 24)
+                | u64::from(attempt & 0xff_ffff)
+        }
     }
 }
 
@@ -354,6 +369,20 @@ pub fn after_commit(
                 }
             }
             EventKind::WorkflowReopened { .. } => Metrics::inc(&m.workflows_reopened),
+            // Map elements count per task type like any task (their latency
+            // is not tracked: the element's dispatch time is not in the state).
+            EventKind::ElementFailed { step, .. } => {
+                Metrics::inc(&m.task_failures);
+                if let Some(t) = task_type(*step) {
+                    m.by_task_type.with(t, |s| Metrics::inc(&s.failures));
+                }
+            }
+            EventKind::ElementTimedOut { step, .. } => {
+                Metrics::inc(&m.task_timeouts);
+                if let Some(t) = task_type(*step) {
+                    m.by_task_type.with(t, |s| Metrics::inc(&s.timeouts));
+                }
+            }
             _ => {}
         }
     }

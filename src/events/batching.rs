@@ -105,6 +105,8 @@ mod tests {
                 worker: None,
                 error: None,
                 output: None,
+                elements: None,
+                failed: None,
             }],
         };
         OutboxItem {

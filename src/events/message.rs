@@ -20,9 +20,15 @@ pub struct LifecycleEvent {
     pub attempt: Option<u32>,
     pub worker: Option<String>,
     pub error: Option<String>,
-    /// The step's output (`task_succeeded` only).
+    /// The step's output (`task_succeeded`), the element's (`element_succeeded`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Box<serde_json::value::RawValue>>,
+    /// The length of a map step's array (`map_expanded` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elements: Option<u32>,
+    /// The indices of the elements that failed (`map_succeeded` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<Vec<u32>>,
 }
 
 /// One message on the event stream: the transitions of one workflow from one commit.

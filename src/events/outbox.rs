@@ -126,7 +126,8 @@ impl Outbox {
                 ..
             } = history_event(seq, ev, generation, &step_name);
             let output = match &ev.kind {
-                EventKind::TaskSucceeded { output, .. } => {
+                EventKind::TaskSucceeded { output, .. }
+                | EventKind::ElementSucceeded { output, .. } => {
                     serde_json::value::RawValue::from_string(output.to_string()).ok()
                 }
                 _ => None,
@@ -142,6 +143,14 @@ impl Outbox {
                 worker,
                 error,
                 output,
+                elements: match &ev.kind {
+                    EventKind::MapExpanded { elements, .. } => Some(*elements),
+                    _ => None,
+                },
+                failed: match &ev.kind {
+                    EventKind::MapSucceeded { failed, .. } => Some(failed.clone()),
+                    _ => None,
+                },
             });
         }
         let msg = EventMessage {
@@ -267,6 +276,53 @@ mod tests {
                 mode: ReopenMode::RetryFailed,
                 reset: vec![],
                 deadline_ms: None,
+            },
+            EventKind::MapExpanded {
+                step: 0,
+                over_step: 0,
+                pointer: String::new(),
+                elements: 1,
+            },
+            EventKind::ElementDispatched {
+                step: 0,
+                index: 0,
+                attempt: 1,
+                task_id: "t".into(),
+            },
+            EventKind::ElementSucceeded {
+                step: 0,
+                index: 0,
+                attempt: 1,
+                output: "{}".into(),
+                worker: None,
+                started_at_ms: None,
+            },
+            EventKind::ElementFailed {
+                step: 0,
+                index: 0,
+                attempt: 1,
+                error: TaskError {
+                    kind: "k".into(),
+                    message: "m".into(),
+                    retryable: true,
+                },
+                worker: None,
+                then: AfterFailure::GiveUp,
+            },
+            EventKind::ElementTimedOut {
+                step: 0,
+                index: 0,
+                attempt: 1,
+                timeout: TimeoutKind::Heartbeat,
+                then: AfterFailure::GiveUp,
+            },
+            EventKind::MapSucceeded {
+                step: 0,
+                failed: vec![],
+            },
+            EventKind::MapFailed {
+                step: 0,
+                reason: "r".into(),
             },
         ];
         // Every kind in the subject, in the order of the list.

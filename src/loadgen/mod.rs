@@ -252,6 +252,7 @@ struct Starter {
     client: async_nats::Client,
     subject: String,
     pipeline: String,
+    segments: u32,
     timeout: Duration,
     tracker: Arc<Mutex<Tracker>>,
     permits: Arc<Semaphore>,
@@ -274,7 +275,11 @@ impl Starter {
         let body = serde_json::to_vec(&StartRequest {
             v: VERSION,
             pipeline: self.pipeline.clone(),
-            input: json!({"video_url": format!("s3://media/{id}.mp4"), "video_id": id}),
+            input: if self.segments > 0 {
+                json!({"video_url": format!("s3://media/{id}.mp4"), "video_id": id, "segments": self.segments})
+            } else {
+                json!({"video_url": format!("s3://media/{id}.mp4"), "video_id": id})
+            },
             id: id.clone(),
             pipeline_version: None,
             priority: None,
@@ -401,6 +406,7 @@ pub async fn run(
         client: client.clone(),
         subject: subjects.admin("start"),
         pipeline: opts.pipeline.name.clone(),
+        segments: opts.segments,
         timeout: opts.start_timeout,
         tracker: tracker.clone(),
         permits: Arc::new(Semaphore::new(permits_max)),

@@ -71,6 +71,9 @@ pub struct InProcessWorkers {
 pub struct Options {
     pub nats: NatsConfig,
     pub pipeline: Arc<PipelineDef>,
+    /// `"segments": N` in every workflow input (for pipelines that map over
+    /// the segments the simulated workers list); 0 leaves it out.
+    pub segments: u32,
     pub mode: Mode,
     pub max_in_flight_starts: usize,
     pub start_timeout: Duration,

@@ -74,6 +74,11 @@ struct StepTrack {
     queue_us: Option<u64>,
     run_us: Option<u64>,
     output: Option<Box<str>>,
+    /// A map step's element outputs by index (sized by `map_expanded`); the
+    /// step's output is assembled from them once it succeeded.
+    elements: Vec<Option<Box<str>>>,
+    /// `map_succeeded` seen, with these indices failed (their place is `null`).
+    map_failed: Option<Vec<u32>>,
 }
 
 #[derive(Debug)]
@@ -159,6 +164,12 @@ struct Event<'a> {
     attempt: Option<u32>,
     #[serde(borrow, default)]
     output: Option<&'a RawValue>,
+    /// On `map_expanded`: the length of the array.
+    #[serde(default)]
+    elements: Option<u32>,
+    /// On `map_succeeded`: the indices of the elements that failed.
+    #[serde(default)]
+    failed: Option<Vec<u32>>,
 }
 
 pub struct Tracker {
@@ -358,6 +369,41 @@ impl Tracker {
             .as_deref()
             .and_then(|s| self.step_index.get(s).copied());
         match ev.event.as_ref() {
+            "element_succeeded" | "element_failed" | "element_timed_out" => {
+                self.tasks += 1;
+                self.last_task_us = self.last_task_us.max(now_us);
+                let element = ev.step.as_deref().and_then(|s| {
+                    let (name, index) = s.strip_suffix(']')?.split_once('[')?;
+                    Some((*self.step_index.get(name)?, index.parse::<usize>().ok()?))
+                });
+                let Some((s, x)) = element else {
+                    self.refused += 1;
+                    return;
+                };
+                if ev.event == "element_succeeded" {
+                    let st = &mut track.steps[s];
+                    if st.elements.len() <= x {
+                        st.elements.resize(x + 1, None);
+                    }
+                    st.elements[x] = ev.output.map(|o| o.get().into());
+                }
+            }
+            "map_expanded" => {
+                if let Some(s) = step {
+                    let st = &mut track.steps[s];
+                    st.dispatched_ms = ev.at;
+                    let n = ev.elements.unwrap_or(0) as usize;
+                    st.elements.resize(n.max(st.elements.len()), None);
+                }
+            }
+            "map_succeeded" => {
+                if let Some(s) = step {
+                    let st = &mut track.steps[s];
+                    st.done_ms = ev.at;
+                    st.map_failed = Some(ev.failed.clone().unwrap_or_default());
+                    assemble(st);
+                }
+            }
             "task_dispatched" => {
                 if let Some(s) = step {
                     let st = &mut track.steps[s];
@@ -456,6 +502,11 @@ impl Tracker {
     /// Checks the outputs of completed workflow `i`; with `last_chance` a
     /// missing output is a mismatch. Returns true once decided.
     fn verify(&mut self, i: usize, last_chance: bool) -> bool {
+        if let Some(track) = self.wfs[i].track.as_mut() {
+            for st in &mut track.steps {
+                assemble(st);
+            }
+        }
         let Some(track) = &self.wfs[i].track else {
             return true;
         };
@@ -508,6 +559,31 @@ impl Tracker {
 /// that finished last, back through the dependency that finished last, summing
 /// queue wait + run where the in-process workers timed them, otherwise the
 /// orchestrator's dispatch → result time. `None` when a step on it has no timing.
+/// A map step's output, once it succeeded and every element output that
+/// did not fail was seen: the element outputs in index order.
+fn assemble(st: &mut StepTrack) {
+    let Some(failed) = &st.map_failed else {
+        return;
+    };
+    if st.output.is_some() {
+        return;
+    }
+    let mut out = String::from("[");
+    for x in 0..st.elements.len() {
+        if x > 0 {
+            out.push(',');
+        }
+        match st.elements.get(x).and_then(Option::as_deref) {
+            Some(o) => out.push_str(o),
+            None if failed.contains(&(x as u32)) => out.push_str("null"),
+            // Not seen yet: a later redelivery may bring it.
+            None => return,
+        }
+    }
+    out.push(']');
+    st.output = Some(out.into());
+}
+
 fn critical_path_us(def: &PipelineDef, steps: &[StepTrack]) -> Option<u64> {
     let mut at = (0..steps.len()).max_by_key(|&i| steps[i].done_ms)?;
     let mut sum = 0u64;

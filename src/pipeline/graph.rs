@@ -94,15 +94,16 @@ impl PipelineDef {
                 .iter()
                 .map(|&i| {
                     let step = &self.steps[i];
+                    let marker = if self.map_of(i).is_some() { "[*]" } else { "" };
                     if step.needs.is_empty() {
-                        step.name.clone()
+                        format!("{}{marker}", step.name)
                     } else {
                         let needs: Vec<&str> = step
                             .needs
                             .iter()
                             .map(|&d| name_of(usize::from(d)))
                             .collect();
-                        format!("{} <- {}", step.name, needs.join(", "))
+                        format!("{}{marker} <- {}", step.name, needs.join(", "))
                     }
                 })
                 .collect();
@@ -140,6 +141,23 @@ impl PipelineDef {
                 format_optional_ms(t.start_to_close_ms),
                 format_optional_ms(t.heartbeat_ms),
             );
+            if let Some(m) = self.map_of(i) {
+                let min = if m.min_success_bp == 10_000 {
+                    "all".to_owned()
+                } else {
+                    format!("{}%", f64::from(m.min_success_bp) / 100.0)
+                };
+                let _ = writeln!(
+                    out,
+                    "    {:width$}  map over {}: one task per element, {} at a time; must succeed: {}; at most {} elements, {} output bytes",
+                    "",
+                    m.over_text(name_of(usize::from(m.over_step))),
+                    m.max_parallel,
+                    min,
+                    m.elements_max,
+                    m.output_bytes_max,
+                );
+            }
         }
         out
     }

@@ -37,6 +37,13 @@
 //! max_attempts = 5
 //! [steps.timeouts]
 //! start_to_close = "2h"
+//!
+//! [[steps]]
+//! name = "enrich"
+//! needs = ["segment"]
+//! # optional: one task per element of the array at a JSON pointer in a
+//! # dependency's output (docs/pipelines.md, "Map")
+//! map = { over = "segment/segments", max_parallel = 64, min_success = "100%", max_elements = 10000, max_output_bytes = 16777216 }
 //! ```
 
 use std::collections::HashMap;

@@ -8,10 +8,16 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use map::MapDef;
+
 pub mod error;
 mod graph;
 pub mod load;
+pub mod map;
+#[cfg(test)]
+mod map_tests;
 mod raw;
+pub mod stored;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -28,6 +34,10 @@ pub struct PipelineDef {
     pub steps: Vec<StepDef>,
     /// Whole-workflow deadline, measured from start (and from each reopen).
     pub workflow_timeout_ms: Option<u64>,
+    /// The `map` of each step, indexed like `steps`; empty when no step maps.
+    /// Last field: definitions stored before it existed decode through
+    /// [`stored::PipelineDefV1`].
+    pub step_maps: Vec<Option<MapDef>>,
 }
 
 /// One node of the DAG.
@@ -107,6 +117,11 @@ pub fn task_types(defs: &[PipelineDef]) -> Vec<String> {
 }
 
 impl PipelineDef {
+    /// The `map` of step `i`, if it fans out.
+    pub fn map_of(&self, i: usize) -> Option<&MapDef> {
+        self.step_maps.get(i).and_then(Option::as_ref)
+    }
+
     /// Index of the step called `name`.
     pub fn step_index(&self, name: &str) -> Option<usize> {
         self.steps.iter().position(|s| s.name == name)
@@ -138,8 +153,15 @@ impl PipelineDef {
 
     /// A stable content hash of the definition (FNV-1a over its postcard
     /// encoding), used to store one copy of each distinct definition.
+    ///
+    /// A definition without maps hashes its pre-map encoding, so pipelines
+    /// registered before maps existed keep their hash (and stored copy).
     pub fn content_hash(&self) -> u64 {
-        let bytes = postcard::to_allocvec(self).unwrap_or_default();
+        let bytes = if self.step_maps.iter().all(Option::is_none) {
+            postcard::to_allocvec(&stored::PipelineDefV1Ref::of(self)).unwrap_or_default()
+        } else {
+            postcard::to_allocvec(self).unwrap_or_default()
+        };
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in bytes {
             h ^= u64::from(b);

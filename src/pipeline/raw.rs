@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 
+use super::map::RawMap;
 use super::{RetryPolicy, StepTimeouts};
 
 // Every field is optional here so that absence can be told apart from a value
@@ -56,10 +57,12 @@ pub(super) struct RawStep {
     pub(super) retry: RawRetry,
     #[serde(default)]
     pub(super) timeouts: RawTimeouts,
+    pub(super) map: Option<RawMap>,
 }
 
 /// Rust names of the raw structs, as serde puts them in type errors.
-pub(super) const RAW_TYPE_NAMES: [&str; 5] = [
+pub(super) const RAW_TYPE_NAMES: [&str; 6] = [
+    "RawMap",
     "RawHeader",
     "RawDefaults",
     "RawRetry",

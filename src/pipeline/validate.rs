@@ -13,11 +13,12 @@ use toml::Spanned;
 
 use super::error::{PipelineError, PipelineErrorKind};
 use super::graph::compute_levels;
+use super::map::check_map;
 use super::raw::{
     builtin_retry, builtin_timeouts, RawDefaults, RawHeader, RawRetry, RawStep, RawTimeouts,
     RAW_TYPE_NAMES,
 };
-use super::{PipelineDef, PipelineLimits, RetryPolicy, StepDef, StepTimeouts};
+use super::{MapDef, PipelineDef, PipelineLimits, RetryPolicy, StepDef, StepTimeouts};
 use crate::durations::{format_ms as format_duration_ms, parse_ms as parse_duration_ms};
 
 pub(super) struct Parser<'a> {
@@ -34,6 +35,7 @@ struct CheckedStep {
     needs: Vec<u16>,
     retry: RetryPolicy,
     timeouts: StepTimeouts,
+    map: Option<MapDef>,
 }
 
 impl<'a> Parser<'a> {
@@ -155,9 +157,15 @@ impl<'a> Parser<'a> {
         let checked = self.check_steps(&raw_steps, &default_retry, &default_timeouts)?;
         self.check_acyclic(&checked)?;
 
+        let step_maps: Vec<Option<MapDef>> = if checked.iter().any(|s| s.map.is_some()) {
+            checked.iter().map(|s| s.map.clone()).collect()
+        } else {
+            Vec::new()
+        };
         Ok(PipelineDef {
             name,
             version,
+            step_maps,
             steps: checked
                 .into_iter()
                 .map(|s| StepDef {
@@ -294,12 +302,20 @@ impl<'a> Parser<'a> {
             let retry = self.merge_retry(default_retry, &step.retry, "retry", Some(name))?;
             let timeouts =
                 self.merge_timeouts(default_timeouts, &step.timeouts, "timeouts", Some(name))?;
+            let map = match &step.map {
+                Some(raw) => Some(
+                    check_map(raw, &needs, |dep| index_of.get(dep).map(|&i| i as u16))
+                        .map_err(|kind| self.error(Some(name), kind))?,
+                ),
+                None => None,
+            };
             checked.push(CheckedStep {
                 name: name.to_owned(),
                 task_type: task_type.to_owned(),
                 needs,
                 retry,
                 timeouts,
+                map,
             });
         }
         Ok(checked)

@@ -48,6 +48,9 @@ pub struct TaskMessage {
     pub attempt: u32,
     pub max_attempts: u32,
     /// `{"workflow": <workflow input>, "deps": {<step>: <output>, ...}}`.
+    /// A task of a map step's element also has `"element": <the array's
+    /// item>` and `"index": <its position, from 0>`; its `deps` leave out
+    /// the step whose array is mapped over.
     #[schemars(with = "serde_json::Value")]
     pub input: Box<RawValue>,
     /// Unix time (ms) after which the orchestrator will have given up on this attempt.

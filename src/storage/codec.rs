@@ -54,6 +54,19 @@ pub fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, Error>
     }
 }
 
+/// [`decode`] for a type that gained trailing fields: a payload that does not
+/// decode as `T` is decoded as `Old` (the type as older builds wrote it) and
+/// converted. The error of the `T` attempt is reported if both fail.
+pub fn decode_compat<T: DeserializeOwned, Old: DeserializeOwned + Into<T>>(
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, Error> {
+    match decode::<T>(key, bytes) {
+        Ok(v) => Ok(v),
+        Err(e) => decode::<Old>(key, bytes).map(Into::into).map_err(|_| e),
+    }
+}
+
 /// Check version and checksum and return the payload without deserializing it.
 ///
 /// Useful to verify records whose type the caller does not know.

@@ -177,16 +177,32 @@ impl WorkflowStore {
         self.load(&keys::pipeline(name, version, hash)?)
     }
 
+    /// [`Self::load_pipeline`] for a definition type whose older encoding
+    /// `Old` is still read (see [`codec::decode_compat`]).
+    pub fn load_pipeline_compat<T: DeserializeOwned, Old: DeserializeOwned + Into<T>>(
+        &self,
+        name: &str,
+        version: u32,
+        hash: u64,
+    ) -> Result<Option<T>, Error> {
+        let key = keys::pipeline(name, version, hash)?;
+        match self.storage.get(&key)? {
+            Some(bytes) => codec::decode_compat::<T, Old>(&key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Every stored definition of pipeline `name`: (version, hash, definition),
-    /// ordered by version then hash; at most `limit`.
-    pub fn pipeline_definitions<T: DeserializeOwned>(
+    /// ordered by version then hash; at most `limit`. Definitions written in
+    /// the older encoding `Old` are converted.
+    pub fn pipeline_definitions<T: DeserializeOwned, Old: DeserializeOwned + Into<T>>(
         &self,
         name: &str,
         limit: usize,
     ) -> Result<Vec<(u32, u64, T)>, Error> {
         self.collect(&keys::pipeline_versions(name)?, limit, |k, v| {
             let key = keys::decode_pipeline(k)?;
-            Ok((key.version, key.hash, codec::decode(k, v)?))
+            Ok((key.version, key.hash, codec::decode_compat::<T, Old>(k, v)?))
         })
     }
 

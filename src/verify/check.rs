@@ -6,6 +6,7 @@
 //! tests use it as their oracle and `orchestrator verify` runs it over every
 //! journal on disk.
 
+use super::check_map::{self, check_map_event, MapCtx, MapModel};
 use crate::pipeline::PipelineDef;
 use crate::workflow::{AfterFailure, Event, EventKind, ReopenMode, Status};
 
@@ -41,6 +42,7 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
     let mut generation = 0u32;
     let n = pipeline.steps.len();
     let mut steps = vec![StepModel::default(); n];
+    let mut maps = vec![MapModel::default(); n];
     let mut must_fail_next = false;
     let mut expected_seq = 1u64;
 
@@ -109,6 +111,12 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
                 let def = &pipeline.steps[i];
                 if st != Status::Running {
                     bad(seq, format!("step {} dispatched while {st}", def.name));
+                }
+                if pipeline.map_of(i).is_some() {
+                    bad(
+                        seq,
+                        format!("map step {} dispatched as a single task", def.name),
+                    );
                 }
                 for &d in &def.needs {
                     if !steps[usize::from(d)].succeeded {
@@ -286,6 +294,7 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
                         ),
                     }
                 }
+                check_map::reopen(&mut maps, &is_reset, mode);
                 for (i, m) in steps.iter_mut().enumerate() {
                     m.outstanding = None;
                     if is_reset[i] {
@@ -305,11 +314,48 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
                 }
                 status = Some(Status::Running);
             }
+            EventKind::MapExpanded { .. }
+            | EventKind::ElementDispatched { .. }
+            | EventKind::ElementSucceeded { .. }
+            | EventKind::ElementFailed { .. }
+            | EventKind::ElementTimedOut { .. }
+            | EventKind::MapSucceeded { .. }
+            | EventKind::MapFailed { .. } => {
+                let succeeded: Vec<bool> = steps.iter().map(|m| m.succeeded).collect();
+                let cx = MapCtx {
+                    id,
+                    pipeline,
+                    generation,
+                    status: st,
+                    succeeded: &succeeded,
+                };
+                let mut map_bad = |m: String| bad(seq, m);
+                let done = check_map_event(
+                    &cx,
+                    &mut maps,
+                    &event.kind,
+                    &mut map_bad,
+                    &mut must_fail_next,
+                );
+                if let Some(i) = done {
+                    if steps[i].succeeded {
+                        bad(
+                            seq,
+                            format!(
+                                "step {} succeeded twice in generation {generation}",
+                                pipeline.steps[i].name
+                            ),
+                        );
+                    }
+                    steps[i].succeeded = true;
+                }
+            }
         }
         if event.kind.is_terminal() {
             for m in &mut steps {
                 m.outstanding = None;
             }
+            check_map::end(&mut maps);
         }
     }
     if must_fail_next {

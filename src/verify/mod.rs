@@ -7,15 +7,18 @@
 //! Snapshots are decoded too, so a corrupt snapshot is reported.
 
 pub mod check;
+mod check_map;
 pub mod system;
 
 use std::collections::HashMap;
 
 pub use check::{check_journal, Checked, Violation};
 
+use crate::pipeline::stored::PipelineDefV1;
 use crate::pipeline::PipelineDef;
 use crate::storage::store::WorkflowStore;
 use crate::storage::StatusEntry;
+use crate::workflow::stored::WorkflowStateV1;
 use crate::workflow::{EventKind, JournalRecord, Status, WorkflowState};
 
 /// What `verify` found.
@@ -135,7 +138,11 @@ pub fn verify_store(store: &WorkflowStore) -> Result<Report, String> {
         let key = (pipeline.name.clone(), pipeline.version, pipeline.hash);
         let def = pipelines.entry(key).or_insert_with(|| {
             store
-                .load_pipeline(&pipeline.name, pipeline.version, pipeline.hash)
+                .load_pipeline_compat::<PipelineDef, PipelineDefV1>(
+                    &pipeline.name,
+                    pipeline.version,
+                    pipeline.hash,
+                )
                 .ok()
                 .flatten()
         });
@@ -169,7 +176,7 @@ pub fn verify_store(store: &WorkflowStore) -> Result<Report, String> {
 
     // Snapshots: decodable (checksummed) and not ahead of their journal.
     store
-        .scan_all_snapshots::<WorkflowState, _>(|key, snap| {
+        .scan_all_snapshots_compat::<WorkflowState, WorkflowStateV1, _>(|key, snap| {
             match (key, snap) {
                 (Ok(key), Ok(s)) => {
                     if s.id != key.id {

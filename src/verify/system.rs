@@ -31,10 +31,12 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::events::EventMessage;
+use crate::pipeline::stored::PipelineDefV1;
 use crate::pipeline::PipelineDef;
 use crate::storage::store::WorkflowStore;
 use crate::worker::ExecutionRecord;
 use crate::workflow::decide::idempotency_key;
+use crate::workflow::map::{element_idempotency_key, element_task_id};
 use crate::workflow::{Event, EventKind, JournalRecord};
 
 use super::{verify_store, STUCK_SLACK_MS};
@@ -204,7 +206,11 @@ pub fn check_system(store: &WorkflowStore, inputs: &SystemInputs) -> Result<Syst
             .entry(key)
             .or_insert_with(|| {
                 store
-                    .load_pipeline(&pipeline.name, pipeline.version, pipeline.hash)
+                    .load_pipeline_compat::<PipelineDef, PipelineDefV1>(
+                        &pipeline.name,
+                        pipeline.version,
+                        pipeline.hash,
+                    )
                     .ok()
                     .flatten()
             })
@@ -223,6 +229,7 @@ pub fn check_system(store: &WorkflowStore, inputs: &SystemInputs) -> Result<Syst
         let mut stuck_gap: Option<(u64, u64)> = None;
         let mut task_ids: HashMap<(u32, u16, u32), &str> = HashMap::new();
         let mut successes: HashMap<String, u32> = HashMap::new();
+        let mut element_task_ids: HashSet<String> = HashSet::new();
         for (seq, e) in events {
             if let (Some(p), Some(b)) = (prev_at, bound) {
                 let gap = e.at_ms.saturating_sub(p);
@@ -268,6 +275,39 @@ pub fn check_system(store: &WorkflowStore, inputs: &SystemInputs) -> Result<Syst
                                     t.unwrap_or(&"?")
                                 ));
                             }
+                        }
+                    }
+                }
+                EventKind::ElementDispatched { task_id, .. } => {
+                    dispatched_at.entry(task_id).or_insert(e.at_ms);
+                    element_task_ids.insert(task_id.to_string());
+                }
+                EventKind::ElementSucceeded {
+                    step,
+                    index,
+                    attempt,
+                    ..
+                } => {
+                    let task_id =
+                        element_task_id(id, &step_name(*step), *index, generation, *attempt);
+                    let key = element_idempotency_key(id, &step_name(*step), *index, generation);
+                    let n = successes.entry(key.clone()).or_default();
+                    *n += 1;
+                    if *n > 1 {
+                        r.double_accepts += 1;
+                        r.detail(format!(
+                            "workflow {id} seq {seq}: second accepted success for {key}"
+                        ));
+                    }
+                    accepted_keys.insert(key.clone());
+                    if let Some(answered) = &answered {
+                        if !element_task_ids.contains(&task_id)
+                            || !answered.contains(task_id.as_str())
+                        {
+                            r.unrecorded_accepts += 1;
+                            r.detail(format!(
+                                "workflow {id} seq {seq}: accepted task {task_id} of {key} was answered by no recorded worker"
+                            ));
                         }
                     }
                 }

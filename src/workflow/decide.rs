@@ -20,6 +20,7 @@ use crate::pipeline::PipelineDef;
 
 mod dispatch;
 mod lifecycle;
+mod map;
 mod results;
 
 /// Why an input changed nothing although it was well-formed.
@@ -224,7 +225,7 @@ pub fn redispatch(
     now_ms: u64,
 ) -> Option<TaskSpec> {
     let s = state.steps.get(step)?;
-    if s.status != StepStatus::Dispatched {
+    if s.status != StepStatus::Dispatched || pipeline.map_of(step).is_some() {
         return None;
     }
     let mut scratch = state.clone();
@@ -242,4 +243,57 @@ pub fn redispatch(
         Some(Command::Dispatch(spec)) => Some(*spec),
         _ => None,
     }
+}
+
+/// Re-creates the dispatch commands of the elements of map step `step` that
+/// are still out, with the same task ids: used after a restart.
+pub fn redispatch_elements(
+    state: &WorkflowState,
+    pipeline: &PipelineDef,
+    step: usize,
+    now_ms: u64,
+) -> Vec<TaskSpec> {
+    let Some(run) = state.maps.get(&(step as u16)) else {
+        return Vec::new();
+    };
+    let out: Vec<u32> = run.indices_with(StepStatus::Dispatched);
+    let mut scratch = state.clone();
+    if let Some(run) = scratch.maps.get_mut(&(step as u16)) {
+        for &x in &out {
+            let e = &mut run.elements[x as usize];
+            e.attempt = e.attempt.saturating_sub(1);
+        }
+    }
+    let mut b = Builder {
+        state: scratch,
+        pipeline,
+        now: now_ms,
+        events: Vec::new(),
+        commands: Vec::new(),
+        accept_stale: false,
+    };
+    for x in out {
+        b.dispatch_element(step, x);
+    }
+    b.commands
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::Dispatch(spec) => Some(*spec),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every task a workflow has out with workers, re-created with the same
+/// task ids (steps and map elements): what a restart sends again.
+pub fn redispatch_all(state: &WorkflowState, pipeline: &PipelineDef, now_ms: u64) -> Vec<TaskSpec> {
+    let mut specs = Vec::new();
+    for (i, _) in state.in_flight() {
+        if pipeline.map_of(i).is_some() {
+            specs.extend(redispatch_elements(state, pipeline, i, now_ms));
+        } else if let Some(spec) = redispatch(state, pipeline, i, now_ms) {
+            specs.push(spec);
+        }
+    }
+    specs
 }

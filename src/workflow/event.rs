@@ -114,6 +114,55 @@ pub enum EventKind {
         reset: Vec<u16>,
         deadline_ms: Option<u64>,
     },
+    /// A map step read its array (`elements` long) at `pointer` in the output
+    /// of `over_step` and starts fanning out. A step whose elements were kept
+    /// by a retry goes on with them.
+    MapExpanded {
+        step: u16,
+        over_step: u16,
+        pointer: String,
+        elements: u32,
+    },
+    ElementDispatched {
+        step: u16,
+        index: u32,
+        attempt: u32,
+        task_id: Arc<str>,
+    },
+    ElementSucceeded {
+        step: u16,
+        index: u32,
+        attempt: u32,
+        output: Arc<str>,
+        worker: Option<Arc<str>>,
+        started_at_ms: Option<u64>,
+    },
+    ElementFailed {
+        step: u16,
+        index: u32,
+        attempt: u32,
+        error: TaskError,
+        worker: Option<Arc<str>>,
+        then: AfterFailure,
+    },
+    ElementTimedOut {
+        step: u16,
+        index: u32,
+        attempt: u32,
+        timeout: TimeoutKind,
+        then: AfterFailure,
+    },
+    /// Every element ended and enough succeeded: the step's output is the
+    /// array of element outputs (`null` at the `failed` indices).
+    MapSucceeded {
+        step: u16,
+        failed: Vec<u32>,
+    },
+    /// The map step failed (`reason` says why); the workflow fails next.
+    MapFailed {
+        step: u16,
+        reason: String,
+    },
 }
 
 impl EventKind {
@@ -131,6 +180,13 @@ impl EventKind {
             EventKind::WorkflowFailed { .. } => "workflow_failed",
             EventKind::WorkflowCancelled { .. } => "workflow_cancelled",
             EventKind::WorkflowReopened { .. } => "workflow_reopened",
+            EventKind::MapExpanded { .. } => "map_expanded",
+            EventKind::ElementDispatched { .. } => "element_dispatched",
+            EventKind::ElementSucceeded { .. } => "element_succeeded",
+            EventKind::ElementFailed { .. } => "element_failed",
+            EventKind::ElementTimedOut { .. } => "element_timed_out",
+            EventKind::MapSucceeded { .. } => "map_succeeded",
+            EventKind::MapFailed { .. } => "map_failed",
         }
     }
 
@@ -140,7 +196,14 @@ impl EventKind {
             EventKind::TaskDispatched { step, .. }
             | EventKind::TaskSucceeded { step, .. }
             | EventKind::TaskFailed { step, .. }
-            | EventKind::TaskTimedOut { step, .. } => Some(*step),
+            | EventKind::TaskTimedOut { step, .. }
+            | EventKind::MapExpanded { step, .. }
+            | EventKind::ElementDispatched { step, .. }
+            | EventKind::ElementSucceeded { step, .. }
+            | EventKind::ElementFailed { step, .. }
+            | EventKind::ElementTimedOut { step, .. }
+            | EventKind::MapSucceeded { step, .. }
+            | EventKind::MapFailed { step, .. } => Some(*step),
             EventKind::WorkflowFailed { step, .. } => *step,
             _ => None,
         }

@@ -1,7 +1,8 @@
 //! `evolve`: the only function that changes a [`WorkflowState`]. Used live
 //! after an append is durable and on replay, so both give the same state.
 
-use super::event::{AfterFailure, Event, EventKind};
+use super::event::{AfterFailure, Event, EventKind, ReopenMode, TaskError, TimeoutKind};
+use super::map::{array_at, ElementState, MapRun};
 use super::state::{Status, StepState, StepStatus, WorkflowState};
 
 /// Builds the state from a `WorkflowStarted` event; `None` for any other event.
@@ -30,6 +31,7 @@ pub fn start(event: &Event) -> Option<WorkflowState> {
         reason: None,
         // The started event itself is seq 1.
         next_seq: 2,
+        maps: Default::default(),
     })
 }
 
@@ -97,11 +99,7 @@ pub fn evolve(state: &mut WorkflowState, event: &Event) {
             ..
         } => {
             if let Some(s) = state.steps.get_mut(usize::from(*step)) {
-                s.last_error = Some(super::event::TaskError {
-                    kind: super::state::TIMEOUT_ERROR_KIND.to_string(),
-                    message: format!("{} timeout", timeout.as_str()),
-                    retryable: true,
-                });
+                s.last_error = Some(timeout_error(*timeout));
                 s.finished_at_ms = Some(at);
                 after_failure(s, *then);
             }
@@ -119,8 +117,9 @@ pub fn evolve(state: &mut WorkflowState, event: &Event) {
             generation,
             reset,
             deadline_ms,
-            ..
+            mode,
         } => {
+            reopen_maps(state, reset, mode);
             state.status = Status::Running;
             state.generation = *generation;
             state.deadline_ms = *deadline_ms;
@@ -136,6 +135,166 @@ pub fn evolve(state: &mut WorkflowState, event: &Event) {
                     s.retry_due_ms = None;
                 }
             }
+        }
+        EventKind::MapExpanded {
+            step,
+            over_step,
+            pointer,
+            ..
+        } => expand(state, *step, *over_step, pointer, at),
+        EventKind::ElementDispatched {
+            step,
+            index,
+            attempt,
+            ..
+        } => {
+            if let Some(e) = element(state, *step, *index) {
+                e.status = StepStatus::Dispatched;
+                e.attempt = *attempt;
+                e.retry_due_ms = None;
+                e.timed_out = false;
+            }
+        }
+        EventKind::ElementSucceeded {
+            step,
+            index,
+            output,
+            ..
+        } => {
+            if let Some(e) = element(state, *step, *index) {
+                e.status = StepStatus::Succeeded;
+                e.output = Some(output.clone());
+            }
+        }
+        EventKind::ElementFailed {
+            step,
+            index,
+            error,
+            then,
+            ..
+        } => {
+            if let Some(e) = element(state, *step, *index) {
+                e.last_error = Some(error.clone());
+                element_after_failure(e, *then);
+            }
+        }
+        EventKind::ElementTimedOut {
+            step,
+            index,
+            timeout,
+            then,
+            ..
+        } => {
+            if let Some(e) = element(state, *step, *index) {
+                e.last_error = Some(timeout_error(*timeout));
+                e.timed_out = true;
+                element_after_failure(e, *then);
+            }
+        }
+        EventKind::MapSucceeded { step, .. } => {
+            let generation = state.generation;
+            let output = state.maps.get(step).map(|run| run.assembled_output());
+            if let Some(s) = state.steps.get_mut(usize::from(*step)) {
+                s.status = StepStatus::Succeeded;
+                s.succeeded_generation = Some(generation);
+                s.output = output.map(|o| o.as_str().into());
+                s.finished_at_ms = Some(at);
+            }
+        }
+        EventKind::MapFailed { step, reason } => {
+            if let Some(s) = state.steps.get_mut(usize::from(*step)) {
+                s.status = StepStatus::Failed;
+                s.last_error = Some(TaskError {
+                    kind: "map".to_string(),
+                    message: reason.clone(),
+                    retryable: false,
+                });
+                s.finished_at_ms = Some(at);
+            }
+        }
+    }
+}
+
+fn timeout_error(timeout: TimeoutKind) -> TaskError {
+    TaskError {
+        kind: super::state::TIMEOUT_ERROR_KIND.to_string(),
+        message: format!("{} timeout", timeout.as_str()),
+        retryable: true,
+    }
+}
+
+fn element(state: &mut WorkflowState, step: u16, index: u32) -> Option<&mut ElementState> {
+    state
+        .maps
+        .get_mut(&step)?
+        .elements
+        .get_mut(usize::try_from(index).ok()?)
+}
+
+/// A map step starts its fan-out: with the elements a retry kept, or with
+/// fresh ones read from the dependency's output. The array was read (and
+/// checked) by `decide` before it emitted the event; reading it again here
+/// keeps the elements out of the journal.
+fn expand(state: &mut WorkflowState, step: u16, over_step: u16, pointer: &str, at: u64) {
+    if !state.maps.contains_key(&step) {
+        let inputs = state
+            .steps
+            .get(usize::from(over_step))
+            .and_then(|s| s.output.as_deref())
+            .and_then(|o| array_at(o, pointer).ok())
+            .unwrap_or_default();
+        let elements = vec![ElementState::new(); inputs.len()];
+        state.maps.insert(
+            step,
+            MapRun {
+                over_step,
+                inputs: inputs.into(),
+                elements,
+            },
+        );
+    }
+    if let Some(s) = state.steps.get_mut(usize::from(step)) {
+        s.status = StepStatus::Dispatched;
+        s.attempt = 1;
+        s.dispatched_at_ms = Some(at);
+        s.started_at_ms = None;
+        s.finished_at_ms = None;
+        s.retry_due_ms = None;
+    }
+}
+
+/// A retry of the failed steps keeps the elements of a map step that
+/// succeeded (its array is the same: the step it reads from is not run
+/// again) and runs the others again; any other reset drops the fan-out.
+fn reopen_maps(state: &mut WorkflowState, reset: &[u16], mode: &ReopenMode) {
+    for &i in reset {
+        let Some(run) = state.maps.get_mut(&i) else {
+            continue;
+        };
+        let keep = matches!(mode, ReopenMode::RetryFailed) && !reset.contains(&run.over_step);
+        if !keep {
+            state.maps.remove(&i);
+            continue;
+        }
+        for e in &mut run.elements {
+            if e.status != StepStatus::Succeeded {
+                *e = ElementState::new();
+            } else {
+                e.attempt = 0;
+            }
+        }
+    }
+}
+
+fn element_after_failure(e: &mut ElementState, then: AfterFailure) {
+    match then {
+        AfterFailure::RetryAt(due) => {
+            e.status = StepStatus::Backoff;
+            e.retry_due_ms = Some(due);
+        }
+        AfterFailure::GiveUp => {
+            e.status = StepStatus::Failed;
+            e.retry_due_ms = None;
         }
     }
 }
@@ -161,6 +320,14 @@ fn finish(state: &mut WorkflowState, status: Status, reason: Option<String>, at:
         if matches!(s.status, StepStatus::Dispatched | StepStatus::Backoff) {
             s.status = StepStatus::Cancelled;
             s.retry_due_ms = None;
+        }
+    }
+    for run in state.maps.values_mut() {
+        for e in &mut run.elements {
+            if matches!(e.status, StepStatus::Dispatched | StepStatus::Backoff) {
+                e.status = StepStatus::Cancelled;
+                e.retry_due_ms = None;
+            }
         }
     }
 }

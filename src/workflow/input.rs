@@ -37,6 +37,13 @@ pub enum TimerKind {
     },
     /// The whole-workflow deadline.
     Workflow { generation: u32 },
+    /// The backoff of element `index` of map step `step` before `attempt` is over.
+    ElementRetry {
+        step: u16,
+        index: u32,
+        generation: u32,
+        attempt: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -21,11 +21,14 @@ pub mod decide;
 pub mod event;
 pub mod evolve;
 pub mod input;
+pub mod map;
 pub mod state;
+pub mod stored;
 
 pub use command::{Command, TaskSpec};
 pub use decide::{
-    decide, decide_planted, decide_start, redispatch, Decision, IgnoreReason, Outcome,
+    decide, decide_planted, decide_start, redispatch, redispatch_all, redispatch_elements,
+    Decision, IgnoreReason, Outcome,
 };
 pub use event::{
     AfterFailure, Event, EventKind, JournalRecord, JournalRecordRef, ReopenMode, TaskError,
@@ -35,5 +38,7 @@ pub use evolve::{evolve, replay};
 pub use input::{Input, TaskOutcome, TaskResult, TimerKind};
 pub use state::{PipelineRef, Status, StepState, StepStatus, WorkflowState};
 
+#[cfg(test)]
+mod map_tests;
 #[cfg(test)]
 mod tests;

@@ -1,10 +1,12 @@
 //! The state of one workflow, rebuilt from its journal by [`super::evolve`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::event::TaskError;
+use super::map::MapRun;
 
 /// Lifecycle status of a workflow. `Completed`, `Failed` and `Cancelled` are
 /// terminal: only a reopen leaves them.
@@ -187,6 +189,10 @@ pub struct WorkflowState {
     pub reason: Option<String>,
     /// Sequence number the next journaled event gets (= events so far).
     pub next_seq: u64,
+    /// The fan-out of each map step that expanded, by step index. Last
+    /// field: snapshots written before it existed decode through
+    /// [`super::stored::WorkflowStateV1`].
+    pub maps: BTreeMap<u16, MapRun>,
 }
 
 impl WorkflowState {

@@ -7,7 +7,7 @@ use super::*;
 use crate::pipeline::{PipelineDef, RetryPolicy, StepDef, StepTimeouts};
 use crate::verify::check_journal;
 
-fn step(name: &str, needs: &[u16], max_attempts: u32) -> StepDef {
+pub(super) fn step(name: &str, needs: &[u16], max_attempts: u32) -> StepDef {
     StepDef {
         name: name.to_string(),
         task_type: name.to_string(),
@@ -39,10 +39,11 @@ fn diamond() -> PipelineDef {
             step("d", &[1, 2], 3),
         ],
         workflow_timeout_ms: Some(60_000),
+        step_maps: Vec::new(),
     }
 }
 
-fn pref(p: &PipelineDef) -> PipelineRef {
+pub(super) fn pref(p: &PipelineDef) -> PipelineRef {
     PipelineRef {
         name: p.name.clone(),
         version: p.version,
@@ -51,20 +52,22 @@ fn pref(p: &PipelineDef) -> PipelineRef {
 }
 
 /// A tiny driver: live state + journal, checked after every decision.
-struct World {
-    pipeline: PipelineDef,
-    state: WorkflowState,
-    journal: Vec<(u64, Event)>,
-    now: u64,
+pub(super) struct World {
+    pub(super) pipeline: PipelineDef,
+    pub(super) state: WorkflowState,
+    pub(super) journal: Vec<(u64, Event)>,
+    pub(super) now: u64,
     /// Every task ever dispatched, current or superseded.
-    tasks: Vec<TaskSpec>,
+    pub(super) tasks: Vec<TaskSpec>,
     /// Every timer ever armed (stale ones included, to fire them late).
-    timers: Vec<(u64, TimerKind)>,
-    delivered: Vec<Input>,
+    pub(super) timers: Vec<(u64, TimerKind)>,
+    pub(super) delivered: Vec<Input>,
+    /// What `drain` answers every task with.
+    pub(super) drain_output: String,
 }
 
 impl World {
-    fn start(pipeline: PipelineDef, input: &str) -> World {
+    pub(super) fn start(pipeline: PipelineDef, input: &str) -> World {
         let d = decide_start("wf-1", pref(&pipeline), &pipeline, input, 1_000);
         assert_eq!(d.outcome, Outcome::Applied);
         let state = super::evolve::start(&d.events[0]).expect("started");
@@ -76,12 +79,13 @@ impl World {
             tasks: Vec::new(),
             timers: Vec::new(),
             delivered: Vec::new(),
+            drain_output: "{}".to_string(),
         };
         w.record(d, true);
         w
     }
 
-    fn record(&mut self, d: Decision, first: bool) {
+    pub(super) fn record(&mut self, d: Decision, first: bool) {
         for (k, e) in d.events.iter().enumerate() {
             if !(first && k == 0) {
                 evolve(&mut self.state, e);
@@ -107,7 +111,7 @@ impl World {
         assert_eq!(checked.status, Some(self.state.status));
     }
 
-    fn apply(&mut self, input: Input) -> Outcome {
+    pub(super) fn apply(&mut self, input: Input) -> Outcome {
         let before = self.state.clone();
         let d = decide(&self.state, &self.pipeline, &input, self.now);
         let outcome = d.outcome.clone();
@@ -124,7 +128,7 @@ impl World {
         outcome
     }
 
-    fn current(&self, step: &str) -> Option<TaskSpec> {
+    pub(super) fn current(&self, step: &str) -> Option<TaskSpec> {
         let i = self.pipeline.step_index(step)?;
         let s = &self.state.steps[i];
         if s.status != StepStatus::Dispatched {
@@ -137,7 +141,7 @@ impl World {
             .cloned()
     }
 
-    fn succeed(&mut self, t: &TaskSpec, output: &str) -> Outcome {
+    pub(super) fn succeed(&mut self, t: &TaskSpec, output: &str) -> Outcome {
         self.apply(Input::TaskResult(TaskResult {
             task_id: t.task_id.clone(),
             step: t.step.clone(),
@@ -148,7 +152,7 @@ impl World {
         }))
     }
 
-    fn fail(&mut self, t: &TaskSpec, kind: &str, retryable: bool) -> Outcome {
+    pub(super) fn fail(&mut self, t: &TaskSpec, kind: &str, retryable: bool) -> Outcome {
         self.apply(Input::TaskResult(TaskResult {
             task_id: t.task_id.clone(),
             step: t.step.clone(),
@@ -165,7 +169,7 @@ impl World {
 
     /// Drives the workflow to a terminal status the way a healthy world
     /// would: resume if paused, answer every current task, fire due timers.
-    fn drain(&mut self) {
+    pub(super) fn drain(&mut self) {
         for _ in 0..1_000 {
             if self.state.status.is_terminal() {
                 return;
@@ -174,15 +178,9 @@ impl World {
                 self.apply(Input::Resume);
                 continue;
             }
-            let out: Vec<TaskSpec> = self
-                .pipeline
-                .steps
-                .clone()
-                .iter()
-                .filter_map(|s| self.current(&s.name))
-                .collect();
-            if let Some(t) = out.first() {
-                self.succeed(t, "{}");
+            if let Some(t) = self.out_tasks().first() {
+                let output = self.drain_output.clone();
+                self.succeed(t, &output);
                 continue;
             }
             // Nothing out: the next timer must move it.
@@ -203,8 +201,50 @@ impl World {
         panic!("did not terminate");
     }
 
-    fn timer_live(&self, t: &TimerKind) -> bool {
+    /// Every task out with workers now: steps' attempts and map elements'.
+    pub(super) fn out_tasks(&self) -> Vec<TaskSpec> {
+        let mut out: Vec<TaskSpec> = self
+            .pipeline
+            .steps
+            .iter()
+            .filter_map(|s| self.current(&s.name))
+            .collect();
+        for (&step, run) in &self.state.maps {
+            let name = &self.pipeline.steps[usize::from(step)].name;
+            for x in run.indices_with(StepStatus::Dispatched) {
+                let e = &run.elements[x as usize];
+                let id = crate::workflow::map::element_task_id(
+                    &self.state.id,
+                    name,
+                    x,
+                    self.state.generation,
+                    e.attempt,
+                );
+                if let Some(t) = self.tasks.iter().rev().find(|t| t.task_id == id) {
+                    out.push(t.clone());
+                }
+            }
+        }
+        out
+    }
+
+    pub(super) fn timer_live(&self, t: &TimerKind) -> bool {
         match *t {
+            TimerKind::ElementRetry {
+                step,
+                index,
+                generation,
+                attempt,
+            } => self
+                .state
+                .maps
+                .get(&step)
+                .and_then(|run| run.elements.get(index as usize))
+                .is_some_and(|e| {
+                    generation == self.state.generation
+                        && e.status == StepStatus::Backoff
+                        && e.attempt + 1 == attempt
+                }),
             TimerKind::Retry {
                 step,
                 generation,
@@ -565,6 +605,7 @@ fn dag() -> impl Strategy<Value = PipelineDef> {
                 version: 1,
                 steps,
                 workflow_timeout_ms: timeout.then_some(30_000),
+                step_maps: Vec::new(),
             }
         })
 }

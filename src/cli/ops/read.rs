@@ -85,6 +85,12 @@ pub fn describe(args: DescribeArgs) -> ExitCode {
             if let Some(q) = &s.queued {
                 line.push_str(&format!(" queued={q:?} since={}", opt(s.queued_since_ms)));
             }
+            if let Some(c) = &s.elements {
+                line.push_str(&format!(
+                    " elements={} pending={} out={} backoff={} succeeded={} failed={}",
+                    c.total, c.pending, c.dispatched, c.backoff, c.succeeded, c.failed
+                ));
+            }
             if let Some(p) = &s.progress {
                 line.push_str(&format!(" progress={p}"));
             }

@@ -139,6 +139,21 @@ impl WorkflowStore {
         self.load(&keys::snapshot(partition, id)?)
     }
 
+    /// [`Self::load_snapshot`] for a state type whose older encoding `Old`
+    /// is still read (see [`codec::decode_compat`]).
+    pub fn load_snapshot_compat<T: DeserializeOwned, Old: DeserializeOwned + Into<T>>(
+        &self,
+        partition: u16,
+        id: &str,
+    ) -> Result<Option<T>, Error> {
+        self.check_partition(partition)?;
+        let key = keys::snapshot(partition, id)?;
+        match self.storage.get(&key)? {
+            Some(bytes) => codec::decode_compat::<T, Old>(&key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Whether workflow `id` has a journal record starting at `seq`: a point
     /// read (bloom filters answer most misses), no iterator.
     pub fn journal_record_exists(&self, partition: u16, id: &str, seq: u64) -> Result<bool, Error> {
@@ -204,6 +219,23 @@ impl WorkflowStore {
         let range = keys::all_snapshots();
         self.storage.scan(&range.from, &range.to, &mut |k, v| {
             visit(keys::decode_snapshot(k), codec::decode(k, v))
+        })
+    }
+
+    /// [`Self::scan_all_snapshots`] for a state type whose older encoding
+    /// `Old` is still read (see [`codec::decode_compat`]).
+    pub fn scan_all_snapshots_compat<T, Old, F>(&self, mut visit: F) -> Result<(), Error>
+    where
+        T: DeserializeOwned,
+        Old: DeserializeOwned + Into<T>,
+        F: FnMut(Result<SnapshotKey, Error>, Result<T, Error>) -> bool,
+    {
+        let range = keys::all_snapshots();
+        self.storage.scan(&range.from, &range.to, &mut |k, v| {
+            visit(
+                keys::decode_snapshot(k),
+                codec::decode_compat::<T, Old>(k, v),
+            )
         })
     }
 }

@@ -144,6 +144,7 @@ impl Builder<'_> {
                 _ => {}
             }
         }
+        effects.extend(self.element_end_effects(&cancel_reason));
         let completed = matches!(kind, EventKind::WorkflowCompleted);
         let timed_out = matches!(&kind, EventKind::WorkflowFailed { step: None, reason } if reason == "workflow timeout");
         if let Some(due_ms) = self.state.deadline_ms {

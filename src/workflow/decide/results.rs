@@ -20,6 +20,9 @@ impl Builder<'_> {
         if let Some(o) = self.terminal() {
             return o;
         }
+        if self.pipeline.map_of(i).is_some() {
+            return self.on_element_result(r);
+        }
         let s = &self.state.steps[i];
         if s.task_id.as_deref() != Some(r.task_id.as_str()) {
             let o = self.classify_foreign(i, &r.task_id);
@@ -141,7 +144,7 @@ impl Builder<'_> {
             .iter()
             .position(|s| s.task_id.as_deref() == Some(task_id));
         let Some(i) = found else {
-            return Outcome::Ignored(IgnoreReason::UnknownTask);
+            return self.on_element_timeout(task_id, timeout);
         };
         if self.state.steps[i].status != StepStatus::Dispatched {
             return Outcome::Ignored(IgnoreReason::StaleAttempt);
@@ -228,6 +231,12 @@ impl Builder<'_> {
                 // and `Resume` dispatches it.
                 Outcome::Applied
             }
+            TimerKind::ElementRetry {
+                step,
+                index,
+                generation,
+                attempt,
+            } => self.on_element_timer(step, index, generation, attempt),
             TimerKind::Workflow { generation } => {
                 if generation != self.state.generation {
                     return Outcome::Ignored(IgnoreReason::StaleTimer);
