@@ -191,7 +191,7 @@ pub(super) fn check(ev: &Evidence<'_>, stats: &mut Stats) -> Vec<String> {
         if let Some(state) =
             crate::workflow::replay(records.iter().flat_map(|(_, r)| r.events.iter()))
         {
-            for (&step, _) in &state.maps {
+            for &step in state.maps.keys() {
                 if let Some(o) = state
                     .steps
                     .get(usize::from(step))
