@@ -114,7 +114,6 @@ async fn a_map_journals_about_one_record_per_element() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: the map did not reach 200 finished elements within 30 s in this harness; not yet diagnosed"]
 async fn a_crash_in_the_middle_of_a_large_map_loses_nothing_and_accepts_no_element_twice() {
     let storage = Arc::new(MemoryStorage::new());
     let h = Harness::start(storage.clone(), sim(2, 0.05)).await;
@@ -135,7 +134,19 @@ async fn a_crash_in_the_middle_of_a_large_map_loses_nothing_and_accepts_no_eleme
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "map did not progress"
+            "map did not progress: status {:?} steps {:?} maps {:?}",
+            wf.status,
+            wf.steps
+                .iter()
+                .map(|s| (s.status, s.attempt))
+                .collect::<Vec<_>>(),
+            wf.maps
+                .values()
+                .map(|r| (
+                    r.elements.len(),
+                    r.elements.iter().filter(|e| e.output.is_some()).count()
+                ))
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

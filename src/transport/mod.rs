@@ -59,13 +59,21 @@ pub fn workflow_of_task(task_id: &str) -> Option<&str> {
     it.next()
 }
 
-/// The step name inside one of our task ids.
+/// The step name inside one of our task ids. A map element's task id
+/// names its step with the element's index (`<step>[<i>]`); the step is
+/// the name without it.
 pub fn step_of_task(task_id: &str) -> Option<&str> {
     let mut it = task_id.rsplitn(4, ':');
     it.next()?;
     it.next()?;
     let step = it.next()?;
     it.next()?;
+    let step = match step.strip_suffix(']').and_then(|s| s.rsplit_once('[')) {
+        Some((name, index)) if !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => step,
+    };
     Some(step)
 }
 
@@ -78,5 +86,8 @@ mod tests {
         assert_eq!(workflow_of_task("a:b:c:ingest:0:3"), Some("a:b:c"));
         assert_eq!(step_of_task("a:b:c:ingest:0:3"), Some("ingest"));
         assert_eq!(workflow_of_task("x:1"), None);
+        assert_eq!(workflow_of_task("v:1:enrich[12]:0:2"), Some("v:1"));
+        assert_eq!(step_of_task("v:1:enrich[12]:0:2"), Some("enrich"));
+        assert_eq!(step_of_task("v:enrich[]:0:2"), Some("enrich[]"));
     }
 }
