@@ -9,6 +9,8 @@
 
 pub mod gate;
 pub mod limits;
+mod queues;
+pub mod view;
 
 pub use gate::{
     Admitted, Gate, GateView, Holder, KeyView, PoolView, Ticket, TypeView, WaitingView,
