@@ -216,14 +216,48 @@ fn a_consumer_of_one_event_kind_sees_every_event_of_that_kind() {
          [[steps]]\nname = \"late\"\n",
     )
     .unwrap();
+    // `segs` maps over the segments `segment` lists; with the worker's
+    // failure rate some element attempts fail and are retried. Nobody
+    // serves `unserved`, so `lost`'s single element times out and its map
+    // fails.
+    std::fs::write(
+        dir.path().join("segs.toml"),
+        "[pipeline]\nname = \"segs\"\nversion = 1\n[defaults.retry]\nmax_attempts = 10\n\
+         initial_backoff = \"10ms\"\n[[steps]]\nname = \"segment\"\n[[steps]]\n\
+         name = \"each\"\ntask_type = \"enrich_segment\"\nneeds = [\"segment\"]\n\
+         map = { over = \"segment/segments\", max_parallel = 4 }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("lost.toml"),
+        "[pipeline]\nname = \"lost\"\nversion = 1\n[defaults.retry]\nmax_attempts = 10\n\
+         initial_backoff = \"10ms\"\n[[steps]]\nname = \"segment\"\n[[steps]]\n\
+         name = \"each\"\ntask_type = \"unserved\"\nneeds = [\"segment\"]\n\
+         map = { over = \"segment/segments\" }\n[steps.retry]\nmax_attempts = 1\n\
+         [steps.timeouts]\nschedule_to_start = \"300ms\"\n",
+    )
+    .unwrap();
     let mut b = Bench::new(Some(dir.path().to_path_buf()));
     b.start_orchestrator();
     b.start_worker(&[
         "--task-types",
-        "ingest,extract_audio,transcribe,segment,enrich_topics,enrich_entities,enrich_sentiment,embed,index",
+        "ingest,extract_audio,transcribe,segment,enrich_topics,enrich_entities,enrich_sentiment,embed,index,enrich_segment",
         "--fail-rate",
         "0.3",
     ]);
+    for i in 0..2 {
+        let out = b.start_with("segs", &format!("s-{i}"), r#"{"segments": 20}"#, true);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(b
+        .start_with("lost", "m-1", r#"{"segments": 1}"#, false)
+        .status
+        .success());
+    wait_status(&b, "m-1", "failed");
     for i in 0..4 {
         let out = b.start("video", &format!("v-{i}"), true);
         assert!(

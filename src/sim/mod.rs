@@ -586,5 +586,4 @@ fn result(
 }
 
 #[cfg(test)]
-#[path = "sim_tests.rs"]
 mod tests;
