@@ -105,6 +105,20 @@ impl Service {
         std::fs::read_to_string(self.logs.path().join("run.err")).unwrap_or_default()
     }
 
+    /// The last lines `run` and the worker wrote, for a failure message.
+    fn log_tails(&self) -> String {
+        let tail = |name: &str| {
+            let text = std::fs::read_to_string(self.logs.path().join(name)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        };
+        format!(
+            "--- run.err\n{}\n--- worker.err\n{}",
+            tail("run.err"),
+            tail("worker.err")
+        )
+    }
+
     async fn wait_ready(&self, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
         loop {
@@ -284,11 +298,17 @@ async fn a_flood_of_starts_is_answered_in_full_and_every_accepted_start_complete
         if done == accepted.len() {
             break;
         }
-        assert!(
-            done < accepted.len() && tokio::time::Instant::now() < deadline,
-            "{done} of {} accepted starts completed",
-            accepted.len()
-        );
+        if done > accepted.len() || tokio::time::Instant::now() >= deadline {
+            let first = s
+                .admin("describe", serde_json::json!({"v": 1, "id": accepted[0]}))
+                .await;
+            panic!(
+                "{done} of {} accepted starts completed; {}: {first}\n{}",
+                accepted.len(),
+                accepted[0],
+                s.log_tails()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for id in accepted.iter().take(20) {

@@ -285,6 +285,12 @@ async fn answered_without_an_actor(h: &Harness) {
 async fn restarts_that_never_start_spend_the_budget_and_park_the_workflow() {
     // Its actor cannot start, but its state still loads: it is parked.
     let h = never_starting(|f| f.panic_on_start_always("nostart")).await;
+    // Parking follows the last failed restart; it is not the same step.
+    let give_up = std::time::Instant::now() + Duration::from_secs(10);
+    while Metrics::get(&h.metrics.workflows_parked) == 0 {
+        assert!(std::time::Instant::now() < give_up, "never parked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(Metrics::get(&h.metrics.workflows_parked), 1);
     let wf = tokio::time::timeout(Duration::from_secs(5), h.engine.describe("nostart"))
         .await
