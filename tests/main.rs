@@ -32,5 +32,6 @@ mod retention;
 mod sdk;
 mod security;
 mod storm;
+mod throttle;
 mod transport;
 mod verify;

@@ -498,11 +498,11 @@ fn backfill_twice_starts_each_workflow_once_and_reports_bad_lines() {
     ];
     assert_eq!(
         ok(&b, &args).trim(),
-        "backfill pipeline=video lines=5 started=5 existing=0 failed=0"
+        "backfill pipeline=video lines=5 started=5 existing=0 failed=0 held=0 held_ms=0"
     );
     assert_eq!(
         ok(&b, &args).trim(),
-        "backfill pipeline=video lines=5 started=0 existing=5 failed=0"
+        "backfill pipeline=video lines=5 started=0 existing=5 failed=0 held=0 held_ms=0"
     );
 
     let hashed = files.path().join("hashed.jsonl");

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::AdminError;
-use crate::capacity::{PoolView, TypeView};
+use crate::admin::code;
+use crate::capacity::{BackfillReport, BackfillView, PoolView, TaskOutcomes, TypeView};
 use crate::engine::metrics::Metrics;
 use crate::engine::Engine;
 use crate::protocol::VERSION;
@@ -12,6 +13,14 @@ use crate::protocol::VERSION;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CapacityRequest {
     pub v: u32,
+    /// Only the outcomes of this pipeline's task types (its current
+    /// version's steps); `None`: of every task type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+    /// The state of the backfill asking (`backfill --max-error-rate`),
+    /// kept for `orchestrator capacity` and the metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<BackfillReport>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -33,15 +42,59 @@ pub struct CapacityReply {
     /// Pools, by name.
     #[serde(default)]
     pub pools: Vec<PoolView>,
+    /// Attempts ended per task type since the engine started, by name
+    /// (what a backfill's `--max-error-rate` is measured on).
+    #[serde(default)]
+    pub outcomes: Vec<TaskOutcomes>,
+    /// Backfills that reported within the last 10 s, by name.
+    #[serde(default)]
+    pub backfills: Vec<BackfillView>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
 }
 
-pub(super) fn capacity(engine: &Engine) -> Result<CapacityReply, AdminError> {
+pub(super) fn capacity(
+    req: &CapacityRequest,
+    engine: &Engine,
+) -> Result<CapacityReply, AdminError> {
     let ctx = engine.ctx();
     let m = &ctx.metrics;
+    let types: Option<Vec<String>> = match &req.pipeline {
+        None => None,
+        Some(name) => match ctx.pipelines.current(name) {
+            Some((_, def)) => Some(def.steps.iter().map(|s| s.task_type.clone()).collect()),
+            None => {
+                return Err(AdminError::new(
+                    code::UNKNOWN_PIPELINE,
+                    format!("unknown pipeline {name}"),
+                ))
+            }
+        },
+    };
+    let outcomes = m
+        .by_task_type
+        .snapshot()
+        .into_iter()
+        .filter(|(t, _)| {
+            types
+                .as_ref()
+                .is_none_or(|ts| ts.iter().any(|x| **x == **t))
+        })
+        .map(|(t, s)| TaskOutcomes {
+            task_type: t.to_string(),
+            succeeded: Metrics::get(&s.successes),
+            failed: Metrics::get(&s.failures),
+            timed_out: Metrics::get(&s.timeouts),
+        })
+        .collect();
+    let now = ctx.clock.now_ms();
+    if let Some(report) = req.backfill.clone() {
+        let began = ctx.capacity.report_backfill(now, report);
+        m.backfill_holds
+            .fetch_add(began, std::sync::atomic::Ordering::Relaxed);
+    }
     let view = ctx.capacity.view();
     Ok(CapacityReply {
         v: VERSION,
@@ -50,6 +103,8 @@ pub(super) fn capacity(engine: &Engine) -> Result<CapacityReply, AdminError> {
         backlog_held: Metrics::get(&m.backlog_held),
         task_types: view.task_types,
         pools: view.pools,
+        outcomes,
+        backfills: ctx.capacity.backfills(now),
         error: None,
         code: None,
     })

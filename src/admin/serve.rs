@@ -275,7 +275,7 @@ async fn handle(verb: &str, payload: &[u8], ctx: &Ctx<'_>) -> Vec<u8> {
             },
         ),
         "capacity" => encode(match parse::<CapacityRequest>(verb, payload, engine) {
-            Ok(_) => super::capacity::capacity(engine),
+            Ok(r) => super::capacity::capacity(&r, engine),
             Err(e) => Err(e),
         }),
         "batch.list" => encode(match parse::<BatchListRequest>(verb, payload, engine) {

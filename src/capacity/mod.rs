@@ -6,14 +6,23 @@
 //! it holds no clock, no lock and no IO. The engine wraps one gate per
 //! process (`engine::capacity`), offers it every task it would send,
 //! sends what the gate lets through and reports each attempt's end.
+//!
+//! [`ErrorThrottle`] decides when bulk work (a backfill) holds back because
+//! the task types it uses fail too often; the backfill command feeds it the
+//! engine's attempt outcomes, and reports its state to the engine
+//! ([`Backfills`], shown by `orchestrator capacity` and the metrics).
 
+pub mod backfills;
 pub mod gate;
 pub mod limits;
 mod queues;
+pub mod throttle;
 pub mod view;
 
+pub use backfills::{BackfillReport, BackfillView, Backfills};
 pub use gate::{
     Admitted, Gate, GateView, Holder, KeyView, PoolView, Ticket, TypeView, WaitingView,
     PRIORITY_MAX, PRIORITY_NORMAL,
 };
 pub use limits::{Limits, PoolLimits, TypeLimits, RATE_PER_SEC_MAX};
+pub use throttle::{parse_error_rate, Cause, ErrorBound, ErrorThrottle, TaskOutcomes, Verdict};

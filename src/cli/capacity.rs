@@ -13,7 +13,7 @@ use crate::protocol::VERSION;
 /// `orchestrator capacity`.
 #[derive(Debug, Clone, Args)]
 #[command(
-    after_help = "Example:\n  orchestrator capacity --nats-url nats://127.0.0.1:4222\n  # -> in_progress=1200 limit=1000000 backlog_held=0\n  # -> task_type transcribe cap=8 rate=20/s pool=gpu in_flight=8 queued=312 oldest_wait=41s\n  # ->   key \"tenant-a\" cap=16 in_flight=5 queued=300\n  # -> pool gpu cap=12 in_flight=12 task_types=transcribe,embed\nLimits are set in [task_types.*] and [pools.*] of the config file and read again on SIGHUP (docs/capacity.md)."
+    after_help = "Example:\n  orchestrator capacity --nats-url nats://127.0.0.1:4222\n  # -> in_progress=1200 limit=1000000 backlog_held=0\n  # -> task_type transcribe cap=8 rate=20/s pool=gpu in_flight=8 queued=312 oldest_wait=41s\n  # ->   key \"tenant-a\" cap=16 in_flight=5 queued=300\n  # -> pool gpu cap=12 in_flight=12 task_types=transcribe,embed\n  # -> backfill videos.jsonl#4242 pipeline=video done=310/5000 holds=1 state=held for=12s why=\"task type transcribe failed ...\"\nLimits are set in [task_types.*] and [pools.*] of the config file and read again on SIGHUP (docs/capacity.md)."
 )]
 pub struct CapacityArgs {
     /// Print the reply as JSON.
@@ -27,7 +27,14 @@ pub fn capacity(args: CapacityArgs) -> ExitCode {
     block_on(async move {
         let c = AdminClient::connect(&args.nats).await?;
         let r: CapacityReply = c
-            .call("capacity", &CapacityRequest { v: VERSION })
+            .call(
+                "capacity",
+                &CapacityRequest {
+                    v: VERSION,
+                    pipeline: None,
+                    backfill: None,
+                },
+            )
             .await
             .map_err(|e| e.message)?;
         if args.json {
@@ -94,13 +101,28 @@ fn render(r: &CapacityReply, now_ms: u64) -> String {
             p.task_types.join(",")
         ));
     }
+    for b in &r.backfills {
+        let state = match (&b.report.held, b.held_since_ms) {
+            (Some(why), since) => format!(
+                "held for={} why={why:?}",
+                or_dash(since.map(|s| crate::durations::format_ms(
+                    (now_ms.saturating_sub(s) / 1000) * 1000
+                )))
+            ),
+            (None, _) => "running".to_string(),
+        };
+        out.push_str(&format!(
+            "backfill {} pipeline={} done={}/{} holds={} state={state}\n",
+            b.report.name, b.report.pipeline, b.report.done, b.report.total, b.report.holds
+        ));
+    }
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capacity::{KeyView, PoolView, TypeView};
+    use crate::capacity::{BackfillReport, BackfillView, KeyView, PoolView, TypeView};
 
     #[test]
     fn the_listing_names_every_cap_its_usage_and_queue() {
@@ -130,6 +152,20 @@ mod tests {
                 in_flight: 8,
                 task_types: vec!["transcribe".into(), "embed".into()],
             }],
+            backfills: vec![BackfillView {
+                report: BackfillReport {
+                    name: "videos.jsonl#42".into(),
+                    pipeline: "video".into(),
+                    total: 5_000,
+                    done: 310,
+                    held: Some(
+                        "task type transcribe failed 9 of 10 attempts (90%) in the last 1m".into(),
+                    ),
+                    holds: 2,
+                },
+                held_since_ms: Some(30_000),
+                seen_ms: 41_000,
+            }],
             ..CapacityReply::default()
         };
         assert_eq!(
@@ -137,7 +173,9 @@ mod tests {
             "in_progress=3 limit=1000000 backlog_held=0\n\
              task_type transcribe cap=8 rate=20/s pool=gpu in_flight=8 queued=2 oldest_wait=41s\n  \
              key \"tenant-a\" cap=16 in_flight=5 queued=2\n\
-             pool gpu cap=12 in_flight=8 task_types=transcribe,embed\n"
+             pool gpu cap=12 in_flight=8 task_types=transcribe,embed\n\
+             backfill videos.jsonl#42 pipeline=video done=310/5000 holds=2 state=held for=12s \
+             why=\"task type transcribe failed 9 of 10 attempts (90%) in the last 1m\"\n"
         );
     }
 }

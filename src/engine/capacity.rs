@@ -21,7 +21,10 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::partition_shared::PartitionShared;
-use crate::capacity::{Admitted, Gate, GateView, Limits, Ticket, WaitingView, PRIORITY_NORMAL};
+use crate::capacity::{
+    Admitted, BackfillReport, BackfillView, Backfills, Gate, GateView, Limits, Ticket, WaitingView,
+    PRIORITY_NORMAL,
+};
 use crate::workflow::TaskSpec;
 
 /// A task the gate holds or lets through: the attempt, the partition whose
@@ -48,6 +51,8 @@ pub struct Capacity {
     /// The gate limits, holds or queues something; read without the lock
     /// on every dispatch.
     active: AtomicBool,
+    /// The backfills that report their error-rate holds.
+    backfills: Mutex<Backfills>,
 }
 
 impl Default for Capacity {
@@ -62,7 +67,19 @@ impl Capacity {
         Capacity {
             active: AtomicBool::new(gate.is_active()),
             gate: Mutex::new(gate),
+            backfills: Mutex::new(Backfills::default()),
         }
+    }
+
+    /// Takes a backfill's report; returns the holds it began since its
+    /// previous one.
+    pub fn report_backfill(&self, now: u64, report: BackfillReport) -> u64 {
+        self.backfills.lock().report(now, report)
+    }
+
+    /// The backfills heard of recently, by name.
+    pub fn backfills(&self, now: u64) -> Vec<BackfillView> {
+        self.backfills.lock().view(now)
     }
 
     /// Whether tasks must be offered to the gate and their ends reported.
@@ -180,6 +197,10 @@ impl crate::telemetry::metrics::CapacitySource for Capacity {
             return GateView::default();
         }
         self.view()
+    }
+
+    fn backfills_held(&self, now_ms: u64) -> u64 {
+        self.backfills.lock().held(now_ms)
     }
 }
 

@@ -377,6 +377,11 @@ pub fn after_commit(
                     m.by_task_type.with(t, |s| Metrics::inc(&s.failures));
                 }
             }
+            EventKind::ElementSucceeded { step, .. } => {
+                if let Some(t) = task_type(*step) {
+                    m.by_task_type.with(t, |s| Metrics::inc(&s.successes));
+                }
+            }
             EventKind::ElementTimedOut { step, .. } => {
                 Metrics::inc(&m.task_timeouts);
                 if let Some(t) = task_type(*step) {
@@ -487,6 +492,8 @@ fn note_task_result(
     m.by_task_type.with(task_type, |s| {
         if failed {
             Metrics::inc(&s.failures);
+        } else {
+            Metrics::inc(&s.successes);
         }
         if let Some(d) = dispatched {
             s.latency.record(at_ms.saturating_sub(d));

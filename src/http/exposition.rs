@@ -90,6 +90,11 @@ fn capacity_rows(state: &HttpState, rows: &mut Vec<Row>) {
     use crate::telemetry::{FAMILY_LABELS_MAX, OVERFLOW_LABEL};
     let view = state.metrics.capacity_view();
     let gauge = |v: f64| Value::GaugeValue(v);
+    rows.push(Row::new(
+        "backfills_held",
+        "Backfills holding their new starts because the error rate of their task types is over their --max-error-rate.",
+        gauge(state.metrics.backfills_held() as f64),
+    ));
     for t in &view.task_types {
         let tt = t.task_type.as_str();
         rows.push(

@@ -82,6 +82,8 @@ metric_set! {
         pub timeouts: Counter,
         @metric("task_failures", "Attempts whose worker reported a failure, by task type.")
         pub failures: Counter,
+        @metric("task_successes", "Attempts whose worker reported success, by task type.")
+        pub successes: Counter,
         /// Retries whose backoff was over but the retry budget put back
         /// (each time one was put back; see `crate::workflow::budget`).
         @metric("task_retries_deferred", "Retries put back by the retry budget (each deferral counted), by task type.")
@@ -103,6 +105,7 @@ impl Default for TaskTypeStats {
             retries: Counter::default(),
             timeouts: Counter::default(),
             failures: Counter::default(),
+            successes: Counter::default(),
             retries_deferred: Counter::default(),
             latency: FixedHistogram::new(TASK_LATENCY_BOUNDS_MS, 1000.0),
             queue_wait: FixedHistogram::new(TASK_LATENCY_BOUNDS_MS, 1000.0),
@@ -120,6 +123,8 @@ pub trait BacklogSource: Send + Sync {
 /// The admission gate's limits and usage, read at scrape time.
 pub trait CapacitySource: Send + Sync {
     fn capacity_view(&self) -> crate::capacity::GateView;
+    /// Backfills reporting that they hold their starts, as of `now_ms`.
+    fn backfills_held(&self, now_ms: u64) -> u64;
 }
 
 /// Where the exposition finds the admission gate (see [`Metrics::capacity_view`]).
@@ -247,6 +252,10 @@ metric_set! {
         pub spans_dropped: Counter,
         @metric("spans_failed", "Spans not exported: every attempt failed, or the collector rejected them.")
         pub spans_failed: Counter,
+        /// Holds begun by backfills on their error-rate bound, as they
+        /// report them (`backfill --max-error-rate`).
+        @metric("backfill_holds", "Times a backfill began holding its new starts because the error rate of its task types passed its --max-error-rate.")
+        pub backfill_holds: Counter,
         @metric("workflows_resident", "Workflow actors alive in memory.")
         pub resident: Gauge,
         /// Bulk-accepted or recovered workflows released from the backlog
@@ -418,6 +427,17 @@ impl Metrics {
     pub fn capacity_view(&self) -> crate::capacity::GateView {
         let gate = self.capacity.gate.lock().as_ref().and_then(Weak::upgrade);
         gate.map(|g| g.capacity_view()).unwrap_or_default()
+    }
+
+    /// Backfills that hold their new starts on their error-rate bound, as
+    /// they last reported (forgotten 10 s after their last report).
+    pub fn backfills_held(&self) -> u64 {
+        let gate = self.capacity.gate.lock().as_ref().and_then(Weak::upgrade);
+        let now = self.backlog.now_ms.lock().clone();
+        match (gate, now) {
+            (Some(g), Some(now)) => g.backfills_held(now()),
+            _ => 0,
+        }
     }
 
     /// Attempts sent to workers that have no accepted result or timeout yet
