@@ -254,7 +254,7 @@ pub async fn serve(
         events: events.as_ref().map(|(o, _)| o.stats.clone()),
         ..Default::default()
     };
-    let console = console(&cfg, &http_state)?;
+    let console = super::run_console::console(&cfg, &http_state)?;
     let mut app = crate::http::routes(http_state.clone());
     if let Some(c) = &console {
         app = app.merge(crate::console::router(c.clone()));
@@ -598,37 +598,4 @@ async fn reload_on_sighup(
     {
         let _ = (hangup, pipelines, committer, reloadable);
     }
-}
-
-/// The web console when `[console] enabled`, with its operator token.
-fn console(
-    cfg: &Config,
-    http: &crate::http::HttpState,
-) -> Result<Option<Arc<crate::console::Console>>, String> {
-    let c = &cfg.console;
-    if !c.enabled {
-        return Ok(None);
-    }
-    if cfg.http.addr.trim().eq_ignore_ascii_case("off") {
-        tracing::warn!("console.enabled is set but http.addr is off: no console");
-        return Ok(None);
-    }
-    let token = crate::console::load_token(c.token.expose(), &c.token_file)?;
-    eprintln!(
-        "console enabled ({})",
-        if token.is_some() {
-            "operators sign in with the operator token"
-        } else {
-            "read-only: no operator token"
-        }
-    );
-    Ok(Some(crate::console::Console::new(
-        crate::console::ConsoleOptions {
-            token,
-            page_size: c.page_size,
-            inbox_scan_max: c.inbox_scan_max,
-            sessions_max: c.sessions_max,
-        },
-        http.clone(),
-    )))
 }
