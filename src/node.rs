@@ -1,5 +1,5 @@
 //! Assembling a node: storage, the group committer and the pipelines. Shared
-//! by `dev` and (later) `run`, so both open the data dir the same way.
+//! by `dev` and `run`, so both open the data dir the same way.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use crate::pipeline::PipelineLimits;
 use crate::storage::group_commit::{CommitConfig, GroupCommitter};
 use crate::storage::rocks::{RocksConfig, RocksStorage};
 use crate::storage::store::WorkflowStore;
-use crate::storage::Storage;
+use crate::storage::{ReplicatedStorage, Replicator, Storage};
 
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
@@ -46,6 +46,17 @@ fn lines(errors: &[crate::pipeline::error::PipelineError]) -> String {
 /// and version stops the start: the node never runs a definition other than
 /// the one its workflows of that version were started with.
 pub async fn open_node(opts: &NodeOptions) -> Result<Node, String> {
+    open_node_replicated(opts, None).await
+}
+
+/// [`open_node`], with the local storage wrapped in a
+/// [`ReplicatedStorage`] over `replicator` when one is given (cluster
+/// mode): every commit batch is appended to the partitions' replicated
+/// journals before it is written locally.
+pub async fn open_node_replicated(
+    opts: &NodeOptions,
+    replicator: Option<Arc<dyn Replicator>>,
+) -> Result<Node, String> {
     let loaded = load_pipeline_files(&opts.pipelines_dir, &PipelineLimits::default())
         .map_err(|errs| lines(&errs))?;
     if loaded.is_empty() {
@@ -60,6 +71,10 @@ pub async fn open_node(opts: &NodeOptions) -> Result<Node, String> {
         RocksStorage::open(&opts.data_dir, &opts.rocks)
             .map_err(|e| format!("cannot open data dir {}: {e}", opts.data_dir.display()))?,
     );
+    let storage: Arc<dyn Storage> = match replicator {
+        Some(r) => Arc::new(ReplicatedStorage::new(storage, r)),
+        None => storage,
+    };
     let store = WorkflowStore::open(storage.clone(), opts.partitions).map_err(|e| e.to_string())?;
     let pipelines = Arc::new(
         PipelineRegistry::open(store.clone(), loaded, opts.pipelines_dir.clone())

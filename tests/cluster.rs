@@ -136,8 +136,8 @@ fn appends_without_the_expected_sequence_check_are_caught_as_a_fork() {
 }
 
 /// An `orchestrator run` process, killed (SIGKILL) on drop.
-struct Run {
-    child: Child,
+pub(crate) struct Run {
+    pub(crate) child: Child,
     stderr: mpsc::Receiver<String>,
 }
 
@@ -151,7 +151,7 @@ impl Drop for Run {
 impl Run {
     /// `orchestrator run` on `prefix` with its own data directory, the
     /// claim's TTL set by the config file `conf`.
-    fn start(nats: &NatsServer, prefix: &str, data_dir: &Path, conf: &Path) -> Run {
+    pub(crate) fn start(nats: &NatsServer, prefix: &str, data_dir: &Path, conf: &Path) -> Run {
         let mut child = bin()
             .args(["run", "--nats-url", &nats.url(), "--prefix", prefix])
             .arg("--config")
@@ -175,9 +175,22 @@ impl Run {
         Run { child, stderr: rx }
     }
 
+    /// SIGTERM, then waits (up to 15 s) for a successful exit.
+    pub(crate) fn stop_gracefully(&mut self) {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let status = crate::cli::wait_exit(&mut self.child, Duration::from_secs(15))
+            .expect("a graceful stop within 15 s");
+        assert!(status.success(), "{status:?}");
+    }
+
     /// Waits until the process says it runs (`true`) or exits (`false`),
     /// collecting its stderr lines.
-    fn settle(&mut self, lines: &mut Vec<String>) -> bool {
+    pub(crate) fn settle(&mut self, lines: &mut Vec<String>) -> bool {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             match self.stderr.recv_timeout(Duration::from_millis(100)) {
@@ -200,7 +213,7 @@ impl Run {
 }
 
 #[test]
-fn a_second_single_node_run_on_one_prefix_refuses_to_start_and_a_dead_ones_claim_lapses() {
+fn a_second_single_node_run_on_one_prefix_refuses_to_start_and_a_stopped_ones_claim_is_freed() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("orchestrator.toml");
@@ -260,4 +273,14 @@ fn a_second_single_node_run_on_one_prefix_refuses_to_start_and_a_dead_ones_claim
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // A graceful stop gives the claim back: another node starts at once,
+    // with a claim TTL far longer than the test waits.
+    let long = dir.path().join("long.toml");
+    std::fs::write(&long, "[cluster]\nclaim_ttl = \"300s\"\n").unwrap();
+    let mut c = Run::start(&nats, "graceful", &a_dir, &long);
+    assert!(c.settle(&mut lines), "{lines:?}");
+    c.stop_gracefully();
+    let mut d = Run::start(&nats, "graceful", &b_dir, &long);
+    assert!(d.settle(&mut lines), "the claim was given back: {lines:?}");
 }

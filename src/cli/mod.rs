@@ -11,6 +11,8 @@ pub mod ops;
 pub mod otlp_args;
 pub mod pipelines;
 pub mod run;
+mod run_console;
+mod run_membership;
 pub mod start;
 pub mod summary;
 pub mod verify;

@@ -13,12 +13,13 @@ use std::time::Duration;
 use clap::Args;
 
 use super::otlp_args::OtlpArgs;
+use super::run_membership::{open_journal, Membership};
 use super::LogArgs;
 use crate::config::Config;
 use crate::engine::{
     Clock, Engine, EngineCtx, Hooks, Metrics, ResultIntake, SystemClock, WeakResultIntake,
 };
-use crate::node::open_node;
+use crate::node::open_node_replicated;
 use crate::transport::nats::{connect_with_stats, ensure_streams, run_intake, NatsTransport};
 
 /// Flags and environment of `orchestrator run`. Each one, when given,
@@ -253,7 +254,7 @@ pub async fn serve(
         events: events.as_ref().map(|(o, _)| o.stats.clone()),
         ..Default::default()
     };
-    let console = console(&cfg, &http_state)?;
+    let console = super::run_console::console(&cfg, &http_state)?;
     let mut app = crate::http::routes(http_state.clone());
     if let Some(c) = &console {
         app = app.merge(crate::console::router(c.clone()));
@@ -262,18 +263,43 @@ pub async fn serve(
     if let (Some(_), Some(addr)) = (&console, http.local_addr()) {
         eprintln!("console on http://{addr}/console");
     }
-    let node = open_node(&cfg.node_options()).await?;
+    let config = cfg;
+    let mut cfg = config.nats_config();
+    // Cluster mode: the storage appends every commit batch to the
+    // replicated journal, so NATS comes first.
+    let (connected, journal) = if config.cluster.enabled {
+        std::fs::create_dir_all(&config.node.data_dir).map_err(|e| {
+            format!(
+                "cannot create data dir {}: {e}",
+                config.node.data_dir.display()
+            )
+        })?;
+        cfg.attempt_key =
+            crate::transport::attempt_key::AttemptKey::load_or_create(&config.node.data_dir)?;
+        let (client, js) = connect_with_stats(&cfg, Some(nats_stats.clone())).await?;
+        let journal = open_journal(&config, &js).await?;
+        (Some((client, js)), Some(journal))
+    } else {
+        (None, None)
+    };
+    let replicator = journal
+        .as_ref()
+        .map(|j| j.journal.clone() as Arc<dyn crate::storage::Replicator>);
+    let node = open_node_replicated(&config.node_options(), replicator).await?;
     http.storage_opened(
         node.committer.histograms(),
         &node.storage,
         node.committer.write_health(),
     );
     let write_probe = node.spawn_write_probe();
-    let config = cfg;
-    let mut cfg = config.nats_config();
-    cfg.attempt_key =
-        crate::transport::attempt_key::AttemptKey::load_or_create(&config.node.data_dir)?;
-    let (client, js) = connect_with_stats(&cfg, Some(nats_stats.clone())).await?;
+    let (client, js) = match connected {
+        Some(c) => c,
+        None => {
+            cfg.attempt_key =
+                crate::transport::attempt_key::AttemptKey::load_or_create(&config.node.data_dir)?;
+            connect_with_stats(&cfg, Some(nats_stats.clone())).await?
+        }
+    };
     // Streams are created idempotently; while NATS is unreachable, keep trying.
     tokio::pin!(shutdown);
     loop {
@@ -291,18 +317,9 @@ pub async fn serve(
             }
         }
     }
-    // One single-node orchestrator per prefix: a second one refuses to start.
-    let claim = Arc::new(
-        crate::transport::nats::claim_prefix(
-            &js,
-            &cfg.prefix,
-            &config.node.data_dir,
-            config.cluster.claim_ttl.as_duration(),
-        )
-        .await?,
-    );
-    let keeper = claim.clone();
-    let mut claim_lost = tokio::spawn(async move { keeper.keep().await });
+    // One orchestrator per prefix: a second one refuses to start. In
+    // cluster mode the node takes every partition's lease here.
+    let mut membership = Membership::join(&config, &js, journal, node.store.partitions()).await?;
     if events.is_some() {
         crate::events::ensure_stream(
             &js,
@@ -430,7 +447,7 @@ pub async fn serve(
     );
     let lost = tokio::select! {
         _ = &mut shutdown => None,
-        r = &mut claim_lost => Some(r.unwrap_or_else(|e| format!("the prefix claim's task failed: {e}"))),
+        r = membership.lost() => Some(r),
     };
     if let Some(reason) = &lost {
         tracing::error!(reason = %reason, "stopping: prefix claim lost");
@@ -498,11 +515,10 @@ pub async fn serve(
     {
         return Err("storage did not close within the shutdown grace".into());
     }
-    claim_lost.abort();
+    membership.leave(lost.is_some()).await;
     if let Some(reason) = lost {
         return Err(reason);
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), claim.release()).await;
     eprintln!("orchestrator stopped");
     Ok(())
 }
@@ -582,37 +598,4 @@ async fn reload_on_sighup(
     {
         let _ = (hangup, pipelines, committer, reloadable);
     }
-}
-
-/// The web console when `[console] enabled`, with its operator token.
-fn console(
-    cfg: &Config,
-    http: &crate::http::HttpState,
-) -> Result<Option<Arc<crate::console::Console>>, String> {
-    let c = &cfg.console;
-    if !c.enabled {
-        return Ok(None);
-    }
-    if cfg.http.addr.trim().eq_ignore_ascii_case("off") {
-        tracing::warn!("console.enabled is set but http.addr is off: no console");
-        return Ok(None);
-    }
-    let token = crate::console::load_token(c.token.expose(), &c.token_file)?;
-    eprintln!(
-        "console enabled ({})",
-        if token.is_some() {
-            "operators sign in with the operator token"
-        } else {
-            "read-only: no operator token"
-        }
-    );
-    Ok(Some(crate::console::Console::new(
-        crate::console::ConsoleOptions {
-            token,
-            page_size: c.page_size,
-            inbox_scan_max: c.inbox_scan_max,
-            sessions_max: c.sessions_max,
-        },
-        http.clone(),
-    )))
 }

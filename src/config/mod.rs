@@ -89,6 +89,10 @@ impl Default for Config {
             },
             cluster: ClusterSection {
                 claim_ttl: Dur::secs(15),
+                enabled: false,
+                node_id: String::new(),
+                journal_replicas: 3,
+                lease_ttl: Dur::secs(10),
             },
             capacity: CapacitySection::default(),
             task_types: Default::default(),
@@ -362,6 +366,18 @@ impl Config {
             },
             backup_root: (!self.node.backup_root.as_os_str().is_empty())
                 .then(|| self.node.backup_root.clone()),
+        }
+    }
+
+    /// The lease timings of cluster mode, derived from `cluster.lease_ttl`.
+    pub fn lease_config(&self) -> crate::cluster::LeaseConfig {
+        let ttl_ms = self.cluster.lease_ttl.0;
+        crate::cluster::LeaseConfig {
+            ttl_ms,
+            margin_ms: ttl_ms / 5,
+            renew_every_ms: ttl_ms / 5,
+            scan_every_ms: ttl_ms / 5,
+            op_timeout_ms: ttl_ms * 3 / 10,
         }
     }
 

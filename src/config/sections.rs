@@ -190,6 +190,20 @@ pub struct ClusterSection {
     /// the claim every third of this; a node stopped without a goodbye
     /// (`kill -9`, host lost) blocks other nodes on its prefix this long.
     pub claim_ttl: Dur,
+    /// Cluster mode: each commit batch of a partition is appended to the
+    /// partition's replicated journal on JetStream before its effects run,
+    /// and the node serves only the partitions whose leases it holds.
+    pub enabled: bool,
+    /// The node's id in the cluster; empty: the id kept in the data
+    /// directory (file `node_id`).
+    pub node_id: String,
+    /// Replicas of the journal stream and the cluster's KV buckets (3 in
+    /// production; 1 on a single nats-server).
+    pub journal_replicas: usize,
+    /// A partition lease not renewed for this long lapses; it is renewed
+    /// every fifth of it and counted valid for four fifths after a
+    /// confirmed renewal.
+    pub lease_ttl: Dur,
 }
 
 /// `[task_types.<name>]`: the capacity limits of one task type.

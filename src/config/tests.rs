@@ -206,3 +206,29 @@ fn durations_round_trip() {
     }
     assert_eq!(Dur(1500).to_string(), "1500ms");
 }
+
+#[test]
+fn cluster_settings_are_range_checked_and_derive_valid_lease_timings() {
+    for (toml, key) in [
+        ("journal_replicas = 0", "cluster.journal_replicas"),
+        ("journal_replicas = 6", "cluster.journal_replicas"),
+        ("lease_ttl = \"500ms\"", "cluster.lease_ttl"),
+        ("node_id = \"a.b\"", "cluster.node_id"),
+    ] {
+        let e = Config::parse(&format!("[cluster]\n{toml}\n")).unwrap_err();
+        assert!(e.contains(key), "{toml}: {e}");
+    }
+    for ttl in ["1s", "10s", "10m"] {
+        let c = Config::parse(&format!("[cluster]\nlease_ttl = \"{ttl}\"\n")).unwrap();
+        c.lease_config().validate().unwrap();
+    }
+    let c = Config::parse("[cluster]\nenabled = true\nnode_id = \"node-1\"\n").unwrap();
+    assert_eq!(
+        (
+            c.cluster.enabled,
+            c.cluster.node_id.as_str(),
+            c.cluster.journal_replicas
+        ),
+        (true, "node-1", 3)
+    );
+}

@@ -140,6 +140,21 @@ impl Config {
             "cluster.claim_ttl must be at least 1s",
         );
         need(
+            (1..=5).contains(&self.cluster.journal_replicas),
+            "cluster.journal_replicas must be within 1..=5",
+        );
+        need(
+            self.cluster.lease_ttl.0 >= 1000 && self.lease_config().validate().is_ok(),
+            "cluster.lease_ttl must be at least 1s",
+        );
+        need(
+            self.cluster
+                .node_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "cluster.node_id may hold only letters, digits, '-' and '_' (it is part of a KV key)",
+        );
+        need(
             self.shutdown.grace.0 >= 1000,
             "shutdown.grace must be at least 1s",
         );

@@ -71,12 +71,15 @@ fn host() -> String {
 }
 
 /// Claims `prefix` for the node of `data_dir`, or refuses with one line
-/// that names the holder.
+/// that names the holder. A node in cluster mode claims the prefix as
+/// well: routing across nodes is not built, so a cluster has one node per
+/// prefix, and its refusal says so.
 pub async fn claim_prefix(
     js: &jetstream::Context,
     prefix: &str,
     data_dir: &Path,
     ttl: Duration,
+    cluster_mode: bool,
 ) -> Result<PrefixClaim, String> {
     let node = load_or_create_node_id(data_dir)?;
     let bucket = cluster_bucket(prefix);
@@ -116,9 +119,14 @@ pub async fn claim_prefix(
             }
             ClaimStep::Refuse { .. } => {
                 let (other, _) = found.expect("a refusal names a holder");
+                let what = if cluster_mode {
+                    "cluster mode runs one node per prefix (routing requests across nodes is not available yet): stop it or use another prefix"
+                } else {
+                    "stop it or use another prefix"
+                };
                 return Err(format!(
                     "another orchestrator serves prefix {prefix:?} on this NATS (node {}, pid {} on {}); \
-                     refusing to start: stop it or use another prefix (a stopped node's claim lapses {} s after its last heartbeat)",
+                     refusing to start: {what} (a stopped node's claim lapses {} s after its last heartbeat)",
                     other.node,
                     other.pid,
                     other.host,

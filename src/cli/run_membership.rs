@@ -1,0 +1,227 @@
+//! A `run` node's place on its NATS prefix: the prefix claim that keeps a
+//! second orchestrator off the prefix and, in cluster mode
+//! (`[cluster] enabled`), the replicated journal the node's storage appends
+//! to and the partition leases that let it append (`docs/cluster.md`).
+//!
+//! Cluster mode serves one node per prefix: routing requests and results
+//! to the owner of a partition is not built, so a second node, in either
+//! mode, is refused by the prefix claim. The one node takes every
+//! partition's lease before its engine starts; its journal appends are
+//! fenced by the leases' epochs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::cluster::{Epoch, Ownership};
+use crate::config::Config;
+use crate::transport::nats::{
+    check_cluster_partitions, claim_prefix, load_or_create_node_id, run_ownership,
+    JetStreamJournal, LeaseBucket, PrefixClaim,
+};
+
+/// The replicated journal of a cluster-mode node, opened before its
+/// storage so that the storage can append to it.
+pub(super) struct Journal {
+    node_id: String,
+    pub(super) journal: Arc<JetStreamJournal>,
+    deposed: mpsc::UnboundedReceiver<(u16, Epoch)>,
+}
+
+/// Opens the journal stream (`<PREFIX>_JOURNAL`, `cluster.journal_replicas`
+/// replicas) for this node: `cluster.node_id`, or the data directory's id.
+pub(super) async fn open_journal(
+    config: &Config,
+    js: &jetstream::Context,
+) -> Result<Journal, String> {
+    let dir = &config.node.data_dir;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
+    let node_id = match config.cluster.node_id.trim() {
+        "" => load_or_create_node_id(dir)?,
+        id => id.to_owned(),
+    };
+    let (journal, deposed) = JetStreamJournal::open(
+        js.clone(),
+        &config.nats.prefix,
+        node_id.clone(),
+        config.cluster.journal_replicas,
+    )
+    .await?;
+    Ok(Journal {
+        node_id,
+        journal: Arc::new(journal),
+        deposed,
+    })
+}
+
+/// The driver of the partition leases.
+struct Leases {
+    leave: watch::Sender<bool>,
+    driver: JoinHandle<()>,
+    watcher: JoinHandle<()>,
+}
+
+/// The prefix claim and, in cluster mode, the partition leases.
+pub(super) struct Membership {
+    claim: Arc<PrefixClaim>,
+    claim_lost: JoinHandle<String>,
+    leases: Option<Leases>,
+}
+
+impl Membership {
+    /// Claims the prefix. In cluster mode (`journal` given) first checks
+    /// the partition count against the cluster's, and after the claim
+    /// takes the partition leases, returning once the node serves every
+    /// partition (at most two lease TTLs and 10 s).
+    pub(super) async fn join(
+        config: &Config,
+        js: &jetstream::Context,
+        journal: Option<Journal>,
+        partitions: u16,
+    ) -> Result<Membership, String> {
+        let prefix = &config.nats.prefix;
+        if journal.is_some() {
+            check_cluster_partitions(js, prefix, partitions, config.cluster.journal_replicas)
+                .await?;
+        }
+        let claim = Arc::new(
+            claim_prefix(
+                js,
+                prefix,
+                &config.node.data_dir,
+                config.cluster.claim_ttl.as_duration(),
+                journal.is_some(),
+            )
+            .await?,
+        );
+        let keeper = claim.clone();
+        let claim_lost = tokio::spawn(async move { keeper.keep().await });
+        let mut membership = Membership {
+            claim,
+            claim_lost,
+            leases: None,
+        };
+        if let Some(journal) = journal {
+            match take_leases(config, js, journal, partitions).await {
+                Ok(leases) => membership.leases = Some(leases),
+                Err(e) => {
+                    membership.leave(false).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(membership)
+    }
+
+    /// Resolves when the prefix claim is lost to another node (this one was
+    /// unreachable longer than the claim's TTL), with the reason.
+    pub(super) async fn lost(&mut self) -> String {
+        (&mut self.claim_lost)
+            .await
+            .unwrap_or_else(|e| format!("the prefix claim's task failed: {e}"))
+    }
+
+    /// Once the engine has stopped: hands the partition leases back (so a
+    /// restart takes them at once) and releases the claim, unless it was
+    /// lost to another node.
+    pub(super) async fn leave(self, claim_lost: bool) {
+        self.claim_lost.abort();
+        if let Some(leases) = self.leases {
+            let _ = leases.leave.send(true);
+            if tokio::time::timeout(Duration::from_secs(3), leases.driver)
+                .await
+                .is_err()
+            {
+                tracing::warn!("partition leases not handed back in 3 s; they lapse by themselves");
+            }
+            leases.watcher.abort();
+        }
+        if !claim_lost {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.claim.release()).await;
+        }
+    }
+}
+
+async fn take_leases(
+    config: &Config,
+    js: &jetstream::Context,
+    journal: Journal,
+    partitions: u16,
+) -> Result<Leases, String> {
+    let lease = config.lease_config();
+    lease.validate()?;
+    let bucket = LeaseBucket::open(
+        js,
+        &config.nats.prefix,
+        Duration::from_millis(lease.ttl_ms),
+        config.cluster.journal_replicas,
+    )
+    .await?;
+    // A term number unique to this run's holdings.
+    let term_base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let bound = Duration::from_millis(lease.ttl_ms * 2) + Duration::from_secs(10);
+    let core = Ownership::new(lease, journal.node_id.clone(), partitions, term_base);
+    let (leave, leave_rx) = watch::channel(false);
+    let (serving_tx, mut serving) = watch::channel(Vec::new());
+    let driver = tokio::spawn(run_ownership(
+        core,
+        bucket,
+        journal.journal.clone(),
+        journal.deposed,
+        leave_rx,
+        Duration::from_millis(100),
+        serving_tx,
+    ));
+    let all = usize::from(partitions);
+    let taken = tokio::time::timeout(bound, serving.wait_for(|s| s.len() == all))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if !taken {
+        let held = serving.borrow().len();
+        let _ = leave.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(3), driver).await;
+        return Err(format!(
+            "cluster mode: node {} holds the leases of {held} of {partitions} partitions after {} s; \
+             refusing to start (another node's leases lapse {} s after its last renewal)",
+            journal.node_id,
+            bound.as_secs(),
+            config.cluster.lease_ttl.as_duration().as_secs_f64()
+        ));
+    }
+    eprintln!(
+        "cluster mode: node {} serves all {partitions} partitions, journal stream {} with {} replica(s)",
+        journal.node_id,
+        crate::transport::nats::journal_stream(&config.nats.prefix),
+        config.cluster.journal_replicas
+    );
+    let watcher = tokio::spawn(report_serving(serving, all));
+    Ok(Leases {
+        leave,
+        driver,
+        watcher,
+    })
+}
+
+/// Logs each change of the partitions served: a partition whose lease
+/// lapsed (NATS unreachable longer than the valid time) takes no commits
+/// until the node holds its lease again under a new epoch.
+async fn report_serving(mut serving: watch::Receiver<Vec<(u16, Epoch)>>, all: usize) {
+    while serving.changed().await.is_ok() {
+        let held = serving.borrow_and_update().len();
+        if held < all {
+            tracing::warn!(
+                held,
+                partitions = all,
+                "cluster mode: partitions without a lease take no commits"
+            );
+        } else {
+            tracing::info!(partitions = all, "cluster mode: serving every partition");
+        }
+    }
+}
