@@ -34,3 +34,4 @@ mod security;
 mod storm;
 mod transport;
 mod verify;
+mod when;
