@@ -5,7 +5,9 @@
 //! video pipeline ends with `n = 17` at `index`, and any lost, duplicated or
 //! mixed-up output shows. A workflow
 //! input with `"segments": k` makes every output list `k` segments, for
-//! pipelines that map over them.
+//! pipelines that map over them, and one with `"language": "<l>"` makes
+//! every output report `"language": "<l>"` (the language a transcription
+//! detected), for conditions that read it.
 //!
 //! Pending tasks are held compactly (task id, due time, computed outcome);
 //! failures are drawn from the seed and the task id, so a run is repeatable.
@@ -230,6 +232,9 @@ struct WorkflowInput<'a> {
     /// How many segments every output lists (for pipelines that map over them).
     #[serde(default)]
     segments: Option<u32>,
+    /// The language every output reports (for conditions that read it).
+    #[serde(borrow, default)]
+    language: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// A dependency's output: one step's `{"n": ..}`, a map step's array of
@@ -282,6 +287,11 @@ pub fn output_from(input: &str, workflow_id: &str, step: &str) -> Result<String,
             out.push_str(&i.to_string());
         }
         out.push(']');
+    }
+    if let Some(language) = &input.workflow.language {
+        let language = serde_json::to_string(language).map_err(|e| e.to_string())?;
+        out.push_str(r#","language":"#);
+        out.push_str(&language);
     }
     out.push('}');
     Ok(out)
