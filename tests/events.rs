@@ -237,6 +237,14 @@ fn a_consumer_of_one_event_kind_sees_every_event_of_that_kind() {
          [steps.timeouts]\nschedule_to_start = \"300ms\"\n",
     )
     .unwrap();
+    // `skip` skips its one step by its condition on the input, and
+    // completes without a task.
+    std::fs::write(
+        dir.path().join("skip.toml"),
+        "[pipeline]\nname = \"skip\"\nversion = 1\n[[steps]]\nname = \"gate\"\n\
+         when = \"input.run == true\"\n",
+    )
+    .unwrap();
     let mut b = Bench::new(Some(dir.path().to_path_buf()));
     b.start_orchestrator();
     b.start_worker(&[
@@ -270,6 +278,10 @@ fn a_consumer_of_one_event_kind_sees_every_event_of_that_kind() {
     for verb in ["pause", "resume", "cancel"] {
         ops(&b, &[verb, "h-1"]);
     }
+    assert!(b
+        .start_with("skip", "k-1", r#"{"run":false}"#, true)
+        .status
+        .success());
     assert!(b.start("late", "l-1", false).status.success());
     wait_status(&b, "l-1", "failed");
     ops(&b, &["retry", "l-1"]);

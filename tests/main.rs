@@ -36,3 +36,4 @@ mod storm;
 mod throttle;
 mod transport;
 mod verify;
+mod when;

@@ -84,6 +84,58 @@ async fn map_workflows_complete_with_checked_outputs_despite_failures() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_translates_only_when_the_detected_language_is_not_the_target() {
+    use orchestrator::workflow::StepStatus;
+    let h = Harness::start(Arc::new(MemoryStorage::new()), sim(0, 0.1)).await;
+    let inputs = [
+        (
+            "fr",
+            r#"{"video_id":"fr","segments":3,"language":"fr","target_language":"en"}"#,
+        ),
+        (
+            "en",
+            r#"{"video_id":"en","segments":3,"language":"en","target_language":"en"}"#,
+        ),
+        (
+            "none",
+            r#"{"video_id":"none","segments":3,"language":"fr"}"#,
+        ),
+    ];
+    for (id, input) in inputs {
+        h.engine.start_workflow("video", id, input).await.unwrap();
+    }
+    h.wait_terminal(3, Duration::from_secs(60)).await;
+    assert_eq!(Metrics::get(&h.metrics.workflows_completed), 3);
+    // The `n` rule holds with the skipped step counting 0.
+    assert_eq!(Metrics::get(&h.metrics.output_errors), 0);
+    let def = video_v2();
+    let translate = def.step_index("translate").unwrap();
+    let segment = def.step_index("segment").unwrap();
+    for (id, runs) in [("fr", true), ("en", false), ("none", false)] {
+        let wf = h.engine.describe(id).await.unwrap().unwrap();
+        let status = wf.steps[translate].status;
+        let want = if runs {
+            StepStatus::Succeeded
+        } else {
+            StepStatus::Skipped
+        };
+        assert_eq!(status, want, "{id}");
+        let seg: serde_json::Value =
+            serde_json::from_str(wf.steps[segment].output.as_deref().unwrap()).unwrap();
+        // segment: 1 + transcribe (3) + translate (4 when it ran, else 0).
+        assert_eq!(seg["n"], if runs { 8 } else { 4 }, "{id}");
+    }
+    let report = verify_store(&h.store).unwrap();
+    assert_eq!(
+        (report.violations, report.corrupt),
+        (0, 0),
+        "{:?}",
+        report.details
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_map_journals_about_one_record_per_element() {
     let h = Harness::start(Arc::new(MemoryStorage::new()), sim(0, 0.0)).await;
     h.engine

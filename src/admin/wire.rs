@@ -48,7 +48,7 @@ pub struct RerunRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct StepReply {
     pub name: String,
-    /// `pending | dispatched | backoff | succeeded | failed | cancelled`.
+    /// `pending | dispatched | backoff | succeeded | failed | cancelled | skipped`.
     pub status: String,
     /// Attempts in the current generation.
     pub attempts: u32,

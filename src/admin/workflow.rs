@@ -119,7 +119,8 @@ fn element_counts(run: &crate::workflow::map::MapRun) -> ElementCounts {
             StepStatus::Backoff => &mut c.backoff,
             StepStatus::Succeeded => &mut c.succeeded,
             StepStatus::Failed => &mut c.failed,
-            StepStatus::Cancelled => &mut c.cancelled,
+            // An element is never skipped (its step is, as a whole).
+            StepStatus::Cancelled | StepStatus::Skipped => &mut c.cancelled,
         };
         *slot += 1;
     }

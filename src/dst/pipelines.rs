@@ -41,7 +41,9 @@ needs = ["doomed"]
 
 /// A pipeline with a map step: `enrich` runs one task per segment that
 /// `segment` lists (the simulated workers list as many as the workflow
-/// input's `segments` asks for), a few at a time.
+/// input's `segments` asks for), a few at a time; and a conditional one:
+/// `translate` runs only when the language the workers report (the
+/// input's `language`) is not English, else it is skipped.
 pub(super) const SEGMENTS_TOML: &str = r#"
 [pipeline]
 name = "segments"
@@ -67,8 +69,13 @@ needs = ["segment"]
 map = { over = "segment/segments", max_parallel = 3 }
 
 [[steps]]
+name = "translate"
+needs = ["segment"]
+when = "deps.segment.language != 'en'"
+
+[[steps]]
 name = "embed"
-needs = ["enrich"]
+needs = ["enrich", "translate"]
 "#;
 
 /// Segments each workflow of the `segments` pipeline asks for.

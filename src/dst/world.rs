@@ -340,7 +340,9 @@ impl World {
                 ("segments", format!("m-{i}"))
             };
             let input = if pipeline == "segments" {
-                format!(r#"{{"video_id":"{id}","segments":{SEGMENTS}}}"#)
+                // Every other one skips `translate`.
+                let language = if i % 2 == 0 { "en" } else { "fr" };
+                format!(r#"{{"video_id":"{id}","segments":{SEGMENTS},"language":"{language}"}}"#)
             } else {
                 format!(r#"{{"video_id":"{id}"}}"#)
             };

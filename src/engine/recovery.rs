@@ -22,7 +22,7 @@ pub fn load(ctx: &EngineCtx, partition: u16, id: &str) -> Result<Option<Workflow
     }
     let store = &ctx.store;
     let snapshot: Option<WorkflowState> = store
-        .load_snapshot_compat::<WorkflowState, WorkflowStateV1>(partition, id)
+        .load_snapshot_compat::<WorkflowState, (WorkflowStateV1,)>(partition, id)
         .map_err(|e| e.to_string())?;
     // Without a snapshot a workflow's journal starts at seq 1. Every start
     // of a new id comes here first, so a point read answers "no such

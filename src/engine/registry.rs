@@ -19,7 +19,7 @@ use parking_lot::RwLock;
 
 use crate::pipeline::error::{PipelineError, PipelineErrorKind};
 use crate::pipeline::load::{load_pipeline_files, LoadedPipeline};
-use crate::pipeline::stored::PipelineDefV1;
+use crate::pipeline::stored::OlderPipelineDefs;
 use crate::pipeline::{PipelineDef, PipelineLimits};
 use crate::storage::group_commit::GroupCommitter;
 use crate::storage::store::WorkflowStore;
@@ -239,7 +239,7 @@ impl PipelineRegistry {
         }
         let loaded: Option<PipelineDef> = self
             .store
-            .load_pipeline_compat::<PipelineDef, PipelineDefV1>(&r.name, r.version, r.hash)
+            .load_pipeline_compat::<PipelineDef, OlderPipelineDefs>(&r.name, r.version, r.hash)
             .map_err(|e| format!("pipeline {} v{}: {e}", r.name, r.version))?;
         let def = Arc::new(loaded.ok_or_else(|| {
             format!(
@@ -334,7 +334,7 @@ impl PipelineRegistry {
             if !stored.contains_key(&r.name) {
                 match self
                     .store
-                    .pipeline_definitions::<PipelineDef, PipelineDefV1>(
+                    .pipeline_definitions::<PipelineDef, OlderPipelineDefs>(
                         &r.name,
                         STORED_DEFINITIONS_SCAN_MAX,
                     ) {

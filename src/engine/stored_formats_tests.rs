@@ -1,12 +1,12 @@
-//! Definitions and snapshots stored by builds before map steps existed are
-//! still read: a workflow in flight across the upgrade keeps its pinned
-//! definition and its state.
+//! Definitions and snapshots stored by builds before map steps (or step
+//! conditions) existed are still read: a workflow in flight across the
+//! upgrade keeps its pinned definition and its state.
 
 use std::sync::Arc;
 
 use super::registry::PipelineRegistry;
 use crate::pipeline::load::parse_pipeline;
-use crate::pipeline::stored::PipelineDefV1;
+use crate::pipeline::stored::{OlderPipelineDefs, PipelineDefV1, PipelineDefV2};
 use crate::pipeline::{PipelineDef, PipelineLimits};
 use crate::storage::memory::MemoryStorage;
 use crate::storage::store::WorkflowStore;
@@ -60,7 +60,7 @@ fn a_definition_stored_in_the_old_encoding_is_found_by_its_workflows() {
     let back = registry.get(&r).unwrap();
     assert_eq!(*back, def);
     let listed = store
-        .pipeline_definitions::<PipelineDef, PipelineDefV1>(&r.name, 10)
+        .pipeline_definitions::<PipelineDef, OlderPipelineDefs>(&r.name, 10)
         .unwrap();
     assert_eq!(listed, vec![(r.version, r.hash, def)]);
 }
@@ -97,7 +97,7 @@ fn a_snapshot_in_the_old_encoding_loads_with_no_maps() {
     let op = store.snapshot_put(1, "wf-old", &old).unwrap();
     storage.write(&[op], true).unwrap();
     let back = store
-        .load_snapshot_compat::<WorkflowState, WorkflowStateV1>(1, "wf-old")
+        .load_snapshot_compat::<WorkflowState, (WorkflowStateV1,)>(1, "wf-old")
         .unwrap()
         .unwrap();
     assert_eq!(back, state);
@@ -105,8 +105,46 @@ fn a_snapshot_in_the_old_encoding_loads_with_no_maps() {
     let op = store.snapshot_put(1, "wf-new", &state).unwrap();
     storage.write(&[op], true).unwrap();
     let back = store
-        .load_snapshot_compat::<WorkflowState, WorkflowStateV1>(1, "wf-new")
+        .load_snapshot_compat::<WorkflowState, (WorkflowStateV1,)>(1, "wf-new")
         .unwrap()
         .unwrap();
     assert_eq!(back, state);
+}
+
+const VIDEO_MAP: &str = include_str!("../../config/examples/video.toml");
+
+#[test]
+fn a_map_definition_stored_before_conditions_keeps_its_hash_and_is_read() {
+    let mut def = parse_pipeline(VIDEO_MAP, "video.toml", &PipelineLimits::default()).unwrap();
+    assert!(def.step_maps.iter().any(Option::is_some));
+    // As a build before conditions stored it: with maps, without `when`.
+    def.step_whens = Vec::new();
+    let v2 = PipelineDefV2 {
+        name: def.name.clone(),
+        version: def.version,
+        steps: def.steps.clone(),
+        workflow_timeout_ms: def.workflow_timeout_ms,
+        step_maps: def.step_maps.clone(),
+    };
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in postcard::to_allocvec(&v2).unwrap() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    assert_eq!(def.content_hash(), h);
+
+    let storage = Arc::new(MemoryStorage::new());
+    let store = WorkflowStore::open(storage.clone(), 2).unwrap();
+    let r = PipelineRef {
+        name: def.name.clone(),
+        version: def.version,
+        hash: def.content_hash(),
+    };
+    let op = store.pipeline_put(&r.name, r.version, r.hash, &v2).unwrap();
+    storage.write(&[op], true).unwrap();
+    let back = store
+        .load_pipeline_compat::<PipelineDef, OlderPipelineDefs>(&r.name, r.version, r.hash)
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, def);
 }

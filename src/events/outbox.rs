@@ -324,6 +324,7 @@ mod tests {
                 step: 0,
                 reason: "r".into(),
             },
+            EventKind::StepSkipped { step: 0 },
         ];
         // Every kind in the subject, in the order of the list.
         let names: Vec<&str> = kinds.iter().map(EventKind::name).collect();

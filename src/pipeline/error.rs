@@ -149,4 +149,8 @@ pub enum PipelineErrorKind {
         version: u32,
         other_file: String,
     },
+    /// A step's `when` that cannot run: too long, not CEL, or reading
+    /// something other than the workflow input and the step's dependencies.
+    #[error("when = {expression:?}: {message}")]
+    BadCondition { expression: String, message: String },
 }

@@ -94,7 +94,10 @@ impl PipelineDef {
                 .iter()
                 .map(|&i| {
                     let step = &self.steps[i];
-                    let marker = if self.map_of(i).is_some() { "[*]" } else { "" };
+                    let mut marker = if self.map_of(i).is_some() { "[*]" } else { "" }.to_owned();
+                    if self.when_of(i).is_some() {
+                        marker.push_str("[?]");
+                    }
                     if step.needs.is_empty() {
                         format!("{}{marker}", step.name)
                     } else {
@@ -156,6 +159,14 @@ impl PipelineDef {
                     min,
                     m.elements_max,
                     m.output_bytes_max,
+                );
+            }
+            if let Some(w) = self.when_of(i) {
+                let _ = writeln!(
+                    out,
+                    "    {:width$}  when {}: runs only if true, else skipped (dependents read null)",
+                    "",
+                    super::when::one_line(&w.text, 200),
                 );
             }
         }

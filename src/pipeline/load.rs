@@ -44,6 +44,13 @@
 //! # optional: one task per element of the array at a JSON pointer in a
 //! # dependency's output (docs/pipelines.md, "Map")
 //! map = { over = "segment/segments", max_parallel = 64, min_success = "100%", max_elements = 10000, max_output_bytes = 16777216 }
+//!
+//! [[steps]]
+//! name = "translate"
+//! needs = ["detect_language"]
+//! # optional: run only when this CEL expression over `input` and `deps`
+//! # is true, else skip (docs/pipelines.md, "When")
+//! when = "deps.detect_language.language != input.target_language"
 //! ```
 
 use std::collections::HashMap;

@@ -112,6 +112,8 @@ fn the_example_video_pipeline_maps_per_segment_and_check_shows_it() {
     assert_eq!(def.steps[usize::from(m.over_step)].name, "segment");
     let text = def.render_dag();
     assert!(text.contains("enrich[*] <- segment"), "{text}");
+    assert!(text.contains("translate[?] <- transcribe"), "{text}");
+    assert!(text.contains("segment <- transcribe, translate"), "{text}");
     assert!(
         text.contains(
             "map over segment/segments: one task per element, 32 at a time; must succeed: 99%"

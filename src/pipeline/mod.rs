@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use map::MapDef;
+pub use when::WhenDef;
 
 pub mod error;
 mod graph;
@@ -21,6 +22,9 @@ pub mod stored;
 #[cfg(test)]
 mod tests;
 mod validate;
+pub mod when;
+#[cfg(test)]
+mod when_tests;
 
 /// A validated pipeline: every `needs` index points at an earlier-declared or
 /// later-declared step of the same pipeline, and the graph is acyclic.
@@ -35,9 +39,13 @@ pub struct PipelineDef {
     /// Whole-workflow deadline, measured from start (and from each reopen).
     pub workflow_timeout_ms: Option<u64>,
     /// The `map` of each step, indexed like `steps`; empty when no step maps.
-    /// Last field: definitions stored before it existed decode through
+    /// Definitions stored before it existed decode through
     /// [`stored::PipelineDefV1`].
     pub step_maps: Vec<Option<MapDef>>,
+    /// The `when` of each step, indexed like `steps`; empty when no step
+    /// has one. Last field: definitions stored before it existed decode
+    /// through [`stored::PipelineDefV2`].
+    pub step_whens: Vec<Option<WhenDef>>,
 }
 
 /// One node of the DAG.
@@ -91,6 +99,12 @@ pub struct PipelineLimits {
     pub needs_max: usize,
     pub name_len_max: usize,
     pub max_attempts_max: u32,
+    /// Longest `when` text, in bytes.
+    pub when_len_max: usize,
+    /// Macros over lists (`all`, `exists`, ...) one `when` may use.
+    pub when_macros_max: usize,
+    /// JSON values one evaluation of a `when` may be given.
+    pub when_values_max: u32,
 }
 
 impl Default for PipelineLimits {
@@ -100,6 +114,9 @@ impl Default for PipelineLimits {
             needs_max: 64,
             name_len_max: 64,
             max_attempts_max: 1000,
+            when_len_max: when::DEFAULT_WHEN_LEN_MAX,
+            when_macros_max: when::DEFAULT_WHEN_MACROS_MAX,
+            when_values_max: when::DEFAULT_WHEN_VALUES_MAX,
         }
     }
 }
@@ -120,6 +137,11 @@ impl PipelineDef {
     /// The `map` of step `i`, if it fans out.
     pub fn map_of(&self, i: usize) -> Option<&MapDef> {
         self.step_maps.get(i).and_then(Option::as_ref)
+    }
+
+    /// The `when` of step `i`, if it has a condition.
+    pub fn when_of(&self, i: usize) -> Option<&WhenDef> {
+        self.step_whens.get(i).and_then(Option::as_ref)
     }
 
     /// Index of the step called `name`.
@@ -154,11 +176,16 @@ impl PipelineDef {
     /// A stable content hash of the definition (FNV-1a over its postcard
     /// encoding), used to store one copy of each distinct definition.
     ///
-    /// A definition without maps hashes its pre-map encoding, so pipelines
-    /// registered before maps existed keep their hash (and stored copy).
+    /// A definition without conditions hashes its encoding from before
+    /// conditions existed, and one without maps either its encoding from
+    /// before maps, so pipelines registered by older builds keep their hash
+    /// (and stored copy).
     pub fn content_hash(&self) -> u64 {
-        let bytes = if self.step_maps.iter().all(Option::is_none) {
+        let no_whens = self.step_whens.iter().all(Option::is_none);
+        let bytes = if no_whens && self.step_maps.iter().all(Option::is_none) {
             postcard::to_allocvec(&stored::PipelineDefV1Ref::of(self)).unwrap_or_default()
+        } else if no_whens {
+            postcard::to_allocvec(&stored::PipelineDefV2Ref::of(self)).unwrap_or_default()
         } else {
             postcard::to_allocvec(self).unwrap_or_default()
         };

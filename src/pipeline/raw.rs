@@ -58,6 +58,7 @@ pub(super) struct RawStep {
     #[serde(default)]
     pub(super) timeouts: RawTimeouts,
     pub(super) map: Option<RawMap>,
+    pub(super) when: Option<String>,
 }
 
 /// Rust names of the raw structs, as serde puts them in type errors.

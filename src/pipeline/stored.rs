@@ -1,13 +1,15 @@
-//! Pipeline definitions as stored before steps could map: the same fields
-//! as [`PipelineDef`] without the last one. A stored definition is decoded
-//! as the current type first and as this one when that fails, so workflows
-//! pinned to a definition stored by an older build keep running.
+//! Pipeline definitions as stored by older builds: the same fields as
+//! [`PipelineDef`] without the trailing ones added since. A stored
+//! definition is decoded as the current type first and as these when that
+//! fails (newest first), so workflows pinned to a definition stored by an
+//! older build keep running.
 
 use serde::{Deserialize, Serialize};
 
-use super::{PipelineDef, StepDef};
+use super::{MapDef, PipelineDef, StepDef};
 
-/// [`PipelineDef`] without `step_maps`.
+/// [`PipelineDef`] before steps could map: without `step_maps` and
+/// `step_whens`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelineDefV1 {
     pub name: String,
@@ -24,9 +26,37 @@ impl From<PipelineDefV1> for PipelineDef {
             steps: v.steps,
             workflow_timeout_ms: v.workflow_timeout_ms,
             step_maps: Vec::new(),
+            step_whens: Vec::new(),
         }
     }
 }
+
+/// [`PipelineDef`] before steps could have conditions: without `step_whens`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineDefV2 {
+    pub name: String,
+    pub version: u32,
+    pub steps: Vec<StepDef>,
+    pub workflow_timeout_ms: Option<u64>,
+    pub step_maps: Vec<Option<MapDef>>,
+}
+
+impl From<PipelineDefV2> for PipelineDef {
+    fn from(v: PipelineDefV2) -> Self {
+        PipelineDef {
+            name: v.name,
+            version: v.version,
+            steps: v.steps,
+            workflow_timeout_ms: v.workflow_timeout_ms,
+            step_maps: v.step_maps,
+            step_whens: Vec::new(),
+        }
+    }
+}
+
+/// The encodings older builds wrote, newest first: what a stored definition
+/// is read as when it does not decode as a [`PipelineDef`].
+pub type OlderPipelineDefs = (PipelineDefV2, PipelineDefV1);
 
 /// Borrowed [`PipelineDefV1`] with the same encoding, for hashing.
 #[derive(Serialize)]
@@ -44,6 +74,28 @@ impl<'a> PipelineDefV1Ref<'a> {
             version: def.version,
             steps: &def.steps,
             workflow_timeout_ms: def.workflow_timeout_ms,
+        }
+    }
+}
+
+/// Borrowed [`PipelineDefV2`] with the same encoding, for hashing.
+#[derive(Serialize)]
+pub(super) struct PipelineDefV2Ref<'a> {
+    name: &'a str,
+    version: u32,
+    steps: &'a [StepDef],
+    workflow_timeout_ms: Option<u64>,
+    step_maps: &'a [Option<MapDef>],
+}
+
+impl<'a> PipelineDefV2Ref<'a> {
+    pub(super) fn of(def: &'a PipelineDef) -> Self {
+        PipelineDefV2Ref {
+            name: &def.name,
+            version: def.version,
+            steps: &def.steps,
+            workflow_timeout_ms: def.workflow_timeout_ms,
+            step_maps: &def.step_maps,
         }
     }
 }

@@ -18,7 +18,8 @@ use super::raw::{
     builtin_retry, builtin_timeouts, RawDefaults, RawHeader, RawRetry, RawStep, RawTimeouts,
     RAW_TYPE_NAMES,
 };
-use super::{MapDef, PipelineDef, PipelineLimits, RetryPolicy, StepDef, StepTimeouts};
+use super::when::{check_when, WhenLimits};
+use super::{MapDef, PipelineDef, PipelineLimits, RetryPolicy, StepDef, StepTimeouts, WhenDef};
 use crate::durations::{format_ms as format_duration_ms, parse_ms as parse_duration_ms};
 
 pub(super) struct Parser<'a> {
@@ -36,6 +37,7 @@ struct CheckedStep {
     retry: RetryPolicy,
     timeouts: StepTimeouts,
     map: Option<MapDef>,
+    when: Option<WhenDef>,
 }
 
 impl<'a> Parser<'a> {
@@ -162,10 +164,16 @@ impl<'a> Parser<'a> {
         } else {
             Vec::new()
         };
+        let step_whens: Vec<Option<WhenDef>> = if checked.iter().any(|s| s.when.is_some()) {
+            checked.iter().map(|s| s.when.clone()).collect()
+        } else {
+            Vec::new()
+        };
         Ok(PipelineDef {
             name,
             version,
             step_maps,
+            step_whens,
             steps: checked
                 .into_iter()
                 .map(|s| StepDef {
@@ -309,6 +317,22 @@ impl<'a> Parser<'a> {
                 ),
                 None => None,
             };
+            let when = match &step.when {
+                Some(text) => {
+                    let need_names: Vec<&str> =
+                        needs.iter().map(|&d| names[usize::from(d)]).collect();
+                    let limits = WhenLimits {
+                        len_max: self.limits.when_len_max,
+                        macros_max: self.limits.when_macros_max,
+                        values_max: self.limits.when_values_max,
+                    };
+                    Some(
+                        check_when(text, &need_names, limits)
+                            .map_err(|kind| self.error(Some(name), kind))?,
+                    )
+                }
+                None => None,
+            };
             checked.push(CheckedStep {
                 name: name.to_owned(),
                 task_type: task_type.to_owned(),
@@ -316,6 +340,7 @@ impl<'a> Parser<'a> {
                 retry,
                 timeouts,
                 map,
+                when,
             });
         }
         Ok(checked)

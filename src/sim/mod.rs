@@ -1,10 +1,13 @@
 //! Simulated workers for every task type: the workers of `orchestrator dev`
 //! and of the tests. A task's output is `{"video_id", "step", "n"}` with
 //! `n = 1 + Σ n of its dependencies` (a map step's array counts the sum of
-//! its elements), so a correct run of the video pipeline ends with `n = 17`
-//! at `index`, and any lost, duplicated or mixed-up output shows. A workflow
+//! its elements, a skipped step's `null` counts 0), so a correct run of the
+//! video pipeline ends with `n = 17` at `index`, and any lost, duplicated or
+//! mixed-up output shows. A workflow
 //! input with `"segments": k` makes every output list `k` segments, for
-//! pipelines that map over them.
+//! pipelines that map over them, and one with `"language": "<l>"` makes
+//! every output report `"language": "<l>"` (the language a transcription
+//! detected), for conditions that read it.
 //!
 //! Pending tasks are held compactly (task id, due time, computed outcome);
 //! failures are drawn from the seed and the task id, so a run is repeatable.
@@ -229,6 +232,9 @@ struct WorkflowInput<'a> {
     /// How many segments every output lists (for pipelines that map over them).
     #[serde(default)]
     segments: Option<u32>,
+    /// The language every output reports (for conditions that read it).
+    #[serde(borrow, default)]
+    language: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// A dependency's output: one step's `{"n": ..}`, a map step's array of
@@ -282,6 +288,11 @@ pub fn output_from(input: &str, workflow_id: &str, step: &str) -> Result<String,
         }
         out.push(']');
     }
+    if let Some(language) = &input.workflow.language {
+        let language = serde_json::to_string(language).map_err(|e| e.to_string())?;
+        out.push_str(r#","language":"#);
+        out.push_str(&language);
+    }
     out.push('}');
     Ok(out)
 }
@@ -307,12 +318,22 @@ pub fn expected_n(pipeline: &PipelineDef) -> Vec<u64> {
         .collect()
 }
 
+/// A step of a completed workflow without output was skipped (only a
+/// step with a condition can be): it counts `n = 0`. With no outputs given,
+/// no step is.
+fn skipped(pipeline: &PipelineDef, outputs: &[Option<&str>], i: usize) -> bool {
+    pipeline.when_of(i).is_some() && outputs.get(i).is_some_and(Option::is_none)
+}
+
 /// Per step: the `n` a correct run reports, and for a map step the number
 /// of elements (read from the output of the step it maps over).
 fn expected(pipeline: &PipelineDef, outputs: &[Option<&str>]) -> Vec<(u64, Option<usize>)> {
     let mut n = vec![(0u64, None); pipeline.steps.len()];
     for i in pipeline.topo_order() {
         let needs = &pipeline.steps[i].needs;
+        if skipped(pipeline, outputs, i) {
+            continue;
+        }
         n[i] = match pipeline.map_of(i) {
             None => (
                 1 + needs.iter().map(|&d| n[usize::from(d)].0).sum::<u64>(),
@@ -346,6 +367,9 @@ pub fn check_outputs(pipeline: &PipelineDef, outputs: &[Option<&str>]) -> Vec<St
     let expected = expected(pipeline, outputs);
     let mut wrong = Vec::new();
     for (i, step) in pipeline.steps.iter().enumerate() {
+        if skipped(pipeline, outputs, i) {
+            continue;
+        }
         let output = outputs.get(i).copied().flatten();
         let parsed = output.and_then(|o| serde_json::from_str::<DepOutput>(o).ok());
         let got = parsed.as_ref().map(DepOutput::n);

@@ -55,15 +55,35 @@ pub fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, Error>
 }
 
 /// [`decode`] for a type that gained trailing fields: a payload that does not
-/// decode as `T` is decoded as `Old` (the type as older builds wrote it) and
-/// converted. The error of the `T` attempt is reported if both fail.
-pub fn decode_compat<T: DeserializeOwned, Old: DeserializeOwned + Into<T>>(
+/// decode as `T` is decoded as the encodings older builds wrote (`Old`, a
+/// tuple of types newest first) and converted. The error of the `T` attempt
+/// is reported if all fail.
+pub fn decode_compat<T: DeserializeOwned, Old: OlderEncodings<T>>(
     key: &[u8],
     bytes: &[u8],
 ) -> Result<T, Error> {
     match decode::<T>(key, bytes) {
         Ok(v) => Ok(v),
-        Err(e) => decode::<Old>(key, bytes).map(Into::into).map_err(|_| e),
+        Err(e) => Old::decode_older(key, bytes).ok_or(e),
+    }
+}
+
+/// The encodings of `T` older builds wrote, as a tuple of types that
+/// convert into `T`, newest first: `(V1,)` or `(V2, V1)`.
+pub trait OlderEncodings<T> {
+    /// The first of the older encodings `bytes` decodes as, converted.
+    fn decode_older(key: &[u8], bytes: &[u8]) -> Option<T>;
+}
+
+impl<T, A: DeserializeOwned + Into<T>> OlderEncodings<T> for (A,) {
+    fn decode_older(key: &[u8], bytes: &[u8]) -> Option<T> {
+        decode::<A>(key, bytes).ok().map(Into::into)
+    }
+}
+
+impl<T, A: DeserializeOwned + Into<T>, B: DeserializeOwned + Into<T>> OlderEncodings<T> for (A, B) {
+    fn decode_older(key: &[u8], bytes: &[u8]) -> Option<T> {
+        <(A,)>::decode_older(key, bytes).or_else(|| <(B,)>::decode_older(key, bytes))
     }
 }
 

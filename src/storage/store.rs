@@ -179,7 +179,7 @@ impl WorkflowStore {
 
     /// [`Self::load_pipeline`] for a definition type whose older encoding
     /// `Old` is still read (see [`codec::decode_compat`]).
-    pub fn load_pipeline_compat<T: DeserializeOwned, Old: DeserializeOwned + Into<T>>(
+    pub fn load_pipeline_compat<T: DeserializeOwned, Old: codec::OlderEncodings<T>>(
         &self,
         name: &str,
         version: u32,
@@ -195,7 +195,7 @@ impl WorkflowStore {
     /// Every stored definition of pipeline `name`: (version, hash, definition),
     /// ordered by version then hash; at most `limit`. Definitions written in
     /// the older encoding `Old` are converted.
-    pub fn pipeline_definitions<T: DeserializeOwned, Old: DeserializeOwned + Into<T>>(
+    pub fn pipeline_definitions<T: DeserializeOwned, Old: codec::OlderEncodings<T>>(
         &self,
         name: &str,
         limit: usize,

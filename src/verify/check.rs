@@ -29,9 +29,18 @@ pub struct Checked {
 #[derive(Clone, Default)]
 struct StepModel {
     succeeded: bool,
+    /// Its condition was false in this generation.
+    skipped: bool,
     attempts: u32,
     /// Attempt currently out with workers.
     outstanding: Option<u32>,
+}
+
+impl StepModel {
+    /// Succeeded or skipped: dependents may go ahead.
+    fn done(&self) -> bool {
+        self.succeeded || self.skipped
+    }
 }
 
 /// Checks `events` (with their sequence numbers) of workflow `id` against
@@ -119,7 +128,7 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
                     );
                 }
                 for &d in &def.needs {
-                    if !steps[usize::from(d)].succeeded {
+                    if !steps[usize::from(d)].done() {
                         bad(seq, format!(
                             "step {} dispatched before its dependency {} succeeded in generation {generation}",
                             def.name, pipeline.steps[usize::from(d)].name
@@ -127,6 +136,15 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
                     }
                 }
                 let m = &mut steps[i];
+                if m.skipped {
+                    bad(
+                        seq,
+                        format!(
+                            "step {} dispatched after it was skipped in generation {generation}",
+                            def.name
+                        ),
+                    );
+                }
                 if m.succeeded {
                     bad(
                         seq,
@@ -250,7 +268,7 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
                 status = Some(Status::Running);
             }
             EventKind::WorkflowCompleted => {
-                if let Some(i) = steps.iter().position(|m| !m.succeeded) {
+                if let Some(i) = steps.iter().position(|m| !m.done()) {
                     bad(
                         seq,
                         format!(
@@ -299,7 +317,7 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
                     m.outstanding = None;
                     if is_reset[i] {
                         *m = StepModel::default();
-                    } else if !m.succeeded {
+                    } else if !m.done() {
                         bad(
                             seq,
                             format!(
@@ -321,7 +339,9 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
             | EventKind::ElementTimedOut { .. }
             | EventKind::MapSucceeded { .. }
             | EventKind::MapFailed { .. } => {
-                let succeeded: Vec<bool> = steps.iter().map(|m| m.succeeded).collect();
+                // A skipped dependency lets a map step expand; a skipped
+                // step expanding counts as expanding twice.
+                let succeeded: Vec<bool> = steps.iter().map(StepModel::done).collect();
                 let cx = MapCtx {
                     id,
                     pipeline,
@@ -338,7 +358,7 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
                     &mut must_fail_next,
                 );
                 if let Some(i) = done {
-                    if steps[i].succeeded {
+                    if steps[i].done() {
                         bad(
                             seq,
                             format!(
@@ -349,6 +369,23 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
                     }
                     steps[i].succeeded = true;
                 }
+            }
+            EventKind::StepSkipped { step } => {
+                let i = usize::from(*step);
+                check_skip(
+                    &SkipCtx {
+                        pipeline,
+                        generation,
+                        status: st,
+                        steps: &steps,
+                        map_expanded: maps[i].expanded,
+                    },
+                    i,
+                    &mut |m| bad(seq, m),
+                );
+                steps[i].skipped = true;
+                // Elements a retry kept go with the skipped step.
+                maps[i] = MapModel::default();
             }
         }
         if event.kind.is_terminal() {
@@ -400,5 +437,49 @@ fn failed(
             }
         }
         AfterFailure::GiveUp => *must_fail_next = true,
+    }
+}
+
+struct SkipCtx<'a> {
+    pipeline: &'a PipelineDef,
+    generation: u32,
+    status: Status,
+    steps: &'a [StepModel],
+    map_expanded: bool,
+}
+
+/// A step is skipped only while running, when it has a condition, once its
+/// dependencies are done, and before anything else happened to it in the
+/// generation.
+fn check_skip(cx: &SkipCtx<'_>, i: usize, bad: &mut impl FnMut(String)) {
+    let def = &cx.pipeline.steps[i];
+    let generation = cx.generation;
+    if cx.status != Status::Running {
+        bad(format!("step {} skipped while {}", def.name, cx.status));
+    }
+    if cx.pipeline.when_of(i).is_none() {
+        bad(format!("step {} skipped but has no condition", def.name));
+    }
+    for &d in &def.needs {
+        if !cx.steps[usize::from(d)].done() {
+            bad(format!(
+                "step {} skipped before its dependency {} was done in generation {generation}",
+                def.name,
+                cx.pipeline.steps[usize::from(d)].name
+            ));
+        }
+    }
+    let m = &cx.steps[i];
+    if m.done() {
+        bad(format!(
+            "step {} skipped after it ended in generation {generation}",
+            def.name
+        ));
+    }
+    if m.attempts > 0 || m.outstanding.is_some() || cx.map_expanded {
+        bad(format!(
+            "step {} skipped after it started in generation {generation}",
+            def.name
+        ));
     }
 }

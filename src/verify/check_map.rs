@@ -18,7 +18,7 @@ struct ElementModel {
 /// The elements of one map step.
 #[derive(Clone, Default)]
 pub(super) struct MapModel {
-    expanded: bool,
+    pub(super) expanded: bool,
     over_step: u16,
     elements: Vec<ElementModel>,
 }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 pub use check::{check_journal, Checked, Violation};
 
-use crate::pipeline::stored::PipelineDefV1;
+use crate::pipeline::stored::OlderPipelineDefs;
 use crate::pipeline::PipelineDef;
 use crate::storage::store::WorkflowStore;
 use crate::storage::StatusEntry;
@@ -138,7 +138,7 @@ pub fn verify_store(store: &WorkflowStore) -> Result<Report, String> {
         let key = (pipeline.name.clone(), pipeline.version, pipeline.hash);
         let def = pipelines.entry(key).or_insert_with(|| {
             store
-                .load_pipeline_compat::<PipelineDef, PipelineDefV1>(
+                .load_pipeline_compat::<PipelineDef, OlderPipelineDefs>(
                     &pipeline.name,
                     pipeline.version,
                     pipeline.hash,
@@ -176,7 +176,7 @@ pub fn verify_store(store: &WorkflowStore) -> Result<Report, String> {
 
     // Snapshots: decodable (checksummed) and not ahead of their journal.
     store
-        .scan_all_snapshots_compat::<WorkflowState, WorkflowStateV1, _>(|key, snap| {
+        .scan_all_snapshots_compat::<WorkflowState, (WorkflowStateV1,), _>(|key, snap| {
             match (key, snap) {
                 (Ok(key), Ok(s)) => {
                     if s.id != key.id {

@@ -31,7 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::events::EventMessage;
-use crate::pipeline::stored::PipelineDefV1;
+use crate::pipeline::stored::OlderPipelineDefs;
 use crate::pipeline::PipelineDef;
 use crate::storage::store::WorkflowStore;
 use crate::worker::ExecutionRecord;
@@ -206,7 +206,7 @@ pub fn check_system(store: &WorkflowStore, inputs: &SystemInputs) -> Result<Syst
             .entry(key)
             .or_insert_with(|| {
                 store
-                    .load_pipeline_compat::<PipelineDef, PipelineDefV1>(
+                    .load_pipeline_compat::<PipelineDef, OlderPipelineDefs>(
                         &pipeline.name,
                         pipeline.version,
                         pipeline.hash,

@@ -163,6 +163,11 @@ pub enum EventKind {
         step: u16,
         reason: String,
     },
+    /// The step's `when` was false once its dependencies were done: it
+    /// never runs in this generation and gives its dependents `null`.
+    StepSkipped {
+        step: u16,
+    },
 }
 
 impl EventKind {
@@ -187,6 +192,7 @@ impl EventKind {
             EventKind::ElementTimedOut { .. } => "element_timed_out",
             EventKind::MapSucceeded { .. } => "map_succeeded",
             EventKind::MapFailed { .. } => "map_failed",
+            EventKind::StepSkipped { .. } => "step_skipped",
         }
     }
 
@@ -203,7 +209,8 @@ impl EventKind {
             | EventKind::ElementFailed { step, .. }
             | EventKind::ElementTimedOut { step, .. }
             | EventKind::MapSucceeded { step, .. }
-            | EventKind::MapFailed { step, .. } => Some(*step),
+            | EventKind::MapFailed { step, .. }
+            | EventKind::StepSkipped { step } => Some(*step),
             EventKind::WorkflowFailed { step, .. } => *step,
             _ => None,
         }

@@ -212,6 +212,16 @@ pub fn evolve(state: &mut WorkflowState, event: &Event) {
                 s.finished_at_ms = Some(at);
             }
         }
+        EventKind::StepSkipped { step } => {
+            // A map step's elements kept by a retry go with it.
+            state.maps.remove(step);
+            if let Some(s) = state.steps.get_mut(usize::from(*step)) {
+                s.status = StepStatus::Skipped;
+                s.output = None;
+                s.retry_due_ms = None;
+                s.finished_at_ms = Some(at);
+            }
+        }
     }
 }
 

@@ -1,13 +1,14 @@
 //! Tests of map steps in the pure core: fan-out, limits, failures
 //! tolerated or not, retries of elements, reopen, and property tests over
-//! random DAGs with random maps (empty arrays included), with the
-//! independent journal checker as oracle.
+//! random DAGs with random maps (empty arrays included) and random
+//! conditions (`when`, true or false at random), with the independent
+//! journal checker as oracle.
 
 use proptest::prelude::*;
 
 use super::tests::{step, World};
 use super::*;
-use crate::pipeline::{MapDef, PipelineDef};
+use crate::pipeline::{MapDef, PipelineDef, WhenDef};
 use crate::verify::check_journal;
 
 fn map_def(over_step: u16, pointer: &str, max_parallel: u32, min_success_bp: u32) -> MapDef {
@@ -37,6 +38,7 @@ fn fan_out(max_parallel: u32, min_success_bp: u32) -> PipelineDef {
             Some(map_def(0, "/segments", max_parallel, min_success_bp)),
             None,
         ],
+        step_whens: Vec::new(),
     }
 }
 
@@ -420,8 +422,30 @@ fn action() -> impl Strategy<Value = Action> {
     ]
 }
 
+/// A random condition of step `i` over the workflow input (`flags`, random
+/// per run) and its dependencies' outputs (arrays of 0 to 3 items, `null`
+/// when skipped): true or false depending on the run. `kind` 0 and 1 mean
+/// no condition.
+fn condition(i: usize, kind: u8, needs: &[u16], maps: &[Option<MapDef>], k: u8) -> Option<String> {
+    let dep = needs.first().map(|&d| {
+        let items = if maps[usize::from(d)].is_some() {
+            format!("deps.s{d}")
+        } else {
+            format!("deps.s{d}.items")
+        };
+        format!("(deps.s{d} == null || size({items}) >= {})", k % 4)
+    });
+    match (kind % 4, dep) {
+        (2, _) | (3, None) => Some(format!("input.flags[{i}]")),
+        (3, Some(dep)) => Some(format!("input.flags[{i}] || {dep}")),
+        _ => None,
+    }
+}
+
 /// Up to 6 steps; a step with dependencies maps over its first plain one with a
-/// probability of one half, with random `max_parallel` and `min_success`.
+/// probability of one half, with random `max_parallel` and `min_success`;
+/// about half the steps have a random condition. A map step runs only when
+/// the step it maps over was not skipped (a `null` is no array).
 fn dag_with_maps() -> impl Strategy<Value = PipelineDef> {
     (
         1usize..7,
@@ -429,10 +453,12 @@ fn dag_with_maps() -> impl Strategy<Value = PipelineDef> {
             (any::<u8>(), 1u32..4, any::<bool>(), 1u32..4, any::<bool>()),
             7,
         ),
+        proptest::collection::vec((any::<u8>(), any::<u8>()), 7),
     )
-        .prop_map(|(n, raw)| {
+        .prop_map(|(n, raw, conditions)| {
             let mut steps = Vec::new();
             let mut maps: Vec<Option<MapDef>> = Vec::new();
+            let mut whens: Vec<Option<WhenDef>> = Vec::new();
             for (i, &(mask, attempts, is_map, parallel, tolerant)) in raw.iter().take(n).enumerate()
             {
                 let needs: Vec<u16> = (0..i)
@@ -451,6 +477,19 @@ fn dag_with_maps() -> impl Strategy<Value = PipelineDef> {
                     )),
                     _ => None,
                 });
+                let (kind, k) = conditions[i];
+                let mut when = condition(i, kind, &needs, &maps, k);
+                if let Some(m) = &maps[i] {
+                    let over = format!("deps.s{} != null", m.over_step);
+                    when = Some(match when {
+                        Some(w) => format!("{over} && ({w})"),
+                        None => over,
+                    });
+                }
+                whens.push(when.map(|text| WhenDef {
+                    text,
+                    values_max: 1_000,
+                }));
                 steps.push(step(&format!("s{i}"), &needs, attempts));
             }
             PipelineDef {
@@ -459,6 +498,7 @@ fn dag_with_maps() -> impl Strategy<Value = PipelineDef> {
                 steps,
                 workflow_timeout_ms: None,
                 step_maps: maps,
+                step_whens: whens,
             }
         })
 }
@@ -475,9 +515,11 @@ proptest! {
     #[test]
     fn map_invariants_hold_under_random_interleavings(
         p in dag_with_maps(),
+        flags in proptest::collection::vec(any::<bool>(), 7),
         actions in proptest::collection::vec(action(), 0..120),
     ) {
-        let mut w = World::start(p, "{}");
+        let input = format!(r#"{{"flags":{}}}"#, serde_json::to_string(&flags).unwrap());
+        let mut w = World::start(p, &input);
         w.drain_output = output(2);
         for a in actions {
             match a {
@@ -521,6 +563,15 @@ proptest! {
             for (&step, run) in &w.state.maps {
                 let def = w.pipeline.map_of(usize::from(step)).unwrap();
                 prop_assert!(run.active() <= def.max_parallel as usize);
+            }
+            // A skipped step has nothing out, no fan-out and no output.
+            for (i, s) in w.state.steps.iter().enumerate() {
+                if s.status == StepStatus::Skipped {
+                    prop_assert!(s.output.is_none());
+                    prop_assert!(!w.state.maps.contains_key(&(i as u16)));
+                    let name = &w.pipeline.steps[i].name;
+                    prop_assert!(w.out_tasks().iter().all(|t| &t.step != name));
+                }
             }
         }
         let replayed = replay(w.journal.iter().map(|(_, e)| e)).unwrap();

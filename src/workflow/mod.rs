@@ -24,6 +24,7 @@ pub mod input;
 pub mod map;
 pub mod state;
 pub mod stored;
+pub mod when;
 
 pub use command::{Command, TaskSpec};
 pub use decide::{
@@ -42,3 +43,5 @@ pub use state::{PipelineRef, Status, StepState, StepStatus, WorkflowState};
 mod map_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod when_tests;

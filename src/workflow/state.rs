@@ -82,6 +82,9 @@ pub enum StepStatus {
     Failed,
     /// The workflow ended (cancel, failure elsewhere, timeout) while this step was out or waiting.
     Cancelled,
+    /// Its `when` was false once its dependencies were done: it never runs
+    /// in this generation, and its dependents read `null` as its output.
+    Skipped,
 }
 
 impl StepStatus {
@@ -93,7 +96,13 @@ impl StepStatus {
             StepStatus::Succeeded => "succeeded",
             StepStatus::Failed => "failed",
             StepStatus::Cancelled => "cancelled",
+            StepStatus::Skipped => "skipped",
         }
+    }
+
+    /// Succeeded or skipped: the step's dependents may go ahead.
+    pub fn is_done(self) -> bool {
+        matches!(self, StepStatus::Succeeded | StepStatus::Skipped)
     }
 }
 

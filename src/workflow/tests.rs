@@ -40,6 +40,7 @@ fn diamond() -> PipelineDef {
         ],
         workflow_timeout_ms: Some(60_000),
         step_maps: Vec::new(),
+        step_whens: Vec::new(),
     }
 }
 
@@ -606,6 +607,7 @@ fn dag() -> impl Strategy<Value = PipelineDef> {
                 steps,
                 workflow_timeout_ms: timeout.then_some(30_000),
                 step_maps: Vec::new(),
+                step_whens: Vec::new(),
             }
         })
 }

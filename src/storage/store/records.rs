@@ -141,7 +141,7 @@ impl WorkflowStore {
 
     /// [`Self::load_snapshot`] for a state type whose older encoding `Old`
     /// is still read (see [`codec::decode_compat`]).
-    pub fn load_snapshot_compat<T: DeserializeOwned, Old: DeserializeOwned + Into<T>>(
+    pub fn load_snapshot_compat<T: DeserializeOwned, Old: codec::OlderEncodings<T>>(
         &self,
         partition: u16,
         id: &str,
@@ -227,7 +227,7 @@ impl WorkflowStore {
     pub fn scan_all_snapshots_compat<T, Old, F>(&self, mut visit: F) -> Result<(), Error>
     where
         T: DeserializeOwned,
-        Old: DeserializeOwned + Into<T>,
+        Old: codec::OlderEncodings<T>,
         F: FnMut(Result<SnapshotKey, Error>, Result<T, Error>) -> bool,
     {
         let range = keys::all_snapshots();

@@ -1,10 +1,12 @@
-//! Which steps are ready, and the task an attempt of a step is sent as.
-//! Map steps start, fill and settle through `map`.
+//! Which steps are ready, whether their condition lets them run, and the
+//! task an attempt of a step is sent as. Map steps start, fill and settle
+//! through `map`.
 
 use super::{idempotency_key, task_id, Builder};
 use crate::workflow::command::{Command, TaskSpec};
 use crate::workflow::event::EventKind;
 use crate::workflow::state::{Status, StepStatus};
+use crate::workflow::when::evaluate;
 
 impl Builder<'_> {
     /// Dispatches every step that is ready and completes the workflow when all
@@ -22,7 +24,8 @@ impl Builder<'_> {
         }
     }
 
-    /// One pass of [`Self::advance`]; `true` when a step succeeded during it.
+    /// One pass of [`Self::advance`]; `true` when a step succeeded or was
+    /// skipped during it.
     fn advance_once(&mut self, due_retries: bool) -> bool {
         if self.state.status.is_terminal() {
             return false;
@@ -38,12 +41,7 @@ impl Builder<'_> {
                 }
             }
         }
-        if self
-            .state
-            .steps
-            .iter()
-            .all(|s| s.status == StepStatus::Succeeded)
-        {
+        if self.state.steps.iter().all(|s| s.status.is_done()) {
             self.end(EventKind::WorkflowCompleted);
             return false;
         }
@@ -60,13 +58,31 @@ impl Builder<'_> {
                     let deps_done = self.pipeline.steps[i]
                         .needs
                         .iter()
-                        .all(|&d| self.state.steps[usize::from(d)].status == StepStatus::Succeeded);
-                    if deps_done && is_map {
+                        .all(|&d| self.state.steps[usize::from(d)].status.is_done());
+                    if !deps_done {
+                        continue;
+                    }
+                    match self.condition(i) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            self.emit(EventKind::StepSkipped { step: i as u16 });
+                            settled = true;
+                            continue;
+                        }
+                        Err(reason) => {
+                            self.end(EventKind::WorkflowFailed {
+                                step: Some(i as u16),
+                                reason,
+                            });
+                            return false;
+                        }
+                    }
+                    if is_map {
                         settled |= self.start_map(i);
                         if self.state.status.is_terminal() {
                             return false;
                         }
-                    } else if deps_done {
+                    } else {
                         self.dispatch(i);
                     }
                 }
@@ -76,6 +92,33 @@ impl Builder<'_> {
             }
         }
         settled
+    }
+
+    /// Whether step `i`, whose dependencies are done, runs: its `when`
+    /// over the workflow input and its dependencies' outputs (`null` for a
+    /// skipped one); a step without one always runs. The error names the
+    /// step, the expression and what went wrong.
+    fn condition(&self, i: usize) -> Result<bool, String> {
+        let Some(when) = self.pipeline.when_of(i) else {
+            return Ok(true);
+        };
+        let deps: Vec<(&str, Option<&str>)> = self.pipeline.steps[i]
+            .needs
+            .iter()
+            .map(|&d| {
+                let d = usize::from(d);
+                (
+                    self.pipeline.steps[d].name.as_str(),
+                    self.state.steps[d].output.as_deref(),
+                )
+            })
+            .collect();
+        evaluate(when, &self.state.input, &deps).map_err(|e| {
+            format!(
+                "step {}: when {:?}: {e}",
+                self.pipeline.steps[i].name, when.text
+            )
+        })
     }
 
     pub(super) fn dispatch(&mut self, i: usize) {

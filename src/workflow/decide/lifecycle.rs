@@ -61,7 +61,9 @@ impl Builder<'_> {
             .state
             .steps
             .iter()
-            .map(|s| s.status != StepStatus::Succeeded)
+            // A step that succeeded or was skipped keeps its outcome; a
+            // rerun resets it with everything downstream of the step named.
+            .map(|s| !s.status.is_done())
             .collect();
         match mode {
             ReopenMode::RetryFailed => {
