@@ -571,6 +571,21 @@ needs = ["a"]
     orchestrator::pipeline::load::parse_pipeline(&text, "short.toml", &Default::default()).unwrap()
 }
 
+/// Waits until `n` attempts were sent. The state says dispatched once an
+/// attempt is journaled; its start-to-close watch starts when it is sent,
+/// just after, so a manual clock advanced in between would move the
+/// deadline along with it.
+async fn wait_sent(h: &Harness, n: u64) {
+    let give_up = std::time::Instant::now() + Duration::from_secs(10);
+    while Metrics::get(&h.metrics.tasks_dispatched) < n {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "attempt {n} never sent"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn wait_for(
     h: &Harness,
     id: &str,
@@ -605,6 +620,7 @@ async fn start_to_close_timeouts_retry_on_manual_time_then_fail_the_workflow() {
     })
     .await;
     assert_eq!(wf.steps[0].attempt, 1);
+    wait_sent(&h, 1).await;
     // Nothing happens while time stands still.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(Metrics::get(&h.metrics.task_timeouts), 0);
@@ -621,6 +637,7 @@ async fn start_to_close_timeouts_retry_on_manual_time_then_fail_the_workflow() {
         w.steps[0].attempt == 2 && w.steps[0].status == StepStatus::Dispatched
     })
     .await;
+    wait_sent(&h, 2).await;
     // Attempt 2 times out too: attempts exhausted, the workflow fails.
     clock.advance(2_500);
     let wf = wait_for(&h, "t-1", "failed", |w| w.status == Status::Failed).await;

@@ -37,17 +37,20 @@ pub async fn serve(
     limits: IntakeLimits,
 ) -> Result<(), String> {
     let (admin, runner) = LocalAdmin::start(engine);
-    serve_with(client, prefix, admin, runner, limits).await
+    serve_with(client, prefix, admin, runner, limits, None).await
 }
 
 /// [`serve`] over verbs made by [`LocalAdmin::start`], whose batch runner
-/// `runner` is polled here: the console shares that runner.
+/// `runner` is polled here: the console shares that runner. `subscribed`
+/// hears once the server has every verb's subscription, so a caller can
+/// report ready only when a request would find a responder.
 pub async fn serve_with(
     client: async_nats::Client,
     prefix: String,
     admin: LocalAdmin,
     runner: impl std::future::Future<Output = ()>,
     limits: IntakeLimits,
+    subscribed: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(), String> {
     let subjects = Subjects::new(&prefix)?;
     let mut subs = Vec::new();
@@ -57,6 +60,14 @@ pub async fn serve_with(
             .await
             .map_err(|e| format!("cannot subscribe to admin.{verb}: {e}"))?;
         subs.push((verb, sub));
+    }
+    // A flush round-trips to the server, which has then seen every SUB.
+    client
+        .flush()
+        .await
+        .map_err(|e| format!("cannot register the admin subscriptions: {e}"))?;
+    if let Some(tx) = subscribed {
+        let _ = tx.send(());
     }
     let engine = admin.engine().clone();
     let batches = admin.batches().clone();

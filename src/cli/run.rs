@@ -394,7 +394,6 @@ pub async fn serve(
     );
     transport.set_sink(engine.sink());
     transport.set_results(Arc::new(WeakResultIntake(Arc::downgrade(&engine))));
-    http.readiness().set_recovery_done();
     // The publisher first sends what a previous run left in the outbox.
     let publisher = events.map(|(outbox, rx)| {
         tokio::spawn(crate::events::run_publisher(
@@ -430,13 +429,23 @@ pub async fn serve(
         Some(c) => Some(c.attach(local_admin.clone(), client.clone(), &cfg.prefix)?),
         None => None,
     };
-    let admin = tokio::spawn(crate::admin::serve_with(
+    let (subscribed, admin_serving) = tokio::sync::oneshot::channel();
+    let mut admin = tokio::spawn(crate::admin::serve_with(
         client.clone(),
         cfg.prefix.clone(),
         local_admin,
         batch_runner,
         config.nats.intake_limits(),
+        Some(subscribed),
     ));
+    // Ready once recovery is done and the admin verbs have responders.
+    if admin_serving.await.is_err() {
+        return Err(match (&mut admin).await {
+            Ok(Err(e)) => e,
+            _ => "the admin service stopped before it served".to_string(),
+        });
+    }
+    http.readiness().set_recovery_done();
     eprintln!(
         "orchestrator running: nats={} prefix={} data_dir={} pipelines_dir={} resumed={}",
         crate::transport::nats::redact_url(&cfg.url),
