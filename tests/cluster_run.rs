@@ -63,14 +63,8 @@ fn loadgen(nats: &NatsServer, report: &Path, n: u64) -> (Output, Value) {
         .arg(report)
         .output()
         .unwrap();
-    let text = std::fs::read_to_string(report).unwrap_or_else(|e| {
-        panic!(
-            "no report ({e}); stdout {} stderr {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out, serde_json::from_str(&text).unwrap())
+    let report = crate::support::loadgen_report(report, &out);
+    (out, report)
 }
 
 /// A refused start: not running, a non-zero exit, one `error:` line.

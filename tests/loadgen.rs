@@ -24,14 +24,8 @@ fn loadgen(b: &Bench, pipelines: &Path, report: &Path, args: &[&str]) -> (Output
         .args(args)
         .output()
         .unwrap();
-    let text = std::fs::read_to_string(report).unwrap_or_else(|e| {
-        panic!(
-            "no report ({e}); stdout {} stderr {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out, serde_json::from_str(&text).unwrap())
+    let report = crate::support::loadgen_report(report, &out);
+    (out, report)
 }
 
 fn num(r: &Value, path: &[&str]) -> f64 {

@@ -23,7 +23,7 @@ fn map_def(over_step: u16, pointer: &str, max_parallel: u32, min_success_bp: u32
 }
 
 /// `segment` → `enrich` (map over `segment/segments`) → `embed`.
-fn fan_out(max_parallel: u32, min_success_bp: u32) -> PipelineDef {
+pub(super) fn fan_out(max_parallel: u32, min_success_bp: u32) -> PipelineDef {
     PipelineDef {
         name: "video".into(),
         version: 2,

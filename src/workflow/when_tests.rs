@@ -5,7 +5,7 @@
 
 use super::tests::{pref, step, World};
 use super::*;
-use crate::pipeline::{MapDef, PipelineDef, WhenDef};
+use crate::pipeline::{PipelineDef, WhenDef};
 use crate::verify::check_journal;
 
 fn when(text: &str) -> Option<WhenDef> {
@@ -214,29 +214,9 @@ fn a_retry_keeps_a_skip_and_a_rerun_decides_again() {
 
 #[test]
 fn a_skipped_map_step_never_expands() {
-    let p = PipelineDef {
-        name: "segments".into(),
-        version: 1,
-        steps: vec![
-            step("segment", &[], 2),
-            step("enrich", &[0], 2),
-            step("embed", &[1], 2),
-        ],
-        workflow_timeout_ms: None,
-        step_maps: vec![
-            None,
-            Some(MapDef {
-                over_step: 0,
-                pointer: "/segments".into(),
-                max_parallel: 4,
-                min_success_bp: 10_000,
-                elements_max: 100,
-                output_bytes_max: 10_000,
-            }),
-            None,
-        ],
-        step_whens: vec![None, when("size(deps.segment.segments) > 2"), None],
-    };
+    // segment -> enrich (a map over segment/segments) -> embed.
+    let mut p = super::map_tests::fan_out(4, 10_000);
+    p.step_whens = vec![None, when("size(deps.segment.segments) > 2"), None];
     let mut w = World::start(p.clone(), "{}");
     let t = w.current("segment").unwrap();
     w.succeed(&t, r#"{"segments":["a","b"]}"#);

@@ -346,3 +346,16 @@ impl Harness {
 pub fn video_input(id: &str) -> String {
     format!(r#"{{"video_id":"{id}","video_url":"s3://media/{id}.mp4"}}"#)
 }
+
+/// The JSON report `loadgen --report <report>` wrote; a missing report
+/// fails with what the run printed.
+pub fn loadgen_report(report: &std::path::Path, out: &std::process::Output) -> serde_json::Value {
+    let text = std::fs::read_to_string(report).unwrap_or_else(|e| {
+        panic!(
+            "no report ({e}); stdout {} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    serde_json::from_str(&text).unwrap()
+}
