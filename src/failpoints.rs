@@ -42,6 +42,10 @@ pub const NAMES: &[(&str, &str)] = &[
         "outbox.publish",
         "event publisher: JetStream acked a window, its outbox rows not yet deleted",
     ),
+    (
+        "replicate.after_append",
+        "cluster mode: a batch's journal records acknowledged, not yet written locally",
+    ),
 ];
 
 /// Evaluates failpoint `name`: with a `return` action, crashes the process.

@@ -152,7 +152,19 @@ impl Run {
     /// `orchestrator run` on `prefix` with its own data directory, the
     /// claim's TTL set by the config file `conf`.
     pub(crate) fn start(nats: &NatsServer, prefix: &str, data_dir: &Path, conf: &Path) -> Run {
+        Run::start_env(nats, prefix, data_dir, conf, &[])
+    }
+
+    /// [`Run::start`] with extra environment variables.
+    pub(crate) fn start_env(
+        nats: &NatsServer,
+        prefix: &str,
+        data_dir: &Path,
+        conf: &Path,
+        env: &[(&str, &str)],
+    ) -> Run {
         let mut child = bin()
+            .envs(env.iter().copied())
             .args(["run", "--nats-url", &nats.url(), "--prefix", prefix])
             .arg("--config")
             .arg(conf)
@@ -186,6 +198,24 @@ impl Run {
         let status = crate::cli::wait_exit(&mut self.child, Duration::from_secs(15))
             .expect("a graceful stop within 15 s");
         assert!(status.success(), "{status:?}");
+    }
+
+    /// Waits up to `within` for the process to exit, collecting its
+    /// stderr lines; its exit status, if it exited.
+    pub(crate) fn exit(
+        &mut self,
+        within: Duration,
+        lines: &mut Vec<String>,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            match self.stderr.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => lines.push(line),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return self.child.wait().ok(),
+            }
+        }
+        None
     }
 
     /// Waits until the process says it runs (`true`) or exits (`false`),

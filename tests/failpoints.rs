@@ -63,7 +63,7 @@ fn start_no_wait(url: &str, pipeline: &str, id: &str, timeout_s: &str) -> Output
 }
 
 /// Starts `ids` 8 at a time, each retried until accepted (idempotent by id).
-fn start_all(url: &str, ids: &[String]) {
+pub(crate) fn start_all(url: &str, ids: &[String]) {
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..8 {

@@ -195,10 +195,11 @@ async fn take_leases(
         ));
     }
     eprintln!(
-        "cluster mode: node {} serves all {partitions} partitions, journal stream {} with {} replica(s)",
+        "cluster mode: node {} serves all {partitions} partitions, journal stream {} with {} replica(s), {} journal record(s) replayed into the local store",
         journal.node_id,
         crate::transport::nats::journal_stream(&config.nats.prefix),
-        config.cluster.journal_replicas
+        config.cluster.journal_replicas,
+        journal.journal.replayed()
     );
     let watcher = tokio::spawn(report_serving(serving, all));
     Ok(Leases {

@@ -14,6 +14,7 @@
 //! | `ownership` | one node's state machine: registration, leases, handover, fencing |
 //! | `chain` | the journal's append rule and the chain checker |
 //! | `record` | one replicated journal message: wire form, checksum, chain hash |
+//! | `position` | how far a local store has applied a partition's journal |
 //! | `appender` | the terms a node appends under, and the replicated journal's checker |
 //! | `claim` | the single-node prefix claim and the partition-count check |
 //!
@@ -25,6 +26,7 @@ mod claim;
 mod config;
 mod kv;
 mod ownership;
+mod position;
 mod record;
 mod share;
 #[cfg(test)]
@@ -36,6 +38,7 @@ pub use claim::{check_partition_count, claim_step, ClaimStep};
 pub use config::LeaseConfig;
 pub use kv::{Entry, Epoch, Holder, Key, KvOp, KvRequest, KvResult, Revision};
 pub use ownership::{Action, Input, Ownership};
+pub use position::JournalPosition;
 pub use record::{chain_hash, ChainHash, JournalOp, JournalRecord, GENESIS};
 pub use share::fair_share;
 

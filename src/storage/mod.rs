@@ -12,6 +12,7 @@
 //! | [`store`] | [`WorkflowStore`], the typed tables the engine uses |
 //! | [`replicate`] | [`ReplicatedStorage`]: cluster mode's per-partition journal replication before the local write |
 //! | [`replicate_memory`] | [`MemoryReplicator`], the in-memory twin of the replicated journal |
+//! | [`replicate_replay`] | tail replay: the applied journal position per partition, and applying the records after it |
 //! | [`group_commit`] | [`GroupCommitter`], one synced write per batch of many workflows' appends |
 //! | `write_health` | [`WriteHealth`]: whether journal writes fail right now (readiness, intake) |
 //! | `conformance.rs` | the one test suite both implementations must pass |
@@ -44,6 +45,7 @@ pub mod keys;
 pub mod memory;
 pub mod replicate;
 pub mod replicate_memory;
+pub mod replicate_replay;
 pub mod rocks;
 pub mod status_entry;
 pub mod store;
@@ -57,6 +59,7 @@ pub use group_commit::{CommitConfig, CommitStats, GroupCommitter};
 pub use memory::MemoryStorage;
 pub use replicate::{partition_of, PartitionBatch, ReplicatedStorage, Replicator};
 pub use replicate_memory::MemoryReplicator;
+pub use replicate_replay::{applied_position, apply_records};
 pub use rocks::{RocksConfig, RocksStorage};
 pub use status_entry::StatusEntry;
 pub use store::{DueTimer, WorkflowStore};

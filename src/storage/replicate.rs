@@ -7,22 +7,26 @@
 //! the batch by partition (the partition is part of every per-workflow key:
 //! journal, snapshot, status, timer, outbox), asks the replicator to append
 //! ONE record per partition, and then writes locally, as one write, the
-//! requests whose partitions were all appended. A request of a partition
-//! the replicator refused (not served by this node, or deposed: another
-//! owner appended) fails with [`Error::NotReplicated`] and is not written;
+//! ops of every appended record, with each appended partition's journal
+//! position (`replicate_replay`): the local store mirrors the journal
+//! record for record. A request of a partition the replicator refused (not
+//! served by this node, or deposed: another owner appended) fails with
+//! [`Error::NotReplicated`] and its ops of that partition are not written;
 //! the other requests of the batch are unaffected. A transition is thus
 //! durable only once the replica acknowledged it, and the engine runs its
 //! effects after that, as it does after a local fsync.
 //!
 //! Store-wide tables (meta, pipeline definitions, batch jobs) have no
-//! partition and are written locally only.
+//! partition and are written locally only, with the requests that
+//! succeeded.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::replicate_replay::position_op;
 use super::{keys, Error, LsmStats, Op, Storage};
-use crate::cluster::JournalOp;
+use crate::cluster::{JournalOp, JournalPosition};
 
 /// The ops of one partition in one write batch: one journal record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,10 +40,16 @@ pub struct PartitionBatch {
 /// Appends a batch's records to the partitions' replicated journals.
 pub trait Replicator: Send + Sync + 'static {
     /// Appends one record per element and blocks until each is
-    /// acknowledged or refused; answers one result per element, in order.
+    /// acknowledged (answering the record's position: its subject sequence
+    /// and hash) or refused; answers one result per element, in order.
     /// Called from the committer's writer (never concurrently with itself
     /// for one storage); may block the calling thread.
-    fn append(&self, batches: &[PartitionBatch]) -> Vec<Result<(), Error>>;
+    fn append(&self, batches: &[PartitionBatch]) -> Vec<Result<JournalPosition, Error>>;
+
+    /// The local storage the journal's records are replayed into when a
+    /// term starts (`replicate_replay`); [`ReplicatedStorage::new`] hands
+    /// it over.
+    fn attach(&self, local: Arc<dyn Storage>);
 }
 
 /// The partition a key belongs to, for the tables that have one.
@@ -72,8 +82,9 @@ pub struct ReplicatedStorage {
 }
 
 impl ReplicatedStorage {
-    /// Wraps `local`.
+    /// Wraps `local`, and attaches it to the replicator for tail replay.
     pub fn new(local: Arc<dyn Storage>, replicator: Arc<dyn Replicator>) -> ReplicatedStorage {
+        replicator.attach(local.clone());
         ReplicatedStorage { local, replicator }
     }
 }
@@ -107,6 +118,7 @@ impl Storage for ReplicatedStorage {
             .map(|(partition, ops)| PartitionBatch { partition, ops })
             .collect();
         let mut refused: BTreeMap<u16, Error> = BTreeMap::new();
+        let mut appended: Vec<(u16, JournalPosition)> = Vec::new();
         if !batches.is_empty() {
             let answers = self.replicator.append(&batches);
             for (i, b) in batches.iter().enumerate() {
@@ -116,8 +128,11 @@ impl Storage for ReplicatedStorage {
                         reason: "the replicator gave no answer".into(),
                     })
                 });
-                if let Err(e) = answer {
-                    refused.insert(b.partition, e);
+                match answer {
+                    Ok(position) => appended.push((b.partition, position)),
+                    Err(e) => {
+                        refused.insert(b.partition, e);
+                    }
                 }
             }
         }
@@ -128,15 +143,30 @@ impl Storage for ReplicatedStorage {
                 None => Ok(()),
             })
             .collect();
-        let ops: Vec<Op> = requests
+        // The local write mirrors the journal: every op of an appended
+        // record (even of a request failed for another partition: the
+        // journal holds it, and a restore would apply it), the store-wide
+        // ops of the requests that succeeded, and each appended
+        // partition's new position.
+        let refused_ref = &refused;
+        let mut ops: Vec<Op> = requests
             .iter()
             .zip(&results)
-            .filter(|(_, r)| r.is_ok())
-            .flat_map(|(ops, _)| ops.iter().cloned())
+            .flat_map(|(ops, r)| {
+                ops.iter().filter(move |op| match partition_of(op.key()) {
+                    Some(p) => !refused_ref.contains_key(&p),
+                    None => r.is_ok(),
+                })
+            })
+            .cloned()
             .collect();
         if ops.is_empty() {
             return results;
         }
+        ops.extend(appended.iter().map(|(p, at)| position_op(*p, at)));
+        // A crash here leaves the journal ahead of the local store: the
+        // next term's tail replay applies what is missing.
+        crate::failpoints::point("replicate.after_append");
         if let Err(e) = self.local.write(&ops, sync) {
             for r in results.iter_mut().filter(|r| r.is_ok()) {
                 *r = Err(e.clone());

@@ -2,13 +2,18 @@
 //! tests of the replication seam without a NATS server. One subject per
 //! partition that stores an append only when it names the subject's last
 //! sequence (JetStream's `Nats-Expected-Last-Subject-Sequence`), with the
-//! same record format and the same [`Appender`] as the JetStream journal.
+//! same record format, the same [`Appender`] and the same tail replay as
+//! the JetStream journal. [`MemoryReplicator::sharing`] is a second node
+//! on the same journal.
+
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
 use super::replicate::{PartitionBatch, Replicator};
-use super::Error;
-use crate::cluster::{Appender, Epoch, JournalOp, NodeId};
+use super::replicate_replay::{applied_position, apply_records, position_op};
+use super::{Error, Storage};
+use crate::cluster::{Appender, Epoch, JournalOp, JournalPosition, NodeId};
 
 #[derive(Default)]
 struct Stream {
@@ -35,7 +40,6 @@ impl Stream {
 
 struct State {
     appender: Appender,
-    stream: Stream,
     /// Terms refused by the journal, in order: what the shell feeds the
     /// ownership core as `AppendRejected`.
     deposed: Vec<(u16, Epoch)>,
@@ -46,53 +50,90 @@ struct State {
 /// See the module docs.
 pub struct MemoryReplicator {
     state: Mutex<State>,
+    /// Shared by the nodes of one journal; locked after `state`.
+    stream: Arc<Mutex<Stream>>,
+    local: OnceLock<Arc<dyn Storage>>,
 }
 
 impl MemoryReplicator {
     /// A journal with no records, appended to as `node`.
     pub fn new(node: NodeId) -> MemoryReplicator {
+        Self::on(node, Arc::new(Mutex::new(Stream::default())))
+    }
+
+    fn on(node: NodeId, stream: Arc<Mutex<Stream>>) -> MemoryReplicator {
         MemoryReplicator {
             state: Mutex::new(State {
                 appender: Appender::new(node),
-                stream: Stream::default(),
                 deposed: Vec::new(),
                 appends: 0,
             }),
+            stream,
+            local: OnceLock::new(),
         }
     }
 
-    /// Starts serving `partition` at `epoch`: reads the tail and appends the
-    /// term's open record after it.
-    pub fn open(&self, partition: u16, epoch: Epoch) -> Result<(), String> {
+    /// Another node, `node`, appending to the same journal.
+    pub fn sharing(&self, node: NodeId) -> MemoryReplicator {
+        Self::on(node, self.stream.clone())
+    }
+
+    /// Starts serving `partition` at `epoch`: applies the records after the
+    /// local store's position to it (when a local store is attached),
+    /// then appends the term's open record after the tail. Answers the
+    /// number of records applied.
+    pub fn open(&self, partition: u16, epoch: Epoch) -> Result<usize, String> {
         let mut st = self.state.lock();
-        let State {
-            appender, stream, ..
-        } = &mut *st;
-        let append = appender
+        let mut stream = self.stream.lock();
+        let mut replayed = 0;
+        if let Some(local) = self.local.get() {
+            let at = applied_position(local.as_ref(), partition).map_err(|e| e.to_string())?;
+            let after: Vec<(u64, Vec<u8>)> = stream
+                .messages
+                .iter()
+                .filter(|m| m.1 == partition && m.0 > at.seq)
+                .map(|m| (m.0, m.2.clone()))
+                .collect();
+            apply_records(local.as_ref(), partition, at, &after).map_err(|e| e.to_string())?;
+            replayed = after.len();
+        }
+        let append = st
+            .appender
             .open(partition, epoch, stream.last(partition))
             .map_err(|e| e.to_string())?;
         let seq = stream.store(partition, append.wire.clone());
-        appender.acked(&append, seq);
-        Ok(())
+        st.appender.acked(&append, seq);
+        if let Some(local) = self.local.get() {
+            let at = JournalPosition::of(seq, &append.wire);
+            local
+                .write(&[position_op(partition, &at)], false)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(replayed)
+    }
+
+    /// Appends `wire` to `partition` without any check, as a writer that
+    /// skips the expected-sequence header would.
+    pub fn plant(&self, partition: u16, wire: Vec<u8>) -> u64 {
+        self.stream.lock().store(partition, wire)
     }
 
     /// Another owner (`node` at `epoch`) takes `partition` over: it reads
     /// the tail and appends its open record, so this node's next append
     /// names an old tail.
     pub fn take_over_as(&self, node: &str, partition: u16, epoch: Epoch) {
-        let mut st = self.state.lock();
+        let mut stream = self.stream.lock();
         let mut other = Appender::new(node.into());
-        let opened = other.open(partition, epoch, st.stream.last(partition));
+        let opened = other.open(partition, epoch, stream.last(partition));
         if let Ok(append) = opened {
-            st.stream.store(partition, append.wire);
+            stream.store(partition, append.wire);
         }
     }
 
     /// The partition's records as `(stream sequence, wire form)`.
     pub fn records(&self, partition: u16) -> Vec<(u64, Vec<u8>)> {
-        self.state
+        self.stream
             .lock()
-            .stream
             .messages
             .iter()
             .filter(|m| m.1 == partition)
@@ -112,8 +153,9 @@ impl MemoryReplicator {
 }
 
 impl Replicator for MemoryReplicator {
-    fn append(&self, batches: &[PartitionBatch]) -> Vec<Result<(), Error>> {
+    fn append(&self, batches: &[PartitionBatch]) -> Vec<Result<JournalPosition, Error>> {
         let mut st = self.state.lock();
+        let mut stream = self.stream.lock();
         let mut out = Vec::with_capacity(batches.len());
         for b in batches {
             let ops: Vec<JournalOp> = b.ops.clone();
@@ -128,7 +170,7 @@ impl Replicator for MemoryReplicator {
                 }
             };
             st.appends += 1;
-            let last = st.stream.last(b.partition).map_or(0, |t| t.0);
+            let last = stream.last(b.partition).map_or(0, |t| t.0);
             if last != append.follows {
                 st.appender.stop(b.partition, append.epoch);
                 st.deposed.push((b.partition, append.epoch));
@@ -141,10 +183,14 @@ impl Replicator for MemoryReplicator {
                 }));
                 continue;
             }
-            let seq = st.stream.store(b.partition, append.wire.clone());
+            let seq = stream.store(b.partition, append.wire.clone());
             st.appender.acked(&append, seq);
-            out.push(Ok(()));
+            out.push(Ok(JournalPosition::of(seq, &append.wire)));
         }
         out
+    }
+
+    fn attach(&self, local: Arc<dyn Storage>) {
+        let _ = self.local.set(local);
     }
 }

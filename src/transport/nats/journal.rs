@@ -14,12 +14,21 @@
 //! connection) ends the term the same way: whether it was stored is
 //! unknown, so the next term reads the tail afresh.
 //!
+//! Starting a term first replays the tail: the records after the local
+//! store's applied position are read and applied to the local store
+//! (`storage::replicate_replay`), so a node with an empty data directory
+//! restores the partition from the journal, and one whose journal got
+//! ahead of its store (a crash between the acknowledgement and the local
+//! write) catches up. The term's open record then follows the last record
+//! applied.
+//!
 //! The record format, the chain and the terms are the pure
 //! [`crate::cluster`] code ([`Appender`], [`JournalRecord`]).
 //!
 //! [`ReplicatedStorage`]: crate::storage::ReplicatedStorage
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
@@ -27,8 +36,12 @@ use async_nats::jetstream::{self, stream};
 use tokio::sync::mpsc;
 
 use super::stream_name;
-use crate::cluster::{Append, Appender, Epoch, NodeId};
-use crate::storage::{Error, PartitionBatch, Replicator};
+use crate::cluster::{Append, Appender, Epoch, JournalPosition, NodeId};
+use crate::storage::replicate_replay::position_op;
+use crate::storage::{applied_position, apply_records, Error, PartitionBatch, Replicator, Storage};
+
+/// Records read and applied per local write during a tail replay.
+const REPLAY_CHUNK: usize = 256;
 
 /// The journal stream of a prefix.
 pub fn journal_stream(prefix: &str) -> String {
@@ -78,6 +91,9 @@ pub struct JetStreamJournal {
     runtime: tokio::runtime::Handle,
     deposed: mpsc::UnboundedSender<(u16, Epoch)>,
     appends: AtomicU64,
+    /// The local store tail replay writes to (attached by the storage).
+    local: OnceLock<Arc<dyn Storage>>,
+    replayed: AtomicU64,
 }
 
 impl JetStreamJournal {
@@ -100,6 +116,8 @@ impl JetStreamJournal {
                 runtime: tokio::runtime::Handle::current(),
                 deposed: tx,
                 appends: AtomicU64::new(0),
+                local: OnceLock::new(),
+                replayed: AtomicU64::new(0),
             },
             rx,
         ))
@@ -111,15 +129,22 @@ impl JetStreamJournal {
         self.appends.load(Ordering::Relaxed)
     }
 
+    /// Journal records applied to the local store by tail replay so far.
+    pub fn replayed(&self) -> u64 {
+        self.replayed.load(Ordering::Relaxed)
+    }
+
     /// The epoch this node appends under for `partition`, once serving.
     pub fn serving(&self, partition: u16) -> Option<Epoch> {
         self.appender.lock().epoch(partition)
     }
 
-    /// Starts a term: reads the partition's tail, appends the term's open
-    /// record after it and serves once it is stored. An error means the
-    /// term did not start (another append moved the tail first, or the
-    /// tail is a bad record); the core decides whether to try again.
+    /// Starts a term: replays the records after the local store's applied
+    /// position into it, then appends the term's open record after the
+    /// last one and serves once it is stored. An error means the term did
+    /// not start (another append moved the tail first, the tail is a bad
+    /// record, or a record to replay does not continue the local store);
+    /// the core decides whether to try again.
     pub async fn start_serving(&self, partition: u16, epoch: Epoch) -> Result<(), String> {
         let subject = journal_subject(&self.prefix, partition);
         let stream = self
@@ -127,11 +152,59 @@ impl JetStreamJournal {
             .get_stream_no_info(journal_stream(&self.prefix))
             .await
             .map_err(|e| format!("cannot open the journal stream: {e}"))?;
-        let tail = match stream.get_last_raw_message_by_subject(&subject).await {
-            Ok(m) => Some((m.sequence, m.payload.to_vec())),
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => None,
-            Err(e) => return Err(format!("cannot read the tail of {subject}: {e}")),
+        let local = self.local.get().cloned();
+        let mut at = match &local {
+            Some(l) => applied_position(l.as_ref(), partition).map_err(|e| e.to_string())?,
+            None => JournalPosition::START,
         };
+        // Replay until the tail is a record already applied: a record
+        // appended meanwhile (a deposed owner's) is replayed too, or, if it
+        // lands after this read, refuses the open record below.
+        let tail = loop {
+            let tail = match stream.get_last_raw_message_by_subject(&subject).await {
+                Ok(m) => Some((m.sequence, m.payload.to_vec())),
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => None,
+                Err(e) => return Err(format!("cannot read the tail of {subject}: {e}")),
+            };
+            let (Some(local), Some((last, _))) = (&local, &tail) else {
+                break tail;
+            };
+            if *last <= at.seq {
+                break tail;
+            }
+            while at.seq < *last {
+                let chunk = read_range(&stream, &subject, at.seq + 1, *last, REPLAY_CHUNK).await?;
+                if chunk.is_empty() {
+                    return Err(format!(
+                        "tail replay of partition {partition}: no record after seq {} though the tail is seq {last}",
+                        at.seq
+                    ));
+                }
+                let store = local.clone();
+                at = tokio::task::spawn_blocking(move || {
+                    apply_records(store.as_ref(), partition, at, &chunk).map(|p| (p, chunk.len()))
+                })
+                .await
+                .map_err(|e| format!("tail replay of partition {partition} failed: {e}"))?
+                .map(|(p, n)| {
+                    self.replayed.fetch_add(n as u64, Ordering::Relaxed);
+                    p
+                })
+                .map_err(|e| format!("tail replay of partition {partition}: {e}"))?;
+            }
+        };
+        match &tail {
+            Some((seq, wire)) if *seq == at.seq && JournalPosition::of(*seq, wire) != at => {
+                tracing::warn!(partition, seq, "the local store's journal position names another record than the journal's; serving from the local store")
+            }
+            Some((seq, _)) if *seq < at.seq => {
+                tracing::warn!(partition, seq, applied = at.seq, "the journal ends before the local store's position (stream recreated?); serving from the local store")
+            }
+            None if at.seq > 0 => {
+                tracing::warn!(partition, applied = at.seq, "the journal of the partition is empty but the local store applied records (stream recreated?); serving from the local store")
+            }
+            _ => {}
+        }
         let append = self
             .appender
             .lock()
@@ -143,6 +216,23 @@ impl JetStreamJournal {
             .map_err(|e| e.to_string())?;
         match self.publish(&append).await {
             Outcome::Stored(seq) => {
+                // The store holds everything up to the open record: a
+                // restart replays only what follows it. Written before the
+                // term takes commits, whose positions come after it.
+                if let Some(local) = &local {
+                    let at = JournalPosition::of(seq, &append.wire);
+                    let store = local.clone();
+                    let written = tokio::task::spawn_blocking(move || {
+                        store.write(&[position_op(partition, &at)], false)
+                    })
+                    .await;
+                    if !matches!(written, Ok(Ok(()))) {
+                        tracing::warn!(
+                            partition,
+                            "journal position of the open record not written; a restart replays it"
+                        );
+                    }
+                }
                 self.appender.lock().acked(&append, seq);
                 Ok(())
             }
@@ -183,7 +273,10 @@ impl JetStreamJournal {
 
     /// Appends one record per batch concurrently and waits for every
     /// answer (see [`Replicator::append`]).
-    pub async fn append_batches(&self, batches: &[PartitionBatch]) -> Vec<Result<(), Error>> {
+    pub async fn append_batches(
+        &self,
+        batches: &[PartitionBatch],
+    ) -> Vec<Result<JournalPosition, Error>> {
         let built: Vec<Result<Append, Error>> = {
             let appender = self.appender.lock();
             batches
@@ -215,7 +308,7 @@ impl JetStreamJournal {
                 let reason = match outcome {
                     Some(Outcome::Stored(seq)) => {
                         appender.acked(&a, seq);
-                        return Ok(());
+                        return Ok(JournalPosition::of(seq, &a.wire));
                     }
                     Some(Outcome::Refused) => format!(
                         "deposed: the journal refused epoch {} (another owner appended)",
@@ -237,7 +330,7 @@ impl JetStreamJournal {
 }
 
 impl Replicator for JetStreamJournal {
-    fn append(&self, batches: &[PartitionBatch]) -> Vec<Result<(), Error>> {
+    fn append(&self, batches: &[PartitionBatch]) -> Vec<Result<JournalPosition, Error>> {
         let refuse = |reason: &str| {
             batches
                 .iter()
@@ -260,6 +353,10 @@ impl Replicator for JetStreamJournal {
             Ok(_) => refuse("the replicated journal cannot wait on a current-thread runtime"),
         }
     }
+
+    fn attach(&self, local: Arc<dyn Storage>) {
+        let _ = self.local.set(local);
+    }
 }
 
 /// A partition's records in stream order, as `(stream sequence, wire
@@ -275,13 +372,23 @@ pub async fn read_partition(
         .await
         .map_err(|e| format!("cannot open stream {name}: {e}"))?;
     let subject = journal_subject(prefix, partition);
+    read_range(&stream, &subject, 1, u64::MAX, usize::MAX).await
+}
+
+/// At most `max` records of `subject` with stream sequences in
+/// `from..=to`, in stream order, read one by one (direct get).
+async fn read_range(
+    stream: &stream::Stream<()>,
+    subject: &str,
+    from: u64,
+    to: u64,
+    max: usize,
+) -> Result<Vec<(u64, Vec<u8>)>, String> {
     let mut out = Vec::new();
-    let mut from = 1;
-    loop {
-        match stream
-            .get_first_raw_message_by_subject(&subject, from)
-            .await
-        {
+    let mut from = from;
+    while from <= to && out.len() < max {
+        match stream.get_first_raw_message_by_subject(subject, from).await {
+            Ok(m) if m.sequence > to => break,
             Ok(m) => {
                 from = m.sequence + 1;
                 out.push((m.sequence, m.payload.to_vec()));
