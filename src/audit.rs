@@ -12,7 +12,7 @@
 /// (`batch.create` carries batch cancels, retries, reruns and backfills);
 /// read-only verbs (`describe`, `history`, `list`, `batch.status`) are not
 /// audited.
-pub const MUTATING: [&str; 11] = [
+pub const MUTATING: [&str; 12] = [
     "start",
     "cancel",
     "pause",
@@ -24,6 +24,7 @@ pub const MUTATING: [&str; 11] = [
     "batch.resume",
     "backup",
     "pipelines.reload",
+    "signal",
 ];
 
 /// The header nats-server fills with the requester's identity.

@@ -195,6 +195,7 @@ fn admin_requests(bytes: &[u8]) -> Result<(), TestCaseError> {
             "backup" => check_admin::<BackupRequest>(verb, bytes)?,
             "pipelines.reload" => check_admin::<crate::admin::PipelinesReloadRequest>(verb, bytes)?,
             "capacity" => check_admin::<crate::admin::CapacityRequest>(verb, bytes)?,
+            "signal" => check_admin::<crate::admin::SignalRequest>(verb, bytes)?,
             "batch.create" => check_admin::<BatchCreateRequest>(verb, bytes)?,
             "batch.list" => check_admin::<crate::admin::BatchListRequest>(verb, bytes)?,
             "batch.status" | "batch.pause" | "batch.resume" => {

@@ -245,6 +245,13 @@ fn a_consumer_of_one_event_kind_sees_every_event_of_that_kind() {
          when = \"input.run == true\"\n",
     )
     .unwrap();
+    // `gate` waits for the signal `ok`: `g-1` gets it, `g-2` times out.
+    std::fs::write(
+        dir.path().join("gate.toml"),
+        "[pipeline]\nname = \"gate\"\nversion = 1\n[[steps]]\nname = \"gate\"\n\
+         wait = { signal = \"ok\", timeout = \"5s\" }\n",
+    )
+    .unwrap();
     let mut b = Bench::new(Some(dir.path().to_path_buf()));
     b.start_orchestrator();
     b.start_worker(&[
@@ -282,6 +289,11 @@ fn a_consumer_of_one_event_kind_sees_every_event_of_that_kind() {
         .start_with("skip", "k-1", r#"{"run":false}"#, true)
         .status
         .success());
+    assert!(b.start("gate", "g-1", false).status.success());
+    ops(&b, &["signal", "g-1", "ok", "--id", "ok-1"]);
+    wait_status(&b, "g-1", "completed");
+    assert!(b.start("gate", "g-2", false).status.success());
+    wait_status(&b, "g-2", "failed");
     assert!(b.start("late", "l-1", false).status.success());
     wait_status(&b, "l-1", "failed");
     ops(&b, &["retry", "l-1"]);

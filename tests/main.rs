@@ -33,6 +33,7 @@ mod reload;
 mod retention;
 mod sdk;
 mod security;
+mod signals;
 mod storm;
 mod throttle;
 mod transport;

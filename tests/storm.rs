@@ -404,6 +404,9 @@ fn storm_checker_rules_on_hand_written_evidence() {
         output: None,
         elements: None,
         failed: None,
+        signal: None,
+        signal_id: None,
+        due_at: None,
     };
     let msg = |id: &str, seqs: &[u64]| EventMessage {
         v: 1,

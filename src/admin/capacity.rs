@@ -64,7 +64,9 @@ pub(super) fn capacity(
     let types: Option<Vec<String>> = match &req.pipeline {
         None => None,
         Some(name) => match ctx.pipelines.current(name) {
-            Some((_, def)) => Some(def.steps.iter().map(|s| s.task_type.clone()).collect()),
+            Some((_, def)) => Some(crate::pipeline::task_types(std::slice::from_ref(
+                def.as_ref(),
+            ))),
             None => {
                 return Err(AdminError::new(
                     code::UNKNOWN_PIPELINE,

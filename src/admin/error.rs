@@ -19,6 +19,8 @@ pub mod code {
     pub const UNKNOWN_STEP: &str = "unknown_step";
     pub const ILLEGAL_TRANSITION: &str = "illegal_transition";
     pub const UNKNOWN_JOB: &str = "unknown_job";
+    /// `signal` to a completed, failed or cancelled workflow.
+    pub const WORKFLOW_TERMINAL: &str = "workflow_terminal";
     pub const UNAVAILABLE: &str = "unavailable";
     /// `backup` on a storage that cannot checkpoint (never in `run`).
     pub const UNSUPPORTED: &str = "unsupported";

@@ -90,6 +90,9 @@ pub(crate) fn history_event(
         error: None,
         output: None,
         progress: None,
+        signal: None,
+        signal_id: None,
+        due_at: None,
     };
     match &ev.kind {
         EventKind::TaskDispatched { attempt, .. } => h.attempt = Some(*attempt),
@@ -174,6 +177,21 @@ pub(crate) fn history_event(
             mode: ReopenMode::RerunFrom(step),
             ..
         } => h.step = Some(step.clone()),
+        EventKind::SignalReceived { name, id, payload } => {
+            h.signal = Some(name.clone());
+            h.signal_id = Some(id.clone());
+            h.output = serde_json::from_str(payload).ok();
+        }
+        EventKind::WaitStarted { due_ms, .. } => h.due_at = Some(*due_ms),
+        EventKind::WaitSucceeded { signal_id, .. } => h.signal_id = Some(signal_id.clone()),
+        EventKind::WaitTimedOut { then, .. } => {
+            h.error = Some(match then {
+                crate::pipeline::OnTimeout::Fail => "wait timeout: the step failed".to_string(),
+                crate::pipeline::OnTimeout::Skip => {
+                    "wait timeout: the step was skipped".to_string()
+                }
+            });
+        }
         _ => {}
     }
     h

@@ -6,8 +6,9 @@
 //! `retry`, `rerun`, and the durable batch jobs `batch.create`,
 //! `batch.status`, `batch.pause`, `batch.resume`, `batch.list` (run by [`batch`]),
 //! `backup` (a checkpoint of the live store, [`crate::backup`]),
-//! `pipelines.reload` (the pipeline directory read again) and `capacity`
-//! (capacity limits, usage and queues).
+//! `pipelines.reload` (the pipeline directory read again), `capacity`
+//! (capacity limits, usage and queues) and `signal` (a signal for a
+//! workflow's wait steps).
 //! Every error reply is `{"v":1,"error":"...","code":"..."}`.
 //!
 //! | file | owns |
@@ -22,6 +23,7 @@
 //! | `backup` | `backup` |
 //! | `pipelines` | `pipelines.reload` |
 //! | `capacity` | `capacity` |
+//! | `signal` | `signal` |
 //! | `local` | the verbs in-process, for the web console |
 //! | [`batch`] | durable, rate-limited batch jobs |
 
@@ -35,6 +37,7 @@ mod list;
 mod local;
 mod pipelines;
 mod serve;
+mod signal;
 mod wire;
 mod workflow;
 
@@ -56,6 +59,7 @@ pub use pipelines::{
 #[cfg(test)]
 pub(crate) use serve::{decode_request, HasVersion};
 pub use serve::{serve, serve_with};
+pub use signal::{SignalReply, SignalRequest};
 pub use wire::{
     CancelRequest, DescribeRequest, Filter, HistoryEvent, HistoryReply, HistoryRequest, ListReply,
     ListRequest, ListedWorkflow, RerunRequest, StartRequest, StepReply, WorkflowReply,
@@ -63,7 +67,7 @@ pub use wire::{
 pub use workflow::control;
 
 /// Every admin verb this build serves.
-pub const VERBS: [&str; 17] = [
+pub const VERBS: [&str; 18] = [
     "start",
     "describe",
     "history",
@@ -81,6 +85,7 @@ pub const VERBS: [&str; 17] = [
     "backup",
     "pipelines.reload",
     "capacity",
+    "signal",
 ];
 
 /// Most workflows in one `list` reply.

@@ -16,6 +16,7 @@ use super::intake::{check_start_size, Gate, IntakeLimits};
 use super::list::list;
 use super::local::LocalAdmin;
 use super::pipelines::{reload, PipelinesReloadRequest};
+use super::signal::{signal, SignalRequest};
 use super::wire::{
     CancelRequest, DescribeRequest, HistoryRequest, ListRequest, RerunRequest, StartRequest,
 };
@@ -220,7 +221,8 @@ has_version!(
     BatchListRequest,
     BackupRequest,
     PipelinesReloadRequest,
-    CapacityRequest
+    CapacityRequest,
+    SignalRequest
 );
 
 async fn handle(verb: &str, payload: &[u8], ctx: &Ctx<'_>) -> Vec<u8> {
@@ -288,6 +290,13 @@ async fn handle(verb: &str, payload: &[u8], ctx: &Ctx<'_>) -> Vec<u8> {
         "capacity" => encode(match parse::<CapacityRequest>(verb, payload, engine) {
             Ok(r) => super::capacity::capacity(&r, engine),
             Err(e) => Err(e),
+        }),
+        "signal" => encode(match parse::<SignalRequest>(verb, payload, engine) {
+            Ok(r) => signal(r, engine).await,
+            Err(e) => {
+                engine.metrics().signal("invalid");
+                Err(e)
+            }
         }),
         "batch.list" => encode(match parse::<BatchListRequest>(verb, payload, engine) {
             Ok(r) => batches.list(r.limit).await,

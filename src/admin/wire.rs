@@ -48,7 +48,7 @@ pub struct RerunRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct StepReply {
     pub name: String,
-    /// `pending | dispatched | backoff | succeeded | failed | cancelled | skipped`.
+    /// `pending | dispatched | backoff | succeeded | failed | cancelled | skipped | waiting`.
     pub status: String,
     /// Attempts in the current generation.
     pub attempts: u32,
@@ -78,6 +78,21 @@ pub struct StepReply {
     /// A map step's elements by status, once it read its array.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elements: Option<ElementCounts>,
+    /// While a wait step waits: the signal it waits for (since
+    /// `dispatched_at_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
+    /// When that wait times out, unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_due_ms: Option<u64>,
+}
+
+/// A signal the workflow received that no wait step consumed yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingSignal {
+    pub name: String,
+    pub id: String,
+    pub received_at_ms: u64,
 }
 
 /// How many elements of a map step stand where.
@@ -119,6 +134,9 @@ pub struct WorkflowReply {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepReply>>,
+    /// `describe`: signals received that no wait step consumed yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signals: Option<Vec<PendingSignal>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -160,6 +178,15 @@ pub struct HistoryEvent {
     /// attempt, while this orchestrator process has seen one.
     #[serde(default)]
     pub progress: Option<serde_json::Value>,
+    /// `signal_received`: the signal's name (its payload is `output`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// `signal_received`, `wait_succeeded`: the signal's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal_id: Option<String>,
+    /// `wait_started`: when the wait times out, unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

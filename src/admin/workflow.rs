@@ -1,7 +1,9 @@
 //! The verbs on one workflow: `start`, `describe`, the operator inputs
 //! (`cancel`, `pause`, `resume`, `retry`) and `rerun`.
 
-use super::wire::{ElementCounts, RerunRequest, StartRequest, StepReply, WorkflowReply};
+use super::wire::{
+    ElementCounts, PendingSignal, RerunRequest, StartRequest, StepReply, WorkflowReply,
+};
 use super::{code, AdminError};
 use crate::engine::registry::NotStartable;
 use crate::engine::Engine;
@@ -88,6 +90,12 @@ pub(super) async fn describe(id: &str, engine: &Engine) -> Result<WorkflowReply,
                 }),
                 queued_since_ms: waiting.as_ref().map(|w| w.since_ms),
                 elements: wf.maps.get(&(i as u16)).map(element_counts),
+                waiting_for: wf.waits.get(&(i as u16)).and_then(|_| {
+                    def.as_ref()
+                        .and_then(|d| d.wait_of(i))
+                        .map(|w| w.signal.clone())
+                }),
+                wait_due_ms: wf.waits.get(&(i as u16)).map(|w| w.due_ms),
             }
         })
         .collect();
@@ -103,6 +111,16 @@ pub(super) async fn describe(id: &str, engine: &Engine) -> Result<WorkflowReply,
         finished_at_ms: wf.finished_at_ms,
         reason: wf.reason.clone(),
         steps: Some(steps),
+        signals: Some(
+            wf.unconsumed_signals()
+                .map(|s| PendingSignal {
+                    name: s.name.clone(),
+                    id: s.id.clone(),
+                    received_at_ms: s.received_at_ms,
+                })
+                .collect(),
+        )
+        .filter(|v: &Vec<PendingSignal>| !v.is_empty()),
         ..WorkflowReply::default()
     })
 }
@@ -119,8 +137,9 @@ fn element_counts(run: &crate::workflow::map::MapRun) -> ElementCounts {
             StepStatus::Backoff => &mut c.backoff,
             StepStatus::Succeeded => &mut c.succeeded,
             StepStatus::Failed => &mut c.failed,
-            // An element is never skipped (its step is, as a whole).
-            StepStatus::Cancelled | StepStatus::Skipped => &mut c.cancelled,
+            // An element is never skipped (its step is, as a whole) and
+            // never waits (a wait step does not map).
+            StepStatus::Cancelled | StepStatus::Skipped | StepStatus::Waiting => &mut c.cancelled,
         };
         *slot += 1;
     }

@@ -13,6 +13,7 @@ pub mod pipelines;
 pub mod run;
 mod run_console;
 mod run_membership;
+pub mod signal;
 pub mod start;
 pub mod summary;
 pub mod verify;
@@ -69,6 +70,8 @@ pub enum Command {
     Retry(ops::IdArgs),
     /// Run a step and everything downstream of it again, as a new generation.
     Rerun(ops::RerunArgs),
+    /// Send a signal to a workflow's wait steps (idempotent by its id).
+    Signal(signal::SignalArgs),
     /// Durable, rate-limited batch jobs: cancel, retry or rerun many workflows.
     Batch(batch::BatchArgs),
     /// Start one workflow per line of a JSON Lines file, each with a deterministic id.
@@ -135,6 +138,7 @@ pub fn main() -> ExitCode {
         Command::Resume(args) => ops::pause_resume(args, "resume"),
         Command::Retry(args) => ops::retry(args),
         Command::Rerun(args) => ops::rerun(args),
+        Command::Signal(args) => signal::run(args),
         Command::Batch(args) => batch::run(args),
         Command::Backfill(args) => backfill::run(args),
         Command::Backup(args) => backup::run(args),

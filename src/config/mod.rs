@@ -86,6 +86,9 @@ impl Default for Config {
                 timer_batch_max: engine.timer_batch_max,
                 accept_chunk: engine.accept_chunk,
                 request_timeout: Dur(engine.request_timeout_ms),
+                signal_payload_bytes_max: engine.signals.payload_bytes_max,
+                signals_pending_max: engine.signals.pending_max,
+                signal_id_len_max: engine.signals.id_len_max,
             },
             cluster: ClusterSection {
                 claim_ttl: Dur::secs(15),
@@ -351,6 +354,11 @@ impl Config {
             timer_batch_max: e.timer_batch_max,
             accept_chunk: e.accept_chunk,
             request_timeout_ms: e.request_timeout.0,
+            signals: crate::engine::SignalLimits {
+                payload_bytes_max: e.signal_payload_bytes_max,
+                pending_max: e.signals_pending_max,
+                id_len_max: e.signal_id_len_max,
+            },
             retention: crate::engine::RetentionConfig {
                 after_ms: self.retention.after.as_ms(),
                 sweep_every_ms: self.retention.sweep_every.0,

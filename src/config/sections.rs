@@ -51,6 +51,9 @@ pub struct EngineSection {
     pub timer_batch_max: usize,
     pub accept_chunk: usize,
     pub request_timeout: Dur,
+    pub signal_payload_bytes_max: usize,
+    pub signals_pending_max: u32,
+    pub signal_id_len_max: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

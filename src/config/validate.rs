@@ -49,6 +49,18 @@ impl Config {
             self.engine.request_timeout.0 >= 1,
             "engine.request_timeout must be positive",
         );
+        need(
+            self.engine.signal_payload_bytes_max >= 2,
+            "engine.signal_payload_bytes_max must be at least 2",
+        );
+        need(
+            self.engine.signals_pending_max >= 1,
+            "engine.signals_pending_max must be at least 1",
+        );
+        need(
+            self.engine.signal_id_len_max >= 1,
+            "engine.signal_id_len_max must be at least 1",
+        );
         let rb = &self.retry_budget;
         need(
             rb.ratio.is_finite() && (0.0..=1000.0).contains(&rb.ratio),

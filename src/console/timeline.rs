@@ -157,6 +157,9 @@ mod tests {
             error: None,
             output: None,
             progress: None,
+            signal: None,
+            signal_id: None,
+            due_at: None,
         }
     }
 

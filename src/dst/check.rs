@@ -191,6 +191,12 @@ pub(super) fn check(ev: &Evidence<'_>, stats: &mut Stats) -> Vec<String> {
         if let Some(state) =
             crate::workflow::replay(records.iter().flat_map(|(_, r)| r.events.iter()))
         {
+            // So is a wait step's: the payload of the signal it consumed.
+            for s in &state.signals {
+                if let Some((step, _)) = s.consumed_by {
+                    outputs.insert(step, s.payload.to_string());
+                }
+            }
             for &step in state.maps.keys() {
                 if let Some(o) = state
                     .steps

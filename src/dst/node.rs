@@ -261,6 +261,22 @@ impl SimNode {
         self.route(id, msg);
     }
 
+    /// The client's signal `approved` for workflow number `wf` (its id
+    /// stays the same across resends; payload `{"n":1}`).
+    pub fn signal(&mut self, id: String, wf: usize) {
+        let msg = SimMsg::Input {
+            input: Arc::new(Input::Signal {
+                name: "approved".to_string(),
+                id: format!("sig-{wf}"),
+                payload: r#"{"n":1}"#.to_string(),
+                pending_max: self.ctx.config.signals.pending_max,
+            }),
+            fired: None,
+            ack: None,
+        };
+        self.route(id, msg);
+    }
+
     pub fn report_started(&mut self, id: &str, task_id: &str) {
         let now = self.ctx.clock.now_ms();
         let p = self.partition(id);

@@ -43,7 +43,10 @@ needs = ["doomed"]
 /// `segment` lists (the simulated workers list as many as the workflow
 /// input's `segments` asks for), a few at a time; and a conditional one:
 /// `translate` runs only when the language the workers report (the
-/// input's `language`) is not English, else it is skipped.
+/// input's `language`) is not English, else it is skipped; and a wait
+/// step: `approve` waits for the signal `approved` (payload `{"n":1}`),
+/// which the client sends to every other workflow, resent with one id;
+/// without it the wait times out and is skipped.
 pub(super) const SEGMENTS_TOML: &str = r#"
 [pipeline]
 name = "segments"
@@ -74,8 +77,13 @@ needs = ["segment"]
 when = "deps.segment.language != 'en'"
 
 [[steps]]
+name = "approve"
+needs = ["segment"]
+wait = { signal = "approved", timeout = "30s", on_timeout = "skip" }
+
+[[steps]]
 name = "embed"
-needs = ["enrich", "translate"]
+needs = ["enrich", "translate", "approve"]
 "#;
 
 /// Segments each workflow of the `segments` pipeline asks for.

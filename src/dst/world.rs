@@ -23,10 +23,20 @@ use crate::workflow::{TaskResult, TaskSpec};
 
 #[derive(Debug, Clone)]
 enum OrchMsg {
-    Start { wf: usize },
-    Started { task_id: String },
-    Beat { task_id: String },
+    Start {
+        wf: usize,
+    },
+    Started {
+        task_id: String,
+    },
+    Beat {
+        task_id: String,
+    },
     Result(TaskResult),
+    /// The client's signal `approved` for workflow number `wf`.
+    Signal {
+        wf: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -37,19 +47,51 @@ enum WorkerMsg {
 
 #[derive(Debug, Clone)]
 enum Ev {
-    ClientStart { wf: usize },
-    ToClient { wf: usize, ok: bool },
+    ClientStart {
+        wf: usize,
+    },
+    ToClient {
+        wf: usize,
+        ok: bool,
+    },
+    /// The client sends workflow `wf` its signal (once accepted), `left`
+    /// more times after this one, with the same signal id.
+    ClientSignal {
+        wf: usize,
+        left: u32,
+    },
     ToOrch(OrchMsg),
-    ToWorker { worker: usize, msg: WorkerMsg },
-    WorkerFinish { worker: usize, epoch: u64, run: u64 },
-    WorkerBeat { worker: usize, epoch: u64, run: u64 },
-    WorkerCrash { worker: usize },
-    WorkerRestart { worker: usize },
-    Flush { inc: u64 },
-    Tick { inc: u64 },
+    ToWorker {
+        worker: usize,
+        msg: WorkerMsg,
+    },
+    WorkerFinish {
+        worker: usize,
+        epoch: u64,
+        run: u64,
+    },
+    WorkerBeat {
+        worker: usize,
+        epoch: u64,
+        run: u64,
+    },
+    WorkerCrash {
+        worker: usize,
+    },
+    WorkerRestart {
+        worker: usize,
+    },
+    Flush {
+        inc: u64,
+    },
+    Tick {
+        inc: u64,
+    },
     OrchCrash,
     OrchRestart,
-    ClockJump { ms: u64 },
+    ClockJump {
+        ms: u64,
+    },
 }
 
 impl Ev {
@@ -72,6 +114,8 @@ impl Ev {
             Ev::OrchCrash => 14,
             Ev::OrchRestart => 15,
             Ev::ClockJump { .. } => 16,
+            Ev::ToOrch(OrchMsg::Signal { .. }) => 17,
+            Ev::ClientSignal { .. } => 18,
         }
     }
 }
@@ -276,6 +320,11 @@ fn deliver(o: &mut SimNode, msg: OrchMsg, client: &[ClientWf]) {
                 o.report_beat(id, &task_id);
             }
         }
+        OrchMsg::Signal { wf } => {
+            if let Some(c) = client.get(wf) {
+                o.signal(c.id.clone(), wf);
+            }
+        }
         OrchMsg::Result(r) => match workflow_of_task(&r.task_id).map(str::to_string) {
             Some(id) => o.report_result(id, r),
             None => o.effects.push(Effect::Ack {
@@ -354,6 +403,10 @@ impl World {
             });
             let at = self.rng.range(0, 2_000);
             self.push(at, Ev::ClientStart { wf: i });
+            if pipeline == "segments" && i % 2 == 0 {
+                let at = self.rng.range(0, 6_000);
+                self.push(at, Ev::ClientSignal { wf: i, left: 6 });
+            }
         }
         let window = self.cfg.fault_window_ms;
         let rate = self.cfg.worker_crashes_per_min;
@@ -387,6 +440,16 @@ impl World {
                 if self.client.get(wf).is_some_and(|c| !c.accepted) {
                     self.send(0, Ev::ToOrch(OrchMsg::Start { wf }));
                     self.push(self.now + 3_000, Ev::ClientStart { wf });
+                }
+            }
+            Ev::ClientSignal { wf, left } => {
+                let accepted = self.client.get(wf).is_some_and(|c| c.accepted);
+                if accepted {
+                    self.send(0, Ev::ToOrch(OrchMsg::Signal { wf }));
+                }
+                if left > 0 {
+                    let left = if accepted { left - 1 } else { left };
+                    self.push(self.now + 3_000, Ev::ClientSignal { wf, left });
                 }
             }
             Ev::ToClient { wf, ok } => {

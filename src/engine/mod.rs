@@ -94,6 +94,8 @@ pub struct EngineConfig {
     pub accept_chunk: usize,
     /// How long a caller waits for a reply from the engine.
     pub request_timeout_ms: u64,
+    /// Bounds on the signals sent to wait steps.
+    pub signals: SignalLimits,
     /// Purging of terminal workflows (see [`RetentionConfig`]).
     pub retention: RetentionConfig,
     /// Retry throttling per task type (`crate::workflow::budget`), engine-wide
@@ -110,6 +112,28 @@ impl EngineConfig {
         let mut b = self.retry_budget;
         b.min_per_sec /= f64::from(self.partitions.max(1));
         b
+    }
+}
+
+/// Bounds on the signals sent to wait steps (`orchestrator signal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalLimits {
+    /// Longest payload (JSON text); it becomes a step output.
+    pub payload_bytes_max: usize,
+    /// Signals one workflow keeps that no wait step consumed yet; past it a
+    /// signal no step waits for right now is refused.
+    pub pending_max: u32,
+    /// Longest signal id, in bytes.
+    pub id_len_max: usize,
+}
+
+impl Default for SignalLimits {
+    fn default() -> Self {
+        SignalLimits {
+            payload_bytes_max: 64 * 1024,
+            pending_max: 64,
+            id_len_max: 128,
+        }
     }
 }
 
@@ -155,6 +179,7 @@ impl Default for EngineConfig {
             timer_batch_max: 4_096,
             accept_chunk: 256,
             request_timeout_ms: 30_000,
+            signals: SignalLimits::default(),
             retention: RetentionConfig::default(),
             retry_budget: Default::default(),
             backup_root: None,

@@ -121,6 +121,28 @@ fn log_events(
             EventKind::WorkflowReopened { generation, .. } => {
                 tracing::info!(workflow_id = id, generation, "workflow reopened")
             }
+            EventKind::SignalReceived {
+                name,
+                id: signal_id,
+                ..
+            } => tracing::info!(
+                workflow_id = id,
+                signal = name.as_str(),
+                signal_id = signal_id.as_str(),
+                "signal received"
+            ),
+            EventKind::WaitSucceeded { step, signal_id } => tracing::info!(
+                workflow_id = id,
+                step = step_name(def, *step),
+                signal_id = signal_id.as_str(),
+                "wait succeeded"
+            ),
+            EventKind::WaitTimedOut { step, then } => tracing::info!(
+                workflow_id = id,
+                step = step_name(def, *step),
+                then = then.as_str(),
+                "wait timed out"
+            ),
             _ => {}
         }
     }

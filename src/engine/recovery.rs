@@ -11,7 +11,7 @@ use super::partition_shared::PartitionShared;
 use super::EngineCtx;
 use crate::capacity::Admitted;
 use crate::storage::StatusEntry;
-use crate::workflow::stored::WorkflowStateV1;
+use crate::workflow::stored::OlderWorkflowStates;
 use crate::workflow::{evolve, JournalRecord, Status, TaskSpec, TimerKind, WorkflowState};
 
 /// Loads a workflow from its snapshot and journal tail. `Ok(None)` when it
@@ -22,7 +22,7 @@ pub fn load(ctx: &EngineCtx, partition: u16, id: &str) -> Result<Option<Workflow
     }
     let store = &ctx.store;
     let snapshot: Option<WorkflowState> = store
-        .load_snapshot_compat::<WorkflowState, (WorkflowStateV1,)>(partition, id)
+        .load_snapshot_compat::<WorkflowState, OlderWorkflowStates>(partition, id)
         .map_err(|e| e.to_string())?;
     // Without a snapshot a workflow's journal starts at seq 1. Every start
     // of a new id comes here first, so a point read answers "no such

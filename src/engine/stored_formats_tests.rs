@@ -11,7 +11,7 @@ use crate::pipeline::{PipelineDef, PipelineLimits};
 use crate::storage::memory::MemoryStorage;
 use crate::storage::store::WorkflowStore;
 use crate::storage::Storage;
-use crate::workflow::stored::WorkflowStateV1;
+use crate::workflow::stored::{OlderWorkflowStates, WorkflowStateV1, WorkflowStateV2};
 use crate::workflow::{decide_start, evolve, PipelineRef, WorkflowState};
 
 const VIDEO: &str = include_str!("../../config/pipelines/video.toml");
@@ -97,7 +97,30 @@ fn a_snapshot_in_the_old_encoding_loads_with_no_maps() {
     let op = store.snapshot_put(1, "wf-old", &old).unwrap();
     storage.write(&[op], true).unwrap();
     let back = store
-        .load_snapshot_compat::<WorkflowState, (WorkflowStateV1,)>(1, "wf-old")
+        .load_snapshot_compat::<WorkflowState, OlderWorkflowStates>(1, "wf-old")
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, state);
+    // As a build before wait steps wrote it: with maps, without signals.
+    let v2 = WorkflowStateV2 {
+        id: state.id.clone(),
+        pipeline: state.pipeline.clone(),
+        input: state.input.clone(),
+        status: state.status,
+        generation: state.generation,
+        steps: state.steps.clone(),
+        created_at_ms: state.created_at_ms,
+        updated_at_ms: state.updated_at_ms,
+        finished_at_ms: state.finished_at_ms,
+        deadline_ms: state.deadline_ms,
+        reason: state.reason.clone(),
+        next_seq: state.next_seq,
+        maps: state.maps.clone(),
+    };
+    let op = store.snapshot_put(1, "wf-v2", &v2).unwrap();
+    storage.write(&[op], true).unwrap();
+    let back = store
+        .load_snapshot_compat::<WorkflowState, OlderWorkflowStates>(1, "wf-v2")
         .unwrap()
         .unwrap();
     assert_eq!(back, state);
@@ -105,7 +128,7 @@ fn a_snapshot_in_the_old_encoding_loads_with_no_maps() {
     let op = store.snapshot_put(1, "wf-new", &state).unwrap();
     storage.write(&[op], true).unwrap();
     let back = store
-        .load_snapshot_compat::<WorkflowState, (WorkflowStateV1,)>(1, "wf-new")
+        .load_snapshot_compat::<WorkflowState, OlderWorkflowStates>(1, "wf-new")
         .unwrap()
         .unwrap();
     assert_eq!(back, state);

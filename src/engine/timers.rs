@@ -451,6 +451,8 @@ mod tests {
             reason: None,
             next_seq: 1,
             maps: Default::default(),
+            signals: Vec::new(),
+            waits: Default::default(),
         };
         let mut l = Liveness::default();
         for id in ["a", "b", "c"] {

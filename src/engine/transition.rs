@@ -50,6 +50,10 @@ pub fn timer_tag(timer: &TimerKind) -> u64 {
                 | (u64::from(index & 0xf_ffff) << 24)
                 | u64::from(attempt & 0xff_ffff)
         }
+        // Bit 61 sets wait timeouts apart (one per wait step and generation).
+        TimerKind::Wait { step, generation } => {
+            (1 << 61) | (u64::from(generation) << 16) | u64::from(step)
+        }
     }
 }
 

@@ -107,6 +107,9 @@ mod tests {
                 output: None,
                 elements: None,
                 failed: None,
+                signal: None,
+                signal_id: None,
+                due_at: None,
             }],
         };
         OutboxItem {

@@ -29,6 +29,15 @@ pub struct LifecycleEvent {
     /// The indices of the elements that failed (`map_succeeded` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<Vec<u32>>,
+    /// The signal's name (`signal_received` only; its payload is `output`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// The signal's id (`signal_received`, `wait_succeeded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal_id: Option<String>,
+    /// When the wait times out, unix ms (`wait_started` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<u64>,
 }
 
 /// One message on the event stream: the transitions of one workflow from one commit.

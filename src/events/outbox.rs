@@ -123,13 +123,17 @@ impl Outbox {
                 attempt,
                 worker,
                 error,
+                signal,
+                signal_id,
+                due_at,
                 ..
             } = history_event(seq, ev, generation, &step_name);
             let output = match &ev.kind {
                 EventKind::TaskSucceeded { output, .. }
-                | EventKind::ElementSucceeded { output, .. } => {
-                    serde_json::value::RawValue::from_string(output.to_string()).ok()
-                }
+                | EventKind::ElementSucceeded { output, .. }
+                | EventKind::SignalReceived {
+                    payload: output, ..
+                } => serde_json::value::RawValue::from_string(output.to_string()).ok(),
                 _ => None,
             };
             out.push(LifecycleEvent {
@@ -151,6 +155,9 @@ impl Outbox {
                     EventKind::MapSucceeded { failed, .. } => Some(failed.clone()),
                     _ => None,
                 },
+                signal,
+                signal_id,
+                due_at,
             });
         }
         let msg = EventMessage {
@@ -325,6 +332,20 @@ mod tests {
                 reason: "r".into(),
             },
             EventKind::StepSkipped { step: 0 },
+            EventKind::SignalReceived {
+                name: "approved".into(),
+                id: "s1".into(),
+                payload: "{}".into(),
+            },
+            EventKind::WaitStarted { step: 0, due_ms: 2 },
+            EventKind::WaitSucceeded {
+                step: 0,
+                signal_id: "s1".into(),
+            },
+            EventKind::WaitTimedOut {
+                step: 0,
+                then: crate::pipeline::OnTimeout::Skip,
+            },
         ];
         // Every kind in the subject, in the order of the list.
         let names: Vec<&str> = kinds.iter().map(EventKind::name).collect();

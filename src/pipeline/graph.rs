@@ -95,6 +95,9 @@ impl PipelineDef {
                 .map(|&i| {
                     let step = &self.steps[i];
                     let mut marker = if self.map_of(i).is_some() { "[*]" } else { "" }.to_owned();
+                    if self.wait_of(i).is_some() {
+                        marker.push_str("[wait]");
+                    }
                     if self.when_of(i).is_some() {
                         marker.push_str("[?]");
                     }
@@ -117,6 +120,18 @@ impl PipelineDef {
         let width = self.steps.iter().map(|s| s.name.len()).max().unwrap_or(0);
         for i in self.topo_order() {
             let step = &self.steps[i];
+            if let Some(w) = self.wait_of(i) {
+                let _ = writeln!(out, "    {:width$}  {}", step.name, w.describe());
+                if let Some(w) = self.when_of(i) {
+                    let _ = writeln!(
+                        out,
+                        "    {:width$}  when {}: runs only if true, else skipped (dependents read null)",
+                        "",
+                        super::when::one_line(&w.text, 200),
+                    );
+                }
+                continue;
+            }
             let r = &step.retry;
             let non_retryable = if r.non_retryable.is_empty() {
                 "none".to_owned()

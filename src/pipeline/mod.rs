@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use map::MapDef;
+pub use wait::{OnTimeout, WaitDef};
 pub use when::WhenDef;
 
 pub mod error;
@@ -22,6 +23,9 @@ pub mod stored;
 #[cfg(test)]
 mod tests;
 mod validate;
+pub mod wait;
+#[cfg(test)]
+mod wait_tests;
 pub mod when;
 #[cfg(test)]
 mod when_tests;
@@ -43,9 +47,13 @@ pub struct PipelineDef {
     /// [`stored::PipelineDefV1`].
     pub step_maps: Vec<Option<MapDef>>,
     /// The `when` of each step, indexed like `steps`; empty when no step
-    /// has one. Last field: definitions stored before it existed decode
-    /// through [`stored::PipelineDefV2`].
+    /// has one. Definitions stored before it existed decode through
+    /// [`stored::PipelineDefV2`].
     pub step_whens: Vec<Option<WhenDef>>,
+    /// The `wait` of each step, indexed like `steps`; empty when no step
+    /// waits for a signal. Last field: definitions stored before it existed
+    /// decode through [`stored::PipelineDefV3`].
+    pub step_waits: Vec<Option<WaitDef>>,
 }
 
 /// One node of the DAG.
@@ -53,7 +61,8 @@ pub struct PipelineDef {
 pub struct StepDef {
     /// Step name, unique within the pipeline.
     pub name: String,
-    /// Task type workers subscribe to; defaults to the step name.
+    /// Task type workers subscribe to; defaults to the step name. Empty for
+    /// a wait step, which dispatches no task.
     pub task_type: String,
     /// Indices of the steps this one depends on (sorted, deduplicated).
     pub needs: Vec<u16>,
@@ -126,7 +135,13 @@ impl Default for PipelineLimits {
 pub fn task_types(defs: &[PipelineDef]) -> Vec<String> {
     let mut t: Vec<String> = defs
         .iter()
-        .flat_map(|d| d.steps.iter().map(|s| s.task_type.clone()))
+        .flat_map(|d| {
+            d.steps
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| d.wait_of(*i).is_none())
+                .map(|(_, s)| s.task_type.clone())
+        })
         .collect();
     t.sort();
     t.dedup();
@@ -142,6 +157,16 @@ impl PipelineDef {
     /// The `when` of step `i`, if it has a condition.
     pub fn when_of(&self, i: usize) -> Option<&WhenDef> {
         self.step_whens.get(i).and_then(Option::as_ref)
+    }
+
+    /// The `wait` of step `i`, if a signal completes it.
+    pub fn wait_of(&self, i: usize) -> Option<&WaitDef> {
+        self.step_waits.get(i).and_then(Option::as_ref)
+    }
+
+    /// Whether some step waits for the signal called `name`.
+    pub fn waits_for(&self, name: &str) -> bool {
+        self.step_waits.iter().flatten().any(|w| w.signal == name)
     }
 
     /// Index of the step called `name`.
@@ -176,16 +201,20 @@ impl PipelineDef {
     /// A stable content hash of the definition (FNV-1a over its postcard
     /// encoding), used to store one copy of each distinct definition.
     ///
-    /// A definition without conditions hashes its encoding from before
-    /// conditions existed, and one without maps either its encoding from
-    /// before maps, so pipelines registered by older builds keep their hash
-    /// (and stored copy).
+    /// A definition without waits hashes its encoding from before waits
+    /// existed, one without conditions either its encoding from before
+    /// conditions, and one without maps either its encoding from before
+    /// maps, so pipelines registered by older builds keep their hash (and
+    /// stored copy).
     pub fn content_hash(&self) -> u64 {
-        let no_whens = self.step_whens.iter().all(Option::is_none);
+        let no_waits = self.step_waits.iter().all(Option::is_none);
+        let no_whens = no_waits && self.step_whens.iter().all(Option::is_none);
         let bytes = if no_whens && self.step_maps.iter().all(Option::is_none) {
             postcard::to_allocvec(&stored::PipelineDefV1Ref::of(self)).unwrap_or_default()
         } else if no_whens {
             postcard::to_allocvec(&stored::PipelineDefV2Ref::of(self)).unwrap_or_default()
+        } else if no_waits {
+            postcard::to_allocvec(&stored::PipelineDefV3Ref::of(self)).unwrap_or_default()
         } else {
             postcard::to_allocvec(self).unwrap_or_default()
         };

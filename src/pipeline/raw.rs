@@ -5,6 +5,7 @@
 use serde::Deserialize;
 
 use super::map::RawMap;
+use super::wait::RawWait;
 use super::{RetryPolicy, StepTimeouts};
 
 // Every field is optional here so that absence can be told apart from a value
@@ -59,11 +60,13 @@ pub(super) struct RawStep {
     pub(super) timeouts: RawTimeouts,
     pub(super) map: Option<RawMap>,
     pub(super) when: Option<String>,
+    pub(super) wait: Option<RawWait>,
 }
 
 /// Rust names of the raw structs, as serde puts them in type errors.
-pub(super) const RAW_TYPE_NAMES: [&str; 6] = [
+pub(super) const RAW_TYPE_NAMES: [&str; 7] = [
     "RawMap",
+    "RawWait",
     "RawHeader",
     "RawDefaults",
     "RawRetry",

@@ -18,8 +18,11 @@ use super::raw::{
     builtin_retry, builtin_timeouts, RawDefaults, RawHeader, RawRetry, RawStep, RawTimeouts,
     RAW_TYPE_NAMES,
 };
+use super::wait::{check_wait, WaitStepShape};
 use super::when::{check_when, WhenLimits};
-use super::{MapDef, PipelineDef, PipelineLimits, RetryPolicy, StepDef, StepTimeouts, WhenDef};
+use super::{
+    MapDef, PipelineDef, PipelineLimits, RetryPolicy, StepDef, StepTimeouts, WaitDef, WhenDef,
+};
 use crate::durations::{format_ms as format_duration_ms, parse_ms as parse_duration_ms};
 
 pub(super) struct Parser<'a> {
@@ -38,6 +41,7 @@ struct CheckedStep {
     timeouts: StepTimeouts,
     map: Option<MapDef>,
     when: Option<WhenDef>,
+    wait: Option<WaitDef>,
 }
 
 impl<'a> Parser<'a> {
@@ -169,11 +173,17 @@ impl<'a> Parser<'a> {
         } else {
             Vec::new()
         };
+        let step_waits: Vec<Option<WaitDef>> = if checked.iter().any(|s| s.wait.is_some()) {
+            checked.iter().map(|s| s.wait.clone()).collect()
+        } else {
+            Vec::new()
+        };
         Ok(PipelineDef {
             name,
             version,
             step_maps,
             step_whens,
+            step_waits,
             steps: checked
                 .into_iter()
                 .map(|s| StepDef {
@@ -272,8 +282,16 @@ impl<'a> Parser<'a> {
         // Pass 2: everything else that can be checked one step at a time.
         let mut checked = Vec::with_capacity(raw.len());
         for (step, &name) in raw.iter().zip(&names) {
-            let task_type = step.task_type.as_deref().unwrap_or(name);
-            self.check_name(task_type, "task type", true, Some(name))?;
+            // A wait step dispatches no task: its task type stays empty, and
+            // `task_types` (what workers subscribe to) leaves it out.
+            let task_type = match &step.wait {
+                Some(_) => "",
+                None => {
+                    let task_type = step.task_type.as_deref().unwrap_or(name);
+                    self.check_name(task_type, "task type", true, Some(name))?;
+                    task_type
+                }
+            };
 
             if step.needs.len() > self.limits.needs_max {
                 return Err(self.error(
@@ -333,6 +351,29 @@ impl<'a> Parser<'a> {
                 }
                 None => None,
             };
+            let wait = match &step.wait {
+                Some(raw) => {
+                    let shape = WaitStepShape {
+                        task_type: step.task_type.is_some(),
+                        map: step.map.is_some(),
+                        retry: raw_retry_set(&step.retry),
+                        timeouts: raw_timeouts_set(&step.timeouts),
+                    };
+                    let check_name = |signal: &str| {
+                        self.check_name(signal, "signal name", false, Some(name))
+                            .map(|_| ())
+                            .map_err(|e| match *e.kind {
+                                PipelineErrorKind::InvalidName { reason, .. } => reason,
+                                other => other.to_string(),
+                            })
+                    };
+                    Some(
+                        check_wait(raw, &shape, check_name)
+                            .map_err(|kind| self.error(Some(name), kind))?,
+                    )
+                }
+                None => None,
+            };
             checked.push(CheckedStep {
                 name: name.to_owned(),
                 task_type: task_type.to_owned(),
@@ -341,6 +382,7 @@ impl<'a> Parser<'a> {
                 timeouts,
                 map,
                 when,
+                wait,
             });
         }
         Ok(checked)
@@ -581,4 +623,19 @@ impl<'a> Parser<'a> {
             heartbeat_ms: merge(base.heartbeat_ms, &raw.heartbeat, "heartbeat")?,
         })
     }
+}
+
+/// Whether a step's `retry` table sets anything.
+fn raw_retry_set(r: &super::raw::RawRetry) -> bool {
+    r.max_attempts.is_some()
+        || r.initial_backoff.is_some()
+        || r.backoff_coefficient.is_some()
+        || r.max_backoff.is_some()
+        || r.jitter.is_some()
+        || r.non_retryable.is_some()
+}
+
+/// Whether a step's `timeouts` table sets anything.
+fn raw_timeouts_set(t: &super::raw::RawTimeouts) -> bool {
+    t.schedule_to_start.is_some() || t.start_to_close.is_some() || t.heartbeat.is_some()
 }

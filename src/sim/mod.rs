@@ -319,10 +319,11 @@ pub fn expected_n(pipeline: &PipelineDef) -> Vec<u64> {
 }
 
 /// A step of a completed workflow without output was skipped (only a
-/// step with a condition can be): it counts `n = 0`. With no outputs given,
-/// no step is.
+/// step with a condition, or a wait step that timed out, can be): it counts
+/// `n = 0`. With no outputs given, no step is.
 fn skipped(pipeline: &PipelineDef, outputs: &[Option<&str>], i: usize) -> bool {
-    pipeline.when_of(i).is_some() && outputs.get(i).is_some_and(Option::is_none)
+    (pipeline.when_of(i).is_some() || pipeline.wait_of(i).is_some())
+        && outputs.get(i).is_some_and(Option::is_none)
 }
 
 /// Per step: the `n` a correct run reports, and for a map step the number
@@ -332,6 +333,14 @@ fn expected(pipeline: &PipelineDef, outputs: &[Option<&str>]) -> Vec<(u64, Optio
     for i in pipeline.topo_order() {
         let needs = &pipeline.steps[i].needs;
         if skipped(pipeline, outputs, i) {
+            continue;
+        }
+        if pipeline.wait_of(i).is_some() {
+            // A wait step's output is the signal's payload: its `n` is
+            // whatever the sender put there (0 without outputs given).
+            let given = outputs.get(i).copied().flatten();
+            let parsed = given.and_then(|o| serde_json::from_str::<DepOutput>(o).ok());
+            n[i] = (parsed.as_ref().map_or(0, DepOutput::n), None);
             continue;
         }
         n[i] = match pipeline.map_of(i) {

@@ -225,6 +225,19 @@ metric_set! {
         pub refused_journal_backlog: Counter,
         @labelled("requests_refused", "Admin requests answered unavailable (retryable) at once because intake was over a bound, by reason.", "reason" = "journal_failing")
         pub refused_journal_failing: Counter,
+        /// Signals sent to wait steps, by answer (`admin::signal`).
+        @labelled("signals", "Signals sent to workflows (orchestrator signal), by how they were answered.", "result" = "accepted")
+        pub signals_accepted: Counter,
+        @labelled("signals", "Signals sent to workflows (orchestrator signal), by how they were answered.", "result" = "duplicate")
+        pub signals_duplicate: Counter,
+        @labelled("signals", "Signals sent to workflows (orchestrator signal), by how they were answered.", "result" = "unknown_workflow")
+        pub signals_unknown_workflow: Counter,
+        @labelled("signals", "Signals sent to workflows (orchestrator signal), by how they were answered.", "result" = "workflow_terminal")
+        pub signals_workflow_terminal: Counter,
+        @labelled("signals", "Signals sent to workflows (orchestrator signal), by how they were answered.", "result" = "invalid")
+        pub signals_invalid: Counter,
+        @labelled("signals", "Signals sent to workflows (orchestrator signal), by how they were answered.", "result" = "over_limit")
+        pub signals_over_limit: Counter,
         @metric("inputs_rejected", "Inputs refused by a workflow (unknown pipeline, invalid command for its status).")
         pub rejected_inputs: Counter,
         @metric("journal_records", "Journal records (transitions) written.")
@@ -310,6 +323,21 @@ impl Metrics {
             IgnoreReason::UnknownTask => &self.unknown_tasks,
             IgnoreReason::WorkflowTerminal => &self.late_results,
             IgnoreReason::StaleTimer => &self.stale_timers,
+        };
+        c.inc();
+    }
+
+    /// Counts one answered signal by its result: `accepted`, `duplicate`,
+    /// `unknown_workflow`, `workflow_terminal`, `over_limit`, or anything
+    /// else as `invalid`.
+    pub fn signal(&self, result: &str) {
+        let c = match result {
+            "accepted" => &self.signals_accepted,
+            "duplicate" => &self.signals_duplicate,
+            "unknown_workflow" => &self.signals_unknown_workflow,
+            "workflow_terminal" => &self.signals_workflow_terminal,
+            "over_limit" => &self.signals_over_limit,
+            _ => &self.signals_invalid,
         };
         c.inc();
     }

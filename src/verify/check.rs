@@ -7,6 +7,7 @@
 //! journal on disk.
 
 use super::check_map::{self, check_map_event, MapCtx, MapModel};
+use super::check_wait::{WaitCtx, WaitEnd, WaitModel};
 use crate::pipeline::PipelineDef;
 use crate::workflow::{AfterFailure, Event, EventKind, ReopenMode, Status};
 
@@ -52,6 +53,7 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
     let n = pipeline.steps.len();
     let mut steps = vec![StepModel::default(); n];
     let mut maps = vec![MapModel::default(); n];
+    let mut waits = WaitModel::default();
     let mut must_fail_next = false;
     let mut expected_seq = 1u64;
 
@@ -126,6 +128,9 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
                         seq,
                         format!("map step {} dispatched as a single task", def.name),
                     );
+                }
+                if pipeline.wait_of(i).is_some() {
+                    bad(seq, format!("wait step {} dispatched a task", def.name));
                 }
                 for &d in &def.needs {
                     if !steps[usize::from(d)].done() {
@@ -313,6 +318,7 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
                     }
                 }
                 check_map::reopen(&mut maps, &is_reset, mode);
+                waits.stop_all();
                 for (i, m) in steps.iter_mut().enumerate() {
                     m.outstanding = None;
                     if is_reset[i] {
@@ -378,7 +384,7 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
                         generation,
                         status: st,
                         steps: &steps,
-                        map_expanded: maps[i].expanded,
+                        map_expanded: maps[i].expanded || waits.is_waiting(i),
                     },
                     i,
                     &mut |m| bad(seq, m),
@@ -387,11 +393,42 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
                 // Elements a retry kept go with the skipped step.
                 maps[i] = MapModel::default();
             }
+            EventKind::SignalReceived { .. }
+            | EventKind::WaitStarted { .. }
+            | EventKind::WaitSucceeded { .. }
+            | EventKind::WaitTimedOut { .. } => {
+                let done: Vec<bool> = steps.iter().map(StepModel::done).collect();
+                let cx = WaitCtx {
+                    pipeline,
+                    generation,
+                    status: st,
+                    done: &done,
+                };
+                let ended =
+                    waits.check(&cx, &event.kind, &mut |m| bad(seq, m), &mut must_fail_next);
+                match ended {
+                    Some(WaitEnd::Succeeded(i)) => {
+                        if steps[i].done() {
+                            bad(
+                                seq,
+                                format!(
+                                    "step {} succeeded twice in generation {generation}",
+                                    pipeline.steps[i].name
+                                ),
+                            );
+                        }
+                        steps[i].succeeded = true;
+                    }
+                    Some(WaitEnd::Skipped(i)) => steps[i].skipped = true,
+                    Some(WaitEnd::Failed) | None => {}
+                }
+            }
         }
         if event.kind.is_terminal() {
             for m in &mut steps {
                 m.outstanding = None;
             }
+            waits.stop_all();
             check_map::end(&mut maps);
         }
     }

@@ -8,6 +8,7 @@
 
 pub mod check;
 mod check_map;
+mod check_wait;
 pub mod system;
 
 use std::collections::HashMap;
@@ -18,7 +19,7 @@ use crate::pipeline::stored::OlderPipelineDefs;
 use crate::pipeline::PipelineDef;
 use crate::storage::store::WorkflowStore;
 use crate::storage::StatusEntry;
-use crate::workflow::stored::WorkflowStateV1;
+use crate::workflow::stored::OlderWorkflowStates;
 use crate::workflow::{EventKind, JournalRecord, Status, WorkflowState};
 
 /// What `verify` found.
@@ -176,7 +177,7 @@ pub fn verify_store(store: &WorkflowStore) -> Result<Report, String> {
 
     // Snapshots: decodable (checksummed) and not ahead of their journal.
     store
-        .scan_all_snapshots_compat::<WorkflowState, (WorkflowStateV1,), _>(|key, snap| {
+        .scan_all_snapshots_compat::<WorkflowState, OlderWorkflowStates, _>(|key, snap| {
             match (key, snap) {
                 (Ok(key), Ok(s)) => {
                     if s.id != key.id {

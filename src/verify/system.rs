@@ -135,12 +135,17 @@ impl Default for SystemInputs {
 
 /// How long a running workflow of `def` may go without a transition:
 /// the longest attempt silence a step allows (heartbeat timeout, else
-/// start-to-close, else schedule-to-start) + the longest retry backoff.
-/// `None` when some step has no bound at all.
+/// start-to-close, else schedule-to-start; a wait step's timeout) + the
+/// longest retry backoff. `None` when some step has no bound at all.
 pub fn idle_bound_ms(def: &PipelineDef) -> Option<u64> {
     let mut silence = 0u64;
     let mut backoff = 0u64;
-    for s in &def.steps {
+    for (i, s) in def.steps.iter().enumerate() {
+        // A wait step is silent until its signal or its timeout.
+        if let Some(w) = def.wait_of(i) {
+            silence = silence.max(w.timeout_ms);
+            continue;
+        }
         let t = &s.timeouts;
         silence = silence.max(
             t.heartbeat_ms

@@ -7,7 +7,8 @@
 //! This file holds the entry points and the decision's scratch state; the
 //! rules live by input in `results` (worker results, attempt timeouts,
 //! fired timers), `lifecycle` (cancel, pause, resume, park, reopen, and how
-//! a workflow ends) and `dispatch` (which steps are ready, and their tasks).
+//! a workflow ends), `dispatch` (which steps are ready, and their tasks)
+//! and `wait` (steps completed by a signal).
 
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +23,7 @@ mod dispatch;
 mod lifecycle;
 mod map;
 mod results;
+mod wait;
 
 /// Why an input changed nothing although it was well-formed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -171,6 +173,12 @@ pub fn decide_planted(
         Input::Resume => b.on_resume(),
         Input::Reopen(mode) => b.on_reopen(mode),
         Input::Park { reason } => b.on_park(reason),
+        Input::Signal {
+            name,
+            id,
+            payload,
+            pending_max,
+        } => b.on_signal(name, id, payload, *pending_max),
     };
     b.finish(outcome)
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::state::PipelineRef;
+use crate::pipeline::OnTimeout;
 
 /// One journaled event with the time the orchestrator decided it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,6 +169,31 @@ pub enum EventKind {
     StepSkipped {
         step: u16,
     },
+    /// A signal arrived for the workflow (`id` unique per workflow, chosen
+    /// by the sender). Kept until a wait step of that name consumes it.
+    SignalReceived {
+        name: String,
+        id: String,
+        payload: Arc<str>,
+    },
+    /// A wait step's dependencies are done and its `when` holds: it waits
+    /// for its signal until `due_ms`.
+    WaitStarted {
+        step: u16,
+        due_ms: u64,
+    },
+    /// The wait step consumed the oldest unconsumed signal of its name
+    /// (`signal_id`); the signal's payload is the step's output.
+    WaitSucceeded {
+        step: u16,
+        signal_id: String,
+    },
+    /// No signal came before the wait's timeout: the step fails (and the
+    /// workflow next) or is skipped, as `then` says.
+    WaitTimedOut {
+        step: u16,
+        then: OnTimeout,
+    },
 }
 
 impl EventKind {
@@ -193,6 +219,10 @@ impl EventKind {
             EventKind::MapSucceeded { .. } => "map_succeeded",
             EventKind::MapFailed { .. } => "map_failed",
             EventKind::StepSkipped { .. } => "step_skipped",
+            EventKind::SignalReceived { .. } => "signal_received",
+            EventKind::WaitStarted { .. } => "wait_started",
+            EventKind::WaitSucceeded { .. } => "wait_succeeded",
+            EventKind::WaitTimedOut { .. } => "wait_timed_out",
         }
     }
 
@@ -210,7 +240,10 @@ impl EventKind {
             | EventKind::ElementTimedOut { step, .. }
             | EventKind::MapSucceeded { step, .. }
             | EventKind::MapFailed { step, .. }
-            | EventKind::StepSkipped { step } => Some(*step),
+            | EventKind::StepSkipped { step }
+            | EventKind::WaitStarted { step, .. }
+            | EventKind::WaitSucceeded { step, .. }
+            | EventKind::WaitTimedOut { step, .. } => Some(*step),
             EventKind::WorkflowFailed { step, .. } => *step,
             _ => None,
         }

@@ -3,7 +3,8 @@
 
 use super::event::{AfterFailure, Event, EventKind, ReopenMode, TaskError, TimeoutKind};
 use super::map::{array_at, ElementState, MapRun};
-use super::state::{Status, StepState, StepStatus, WorkflowState};
+use super::state::{Signal, Status, StepState, StepStatus, WaitRun, WorkflowState};
+use crate::pipeline::OnTimeout;
 
 /// Builds the state from a `WorkflowStarted` event; `None` for any other event.
 pub fn start(event: &Event) -> Option<WorkflowState> {
@@ -32,6 +33,8 @@ pub fn start(event: &Event) -> Option<WorkflowState> {
         // The started event itself is seq 1.
         next_seq: 2,
         maps: Default::default(),
+        signals: Vec::new(),
+        waits: Default::default(),
     })
 }
 
@@ -120,6 +123,11 @@ pub fn evolve(state: &mut WorkflowState, event: &Event) {
             mode,
         } => {
             reopen_maps(state, reset, mode);
+            // A reset wait step waits again, for a signal not consumed yet;
+            // signals consumed before stay consumed.
+            for i in reset {
+                state.waits.remove(i);
+            }
             state.status = Status::Running;
             state.generation = *generation;
             state.deadline_ms = *deadline_ms;
@@ -220,6 +228,64 @@ pub fn evolve(state: &mut WorkflowState, event: &Event) {
                 s.output = None;
                 s.retry_due_ms = None;
                 s.finished_at_ms = Some(at);
+            }
+        }
+        EventKind::SignalReceived { name, id, payload } => state.signals.push(Signal {
+            name: name.clone(),
+            id: id.clone(),
+            payload: payload.clone(),
+            received_at_ms: at,
+            consumed_by: None,
+        }),
+        EventKind::WaitStarted { step, due_ms } => {
+            if let Some(s) = state.steps.get_mut(usize::from(*step)) {
+                s.status = StepStatus::Waiting;
+                s.attempt = 1;
+                s.dispatched_at_ms = Some(at);
+                s.started_at_ms = None;
+                s.finished_at_ms = None;
+                s.retry_due_ms = None;
+                state.waits.insert(
+                    *step,
+                    WaitRun {
+                        since_ms: at,
+                        due_ms: *due_ms,
+                    },
+                );
+            }
+        }
+        EventKind::WaitSucceeded { step, signal_id } => {
+            let generation = state.generation;
+            state.waits.remove(step);
+            let signal = state.signals.iter_mut().find(|s| s.id == *signal_id);
+            let payload = signal.map(|signal| {
+                signal.consumed_by = Some((*step, generation));
+                signal.payload.clone()
+            });
+            if let Some(s) = state.steps.get_mut(usize::from(*step)) {
+                s.status = StepStatus::Succeeded;
+                s.succeeded_generation = Some(generation);
+                s.output = payload;
+                s.worker = None;
+                s.finished_at_ms = Some(at);
+            }
+        }
+        EventKind::WaitTimedOut { step, then } => {
+            state.waits.remove(step);
+            if let Some(s) = state.steps.get_mut(usize::from(*step)) {
+                s.finished_at_ms = Some(at);
+                s.output = None;
+                match then {
+                    OnTimeout::Fail => {
+                        s.status = StepStatus::Failed;
+                        s.last_error = Some(TaskError {
+                            kind: super::state::TIMEOUT_ERROR_KIND.to_string(),
+                            message: "wait timeout: no signal in time".to_string(),
+                            retryable: false,
+                        });
+                    }
+                    OnTimeout::Skip => s.status = StepStatus::Skipped,
+                }
             }
         }
     }
@@ -327,11 +393,15 @@ fn finish(state: &mut WorkflowState, status: Status, reason: Option<String>, at:
     state.reason = reason;
     state.finished_at_ms = Some(at);
     for s in &mut state.steps {
-        if matches!(s.status, StepStatus::Dispatched | StepStatus::Backoff) {
+        if matches!(
+            s.status,
+            StepStatus::Dispatched | StepStatus::Backoff | StepStatus::Waiting
+        ) {
             s.status = StepStatus::Cancelled;
             s.retry_due_ms = None;
         }
     }
+    state.waits.clear();
     for run in state.maps.values_mut() {
         for e in &mut run.elements {
             if matches!(e.status, StepStatus::Dispatched | StepStatus::Backoff) {

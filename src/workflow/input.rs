@@ -44,6 +44,8 @@ pub enum TimerKind {
         generation: u32,
         attempt: u32,
     },
+    /// The timeout of wait step `step`, armed when it started waiting.
+    Wait { step: u16, generation: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,5 +66,14 @@ pub enum Input {
     /// The workflow's actor kept crashing: fail it with this reason.
     Park {
         reason: String,
+    },
+    /// A signal for the workflow's wait steps. `payload` is JSON text
+    /// (checked by the caller); `pending_max` bounds the signals the
+    /// workflow keeps unconsumed (a configured limit, passed in).
+    Signal {
+        name: String,
+        id: String,
+        payload: String,
+        pending_max: u32,
     },
 }

@@ -39,6 +39,7 @@ pub(super) fn fan_out(max_parallel: u32, min_success_bp: u32) -> PipelineDef {
             None,
         ],
         step_whens: Vec::new(),
+        step_waits: Vec::new(),
     }
 }
 
@@ -394,7 +395,7 @@ fn the_checker_flags_illegal_map_journals() {
 // Property tests: random DAGs with random maps.
 
 #[derive(Debug, Clone)]
-enum Action {
+pub(super) enum Action {
     Succeed(usize, u8),
     Fail(usize, bool),
     Timeout(usize),
@@ -407,7 +408,7 @@ enum Action {
     Rerun(usize),
 }
 
-fn action() -> impl Strategy<Value = Action> {
+pub(super) fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         8 => (any::<usize>(), 0u8..4).prop_map(|(k, n)| Action::Succeed(k, n)),
         3 => (any::<usize>(), any::<bool>()).prop_map(|(k, r)| Action::Fail(k, r)),
@@ -446,7 +447,7 @@ fn condition(i: usize, kind: u8, needs: &[u16], maps: &[Option<MapDef>], k: u8) 
 /// probability of one half, with random `max_parallel` and `min_success`;
 /// about half the steps have a random condition. A map step runs only when
 /// the step it maps over was not skipped (a `null` is no array).
-fn dag_with_maps() -> impl Strategy<Value = PipelineDef> {
+pub(super) fn dag_with_maps() -> impl Strategy<Value = PipelineDef> {
     (
         1usize..7,
         proptest::collection::vec(
@@ -499,14 +500,68 @@ fn dag_with_maps() -> impl Strategy<Value = PipelineDef> {
                 workflow_timeout_ms: None,
                 step_maps: maps,
                 step_whens: whens,
+                step_waits: Vec::new(),
             }
         })
 }
 
 /// Every output carries an array (of 0 to 3 elements) for maps to read.
-fn output(n: u8) -> String {
+pub(super) fn output(n: u8) -> String {
     let items: Vec<String> = (0..n).map(|i| i.to_string()).collect();
     format!(r#"{{"items":[{}]}}"#, items.join(","))
+}
+
+/// Applies one random action to the world.
+pub(super) fn act(w: &mut World, a: Action) {
+    match a {
+        Action::Succeed(..) | Action::Fail(..) | Action::Timeout(..) if w.tasks.is_empty() => {}
+        Action::Succeed(k, n) => {
+            let t = w.tasks[k % w.tasks.len()].clone();
+            w.succeed(&t, &output(n));
+        }
+        Action::Fail(k, retryable) => {
+            let t = w.tasks[k % w.tasks.len()].clone();
+            w.fail(&t, "flaky", retryable);
+        }
+        Action::Timeout(k) => {
+            let t = w.tasks[k % w.tasks.len()].clone();
+            w.apply(Input::TaskTimedOut {
+                task_id: t.task_id,
+                timeout: TimeoutKind::Heartbeat,
+            });
+        }
+        Action::Redeliver(k) => {
+            if !w.delivered.is_empty() {
+                let input = w.delivered[k % w.delivered.len()].clone();
+                w.apply(input);
+            }
+        }
+        Action::FireTimer(k) => {
+            if !w.timers.is_empty() {
+                let (due, timer) = w.timers[k % w.timers.len()].clone();
+                w.now = w.now.max(due);
+                w.apply(Input::TimerFired(timer));
+            }
+        }
+        Action::Cancel => {
+            w.apply(Input::Cancel {
+                reason: "prop".into(),
+            });
+        }
+        Action::Pause => {
+            w.apply(Input::Pause);
+        }
+        Action::Resume => {
+            w.apply(Input::Resume);
+        }
+        Action::Retry => {
+            w.apply(Input::Reopen(ReopenMode::RetryFailed));
+        }
+        Action::Rerun(k) => {
+            let name = w.pipeline.steps[k % w.pipeline.steps.len()].name.clone();
+            w.apply(Input::Reopen(ReopenMode::RerunFrom(name)));
+        }
+    }
 }
 
 proptest! {
@@ -522,42 +577,7 @@ proptest! {
         let mut w = World::start(p, &input);
         w.drain_output = output(2);
         for a in actions {
-            match a {
-                Action::Succeed(..) | Action::Fail(..) | Action::Timeout(..) if w.tasks.is_empty() => {}
-                Action::Succeed(k, n) => {
-                    let t = w.tasks[k % w.tasks.len()].clone();
-                    w.succeed(&t, &output(n));
-                }
-                Action::Fail(k, retryable) => {
-                    let t = w.tasks[k % w.tasks.len()].clone();
-                    w.fail(&t, "flaky", retryable);
-                }
-                Action::Timeout(k) => {
-                    let t = w.tasks[k % w.tasks.len()].clone();
-                    w.apply(Input::TaskTimedOut { task_id: t.task_id, timeout: TimeoutKind::Heartbeat });
-                }
-                Action::Redeliver(k) => {
-                    if !w.delivered.is_empty() {
-                        let input = w.delivered[k % w.delivered.len()].clone();
-                        w.apply(input);
-                    }
-                }
-                Action::FireTimer(k) => {
-                    if !w.timers.is_empty() {
-                        let (due, timer) = w.timers[k % w.timers.len()].clone();
-                        w.now = w.now.max(due);
-                        w.apply(Input::TimerFired(timer));
-                    }
-                }
-                Action::Cancel => { w.apply(Input::Cancel { reason: "prop".into() }); }
-                Action::Pause => { w.apply(Input::Pause); }
-                Action::Resume => { w.apply(Input::Resume); }
-                Action::Retry => { w.apply(Input::Reopen(ReopenMode::RetryFailed)); }
-                Action::Rerun(k) => {
-                    let name = w.pipeline.steps[k % w.pipeline.steps.len()].name.clone();
-                    w.apply(Input::Reopen(ReopenMode::RerunFrom(name)));
-                }
-            }
+            act(&mut w, a);
             // No more elements out than max_parallel allows (the checker
             // also checks it from the journal alone).
             for (&step, run) in &w.state.maps {

@@ -37,11 +37,13 @@ pub use event::{
 };
 pub use evolve::{evolve, replay};
 pub use input::{Input, TaskOutcome, TaskResult, TimerKind};
-pub use state::{PipelineRef, Status, StepState, StepStatus, WorkflowState};
+pub use state::{PipelineRef, Signal, Status, StepState, StepStatus, WaitRun, WorkflowState};
 
 #[cfg(test)]
 mod map_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wait_tests;
 #[cfg(test)]
 mod when_tests;

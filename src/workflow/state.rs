@@ -85,6 +85,9 @@ pub enum StepStatus {
     /// Its `when` was false once its dependencies were done: it never runs
     /// in this generation, and its dependents read `null` as its output.
     Skipped,
+    /// A wait step waits for its signal (`WorkflowState::waits` says until
+    /// when).
+    Waiting,
 }
 
 impl StepStatus {
@@ -97,6 +100,7 @@ impl StepStatus {
             StepStatus::Failed => "failed",
             StepStatus::Cancelled => "cancelled",
             StepStatus::Skipped => "skipped",
+            StepStatus::Waiting => "waiting",
         }
     }
 
@@ -198,10 +202,39 @@ pub struct WorkflowState {
     pub reason: Option<String>,
     /// Sequence number the next journaled event gets (= events so far).
     pub next_seq: u64,
-    /// The fan-out of each map step that expanded, by step index. Last
-    /// field: snapshots written before it existed decode through
+    /// The fan-out of each map step that expanded, by step index.
+    /// Snapshots written before it existed decode through
     /// [`super::stored::WorkflowStateV1`].
     pub maps: BTreeMap<u16, MapRun>,
+    /// Every signal received in the workflow's life, in arrival order,
+    /// consumed or not: the unconsumed ones wait for a wait step, and the
+    /// ids of all of them answer a resent signal as a duplicate.
+    pub signals: Vec<Signal>,
+    /// The wait steps waiting now, by step index. Last field (with
+    /// `signals`): snapshots written before they existed decode through
+    /// [`super::stored::WorkflowStateV2`].
+    pub waits: BTreeMap<u16, WaitRun>,
+}
+
+/// One signal a workflow received.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signal {
+    pub name: String,
+    /// Unique within the workflow; the sender's idempotency key.
+    pub id: String,
+    /// JSON text: the output of the wait step that consumes it.
+    pub payload: Arc<str>,
+    pub received_at_ms: u64,
+    /// The wait step that consumed it, and in which generation.
+    pub consumed_by: Option<(u16, u32)>,
+}
+
+/// A wait step waiting for its signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitRun {
+    pub since_ms: u64,
+    /// When it times out (its durable timer is due).
+    pub due_ms: u64,
 }
 
 impl WorkflowState {
@@ -211,5 +244,17 @@ impl WorkflowState {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.status == StepStatus::Dispatched)
+    }
+
+    /// The oldest signal called `name` that no wait step consumed yet.
+    pub fn unconsumed_signal(&self, name: &str) -> Option<&Signal> {
+        self.signals
+            .iter()
+            .find(|s| s.consumed_by.is_none() && s.name == name)
+    }
+
+    /// Signals that no wait step consumed yet.
+    pub fn unconsumed_signals(&self) -> impl Iterator<Item = &Signal> {
+        self.signals.iter().filter(|s| s.consumed_by.is_none())
     }
 }

@@ -41,6 +41,7 @@ fn diamond() -> PipelineDef {
         workflow_timeout_ms: Some(60_000),
         step_maps: Vec::new(),
         step_whens: Vec::new(),
+        step_waits: Vec::new(),
     }
 }
 
@@ -65,6 +66,9 @@ pub(super) struct World {
     pub(super) delivered: Vec<Input>,
     /// What `drain` answers every task with.
     pub(super) drain_output: String,
+    /// Whether `drain` sends a waiting step its signal (with
+    /// `drain_output` as payload) rather than letting it time out.
+    pub(super) answer_waits: bool,
 }
 
 impl World {
@@ -81,6 +85,7 @@ impl World {
             timers: Vec::new(),
             delivered: Vec::new(),
             drain_output: "{}".to_string(),
+            answer_waits: false,
         };
         w.record(d, true);
         w
@@ -184,6 +189,14 @@ impl World {
                 self.succeed(t, &output);
                 continue;
             }
+            if self.answer_waits {
+                if let Some(signal) = self.waited_signal() {
+                    let id = format!("drain-{}", self.journal.len());
+                    let payload = self.drain_output.clone();
+                    self.signal(&signal, &id, &payload);
+                    continue;
+                }
+            }
             // Nothing out: the next timer must move it.
             let next = self
                 .timers
@@ -200,6 +213,26 @@ impl World {
             self.apply(Input::TimerFired(timer));
         }
         panic!("did not terminate");
+    }
+
+    /// The signal the first waiting step waits for, if a step waits.
+    pub(super) fn waited_signal(&self) -> Option<String> {
+        let i = self
+            .state
+            .steps
+            .iter()
+            .position(|s| s.status == StepStatus::Waiting)?;
+        self.pipeline.wait_of(i).map(|w| w.signal.clone())
+    }
+
+    /// Sends signal `name` with `id` and `payload` (64 unconsumed at most).
+    pub(super) fn signal(&mut self, name: &str, id: &str, payload: &str) -> Outcome {
+        self.apply(Input::Signal {
+            name: name.to_string(),
+            id: id.to_string(),
+            payload: payload.to_string(),
+            pending_max: 64,
+        })
     }
 
     /// Every task out with workers now: steps' attempts and map elements'.
@@ -257,6 +290,10 @@ impl World {
                     && s.attempt + 1 == attempt
             }
             TimerKind::Workflow { generation } => generation == self.state.generation,
+            TimerKind::Wait { step, generation } => {
+                generation == self.state.generation
+                    && self.state.steps[usize::from(step)].status == StepStatus::Waiting
+            }
         }
     }
 }
@@ -608,6 +645,7 @@ fn dag() -> impl Strategy<Value = PipelineDef> {
                 workflow_timeout_ms: timeout.then_some(30_000),
                 step_maps: Vec::new(),
                 step_whens: Vec::new(),
+                step_waits: Vec::new(),
             }
         })
 }

@@ -82,6 +82,13 @@ pub fn describe(args: DescribeArgs) -> ExitCode {
             if let Some(e) = &s.last_error {
                 line.push_str(&format!(" last_error={e:?}"));
             }
+            if let Some(signal) = &s.waiting_for {
+                line.push_str(&format!(
+                    " waiting for signal {signal:?} since {} (times out at {})",
+                    opt(s.dispatched_at_ms),
+                    opt(s.wait_due_ms)
+                ));
+            }
             if let Some(q) = &s.queued {
                 line.push_str(&format!(" queued={q:?} since={}", opt(s.queued_since_ms)));
             }
@@ -98,6 +105,14 @@ pub fn describe(args: DescribeArgs) -> ExitCode {
                 line.push_str(&format!(" output={o}"));
             }
             println!("{line}");
+        }
+        for p in r.signals.unwrap_or_default() {
+            println!(
+                "  signal {:?} id={} received={} unconsumed",
+                p.name,
+                p.id,
+                rfc3339(p.received_at_ms)
+            );
         }
         Ok(ExitCode::SUCCESS)
     })

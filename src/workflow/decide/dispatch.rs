@@ -1,6 +1,6 @@
 //! Which steps are ready, whether their condition lets them run, and the
 //! task an attempt of a step is sent as. Map steps start, fill and settle
-//! through `map`.
+//! through `map`; wait steps start through `wait`.
 
 use super::{idempotency_key, task_id, Builder};
 use crate::workflow::command::{Command, TaskSpec};
@@ -77,7 +77,9 @@ impl Builder<'_> {
                             return false;
                         }
                     }
-                    if is_map {
+                    if self.pipeline.wait_of(i).is_some() {
+                        settled |= self.start_wait(i);
+                    } else if is_map {
                         settled |= self.start_map(i);
                         if self.state.status.is_terminal() {
                             return false;

@@ -143,6 +143,14 @@ impl Builder<'_> {
                         });
                     }
                 }
+                StepStatus::Waiting => {
+                    if let Some(w) = self.state.waits.get(&(i as u16)) {
+                        effects.push(Command::DisarmTimer {
+                            due_ms: w.due_ms,
+                            timer: self.wait_timer(i),
+                        });
+                    }
+                }
                 _ => {}
             }
         }

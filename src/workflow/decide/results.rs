@@ -237,6 +237,7 @@ impl Builder<'_> {
                 generation,
                 attempt,
             } => self.on_element_timer(step, index, generation, attempt),
+            TimerKind::Wait { step, generation } => self.on_wait_timer(step, generation),
             TimerKind::Workflow { generation } => {
                 if generation != self.state.generation {
                     return Outcome::Ignored(IgnoreReason::StaleTimer);
