@@ -39,6 +39,8 @@ pub(super) fn fan_out(max_parallel: u32, min_success_bp: u32) -> PipelineDef {
             None,
         ],
         step_whens: Vec::new(),
+        step_queue_timeouts: Vec::new(),
+        in_progress_max: None,
     }
 }
 
@@ -499,6 +501,8 @@ fn dag_with_maps() -> impl Strategy<Value = PipelineDef> {
                 workflow_timeout_ms: None,
                 step_maps: maps,
                 step_whens: whens,
+                step_queue_timeouts: Vec::new(),
+                in_progress_max: None,
             }
         })
 }

@@ -29,6 +29,8 @@ fn translate_pipeline(condition: &str) -> PipelineDef {
         workflow_timeout_ms: None,
         step_maps: Vec::new(),
         step_whens: vec![None, when(condition), None],
+        step_queue_timeouts: Vec::new(),
+        in_progress_max: None,
     }
 }
 
