@@ -405,7 +405,7 @@ async fn a_pipeline_in_progress_limit_bounds_its_bulk_workflows_while_others_run
                 live.insert(t.workflow_id.clone());
                 assert!(live.len() <= 2, "{live:?} in progress, limit 2");
                 peak = peak.max(live.len());
-            } else if completed == 0 {
+            } else if completed == 0 && t.step == "transcribe" {
                 free_first += 1;
             }
             out.push(t);

@@ -35,7 +35,7 @@ pub fn split_rate(rate: f64, owned: u16, total: u16) -> f64 {
     if total == 0 || owned >= total {
         return rate;
     }
-    let min = 1.0 / 3600.0;
+    let min: f64 = 1.0 / 3600.0;
     (rate * f64::from(owned) / f64::from(total)).max(min.min(rate))
 }
 
