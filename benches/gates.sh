@@ -7,6 +7,11 @@
 #   NATS_SYNC=always benches/gates.sh  # nats-server with sync_interval: always
 #   NATS_TLS=1 benches/gates.sh        # every connection over TLS (a CA and a
 #                                      # server certificate made with openssl)
+#   GATES_CAPS=1 benches/gates.sh      # capacity limits configured but never
+#                                      # binding: a cap of 1,000,000 on every
+#                                      # task type of the video pipeline, a key
+#                                      # per video and a priority pointer (the
+#                                      # gate's cost on every dispatch)
 #
 # Prints one line per run, the median of each figure and a verdict per
 # gate, and exits 1 when a gate is missed (errors in any run included;
@@ -60,7 +65,20 @@ CONF
 nats-server -c "$OUT/nats.conf" > "$OUT/nats.log" 2>&1 & pids+=($!)
 sleep 0.5
 kill -0 "${pids[0]}" 2>/dev/null || { echo "nats-server did not start:" >&2; cat "$OUT/nats.log" >&2; exit 2; }
-"$BIN" run --nats-url "$URL" --data-dir "$OUT/data" --http-addr off > "$OUT/run.log" 2>&1 & RUN=$!; pids+=($RUN)
+CAPS_ARGS=()
+if [ -n "${GATES_CAPS:-}" ]; then
+  python3 - "$OUT/caps.toml" <<'PY'
+import sys, tomllib
+steps = tomllib.load(open("config/pipelines/video.toml", "rb"))["steps"]
+types = sorted({s.get("task_type", s["name"]) for s in steps})
+with open(sys.argv[1], "w") as f:
+    f.write('[capacity]\npriority = "/priority"\n')
+    for t in types:
+        f.write(f'\n[task_types.{t}]\nmax_in_flight = 1000000\nkey = "/video_id"\n')
+PY
+  CAPS_ARGS=(--config "$OUT/caps.toml")
+fi
+"$BIN" run --nats-url "$URL" --data-dir "$OUT/data" --http-addr off "${CAPS_ARGS[@]}" > "$OUT/run.log" 2>&1 & RUN=$!; pids+=($RUN)
 "$BIN" worker --simulate --nats-url "$URL" > "$OUT/worker.log" 2>&1 & pids+=($!)
 sleep 1
 

@@ -106,6 +106,7 @@ fn spec(wf: &str, step: &str, task_type: &str, attempt: u32) -> Box<TaskSpec> {
         schedule_to_start_ms: None,
         start_to_close_ms: None,
         heartbeat_timeout_ms: Some(60_000),
+        queue_timeout_ms: None,
     })
 }
 

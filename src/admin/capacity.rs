@@ -36,6 +36,11 @@ pub struct CapacityReply {
     /// Such workflows waiting in the backlog, their tasks not sent.
     #[serde(default)]
     pub backlog_held: u64,
+    /// Such workflows in progress per pipeline, with the pipeline's own
+    /// limit (`[pipeline] in_progress_max`), by name: every pipeline with
+    /// a limit or with workflows in progress.
+    #[serde(default)]
+    pub pipelines: Vec<PipelineInProgress>,
     /// Limited task types, by name: caps, usage, waiting tasks, per key.
     #[serde(default)]
     pub task_types: Vec<TypeView>,
@@ -53,6 +58,15 @@ pub struct CapacityReply {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
+}
+
+/// One pipeline's bulk-accepted or recovered workflows in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineInProgress {
+    pub pipeline: String,
+    pub in_progress: u64,
+    /// `[pipeline] in_progress_max`; `None`: only the engine's limit.
+    pub limit: Option<u64>,
 }
 
 pub(super) fn capacity(
@@ -98,11 +112,25 @@ pub(super) fn capacity(
             .fetch_add(began, std::sync::atomic::Ordering::Relaxed);
     }
     let view = ctx.capacity.view();
+    let pipelines = m
+        .by_pipeline
+        .snapshot()
+        .into_iter()
+        .map(|(p, s)| PipelineInProgress {
+            pipeline: p.to_string(),
+            in_progress: Metrics::get(&s.in_progress),
+            limit: u64::try_from(s.in_progress_limit.get())
+                .ok()
+                .filter(|l| *l > 0),
+        })
+        .filter(|p| p.in_progress > 0 || p.limit.is_some())
+        .collect();
     Ok(CapacityReply {
         v: VERSION,
         in_progress_limit: ctx.config.in_progress_max as u64,
         in_progress: Metrics::get(&m.in_progress),
         backlog_held: Metrics::get(&m.backlog_held),
+        pipelines,
         task_types: view.task_types,
         pools: view.pools,
         outcomes,

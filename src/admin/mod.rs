@@ -46,7 +46,7 @@ pub use batch::{
     BatchCreateRequest, BatchFailure, BatchJobRequest, BatchJobView, BatchListReply,
     BatchListRequest, BatchReply,
 };
-pub use capacity::{CapacityReply, CapacityRequest};
+pub use capacity::{CapacityReply, CapacityRequest, PipelineInProgress};
 pub use error::{code, AdminError, ErrorReply};
 pub(crate) use history::history_event;
 pub use intake::IntakeLimits;

@@ -16,6 +16,12 @@
 //! A slot is held from admission until the shell reports the attempt
 //! finished (a result, a timeout or a cancel); then the next waiting tasks
 //! of the type (of every type of its pool, in turn) are admitted.
+//!
+//! A task may come with a queue deadline: if it still waits then,
+//! [`Gate::expire`] takes it out of its queue and hands it back, never to
+//! be sent; the shell ends its attempt as a queue timeout.
+
+use std::collections::BTreeSet;
 
 use rustc_hash::FxHashMap as FastMap;
 
@@ -37,6 +43,16 @@ pub struct Ticket<'a> {
     pub key: &'a str,
     /// 0 (low) ..= [`PRIORITY_MAX`]; larger values are taken as the maximum.
     pub priority: u8,
+    /// If it still waits at this time (ms), [`Gate::expire`] takes it out.
+    pub queue_deadline_ms: Option<u64>,
+}
+
+/// A task that waited past its queue deadline: out of the gate, not sent.
+#[derive(Debug)]
+pub struct Expired<T> {
+    pub item: T,
+    /// How long it waited (ms).
+    pub waited_ms: u64,
 }
 
 /// An item the gate lets through now.
@@ -59,6 +75,8 @@ pub struct Gate<T> {
     pools: FastMap<String, PoolState>,
     in_flight: FastMap<String, Held>,
     waiting: FastMap<String, Waiting<T>>,
+    /// Queue deadlines of waiting tasks: `(due ms, task id)`.
+    deadlines: BTreeSet<(u64, String)>,
     seq: u64,
 }
 
@@ -76,6 +94,7 @@ impl<T> Gate<T> {
             pools: FastMap::default(),
             in_flight: FastMap::default(),
             waiting: FastMap::default(),
+            deadlines: BTreeSet::new(),
             seq: 0,
         };
         // Nothing waits yet, so nothing is admitted here.
@@ -138,6 +157,9 @@ impl<T> Gate<T> {
         }
         ks.queue.insert(order, t.task_id.to_string());
         ts.queued += 1;
+        if let Some(due) = t.queue_deadline_ms {
+            self.deadlines.insert((due, t.task_id.to_string()));
+        }
         self.waiting.insert(
             t.task_id.to_string(),
             Waiting {
@@ -147,6 +169,7 @@ impl<T> Gate<T> {
                 order,
                 since_ms: now,
                 priority,
+                deadline_ms: t.queue_deadline_ms,
             },
         );
         let mut out = Vec::new();
@@ -181,22 +204,8 @@ impl<T> Gate<T> {
                         touched.push(h.task_type);
                     }
                 }
-            } else if let Some(w) = self.waiting.remove(id) {
-                if let Some(ts) = self.types.get_mut(&w.task_type) {
-                    ts.queued = ts.queued.saturating_sub(1);
-                    if let Some(ks) = ts.keys.get_mut(&w.key) {
-                        ks.queue.remove(&w.order);
-                        // A key is in `active` exactly while tasks of it wait.
-                        if ks.queue.is_empty() {
-                            ks.deficit = 0;
-                            let idle = ks.in_flight == 0;
-                            ts.active.retain(|k| k != &w.key);
-                            if idle {
-                                ts.keys.remove(&w.key);
-                            }
-                        }
-                    }
-                }
+            } else {
+                let _ = self.remove_waiting(id);
             }
         }
         let mut out = Vec::new();
@@ -204,6 +213,60 @@ impl<T> Gate<T> {
             self.pump_type_or_pool(&tt, now, &mut out);
         }
         out
+    }
+
+    /// Takes `id` out of the waiting tasks (its queue, its key's turn, its
+    /// deadline); nothing else changes.
+    fn remove_waiting(&mut self, id: &str) -> Option<Waiting<T>> {
+        let w = self.waiting.remove(id)?;
+        if let Some(due) = w.deadline_ms {
+            self.deadlines.remove(&(due, id.to_string()));
+        }
+        if let Some(ts) = self.types.get_mut(&w.task_type) {
+            ts.queued = ts.queued.saturating_sub(1);
+            if let Some(ks) = ts.keys.get_mut(&w.key) {
+                ks.queue.remove(&w.order);
+                // A key is in `active` exactly while tasks of it wait.
+                if ks.queue.is_empty() {
+                    ks.deficit = 0;
+                    let idle = ks.in_flight == 0;
+                    ts.active.retain(|k| k != &w.key);
+                    if idle {
+                        ts.keys.remove(&w.key);
+                    }
+                }
+            }
+        }
+        Some(w)
+    }
+
+    /// Takes out the waiting tasks whose queue deadline is at or before
+    /// `now` and whose item matches `owned` (the caller's own; the others
+    /// stay for their owners' calls), earliest deadline first, at most
+    /// `max`. They are never sent from here and hold no slot, so nothing is
+    /// admitted by this.
+    pub fn expire(&mut self, now: u64, max: usize, owned: impl Fn(&T) -> bool) -> Vec<Expired<T>> {
+        let mut due: Vec<String> = Vec::new();
+        for (at, id) in &self.deadlines {
+            if *at > now || due.len() >= max {
+                break;
+            }
+            if self.waiting.get(id).is_some_and(|w| owned(&w.item)) {
+                due.push(id.clone());
+            }
+        }
+        due.iter()
+            .filter_map(|id| self.remove_waiting(id))
+            .map(|w| Expired {
+                waited_ms: now.saturating_sub(w.since_ms),
+                item: w.item,
+            })
+            .collect()
+    }
+
+    /// The earliest queue deadline of a waiting task, if any.
+    pub fn next_queue_deadline(&self) -> Option<u64> {
+        self.deadlines.first().map(|(at, _)| *at)
     }
 
     /// Drops the waiting tasks whose item matches `pred` (their owner went
@@ -278,6 +341,9 @@ impl<T> Gate<T> {
             for (_, ks) in ts.keys {
                 for (_, id) in ks.queue {
                     if let Some(w) = self.waiting.remove(&id) {
+                        if let Some(due) = w.deadline_ms {
+                            self.deadlines.remove(&(due, id));
+                        }
                         out.push(Admitted {
                             item: w.item,
                             waited_ms: now.saturating_sub(w.since_ms),
@@ -504,6 +570,9 @@ impl<T> Gate<T> {
         let Some(w) = self.waiting.remove(&id) else {
             return true;
         };
+        if let Some(due) = w.deadline_ms {
+            self.deadlines.remove(&(due, id.clone()));
+        }
         self.in_flight.insert(
             id,
             Held {

@@ -23,6 +23,7 @@ fn ticket<'a>(id: &'a str, task_type: &'a str, key: &'a str) -> Ticket<'a> {
         task_type,
         key,
         priority: PRIORITY_NORMAL,
+        queue_deadline_ms: None,
     }
 }
 
@@ -268,6 +269,7 @@ fn higher_priority_goes_first_and_aging_bounds_the_wait_of_lower() {
         task_type: "t",
         key: "",
         priority: p,
+        queue_deadline_ms: None,
     };
     g.admit(t("busy", 1), "busy".into(), 0);
     g.admit(t("low", 0), "low".into(), 0);
@@ -286,6 +288,101 @@ fn higher_priority_goes_first_and_aging_bounds_the_wait_of_lower() {
     assert_eq!(order, ["high", "normal-early", "low", "normal-late"]);
 }
 
+#[test]
+fn a_task_past_its_queue_deadline_is_taken_out_and_never_sent() {
+    let mut g: Gate<String> = Gate::new(capped("t", 1), 0);
+    let with = |id: &'static str, due: Option<u64>| Ticket {
+        queue_deadline_ms: due,
+        ..ticket(id, "t", "")
+    };
+    assert_eq!(items(g.admit(with("a", Some(50)), "a".into(), 0)), ["a"]);
+    assert!(g.admit(with("b", Some(100)), "b".into(), 10).is_empty());
+    assert!(g.admit(with("c", None), "c".into(), 20).is_empty());
+    assert!(g.admit(with("d", Some(100)), "d".into(), 30).is_empty());
+    // `a` was admitted before its deadline: it never expires.
+    assert_eq!(g.next_queue_deadline(), Some(100));
+    assert!(g.expire(99, 10, |_| true).is_empty());
+    // Only the caller's own are taken; the others wait for their owner.
+    let e = g.expire(100, 10, |item| item == "b");
+    assert_eq!(e.len(), 1);
+    assert_eq!((e[0].item.as_str(), e[0].waited_ms), ("b", 90));
+    assert!(g.waiting("b").is_none());
+    assert_eq!(g.view().task_types[0].queued, 2);
+    // The freed slot goes to `c`, never to the expired `b`; `d` expires
+    // while it waits behind `c`.
+    assert_eq!(items(g.finish(["a"], 120)), ["c"]);
+    let e = g.expire(130, 10, |_| true);
+    assert_eq!(e.iter().map(|e| e.item.as_str()).collect::<Vec<_>>(), ["d"]);
+    assert!(g.finish(["c"], 140).is_empty(), "nothing waits any more");
+    assert_eq!(g.next_queue_deadline(), None);
+    // An end reported for an expired task changes nothing.
+    assert!(g.finish(["b", "d"], 150).is_empty());
+}
+
+#[test]
+fn a_task_admitted_before_its_queue_deadline_keeps_its_slot() {
+    let mut g: Gate<String> = Gate::new(capped("t", 1), 0);
+    let with = |id: &'static str, due: Option<u64>| Ticket {
+        queue_deadline_ms: due,
+        ..ticket(id, "t", "")
+    };
+    g.admit(with("a", None), "a".into(), 0);
+    assert!(g.admit(with("b", Some(100)), "b".into(), 0).is_empty());
+    // Offered again while waiting (a re-send): same place, same deadline.
+    assert!(g.admit(with("b", Some(500)), "b".into(), 50).is_empty());
+    assert_eq!(g.next_queue_deadline(), Some(100));
+    assert_eq!(items(g.finish(["a"], 99)), ["b"]);
+    assert_eq!(g.next_queue_deadline(), None);
+    assert!(g.expire(1_000, 10, |_| true).is_empty());
+    assert_eq!(g.view().task_types[0].in_flight, 1);
+}
+
+/// Tenant A has 2,000 tasks waiting when tenant B's 20 arrive: with unit
+/// quanta the two alternate, so B's i-th task goes within the first
+/// 2(i + 1) admissions after its arrival, whatever A has queued.
+#[test]
+fn a_tenant_arriving_behind_a_large_queue_waits_one_turn_per_task() {
+    let mut l = capped("t", 8);
+    l.task_types.get_mut("t").unwrap().key = Some("/tenant".into());
+    let mut g: Gate<String> = Gate::new(l, 0);
+    let mut out = Vec::new();
+    for i in 0..2_000 {
+        let id = format!("a{i}");
+        out.extend(items(g.admit(ticket(&id, "t", "A"), id.clone(), 0)));
+    }
+    for i in 0..20 {
+        let id = format!("b{i}");
+        out.extend(items(g.admit(ticket(&id, "t", "B"), id.clone(), 1)));
+    }
+    assert_eq!(out.len(), 8, "A holds every slot when B arrives");
+    let mut order = Vec::new();
+    while order
+        .iter()
+        .filter(|id: &&String| id.starts_with('b'))
+        .count()
+        < 20
+    {
+        let done = out.remove(0);
+        let next = items(g.finish([done.as_str()], 2));
+        order.extend(next.iter().cloned());
+        out.extend(next);
+    }
+    let b_positions: Vec<usize> = order
+        .iter()
+        .enumerate()
+        .filter(|(_, id)| id.starts_with('b'))
+        .map(|(i, _)| i)
+        .collect();
+    for (i, pos) in b_positions.iter().enumerate() {
+        assert!(*pos < 2 * (i + 1), "b{i} admitted {pos}th: {order:?}");
+    }
+    assert!(
+        order.len() <= 40,
+        "B done within 40 admissions: {}",
+        order.len()
+    );
+}
+
 /// One step of a random run.
 #[derive(Debug, Clone)]
 enum Step {
@@ -293,6 +390,8 @@ enum Step {
         key: u8,
         task_type: u8,
         priority: u8,
+        /// A queue deadline this long after the offer, when set.
+        queue_timeout: Option<u16>,
     },
     Finish {
         pick: usize,
@@ -308,7 +407,8 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        4 => (0u8..3, 0u8..3, 0u8..3).prop_map(|(key, task_type, priority)| Step::Offer { key, task_type, priority }),
+        4 => (0u8..3, 0u8..3, 0u8..3, proptest::option::of(0u16..3000))
+            .prop_map(|(key, task_type, priority, queue_timeout)| Step::Offer { key, task_type, priority, queue_timeout }),
         3 => (0usize..64).prop_map(|pick| Step::Finish { pick }),
         1 => (0u16..2000).prop_map(|advance| Step::Tick { advance }),
         1 => (1u8..6, 1u8..8).prop_map(|(cap, pool)| Step::Reload { cap, pool }),
@@ -345,8 +445,10 @@ fn limits(cap: u32, pool: u32) -> Limits {
 
 proptest! {
     /// At every instant no cap is exceeded (pool, type, key) by attempts
-    /// admitted under it; every offered task is sent exactly once or is
-    /// still waiting; and once every limit is lifted everything waiting goes.
+    /// admitted under it; every offered task is sent exactly once, expired
+    /// exactly once (never both, and only once its queue deadline passed)
+    /// or is still waiting; and once every limit is lifted everything
+    /// waiting goes.
     #[test]
     fn no_cap_is_ever_exceeded_and_no_task_is_lost(steps in proptest::collection::vec(step(), 1..200)) {
         let (mut cap, mut pool) = (3u32, 4u32);
@@ -357,6 +459,8 @@ proptest! {
         let mut out: Vec<(String, String, String)> = Vec::new();
         let mut offered: BTreeMap<String, (String, String)> = BTreeMap::new();
         let mut sent: Vec<String> = Vec::new();
+        let mut expired: Vec<String> = Vec::new();
+        let mut deadline: BTreeMap<String, u64> = BTreeMap::new();
         let take = |a: Vec<Admitted<String>>, offered: &BTreeMap<String, (String, String)>, out: &mut Vec<(String, String, String)>, sent: &mut Vec<String>| {
             for a in a {
                 let (tt, k) = offered[&a.item].clone();
@@ -368,13 +472,17 @@ proptest! {
         };
         for s in steps {
             match s {
-                Step::Offer { key, task_type, priority } => {
+                Step::Offer { key, task_type, priority, queue_timeout } => {
                     let id = format!("x{n}");
                     n += 1;
                     let tt = format!("t{task_type}");
                     let k = format!("k{key}");
                     offered.insert(id.clone(), (tt.clone(), k.clone()));
-                    let t = Ticket { task_id: &id, task_type: &tt, key: &k, priority };
+                    let queue_deadline_ms = queue_timeout.map(|q| now + u64::from(q));
+                    if let Some(d) = queue_deadline_ms {
+                        deadline.insert(id.clone(), d);
+                    }
+                    let t = Ticket { task_id: &id, task_type: &tt, key: &k, priority, queue_deadline_ms };
                     let a = g.admit(t, id.clone(), now);
                     take(a, &offered, &mut out, &mut sent);
                 }
@@ -389,6 +497,10 @@ proptest! {
                     now += u64::from(advance);
                     let a = g.tick(now);
                     take(a, &offered, &mut out, &mut sent);
+                    for e in g.expire(now, usize::MAX, |_| true) {
+                        prop_assert!(deadline.get(&e.item).is_some_and(|d| *d <= now), "{} expired early", e.item);
+                        expired.push(e.item);
+                    }
                 }
                 Step::Reload { cap: c, pool: p } => {
                     cap = u32::from(c);
@@ -415,11 +527,14 @@ proptest! {
             }
         }
         let mut unique = sent.clone();
+        unique.extend(expired.iter().cloned());
         unique.sort();
         unique.dedup();
-        prop_assert_eq!(unique.len(), sent.len(), "a task was sent twice");
+        prop_assert_eq!(unique.len(), sent.len() + expired.len(), "a task was sent twice, or sent and expired");
         let a = g.reconfigure(Limits::default(), now);
         take(a, &offered, &mut out, &mut sent);
-        prop_assert_eq!(sent.len(), offered.len(), "every task was sent once the limits were lifted");
+        prop_assert_eq!(sent.len() + expired.len(), offered.len(), "every task was sent or expired once the limits were lifted");
+        prop_assert!(g.expire(u64::MAX, usize::MAX, |_| true).is_empty(), "no deadline outlives its task");
+        prop_assert_eq!(g.next_queue_deadline(), None);
     }
 }

@@ -7,6 +7,9 @@
 //! process (`engine::capacity`), offers it every task it would send,
 //! sends what the gate lets through and reports each attempt's end.
 //!
+//! In a cluster, [`share::node_limits`] splits every cap and rate by the
+//! partitions a node owns.
+//!
 //! [`ErrorThrottle`] decides when bulk work (a backfill) holds back because
 //! the task types it uses fail too often; the backfill command feeds it the
 //! engine's attempt outcomes, and reports its state to the engine
@@ -16,12 +19,13 @@ pub mod backfills;
 pub mod gate;
 pub mod limits;
 mod queues;
+pub mod share;
 pub mod throttle;
 pub mod view;
 
 pub use backfills::{BackfillReport, BackfillView, Backfills};
 pub use gate::{
-    Admitted, Gate, GateView, Holder, KeyView, PoolView, Ticket, TypeView, WaitingView,
+    Admitted, Expired, Gate, GateView, Holder, KeyView, PoolView, Ticket, TypeView, WaitingView,
     PRIORITY_MAX, PRIORITY_NORMAL,
 };
 pub use limits::{Limits, PoolLimits, TypeLimits, RATE_PER_SEC_MAX};

@@ -134,6 +134,8 @@ pub(super) struct Waiting<T> {
     pub(super) order: (u64, u64),
     pub(super) since_ms: u64,
     pub(super) priority: u8,
+    /// Its queue deadline, if it has one (an entry of `Gate::deadlines`).
+    pub(super) deadline_ms: Option<u64>,
 }
 
 /// One pool's usage.

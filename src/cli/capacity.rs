@@ -13,7 +13,7 @@ use crate::protocol::VERSION;
 /// `orchestrator capacity`.
 #[derive(Debug, Clone, Args)]
 #[command(
-    after_help = "Example:\n  orchestrator capacity --nats-url nats://127.0.0.1:4222\n  # -> in_progress=1200 limit=1000000 backlog_held=0\n  # -> task_type transcribe cap=8 rate=20/s pool=gpu in_flight=8 queued=312 oldest_wait=41s\n  # ->   key \"tenant-a\" cap=16 in_flight=5 queued=300\n  # -> pool gpu cap=12 in_flight=12 task_types=transcribe,embed\n  # -> backfill videos.jsonl#4242 pipeline=video done=310/5000 holds=1 state=held for=12s why=\"task type transcribe failed ...\"\nLimits are set in [task_types.*] and [pools.*] of the config file and read again on SIGHUP (docs/capacity.md)."
+    after_help = "Example:\n  orchestrator capacity --nats-url nats://127.0.0.1:4222\n  # -> in_progress=1200 limit=1000000 backlog_held=0\n  # -> pipeline video in_progress=1200 limit=5000\n  # -> task_type transcribe cap=8 rate=20/s pool=gpu in_flight=8 queued=312 oldest_wait=41s\n  # ->   key \"tenant-a\" cap=16 in_flight=5 queued=300\n  # -> pool gpu cap=12 in_flight=12 task_types=transcribe,embed\n  # -> backfill videos.jsonl#4242 pipeline=video done=310/5000 holds=1 state=held for=12s why=\"task type transcribe failed ...\"\nLimits are set in [task_types.*] and [pools.*] of the config file and read again on SIGHUP (docs/capacity.md)."
 )]
 pub struct CapacityArgs {
     /// Print the reply as JSON.
@@ -65,6 +65,14 @@ fn render(r: &CapacityReply, now_ms: u64) -> String {
         "in_progress={} limit={} backlog_held={}\n",
         r.in_progress, r.in_progress_limit, r.backlog_held
     );
+    for p in &r.pipelines {
+        out.push_str(&format!(
+            "pipeline {} in_progress={} limit={}\n",
+            p.pipeline,
+            p.in_progress,
+            or_dash(p.limit)
+        ));
+    }
     if r.task_types.is_empty() && r.pools.is_empty() {
         out.push_str("no capacity limits configured ([task_types.*], [pools.*])\n");
     }
@@ -131,6 +139,18 @@ mod tests {
             in_progress_limit: 1_000_000,
             in_progress: 3,
             backlog_held: 0,
+            pipelines: vec![
+                crate::admin::PipelineInProgress {
+                    pipeline: "backfills".into(),
+                    in_progress: 2,
+                    limit: Some(50),
+                },
+                crate::admin::PipelineInProgress {
+                    pipeline: "video".into(),
+                    in_progress: 1,
+                    limit: None,
+                },
+            ],
             task_types: vec![TypeView {
                 task_type: "transcribe".into(),
                 cap: Some(8),
@@ -171,6 +191,8 @@ mod tests {
         assert_eq!(
             render(&r, 42_000),
             "in_progress=3 limit=1000000 backlog_held=0\n\
+             pipeline backfills in_progress=2 limit=50\n\
+             pipeline video in_progress=1 limit=-\n\
              task_type transcribe cap=8 rate=20/s pool=gpu in_flight=8 queued=2 oldest_wait=41s\n  \
              key \"tenant-a\" cap=16 in_flight=5 queued=2\n\
              pool gpu cap=12 in_flight=8 task_types=transcribe,embed\n\

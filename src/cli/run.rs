@@ -393,6 +393,7 @@ pub async fn serve(
         .map_err(|e| e.to_string())?,
     );
     transport.set_sink(engine.sink());
+    let capacity_share = membership.follow_capacity_share(Arc::downgrade(&engine));
     transport.set_results(Arc::new(WeakResultIntake(Arc::downgrade(&engine))));
     // The publisher first sends what a previous run left in the outbox.
     let publisher = events.map(|(outbox, rx)| {
@@ -523,6 +524,9 @@ pub async fn serve(
         .is_err()
     {
         return Err("storage did not close within the shutdown grace".into());
+    }
+    if let Some(share) = capacity_share {
+        share.abort();
     }
     membership.leave(lost.is_some()).await;
     if let Some(reason) = lost {

@@ -63,6 +63,10 @@ struct Leases {
     leave: watch::Sender<bool>,
     driver: JoinHandle<()>,
     watcher: JoinHandle<()>,
+    /// The partitions served, for the capacity share.
+    serving: watch::Receiver<Vec<(u16, Epoch)>>,
+    /// The cluster's partition count.
+    partitions: u16,
 }
 
 /// The prefix claim and, in cluster mode, the partition leases.
@@ -115,6 +119,35 @@ impl Membership {
             }
         }
         Ok(membership)
+    }
+
+    /// In cluster mode: makes the engine's admission gate apply this
+    /// node's partition share of the configured caps and rates
+    /// (`capacity::share`, docs/capacity.md "Scope"), now and whenever the
+    /// partitions it serves change. Ends with the engine or the leases.
+    pub(super) fn follow_capacity_share(
+        &self,
+        engine: std::sync::Weak<crate::engine::Engine>,
+    ) -> Option<JoinHandle<()>> {
+        let leases = self.leases.as_ref()?;
+        let mut serving = leases.serving.clone();
+        let total = leases.partitions;
+        Some(tokio::spawn(async move {
+            loop {
+                let owned = serving.borrow_and_update().len();
+                let owned = u16::try_from(owned).unwrap_or(total);
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                let ctx = engine.ctx();
+                let ready = ctx.capacity.set_share(owned, total, ctx.clock.now_ms());
+                crate::engine::recovery::send_admitted(ctx, ready);
+                drop(engine);
+                if serving.changed().await.is_err() {
+                    return;
+                }
+            }
+        }))
     }
 
     /// Resolves when the prefix claim is lost to another node (this one was
@@ -201,11 +234,13 @@ async fn take_leases(
         config.cluster.journal_replicas,
         journal.journal.replayed()
     );
-    let watcher = tokio::spawn(report_serving(serving, all));
+    let watcher = tokio::spawn(report_serving(serving.clone(), all));
     Ok(Leases {
         leave,
         driver,
         watcher,
+        serving,
+        partitions,
     })
 }
 

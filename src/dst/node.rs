@@ -205,7 +205,7 @@ impl SimNode {
             core.plant(cfg.core_plant);
             let recovered = recovery::recover(&node.ctx, p, &shared)?;
             for (wf, owed) in recovered.workflows {
-                core.hold(wf.id.clone(), owed, true);
+                core.hold(wf.id.clone(), &wf.pipeline.name, owed, true);
                 core.cache_put(wf.id.clone(), Box::new(wf));
             }
             node.parts.push(SimPartition {

@@ -11,6 +11,19 @@
 //! after a restart recovery owes it again and offers it again (same task
 //! id), and the gate rebuilds its queues from those offers.
 //!
+//! A step's `queue_timeout` bounds the wait: the deadline is armed when the
+//! task is offered (now + the timeout) and dropped when it is admitted.
+//! Each partition, on its tick, takes its own tasks past their deadline
+//! out of the gate ([`Capacity::expire`]) and hands each to its workflow as
+//! a [`crate::workflow::TimeoutKind::QueueTimeout`], which the workflow
+//! core journals like any timeout. After a restart the re-offered task gets
+//! a fresh deadline from its re-offer: the wait is not journaled, and a
+//! task that was out with a worker before the restart cannot be told from
+//! one that waited, so timing it out from its old offer could throw away
+//! work in progress. So a task waits at most `queue_timeout` after its last
+//! offer, and at most `queue_timeout` plus its wait before each restart in
+//! all.
+//!
 //! Locks: the gate's mutex is never held while a partition's
 //! [`PartitionShared`] is locked, nor the other way round; the gate returns
 //! items and the caller sends them after letting go.
@@ -21,9 +34,10 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::partition_shared::PartitionShared;
+use crate::capacity::share::node_limits;
 use crate::capacity::{
-    Admitted, BackfillReport, BackfillView, Backfills, Gate, GateView, Limits, Ticket, WaitingView,
-    PRIORITY_NORMAL,
+    Admitted, BackfillReport, BackfillView, Backfills, Expired, Gate, GateView, Limits, Ticket,
+    WaitingView, PRIORITY_NORMAL,
 };
 use crate::workflow::TaskSpec;
 
@@ -53,6 +67,19 @@ pub struct Capacity {
     active: AtomicBool,
     /// The backfills that report their error-rate holds.
     backfills: Mutex<Backfills>,
+    /// The configured limits and this node's partition share; the gate
+    /// applies that share of them (`capacity::share`). Locked before the
+    /// gate, never after.
+    split: Mutex<Split>,
+}
+
+/// The limits as configured (for the whole cluster) and the partitions
+/// this node owns of all.
+#[derive(Debug)]
+struct Split {
+    configured: Limits,
+    owned: u16,
+    total: u16,
 }
 
 impl Default for Capacity {
@@ -63,12 +90,36 @@ impl Default for Capacity {
 
 impl Capacity {
     pub fn new(limits: Limits, now: u64) -> Self {
-        let gate = Gate::new(limits, now);
+        let gate = Gate::new(limits.clone(), now);
         Capacity {
             active: AtomicBool::new(gate.is_active()),
             gate: Mutex::new(gate),
             backfills: Mutex::new(Backfills::default()),
+            split: Mutex::new(Split {
+                configured: limits,
+                owned: 0,
+                total: 0,
+            }),
         }
+    }
+
+    /// This node owns `owned` of the cluster's `total` partitions: its gate
+    /// applies that share of every configured cap and rate from now on
+    /// (`capacity::share`). Returns the waiting tasks a larger share lets
+    /// through. Outside a cluster it is never called and the gate applies
+    /// the configured limits.
+    pub fn set_share(&self, owned: u16, total: u16, now: u64) -> Vec<Admitted<Owed>> {
+        let mut split = self.split.lock();
+        if (split.owned, split.total) == (owned, total) {
+            return Vec::new();
+        }
+        split.owned = owned;
+        split.total = total;
+        let limits = node_limits(&split.configured, owned, total);
+        let mut g = self.gate.lock();
+        let out = g.reconfigure(limits, now);
+        self.settle(&g);
+        out
     }
 
     /// Takes a backfill's report; returns the holds it began since its
@@ -120,6 +171,7 @@ impl Capacity {
                 task_type: &task_type,
                 key: &key,
                 priority,
+                queue_deadline_ms: o.spec.queue_timeout_ms.map(|t| now.saturating_add(t)),
             };
             out.extend(g.admit(ticket, o, now));
         }
@@ -156,6 +208,27 @@ impl Capacity {
         out
     }
 
+    /// Takes out of the gate, at most `max`, the tasks of the partition
+    /// `shared` that still wait past their queue deadline; they are never
+    /// sent, and their workflows end their attempts as queue timeouts.
+    pub fn expire(
+        &self,
+        shared: &Arc<Mutex<PartitionShared>>,
+        now: u64,
+        max: usize,
+    ) -> Vec<Expired<Owed>> {
+        if !self.is_active() {
+            return Vec::new();
+        }
+        let mut g = self.gate.lock();
+        if g.next_queue_deadline().is_none_or(|d| d > now) {
+            return Vec::new();
+        }
+        let out = g.expire(now, max, |o| Arc::ptr_eq(&o.shared, shared));
+        self.settle(&g);
+        out
+    }
+
     /// Admits what rate limits allow by now.
     pub fn tick(&self, now: u64) -> Vec<Admitted<Owed>> {
         let mut g = self.gate.lock();
@@ -164,10 +237,14 @@ impl Capacity {
         out
     }
 
-    /// New limits (a reload); returns the tasks they let through.
+    /// New limits (a reload); returns the tasks they let through. In a
+    /// cluster the node applies its partition share of them.
     pub fn reconfigure(&self, limits: Limits, now: u64) -> Vec<Admitted<Owed>> {
+        let mut split = self.split.lock();
+        let node = node_limits(&limits, split.owned, split.total);
+        split.configured = limits;
         let mut g = self.gate.lock();
-        let out = g.reconfigure(limits, now);
+        let out = g.reconfigure(node, now);
         self.settle(&g);
         out
     }
@@ -202,6 +279,22 @@ impl crate::telemetry::metrics::CapacitySource for Capacity {
     fn backfills_held(&self, now_ms: u64) -> u64 {
         self.backfills.lock().held(now_ms)
     }
+}
+
+/// One partition's share of `pipeline`'s `[pipeline] in_progress_max`
+/// (of its current version), rounded up, at least 1; `None` when it has
+/// none. Also sets the pipeline's limit gauge.
+pub fn pipeline_in_progress_cap(ctx: &super::EngineCtx, pipeline: &str) -> Option<usize> {
+    let limit = ctx
+        .pipelines
+        .current(pipeline)
+        .and_then(|(_, def)| def.in_progress_max);
+    ctx.metrics.by_pipeline.with(pipeline, |p| {
+        p.in_progress_limit
+            .store(limit.map_or(0, i64::from), Ordering::Relaxed)
+    });
+    let parts = usize::from(ctx.config.partitions.max(1));
+    limit.map(|l| (l as usize).div_ceil(parts).max(1))
 }
 
 /// Longest key kept; longer values are cut (at a character boundary).
@@ -323,6 +416,7 @@ mod tests {
             schedule_to_start_ms: None,
             start_to_close_ms: None,
             heartbeat_timeout_ms: None,
+            queue_timeout_ms: None,
         }
     }
 

@@ -22,7 +22,7 @@ use super::workflow_actor::{
 };
 use super::EngineCtx;
 use crate::transport::WorkerReport;
-use crate::workflow::{Input, TaskSpec, TimerKind, WorkflowState};
+use crate::workflow::{Input, TaskSpec, TimeoutKind, TimerKind, WorkflowState};
 use rustc_hash::FxHashMap as FastMap;
 
 mod accept;
@@ -124,6 +124,8 @@ pub struct PartitionState {
     ticker: Option<tokio::task::JoinHandle<()>>,
     /// The backlog counts `(held, in progress)` last added to the gauges.
     reported: (usize, usize),
+    /// The in-progress counts per pipeline last added to its gauge.
+    reported_by: FastMap<String, usize>,
 }
 
 /// The core's view of the actors: their shared slots and the lists the
@@ -183,6 +185,7 @@ impl Actor for PartitionActor {
             by_actor: FastMap::default(),
             ticker: None,
             reported: (0, 0),
+            reported_by: FastMap::default(),
             ctx,
         };
         st.ctx
@@ -365,12 +368,39 @@ impl PartitionState {
         self.reported = now;
     }
 
+    /// Moves each pipeline's in-progress gauge by its change since the last
+    /// report.
+    fn report_by_pipeline(&mut self) {
+        let now = self.core.in_progress_by_pipeline();
+        let m = &self.ctx.metrics;
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        let as_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        for (p, n) in now {
+            let old = self.reported_by.get(p).copied().unwrap_or(0);
+            if *n != old {
+                m.by_pipeline.with(p, |s| {
+                    s.in_progress.fetch_add(as_i64(*n) - as_i64(old), relaxed)
+                });
+            }
+        }
+        for (p, old) in &self.reported_by {
+            if !now.contains_key(p) {
+                m.by_pipeline
+                    .with(p, |s| s.in_progress.fetch_sub(as_i64(*old), relaxed));
+            }
+        }
+        self.reported_by = now.clone();
+    }
+
     /// Performs what the core decided, in order, feeding back what happened.
     async fn perform(&mut self, myself: &ActorRef<PartitionMsg>) {
         self.perform_actions(myself).await;
         let counts = self.core.backlog_counts();
         if counts != self.reported {
             self.report_backlog(counts);
+        }
+        if self.core.in_progress_by_pipeline() != &self.reported_by {
+            self.report_by_pipeline();
         }
     }
 
@@ -443,8 +473,15 @@ impl PartitionState {
     fn recover(&mut self) -> Result<(), ActorProcessingErr> {
         let ctx = self.ctx.clone();
         let recovered = super::recovery::recover(&ctx, self.index, &self.shared)?;
+        let mut capped: FastMap<String, ()> = FastMap::default();
         for (wf, owed) in recovered.workflows {
-            self.core.hold(wf.id.clone(), owed, true);
+            let name = &wf.pipeline.name;
+            if !capped.contains_key(name) {
+                let cap = super::capacity::pipeline_in_progress_cap(&ctx, name);
+                self.core.set_pipeline_cap(name, cap);
+                capped.insert(name.clone(), ());
+            }
+            self.core.hold(wf.id.clone(), name, owed, true);
             self.core.cache_put(wf.id.clone(), Box::new(wf));
         }
         // Owed tasks go out in order, under the in-progress cap like a backlog.
@@ -562,9 +599,14 @@ impl PartitionState {
             (timers, expired, t.schedule.liveness.take_freed())
         };
         release_slots(&self.ctx, &freed);
+        let mut queue_expired = Vec::new();
         if self.ctx.capacity.is_active() {
             // Rate limits admit more as their tokens refill.
             send_admitted(&self.ctx, self.ctx.capacity.tick(now));
+            queue_expired =
+                self.ctx
+                    .capacity
+                    .expire(&self.shared, now, self.ctx.config.timer_batch_max);
         }
         for (due, id, timer) in timers {
             let msg = WorkflowMsg::Input(Queued {
@@ -574,6 +616,20 @@ impl PartitionState {
             });
             self.route(id, msg);
         }
+        // Never sent: nothing to unwatch, no slot to free.
+        let expired = expired
+            .into_iter()
+            .chain(queue_expired.into_iter().map(|e| {
+                let spec = e.item.spec;
+                tracing::debug!(
+                    workflow_id = %spec.workflow_id,
+                    step = %spec.step,
+                    attempt = spec.attempt,
+                    waited_ms = e.waited_ms,
+                    "task waited past its queue timeout"
+                );
+                (spec.workflow_id, spec.task_id, TimeoutKind::QueueTimeout)
+            }));
         for (id, task_id, timeout) in expired {
             let input = Input::TaskTimedOut { task_id, timeout };
             let msg = WorkflowMsg::Input(Queued {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::registry::PipelineRegistry;
 use crate::pipeline::load::parse_pipeline;
-use crate::pipeline::stored::{OlderPipelineDefs, PipelineDefV1, PipelineDefV2};
+use crate::pipeline::stored::{OlderPipelineDefs, PipelineDefV1, PipelineDefV2, PipelineDefV3};
 use crate::pipeline::{PipelineDef, PipelineLimits};
 use crate::storage::memory::MemoryStorage;
 use crate::storage::store::WorkflowStore;
@@ -170,4 +170,59 @@ fn a_map_definition_stored_before_conditions_keeps_its_hash_and_is_read() {
         .unwrap()
         .unwrap();
     assert_eq!(back, def);
+}
+
+#[test]
+fn a_definition_stored_before_queue_timeouts_keeps_its_hash_and_is_read() {
+    let def = parse_pipeline(VIDEO_MAP, "video.toml", &PipelineLimits::default()).unwrap();
+    assert!(def.step_whens.iter().any(Option::is_some));
+    assert!(def.step_queue_timeouts.is_empty());
+    // As a build before queue timeouts stored it: with maps and `when`.
+    let v3 = PipelineDefV3 {
+        name: def.name.clone(),
+        version: def.version,
+        steps: def.steps.clone(),
+        workflow_timeout_ms: def.workflow_timeout_ms,
+        step_maps: def.step_maps.clone(),
+        step_whens: def.step_whens.clone(),
+    };
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in postcard::to_allocvec(&v3).unwrap() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    assert_eq!(def.content_hash(), h);
+
+    let storage = Arc::new(MemoryStorage::new());
+    let store = WorkflowStore::open(storage.clone(), 2).unwrap();
+    let r = PipelineRef {
+        name: def.name.clone(),
+        version: def.version,
+        hash: def.content_hash(),
+    };
+    let op = store.pipeline_put(&r.name, r.version, r.hash, &v3).unwrap();
+    storage.write(&[op], true).unwrap();
+    let back = store
+        .load_pipeline_compat::<PipelineDef, OlderPipelineDefs>(&r.name, r.version, r.hash)
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, def);
+
+    // A definition with a queue timeout hashes (and stores) its own encoding.
+    let mut timed = def.clone();
+    timed.step_queue_timeouts = vec![Some(600_000); timed.steps.len()];
+    assert_ne!(timed.content_hash(), def.content_hash());
+    let r = PipelineRef {
+        hash: timed.content_hash(),
+        ..r
+    };
+    let op = store
+        .pipeline_put(&r.name, r.version, r.hash, &timed)
+        .unwrap();
+    storage.write(&[op], true).unwrap();
+    let back = store
+        .load_pipeline_compat::<PipelineDef, OlderPipelineDefs>(&r.name, r.version, r.hash)
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, timed);
 }

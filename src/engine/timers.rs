@@ -417,6 +417,7 @@ mod tests {
             schedule_to_start_ms: s2s,
             start_to_close_ms: s2c,
             heartbeat_timeout_ms: hb,
+            queue_timeout_ms: None,
         }
     }
 

@@ -159,6 +159,14 @@ impl PipelineDef {
                 format_optional_ms(t.start_to_close_ms),
                 format_optional_ms(t.heartbeat_ms),
             );
+            if let Some(q) = self.queue_timeout_of(i) {
+                let _ = writeln!(
+                    out,
+                    "    {:width$}  queue_timeout {} (longest wait in the admission gate)",
+                    "",
+                    format_duration_ms(q),
+                );
+            }
             if let Some(m) = self.map_of(i) {
                 let min = if m.min_success_bp == 10_000 {
                     "all".to_owned()

@@ -15,6 +15,8 @@
 //! name = "video"
 //! version = 1
 //! workflow_timeout = "24h"         # optional
+//! in_progress_max = 5000           # optional: bulk-accepted or recovered
+//!                                   # workflows in progress (docs/capacity.md)
 //!
 //! [defaults.retry]                  # optional, per field
 //! max_attempts = 10
@@ -28,6 +30,8 @@
 //! schedule_to_start = "10m"
 //! start_to_close = "1h"
 //! heartbeat = "60s"
+//! queue_timeout = "30m"             # longest wait in the admission gate
+//!                                   # (docs/capacity.md); default none
 //!
 //! [[steps]]
 //! name = "ingest"

@@ -51,9 +51,20 @@ pub struct PipelineDef {
     /// [`stored::PipelineDefV2`].
     pub step_whens: Vec<Option<WhenDef>>,
     /// The `wait` of each step, indexed like `steps`; empty when no step
-    /// waits for a signal. Last field: definitions stored before it existed
-    /// decode through [`stored::PipelineDefV3`].
+    /// waits for a signal. Definitions stored before it existed decode
+    /// through [`stored::PipelineDefV3`].
     pub step_waits: Vec<Option<WaitDef>>,
+    /// The `queue_timeout` of each step (ms), indexed like `steps`: the
+    /// longest an attempt may wait in the admission gate before it ends as
+    /// a `queue_timeout`. Empty when no step has one. Definitions stored
+    /// before it existed decode through [`stored::PipelineDefV4`].
+    pub step_queue_timeouts: Vec<Option<u64>>,
+    /// `[pipeline] in_progress_max`: most bulk-accepted or recovered
+    /// workflows of this pipeline in progress at once, under the engine's
+    /// `in_progress_max` (docs/capacity.md); the current version's value
+    /// applies to the pipeline's name. Last field, added with
+    /// `step_queue_timeouts`.
+    pub in_progress_max: Option<u32>,
 }
 
 /// One node of the DAG.
@@ -154,6 +165,11 @@ impl PipelineDef {
         self.step_maps.get(i).and_then(Option::as_ref)
     }
 
+    /// The `queue_timeout` of step `i` (ms), if it has one.
+    pub fn queue_timeout_of(&self, i: usize) -> Option<u64> {
+        self.step_queue_timeouts.get(i).copied().flatten()
+    }
+
     /// The `when` of step `i`, if it has a condition.
     pub fn when_of(&self, i: usize) -> Option<&WhenDef> {
         self.step_whens.get(i).and_then(Option::as_ref)
@@ -201,13 +217,16 @@ impl PipelineDef {
     /// A stable content hash of the definition (FNV-1a over its postcard
     /// encoding), used to store one copy of each distinct definition.
     ///
-    /// A definition without waits hashes its encoding from before waits
-    /// existed, one without conditions either its encoding from before
+    /// A definition without queue timeouts and in-progress limit hashes its
+    /// encoding from before they existed, one without waits either its
+    /// encoding from before waits, one without conditions either its encoding from before
     /// conditions, and one without maps either its encoding from before
     /// maps, so pipelines registered by older builds keep their hash (and
     /// stored copy).
     pub fn content_hash(&self) -> u64 {
-        let no_waits = self.step_waits.iter().all(Option::is_none);
+        let no_capacity =
+            self.step_queue_timeouts.iter().all(Option::is_none) && self.in_progress_max.is_none();
+        let no_waits = no_capacity && self.step_waits.iter().all(Option::is_none);
         let no_whens = no_waits && self.step_whens.iter().all(Option::is_none);
         let bytes = if no_whens && self.step_maps.iter().all(Option::is_none) {
             postcard::to_allocvec(&stored::PipelineDefV1Ref::of(self)).unwrap_or_default()
@@ -215,6 +234,8 @@ impl PipelineDef {
             postcard::to_allocvec(&stored::PipelineDefV2Ref::of(self)).unwrap_or_default()
         } else if no_waits {
             postcard::to_allocvec(&stored::PipelineDefV3Ref::of(self)).unwrap_or_default()
+        } else if no_capacity {
+            postcard::to_allocvec(&stored::PipelineDefV4Ref::of(self)).unwrap_or_default()
         } else {
             postcard::to_allocvec(self).unwrap_or_default()
         };

@@ -17,6 +17,8 @@ pub(super) struct RawHeader {
     pub(super) name: Option<String>,
     pub(super) version: Option<u32>,
     pub(super) workflow_timeout: Option<String>,
+    /// `PipelineDef::in_progress_max`.
+    pub(super) in_progress_max: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -45,6 +47,8 @@ pub(super) struct RawTimeouts {
     pub(super) schedule_to_start: Option<String>,
     pub(super) start_to_close: Option<String>,
     pub(super) heartbeat: Option<String>,
+    /// Longest wait in the admission gate (`PipelineDef::step_queue_timeouts`).
+    pub(super) queue_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{MapDef, PipelineDef, StepDef, WhenDef};
+use super::{MapDef, PipelineDef, StepDef, WaitDef, WhenDef};
 
 /// [`PipelineDef`] before steps could map: without `step_maps` and
 /// `step_whens`.
@@ -28,6 +28,8 @@ impl From<PipelineDefV1> for PipelineDef {
             step_maps: Vec::new(),
             step_whens: Vec::new(),
             step_waits: Vec::new(),
+            step_queue_timeouts: Vec::new(),
+            in_progress_max: None,
         }
     }
 }
@@ -52,6 +54,8 @@ impl From<PipelineDefV2> for PipelineDef {
             step_maps: v.step_maps,
             step_whens: Vec::new(),
             step_waits: Vec::new(),
+            step_queue_timeouts: Vec::new(),
+            in_progress_max: None,
         }
     }
 }
@@ -77,13 +81,44 @@ impl From<PipelineDefV3> for PipelineDef {
             step_maps: v.step_maps,
             step_whens: v.step_whens,
             step_waits: Vec::new(),
+            step_queue_timeouts: Vec::new(),
+            in_progress_max: None,
+        }
+    }
+}
+
+/// [`PipelineDef`] before steps could have queue timeouts and pipelines an
+/// in-progress limit: without `step_queue_timeouts` and `in_progress_max`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineDefV4 {
+    pub name: String,
+    pub version: u32,
+    pub steps: Vec<StepDef>,
+    pub workflow_timeout_ms: Option<u64>,
+    pub step_maps: Vec<Option<MapDef>>,
+    pub step_whens: Vec<Option<WhenDef>>,
+    pub step_waits: Vec<Option<WaitDef>>,
+}
+
+impl From<PipelineDefV4> for PipelineDef {
+    fn from(v: PipelineDefV4) -> Self {
+        PipelineDef {
+            name: v.name,
+            version: v.version,
+            steps: v.steps,
+            workflow_timeout_ms: v.workflow_timeout_ms,
+            step_maps: v.step_maps,
+            step_whens: v.step_whens,
+            step_waits: v.step_waits,
+            step_queue_timeouts: Vec::new(),
+            in_progress_max: None,
         }
     }
 }
 
 /// The encodings older builds wrote, newest first: what a stored definition
 /// is read as when it does not decode as a [`PipelineDef`].
-pub type OlderPipelineDefs = (PipelineDefV3, PipelineDefV2, PipelineDefV1);
+pub type OlderPipelineDefs = (PipelineDefV4, PipelineDefV3, PipelineDefV2, PipelineDefV1);
 
 /// Borrowed [`PipelineDefV1`] with the same encoding, for hashing.
 #[derive(Serialize)]
@@ -147,6 +182,32 @@ impl<'a> PipelineDefV3Ref<'a> {
             workflow_timeout_ms: def.workflow_timeout_ms,
             step_maps: &def.step_maps,
             step_whens: &def.step_whens,
+        }
+    }
+}
+
+/// Borrowed [`PipelineDefV4`] with the same encoding, for hashing.
+#[derive(Serialize)]
+pub(super) struct PipelineDefV4Ref<'a> {
+    name: &'a str,
+    version: u32,
+    steps: &'a [StepDef],
+    workflow_timeout_ms: Option<u64>,
+    step_maps: &'a [Option<MapDef>],
+    step_whens: &'a [Option<WhenDef>],
+    step_waits: &'a [Option<WaitDef>],
+}
+
+impl<'a> PipelineDefV4Ref<'a> {
+    pub(super) fn of(def: &'a PipelineDef) -> Self {
+        PipelineDefV4Ref {
+            name: &def.name,
+            version: def.version,
+            steps: &def.steps,
+            workflow_timeout_ms: def.workflow_timeout_ms,
+            step_maps: &def.step_maps,
+            step_whens: &def.step_whens,
+            step_waits: &def.step_waits,
         }
     }
 }

@@ -237,6 +237,51 @@ fn step_overrides_merge_per_field() {
 // --- one test per kind of mistake --------------------------------------
 
 #[test]
+fn queue_timeouts_merge_from_defaults_and_stay_out_of_definitions_without_them() {
+    let def = parse(&format!(
+        "{HEADER}[defaults.timeouts]\nqueue_timeout = \"10m\"\n\n\
+         [[steps]]\nname = \"a\"\n\n\
+         [[steps]]\nname = \"b\"\n[steps.timeouts]\nqueue_timeout = \"30s\"\n\n\
+         [[steps]]\nname = \"c\"\n[steps.timeouts]\nqueue_timeout = \"none\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        def.step_queue_timeouts,
+        [Some(10 * MS_PER_MINUTE), Some(30 * MS_PER_SECOND), None]
+    );
+    assert_eq!(def.queue_timeout_of(1), Some(30_000));
+    assert_eq!(def.queue_timeout_of(9), None);
+    // Without any, the definition keeps its older shape (and hash).
+    assert!(video().step_queue_timeouts.is_empty());
+    let err = error(&with_steps(
+        "[[steps]]\nname = \"a\"\n[steps.timeouts]\nqueue_timeout = \"0s\"\n",
+    ));
+    assert_message(
+        &err,
+        Some("a"),
+        &["timeouts.queue_timeout", "greater than zero"],
+    );
+}
+
+#[test]
+fn a_pipeline_in_progress_limit_is_read_and_must_be_at_least_one() {
+    let def = parse(
+        "[pipeline]\nname = \"p\"\nversion = 1\nin_progress_max = 50\n\n[[steps]]\nname = \"a\"\n",
+    )
+    .unwrap();
+    assert_eq!(def.in_progress_max, Some(50));
+    assert_eq!(video().in_progress_max, None);
+    let err = error(
+        "[pipeline]\nname = \"p\"\nversion = 1\nin_progress_max = 0\n\n[[steps]]\nname = \"a\"\n",
+    );
+    assert_message(
+        &err,
+        None,
+        &["[pipeline]", "in_progress_max must be at least 1"],
+    );
+}
+
+#[test]
 fn rejects_toml_syntax_error_with_line() {
     let err = error("[pipeline]\nname = \"p\"\nversion = = 1\n");
     assert!(

@@ -39,6 +39,7 @@ struct CheckedStep {
     needs: Vec<u16>,
     retry: RetryPolicy,
     timeouts: StepTimeouts,
+    queue_timeout_ms: Option<u64>,
     map: Option<MapDef>,
     when: Option<WhenDef>,
     wait: Option<WaitDef>,
@@ -145,6 +146,16 @@ impl<'a> Parser<'a> {
             Some(text) => self.timeout(text, "workflow_timeout", None)?,
             None => None,
         };
+        if header.in_progress_max == Some(0) {
+            return Err(self.error(
+                None,
+                PipelineErrorKind::InvalidValue {
+                    section: "[pipeline]".to_owned(),
+                    line: None,
+                    message: "in_progress_max must be at least 1".to_owned(),
+                },
+            ));
+        }
 
         let defaults: RawDefaults = match defaults {
             Some(value) => self.section(value, "[defaults]", None)?,
@@ -158,9 +169,16 @@ impl<'a> Parser<'a> {
             "defaults.timeouts",
             None,
         )?;
+        let default_queue_timeout =
+            self.merge_queue_timeout(None, &defaults.timeouts, "defaults.timeouts", None)?;
 
         let raw_steps = self.raw_steps(steps)?;
-        let checked = self.check_steps(&raw_steps, &default_retry, &default_timeouts)?;
+        let checked = self.check_steps(
+            &raw_steps,
+            &default_retry,
+            &default_timeouts,
+            default_queue_timeout,
+        )?;
         self.check_acyclic(&checked)?;
 
         let step_maps: Vec<Option<MapDef>> = if checked.iter().any(|s| s.map.is_some()) {
@@ -178,12 +196,20 @@ impl<'a> Parser<'a> {
         } else {
             Vec::new()
         };
+        let step_queue_timeouts: Vec<Option<u64>> =
+            if checked.iter().any(|s| s.queue_timeout_ms.is_some()) {
+                checked.iter().map(|s| s.queue_timeout_ms).collect()
+            } else {
+                Vec::new()
+            };
         Ok(PipelineDef {
             name,
             version,
             step_maps,
             step_whens,
             step_waits,
+            step_queue_timeouts,
+            in_progress_max: header.in_progress_max,
             steps: checked
                 .into_iter()
                 .map(|s| StepDef {
@@ -255,6 +281,7 @@ impl<'a> Parser<'a> {
         raw: &[RawStep],
         default_retry: &RetryPolicy,
         default_timeouts: &StepTimeouts,
+        default_queue_timeout: Option<u64>,
     ) -> Result<Vec<CheckedStep>, PipelineError> {
         // Pass 1: names, so that pass 2 can resolve `needs` in any declaration order.
         let mut index_of: HashMap<&str, usize> = HashMap::with_capacity(raw.len());
@@ -328,6 +355,12 @@ impl<'a> Parser<'a> {
             let retry = self.merge_retry(default_retry, &step.retry, "retry", Some(name))?;
             let timeouts =
                 self.merge_timeouts(default_timeouts, &step.timeouts, "timeouts", Some(name))?;
+            let queue_timeout_ms = self.merge_queue_timeout(
+                default_queue_timeout,
+                &step.timeouts,
+                "timeouts",
+                Some(name),
+            )?;
             let map = match &step.map {
                 Some(raw) => Some(
                     check_map(raw, &needs, |dep| index_of.get(dep).map(|&i| i as u16))
@@ -380,6 +413,7 @@ impl<'a> Parser<'a> {
                 needs,
                 retry,
                 timeouts,
+                queue_timeout_ms,
                 map,
                 when,
                 wait,
@@ -595,6 +629,22 @@ impl<'a> Parser<'a> {
             ));
         }
         Ok(policy)
+    }
+
+    /// The step's `queue_timeout` over the file's default (`none`: no
+    /// bound), kept apart from [`StepTimeouts`] because it lives in its own
+    /// trailing field of the stored definition.
+    fn merge_queue_timeout(
+        &self,
+        base: Option<u64>,
+        raw: &RawTimeouts,
+        prefix: &str,
+        step: Option<&str>,
+    ) -> Result<Option<u64>, PipelineError> {
+        match &raw.queue_timeout {
+            Some(text) => self.timeout(text, &format!("{prefix}.queue_timeout"), step),
+            None => Ok(base),
+        }
     }
 
     /// Like [`Self::merge_retry`], for timeouts.

@@ -527,6 +527,7 @@ mod tests {
             schedule_to_start_ms: None,
             start_to_close_ms: None,
             heartbeat_timeout_ms: Some(60_000),
+            queue_timeout_ms: None,
         };
         let m = TaskMessage::from_spec(&spec, "p.results.0".into(), "p.heartbeats.0".into(), None)
             .unwrap();

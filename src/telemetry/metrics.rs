@@ -54,6 +54,12 @@ metric_set! {
         /// is measured from its creation again).
         @metric("workflow_latency_seconds", "Workflow creation to terminal status, by pipeline.")
         pub latency: FixedHistogram,
+        /// Released from the backlog and not ended (what
+        /// `[pipeline] in_progress_max` bounds).
+        @metric("pipeline_workflows_in_progress", "Bulk-accepted or recovered workflows whose tasks were sent and that have not ended yet, by pipeline.")
+        pub in_progress: Gauge,
+        @metric("pipeline_workflows_in_progress_limit", "Most bulk-accepted or recovered workflows of the pipeline in progress at once ([pipeline] in_progress_max; 0: none of its own).")
+        pub in_progress_limit: Gauge,
     }
 }
 
@@ -65,6 +71,8 @@ impl Default for PipelineStats {
             failed: Counter::default(),
             cancelled: Counter::default(),
             latency: FixedHistogram::new(WORKFLOW_LATENCY_BOUNDS_MS, 1000.0),
+            in_progress: Gauge::default(),
+            in_progress_limit: Gauge::default(),
         }
     }
 }

@@ -24,6 +24,10 @@ pub struct TaskSpec {
     pub schedule_to_start_ms: Option<u64>,
     pub start_to_close_ms: Option<u64>,
     pub heartbeat_timeout_ms: Option<u64>,
+    /// Longest wait in the admission gate, from the moment the attempt is
+    /// offered to it; past it the attempt ends as a `queue_timeout` without
+    /// being sent. Not part of the worker message.
+    pub queue_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

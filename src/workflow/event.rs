@@ -34,6 +34,9 @@ pub enum TimeoutKind {
     ScheduleToStart,
     StartToClose,
     Heartbeat,
+    /// The attempt waited in the admission gate past its step's
+    /// `queue_timeout` and was never sent.
+    QueueTimeout,
 }
 
 impl TimeoutKind {
@@ -42,6 +45,7 @@ impl TimeoutKind {
             TimeoutKind::ScheduleToStart => "schedule_to_start",
             TimeoutKind::StartToClose => "start_to_close",
             TimeoutKind::Heartbeat => "heartbeat",
+            TimeoutKind::QueueTimeout => "queue",
         }
     }
 }

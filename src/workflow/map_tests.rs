@@ -40,6 +40,8 @@ pub(super) fn fan_out(max_parallel: u32, min_success_bp: u32) -> PipelineDef {
         ],
         step_whens: Vec::new(),
         step_waits: Vec::new(),
+        step_queue_timeouts: Vec::new(),
+        in_progress_max: None,
     }
 }
 
@@ -501,6 +503,8 @@ pub(super) fn dag_with_maps() -> impl Strategy<Value = PipelineDef> {
                 step_maps: maps,
                 step_whens: whens,
                 step_waits: Vec::new(),
+                step_queue_timeouts: Vec::new(),
+                in_progress_max: None,
             }
         })
 }

@@ -42,6 +42,8 @@ fn diamond() -> PipelineDef {
         step_maps: Vec::new(),
         step_whens: Vec::new(),
         step_waits: Vec::new(),
+        step_queue_timeouts: Vec::new(),
+        in_progress_max: None,
     }
 }
 
@@ -607,7 +609,7 @@ fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         6 => any::<usize>().prop_map(Action::Succeed),
         3 => (any::<usize>(), any::<bool>(), any::<bool>()).prop_map(|(k, r, f)| Action::Fail(k, r, f)),
-        1 => (any::<usize>(), 0u8..3).prop_map(|(k, t)| Action::Timeout(k, t)),
+        1 => (any::<usize>(), 0u8..4).prop_map(|(k, t)| Action::Timeout(k, t)),
         2 => any::<usize>().prop_map(Action::Redeliver),
         1 => Just(Action::Unknown),
         3 => any::<usize>().prop_map(Action::FireTimer),
@@ -646,6 +648,8 @@ fn dag() -> impl Strategy<Value = PipelineDef> {
                 step_maps: Vec::new(),
                 step_whens: Vec::new(),
                 step_waits: Vec::new(),
+                step_queue_timeouts: Vec::new(),
+                in_progress_max: None,
             }
         })
 }
@@ -666,7 +670,7 @@ proptest! {
                 }
                 Action::Timeout(k, kind) => {
                     let t = w.tasks[k % w.tasks.len()].clone();
-                    let timeout = [TimeoutKind::ScheduleToStart, TimeoutKind::StartToClose, TimeoutKind::Heartbeat][usize::from(kind)];
+                    let timeout = [TimeoutKind::ScheduleToStart, TimeoutKind::StartToClose, TimeoutKind::Heartbeat, TimeoutKind::QueueTimeout][usize::from(kind)];
                     w.apply(Input::TaskTimedOut { task_id: t.task_id, timeout });
                 }
                 Action::Redeliver(k) => {

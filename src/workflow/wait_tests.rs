@@ -34,6 +34,8 @@ fn approval(on_timeout: OnTimeout) -> PipelineDef {
         step_maps: Vec::new(),
         step_whens: Vec::new(),
         step_waits: vec![None, wait_def("approved", HOUR, on_timeout), None],
+        step_queue_timeouts: Vec::new(),
+        in_progress_max: None,
     }
 }
 

@@ -30,6 +30,8 @@ fn translate_pipeline(condition: &str) -> PipelineDef {
         step_maps: Vec::new(),
         step_whens: vec![None, when(condition), None],
         step_waits: Vec::new(),
+        step_queue_timeouts: Vec::new(),
+        in_progress_max: None,
     }
 }
 

@@ -16,6 +16,8 @@ impl PartitionState {
             .pipelines
             .current(pipeline)
             .ok_or_else(|| format!("unknown pipeline {pipeline:?}"))?;
+        let cap = crate::engine::capacity::pipeline_in_progress_cap(&ctx, &pref.name);
+        self.core.set_pipeline_cap(&pref.name, cap);
         let mut report = AcceptReport::default();
         let chunk = ctx.config.accept_chunk.max(1);
         for part in items.chunks(chunk) {
@@ -56,7 +58,7 @@ impl PartitionState {
                 }
                 decision.commands = rest;
                 after_commit(&ctx, &self.shared, None, &next, &def, decision);
-                self.core.hold(next.id.clone(), held, false);
+                self.core.hold(next.id.clone(), &pref.name, held, false);
                 // Its first result will wake it soon: keep the state warm.
                 self.core.cache_put(next.id.clone(), Box::new(next));
                 report.created += 1;

@@ -301,11 +301,23 @@ impl<M: Routable, S, T> PartitionCore<M, S, T> {
         self.cache.put(id, state);
     }
 
-    /// Holds owed tasks of `id` until the backlog releases them.
-    pub fn hold(&mut self, id: String, tasks: Vec<T>, resend: bool) {
+    /// Holds owed tasks of `id`, a workflow of `pipeline`, until the
+    /// backlog releases them.
+    pub fn hold(&mut self, id: String, pipeline: &str, tasks: Vec<T>, resend: bool) {
         if !tasks.is_empty() {
-            self.backlog.hold(id, tasks, resend);
+            self.backlog.hold(id, pipeline, tasks, resend);
         }
+    }
+
+    /// `pipeline`'s workflows in progress at most in this partition (its
+    /// share of `[pipeline] in_progress_max`; `None`: no cap of its own).
+    pub fn set_pipeline_cap(&mut self, pipeline: &str, cap: Option<usize>) {
+        self.backlog.set_cap(pipeline, cap);
+    }
+
+    /// Released backlog workflows not ended yet, per pipeline.
+    pub fn in_progress_by_pipeline(&self) -> &FastMap<String, usize> {
+        self.backlog.released_by_pipeline()
     }
 
     /// Lets the backlog release (after a bulk accept or a recovery).

@@ -282,9 +282,9 @@ fn held_tasks_are_released_under_the_in_progress_cap_not_the_resident_cap() {
     // One actor may be resident, two workflows may be in progress.
     let mut c = core_caps(1, 2);
     let mut f = Fake::default();
-    c.hold("a".into(), vec![1, 2], false);
-    c.hold("b".into(), vec![3], false);
-    c.hold("c".into(), vec![4], true);
+    c.hold("a".into(), "p", vec![1, 2], false);
+    c.hold("b".into(), "p", vec![3], false);
+    c.hold("c".into(), "p", vec![4], true);
     c.tick(0, &mut f);
     assert!(
         drain(&mut c).is_empty(),
@@ -302,12 +302,53 @@ fn held_tasks_are_released_under_the_in_progress_cap_not_the_resident_cap() {
     assert_eq!(c.backlog_counts(), (0, 2));
 }
 
+/// A pipeline's own in-progress cap holds its workflows back while other
+/// pipelines' go in their arrival order; an end frees its next one.
+#[test]
+fn a_pipeline_at_its_own_in_progress_cap_waits_while_others_go() {
+    let mut c = core_caps(10, 4);
+    let mut f = Fake::default();
+    c.set_pipeline_cap("bulk", Some(1));
+    c.hold("b1".into(), "bulk", vec![1], false);
+    c.hold("b2".into(), "bulk", vec![2], false);
+    c.hold("n1".into(), "news", vec![3], false);
+    c.hold("b3".into(), "bulk", vec![4], false);
+    c.hold("n2".into(), "news", vec![5], false);
+    c.enable_release(&mut f);
+    assert_eq!(
+        drain(&mut c),
+        [
+            "send [1] resend=false",
+            "send [3] resend=false",
+            "send [5] resend=false"
+        ]
+    );
+    assert_eq!(c.backlog_counts(), (2, 3));
+    assert_eq!(c.in_progress_by_pipeline().get("bulk"), Some(&1));
+    assert_eq!(c.in_progress_by_pipeline().get("news"), Some(&2));
+    // A news workflow ending frees a partition slot, not a bulk one.
+    f.finished.push("n1".into());
+    c.tick(1, &mut f);
+    assert!(drain(&mut c).is_empty());
+    assert_eq!(c.in_progress_by_pipeline().get("news"), Some(&1));
+    // The bulk one ending lets the next bulk one go, in order.
+    f.finished.push("b1".into());
+    c.tick(2, &mut f);
+    assert_eq!(drain(&mut c), ["send [2] resend=false"]);
+    // Lifting the cap lets the rest go under the partition's cap.
+    c.set_pipeline_cap("bulk", None);
+    c.tick(3, &mut f);
+    assert_eq!(drain(&mut c), ["send [4] resend=false"]);
+    assert_eq!(c.backlog_counts(), (0, 3));
+    assert_eq!(c.in_progress_by_pipeline().get("bulk"), Some(&2));
+}
+
 #[test]
 fn a_backlog_larger_than_the_resident_cap_is_all_released() {
     let mut c = core_caps(2, 100);
     let mut f = Fake::default();
     for i in 0..50u32 {
-        c.hold(format!("w{i}"), vec![i], false);
+        c.hold(format!("w{i}"), "p", vec![i], false);
     }
     c.enable_release(&mut f);
     assert_eq!(drain(&mut c).len(), 50, "every held workflow is released");
@@ -319,7 +360,7 @@ fn the_retention_sweep_skips_live_and_recent_workflows_and_pages_its_work() {
     let mut c = core(4);
     let mut f = Fake::default();
     c.route("live".into(), M::In(1), 0, &mut f);
-    c.hold("held".into(), vec![1], false);
+    c.hold("held".into(), "p", vec![1], false);
     let now = 10_000;
     assert!(c.sweep_begin(now));
     let SweepPoll::Scan { code, after, n } = c.sweep_poll(now) else {

@@ -204,6 +204,7 @@ impl Builder<'_> {
             schedule_to_start_ms: t.schedule_to_start_ms,
             start_to_close_ms: t.start_to_close_ms,
             heartbeat_timeout_ms: t.heartbeat_ms,
+            queue_timeout_ms: self.pipeline.queue_timeout_of(i),
         }
     }
 }
