@@ -404,6 +404,7 @@ fn storm_checker_rules_on_hand_written_evidence() {
         output: None,
         elements: None,
         failed: None,
+        child: None,
     };
     let msg = |id: &str, seqs: &[u64]| EventMessage {
         v: 1,

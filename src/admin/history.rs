@@ -5,7 +5,7 @@ use super::workflow::unknown;
 use super::{code, AdminError, HISTORY_PAGE_MAX};
 use crate::engine::Engine;
 use crate::protocol::VERSION;
-use crate::workflow::{EventKind, JournalRecord, ReopenMode};
+use crate::workflow::{ChildOutcome, EventKind, JournalRecord, ReopenMode};
 
 pub(super) async fn history(
     r: HistoryRequest,
@@ -90,6 +90,7 @@ pub(crate) fn history_event(
         error: None,
         output: None,
         progress: None,
+        child: None,
     };
     match &ev.kind {
         EventKind::TaskDispatched { attempt, .. } => h.attempt = Some(*attempt),
@@ -174,6 +175,18 @@ pub(crate) fn history_event(
             mode: ReopenMode::RerunFrom(step),
             ..
         } => h.step = Some(step.clone()),
+        EventKind::ChildStarted { child_id, .. } => h.child = Some(child_id.to_string()),
+        EventKind::ChildFinished {
+            child_id, outcome, ..
+        } => {
+            h.child = Some(child_id.to_string());
+            match outcome {
+                ChildOutcome::Succeeded { output } => h.output = serde_json::from_str(output).ok(),
+                ChildOutcome::Failed { reason } | ChildOutcome::Cancelled { reason } => {
+                    h.error = Some(format!("child {}: {reason}", outcome.as_str()))
+                }
+            }
+        }
         _ => {}
     }
     h

@@ -78,6 +78,12 @@ pub struct StepReply {
     /// A map step's elements by status, once it read its array.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elements: Option<ElementCounts>,
+    /// A child step's child workflow of the current generation, once started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<String>,
+    /// That child's status, when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_status: Option<String>,
 }
 
 /// How many elements of a map step stand where.
@@ -119,6 +125,12 @@ pub struct WorkflowReply {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepReply>>,
+    /// A child workflow's parent (`describe`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The parent's step that started this child.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_step: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -160,6 +172,9 @@ pub struct HistoryEvent {
     /// attempt, while this orchestrator process has seen one.
     #[serde(default)]
     pub progress: Option<serde_json::Value>,
+    /// `child_started`, `child_finished`: the child workflow's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

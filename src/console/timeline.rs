@@ -157,6 +157,7 @@ mod tests {
             error: None,
             output: None,
             progress: None,
+            child: None,
         }
     }
 

@@ -107,6 +107,7 @@ mod tests {
                 output: None,
                 elements: None,
                 failed: None,
+                child: None,
             }],
         };
         OutboxItem {

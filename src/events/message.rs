@@ -29,6 +29,9 @@ pub struct LifecycleEvent {
     /// The indices of the elements that failed (`map_succeeded` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<Vec<u32>>,
+    /// The child workflow (`child_started`, `child_finished` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<String>,
 }
 
 /// One message on the event stream: the transitions of one workflow from one commit.

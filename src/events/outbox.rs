@@ -123,6 +123,7 @@ impl Outbox {
                 attempt,
                 worker,
                 error,
+                child,
                 ..
             } = history_event(seq, ev, generation, &step_name);
             let output = match &ev.kind {
@@ -130,6 +131,10 @@ impl Outbox {
                 | EventKind::ElementSucceeded { output, .. } => {
                     serde_json::value::RawValue::from_string(output.to_string()).ok()
                 }
+                EventKind::ChildFinished {
+                    outcome: crate::workflow::ChildOutcome::Succeeded { output },
+                    ..
+                } => serde_json::value::RawValue::from_string(output.clone()).ok(),
                 _ => None,
             };
             out.push(LifecycleEvent {
@@ -151,6 +156,7 @@ impl Outbox {
                     EventKind::MapSucceeded { failed, .. } => Some(failed.clone()),
                     _ => None,
                 },
+                child,
             });
         }
         let msg = EventMessage {
@@ -325,6 +331,17 @@ mod tests {
                 reason: "r".into(),
             },
             EventKind::StepSkipped { step: 0 },
+            EventKind::ChildStarted {
+                step: 0,
+                child_id: "w~s~0".into(),
+            },
+            EventKind::ChildFinished {
+                step: 0,
+                child_id: "w~s~0".into(),
+                outcome: crate::workflow::ChildOutcome::Succeeded {
+                    output: "{}".into(),
+                },
+            },
         ];
         // Every kind in the subject, in the order of the list.
         let names: Vec<&str> = kinds.iter().map(EventKind::name).collect();

@@ -8,9 +8,13 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use child::ChildDef;
 pub use map::MapDef;
 pub use when::WhenDef;
 
+pub mod child;
+#[cfg(test)]
+mod child_tests;
 pub mod error;
 mod graph;
 pub mod load;
@@ -43,9 +47,13 @@ pub struct PipelineDef {
     /// [`stored::PipelineDefV1`].
     pub step_maps: Vec<Option<MapDef>>,
     /// The `when` of each step, indexed like `steps`; empty when no step
-    /// has one. Last field: definitions stored before it existed decode
-    /// through [`stored::PipelineDefV2`].
+    /// has one. Definitions stored before it existed decode through
+    /// [`stored::PipelineDefV2`].
     pub step_whens: Vec<Option<WhenDef>>,
+    /// The child pipeline of each step, indexed like `steps`; empty when no
+    /// step starts one. Last field: definitions stored before it existed
+    /// decode through [`stored::PipelineDefV3`].
+    pub step_children: Vec<Option<ChildDef>>,
 }
 
 /// One node of the DAG.
@@ -105,6 +113,9 @@ pub struct PipelineLimits {
     pub when_macros_max: usize,
     /// JSON values one evaluation of a `when` may be given.
     pub when_values_max: u32,
+    /// Most workflows a chain of parents and children may nest (the
+    /// outermost parent counts 1); stored with each child step.
+    pub child_depth_max: u32,
 }
 
 impl Default for PipelineLimits {
@@ -117,16 +128,23 @@ impl Default for PipelineLimits {
             when_len_max: when::DEFAULT_WHEN_LEN_MAX,
             when_macros_max: when::DEFAULT_WHEN_MACROS_MAX,
             when_values_max: when::DEFAULT_WHEN_VALUES_MAX,
+            child_depth_max: child::DEFAULT_CHILD_DEPTH_MAX,
         }
     }
 }
 
 /// Every task type the given pipelines use, sorted and deduplicated: what a
-/// worker pool serving all of them subscribes to.
+/// worker pool serving all of them subscribes to. Child steps send no task.
 pub fn task_types(defs: &[PipelineDef]) -> Vec<String> {
     let mut t: Vec<String> = defs
         .iter()
-        .flat_map(|d| d.steps.iter().map(|s| s.task_type.clone()))
+        .flat_map(|d| {
+            d.steps
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| d.child_of(*i).is_none())
+                .map(|(_, s)| s.task_type.clone())
+        })
         .collect();
     t.sort();
     t.dedup();
@@ -137,6 +155,11 @@ impl PipelineDef {
     /// The `map` of step `i`, if it fans out.
     pub fn map_of(&self, i: usize) -> Option<&MapDef> {
         self.step_maps.get(i).and_then(Option::as_ref)
+    }
+
+    /// The child pipeline step `i` starts, if it is a child step.
+    pub fn child_of(&self, i: usize) -> Option<&ChildDef> {
+        self.step_children.get(i).and_then(Option::as_ref)
     }
 
     /// The `when` of step `i`, if it has a condition.
@@ -176,16 +199,20 @@ impl PipelineDef {
     /// A stable content hash of the definition (FNV-1a over its postcard
     /// encoding), used to store one copy of each distinct definition.
     ///
-    /// A definition without conditions hashes its encoding from before
-    /// conditions existed, and one without maps either its encoding from
+    /// A definition without child steps hashes its encoding from before
+    /// child steps existed, one without conditions either its encoding from
+    /// before conditions, and one without maps either its encoding from
     /// before maps, so pipelines registered by older builds keep their hash
     /// (and stored copy).
     pub fn content_hash(&self) -> u64 {
-        let no_whens = self.step_whens.iter().all(Option::is_none);
+        let no_children = self.step_children.iter().all(Option::is_none);
+        let no_whens = no_children && self.step_whens.iter().all(Option::is_none);
         let bytes = if no_whens && self.step_maps.iter().all(Option::is_none) {
             postcard::to_allocvec(&stored::PipelineDefV1Ref::of(self)).unwrap_or_default()
         } else if no_whens {
             postcard::to_allocvec(&stored::PipelineDefV2Ref::of(self)).unwrap_or_default()
+        } else if no_children {
+            postcard::to_allocvec(&stored::PipelineDefV3Ref::of(self)).unwrap_or_default()
         } else {
             postcard::to_allocvec(self).unwrap_or_default()
         };

@@ -59,6 +59,9 @@ pub(super) struct RawStep {
     pub(super) timeouts: RawTimeouts,
     pub(super) map: Option<RawMap>,
     pub(super) when: Option<String>,
+    /// A child step: the pipeline whose workflow it runs.
+    pub(super) pipeline: Option<String>,
+    pub(super) pipeline_version: Option<u32>,
 }
 
 /// Rust names of the raw structs, as serde puts them in type errors.

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{MapDef, PipelineDef, StepDef};
+use super::{MapDef, PipelineDef, StepDef, WhenDef};
 
 /// [`PipelineDef`] before steps could map: without `step_maps` and
 /// `step_whens`.
@@ -27,6 +27,7 @@ impl From<PipelineDefV1> for PipelineDef {
             workflow_timeout_ms: v.workflow_timeout_ms,
             step_maps: Vec::new(),
             step_whens: Vec::new(),
+            step_children: Vec::new(),
         }
     }
 }
@@ -50,13 +51,40 @@ impl From<PipelineDefV2> for PipelineDef {
             workflow_timeout_ms: v.workflow_timeout_ms,
             step_maps: v.step_maps,
             step_whens: Vec::new(),
+            step_children: Vec::new(),
+        }
+    }
+}
+
+/// [`PipelineDef`] before steps could start child pipelines: without
+/// `step_children`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineDefV3 {
+    pub name: String,
+    pub version: u32,
+    pub steps: Vec<StepDef>,
+    pub workflow_timeout_ms: Option<u64>,
+    pub step_maps: Vec<Option<MapDef>>,
+    pub step_whens: Vec<Option<WhenDef>>,
+}
+
+impl From<PipelineDefV3> for PipelineDef {
+    fn from(v: PipelineDefV3) -> Self {
+        PipelineDef {
+            name: v.name,
+            version: v.version,
+            steps: v.steps,
+            workflow_timeout_ms: v.workflow_timeout_ms,
+            step_maps: v.step_maps,
+            step_whens: v.step_whens,
+            step_children: Vec::new(),
         }
     }
 }
 
 /// The encodings older builds wrote, newest first: what a stored definition
 /// is read as when it does not decode as a [`PipelineDef`].
-pub type OlderPipelineDefs = (PipelineDefV2, PipelineDefV1);
+pub type OlderPipelineDefs = (PipelineDefV3, PipelineDefV2, PipelineDefV1);
 
 /// Borrowed [`PipelineDefV1`] with the same encoding, for hashing.
 #[derive(Serialize)]
@@ -96,6 +124,30 @@ impl<'a> PipelineDefV2Ref<'a> {
             steps: &def.steps,
             workflow_timeout_ms: def.workflow_timeout_ms,
             step_maps: &def.step_maps,
+        }
+    }
+}
+
+/// Borrowed [`PipelineDefV3`] with the same encoding, for hashing.
+#[derive(Serialize)]
+pub(super) struct PipelineDefV3Ref<'a> {
+    name: &'a str,
+    version: u32,
+    steps: &'a [StepDef],
+    workflow_timeout_ms: Option<u64>,
+    step_maps: &'a [Option<MapDef>],
+    step_whens: &'a [Option<WhenDef>],
+}
+
+impl<'a> PipelineDefV3Ref<'a> {
+    pub(super) fn of(def: &'a PipelineDef) -> Self {
+        PipelineDefV3Ref {
+            name: &def.name,
+            version: def.version,
+            steps: &def.steps,
+            workflow_timeout_ms: def.workflow_timeout_ms,
+            step_maps: &def.step_maps,
+            step_whens: &def.step_whens,
         }
     }
 }

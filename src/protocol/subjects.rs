@@ -5,7 +5,7 @@
 /// The lifecycle event kinds, in the order of their tokens in an event
 /// subject ([`Subjects::events`]). New kinds are appended, never inserted,
 /// so a filter written for a kind keeps selecting it.
-pub const EVENT_KINDS: [&str; 19] = [
+pub const EVENT_KINDS: [&str; 21] = [
     "workflow_started",
     "task_dispatched",
     "task_succeeded",
@@ -25,6 +25,8 @@ pub const EVENT_KINDS: [&str; 19] = [
     "map_succeeded",
     "map_failed",
     "step_skipped",
+    "child_started",
+    "child_finished",
 ];
 
 /// Where `kind` sits in [`EVENT_KINDS`] (its bit in an event subject's mask).
@@ -186,7 +188,7 @@ mod tests {
         let done = s.events("video", 0b1000_0100, "completed");
         assert_eq!(
             done,
-            "narralytica.events.video._._.task_succeeded._._._._.workflow_completed._._._._._._._._._._._.completed"
+            "narralytica.events.video._._.task_succeeded._._._._.workflow_completed._._._._._._._._._._._._._.completed"
         );
         for (i, kind) in EVENT_KINDS.iter().enumerate() {
             let all = s.events_of_kind(None, kind).unwrap();

@@ -87,6 +87,17 @@ impl<T, A: DeserializeOwned + Into<T>, B: DeserializeOwned + Into<T>> OlderEncod
     }
 }
 
+impl<T, A, B, C> OlderEncodings<T> for (A, B, C)
+where
+    A: DeserializeOwned + Into<T>,
+    B: DeserializeOwned + Into<T>,
+    C: DeserializeOwned + Into<T>,
+{
+    fn decode_older(key: &[u8], bytes: &[u8]) -> Option<T> {
+        <(A,)>::decode_older(key, bytes).or_else(|| <(B, C)>::decode_older(key, bytes))
+    }
+}
+
 /// Check version and checksum and return the payload without deserializing it.
 ///
 /// Useful to verify records whose type the caller does not know.

@@ -6,6 +6,7 @@
 //! tests use it as their oracle and `orchestrator verify` runs it over every
 //! journal on disk.
 
+use super::check_child::{check_child_event, ChildCtx, ChildStep};
 use super::check_map::{self, check_map_event, MapCtx, MapModel};
 use crate::pipeline::PipelineDef;
 use crate::workflow::{AfterFailure, Event, EventKind, ReopenMode, Status};
@@ -126,6 +127,9 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
                         seq,
                         format!("map step {} dispatched as a single task", def.name),
                     );
+                }
+                if pipeline.child_of(i).is_some() {
+                    bad(seq, format!("child step {} dispatched as a task", def.name));
                 }
                 for &d in &def.needs {
                     if !steps[usize::from(d)].done() {
@@ -386,6 +390,33 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
                 steps[i].skipped = true;
                 // Elements a retry kept go with the skipped step.
                 maps[i] = MapModel::default();
+            }
+            EventKind::ChildStarted { step, .. } | EventKind::ChildFinished { step, .. } => {
+                let i = usize::from(*step);
+                let done: Vec<bool> = steps.iter().map(StepModel::done).collect();
+                let cx = ChildCtx {
+                    id,
+                    pipeline,
+                    generation,
+                    status: st,
+                    done: &done,
+                };
+                let m = &mut steps[i];
+                let model = ChildStep {
+                    done: m.done(),
+                    skipped: m.skipped,
+                    attempts: &mut m.attempts,
+                    outstanding: &mut m.outstanding,
+                    succeeded: &mut m.succeeded,
+                };
+                check_child_event(
+                    &cx,
+                    i,
+                    model,
+                    &event.kind,
+                    &mut |m| bad(seq, m),
+                    &mut must_fail_next,
+                );
             }
         }
         if event.kind.is_terminal() {

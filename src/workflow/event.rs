@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::lineage::ChildOutcome;
 use super::state::PipelineRef;
 
 /// One journaled event with the time the orchestrator decided it.
@@ -168,6 +169,19 @@ pub enum EventKind {
     StepSkipped {
         step: u16,
     },
+    /// A child step started its child workflow `child_id` (one per
+    /// generation: the id is derived from the workflow, step and generation).
+    ChildStarted {
+        step: u16,
+        child_id: Arc<str>,
+    },
+    /// The child workflow of `step` ended: the step succeeds with the
+    /// child's output, or fails with it.
+    ChildFinished {
+        step: u16,
+        child_id: Arc<str>,
+        outcome: ChildOutcome,
+    },
 }
 
 impl EventKind {
@@ -193,6 +207,8 @@ impl EventKind {
             EventKind::MapSucceeded { .. } => "map_succeeded",
             EventKind::MapFailed { .. } => "map_failed",
             EventKind::StepSkipped { .. } => "step_skipped",
+            EventKind::ChildStarted { .. } => "child_started",
+            EventKind::ChildFinished { .. } => "child_finished",
         }
     }
 
@@ -210,7 +226,9 @@ impl EventKind {
             | EventKind::ElementTimedOut { step, .. }
             | EventKind::MapSucceeded { step, .. }
             | EventKind::MapFailed { step, .. }
-            | EventKind::StepSkipped { step } => Some(*step),
+            | EventKind::StepSkipped { step }
+            | EventKind::ChildStarted { step, .. }
+            | EventKind::ChildFinished { step, .. } => Some(*step),
             EventKind::WorkflowFailed { step, .. } => *step,
             _ => None,
         }

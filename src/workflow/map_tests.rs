@@ -39,6 +39,7 @@ pub(super) fn fan_out(max_parallel: u32, min_success_bp: u32) -> PipelineDef {
             None,
         ],
         step_whens: Vec::new(),
+        step_children: Vec::new(),
     }
 }
 
@@ -499,6 +500,7 @@ fn dag_with_maps() -> impl Strategy<Value = PipelineDef> {
                 workflow_timeout_ms: None,
                 step_maps: maps,
                 step_whens: whens,
+                step_children: Vec::new(),
             }
         })
 }

@@ -29,6 +29,7 @@ fn translate_pipeline(condition: &str) -> PipelineDef {
         workflow_timeout_ms: None,
         step_maps: Vec::new(),
         step_whens: vec![None, when(condition), None],
+        step_children: Vec::new(),
     }
 }
 
