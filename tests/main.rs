@@ -5,6 +5,7 @@ mod support;
 mod attempt_token;
 mod backpressure;
 mod capacity;
+mod children;
 mod cli;
 mod cluster;
 mod cluster_journal;

@@ -407,6 +407,7 @@ fn storm_checker_rules_on_hand_written_evidence() {
         signal: None,
         signal_id: None,
         due_at: None,
+        child: None,
     };
     let msg = |id: &str, seqs: &[u64]| EventMessage {
         v: 1,

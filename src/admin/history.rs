@@ -5,7 +5,7 @@ use super::workflow::unknown;
 use super::{code, AdminError, HISTORY_PAGE_MAX};
 use crate::engine::Engine;
 use crate::protocol::VERSION;
-use crate::workflow::{EventKind, JournalRecord, ReopenMode};
+use crate::workflow::{ChildOutcome, EventKind, JournalRecord, ReopenMode};
 
 pub(super) async fn history(
     r: HistoryRequest,
@@ -93,6 +93,7 @@ pub(crate) fn history_event(
         signal: None,
         signal_id: None,
         due_at: None,
+        child: None,
     };
     match &ev.kind {
         EventKind::TaskDispatched { attempt, .. } => h.attempt = Some(*attempt),
@@ -191,6 +192,18 @@ pub(crate) fn history_event(
                     "wait timeout: the step was skipped".to_string()
                 }
             });
+        }
+        EventKind::ChildStarted { child_id, .. } => h.child = Some(child_id.to_string()),
+        EventKind::ChildFinished {
+            child_id, outcome, ..
+        } => {
+            h.child = Some(child_id.to_string());
+            match outcome {
+                ChildOutcome::Succeeded { output } => h.output = serde_json::from_str(output).ok(),
+                ChildOutcome::Failed { reason } | ChildOutcome::Cancelled { reason } => {
+                    h.error = Some(format!("child {}: {reason}", outcome.as_str()))
+                }
+            }
         }
         _ => {}
     }

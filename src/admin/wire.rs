@@ -85,6 +85,12 @@ pub struct StepReply {
     /// When that wait times out, unix ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_due_ms: Option<u64>,
+    /// A child step's child workflow of the current generation, once started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<String>,
+    /// That child's status, when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_status: Option<String>,
 }
 
 /// A signal the workflow received that no wait step consumed yet.
@@ -137,6 +143,12 @@ pub struct WorkflowReply {
     /// `describe`: signals received that no wait step consumed yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signals: Option<Vec<PendingSignal>>,
+    /// A child workflow's parent (`describe`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The parent's step that started this child.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_step: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,6 +199,9 @@ pub struct HistoryEvent {
     /// `wait_started`: when the wait times out, unix ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due_at: Option<u64>,
+    /// `child_started`, `child_finished`: the child workflow's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

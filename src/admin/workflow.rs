@@ -96,9 +96,25 @@ pub(super) async fn describe(id: &str, engine: &Engine) -> Result<WorkflowReply,
                         .map(|w| w.signal.clone())
                 }),
                 wait_due_ms: wf.waits.get(&(i as u16)).map(|w| w.due_ms),
+                child: def
+                    .as_ref()
+                    .and_then(|d| d.child_of(i))
+                    .and(s.task_id.as_deref())
+                    .map(str::to_string),
+                child_status: None,
             }
         })
-        .collect();
+        .collect::<Vec<StepReply>>();
+    let mut steps = steps;
+    for s in &mut steps {
+        if let Some(child) = &s.child {
+            // The child may be on another partition: ask the engine.
+            if let Ok(Some(c)) = engine.describe(child).await {
+                s.child_status = Some(c.status.to_string());
+            }
+        }
+    }
+    let link = crate::workflow::lineage::parent_of(&wf.id);
     Ok(WorkflowReply {
         v: VERSION,
         id: Some(wf.id.clone()),
@@ -121,6 +137,8 @@ pub(super) async fn describe(id: &str, engine: &Engine) -> Result<WorkflowReply,
                 .collect(),
         )
         .filter(|v: &Vec<PendingSignal>| !v.is_empty()),
+        parent: link.as_ref().map(|l| l.parent.to_string()),
+        parent_step: link.as_ref().map(|l| l.step.to_string()),
         ..WorkflowReply::default()
     })
 }

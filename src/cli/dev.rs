@@ -215,6 +215,7 @@ pub async fn run_dev(
             .clone()
             .map(|e| e as Arc<dyn crate::otel::SpanSink>),
         plants: Default::default(),
+        lineage: Default::default(),
     };
     let engine = Engine::start(crate::engine::EngineCtx {
         store: node.store.clone(),

@@ -160,6 +160,7 @@ mod tests {
             signal: None,
             signal_id: None,
             due_at: None,
+            child: None,
         }
     }
 

@@ -18,6 +18,7 @@ pub mod clock;
 /// names them where the actors use them.
 pub use crate::telemetry::metrics;
 pub mod intake;
+pub mod lineage;
 pub mod observe;
 pub mod outbox;
 pub mod partition;
@@ -265,6 +266,8 @@ pub struct Hooks {
     pub spans: Option<Arc<dyn crate::telemetry::span::SpanSink>>,
     /// Test-only planted bugs (`NARRALYTICA_PLANT`); all off in production.
     pub plants: crate::failpoints::Plants,
+    /// Where child steps' effects go; the engine sets its own port at start.
+    pub lineage: lineage::LineageSlot,
 }
 
 /// Everything an actor needs, shared read-only.
@@ -380,6 +383,8 @@ impl Engine {
             progress: progress::ProgressBoard::default(),
             clock: ctx.clock.clone(),
         });
+        let port = Arc::new(lineage::RouterLineage::new(router.clone(), &ctx));
+        ctx.hooks.lineage.set(port.clone());
         let args = root::RootArgs {
             ctx: ctx.clone(),
             router: router.clone(),
@@ -387,6 +392,9 @@ impl Engine {
         let (root, root_join) = Actor::spawn(None, root::RootActor, args)
             .await
             .map_err(|e| Error::Start(e.to_string()))?;
+        // Every partition has recovered: children whose start or report
+        // recovery asked for again can be reached now.
+        port.ready();
         Ok(Engine {
             ctx,
             router,
@@ -597,7 +605,7 @@ impl Engine {
 }
 
 /// Longest workflow id: storage keys carry it with a one-byte length.
-pub const WORKFLOW_ID_MAX_BYTES: usize = 255;
+pub const WORKFLOW_ID_MAX_BYTES: usize = crate::workflow::lineage::ID_MAX_BYTES;
 
 fn validate_id(id: &str) -> Result<(), Error> {
     let max = WORKFLOW_ID_MAX_BYTES;
@@ -610,6 +618,12 @@ fn validate_id(id: &str) -> Result<(), Error> {
     if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(Error::Rejected(format!(
             "workflow id {id:?} contains whitespace or control characters"
+        )));
+    }
+    let sep = crate::workflow::lineage::CHILD_SEPARATOR;
+    if id.contains(sep) {
+        return Err(Error::Rejected(format!(
+            "workflow id {id:?} contains {sep:?}, which is reserved for the ids of child workflows"
         )));
     }
     Ok(())

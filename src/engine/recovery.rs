@@ -131,6 +131,13 @@ pub fn recover(
                 .into_iter()
                 .map(Box::new)
                 .collect();
+            // Children whose start or report a crash may have lost: their
+            // start is performed again (a no-op for one that runs).
+            if let Some(port) = ctx.hooks.lineage.get() {
+                for spec in crate::workflow::restart_children(&wf, &def) {
+                    port.start_child(spec);
+                }
+            }
             workflows.push((wf, owed));
         }
     }

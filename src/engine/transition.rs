@@ -430,6 +430,8 @@ pub fn after_commit(
     let mut dispatches: Vec<Box<TaskSpec>> = Vec::new();
     // Attempts whose gate slot (or place in its queue) this transition ends.
     let mut ended: Vec<String> = Vec::new();
+    // Starts of children and signals to them, performed after the rest.
+    let mut lineage: Vec<Command> = Vec::new();
     {
         let mut t = shared.lock();
         let budget = ctx.config.partition_retry_budget();
@@ -461,6 +463,7 @@ pub fn after_commit(
                 Command::DisarmTimer { due_ms, timer } => {
                     t.schedule.timers.disarm(due_ms, &next.id, &timer)
                 }
+                c @ (Command::StartChild(_) | Command::SignalChild { .. }) => lineage.push(c),
             }
         }
         ended.extend(t.schedule.liveness.take_freed());
@@ -469,6 +472,10 @@ pub fn after_commit(
     if !dispatches.is_empty() {
         crate::failpoints::point("dispatch.after_append");
         send_owed(ctx, shared, dispatches, false);
+    }
+    let just_ended = prev_status != Some(next.status) && next.status.is_terminal();
+    if just_ended || !lineage.is_empty() {
+        super::lineage::after_commit(ctx, next, def, just_ended, lineage);
     }
 }
 

@@ -38,6 +38,9 @@ pub struct LifecycleEvent {
     /// When the wait times out, unix ms (`wait_started` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due_at: Option<u64>,
+    /// The child workflow (`child_started`, `child_finished` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<String>,
 }
 
 /// One message on the event stream: the transitions of one workflow from one commit.

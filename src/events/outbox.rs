@@ -126,6 +126,7 @@ impl Outbox {
                 signal,
                 signal_id,
                 due_at,
+                child,
                 ..
             } = history_event(seq, ev, generation, &step_name);
             let output = match &ev.kind {
@@ -134,6 +135,10 @@ impl Outbox {
                 | EventKind::SignalReceived {
                     payload: output, ..
                 } => serde_json::value::RawValue::from_string(output.to_string()).ok(),
+                EventKind::ChildFinished {
+                    outcome: crate::workflow::ChildOutcome::Succeeded { output },
+                    ..
+                } => serde_json::value::RawValue::from_string(output.clone()).ok(),
                 _ => None,
             };
             out.push(LifecycleEvent {
@@ -158,6 +163,7 @@ impl Outbox {
                 signal,
                 signal_id,
                 due_at,
+                child,
             });
         }
         let msg = EventMessage {
@@ -345,6 +351,17 @@ mod tests {
             EventKind::WaitTimedOut {
                 step: 0,
                 then: crate::pipeline::OnTimeout::Skip,
+            },
+            EventKind::ChildStarted {
+                step: 0,
+                child_id: "w~s~0".into(),
+            },
+            EventKind::ChildFinished {
+                step: 0,
+                child_id: "w~s~0".into(),
+                outcome: crate::workflow::ChildOutcome::Succeeded {
+                    output: "{}".into(),
+                },
             },
         ];
         // Every kind in the subject, in the order of the list.

@@ -153,4 +153,36 @@ pub enum PipelineErrorKind {
     /// something other than the workflow input and the step's dependencies.
     #[error("when = {expression:?}: {message}")]
     BadCondition { expression: String, message: String },
+    /// A child step (`pipeline = ...`) with a field only task steps have.
+    #[error("a step with `pipeline` starts a child workflow and cannot have `{field}`; {hint}")]
+    ChildStepConflict {
+        field: &'static str,
+        hint: &'static str,
+    },
+    /// `pipeline_version` on a step without `pipeline`.
+    #[error("`pipeline_version` needs `pipeline = \"<name>\"` on the same step")]
+    VersionWithoutChild,
+    /// A child step names a pipeline (or version) the directory does not declare.
+    #[error("child pipeline \"{name}\"{} is not declared in the pipeline directory{}", child_version(.version), registered_versions(.registered))]
+    UnknownChildPipeline {
+        name: String,
+        version: Option<u32>,
+        /// The versions of `name` that are declared, comma-separated.
+        registered: String,
+    },
+    /// Pipelines that start each other as children, in a cycle.
+    #[error("child pipeline cycle {} (each pipeline starts the next as a child)", .path.join(" -> "))]
+    ChildPipelineCycle { path: Vec<String> },
+}
+
+fn child_version(version: &Option<u32>) -> String {
+    version.map(|v| format!(" version {v}")).unwrap_or_default()
+}
+
+fn registered_versions(registered: &str) -> String {
+    if registered.is_empty() {
+        String::new()
+    } else {
+        format!(" (declared versions: {registered})")
+    }
 }

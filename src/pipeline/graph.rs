@@ -101,6 +101,9 @@ impl PipelineDef {
                     if self.when_of(i).is_some() {
                         marker.push_str("[?]");
                     }
+                    if self.child_of(i).is_some() {
+                        marker.push_str("[>]");
+                    }
                     if step.needs.is_empty() {
                         format!("{}{marker}", step.name)
                     } else {
@@ -122,6 +125,25 @@ impl PipelineDef {
             let step = &self.steps[i];
             if let Some(w) = self.wait_of(i) {
                 let _ = writeln!(out, "    {:width$}  {}", step.name, w.describe());
+                if let Some(w) = self.when_of(i) {
+                    let _ = writeln!(
+                        out,
+                        "    {:width$}  when {}: runs only if true, else skipped (dependents read null)",
+                        "",
+                        super::when::one_line(&w.text, 200),
+                    );
+                }
+                continue;
+            }
+            if let Some(c) = self.child_of(i) {
+                let version = c
+                    .version
+                    .map_or("its current version".to_owned(), |v| format!("version {v}"));
+                let _ = writeln!(
+                    out,
+                    "    {:width$}  child pipeline {} ({version}, pinned when the child starts); nesting at most {}",
+                    step.name, c.pipeline, c.depth_max,
+                );
                 if let Some(w) = self.when_of(i) {
                     let _ = writeln!(
                         out,

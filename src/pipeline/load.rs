@@ -55,6 +55,15 @@
 //! # optional: run only when this CEL expression over `input` and `deps`
 //! # is true, else skip (docs/pipelines.md, "When")
 //! when = "deps.detect_language.language != input.target_language"
+//!
+//! [[steps]]
+//! name = "enrich"
+//! needs = ["segment"]
+//! # optional: run a workflow of another pipeline (its current version, or
+//! # `pipeline_version`) instead of a task (docs/pipelines.md, "Child
+//! # pipelines"); no task_type, map, retry or timeouts on such a step
+//! pipeline = "enrich"
+//! pipeline_version = 2
 //! ```
 
 use std::collections::HashMap;
@@ -168,6 +177,8 @@ pub fn load_pipeline_files(
         }
     }
     if errors.is_empty() {
+        let all: Vec<PipelineDef> = defs.iter().map(|l| l.def.clone()).collect();
+        super::child::check_children(&all, |i| defs[i].file.clone())?;
         Ok(defs)
     } else {
         Err(errors)

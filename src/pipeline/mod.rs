@@ -8,10 +8,14 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use child::ChildDef;
 pub use map::MapDef;
 pub use wait::{OnTimeout, WaitDef};
 pub use when::WhenDef;
 
+pub mod child;
+#[cfg(test)]
+mod child_tests;
 pub mod error;
 mod graph;
 pub mod load;
@@ -62,9 +66,12 @@ pub struct PipelineDef {
     /// `[pipeline] in_progress_max`: most bulk-accepted or recovered
     /// workflows of this pipeline in progress at once, under the engine's
     /// `in_progress_max` (docs/capacity.md); the current version's value
-    /// applies to the pipeline's name. Last field, added with
-    /// `step_queue_timeouts`.
+    /// applies to the pipeline's name. Added with `step_queue_timeouts`.
     pub in_progress_max: Option<u32>,
+    /// The child pipeline of each step, indexed like `steps`; empty when no
+    /// step starts one. Last field: definitions stored before it existed
+    /// decode through [`stored::PipelineDefV5`].
+    pub step_children: Vec<Option<ChildDef>>,
 }
 
 /// One node of the DAG.
@@ -125,6 +132,9 @@ pub struct PipelineLimits {
     pub when_macros_max: usize,
     /// JSON values one evaluation of a `when` may be given.
     pub when_values_max: u32,
+    /// Most workflows a chain of parents and children may nest (the
+    /// outermost parent counts 1); stored with each child step.
+    pub child_depth_max: u32,
 }
 
 impl Default for PipelineLimits {
@@ -137,12 +147,13 @@ impl Default for PipelineLimits {
             when_len_max: when::DEFAULT_WHEN_LEN_MAX,
             when_macros_max: when::DEFAULT_WHEN_MACROS_MAX,
             when_values_max: when::DEFAULT_WHEN_VALUES_MAX,
+            child_depth_max: child::DEFAULT_CHILD_DEPTH_MAX,
         }
     }
 }
 
 /// Every task type the given pipelines use, sorted and deduplicated: what a
-/// worker pool serving all of them subscribes to.
+/// worker pool serving all of them subscribes to. Child steps send no task.
 pub fn task_types(defs: &[PipelineDef]) -> Vec<String> {
     let mut t: Vec<String> = defs
         .iter()
@@ -151,6 +162,7 @@ pub fn task_types(defs: &[PipelineDef]) -> Vec<String> {
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| d.wait_of(*i).is_none())
+                .filter(|(i, _)| d.child_of(*i).is_none())
                 .map(|(_, s)| s.task_type.clone())
         })
         .collect();
@@ -168,6 +180,11 @@ impl PipelineDef {
     /// The `queue_timeout` of step `i` (ms), if it has one.
     pub fn queue_timeout_of(&self, i: usize) -> Option<u64> {
         self.step_queue_timeouts.get(i).copied().flatten()
+    }
+
+    /// The child pipeline step `i` starts, if it is a child step.
+    pub fn child_of(&self, i: usize) -> Option<&ChildDef> {
+        self.step_children.get(i).and_then(Option::as_ref)
     }
 
     /// The `when` of step `i`, if it has a condition.
@@ -217,15 +234,18 @@ impl PipelineDef {
     /// A stable content hash of the definition (FNV-1a over its postcard
     /// encoding), used to store one copy of each distinct definition.
     ///
-    /// A definition without queue timeouts and in-progress limit hashes its
-    /// encoding from before they existed, one without waits either its
-    /// encoding from before waits, one without conditions either its encoding from before
-    /// conditions, and one without maps either its encoding from before
-    /// maps, so pipelines registered by older builds keep their hash (and
-    /// stored copy).
+    /// A definition without child steps hashes its encoding from before
+    /// child steps existed, one without queue timeouts and in-progress limit
+    /// either its encoding from before those, one without waits either its
+    /// encoding from before waits, one without conditions either its
+    /// encoding from before conditions, and one without maps either its
+    /// encoding from before maps, so pipelines registered by older builds
+    /// keep their hash (and stored copy).
     pub fn content_hash(&self) -> u64 {
-        let no_capacity =
-            self.step_queue_timeouts.iter().all(Option::is_none) && self.in_progress_max.is_none();
+        let no_children = self.step_children.iter().all(Option::is_none);
+        let no_capacity = no_children
+            && self.step_queue_timeouts.iter().all(Option::is_none)
+            && self.in_progress_max.is_none();
         let no_waits = no_capacity && self.step_waits.iter().all(Option::is_none);
         let no_whens = no_waits && self.step_whens.iter().all(Option::is_none);
         let bytes = if no_whens && self.step_maps.iter().all(Option::is_none) {
@@ -236,6 +256,8 @@ impl PipelineDef {
             postcard::to_allocvec(&stored::PipelineDefV3Ref::of(self)).unwrap_or_default()
         } else if no_capacity {
             postcard::to_allocvec(&stored::PipelineDefV4Ref::of(self)).unwrap_or_default()
+        } else if no_children {
+            postcard::to_allocvec(&stored::PipelineDefV5Ref::of(self)).unwrap_or_default()
         } else {
             postcard::to_allocvec(self).unwrap_or_default()
         };

@@ -65,6 +65,9 @@ pub(super) struct RawStep {
     pub(super) map: Option<RawMap>,
     pub(super) when: Option<String>,
     pub(super) wait: Option<RawWait>,
+    /// A child step: the pipeline whose workflow it runs.
+    pub(super) pipeline: Option<String>,
+    pub(super) pipeline_version: Option<u32>,
 }
 
 /// Rust names of the raw structs, as serde puts them in type errors.

@@ -21,7 +21,8 @@ use super::raw::{
 use super::wait::{check_wait, WaitStepShape};
 use super::when::{check_when, WhenLimits};
 use super::{
-    MapDef, PipelineDef, PipelineLimits, RetryPolicy, StepDef, StepTimeouts, WaitDef, WhenDef,
+    ChildDef, MapDef, PipelineDef, PipelineLimits, RetryPolicy, StepDef, StepTimeouts, WaitDef,
+    WhenDef,
 };
 use crate::durations::{format_ms as format_duration_ms, parse_ms as parse_duration_ms};
 
@@ -43,6 +44,7 @@ struct CheckedStep {
     map: Option<MapDef>,
     when: Option<WhenDef>,
     wait: Option<WaitDef>,
+    child: Option<ChildDef>,
 }
 
 impl<'a> Parser<'a> {
@@ -202,6 +204,11 @@ impl<'a> Parser<'a> {
             } else {
                 Vec::new()
             };
+        let step_children: Vec<Option<ChildDef>> = if checked.iter().any(|s| s.child.is_some()) {
+            checked.iter().map(|s| s.child.clone()).collect()
+        } else {
+            Vec::new()
+        };
         Ok(PipelineDef {
             name,
             version,
@@ -210,6 +217,7 @@ impl<'a> Parser<'a> {
             step_waits,
             step_queue_timeouts,
             in_progress_max: header.in_progress_max,
+            step_children,
             steps: checked
                 .into_iter()
                 .map(|s| StepDef {
@@ -407,6 +415,7 @@ impl<'a> Parser<'a> {
                 }
                 None => None,
             };
+            let child = self.check_child(step, name)?;
             checked.push(CheckedStep {
                 name: name.to_owned(),
                 task_type: task_type.to_owned(),
@@ -417,9 +426,60 @@ impl<'a> Parser<'a> {
                 map,
                 when,
                 wait,
+                child,
             });
         }
         Ok(checked)
+    }
+
+    /// The child pipeline of a step with `pipeline`: its name is valid, and
+    /// the step declares nothing only a task step has. Whether the pipeline
+    /// exists is a question for the whole directory (`child::check_children`).
+    fn check_child(&self, step: &RawStep, name: &str) -> Result<Option<ChildDef>, PipelineError> {
+        let Some(pipeline) = step.pipeline.as_deref() else {
+            if step.pipeline_version.is_some() {
+                return Err(self.error(Some(name), PipelineErrorKind::VersionWithoutChild));
+            }
+            return Ok(None);
+        };
+        self.check_name(pipeline, "pipeline name", false, Some(name))?;
+        let conflict = |field: &'static str, hint: &'static str| {
+            Err(self.error(
+                Some(name),
+                PipelineErrorKind::ChildStepConflict { field, hint },
+            ))
+        };
+        if step.task_type.is_some() {
+            return conflict("task_type", "workers never see it");
+        }
+        if step.map.is_some() {
+            return conflict("map", "map inside the child pipeline instead");
+        }
+        let r = &step.retry;
+        if r.max_attempts.is_some()
+            || r.initial_backoff.is_some()
+            || r.backoff_coefficient.is_some()
+            || r.max_backoff.is_some()
+            || r.jitter.is_some()
+            || r.non_retryable.is_some()
+        {
+            return conflict("retry", "the child's own steps retry their tasks");
+        }
+        let t = &step.timeouts;
+        if t.schedule_to_start.is_some() || t.start_to_close.is_some() || t.heartbeat.is_some() {
+            return conflict(
+                "timeouts",
+                "bound the child with its own workflow_timeout instead",
+            );
+        }
+        if step.pipeline_version == Some(0) {
+            return Err(self.error(Some(name), PipelineErrorKind::VersionZero));
+        }
+        Ok(Some(ChildDef {
+            pipeline: pipeline.to_owned(),
+            version: step.pipeline_version,
+            depth_max: self.limits.child_depth_max,
+        }))
     }
 
     /// Rejects a dependency cycle, naming the steps on it.

@@ -5,7 +5,7 @@
 /// The lifecycle event kinds, in the order of their tokens in an event
 /// subject ([`Subjects::events`]). New kinds are appended, never inserted,
 /// so a filter written for a kind keeps selecting it.
-pub const EVENT_KINDS: [&str; 23] = [
+pub const EVENT_KINDS: [&str; 25] = [
     "workflow_started",
     "task_dispatched",
     "task_succeeded",
@@ -29,6 +29,8 @@ pub const EVENT_KINDS: [&str; 23] = [
     "wait_started",
     "wait_succeeded",
     "wait_timed_out",
+    "child_started",
+    "child_finished",
 ];
 
 /// Where `kind` sits in [`EVENT_KINDS`] (its bit in an event subject's mask).
@@ -190,7 +192,7 @@ mod tests {
         let done = s.events("video", 0b1000_0100, "completed");
         assert_eq!(
             done,
-            "narralytica.events.video._._.task_succeeded._._._._.workflow_completed._._._._._._._._._._._._._._._.completed"
+            "narralytica.events.video._._.task_succeeded._._._._.workflow_completed._._._._._._._._._._._._._._._._._.completed"
         );
         for (i, kind) in EVENT_KINDS.iter().enumerate() {
             let all = s.events_of_kind(None, kind).unwrap();

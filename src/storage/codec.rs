@@ -69,7 +69,7 @@ pub fn decode_compat<T: DeserializeOwned, Old: OlderEncodings<T>>(
 }
 
 /// The encodings of `T` older builds wrote, as a tuple of types that
-/// convert into `T`, newest first: `(V1,)`, `(V2, V1)`, `(V3, V2, V1)` or `(V4, V3, V2, V1)`.
+/// convert into `T`, newest first: `(V1,)`, `(V2, V1)`, `(V3, V2, V1)` and so on.
 pub trait OlderEncodings<T> {
     /// The first of the older encodings `bytes` decodes as, converted.
     fn decode_older(key: &[u8], bytes: &[u8]) -> Option<T>;
@@ -107,6 +107,19 @@ where
 {
     fn decode_older(key: &[u8], bytes: &[u8]) -> Option<T> {
         <(A, B, C)>::decode_older(key, bytes).or_else(|| <(D,)>::decode_older(key, bytes))
+    }
+}
+
+impl<T, A, B, C, D, E> OlderEncodings<T> for (A, B, C, D, E)
+where
+    A: DeserializeOwned + Into<T>,
+    B: DeserializeOwned + Into<T>,
+    C: DeserializeOwned + Into<T>,
+    D: DeserializeOwned + Into<T>,
+    E: DeserializeOwned + Into<T>,
+{
+    fn decode_older(key: &[u8], bytes: &[u8]) -> Option<T> {
+        <(A, B, C, D)>::decode_older(key, bytes).or_else(|| <(E,)>::decode_older(key, bytes))
     }
 }
 

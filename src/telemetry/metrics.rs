@@ -258,6 +258,10 @@ metric_set! {
         pub inputs_folded: Counter,
         @metric("journal_commit_errors", "Transitions whose journal write failed.")
         pub commit_errors: Counter,
+        @metric("child_workflows_started", "Child workflows asked for by child steps (a start performed again after a restart counts again).")
+        pub children_started: Counter,
+        @metric("child_workflows_refused", "Child workflows that could not start (their pipeline or version is not startable); each fails its parent's step.")
+        pub children_refused: Counter,
         @metric("actor_restarts", "Workflow actors restarted after a crash.")
         pub actor_restarts: Counter,
         @metric("workflows_parked", "Workflows parked as failed after crashing their actor past the restart budget.")

@@ -6,6 +6,7 @@
 //! tests use it as their oracle and `orchestrator verify` runs it over every
 //! journal on disk.
 
+use super::check_child::{check_child_event, ChildCtx, ChildStep};
 use super::check_map::{self, check_map_event, MapCtx, MapModel};
 use super::check_wait::{WaitCtx, WaitEnd, WaitModel};
 use crate::pipeline::PipelineDef;
@@ -131,6 +132,9 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
                 }
                 if pipeline.wait_of(i).is_some() {
                     bad(seq, format!("wait step {} dispatched a task", def.name));
+                }
+                if pipeline.child_of(i).is_some() {
+                    bad(seq, format!("child step {} dispatched as a task", def.name));
                 }
                 for &d in &def.needs {
                     if !steps[usize::from(d)].done() {
@@ -422,6 +426,33 @@ pub fn check_journal(id: &str, pipeline: &PipelineDef, events: &[(u64, Event)]) 
                     Some(WaitEnd::Skipped(i)) => steps[i].skipped = true,
                     Some(WaitEnd::Failed) | None => {}
                 }
+            }
+            EventKind::ChildStarted { step, .. } | EventKind::ChildFinished { step, .. } => {
+                let i = usize::from(*step);
+                let done: Vec<bool> = steps.iter().map(StepModel::done).collect();
+                let cx = ChildCtx {
+                    id,
+                    pipeline,
+                    generation,
+                    status: st,
+                    done: &done,
+                };
+                let m = &mut steps[i];
+                let model = ChildStep {
+                    done: m.done(),
+                    skipped: m.skipped,
+                    attempts: &mut m.attempts,
+                    outstanding: &mut m.outstanding,
+                    succeeded: &mut m.succeeded,
+                };
+                check_child_event(
+                    &cx,
+                    i,
+                    model,
+                    &event.kind,
+                    &mut |m| bad(seq, m),
+                    &mut must_fail_next,
+                );
             }
         }
         if event.kind.is_terminal() {

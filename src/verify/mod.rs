@@ -7,8 +7,10 @@
 //! Snapshots are decoded too, so a corrupt snapshot is reported.
 
 pub mod check;
+mod check_child;
 mod check_map;
 mod check_wait;
+mod lineage;
 pub mod system;
 
 use std::collections::HashMap;
@@ -118,6 +120,7 @@ pub fn verify_store(store: &WorkflowStore) -> Result<Report, String> {
     }
 
     let mut journal_status: HashMap<(u16, String), Status> = HashMap::new();
+    let mut lineage: HashMap<String, lineage::LineageFacts> = HashMap::new();
     for j in finished {
         report.workflows += 1;
         if j.corrupt {
@@ -170,9 +173,17 @@ pub fn verify_store(store: &WorkflowStore) -> Result<Report, String> {
             Some(Status::Running) | Some(Status::Paused) => report.running += 1,
             None => {}
         }
+        let facts = lineage::LineageFacts::of(&j.events, checked.status);
+        if facts.relevant(&j.id) {
+            lineage.insert(j.id.clone(), facts);
+        }
         if let Some(s) = checked.status {
             journal_status.insert((j.partition, j.id), s);
         }
+    }
+    for line in lineage::check_lineage(&lineage) {
+        report.violations += 1;
+        report.detail(line);
     }
 
     // Snapshots: decodable (checksummed) and not ahead of their journal.

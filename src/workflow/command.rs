@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::input::TimerKind;
+use super::lineage::{ChildSignal, ChildSpec};
 
 /// One attempt of one step, ready to send to workers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,4 +46,12 @@ pub enum Command {
     ArmTimer { due_ms: u64, timer: TimerKind },
     /// A timer that is no longer needed (the workflow ended); the shell removes it.
     DisarmTimer { due_ms: u64, timer: TimerKind },
+    /// Start the child workflow of a child step (a no-op when it exists;
+    /// one that already ended reports its outcome to the parent again).
+    StartChild(Box<ChildSpec>),
+    /// Pass a cancel, pause or resume on to a running child.
+    SignalChild {
+        child_id: String,
+        signal: ChildSignal,
+    },
 }

@@ -19,6 +19,9 @@ use super::input::{Input, TimerKind};
 use super::state::{PipelineRef, StepStatus, WorkflowState};
 use crate::pipeline::PipelineDef;
 
+pub use child::restart_children;
+
+mod child;
 mod dispatch;
 mod lifecycle;
 mod map;
@@ -179,6 +182,7 @@ pub fn decide_planted(
             payload,
             pending_max,
         } => b.on_signal(name, id, payload, *pending_max),
+        Input::ChildFinished { child_id, outcome } => b.on_child_finished(child_id, outcome),
     };
     b.finish(outcome)
 }
@@ -233,7 +237,10 @@ pub fn redispatch(
     now_ms: u64,
 ) -> Option<TaskSpec> {
     let s = state.steps.get(step)?;
-    if s.status != StepStatus::Dispatched || pipeline.map_of(step).is_some() {
+    if s.status != StepStatus::Dispatched
+        || pipeline.map_of(step).is_some()
+        || pipeline.child_of(step).is_some()
+    {
         return None;
     }
     let mut scratch = state.clone();

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::lineage::ChildOutcome;
 use super::state::PipelineRef;
 use crate::pipeline::OnTimeout;
 
@@ -198,6 +199,19 @@ pub enum EventKind {
         step: u16,
         then: OnTimeout,
     },
+    /// A child step started its child workflow `child_id` (one per
+    /// generation: the id is derived from the workflow, step and generation).
+    ChildStarted {
+        step: u16,
+        child_id: Arc<str>,
+    },
+    /// The child workflow of `step` ended: the step succeeds with the
+    /// child's output, or fails with it.
+    ChildFinished {
+        step: u16,
+        child_id: Arc<str>,
+        outcome: ChildOutcome,
+    },
 }
 
 impl EventKind {
@@ -223,6 +237,8 @@ impl EventKind {
             EventKind::MapSucceeded { .. } => "map_succeeded",
             EventKind::MapFailed { .. } => "map_failed",
             EventKind::StepSkipped { .. } => "step_skipped",
+            EventKind::ChildStarted { .. } => "child_started",
+            EventKind::ChildFinished { .. } => "child_finished",
             EventKind::SignalReceived { .. } => "signal_received",
             EventKind::WaitStarted { .. } => "wait_started",
             EventKind::WaitSucceeded { .. } => "wait_succeeded",
@@ -247,7 +263,9 @@ impl EventKind {
             | EventKind::StepSkipped { step }
             | EventKind::WaitStarted { step, .. }
             | EventKind::WaitSucceeded { step, .. }
-            | EventKind::WaitTimedOut { step, .. } => Some(*step),
+            | EventKind::WaitTimedOut { step, .. }
+            | EventKind::ChildStarted { step, .. }
+            | EventKind::ChildFinished { step, .. } => Some(*step),
             EventKind::WorkflowFailed { step, .. } => *step,
             _ => None,
         }

@@ -2,6 +2,7 @@
 //! after an append is durable and on replay, so both give the same state.
 
 use super::event::{AfterFailure, Event, EventKind, ReopenMode, TaskError, TimeoutKind};
+use super::lineage::ChildOutcome;
 use super::map::{array_at, ElementState, MapRun};
 use super::state::{Signal, Status, StepState, StepStatus, WaitRun, WorkflowState};
 use crate::pipeline::OnTimeout;
@@ -285,6 +286,41 @@ pub fn evolve(state: &mut WorkflowState, event: &Event) {
                         });
                     }
                     OnTimeout::Skip => s.status = StepStatus::Skipped,
+                }
+            }
+        }
+        EventKind::ChildStarted { step, child_id } => {
+            if let Some(s) = state.steps.get_mut(usize::from(*step)) {
+                // The child id stands where a task id stands: it names what
+                // is out, and recognises the child's report.
+                s.status = StepStatus::Dispatched;
+                s.attempt = 1;
+                s.task_id = Some(child_id.clone());
+                s.dispatched_at_ms = Some(at);
+                s.started_at_ms = None;
+                s.finished_at_ms = None;
+                s.retry_due_ms = None;
+            }
+        }
+        EventKind::ChildFinished { step, outcome, .. } => {
+            let generation = state.generation;
+            if let Some(s) = state.steps.get_mut(usize::from(*step)) {
+                s.finished_at_ms = Some(at);
+                s.retry_due_ms = None;
+                match outcome {
+                    ChildOutcome::Succeeded { output } => {
+                        s.status = StepStatus::Succeeded;
+                        s.succeeded_generation = Some(generation);
+                        s.output = Some(output.as_str().into());
+                    }
+                    ChildOutcome::Failed { reason } | ChildOutcome::Cancelled { reason } => {
+                        s.status = StepStatus::Failed;
+                        s.last_error = Some(TaskError {
+                            kind: format!("child_{}", outcome.as_str()),
+                            message: reason.clone(),
+                            retryable: false,
+                        });
+                    }
                 }
             }
         }

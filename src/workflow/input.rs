@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::event::{ReopenMode, TaskError, TimeoutKind};
+use super::lineage::ChildOutcome;
 
 /// What a worker reported for one attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,5 +76,10 @@ pub enum Input {
         id: String,
         payload: String,
         pending_max: u32,
+    },
+    /// The child workflow `child_id` of one of this workflow's steps ended.
+    ChildFinished {
+        child_id: String,
+        outcome: ChildOutcome,
     },
 }

@@ -42,6 +42,7 @@ pub(super) fn fan_out(max_parallel: u32, min_success_bp: u32) -> PipelineDef {
         step_waits: Vec::new(),
         step_queue_timeouts: Vec::new(),
         in_progress_max: None,
+        step_children: Vec::new(),
     }
 }
 
@@ -505,6 +506,7 @@ pub(super) fn dag_with_maps() -> impl Strategy<Value = PipelineDef> {
                 step_waits: Vec::new(),
                 step_queue_timeouts: Vec::new(),
                 in_progress_max: None,
+                step_children: Vec::new(),
             }
         })
 }

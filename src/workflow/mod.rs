@@ -21,6 +21,7 @@ pub mod decide;
 pub mod event;
 pub mod evolve;
 pub mod input;
+pub mod lineage;
 pub mod map;
 pub mod state;
 pub mod stored;
@@ -29,7 +30,7 @@ pub mod when;
 pub use command::{Command, TaskSpec};
 pub use decide::{
     decide, decide_planted, decide_start, redispatch, redispatch_all, redispatch_elements,
-    Decision, IgnoreReason, Outcome,
+    restart_children, Decision, IgnoreReason, Outcome,
 };
 pub use event::{
     AfterFailure, Event, EventKind, JournalRecord, JournalRecordRef, ReopenMode, TaskError,
@@ -37,8 +38,11 @@ pub use event::{
 };
 pub use evolve::{evolve, replay};
 pub use input::{Input, TaskOutcome, TaskResult, TimerKind};
+pub use lineage::{ChildOutcome, ChildSignal, ChildSpec};
 pub use state::{PipelineRef, Signal, Status, StepState, StepStatus, WaitRun, WorkflowState};
 
+#[cfg(test)]
+mod child_tests;
 #[cfg(test)]
 mod map_tests;
 #[cfg(test)]

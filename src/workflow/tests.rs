@@ -41,6 +41,7 @@ fn diamond() -> PipelineDef {
         workflow_timeout_ms: Some(60_000),
         step_maps: Vec::new(),
         step_whens: Vec::new(),
+        step_children: Vec::new(),
         step_waits: Vec::new(),
         step_queue_timeouts: Vec::new(),
         in_progress_max: None,
@@ -65,6 +66,10 @@ pub(super) struct World {
     pub(super) tasks: Vec<TaskSpec>,
     /// Every timer ever armed (stale ones included, to fire them late).
     pub(super) timers: Vec<(u64, TimerKind)>,
+    /// Every child start asked for (again after a restart included).
+    pub(super) children: Vec<ChildSpec>,
+    /// Every signal passed on to a child.
+    pub(super) signals: Vec<(String, ChildSignal)>,
     pub(super) delivered: Vec<Input>,
     /// What `drain` answers every task with.
     pub(super) drain_output: String,
@@ -81,6 +86,8 @@ impl World {
         let mut w = World {
             pipeline,
             state,
+            children: Vec::new(),
+            signals: Vec::new(),
             journal: Vec::new(),
             now: 1_000,
             tasks: Vec::new(),
@@ -107,6 +114,8 @@ impl World {
                 Command::Dispatch(spec) => self.tasks.push(*spec),
                 Command::ArmTimer { due_ms, timer } => self.timers.push((due_ms, timer)),
                 Command::DisarmTimer { .. } | Command::CancelTask { .. } => {}
+                Command::StartChild(spec) => self.children.push(*spec),
+                Command::SignalChild { child_id, signal } => self.signals.push((child_id, signal)),
             }
         }
         let checked = check_journal("wf-1", &self.pipeline, &self.journal);
@@ -199,6 +208,14 @@ impl World {
                     continue;
                 }
             }
+            if let Some(child) = self.open_children().first() {
+                let output = self.drain_output.clone();
+                self.apply(Input::ChildFinished {
+                    child_id: child.clone(),
+                    outcome: ChildOutcome::Succeeded { output },
+                });
+                continue;
+            }
             // Nothing out: the next timer must move it.
             let next = self
                 .timers
@@ -235,6 +252,19 @@ impl World {
             payload: payload.to_string(),
             pending_max: 64,
         })
+    }
+
+    /// The ids of the children that run now.
+    pub(super) fn open_children(&self) -> Vec<String> {
+        self.state
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| {
+                s.status == StepStatus::Dispatched && self.pipeline.child_of(*i).is_some()
+            })
+            .filter_map(|(_, s)| s.task_id.as_deref().map(str::to_string))
+            .collect()
     }
 
     /// Every task out with workers now: steps' attempts and map elements'.
@@ -643,6 +673,7 @@ fn dag() -> impl Strategy<Value = PipelineDef> {
             PipelineDef {
                 name: "rand".into(),
                 version: 1,
+                step_children: Vec::new(),
                 steps,
                 workflow_timeout_ms: timeout.then_some(30_000),
                 step_maps: Vec::new(),

@@ -36,6 +36,7 @@ fn approval(on_timeout: OnTimeout) -> PipelineDef {
         step_waits: vec![None, wait_def("approved", HOUR, on_timeout), None],
         step_queue_timeouts: Vec::new(),
         in_progress_max: None,
+        step_children: Vec::new(),
     }
 }
 

@@ -32,6 +32,7 @@ fn translate_pipeline(condition: &str) -> PipelineDef {
         step_waits: Vec::new(),
         step_queue_timeouts: Vec::new(),
         in_progress_max: None,
+        step_children: Vec::new(),
     }
 }
 

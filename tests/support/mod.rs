@@ -247,6 +247,7 @@ impl Harness {
                     spans: exporter
                         .clone()
                         .map(|e| e as Arc<dyn orchestrator::otel::SpanSink>),
+                    lineage: Default::default(),
                 },
                 capacity: Arc::new(orchestrator::engine::capacity::Capacity::new(
                     opts.capacity,

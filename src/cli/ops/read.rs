@@ -64,6 +64,9 @@ pub fn describe(args: DescribeArgs) -> ExitCode {
             line.push_str(&format!(" reason={reason:?}"));
         }
         println!("{line}");
+        if let (Some(parent), Some(step)) = (&r.parent, &r.parent_step) {
+            println!("  parent: {parent} ({step})");
+        }
         for s in r.steps.unwrap_or_default() {
             let took = match (s.dispatched_at_ms, s.finished_at_ms) {
                 (Some(a), Some(b)) if b >= a => format!("{}ms", b - a),
@@ -100,6 +103,10 @@ pub fn describe(args: DescribeArgs) -> ExitCode {
             }
             if let Some(p) = &s.progress {
                 line.push_str(&format!(" progress={p}"));
+            }
+            if let Some(c) = &s.child {
+                let status = s.child_status.as_deref().unwrap_or("unknown");
+                line.push_str(&format!(" child={c} ({status})"));
             }
             if let Some(o) = &s.output {
                 line.push_str(&format!(" output={o}"));
@@ -187,6 +194,9 @@ pub fn history(args: HistoryArgs) -> ExitCode {
             }
             if let Some(err) = &e.error {
                 line.push_str(&format!(" error={err:?}"));
+            }
+            if let Some(c) = &e.child {
+                line.push_str(&format!(" child={c}"));
             }
             println!("{line}");
         }

@@ -84,6 +84,11 @@ impl Builder<'_> {
                         if self.state.status.is_terminal() {
                             return false;
                         }
+                    } else if self.pipeline.child_of(i).is_some() {
+                        self.start_child(i);
+                        if self.state.status.is_terminal() {
+                            return false;
+                        }
                     } else {
                         self.dispatch(i);
                     }

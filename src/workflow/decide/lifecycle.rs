@@ -5,6 +5,7 @@ use super::{Builder, Outcome};
 use crate::workflow::command::Command;
 use crate::workflow::event::{EventKind, ReopenMode};
 use crate::workflow::input::TimerKind;
+use crate::workflow::lineage::ChildSignal;
 use crate::workflow::state::{Status, StepStatus};
 
 impl Builder<'_> {
@@ -22,6 +23,7 @@ impl Builder<'_> {
         match self.state.status {
             Status::Running => {
                 self.emit(EventKind::WorkflowPaused);
+                self.signal_children(&ChildSignal::Pause);
                 Outcome::Applied
             }
             other => Outcome::Rejected(format!("cannot pause a {other} workflow")),
@@ -32,6 +34,7 @@ impl Builder<'_> {
         match self.state.status {
             Status::Paused => {
                 self.emit(EventKind::WorkflowResumed);
+                self.signal_children(&ChildSignal::Resume);
                 self.advance(true);
                 Outcome::Applied
             }
@@ -126,6 +129,14 @@ impl Builder<'_> {
         let mut effects = Vec::new();
         for (i, s) in self.state.steps.iter().enumerate() {
             match s.status {
+                StepStatus::Dispatched if self.pipeline.child_of(i).is_some() => {
+                    effects.push(Command::SignalChild {
+                        child_id: s.task_id.as_deref().unwrap_or_default().to_string(),
+                        signal: ChildSignal::Cancel {
+                            reason: format!("parent {}: {cancel_reason}", self.state.id),
+                        },
+                    })
+                }
                 StepStatus::Dispatched => effects.push(Command::CancelTask {
                     task_id: s.task_id.as_deref().unwrap_or_default().to_string(),
                     task_type: self.pipeline.steps[i].task_type.clone(),

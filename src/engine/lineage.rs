@@ -1,0 +1,276 @@
+//! The shell of child pipelines: what a child step needs performed once its
+//! events are durable. Starting a child, passing a parent's cancel, pause
+//! or resume on to it, and reporting a child's end to its parent are all
+//! inputs to other workflows, possibly of other partitions, so they go
+//! through a [`LineagePort`]; the engine's own port routes them like any
+//! request ([`RouterLineage`]).
+//!
+//! Delivery is at least once and counted once: a child id is derived from
+//! its parent, step and generation, so performing a start again finds the
+//! same child; the parent takes one outcome per child and ignores the rest.
+//! A restart performs the start of every running child again
+//! ([`crate::workflow::restart_children`]): a child whose start was lost is
+//! started, one that ended while its report was lost reports again.
+
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::metrics::Metrics;
+use super::workflow_actor::{InputError, StartReply};
+use super::{PartitionMsg, Router};
+use crate::pipeline::PipelineDef;
+use crate::workflow::lineage::{outcome_of, parent_of};
+use crate::workflow::{ChildOutcome, ChildSignal, ChildSpec, Input, WorkflowState};
+
+/// Where the effects of child steps go.
+pub trait LineagePort: Send + Sync {
+    /// Start the child `spec` names; one that exists is left as it is, and
+    /// reports its outcome again when it already ended.
+    fn start_child(&self, spec: ChildSpec);
+    /// Pass a parent's cancel, pause or resume on to a child.
+    fn signal_child(&self, child_id: String, signal: ChildSignal);
+    /// Report the end of `child_id` to its parent.
+    fn child_finished(&self, parent_id: String, child_id: String, outcome: ChildOutcome);
+}
+
+/// The port of an engine, set when it starts (the engine's router is built
+/// after its context). Empty: child steps start nothing (a shell without
+/// an engine, such as the deterministic simulator, whose pipelines have no
+/// child steps). A clone starts empty, so engines built from the same
+/// hooks (a restart within one process) each use their own port.
+#[derive(Default)]
+pub struct LineageSlot(RwLock<Option<Arc<dyn LineagePort>>>);
+
+impl Clone for LineageSlot {
+    fn clone(&self) -> Self {
+        LineageSlot::default()
+    }
+}
+
+impl LineageSlot {
+    pub fn get(&self) -> Option<Arc<dyn LineagePort>> {
+        self.0.read().clone()
+    }
+
+    pub fn set(&self, port: Arc<dyn LineagePort>) {
+        *self.0.write() = Some(port);
+    }
+}
+
+/// Performs the effects of a committed transition of `next` that concern
+/// children and parents: its `StartChild` and `SignalChild` commands, in
+/// order, and, when `next` is a child that just `ended`, its report to its
+/// parent.
+pub fn after_commit(
+    ctx: &super::EngineCtx,
+    next: &WorkflowState,
+    def: &PipelineDef,
+    ended: bool,
+    commands: Vec<crate::workflow::Command>,
+) {
+    use crate::workflow::Command;
+    let Some(port) = ctx.hooks.lineage.get() else {
+        if !commands.is_empty() {
+            tracing::warn!(workflow_id = %next.id, "child step effects dropped: no lineage port");
+        }
+        return;
+    };
+    for c in commands {
+        match c {
+            Command::StartChild(spec) => {
+                Metrics::inc(&ctx.metrics.children_started);
+                port.start_child(*spec);
+            }
+            Command::SignalChild { child_id, signal } => port.signal_child(child_id, signal),
+            _ => {}
+        }
+    }
+    if ended {
+        if let (Some(link), Some(outcome)) = (parent_of(&next.id), outcome_of(next, def)) {
+            port.child_finished(link.parent.to_string(), next.id.clone(), outcome);
+        }
+    }
+}
+
+/// One effect waiting for the engine to be up.
+enum Deferred {
+    Start(ChildSpec),
+    Signal(String, ChildSignal),
+    Finished(String, String, ChildOutcome),
+}
+
+/// The engine's port: each effect is an input to the workflow's partition,
+/// sent from the caller in order (a start before a cancel of the same
+/// child reaches its partition first). Effects asked for before the engine
+/// is up (by recovery) wait until [`RouterLineage::ready`].
+pub struct RouterLineage {
+    router: Arc<Router>,
+    ctx: std::sync::Weak<super::EngineCtx>,
+    waiting: Mutex<Option<Vec<Deferred>>>,
+}
+
+impl RouterLineage {
+    pub(super) fn new(router: Arc<Router>, ctx: &Arc<super::EngineCtx>) -> Self {
+        RouterLineage {
+            router,
+            ctx: Arc::downgrade(ctx),
+            waiting: Mutex::new(Some(Vec::new())),
+        }
+    }
+
+    /// Every partition is up: performs what waited, in order.
+    pub(super) fn ready(&self) {
+        let waiting = self.waiting.lock().take().unwrap_or_default();
+        for d in waiting {
+            self.perform(d);
+        }
+    }
+
+    fn defer_or_perform(&self, d: Deferred) {
+        {
+            let mut w = self.waiting.lock();
+            if let Some(list) = w.as_mut() {
+                list.push(d);
+                return;
+            }
+        }
+        self.perform(d);
+    }
+
+    fn send(&self, id: &str, input: Input) {
+        if let Some(p) = self.router.partition(id) {
+            let _ = p.cast(PartitionMsg::Input {
+                id: id.to_string(),
+                input,
+                reply: None,
+            });
+        }
+    }
+
+    fn perform(&self, d: Deferred) {
+        match d {
+            Deferred::Start(spec) => self.start(spec),
+            Deferred::Signal(child_id, signal) => {
+                let input = match signal {
+                    ChildSignal::Cancel { reason } => Input::Cancel { reason },
+                    ChildSignal::Pause => Input::Pause,
+                    ChildSignal::Resume => Input::Resume,
+                };
+                self.send(&child_id, input);
+            }
+            Deferred::Finished(parent, child_id, outcome) => {
+                self.send(&parent, Input::ChildFinished { child_id, outcome })
+            }
+        }
+    }
+
+    /// Casts the start now (so it is queued before any later signal) and
+    /// settles its answer in a task: a child that already ended reports
+    /// again, one that cannot start fails its parent's step.
+    fn start(&self, spec: ChildSpec) {
+        let Some(p) = self.router.partition(&spec.child_id) else {
+            return;
+        };
+        let (tx, rx) = ractor::concurrency::oneshot();
+        let sent = p.cast(PartitionMsg::Start {
+            id: spec.child_id.clone(),
+            pipeline: spec.pipeline.clone(),
+            version: spec.version,
+            input: spec.input.clone(),
+            reply: tx.into(),
+        });
+        if sent.is_err() {
+            return;
+        }
+        let router = self.router.clone();
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            let Ok(answer) = rx.await else {
+                return;
+            };
+            settle_start(&router, &ctx, spec, answer).await;
+        });
+    }
+}
+
+impl LineagePort for RouterLineage {
+    fn start_child(&self, spec: ChildSpec) {
+        self.defer_or_perform(Deferred::Start(spec));
+    }
+
+    fn signal_child(&self, child_id: String, signal: ChildSignal) {
+        self.defer_or_perform(Deferred::Signal(child_id, signal));
+    }
+
+    fn child_finished(&self, parent_id: String, child_id: String, outcome: ChildOutcome) {
+        self.defer_or_perform(Deferred::Finished(parent_id, child_id, outcome));
+    }
+}
+
+/// What a child's start answered: nothing to do for a new or running
+/// child; the outcome of one that already ended goes to the parent again;
+/// a start refused (its pipeline or version is not startable) fails the
+/// parent's step, unless the child exists after all.
+async fn settle_start(
+    router: &Router,
+    ctx: &std::sync::Weak<super::EngineCtx>,
+    spec: ChildSpec,
+    answer: Result<StartReply, InputError>,
+) {
+    let Some(ctx) = ctx.upgrade() else {
+        return;
+    };
+    let outcome = match answer {
+        Ok(StartReply { created: true, .. }) => return,
+        Ok(StartReply { status, .. }) if !status.is_terminal() => return,
+        Ok(_) => match describe(router, &spec.child_id).await {
+            Some(state) => ended_outcome(&ctx, &state),
+            None => None,
+        },
+        Err(InputError::Rejected(reason)) => match describe(router, &spec.child_id).await {
+            Some(state) => ended_outcome(&ctx, &state),
+            None => {
+                Metrics::inc(&ctx.metrics.children_refused);
+                tracing::warn!(child_id = %spec.child_id, %reason, "child workflow cannot start");
+                Some(ChildOutcome::Failed {
+                    reason: format!("cannot start child pipeline {}: {reason}", spec.pipeline),
+                })
+            }
+        },
+        Err(e) => {
+            // Transient (a failed append): the parent's next restart
+            // performs the start again.
+            tracing::warn!(child_id = %spec.child_id, error = %e, "child workflow start failed");
+            None
+        }
+    };
+    if let Some(outcome) = outcome {
+        if let Some(p) = router.partition(&spec.parent_id) {
+            let _ = p.cast(PartitionMsg::Input {
+                id: spec.parent_id.clone(),
+                input: Input::ChildFinished {
+                    child_id: spec.child_id,
+                    outcome,
+                },
+                reply: None,
+            });
+        }
+    }
+}
+
+fn ended_outcome(ctx: &super::EngineCtx, state: &WorkflowState) -> Option<ChildOutcome> {
+    let def = ctx.pipelines.get(&state.pipeline).ok()?;
+    outcome_of(state, &def)
+}
+
+async fn describe(router: &Router, id: &str) -> Option<WorkflowState> {
+    let p = router.partition(id)?;
+    let (tx, rx) = ractor::concurrency::oneshot();
+    p.cast(PartitionMsg::Describe {
+        id: id.to_string(),
+        reply: tx.into(),
+    })
+    .ok()?;
+    rx.await.ok()?.ok()?
+}
