@@ -100,6 +100,13 @@ impl Browser {
     }
 
     fn send(&mut self, method: &str, params: Value, session: bool) -> Value {
+        let v = self.try_send(method, params, session);
+        assert!(v.get("error").is_none(), "{method}: {v}");
+        v["result"].clone()
+    }
+
+    /// The whole answer to one DevTools command, error included.
+    fn try_send(&mut self, method: &str, params: Value, session: bool) -> Value {
         self.next_id += 1;
         let id = self.next_id;
         let mut msg = json!({"id": id, "method": method, "params": params});
@@ -112,8 +119,7 @@ impl Browser {
             let Ok(text) = m.to_text() else { continue };
             let v: Value = serde_json::from_str(text).unwrap_or_default();
             if v["id"] == json!(id) {
-                assert!(v.get("error").is_none(), "{method}: {v}");
-                return v["result"].clone();
+                return v;
             }
         }
     }
@@ -158,7 +164,19 @@ impl Browser {
     fn wait_for(&mut self, expr: &str, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if self.eval(expr) == json!(true) {
+            // A click that submits a form navigates: an evaluation that
+            // races the navigation is answered with an error, and the
+            // condition is asked again on the new page.
+            let v = self.try_send(
+                "Runtime.evaluate",
+                json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
+                true,
+            );
+            let navigating = v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("navigated") || m.contains("context was destroyed"));
+            assert!(v.get("error").is_none() || navigating, "{expr}: {v}");
+            if v["result"]["result"]["value"] == json!(true) {
                 return;
             }
             assert!(

@@ -252,6 +252,18 @@ fn a_consumer_of_one_event_kind_sees_every_event_of_that_kind() {
          wait = { signal = \"ok\", timeout = \"5s\" }\n",
     )
     .unwrap();
+    // `parent` runs `kid` as a child workflow and completes with it.
+    std::fs::write(
+        dir.path().join("kid.toml"),
+        "[pipeline]\nname = \"kid\"\nversion = 1\n[[steps]]\nname = \"segment\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("parent.toml"),
+        "[pipeline]\nname = \"parent\"\nversion = 1\n[[steps]]\nname = \"sub\"\n\
+         pipeline = \"kid\"\n",
+    )
+    .unwrap();
     let mut b = Bench::new(Some(dir.path().to_path_buf()));
     b.start_orchestrator();
     b.start_worker(&[
@@ -289,6 +301,8 @@ fn a_consumer_of_one_event_kind_sees_every_event_of_that_kind() {
         .start_with("skip", "k-1", r#"{"run":false}"#, true)
         .status
         .success());
+    assert!(b.start("parent", "c-1", false).status.success());
+    wait_status(&b, "c-1", "completed");
     assert!(b.start("gate", "g-1", false).status.success());
     ops(&b, &["signal", "g-1", "ok", "--id", "ok-1"]);
     wait_status(&b, "g-1", "completed");

@@ -179,3 +179,18 @@ fn a_pipeline_without_child_steps_keeps_its_hash_and_stored_form() {
     let with_child = parse("pipeline = \"e\"").unwrap();
     assert_ne!(with_child.content_hash(), parse("").unwrap().content_hash());
 }
+
+#[test]
+fn the_review_example_runs_video_as_a_child_then_waits_for_approval() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
+    let defs = load_pipeline_dir(&dir, &PipelineLimits::default()).unwrap();
+    check_children(&defs, |i| defs[i].name.clone()).unwrap();
+    let review = defs.iter().find(|d| d.name == "review").unwrap();
+    let child = review.child_of(0).expect("process is a child step");
+    assert_eq!((child.pipeline.as_str(), child.version), ("video", None));
+    let wait = review.wait_of(1).expect("review is a wait step");
+    assert_eq!(wait.signal, "approved");
+    assert_eq!(wait.timeout_ms, 48 * 3_600_000);
+    assert_eq!(review.steps[2].needs, [1]);
+    assert!(defs.iter().any(|d| d.name == "video"));
+}
