@@ -509,3 +509,35 @@ async fn hung_duplicate_and_stale_answers_over_nats_change_nothing() {
     }
     h.stop().await;
 }
+
+/// A task whose message exceeds the server's `max_payload` can never be
+/// published: its attempt fails at once, not retryably, with the sizes
+/// named, and the other workflows run on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_over_the_servers_max_payload_fails_its_step_at_once_with_the_reason() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let server = NatsServer::start_with_config(|port, store| {
+        format!(
+            "listen: 127.0.0.1:{port}\nmax_payload: 16384\njetstream {{ store_dir: {store:?} }}\n"
+        )
+    });
+    let h = Harness::start(Arc::new(MemoryStorage::new()), over(&server, 1, 0.0)).await;
+    let notes = "x".repeat(20_000);
+    let big = format!(r#"{{"video_id":"big","video_url":"s3://media/big.mp4","notes":"{notes}"}}"#);
+    h.engine.start_workflow("video", "big", &big).await.unwrap();
+    h.engine
+        .start_workflow("video", "small", &video_input("small"))
+        .await
+        .unwrap();
+    h.wait_terminal(2, Duration::from_secs(60)).await;
+    let wf = h.engine.describe("big").await.unwrap().unwrap();
+    assert_eq!(wf.status, Status::Failed);
+    let reason = format!("{:?}", wf.reason);
+    assert!(reason.contains("max_payload of 16384 bytes"), "{reason}");
+    assert_eq!(wf.steps[0].attempt, 1, "no retry of a task that cannot fit");
+    let stats = h.nats_stats.clone().expect("over NATS");
+    assert_eq!(stats.tasks_too_large.load(Relaxed), 1);
+    let small = h.engine.describe("small").await.unwrap().unwrap();
+    assert_eq!(small.status, Status::Completed);
+    h.stop().await;
+}

@@ -142,6 +142,7 @@ pub async fn serve_with(
                         };
                         handle(verb, &msg.payload, &ctx).await
                     };
+                    let body = fit_reply(body, client.server_info().max_payload);
                     audit(verb, &msg, &body);
                     let _ = client.publish(reply_to, body.into()).await;
                 });
@@ -314,5 +315,40 @@ async fn handle(verb: &str, payload: &[u8], ctx: &Ctx<'_>) -> Vec<u8> {
             },
             Err(e) => Err(e),
         }),
+    }
+}
+
+/// An answer the server would refuse (over its `max_payload`) would leave
+/// the client waiting for its timeout: it is replaced by an error that
+/// says so (`unsupported`: asking again gives the same answer).
+fn fit_reply(body: Vec<u8>, max_payload: usize) -> Vec<u8> {
+    // Room for the subject and headers of the reply.
+    const OVERHEAD: usize = 1024;
+    if max_payload == 0 || body.len() + OVERHEAD <= max_payload {
+        return body;
+    }
+    encode::<()>(Err(AdminError::new(
+        super::error::code::UNSUPPORTED,
+        format!(
+            "the answer is {} bytes, over the NATS server's max_payload of {max_payload} bytes: \
+             ask for less, or raise max_payload",
+            body.len()
+        ),
+    )))
+}
+
+#[cfg(test)]
+mod fit_reply_tests {
+    use super::fit_reply;
+
+    #[test]
+    fn an_answer_over_max_payload_becomes_an_error_that_names_the_sizes() {
+        let small = br#"{"ok":{}}"#.to_vec();
+        assert_eq!(fit_reply(small.clone(), 1 << 20), small);
+        let big = vec![b'x'; 20_000];
+        let text = String::from_utf8(fit_reply(big, 16_384)).unwrap();
+        assert!(text.contains("20000 bytes"), "{text}");
+        assert!(text.contains("max_payload of 16384 bytes"), "{text}");
+        assert!(text.contains("unsupported"), "{text}");
     }
 }

@@ -240,6 +240,11 @@ fn nats_rows(state: &HttpState, rows: &mut Vec<Row>) {
         );
     }
     rows.push(Row::new(
+        "tasks_too_large",
+        "Tasks failed without a retry because their message exceeds the NATS server's max_payload.",
+        Value::CounterValue(n.tasks_too_large.load(Relaxed)),
+    ));
+    rows.push(Row::new(
         "nats_streams_recreated",
         "Streams and consumers the stream watch found deleted or altered and put back with their configured settings.",
         Value::CounterValue(n.streams_recreated.load(Relaxed)),

@@ -14,7 +14,11 @@ use crate::protocol::trace::{task_traceparent, TRACEPARENT};
 use crate::protocol::{CancelMessage, TaskMessage, TaskOfferReply, VERSION};
 use crate::transport::ResultError;
 use crate::transport::{workflow_of_task, WorkerReport};
-use crate::workflow::TaskSpec;
+use crate::workflow::{TaskError, TaskOutcome, TaskResult, TaskSpec};
+
+/// Error kind of an attempt failed because its task message is over the
+/// server's `max_payload`.
+pub const TASK_TOO_LARGE: &str = "task_too_large";
 
 pub(super) async fn send_outgoing(publisher: Arc<Publisher>, out: Outgoing) {
     let Publisher {
@@ -55,6 +59,11 @@ pub(super) async fn send_outgoing(publisher: Arc<Publisher>, out: Outgoing) {
                 return;
             };
             let payload: bytes::Bytes = payload.into();
+            let max_payload = client.server_info().max_payload;
+            if max_payload > 0 && payload.len() > max_payload {
+                fail_too_large(&publisher, &spec, payload.len(), max_payload);
+                return;
+            }
             let traceparent = task_traceparent(&spec.workflow_id, &spec.task_id);
             // Only an attempt with a heartbeat timeout is offered: a worker
             // that dies holding it is noticed by that timeout, as a stream
@@ -270,6 +279,46 @@ async fn offer_task(
             Err(OfferDeclined::Busy)
         }
         Err(_) => Err(OfferDeclined::Error),
+    }
+}
+
+/// A task whose message the server would refuse (over `max_payload`) can
+/// never reach a worker, however often it is published or retried: its
+/// attempt fails at once, not retryably, with the sizes named, so the
+/// step fails (or its map element does) instead of waiting for timeouts.
+fn fail_too_large(publisher: &Publisher, spec: &TaskSpec, bytes: usize, max_payload: usize) {
+    publisher
+        .stats
+        .tasks_too_large
+        .fetch_add(1, Ordering::Relaxed);
+    let message = format!(
+        "the task message is {bytes} bytes, over the NATS server's max_payload of {max_payload} bytes: \
+         pass smaller data between steps (references instead of contents) or raise max_payload"
+    );
+    tracing::error!(
+        workflow_id = %spec.workflow_id,
+        step = %spec.step,
+        task_id = %spec.task_id,
+        bytes,
+        max_payload,
+        "task too large to publish; its attempt fails"
+    );
+    if let Some(sink) = publisher.sink.get() {
+        sink.report(
+            &spec.workflow_id,
+            WorkerReport::Result(TaskResult {
+                task_id: spec.task_id.clone(),
+                step: spec.step.clone(),
+                attempt: spec.attempt,
+                outcome: TaskOutcome::Failed(TaskError {
+                    kind: TASK_TOO_LARGE.to_string(),
+                    message,
+                    retryable: false,
+                }),
+                worker: None,
+                started_at_ms: None,
+            }),
+        );
     }
 }
 

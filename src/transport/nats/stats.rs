@@ -14,6 +14,9 @@ pub struct NatsStats {
     pub tasks_direct: AtomicU64,
     /// Tasks published to the TASKS stream (offer declined, or not offered).
     pub tasks_stream: AtomicU64,
+    /// Tasks whose message exceeds the server's `max_payload`: failed
+    /// without a retry instead of published (`tasks_too_large_total`).
+    pub tasks_too_large: AtomicU64,
     /// Results that came as the answer to their task's offer.
     pub results_in_offer_reply: AtomicU64,
     /// Direct offers that went to the stream, by [`OfferDeclined`] reason.
