@@ -496,7 +496,7 @@ impl Drop for Reaper {
 pub(crate) struct Bench {
     pub(crate) server: crate::support::nats::NatsServer,
     pub(crate) dir: tempfile::TempDir,
-    pipelines: Option<std::path::PathBuf>,
+    pub(crate) pipelines: Option<std::path::PathBuf>,
     pub(crate) orch: Option<Reaper>,
     pub(crate) workers: Vec<Reaper>,
     /// `--backup-root` of the orchestrator, when set.

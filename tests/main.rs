@@ -36,6 +36,7 @@ mod sdk;
 mod security;
 mod signals;
 mod storm;
+mod storm_shapes;
 mod throttle;
 mod transport;
 mod verify;

@@ -14,20 +14,26 @@ use std::time::{Duration, Instant};
 
 use crate::cli::{bin, fields, num, Bench, Reaper};
 
-fn env_u64(name: &str, default: u64) -> u64 {
+pub(crate) fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
 
-/// `orchestrator run` on the bench's server and data dir, stderr watched:
-/// the receiver gets the time of the `orchestrator running` line and the
-/// number of workflows it resumed.
-fn spawn_orchestrator(b: &Bench, plant: Option<&str>) -> (Reaper, mpsc::Receiver<(Instant, u64)>) {
+/// `orchestrator run` on the bench's server, data dir and pipelines,
+/// stderr watched: the receiver gets the time of the `orchestrator
+/// running` line and the number of workflows it resumed.
+pub(crate) fn spawn_orchestrator(
+    b: &Bench,
+    plant: Option<&str>,
+) -> (Reaper, mpsc::Receiver<(Instant, u64)>) {
     let mut c = bin();
     c.args(["run", "--nats-url", &b.url(), "--data-dir"])
         .arg(b.dir.path());
+    if let Some(p) = &b.pipelines {
+        c.arg("--pipelines").arg(p);
+    }
     if let Some(p) = plant {
         c.env("NARRALYTICA_PLANT", p);
     }
@@ -85,7 +91,7 @@ fn start_until_accepted(url: &str, id: &str, give_up: Instant) -> bool {
     }
 }
 
-fn checker(b: &Bench, records: &[std::path::PathBuf], extra: &[&str]) -> Output {
+pub(crate) fn checker(b: &Bench, records: &[std::path::PathBuf], extra: &[&str]) -> Output {
     let mut c = bin();
     c.args(["verify", "--data-dir"])
         .arg(b.dir.path())
@@ -97,7 +103,7 @@ fn checker(b: &Bench, records: &[std::path::PathBuf], extra: &[&str]) -> Output 
     c.output().unwrap()
 }
 
-fn sigterm(child: &mut Child) {
+pub(crate) fn sigterm(child: &mut Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

@@ -4,10 +4,12 @@
 //! its elements, a skipped step's `null` counts 0), so a correct run of the
 //! video pipeline ends with `n = 17` at `index`, and any lost, duplicated or
 //! mixed-up output shows. A workflow
-//! input with `"segments": k` makes every output list `k` segments, for
-//! pipelines that map over them, and one with `"language": "<l>"` makes
+//! input with `"segments": k` makes every output but a map element's list
+//! `k` segments, for pipelines that map over them, and one with `"language": "<l>"` makes
 //! every output report `"language": "<l>"` (the language a transcription
-//! detected), for conditions that read it.
+//! detected), for conditions that read it. A child workflow's tasks read
+//! these through the child's input (`{"workflow": <parent's input>, ..}`),
+//! so a pipeline run as a child behaves as it does on its own.
 //!
 //! Pending tasks are held compactly (task id, due time, computed outcome);
 //! failures are drawn from the seed and the task id, so a run is repeatable.
@@ -235,6 +237,34 @@ struct WorkflowInput<'a> {
     /// The language every output reports (for conditions that read it).
     #[serde(borrow, default)]
     language: Option<std::borrow::Cow<'a, str>>,
+    /// A child workflow's input is `{"workflow": <parent's input>, "deps":
+    /// ...}`: what the parent's input asks for holds for the child's tasks
+    /// too, unless the child's own input says otherwise.
+    #[serde(borrow, default)]
+    workflow: Option<Box<WorkflowInput<'a>>>,
+}
+
+impl<'a> WorkflowInput<'a> {
+    fn parent(&self) -> Option<&WorkflowInput<'a>> {
+        self.workflow.as_deref()
+    }
+
+    fn video_id(&self) -> Option<&str> {
+        self.video_id
+            .as_deref()
+            .or_else(|| self.parent().and_then(WorkflowInput::video_id))
+    }
+
+    fn segments(&self) -> Option<u32> {
+        self.segments
+            .or_else(|| self.parent().and_then(WorkflowInput::segments))
+    }
+
+    fn language(&self) -> Option<&str> {
+        self.language
+            .as_deref()
+            .or_else(|| self.parent().and_then(WorkflowInput::language))
+    }
 }
 
 /// A dependency's output: one step's `{"n": ..}`, a map step's array of
@@ -274,11 +304,17 @@ pub fn output_from(input: &str, workflow_id: &str, step: &str) -> Result<String,
     let n = 1
         + input.deps.values().map(DepOutput::n).sum::<u64>()
         + input.element.as_ref().map_or(0, DepOutput::n);
-    let video_id = input.workflow.video_id.as_deref().unwrap_or(workflow_id);
+    let video_id = input.workflow.video_id().unwrap_or(workflow_id);
     // Step names are `[a-z0-9_-]`; the video id may need escaping.
     let video_id = serde_json::to_string(video_id).map_err(|e| e.to_string())?;
     let mut out = format!(r#"{{"video_id":{video_id},"step":"{step}","n":{n}"#);
-    if let Some(k) = input.workflow.segments {
+    // A map element is one segment: it lists none (1,000 elements each
+    // listing 1,000 segments would make the map's output quadratic).
+    let segments = input
+        .workflow
+        .segments()
+        .filter(|_| input.element.is_none());
+    if let Some(k) = segments {
         out.push_str(r#","segments":["#);
         for i in 0..k {
             if i > 0 {
@@ -288,7 +324,7 @@ pub fn output_from(input: &str, workflow_id: &str, step: &str) -> Result<String,
         }
         out.push(']');
     }
-    if let Some(language) = &input.workflow.language {
+    if let Some(language) = input.workflow.language() {
         let language = serde_json::to_string(language).map_err(|e| e.to_string())?;
         out.push_str(r#","language":"#);
         out.push_str(&language);

@@ -67,3 +67,20 @@ fn latency_distributions_parse_print_and_sample() {
     };
     assert_eq!(cfg.latency_for("t"), Duration::from_millis(7));
 }
+
+#[test]
+fn a_childs_tasks_read_the_parents_input_through_the_childs() {
+    let child_task = r#"{"workflow":{"workflow":{"video_id":"v1","segments":2,"language":"fr"},"deps":{}},"deps":{"transcribe":{"n":3}}}"#;
+    let out: serde_json::Value =
+        serde_json::from_str(&output_from(child_task, "v1~process~1", "segment").unwrap()).unwrap();
+    assert_eq!(
+        out,
+        serde_json::json!({"video_id":"v1","step":"segment","n":4,"segments":[0,1],"language":"fr"})
+    );
+    // The child's own input wins over its parent's.
+    let own = r#"{"workflow":{"segments":1,"workflow":{"segments":5}}}"#;
+    let out: serde_json::Value =
+        serde_json::from_str(&output_from(own, "c", "segment").unwrap()).unwrap();
+    assert_eq!(out["segments"], serde_json::json!([0]));
+    assert_eq!(out["video_id"], "c");
+}
