@@ -23,12 +23,23 @@
 //!   sometimes answer twice, sometimes hang, and crash (losing their tasks).
 //! * **A client** starts each workflow and re-sends its start until it gets
 //!   an answer; an answered workflow is *accepted*.
+//! * **Child pipelines:** `family` workflows run a workflow of `kid` as
+//!   the child of a step (every other family's child always fails). The
+//!   node's lineage port turns child starts, signals passed on to children
+//!   and children's reports to their parents into effects, set before
+//!   recovery runs (which performs the start of every running child
+//!   again); the world delivers them like in-process messages: delayed,
+//!   sometimes twice, never dropped, but discarded by an orchestrator
+//!   crash. A child start is settled as the engine's `settle_start`
+//!   settles it.
 //! * **The network** drops, duplicates and delays (hence reorders) every
 //!   message; the orchestrator crashes (losing unsynced writes and all
 //!   memory) and restarts; the engine clock jumps forward.
 //!
 //! Faults stop at [`DstConfig::fault_window_ms`]; the run then drains until
-//! nothing is pending, and [`check`] judges the outcome.
+//! nothing is pending, and [`check`] judges the outcome, children included:
+//! each belongs to a parent that journaled its start, drains to a terminal
+//! state, and ended as its parent's step took it.
 
 mod check;
 pub mod cluster;

@@ -8,6 +8,8 @@ use std::sync::Arc;
 mod setup;
 mod workers;
 
+use setup::engine_config;
+
 use workers::beat_every;
 
 pub(super) use super::pipelines::{pipelines, DOOMED, SEGMENTS};
@@ -16,7 +18,7 @@ use super::check::{self, Ack, Evidence, Log};
 use super::node::{Effect, Lineage, SimNode};
 use super::rng::{Rng, TraceHash};
 use super::{DstConfig, Report, Stats};
-use crate::engine::{EngineConfig, ManualClock, RetentionConfig};
+use crate::engine::{EngineConfig, ManualClock};
 use crate::pipeline::PipelineDef;
 use crate::storage::MemoryStorage;
 use crate::transport::workflow_of_task;
@@ -281,34 +283,6 @@ pub fn run_seed(seed: u64, cfg: &DstConfig) -> Report {
         trace_hash: w.trace.value(),
         stats: w.stats,
         violations,
-    }
-}
-
-/// The engine limits of one seed, drawn from it: small resident caps,
-/// caches and grace periods, so that deferred starts, passivation, loads
-/// from storage and retention purges all happen in short runs.
-fn engine_config(cfg: &DstConfig, rng: &mut Rng) -> EngineConfig {
-    let partitions = cfg.partitions.max(1);
-    let per_partition = rng.range(1, 4) as usize;
-    EngineConfig {
-        partitions,
-        snapshot_every_events: cfg.snapshot_every_events,
-        resident_max: per_partition * usize::from(partitions),
-        // As small as the resident cap, so bulk accepts and recoveries
-        // hold tasks in the backlog in short runs.
-        in_progress_max: per_partition * usize::from(partitions),
-        state_cache_max: [0, 2, 16][rng.index(3)],
-        passivate_idle_ms: [0, 500, 5_000][rng.index(3)],
-        restart_budget: 3,
-        unstartable_max: 16,
-        tick_ms: 1_000,
-        retention: RetentionConfig {
-            after_ms: Some(cfg.retention_after_ms),
-            sweep_every_ms: 30_000,
-            batch_max: 3,
-            scan_max: 20,
-        },
-        ..EngineConfig::default()
     }
 }
 

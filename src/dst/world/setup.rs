@@ -1,9 +1,11 @@
-//! What a run starts with (the client's workflows, the faults drawn for
-//! the fault window) and how lineage effects travel between workflows.
+//! What a run starts with (the engine limits, the client's workflows, the
+//! faults drawn for the fault window) and how lineage effects travel between workflows.
 
-use super::{Ev, World, SEGMENTS};
+use super::{Ev, Rng, World, SEGMENTS};
 use crate::dst::node::{Lineage, SimNode};
 use crate::dst::pipelines::family_input;
+use crate::dst::DstConfig;
+use crate::engine::{EngineConfig, RetentionConfig};
 
 impl World {
     pub(super) fn setup(&mut self) {
@@ -104,5 +106,33 @@ impl World {
             Some(o) if inc == self.inc => SimNode::lineage(o, msg),
             _ => self.stats.lineage_discarded += 1,
         }
+    }
+}
+
+/// The engine limits of one seed, drawn from it: small resident caps,
+/// caches and grace periods, so that deferred starts, passivation, loads
+/// from storage and retention purges all happen in short runs.
+pub(super) fn engine_config(cfg: &DstConfig, rng: &mut Rng) -> EngineConfig {
+    let partitions = cfg.partitions.max(1);
+    let per_partition = rng.range(1, 4) as usize;
+    EngineConfig {
+        partitions,
+        snapshot_every_events: cfg.snapshot_every_events,
+        resident_max: per_partition * usize::from(partitions),
+        // As small as the resident cap, so bulk accepts and recoveries
+        // hold tasks in the backlog in short runs.
+        in_progress_max: per_partition * usize::from(partitions),
+        state_cache_max: [0, 2, 16][rng.index(3)],
+        passivate_idle_ms: [0, 500, 5_000][rng.index(3)],
+        restart_budget: 3,
+        unstartable_max: 16,
+        tick_ms: 1_000,
+        retention: RetentionConfig {
+            after_ms: Some(cfg.retention_after_ms),
+            sweep_every_ms: 30_000,
+            batch_max: 3,
+            scan_max: 20,
+        },
+        ..EngineConfig::default()
     }
 }
