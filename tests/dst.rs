@@ -57,6 +57,8 @@ fn seeds_with_faults_lose_nothing_and_accept_no_step_twice() {
         total.lost_ops += s.lost_ops;
         total.clock_jumps += s.clock_jumps;
         total.purged += s.purged;
+        total.children_completed += s.children_completed;
+        total.children_failed += s.children_failed;
         if !r.ok() {
             eprintln!("FAILED {r}");
             for v in r.violations.iter().take(10) {
@@ -95,7 +97,9 @@ fn seeds_with_faults_lose_nothing_and_accept_no_step_twice() {
         seeds.first().map_or(String::new(), |s| replay_hint(*s))
     );
     // The faults really happened, and the runs did real work.
-    let per_seed = (cfg.video_workflows + cfg.flaky_workflows + cfg.map_workflows) as u64;
+    let per_seed =
+        (cfg.video_workflows + cfg.flaky_workflows + cfg.map_workflows + cfg.family_workflows)
+            as u64;
     assert_eq!(total.accepted, n * per_seed, "every workflow got accepted");
     assert!(total.orchestrator_crashes > n / 2, "{total:?}");
     assert!(total.crashes_losing_writes > 0, "{total:?}");
@@ -111,6 +115,11 @@ fn seeds_with_faults_lose_nothing_and_accept_no_step_twice() {
     // The production partition core's policies ran: purges by retention
     // (the checker then judges a workflow from its journal as purged).
     assert!(total.purged > 0, "{total:?}");
+    // Child workflows ran, and both of their ends reached their parents.
+    assert!(
+        total.children_completed > 0 && total.children_failed > 0,
+        "{total:?}"
+    );
     assert!(
         total.completed >= n * cfg.video_workflows as u64 * 99 / 100,
         "video workflows should nearly all complete: {total:?}"
@@ -185,5 +194,77 @@ fn a_planted_bug_in_the_partition_core_is_caught_by_the_seeds() {
             ..cfg
         },
     );
+    assert!(clean.ok(), "{:?}", clean.violations);
+}
+
+/// Parents (`family`) and their children (`kid`) alone, over many seeds:
+/// children start through the node's lineage port, their ends reach their
+/// parents, and the starts and reports an orchestrator crash discards are
+/// performed again by recovery.
+#[test]
+fn seeds_with_child_workflows_settle_every_parent() {
+    let cfg = DstConfig {
+        video_workflows: 0,
+        flaky_workflows: 0,
+        map_workflows: 0,
+        family_workflows: 6,
+        ..DstConfig::default()
+    };
+    let n = env_u64("NARRALYTICA_DST_SEEDS").map_or(300, |n| n.min(300));
+    let mut total = orchestrator::dst::Stats::default();
+    let mut failing = Vec::new();
+    for seed in 1..=n {
+        let r = run_seed(seed, &cfg);
+        if !r.ok() {
+            eprintln!("FAILED {r}");
+            for v in r.violations.iter().take(10) {
+                eprintln!("  violation: {v}");
+            }
+            failing.push(seed);
+        }
+        let s = &r.stats;
+        total.accepted += s.accepted;
+        total.completed += s.completed;
+        total.failed += s.failed;
+        total.children_completed += s.children_completed;
+        total.children_failed += s.children_failed;
+        total.lineage_sent += s.lineage_sent;
+        total.lineage_discarded += s.lineage_discarded;
+        total.orchestrator_crashes += s.orchestrator_crashes;
+    }
+    println!("family seeds={n} {total:?}");
+    assert!(failing.is_empty(), "failing seeds: {failing:?}");
+    assert_eq!(total.accepted, n * 6, "{total:?}");
+    // Half the families are doomed: their children fail, and they with them.
+    assert!(total.children_failed >= n * 3, "{total:?}");
+    assert!(total.failed >= n * 3, "{total:?}");
+    assert!(total.children_completed > n * 2, "{total:?}");
+    assert!(total.completed > n * 2, "{total:?}");
+    // Crashes discarded lineage effects in flight, and nothing was lost.
+    assert!(total.lineage_discarded > 0, "{total:?}");
+}
+
+#[test]
+fn a_wrong_child_outcome_is_caught_by_the_lineage_checks() {
+    let cfg = DstConfig {
+        plant: Some(Plant::WrongChildOutcome),
+        ..DstConfig::default()
+    };
+    let r = run_seed(5, &cfg);
+    println!("planted wrong child outcome: {r}");
+    assert!(
+        r.violations.iter().any(|v| v.starts_with("child outcome:")),
+        "{:?}",
+        r.violations
+    );
+    // The doomed family completed on a failed child's "success".
+    assert!(
+        r.violations
+            .iter()
+            .any(|v| v.contains("expected failed (its child always fails)")),
+        "{:?}",
+        r.violations
+    );
+    let clean = run_seed(5, &DstConfig::default());
     assert!(clean.ok(), "{:?}", clean.violations);
 }

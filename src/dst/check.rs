@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+mod lineage;
+
 use super::world::{ClientWf, DOOMED};
 use super::Stats;
 use crate::pipeline::PipelineDef;
@@ -64,6 +66,213 @@ pub(super) struct Evidence<'a> {
     pub log: &'a Log,
 }
 
+/// The journal of `id`: from storage, or as it was purged by retention;
+/// empty when it has none. `None` (and a violation) when unreadable.
+pub(super) fn journal(
+    store: &WorkflowStore,
+    ev: &Evidence<'_>,
+    id: &str,
+    out: &mut Vec<String>,
+) -> Option<Vec<(u64, JournalRecord)>> {
+    let p = store.partition_of(id);
+    let records = match store.load_journal(p, id, 1) {
+        Ok(r) => r,
+        Err(e) => {
+            out.push(format!("{id}: journal unreadable: {e}"));
+            return None;
+        }
+    };
+    if records.is_empty() {
+        // Purged by retention: judged from its journal as it was then.
+        if let Some(purged) = ev.log.purged.get(id) {
+            return Some(purged.clone());
+        }
+    }
+    Some(records)
+}
+
+/// Judges one workflow of pipeline `def` from its journal: no step or
+/// element accepted twice, each accepted success answered by a worker
+/// (its key noted in `journal_success`), terminal, correct outputs when it
+/// completed, failed when a step always fails. Returns how it ended.
+pub(super) fn judge(
+    ev: &Evidence<'_>,
+    id: &str,
+    def: &PipelineDef,
+    records: &[(u64, JournalRecord)],
+    out: &mut Vec<String>,
+    journal_success: &mut BTreeMap<String, String>,
+) -> Option<&'static str> {
+    let mut generation = 0u32;
+    let mut dispatched: BTreeMap<(u32, u16, u32), String> = BTreeMap::new();
+    let mut successes: BTreeMap<(u32, u16), Vec<String>> = BTreeMap::new();
+    // Map elements: (generation, step, index, attempt) → task id, and
+    // (generation, step, index) → the task ids whose success was journaled.
+    let mut element_dispatched: BTreeMap<(u32, u16, u32, u32), String> = BTreeMap::new();
+    let mut element_successes: BTreeMap<(u32, u16, u32), Vec<String>> = BTreeMap::new();
+    let mut outputs: BTreeMap<u16, String> = BTreeMap::new();
+    let mut terminal: Option<&'static str> = None;
+    for (_, rec) in records {
+        for e in &rec.events {
+            match &e.kind {
+                EventKind::WorkflowReopened { generation: g, .. } => {
+                    generation = *g;
+                    terminal = None;
+                }
+                EventKind::TaskDispatched {
+                    step,
+                    attempt,
+                    task_id,
+                } => {
+                    dispatched.insert((generation, *step, *attempt), task_id.to_string());
+                }
+                EventKind::TaskSucceeded {
+                    step,
+                    attempt,
+                    output,
+                    ..
+                } => {
+                    let task_id = dispatched
+                        .get(&(generation, *step, *attempt))
+                        .cloned()
+                        .unwrap_or_else(|| format!("{}:?{step}:{generation}:{attempt}", id));
+                    successes
+                        .entry((generation, *step))
+                        .or_default()
+                        .push(task_id);
+                    outputs.insert(*step, output.to_string());
+                }
+                EventKind::ElementDispatched {
+                    step,
+                    index,
+                    attempt,
+                    task_id,
+                } => {
+                    element_dispatched
+                        .insert((generation, *step, *index, *attempt), task_id.to_string());
+                }
+                EventKind::ElementSucceeded {
+                    step,
+                    index,
+                    attempt,
+                    ..
+                } => {
+                    let task_id = element_dispatched
+                        .get(&(generation, *step, *index, *attempt))
+                        .cloned()
+                        .unwrap_or_else(|| {
+                            format!("{}:?{step}[{index}]:{generation}:{attempt}", id)
+                        });
+                    element_successes
+                        .entry((generation, *step, *index))
+                        .or_default()
+                        .push(task_id);
+                }
+                k if k.is_terminal() => terminal = Some(k.name()),
+                _ => {}
+            }
+        }
+    }
+    // A map step's output is assembled from its elements' by `evolve`:
+    // take it from the replayed state.
+    if let Some(state) = crate::workflow::replay(records.iter().flat_map(|(_, r)| r.events.iter()))
+    {
+        // So is a wait step's: the payload of the signal it consumed.
+        for s in &state.signals {
+            if let Some((step, _)) = s.consumed_by {
+                outputs.insert(step, s.payload.to_string());
+            }
+        }
+        for &step in state.maps.keys() {
+            if let Some(o) = state
+                .steps
+                .get(usize::from(step))
+                .and_then(|s| s.output.as_ref())
+            {
+                outputs.insert(step, o.to_string());
+            }
+        }
+    }
+    for ((g, step, index), ids) in &element_successes {
+        if ids.len() > 1 {
+            out.push(format!(
+                "double accept: {} step {step} element {index} generation {g} succeeded {} times ({})",
+                id,
+                ids.len(),
+                ids.join(", ")
+            ));
+        }
+        for task_id in ids {
+            let answered = ev
+                .log
+                .executions
+                .get(task_id)
+                .is_some_and(|e| e.success_answers > 0);
+            if !answered {
+                out.push(format!(
+                    "unrecorded accept: {task_id} accepted but no worker answered it with success"
+                ));
+            }
+            journal_success.insert(key_of(task_id).to_string(), task_id.clone());
+        }
+    }
+    let Some(terminal) = terminal else {
+        out.push(format!("stuck: {id} is not terminal"));
+        return None;
+    };
+    for ((g, step), ids) in &successes {
+        if ids.len() > 1 {
+            out.push(format!(
+                "double accept: {} step {step} generation {g} succeeded {} times ({})",
+                id,
+                ids.len(),
+                ids.join(", ")
+            ));
+        }
+        for task_id in ids {
+            let answered = ev
+                .log
+                .executions
+                .get(task_id)
+                .is_some_and(|e| e.success_answers > 0);
+            if !answered {
+                out.push(format!(
+                    "unrecorded accept: {task_id} accepted but no worker answered it with success"
+                ));
+            }
+            journal_success.insert(key_of(task_id).to_string(), task_id.clone());
+        }
+    }
+    if terminal == "workflow_completed" {
+        let outs: Vec<Option<&str>> = (0..def.steps.len())
+            .map(|i| outputs.get(&(i as u16)).map(String::as_str))
+            .collect();
+        let wrong = crate::sim::check_outputs(def, &outs);
+        if !wrong.is_empty() {
+            out.push(format!("wrong outputs: {}: {}", id, wrong.join(", ")));
+        }
+    }
+    let doomed = def.steps.iter().position(|s| s.task_type == DOOMED);
+    if let Some(d) = doomed {
+        if terminal != "workflow_failed" {
+            out.push(format!("{id}: ended {terminal}, expected failed"));
+        }
+        let after: Vec<u16> = (0..def.steps.len() as u16)
+            .filter(|&i| def.steps[usize::from(i)].needs.contains(&(d as u16)))
+            .collect();
+        for i in after {
+            if outputs.contains_key(&i) {
+                out.push(format!(
+                    "{}: step {} ran although its dependency always fails",
+                    id,
+                    def.steps[usize::from(i)].name
+                ));
+            }
+        }
+    }
+    Some(terminal)
+}
+
 /// The idempotency key of one of our task ids (`<key>:<attempt>`).
 fn key_of(task_id: &str) -> &str {
     task_id.rsplit_once(':').map_or(task_id, |(k, _)| k)
@@ -79,7 +288,13 @@ pub(super) fn check(ev: &Evidence<'_>, stats: &mut Stats) -> Vec<String> {
         Ok(s) => s,
         Err(e) => return vec![format!("store: {e}")],
     };
-    match crate::verify::verify_store(&store) {
+    let purged: Vec<(&str, &[(u64, JournalRecord)])> = ev
+        .log
+        .purged
+        .iter()
+        .map(|(id, records)| (id.as_str(), records.as_slice()))
+        .collect();
+    match crate::verify::verify_store_knowing(&store, &purged) {
         Ok(r) => {
             if r.violations > 0 || r.corrupt > 0 {
                 out.push(format!("journal replay: {r}: {}", r.details.join("; ")));
@@ -95,203 +310,34 @@ pub(super) fn check(ev: &Evidence<'_>, stats: &mut Stats) -> Vec<String> {
     }
     // The accepted success of each key, from the journals.
     let mut journal_success: BTreeMap<String, String> = BTreeMap::new();
+    // The journals of the client's workflows, for the checks of their children.
+    let mut journals: BTreeMap<String, Vec<(u64, JournalRecord)>> = BTreeMap::new();
     for c in ev.client {
-        let p = store.partition_of(&c.id);
-        let mut records: Vec<(u64, JournalRecord)> = match store.load_journal(p, &c.id, 1) {
-            Ok(r) => r,
-            Err(e) => {
-                out.push(format!("{}: journal unreadable: {e}", c.id));
-                continue;
-            }
+        let Some(records) = journal(&store, ev, &c.id, &mut out) else {
+            continue;
         };
-        if records.is_empty() {
-            // Purged by retention: judged from its journal as it was then.
-            if let Some(purged) = ev.log.purged.get(&c.id) {
-                records = purged.clone();
-            }
-        }
         if records.is_empty() {
             if c.accepted {
                 out.push(format!("lost: {} was accepted but has no journal", c.id));
             }
             continue;
         }
-        let mut generation = 0u32;
-        let mut dispatched: BTreeMap<(u32, u16, u32), String> = BTreeMap::new();
-        let mut successes: BTreeMap<(u32, u16), Vec<String>> = BTreeMap::new();
-        // Map elements: (generation, step, index, attempt) → task id, and
-        // (generation, step, index) → the task ids whose success was journaled.
-        let mut element_dispatched: BTreeMap<(u32, u16, u32, u32), String> = BTreeMap::new();
-        let mut element_successes: BTreeMap<(u32, u16, u32), Vec<String>> = BTreeMap::new();
-        let mut outputs: BTreeMap<u16, String> = BTreeMap::new();
-        let mut terminal: Option<&'static str> = None;
-        for (_, rec) in &records {
-            for e in &rec.events {
-                match &e.kind {
-                    EventKind::WorkflowReopened { generation: g, .. } => {
-                        generation = *g;
-                        terminal = None;
-                    }
-                    EventKind::TaskDispatched {
-                        step,
-                        attempt,
-                        task_id,
-                    } => {
-                        dispatched.insert((generation, *step, *attempt), task_id.to_string());
-                    }
-                    EventKind::TaskSucceeded {
-                        step,
-                        attempt,
-                        output,
-                        ..
-                    } => {
-                        let task_id = dispatched
-                            .get(&(generation, *step, *attempt))
-                            .cloned()
-                            .unwrap_or_else(|| format!("{}:?{step}:{generation}:{attempt}", c.id));
-                        successes
-                            .entry((generation, *step))
-                            .or_default()
-                            .push(task_id);
-                        outputs.insert(*step, output.to_string());
-                    }
-                    EventKind::ElementDispatched {
-                        step,
-                        index,
-                        attempt,
-                        task_id,
-                    } => {
-                        element_dispatched
-                            .insert((generation, *step, *index, *attempt), task_id.to_string());
-                    }
-                    EventKind::ElementSucceeded {
-                        step,
-                        index,
-                        attempt,
-                        ..
-                    } => {
-                        let task_id = element_dispatched
-                            .get(&(generation, *step, *index, *attempt))
-                            .cloned()
-                            .unwrap_or_else(|| {
-                                format!("{}:?{step}[{index}]:{generation}:{attempt}", c.id)
-                            });
-                        element_successes
-                            .entry((generation, *step, *index))
-                            .or_default()
-                            .push(task_id);
-                    }
-                    k if k.is_terminal() => terminal = Some(k.name()),
-                    _ => {}
-                }
-            }
-        }
-        // A map step's output is assembled from its elements' by `evolve`:
-        // take it from the replayed state.
-        if let Some(state) =
-            crate::workflow::replay(records.iter().flat_map(|(_, r)| r.events.iter()))
-        {
-            // So is a wait step's: the payload of the signal it consumed.
-            for s in &state.signals {
-                if let Some((step, _)) = s.consumed_by {
-                    outputs.insert(step, s.payload.to_string());
-                }
-            }
-            for &step in state.maps.keys() {
-                if let Some(o) = state
-                    .steps
-                    .get(usize::from(step))
-                    .and_then(|s| s.output.as_ref())
-                {
-                    outputs.insert(step, o.to_string());
-                }
-            }
-        }
-        for ((g, step, index), ids) in &element_successes {
-            if ids.len() > 1 {
-                out.push(format!(
-                    "double accept: {} step {step} element {index} generation {g} succeeded {} times ({})",
-                    c.id,
-                    ids.len(),
-                    ids.join(", ")
-                ));
-            }
-            for id in ids {
-                let answered = ev
-                    .log
-                    .executions
-                    .get(id)
-                    .is_some_and(|e| e.success_answers > 0);
-                if !answered {
-                    out.push(format!(
-                        "unrecorded accept: {id} accepted but no worker answered it with success"
-                    ));
-                }
-                journal_success.insert(key_of(id).to_string(), id.clone());
-            }
-        }
-        let Some(terminal) = terminal else {
-            out.push(format!("stuck: {} is not terminal", c.id));
-            continue;
-        };
-        for ((g, step), ids) in &successes {
-            if ids.len() > 1 {
-                out.push(format!(
-                    "double accept: {} step {step} generation {g} succeeded {} times ({})",
-                    c.id,
-                    ids.len(),
-                    ids.join(", ")
-                ));
-            }
-            for id in ids {
-                let answered = ev
-                    .log
-                    .executions
-                    .get(id)
-                    .is_some_and(|e| e.success_answers > 0);
-                if !answered {
-                    out.push(format!(
-                        "unrecorded accept: {id} accepted but no worker answered it with success"
-                    ));
-                }
-                journal_success.insert(key_of(id).to_string(), id.clone());
-            }
-        }
         let Some(def) = ev.defs.iter().find(|d| d.name == c.pipeline) else {
             out.push(format!("{}: pipeline {} unknown", c.id, c.pipeline));
             continue;
         };
-        if terminal == "workflow_completed" {
-            stats.completed += 1;
-            let outs: Vec<Option<&str>> = (0..def.steps.len())
-                .map(|i| outputs.get(&(i as u16)).map(String::as_str))
-                .collect();
-            let wrong = crate::sim::check_outputs(def, &outs);
-            if !wrong.is_empty() {
-                out.push(format!("wrong outputs: {}: {}", c.id, wrong.join(", ")));
-            }
-        } else if terminal == "workflow_failed" {
-            stats.failed += 1;
+        match judge(ev, &c.id, def, &records, &mut out, &mut journal_success) {
+            Some("workflow_completed") => stats.completed += 1,
+            Some("workflow_failed") => stats.failed += 1,
+            _ => {}
         }
-        let doomed = def.steps.iter().position(|s| s.task_type == DOOMED);
-        if let Some(d) = doomed {
-            if terminal != "workflow_failed" {
-                out.push(format!("{}: ended {terminal}, expected failed", c.id));
-            }
-            let after: Vec<u16> = (0..def.steps.len() as u16)
-                .filter(|&i| def.steps[usize::from(i)].needs.contains(&(d as u16)))
-                .collect();
-            for i in after {
-                if outputs.contains_key(&i) {
-                    out.push(format!(
-                        "{}: step {} ran although its dependency always fails",
-                        c.id,
-                        def.steps[usize::from(i)].name
-                    ));
-                }
-            }
-        }
+        journals.insert(c.id.clone(), records);
     }
+    let mut judged = lineage::Judged {
+        out: &mut out,
+        journal_success: &mut journal_success,
+    };
+    lineage::check(ev, &store, &journals, &mut judged, stats);
     // Acknowledgements: per key at most one accepted success, and it is the
     // one the journal holds; every other answer was flagged.
     let mut acked: BTreeMap<&str, Vec<&str>> = BTreeMap::new();

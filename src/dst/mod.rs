@@ -23,12 +23,23 @@
 //!   sometimes answer twice, sometimes hang, and crash (losing their tasks).
 //! * **A client** starts each workflow and re-sends its start until it gets
 //!   an answer; an answered workflow is *accepted*.
+//! * **Child pipelines:** `family` workflows run a workflow of `kid` as
+//!   the child of a step (every other family's child always fails). The
+//!   node's lineage port turns child starts, signals passed on to children
+//!   and children's reports to their parents into effects, set before
+//!   recovery runs (which performs the start of every running child
+//!   again); the world delivers them like in-process messages: delayed,
+//!   sometimes twice, never dropped, but discarded by an orchestrator
+//!   crash. A child start is settled as the engine's `settle_start`
+//!   settles it.
 //! * **The network** drops, duplicates and delays (hence reorders) every
 //!   message; the orchestrator crashes (losing unsynced writes and all
 //!   memory) and restarts; the engine clock jumps forward.
 //!
 //! Faults stop at [`DstConfig::fault_window_ms`]; the run then drains until
-//! nothing is pending, and [`check`] judges the outcome.
+//! nothing is pending, and [`check`] judges the outcome, children included:
+//! each belongs to a parent that journaled its start, drains to a terminal
+//! state, and ended as its parent's step took it.
 
 mod check;
 pub mod cluster;
@@ -46,6 +57,10 @@ pub enum Plant {
     /// Run a transition's effects (reply, result acknowledgement, dispatch)
     /// right after its batch is written, before the flush makes it durable.
     AckBeforeSync,
+    /// Report a child's end to its parent as the opposite outcome: a
+    /// success for a child that failed (or was cancelled), a failure for
+    /// one that completed.
+    WrongChildOutcome,
 }
 
 /// Shape and fault rates of one run. Every field has a default.
@@ -59,6 +74,10 @@ pub struct DstConfig {
     /// Workflows of the built-in `segments` pipeline, whose middle step
     /// maps over a list of `SEGMENTS` segments (one task per segment).
     pub map_workflows: usize,
+    /// Workflows of the built-in `family` pipeline, whose middle step runs
+    /// a child workflow of the `kid` pipeline; every other one's child
+    /// fails (and it with it).
+    pub family_workflows: usize,
     pub workers: usize,
     /// Partitions of the store.
     pub partitions: u16,
@@ -122,6 +141,7 @@ impl Default for DstConfig {
             video_workflows: 4,
             flaky_workflows: 2,
             map_workflows: 2,
+            family_workflows: 2,
             workers: 3,
             partitions: 2,
             snapshot_every_events: 8,
@@ -177,6 +197,14 @@ pub struct Stats {
     pub flushes: u64,
     /// Terminal workflows purged by retention during the run.
     pub purged: u64,
+    /// Child workflows (started by parents, not by the client) that
+    /// completed, and that failed.
+    pub children_completed: u64,
+    pub children_failed: u64,
+    /// Lineage effects (child starts, signals, reports) sent, and those
+    /// an orchestrator crash discarded on their way.
+    pub lineage_sent: u64,
+    pub lineage_discarded: u64,
 }
 
 /// The outcome of one seed.
@@ -200,7 +228,7 @@ impl std::fmt::Display for Report {
         let s = &self.stats;
         write!(
             f,
-            "dst seed={} trace={:016x} events={} virtual_s={} accepted={} completed={} failed={} dispatches={} executions={} extra_executions={} flagged={} timeouts={} dropped={} duplicated={} worker_crashes={} orchestrator_crashes={} crashes_losing_writes={} lost_ops={} clock_jumps={} commits={} flushes={} purged={} violations={}",
+            "dst seed={} trace={:016x} events={} virtual_s={} accepted={} completed={} failed={} dispatches={} executions={} extra_executions={} flagged={} timeouts={} dropped={} duplicated={} worker_crashes={} orchestrator_crashes={} crashes_losing_writes={} lost_ops={} clock_jumps={} commits={} flushes={} purged={} children_completed={} children_failed={} lineage_sent={} lineage_discarded={} violations={}",
             self.seed,
             self.trace_hash,
             s.events,
@@ -223,6 +251,10 @@ impl std::fmt::Display for Report {
             s.commits,
             s.flushes,
             s.purged,
+            s.children_completed,
+            s.children_failed,
+            s.lineage_sent,
+            s.lineage_discarded,
             self.violations.len()
         )
     }

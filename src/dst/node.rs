@@ -12,9 +12,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 mod actor;
+mod lineage;
 mod upkeep;
 
 use actor::SimActor;
+pub(super) use lineage::{Lineage, Starter};
 
 use super::check::Ack;
 use super::rng::Rng;
@@ -30,14 +32,17 @@ use crate::pipeline::PipelineDef;
 use crate::storage::store::WorkflowStore;
 use crate::storage::{GroupCommitter, MemoryStorage, Storage};
 use crate::transport::Transport;
+use crate::workflow::PipelineRef;
 use crate::workflow::{Input, JournalRecord, TaskSpec, TimerKind, WorkflowState};
 
 /// A message to a simulated workflow actor.
 pub(super) enum SimMsg {
-    /// The client's start of workflow number `wf`.
+    /// A start by the client or by a parent, on the pipeline version
+    /// picked when it was routed.
     Start {
-        wf: usize,
-        pipeline: String,
+        by: Starter,
+        pipeline: PipelineRef,
+        def: Arc<PipelineDef>,
         input: String,
     },
     /// An input; `ack` is the result's task id and whether it is a success,
@@ -87,9 +92,12 @@ pub(super) enum Effect {
         id: String,
         records: Vec<(u64, JournalRecord)>,
     },
+    /// A child's start, a signal to a child, or a child's end for its parent.
+    Lineage(Lineage),
 }
 
-/// The orchestrator's transport: commands are collected, the world delivers them.
+/// The orchestrator's transport and lineage port: commands are collected,
+/// the world delivers them.
 #[derive(Default)]
 struct SimTransport {
     out: Mutex<Vec<Effect>>,
@@ -184,6 +192,9 @@ impl SimNode {
             hooks: Hooks::default(),
             capacity: Default::default(),
         });
+        // Set before recovery, which performs the start of every running
+        // child again.
+        ctx.hooks.lineage.set(transport.clone());
         let mut node = SimNode {
             parts: Vec::new(),
             ctx,
@@ -221,6 +232,7 @@ impl SimNode {
             part.core.enable_release(&mut progress);
             node.perform(usize::from(p));
         }
+        node.collect_sent();
         Ok(node)
     }
 
@@ -249,13 +261,14 @@ impl SimNode {
     /// A client's start: refused at once for an unknown pipeline, as the
     /// production partition does.
     pub fn start(&mut self, wf: usize, id: String, pipeline: &str, input: String) {
-        if self.ctx.pipelines.current(pipeline).is_none() {
+        let Some((pipeline, def)) = self.ctx.pipelines.current(pipeline) else {
             self.effects.push(Effect::Reply { wf, ok: false });
             return;
-        }
+        };
         let msg = SimMsg::Start {
-            wf,
-            pipeline: pipeline.to_string(),
+            by: Starter::Client(wf),
+            pipeline,
+            def,
             input,
         };
         self.route(id, msg);

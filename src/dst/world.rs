@@ -5,17 +5,20 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 
+mod setup;
 mod workers;
+
+use setup::engine_config;
 
 use workers::beat_every;
 
 pub(super) use super::pipelines::{pipelines, DOOMED, SEGMENTS};
 
 use super::check::{self, Ack, Evidence, Log};
-use super::node::{Effect, SimNode};
+use super::node::{Effect, Lineage, SimNode};
 use super::rng::{Rng, TraceHash};
 use super::{DstConfig, Report, Stats};
-use crate::engine::{EngineConfig, ManualClock, RetentionConfig};
+use crate::engine::{EngineConfig, ManualClock};
 use crate::pipeline::PipelineDef;
 use crate::storage::MemoryStorage;
 use crate::transport::workflow_of_task;
@@ -92,6 +95,11 @@ enum Ev {
     ClockJump {
         ms: u64,
     },
+    /// A lineage effect of incarnation `inc` of the orchestrator.
+    Lineage {
+        inc: u64,
+        msg: Lineage,
+    },
 }
 
 impl Ev {
@@ -116,6 +124,7 @@ impl Ev {
             Ev::ClockJump { .. } => 16,
             Ev::ToOrch(OrchMsg::Signal { .. }) => 17,
             Ev::ClientSignal { .. } => 18,
+            Ev::Lineage { .. } => 19,
         }
     }
 }
@@ -180,6 +189,8 @@ struct World {
     workers: Vec<Worker>,
     next_run: u64,
     client: Vec<ClientWf>,
+    /// When the last lineage effect to each workflow arrives (this incarnation).
+    lineage_last: BTreeMap<String, u64>,
     log: Log,
     stats: Stats,
     problems: Vec<String>,
@@ -221,6 +232,7 @@ pub fn run_seed(seed: u64, cfg: &DstConfig) -> Report {
             .collect(),
         next_run: 0,
         client: Vec::new(),
+        lineage_last: BTreeMap::new(),
         log: Log::default(),
         stats: Stats::default(),
         problems: Vec::new(),
@@ -271,34 +283,6 @@ pub fn run_seed(seed: u64, cfg: &DstConfig) -> Report {
         trace_hash: w.trace.value(),
         stats: w.stats,
         violations,
-    }
-}
-
-/// The engine limits of one seed, drawn from it: small resident caps,
-/// caches and grace periods, so that deferred starts, passivation, loads
-/// from storage and retention purges all happen in short runs.
-fn engine_config(cfg: &DstConfig, rng: &mut Rng) -> EngineConfig {
-    let partitions = cfg.partitions.max(1);
-    let per_partition = rng.range(1, 4) as usize;
-    EngineConfig {
-        partitions,
-        snapshot_every_events: cfg.snapshot_every_events,
-        resident_max: per_partition * usize::from(partitions),
-        // As small as the resident cap, so bulk accepts and recoveries
-        // hold tasks in the backlog in short runs.
-        in_progress_max: per_partition * usize::from(partitions),
-        state_cache_max: [0, 2, 16][rng.index(3)],
-        passivate_idle_ms: [0, 500, 5_000][rng.index(3)],
-        restart_budget: 3,
-        unstartable_max: 16,
-        tick_ms: 1_000,
-        retention: RetentionConfig {
-            after_ms: Some(cfg.retention_after_ms),
-            sweep_every_ms: 30_000,
-            batch_max: 3,
-            scan_max: 20,
-        },
-        ..EngineConfig::default()
     }
 }
 
@@ -375,63 +359,6 @@ impl World {
             self.push(self.now + extra_ms + d2, ev.clone());
         }
         self.push(self.now + extra_ms + d, ev);
-    }
-
-    fn setup(&mut self) {
-        let video = self.cfg.video_workflows;
-        let flaky = video + self.cfg.flaky_workflows;
-        for i in 0..flaky + self.cfg.map_workflows {
-            let (pipeline, id) = if i < video {
-                ("video", format!("v-{i}"))
-            } else if i < flaky {
-                ("flaky", format!("f-{i}"))
-            } else {
-                ("segments", format!("m-{i}"))
-            };
-            let input = if pipeline == "segments" {
-                // Every other one skips `translate`.
-                let language = if i % 2 == 0 { "en" } else { "fr" };
-                format!(r#"{{"video_id":"{id}","segments":{SEGMENTS},"language":"{language}"}}"#)
-            } else {
-                format!(r#"{{"video_id":"{id}"}}"#)
-            };
-            self.client.push(ClientWf {
-                input,
-                id,
-                pipeline,
-                accepted: false,
-            });
-            let at = self.rng.range(0, 2_000);
-            self.push(at, Ev::ClientStart { wf: i });
-            if pipeline == "segments" && i % 2 == 0 {
-                let at = self.rng.range(0, 6_000);
-                self.push(at, Ev::ClientSignal { wf: i, left: 6 });
-            }
-        }
-        let window = self.cfg.fault_window_ms;
-        let rate = self.cfg.worker_crashes_per_min;
-        if rate > 0.0 {
-            let mean_ms = 60_000.0 / rate;
-            for worker in 0..self.workers.len() {
-                let mut t = 0.0f64;
-                loop {
-                    t += -(1.0 - self.rng.unit()).ln() * mean_ms;
-                    if t >= window as f64 {
-                        break;
-                    }
-                    self.push(t as u64, Ev::WorkerCrash { worker });
-                }
-            }
-        }
-        for _ in 0..self.rng.range(0, self.cfg.orchestrator_crashes_max) {
-            let at = self.rng.range(0, window);
-            self.push(at, Ev::OrchCrash);
-        }
-        for _ in 0..self.rng.range(0, self.cfg.clock_jumps_max) {
-            let at = self.rng.range(0, window);
-            let ms = self.rng.range(1_000, self.cfg.clock_jump_max_ms.max(1_000));
-            self.push(at, Ev::ClockJump { ms });
-        }
     }
 
     fn handle(&mut self, ev: Ev) {
@@ -535,6 +462,7 @@ impl World {
                     }
                     self.trace.word(lost);
                     self.inc += 1;
+                    self.lineage_last.clear();
                     let at = self.now + self.rng.range(50, 2_000);
                     self.push(at, Ev::OrchRestart);
                 }
@@ -556,6 +484,7 @@ impl World {
                     }
                 }
             }
+            Ev::Lineage { inc, msg } => self.deliver_lineage(inc, msg),
             Ev::ClockJump { ms } => {
                 self.skew += ms;
                 self.stats.clock_jumps += 1;
@@ -622,6 +551,7 @@ impl World {
                     self.trace.text(&id);
                     self.log.purged.insert(id, records);
                 }
+                Effect::Lineage(msg) => self.send_lineage(msg),
                 Effect::Wrote => {
                     self.stats.commits += 1;
                     if self.faulty() && self.rng.chance(self.cfg.crash_in_commit_window_rate) {

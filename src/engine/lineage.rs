@@ -35,10 +35,10 @@ pub trait LineagePort: Send + Sync {
 }
 
 /// The port of an engine, set when it starts (the engine's router is built
-/// after its context). Empty: child steps start nothing (a shell without
-/// an engine, such as the deterministic simulator, whose pipelines have no
-/// child steps). A clone starts empty, so engines built from the same
-/// hooks (a restart within one process) each use their own port.
+/// after its context; the deterministic simulator sets its own). Empty:
+/// child steps start nothing (a shell without an engine). A clone starts
+/// empty, so engines built from the same hooks (a restart within one
+/// process) each use their own port.
 #[derive(Default)]
 pub struct LineageSlot(RwLock<Option<Arc<dyn LineagePort>>>);
 

@@ -69,6 +69,18 @@ struct Journal {
 
 /// Verifies every journal, snapshot and status entry of `store`.
 pub fn verify_store(store: &WorkflowStore) -> Result<Report, String> {
+    verify_store_knowing(store, &[])
+}
+
+/// [`verify_store`], also given the journals of workflows purged by
+/// retention (id and records, as read just before the purge): the checks
+/// across journals (a child and its parent) judge a purged workflow from
+/// them instead of taking its journal for missing. The purged journals
+/// themselves are not verified again.
+pub fn verify_store_knowing(
+    store: &WorkflowStore,
+    purged: &[(&str, &[(u64, JournalRecord)])],
+) -> Result<Report, String> {
     let mut report = Report::default();
     let mut pipelines: HashMap<(String, u32, u64), Option<PipelineDef>> = HashMap::new();
     let mut current: Option<Journal> = None;
@@ -179,6 +191,25 @@ pub fn verify_store(store: &WorkflowStore) -> Result<Report, String> {
         }
         if let Some(s) = checked.status {
             journal_status.insert((j.partition, j.id), s);
+        }
+    }
+    for (id, records) in purged {
+        if lineage.contains_key(*id) || journal_status.keys().any(|(_, j)| j == id) {
+            continue;
+        }
+        let events: Vec<(u64, crate::workflow::Event)> = records
+            .iter()
+            .flat_map(|(seq, r)| {
+                r.events
+                    .iter()
+                    .enumerate()
+                    .map(move |(k, e)| (seq + k as u64, e.clone()))
+            })
+            .collect();
+        let status = crate::workflow::replay(events.iter().map(|(_, e)| e)).map(|s| s.status);
+        let facts = lineage::LineageFacts::of(&events, status);
+        if facts.relevant(id) {
+            lineage.insert(id.to_string(), facts);
         }
     }
     for line in lineage::check_lineage(&lineage) {

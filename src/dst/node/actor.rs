@@ -2,20 +2,24 @@
 //! way the production actor does, and its batches waiting for the flush.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
-use super::{Effect, SimMsg, SimNode};
+use super::{Effect, SimMsg, SimNode, Starter};
 use crate::dst::check::Ack;
 use crate::dst::Plant;
+use crate::engine::workflow_actor::InputError;
 use crate::engine::workflow_shell::{Fold, QueuedInput, StartCommit, StartStep, WorkflowShell};
 use crate::engine::Metrics;
-use crate::workflow::Outcome;
+use crate::pipeline::PipelineDef;
+use crate::workflow::{Outcome, PipelineRef};
 
 /// A unit of an actor's work, taken from its inbox the way the production
 /// actor takes it: runs of inputs together, a start on its own.
 pub(super) enum Work {
     Start {
-        wf: usize,
-        pipeline: String,
+        by: Starter,
+        pipeline: PipelineRef,
+        def: Arc<PipelineDef>,
         input: String,
     },
     Run(Vec<(QueuedInput, Option<(String, bool)>)>),
@@ -24,7 +28,7 @@ pub(super) enum Work {
 /// A written batch waiting for its flush, and what completes then.
 pub(super) enum Waiting {
     Start {
-        wf: usize,
+        by: Starter,
         commit: Box<StartCommit>,
     },
     Run {
@@ -70,10 +74,11 @@ impl SimNode {
             };
             match work {
                 Work::Start {
-                    wf,
+                    by,
                     pipeline,
+                    def,
                     input,
-                } => self.run_start(p, id, wf, &pipeline, &input),
+                } => self.run_start(p, id, by, pipeline, def, &input),
                 Work::Run(run) => {
                     if self.faulty && self.rng.chance(self.actor_crash_rate) {
                         self.crash_actor(p, id);
@@ -97,23 +102,27 @@ impl SimNode {
         }
     }
 
-    pub(super) fn run_start(&mut self, p: usize, id: &str, wf: usize, pipeline: &str, input: &str) {
-        let Some((pref, def)) = self.ctx.pipelines.current(pipeline) else {
-            self.effects.push(Effect::Reply { wf, ok: false });
-            self.handled(p, id, 1);
-            return;
-        };
+    pub(super) fn run_start(
+        &mut self,
+        p: usize,
+        id: &str,
+        by: Starter,
+        pipeline: PipelineRef,
+        def: Arc<PipelineDef>,
+        input: &str,
+    ) {
         let Some(a) = self.parts[p].actors.get_mut(id) else {
             return;
         };
-        match a.shell.stage_start(pref, def, input) {
+        match a.shell.stage_start(pipeline, def, input) {
             StartStep::Answer(r) => {
-                self.effects.push(Effect::Reply { wf, ok: r.is_ok() });
+                let state = a.shell.describe().ok().flatten();
+                self.answer_start(by, r.map_err(InputError::Rejected), state.as_ref());
                 self.handled(p, id, 1);
             }
             StartStep::Commit(mut commit) => {
                 let ops = std::mem::take(&mut commit.ops);
-                let waiting = Waiting::Start { wf, commit };
+                let waiting = Waiting::Start { by, commit };
                 self.write(p, id, &ops, waiting);
             }
         }
@@ -189,13 +198,14 @@ impl SimNode {
         if self.ctx.store.storage().write(ops, false).is_err() {
             // The journal append failed: nothing changed.
             Metrics::inc(&self.ctx.metrics.commit_errors);
-            if let Waiting::Start { wf, .. } = waiting {
-                self.effects.push(Effect::Reply { wf, ok: false });
-            }
             let n = match &waiting {
                 Waiting::Start { .. } => 1,
                 Waiting::Run { acks, .. } => acks.len() as u64,
             };
+            if let Waiting::Start { by, .. } = waiting {
+                let failed = Err(InputError::Journal("append failed".into()));
+                self.answer_start(by, failed, None);
+            }
             self.handled(p, id, n);
             return;
         }
@@ -239,10 +249,11 @@ impl SimNode {
             return;
         };
         match waiting {
-            Waiting::Start { wf, commit } => {
+            Waiting::Start { by, commit } => {
                 let r = a.shell.start_committed(commit);
                 a.handled += 1;
-                self.effects.push(Effect::Reply { wf, ok: r.is_ok() });
+                let state = a.shell.describe().ok().flatten();
+                self.answer_start(by, r.map_err(InputError::Rejected), state.as_ref());
             }
             Waiting::Run { fold, acks } => {
                 let answers = a.shell.fold_committed(*fold);
@@ -284,16 +295,18 @@ fn take_inbox(a: &mut SimActor) {
         match msg {
             SimMsg::Input { input, fired, ack } => run.push(((input, fired), ack)),
             SimMsg::Start {
-                wf,
+                by,
                 pipeline,
+                def,
                 input,
             } => {
                 if !run.is_empty() {
                     a.work.push_back(Work::Run(std::mem::take(&mut run)));
                 }
                 a.work.push_back(Work::Start {
-                    wf,
+                    by,
                     pipeline,
+                    def,
                     input,
                 });
             }

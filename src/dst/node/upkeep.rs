@@ -8,6 +8,7 @@ use super::{Effect, Progress, SimMsg, SimNode};
 use crate::dst::check::Ack;
 use crate::engine::partition::purge_ops;
 use crate::engine::partition_core::{Parked, SweepPoll};
+use crate::engine::workflow_actor::{InputError, StartReply};
 use crate::engine::{recovery, transition};
 use crate::workflow::Input;
 
@@ -38,9 +39,27 @@ impl SimNode {
     /// Answers a message for a workflow whose actor cannot start.
     pub(super) fn refuse(&mut self, p: usize, id: &str, msg: SimMsg) {
         match msg {
-            SimMsg::Start { wf, .. } => {
-                let exists = matches!(recovery::load(&self.ctx, p as u16, id), Ok(Some(_)));
-                self.effects.push(Effect::Reply { wf, ok: exists });
+            SimMsg::Start { by, .. } => {
+                // As the production partition answers it: the stored
+                // workflow, or refused.
+                let answer = match recovery::load(&self.ctx, p as u16, id) {
+                    Ok(Some(wf)) => Ok((
+                        StartReply {
+                            id: id.to_string(),
+                            status: wf.status,
+                            created: false,
+                        },
+                        Some(wf),
+                    )),
+                    Ok(None) => Err(InputError::Rejected(format!(
+                        "workflow {id}: its actor cannot start"
+                    ))),
+                    Err(e) => Err(InputError::Rejected(e)),
+                };
+                match answer {
+                    Ok((reply, wf)) => self.answer_start(by, Ok(reply), wf.as_ref()),
+                    Err(e) => self.answer_start(by, Err(e), None),
+                }
             }
             SimMsg::Input {
                 ack: Some((task_id, _)),

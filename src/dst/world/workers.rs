@@ -2,7 +2,8 @@
 //! tasks, answer with the expected output or a retryable failure, sometimes
 //! answer twice, sometimes hang, and crash.
 
-use super::{Ev, OrchMsg, WorkerMsg, World, DOOMED};
+use super::{Ev, OrchMsg, WorkerMsg, World};
+use crate::dst::pipelines::doomed;
 use crate::workflow::{TaskError, TaskOutcome, TaskResult, TaskSpec};
 
 impl World {
@@ -51,10 +52,11 @@ impl World {
         let Some(spec) = w.runs.remove(&run) else {
             return;
         };
-        let fail = spec.task_type == DOOMED || self.rng.chance(self.cfg.fail_rate);
+        let doom = doomed(&spec);
+        let fail = doom || self.rng.chance(self.cfg.fail_rate);
         let outcome = if fail {
             TaskOutcome::Failed(TaskError {
-                kind: if spec.task_type == DOOMED {
+                kind: if doom {
                     "doomed".into()
                 } else {
                     "flaky".into()
