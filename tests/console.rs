@@ -19,9 +19,9 @@ use tungstenite::{Message, WebSocket};
 
 use crate::cli::{bin, wait_exit, Bench, Reaper};
 
-const TOKEN: &str = "operator-token-for-the-test";
+pub(crate) const TOKEN: &str = "operator-token-for-the-test";
 
-fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     ["chromium", "chromium-browser", "google-chrome"]
         .iter()
         .flat_map(|name| {
@@ -37,7 +37,7 @@ fn chromium() -> Option<PathBuf> {
 }
 
 /// Headless Chromium and one page, driven over the DevTools protocol.
-struct Browser {
+pub(crate) struct Browser {
     child: Child,
     ws: WebSocket<MaybeTlsStream<TcpStream>>,
     session: String,
@@ -46,7 +46,7 @@ struct Browser {
 }
 
 impl Browser {
-    fn launch(exe: &Path) -> Browser {
+    pub(crate) fn launch(exe: &Path) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let mut child = Command::new(exe)
             .args([
@@ -139,7 +139,7 @@ impl Browser {
         );
     }
 
-    fn eval(&mut self, expr: &str) -> Value {
+    pub(crate) fn eval(&mut self, expr: &str) -> Value {
         let r = self.call(
             "Runtime.evaluate",
             json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
@@ -147,13 +147,13 @@ impl Browser {
         r["result"]["value"].clone()
     }
 
-    fn goto(&mut self, url: &str) {
+    pub(crate) fn goto(&mut self, url: &str) {
         self.call("Page.navigate", json!({"url": url}));
         self.wait_loaded(url);
     }
 
     /// Waits until the page at a URL starting with `prefix` has loaded.
-    fn wait_loaded(&mut self, prefix: &str) {
+    pub(crate) fn wait_loaded(&mut self, prefix: &str) {
         let check = format!(
             "document.readyState === 'complete' && location.href.startsWith({})",
             json!(prefix)
@@ -161,7 +161,7 @@ impl Browser {
         self.wait_for(&check, "the page to load");
     }
 
-    fn wait_for(&mut self, expr: &str, what: &str) {
+    pub(crate) fn wait_for(&mut self, expr: &str, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             // A click that submits a form navigates: an evaluation that
@@ -188,7 +188,7 @@ impl Browser {
         }
     }
 
-    fn text(&mut self) -> String {
+    pub(crate) fn text(&mut self) -> String {
         self.eval("document.body ? document.body.innerText : ''")
             .as_str()
             .unwrap_or("")
@@ -196,7 +196,7 @@ impl Browser {
     }
 
     /// A real mouse click in the middle of the element `selector`.
-    fn click(&mut self, selector: &str) {
+    pub(crate) fn click(&mut self, selector: &str) {
         let at = self.eval(&format!(
             "(() => {{ const e = document.querySelector({}); if (!e) return null; \
              e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect(); \
@@ -214,12 +214,12 @@ impl Browser {
         }
     }
 
-    fn type_text(&mut self, text: &str) {
+    pub(crate) fn type_text(&mut self, text: &str) {
         self.call("Input.insertText", json!({"text": text}));
     }
 
     /// Saves the whole page as `<dir>/<name>.png` when screenshots are asked for.
-    fn screenshot(&mut self, name: &str) {
+    pub(crate) fn screenshot(&mut self, name: &str) {
         let Some(dir) = std::env::var_os("CONSOLE_SCREENSHOTS") else {
             return;
         };
@@ -299,14 +299,24 @@ fn wait_status(b: &Bench, id: &str, status: &str) {
     }
 }
 
-/// The status line of a raw HTTP/1.1 request to the console.
-fn http_status(port: u16, request: &str) -> String {
+/// The whole answer (status line, headers, body) to a raw HTTP/1.1
+/// request to the console.
+pub(crate) fn http_answer(port: u16, request: &str) -> String {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(request.as_bytes()).unwrap();
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer);
-    answer.lines().next().unwrap_or("").to_string()
+    answer
+}
+
+/// The status line of a raw HTTP/1.1 request to the console.
+pub(crate) fn http_status(port: u16, request: &str) -> String {
+    http_answer(port, request)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
 }
 
 #[test]

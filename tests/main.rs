@@ -13,6 +13,7 @@ mod cluster_lease;
 mod cluster_restore;
 mod cluster_run;
 mod console;
+mod console_signal;
 mod dst;
 mod engine;
 mod events;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::batch::{self, BatchCreateRequest, BatchHandle, BatchReply};
 use super::history::history;
 use super::list::list;
+use super::signal::{signal, SignalReply, SignalRequest};
 use super::wire::{
     HistoryReply, HistoryRequest, ListReply, ListRequest, RerunRequest, WorkflowReply,
 };
@@ -79,6 +80,12 @@ impl LocalAdmin {
 
     pub async fn rerun(&self, r: RerunRequest) -> Result<WorkflowReply, AdminError> {
         rerun(r, &self.engine).await
+    }
+
+    /// `signal`: the same handler (limits, idempotency by `signal_id`,
+    /// metrics) as the NATS verb.
+    pub async fn signal(&self, r: SignalRequest) -> Result<SignalReply, AdminError> {
+        signal(r, &self.engine).await
     }
 
     pub async fn batch_create(&self, r: BatchCreateRequest) -> Result<BatchReply, AdminError> {

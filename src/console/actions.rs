@@ -1,6 +1,7 @@
 //! What a signed-in operator can do from the console: retry a failed
-//! workflow, rerun one from a step, do either to an inbox group, or start
-//! a batch job that retries every failed workflow of a pipeline.
+//! workflow, rerun one from a step, do either to an inbox group, start a
+//! batch job that retries every failed workflow of a pipeline, or send a
+//! signal to a workflow's wait step ([`super::signal`]).
 //!
 //! Every action is a form post checked by [`super::auth`], and every post
 //! without `confirm` only previews: it shows what would happen (for a
@@ -11,7 +12,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{to_bytes, Body};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -20,6 +21,7 @@ use serde::Serialize;
 use super::html::{badge, escape, url_value, Nav};
 use super::inbox::{failed, Failed};
 use super::routes::{see_other, Params};
+use super::signal;
 use super::Console;
 use crate::admin::{AdminError, BatchCreateRequest, Filter, LocalAdmin, RerunRequest};
 use crate::protocol::VERSION;
@@ -33,7 +35,11 @@ const PREVIEW_SHOWN: usize = 20;
 const AUDIT_CALLER: &str = r#"{"acc":"console","user":"operator"}"#;
 
 /// Writes the audit line of one confirmed action.
-fn audit<T: Serialize>(verb: &str, request: serde_json::Value, result: &Result<T, AdminError>) {
+pub(super) fn audit<T: Serialize>(
+    verb: &str,
+    request: serde_json::Value,
+    result: &Result<T, AdminError>,
+) {
     let reply = match result {
         Ok(_) => serde_json::json!({ "v": VERSION }),
         Err(e) => serde_json::json!({ "v": VERSION, "code": e.code }),
@@ -46,7 +52,24 @@ fn audit<T: Serialize>(verb: &str, request: serde_json::Value, result: &Result<T
     );
 }
 
-pub async fn post(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn post(State(c): State<Arc<Console>>, headers: HeaderMap, body: Body) -> Response {
+    let Some(admin) = c.admin() else {
+        return c.starting(&headers);
+    };
+    // A signal's payload makes the largest form: the limit follows the
+    // configured payload limit, and a larger post gets a page that says so.
+    let payload_max = admin.engine().ctx().config.signals.payload_bytes_max;
+    let bytes_max = signal::form_bytes_max(payload_max);
+    let Ok(body) = to_bytes(body, bytes_max).await else {
+        return c.error(
+            &headers,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "the form is over {bytes_max} bytes (a signal payload may hold at most \
+                 {payload_max} bytes of JSON, engine.signal_payload_bytes_max); nothing was done"
+            ),
+        );
+    };
     let form = Params::parse(&body);
     let session = match c.auth.check_post(&headers, form.get("csrf")) {
         Ok(s) => s,
@@ -55,15 +78,13 @@ pub async fn post(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes
             return c.error(&headers, StatusCode::FORBIDDEN, refusal.message());
         }
     };
-    let Some(admin) = c.admin() else {
-        return c.starting(&headers);
-    };
     let confirm = form.get("confirm") == Some("1");
     let action = form.get("action").unwrap_or("");
     let result = match action {
         "retry" | "rerun" => one(admin, &form, action, confirm).await,
         "retry_group" | "rerun_group" => group(&c, admin, &form, action, confirm).await,
         "batch_retry" => batch(admin, &form, confirm).await,
+        "signal" => signal::send(admin, &form, &session.csrf, confirm).await,
         other => Err(Outcome::Bad(format!("unknown action {other:?}"))),
     };
     match result {
@@ -75,18 +96,26 @@ pub async fn post(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes
             c.page(&headers, &title, Nav::Other, &html)
         }
         Err(Outcome::Bad(m)) => c.error(&headers, StatusCode::BAD_REQUEST, &m),
+        Err(Outcome::Invalid(html)) => {
+            let mut r = c.page(&headers, "Not sent", Nav::Other, &html);
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            r
+        }
         Err(Outcome::Admin(e)) => c.error(&headers, StatusCode::CONFLICT, &e.message),
     }
 }
 
-enum Done {
+pub(super) enum Done {
     Redirect(String),
     /// A page: the preview (a confirm form is added) or the result.
     Page(String, String),
 }
 
-enum Outcome {
+pub(super) enum Outcome {
     Bad(String),
+    /// A form that cannot be sent as it is: a page that says why and
+    /// offers the form again.
+    Invalid(String),
     Admin(AdminError),
 }
 
@@ -99,7 +128,19 @@ impl From<AdminError> for Outcome {
 /// The preview's confirm form: the same fields, plus `confirm=1`.
 fn confirm_form(html: &mut String, form: &Params, csrf: &str) {
     html.push_str("<form method=\"post\" action=\"/console/action\" id=\"confirm-form\">");
-    for key in ["action", "id", "step", "pipeline", "group_step", "kind"] {
+    // A signal's confirm form repeats its `signal_id`, so a second click
+    // on Confirm is a duplicate of the first.
+    for key in [
+        "action",
+        "id",
+        "step",
+        "pipeline",
+        "group_step",
+        "kind",
+        "name",
+        "signal_id",
+        "payload",
+    ] {
         if let Some(v) = form.get(key) {
             let _ = write!(
                 html,

@@ -58,6 +58,7 @@ svg.dag line { stroke:#98a2b3; stroke-width:1.5; }
 .notice { background:#fff8e1; border:1px solid #f0d98c; padding:8px 12px; margin:8px 0; }
 #events-log { font-family:ui-monospace, monospace; font-size:12px; max-height:160px; overflow:auto; background:var(--card); border:1px solid var(--line); padding:6px; }
 .login { display:flex; gap:10px; align-items:end; }
+form.signal textarea { font-family:ui-monospace, monospace; width:100%; max-width:640px; }
 "#;
 
 /// Live updates (SSE) on a workflow page and periodic refresh on the

@@ -4,7 +4,7 @@
 //! [`html::escape`]) and one small hand-written script; no build step.
 //!
 //! It reads through the admin verbs in-process ([`LocalAdmin`]: the same
-//! `list`, `describe`, `history` and batch code the CLI reaches over
+//! `list`, `describe`, `history`, `signal` and batch code the CLI reaches over
 //! NATS), the metrics the `/metrics` page exposes, and the lifecycle
 //! events and heartbeats on NATS. It is read-only unless an operator token
 //! is configured and the operator signed in with it ([`auth`]).
@@ -20,7 +20,8 @@
 //! | `dag` | the DAG of one workflow as SVG |
 //! | `timeline` | every attempt of one workflow, as a Gantt chart |
 //! | `inbox` | the failed inbox |
-//! | `actions` | retry and rerun, with their preview |
+//! | `actions` | retry and rerun, with their preview; the action post |
+//! | `signal` | signal forms for waiting steps, and sending one |
 //! | `health` | capacity and health |
 //! | `live` | lifecycle events and heartbeats from NATS; the SSE stream |
 
@@ -34,6 +35,7 @@ mod inbox;
 mod list_page;
 mod live;
 mod routes;
+mod signal;
 mod timeline;
 mod workflow_page;
 

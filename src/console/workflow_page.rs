@@ -1,6 +1,7 @@
 //! One workflow: its summary, DAG, steps (state, output, progress),
-//! timeline of attempts, lineage across generations and input; live
-//! updates over SSE ([`super::live`]).
+//! timeline of attempts, lineage across generations, the signals its wait
+//! steps wait for ([`super::signal`]) and input; live updates over SSE
+//! ([`super::live`]).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use axum::response::Response;
 
 use super::html::{badge, escape, json_block, time, url_value, Nav};
 use super::routes::Params;
-use super::{dag, timeline, Console};
+use super::{dag, signal, timeline, Console};
 use crate::admin::{code, HistoryEvent, HistoryRequest, LocalAdmin, WorkflowReply};
 use crate::protocol::VERSION;
 
@@ -103,7 +104,14 @@ pub async fn show(
     }
     b.push_str("<h2>Lineage</h2>");
     lineage(&mut b, &events);
-    b.push_str("</div><h2>Input</h2>");
+    b.push_str("</div>");
+    // Outside `#live-main`: a live update must not wipe a payload being
+    // typed. A form that went stale (the step stopped waiting) is still
+    // answered by the verb: the signal is kept as pending, or refused.
+    signal::section(&mut b, id, &wf, csrf.as_deref(), || {
+        uuid::Uuid::now_v7().to_string()
+    });
+    b.push_str("<h2>Input</h2>");
     match &shape {
         Ok(s) => match serde_json::from_str::<serde_json::Value>(&s.input) {
             Ok(v) => b.push_str(&json_block(&v)),
