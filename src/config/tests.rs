@@ -167,8 +167,8 @@ fn otlp_headers_reach_the_exporter_and_never_print() {
 fn a_partial_file_keeps_the_other_defaults() {
     let c = Config::parse("[engine]\nresident_max = 7\n").unwrap();
     assert_eq!(c.engine.resident_max, 7);
-    assert_eq!(c.engine.in_progress_max, 1_000_000);
-    assert_eq!(c.engine_config().in_progress_max, 1_000_000);
+    assert_eq!(c.engine.in_progress_max, 1_100_000);
+    assert_eq!(c.engine_config().in_progress_max, 1_100_000);
     assert_eq!(c.engine.partitions, Config::default().engine.partitions);
     assert_eq!(c.nats, Config::default().nats);
 }
