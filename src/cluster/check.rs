@@ -66,21 +66,20 @@ pub fn check_replicated(
             Some(0)
         }
     };
-    let (from, mut prev, after): (usize, Option<(u64, ChainHash)>, Option<(Epoch, NodeId)>) =
-        match anchor {
-            None => (0, None, None),
-            Some(i) => {
-                let (seq, wire) = &messages[i];
-                let after = match JournalRecord::decode(wire) {
-                    Ok(r) => Some((r.epoch, r.node)),
-                    Err(e) => {
-                        violations.push(format!("partition {partition}: seq {seq}: {e}"));
-                        None
-                    }
-                };
-                (i + 1, Some((*seq, chain_hash(wire))), after)
-            }
-        };
+    let (from, mut prev, after) = match anchor {
+        None => (0, None::<(u64, ChainHash)>, None::<(Epoch, NodeId)>),
+        Some(i) => {
+            let (seq, wire) = &messages[i];
+            let after = match JournalRecord::decode(wire) {
+                Ok(r) => Some((r.epoch, r.node)),
+                Err(e) => {
+                    violations.push(format!("partition {partition}: seq {seq}: {e}"));
+                    None
+                }
+            };
+            (i + 1, Some((*seq, chain_hash(wire))), after)
+        }
+    };
     let mut chain = Vec::with_capacity(messages.len());
     for (seq, wire) in &messages[from.min(messages.len())..] {
         let r = match JournalRecord::decode(wire) {

@@ -207,7 +207,8 @@ fn read_ranges_reads_every_range_from_one_view(h: &impl Harness) {
     );
     // A writer sets both keys to one value per write; every read of the
     // two ranges sees them equal.
-    s.write(&[put(b"a1", b"0"), put(b"b1", b"0")], false).unwrap();
+    s.write(&[put(b"a1", b"0"), put(b"b1", b"0")], false)
+        .unwrap();
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|t| {
         t.spawn(|| {

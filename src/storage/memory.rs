@@ -211,10 +211,7 @@ impl Storage for MemoryStorage {
     }
 
     /// One lock held over every range: no write lands in between.
-    fn read_ranges(
-        &self,
-        ranges: &[super::keys::KeyRange],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    fn read_ranges(&self, ranges: &[super::keys::KeyRange]) -> Result<super::Entries, Error> {
         let st = self.shared.state.lock();
         let mut out = Vec::new();
         for r in ranges.iter().filter(|r| r.from < r.to) {

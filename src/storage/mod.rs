@@ -68,6 +68,9 @@ pub use status_entry::StatusEntry;
 pub use store::{DueTimer, WorkflowStore};
 pub use write_health::{probe_op, WriteHealth};
 
+/// Keys with their values, as [`Storage::read_ranges`] answers them.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One mutation inside an atomic [`Storage::write`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -135,7 +138,7 @@ pub trait Storage: Send + Sync + 'static {
     /// write is seen whole or not at all, whatever is written meanwhile.
     /// A partition's snapshot is read this way. The default refuses
     /// ([`Error::Unsupported`]); both implementations provide it.
-    fn read_ranges(&self, ranges: &[keys::KeyRange]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    fn read_ranges(&self, ranges: &[keys::KeyRange]) -> Result<Entries, Error> {
         let _ = ranges;
         Err(Error::Unsupported("consistent multi-range reads"))
     }

@@ -186,7 +186,7 @@ impl Storage for ReplicatedStorage {
         self.local.scan(from, to, visit)
     }
 
-    fn read_ranges(&self, ranges: &[keys::KeyRange]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    fn read_ranges(&self, ranges: &[keys::KeyRange]) -> Result<super::Entries, Error> {
         self.local.read_ranges(ranges)
     }
 

@@ -268,10 +268,7 @@ impl Storage for RocksStorage {
     }
 
     /// Every range read through one RocksDB snapshot.
-    fn read_ranges(
-        &self,
-        ranges: &[super::keys::KeyRange],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    fn read_ranges(&self, ranges: &[super::keys::KeyRange]) -> Result<super::Entries, Error> {
         let snapshot = self.db.snapshot();
         let mut out = Vec::new();
         for r in ranges.iter().filter(|r| r.from < r.to) {
