@@ -1,9 +1,11 @@
 //! Restoring a cluster node's local store from the replicated journal,
 //! with real processes on a real nats-server: a node whose disk is lost is
 //! replaced by a node with an empty data directory that replays every
-//! partition's journal and completes every accepted workflow, and a node
-//! killed between the journal's acknowledgement and its local write
-//! replays the missing batch at its restart.
+//! partition's journal (or, with snapshots, loads each partition's
+//! snapshot and replays the trimmed journal's tail) and completes every
+//! accepted workflow, and a node killed between the journal's
+//! acknowledgement and its local write replays the missing batch at its
+//! restart.
 
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
@@ -18,10 +20,17 @@ use crate::failpoints::{executions_per_task, start_all};
 const PREFIX: &str = "narralytica";
 
 fn cluster_conf(path: &Path) {
+    cluster_conf_with(path, "");
+}
+
+/// The restore tests' cluster config, with `extra` lines in `[cluster]`.
+fn cluster_conf_with(path: &Path, extra: &str) {
     std::fs::write(
         path,
-        "[engine]\npartitions = 4\n\n[cluster]\nenabled = true\n\
-         journal_replicas = 1\nlease_ttl = \"3s\"\nclaim_ttl = \"3s\"\n",
+        format!(
+            "[engine]\npartitions = 4\n\n[cluster]\nenabled = true\n\
+             journal_replicas = 1\nlease_ttl = \"3s\"\nclaim_ttl = \"3s\"\n{extra}"
+        ),
     )
     .unwrap();
 }
@@ -42,6 +51,36 @@ fn replayed(lines: &[String]) -> u64 {
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no replayed count in {line}"))
+}
+
+/// The number of partition snapshots the node loaded at start.
+fn snapshots_loaded(lines: &[String]) -> u64 {
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with("cluster mode: node") && l.contains("serves all"))
+        .unwrap_or_else(|| panic!("no cluster mode line: {lines:?}"));
+    line.split(" partition snapshot(s) loaded")
+        .next()
+        .and_then(|b| b.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no snapshot count in {line}"))
+}
+
+/// The journal stream's records present and records ever appended (its
+/// last sequence): fewer present than appended once it was trimmed.
+fn journal_counts(b: &Bench) -> (u64, u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(b.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let name = orchestrator::transport::nats::journal_stream(PREFIX);
+        let mut stream = js.get_stream(name).await.unwrap();
+        let state = &stream.info().await.unwrap().state;
+        (state.messages, state.last_sequence)
+    })
 }
 
 /// Starts a node on `data_dir`, retried while the prefix claim or the
@@ -120,12 +159,30 @@ fn workers(b: &mut Bench, dir: &Path) -> Vec<PathBuf> {
     records
 }
 
-#[test]
-fn a_node_with_an_empty_data_directory_restores_the_journal_and_completes_every_workflow() {
+/// What the node with the empty data directory did at its start.
+struct Restored {
+    /// Partition snapshots it loaded.
+    snapshots: u64,
+    /// Journal records it replayed into its local store.
+    records: u64,
+    /// Seconds from its start to serving (the dead node's claim and
+    /// leases had lapsed before).
+    serving_s: f64,
+    /// Journal records present and ever appended when the node was lost.
+    present: u64,
+    appended: u64,
+}
+
+/// A node on `conf` accepts 200 workflows run by two workers; once half
+/// of them completed (and, with `trimmed`, once its journal was trimmed)
+/// it is killed with SIGKILL and its data directory deleted. A node with
+/// a new empty data directory restores, all 200 complete, and `verify`
+/// of its store and of the journal pass.
+fn restore_after_disk_loss(conf_extra: &str, trimmed: bool) -> Restored {
     let mut b = Bench::new(None);
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("cluster.toml");
-    cluster_conf(&conf);
+    cluster_conf_with(&conf, conf_extra);
     let records = workers(&mut b, dir.path());
     let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
     let mut lines = Vec::new();
@@ -134,26 +191,38 @@ fn a_node_with_an_empty_data_directory_restores_the_journal_and_completes_every_
 
     let ids: Vec<String> = (0..200).map(|i| format!("restore-{i}")).collect();
     start_all(&b.url(), &ids);
-    // Part of the work is done: the first workflow completed.
-    assert_all_completed(&b, &ids[..1]);
+    // Part of the work is done.
+    assert_all_completed(&b, &ids[..100]);
+    if trimmed {
+        let give_up = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (present, appended) = journal_counts(&b);
+            if present < appended {
+                break;
+            }
+            assert!(
+                Instant::now() < give_up,
+                "never trimmed: {present} of {appended}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 
     // The node and its disk are lost.
     a.child.kill().unwrap();
     a.child.wait().unwrap();
     std::fs::remove_dir_all(&a_dir).unwrap();
+    // The dead node's claim and leases (3 s) lapse.
+    std::thread::sleep(Duration::from_secs(4));
+    let (present, appended) = journal_counts(&b);
 
-    // A node with a new, empty data directory (a new node id) takes over
-    // once the dead node's claim and leases lapse, and replays every
-    // partition's journal before it serves.
+    // A node with a new, empty data directory (a new node id) restores
+    // every partition before it serves.
     let t0 = Instant::now();
     lines.clear();
     let mut n = start_when_free(&b, &b_dir, &conf, &mut lines);
-    let restored = replayed(&lines);
-    eprintln!(
-        "restore: {restored} journal records replayed, node running {:.1} s after the start",
-        t0.elapsed().as_secs_f64()
-    );
-    assert!(restored > 200, "every workflow's records: {lines:?}");
+    let serving_s = t0.elapsed().as_secs_f64();
+    let (snapshots, restored) = (snapshots_loaded(&lines), replayed(&lines));
     assert_all_completed(&b, &ids);
 
     n.stop_gracefully();
@@ -170,11 +239,48 @@ fn a_node_with_an_empty_data_directory_restores_the_journal_and_completes_every_
     let per_task = executions_per_task(&records);
     let worst = per_task.values().max().copied().unwrap_or(0);
     eprintln!(
-        "restore: tasks={} re-dispatched={} max executions of a task={worst}",
+        "restore: snapshots loaded={snapshots} records replayed={restored} serving after {serving_s:.2} s; \
+         journal records present={present} appended={appended}; tasks={} re-dispatched={} max executions of a task={worst}",
         per_task.len(),
         per_task.values().filter(|&&n| n == 2).count()
     );
     assert!(worst <= 2, "a task ran {worst} times");
+    Restored {
+        snapshots,
+        records: restored,
+        serving_s,
+        present,
+        appended,
+    }
+}
+
+#[test]
+fn a_node_with_an_empty_data_directory_restores_the_journal_and_completes_every_workflow() {
+    // No snapshot is due in this workload (the defaults: 10,000 records
+    // or 10 minutes): the whole journal is replayed.
+    let r = restore_after_disk_loss("", false);
+    assert_eq!(r.snapshots, 0);
+    assert!(r.records > 200, "every workflow's records: {}", r.records);
+    assert_eq!(r.present, r.appended, "nothing trimmed");
+    assert_eq!(r.records, r.appended, "every record replayed");
+    assert!(r.serving_s > 0.0);
+}
+
+#[test]
+fn a_node_restores_from_partition_snapshots_and_the_trimmed_journals_tail() {
+    let r = restore_after_disk_loss(
+        "snapshot_every_records = 20\nsnapshot_interval = \"0s\"\n",
+        true,
+    );
+    assert!(r.snapshots >= 1, "a snapshot loaded");
+    assert!(
+        r.present < r.appended,
+        "trimmed: {} of {}",
+        r.present,
+        r.appended
+    );
+    // Only the tails after the snapshots, never a purged record.
+    assert!(r.records < r.present, "{} of {}", r.records, r.present);
 }
 
 #[test]

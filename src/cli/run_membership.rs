@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::cluster::{Epoch, Ownership};
 use crate::config::Config;
 use crate::transport::nats::{
-    check_cluster_partitions, claim_prefix, load_or_create_node_id, run_ownership,
+    check_cluster_partitions, claim_prefix, load_or_create_node_id, run_ownership, run_snapshots,
     JetStreamJournal, LeaseBucket, PrefixClaim,
 };
 
@@ -63,6 +63,8 @@ struct Leases {
     leave: watch::Sender<bool>,
     driver: JoinHandle<()>,
     watcher: JoinHandle<()>,
+    /// Writes the served partitions' snapshots and trims the journal.
+    snapshots: JoinHandle<()>,
     /// The partitions served, for the capacity share.
     serving: watch::Receiver<Vec<(u16, Epoch)>>,
     /// The cluster's partition count.
@@ -165,6 +167,7 @@ impl Membership {
         self.claim_lost.abort();
         if let Some(leases) = self.leases {
             let _ = leases.leave.send(true);
+            leases.snapshots.abort();
             if tokio::time::timeout(Duration::from_secs(3), leases.driver)
                 .await
                 .is_err()
@@ -228,17 +231,24 @@ async fn take_leases(
         ));
     }
     eprintln!(
-        "cluster mode: node {} serves all {partitions} partitions, journal stream {} with {} replica(s), {} journal record(s) replayed into the local store",
+        "cluster mode: node {} serves all {partitions} partitions, journal stream {} with {} replica(s), {} partition snapshot(s) loaded, {} journal record(s) replayed into the local store",
         journal.node_id,
         crate::transport::nats::journal_stream(&config.nats.prefix),
         config.cluster.journal_replicas,
+        journal.journal.snapshots_loaded(),
         journal.journal.replayed()
     );
     let watcher = tokio::spawn(report_serving(serving.clone(), all));
+    let snapshots = tokio::spawn(run_snapshots(
+        journal.journal.clone(),
+        config.snapshot_policy(),
+        leave.subscribe(),
+    ));
     Ok(Leases {
         leave,
         driver,
         watcher,
+        snapshots,
         serving,
         partitions,
     })

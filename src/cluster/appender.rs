@@ -171,6 +171,15 @@ impl Appender {
         self.terms.remove(&partition);
     }
 
+    /// The partitions whose terms have their open record in.
+    pub fn served(&self) -> Vec<u16> {
+        self.terms
+            .iter()
+            .filter(|(_, t)| !t.opening)
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
     /// The epoch the node appends under for `partition`, once its open
     /// record is in.
     pub fn epoch(&self, partition: u16) -> Option<Epoch> {
@@ -179,55 +188,6 @@ impl Appender {
             .filter(|t| !t.opening)
             .map(|t| t.epoch)
     }
-}
-
-/// Every violation in one partition's replicated journal, read in stream
-/// order as `(subject sequence, wire form)`: a record that fails its
-/// checksum or names another partition, a record that does not follow the
-/// one before it (its `follows` or its `prev_hash` differ: an append that
-/// skipped the expected-sequence check), and the ownership rules of
-/// [`super::check_chain`] (epochs only grow, one node per epoch, an open
-/// record first in every term).
-pub fn check_replicated(partition: u16, messages: &[(u64, Vec<u8>)]) -> Vec<String> {
-    let mut violations = Vec::new();
-    let mut chain = Vec::with_capacity(messages.len());
-    let mut prev: Option<(u64, ChainHash)> = None;
-    for (seq, wire) in messages {
-        let r = match JournalRecord::decode(wire) {
-            Ok(r) => r,
-            Err(e) => {
-                violations.push(format!("partition {partition}: seq {seq}: {e}"));
-                prev = Some((*seq, chain_hash(wire)));
-                continue;
-            }
-        };
-        if r.partition != partition {
-            violations.push(format!(
-                "partition {partition}: seq {seq} names partition {}",
-                r.partition
-            ));
-        }
-        let (want_seq, want_hash) = prev.unwrap_or((0, GENESIS));
-        if r.follows != want_seq {
-            violations.push(format!(
-                "partition {partition}: seq {seq} by {} at epoch {} was appended after seq {} but follows seq {want_seq} (fork: appended without the expected-sequence check)",
-                r.node, r.epoch, r.follows
-            ));
-        } else if r.prev_hash != want_hash {
-            violations.push(format!(
-                "partition {partition}: seq {seq} names a previous hash that is not the hash of seq {want_seq}"
-            ));
-        }
-        chain.push(super::ChainRecord {
-            seq: chain.len() as u64 + 1,
-            epoch: r.epoch,
-            node: r.node,
-            kind: r.kind,
-        });
-        prev = Some((*seq, chain_hash(wire)));
-    }
-    violations.extend(super::check_chain(partition, &chain));
-    violations
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! passes the checker, and what a fenced-off owner would write does not.
 
 use super::*;
+use crate::cluster::check_replicated;
 
 fn put(k: &str) -> Vec<JournalOp> {
     vec![JournalOp::Put {
@@ -55,7 +56,7 @@ fn a_term_appends_one_chain_that_passes_the_checker() {
         a.acked(&c, seq);
     }
     assert_eq!(s.messages.len(), 4);
-    assert!(check_replicated(0, &s.messages).is_empty());
+    assert!(check_replicated(0, None, &s.messages).is_empty());
     let last = JournalRecord::decode(&s.messages[3].1).unwrap();
     assert_eq!((last.epoch, last.kind), (Epoch(5), RecordKind::Commit));
     assert_eq!(last.ops, put("z"));
@@ -88,7 +89,7 @@ fn a_deposed_owners_append_is_refused_and_its_term_ends() {
     let c = b.commit(0, put("b1")).unwrap();
     let seq = s.publish(&c).unwrap();
     b.acked(&c, seq);
-    assert!(check_replicated(0, &s.messages).is_empty());
+    assert!(check_replicated(0, None, &s.messages).is_empty());
 }
 
 #[test]
@@ -106,7 +107,7 @@ fn an_append_without_the_expected_sequence_check_is_caught_as_a_fork() {
     b.acked(&open_b, seq);
     let stale = a.commit(0, put("late")).unwrap();
     assert!(s.publish(&stale).is_some(), "unfenced: stored");
-    let v = check_replicated(0, &s.messages);
+    let v = check_replicated(0, None, &s.messages);
     assert!(v.iter().any(|m| m.contains("expected-sequence")), "{v:?}");
     assert!(v.iter().any(|m| m.contains("fork")), "{v:?}");
 }
@@ -133,7 +134,7 @@ fn a_corrupt_record_or_a_foreign_tail_is_reported() {
     let last = s.messages.len() - 1;
     let flip = s.messages[last].1.len() - 1;
     s.messages[last].1[flip] ^= 1;
-    let v = check_replicated(0, &s.messages);
+    let v = check_replicated(0, None, &s.messages);
     assert!(v.iter().any(|m| m.contains("checksum mismatch")), "{v:?}");
     assert!(matches!(
         a.open(0, Epoch(7), s.tail()),

@@ -44,9 +44,25 @@ pub struct ChainRecord {
 /// earlier one (an append from a deposed owner), an epoch used by two nodes,
 /// and a term whose first record is not its `Open`.
 pub fn check_chain(partition: u16, records: &[ChainRecord]) -> Vec<String> {
+    check_chain_after(partition, None, records)
+}
+
+/// [`check_chain`] of the records that follow a trimmed part of the
+/// journal: `after` is the epoch and node of the last record before
+/// `records` (the one a snapshot covers), whose term `records` may go on
+/// without an open record of their own.
+pub fn check_chain_after(
+    partition: u16,
+    after: Option<(Epoch, &str)>,
+    records: &[ChainRecord],
+) -> Vec<String> {
     let mut violations = Vec::new();
     let mut owner_of: BTreeMap<Epoch, &str> = BTreeMap::new();
     let mut highest: Option<Epoch> = None;
+    if let Some((epoch, node)) = after {
+        owner_of.insert(epoch, node);
+        highest = Some(epoch);
+    }
     for (i, r) in records.iter().enumerate() {
         let want = i as u64 + 1;
         if r.seq != want {

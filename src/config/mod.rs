@@ -96,6 +96,8 @@ impl Default for Config {
                 node_id: String::new(),
                 journal_replicas: 3,
                 lease_ttl: Dur::secs(10),
+                snapshot_every_records: 10_000,
+                snapshot_interval: Dur::secs(600),
             },
             capacity: CapacitySection::default(),
             task_types: Default::default(),
@@ -374,6 +376,14 @@ impl Config {
             },
             backup_root: (!self.node.backup_root.as_os_str().is_empty())
                 .then(|| self.node.backup_root.clone()),
+        }
+    }
+
+    /// When cluster mode writes a partition's snapshot.
+    pub fn snapshot_policy(&self) -> crate::cluster::SnapshotPolicy {
+        crate::cluster::SnapshotPolicy {
+            every_records: self.cluster.snapshot_every_records,
+            interval_ms: self.cluster.snapshot_interval.0,
         }
     }
 

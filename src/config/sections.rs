@@ -207,6 +207,13 @@ pub struct ClusterSection {
     /// every fifth of it and counted valid for four fifths after a
     /// confirmed renewal.
     pub lease_ttl: Dur,
+    /// The owner of a partition writes the partition's snapshot to the
+    /// object store `<PREFIX>_SNAPSHOTS` after this many journal records
+    /// of it, then trims the journal below it; 0: no count trigger.
+    pub snapshot_every_records: u64,
+    /// ... or this long after the last snapshot when the partition had a
+    /// record since; `"0s"`: no time trigger.
+    pub snapshot_interval: Dur,
 }
 
 /// `[task_types.<name>]`: the capacity limits of one task type.

@@ -231,4 +231,10 @@ fn cluster_settings_are_range_checked_and_derive_valid_lease_timings() {
         ),
         (true, "node-1", 3)
     );
+    let p = c.snapshot_policy();
+    assert_eq!((p.every_records, p.interval_ms), (10_000, 600_000));
+    let off = Config::parse("[cluster]\nsnapshot_every_records = 0\nsnapshot_interval = \"0s\"\n")
+        .unwrap()
+        .snapshot_policy();
+    assert!(!off.due(u64::MAX, u64::MAX));
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::keys::{self, JournalKey};
+use super::keys::{self, JournalKey, KeyRange};
 use super::{
     CommitConfig, Error, GroupCommitter, MemoryStorage, Op, RocksConfig, RocksStorage, Storage,
     WorkflowStore,
@@ -181,6 +181,53 @@ fn scan_stops_when_the_visitor_says_so(h: &impl Harness) {
     })
     .unwrap();
     assert_eq!(calls, 1);
+}
+
+fn read_ranges_reads_every_range_from_one_view(h: &impl Harness) {
+    let s = h.open();
+    let range = |from: &[u8], to: &[u8]| KeyRange {
+        from: from.to_vec(),
+        to: to.to_vec(),
+    };
+    s.write(
+        &[put(b"a1", b"1"), put(b"a2", b"2"), put(b"b1", b"3")],
+        true,
+    )
+    .unwrap();
+    let got = s
+        .read_ranges(&[range(b"b", b"c"), range(b"a", b"a2"), range(b"z", b"a")])
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![
+            (b"b1".to_vec(), b"3".to_vec()),
+            (b"a1".to_vec(), b"1".to_vec())
+        ],
+        "ranges in the order given, half-open, an empty one skipped"
+    );
+    // A writer sets both keys to one value per write; every read of the
+    // two ranges sees them equal.
+    s.write(&[put(b"a1", b"0"), put(b"b1", b"0")], false)
+        .unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|t| {
+        t.spawn(|| {
+            for i in 0u32..2000 {
+                let v = i.to_be_bytes();
+                s.write(&[put(b"a1", &v), put(b"b1", &v)], false).unwrap();
+            }
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut reads = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) || reads == 0 {
+            let got = s
+                .read_ranges(&[range(b"a1", b"a2"), range(b"b1", b"b2")])
+                .unwrap();
+            assert_eq!(got.len(), 2);
+            assert_eq!(got[0].1, got[1].1, "a write seen in part");
+            reads += 1;
+        }
+    });
 }
 
 fn wal_syncs_count_synced_writes(h: &impl Harness) {
@@ -561,6 +608,10 @@ macro_rules! conformance {
             #[test]
             fn wal_syncs_count_synced_writes() {
                 super::wal_syncs_count_synced_writes(&$harness)
+            }
+            #[test]
+            fn read_ranges_reads_every_range_from_one_view() {
+                super::read_ranges_reads_every_range_from_one_view(&$harness)
             }
             #[test]
             fn journals_are_ordered_and_isolated_per_workflow() {

@@ -67,6 +67,23 @@ pub const BATCH_FAILURES: u8 = b'F';
 /// Tag of the lifecycle-event outbox (journal records not yet published).
 pub const OUTBOX: u8 = b'O';
 
+/// The tables whose keys carry a partition right after the tag: a
+/// partition's replicated journal and its snapshot hold these.
+pub const PARTITIONED: [u8; 5] = [JOURNAL, SNAPSHOT, STATUS, TIMER, OUTBOX];
+
+/// Every key of `partition` in the [`PARTITIONED`] tables, one range per
+/// table.
+pub fn partition_ranges(partition: u16) -> Vec<KeyRange> {
+    PARTITIONED
+        .iter()
+        .map(|tag| {
+            let mut prefix = vec![*tag];
+            prefix.extend_from_slice(&partition.to_be_bytes());
+            KeyRange::prefixed(prefix)
+        })
+        .collect()
+}
+
 /// Longest workflow id or pipeline name, in bytes: the length prefix is one byte.
 pub const MAX_NAME_LEN: usize = u8::MAX as usize;
 

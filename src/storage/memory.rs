@@ -210,6 +210,23 @@ impl Storage for MemoryStorage {
         }
     }
 
+    /// One lock held over every range: no write lands in between.
+    fn read_ranges(&self, ranges: &[super::keys::KeyRange]) -> Result<super::Entries, Error> {
+        let st = self.shared.state.lock();
+        let mut out = Vec::new();
+        for r in ranges.iter().filter(|r| r.from < r.to) {
+            out.extend(
+                st.visible
+                    .range::<Vec<u8>, _>((
+                        Bound::Included(r.from.clone()),
+                        Bound::Excluded(r.to.clone()),
+                    ))
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+        }
+        Ok(out)
+    }
+
     fn wal_syncs(&self) -> u64 {
         self.shared.syncs.load(Ordering::SeqCst)
     }

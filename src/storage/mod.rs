@@ -13,6 +13,7 @@
 //! | [`replicate`] | [`ReplicatedStorage`]: cluster mode's per-partition journal replication before the local write |
 //! | [`replicate_memory`] | [`MemoryReplicator`], the in-memory twin of the replicated journal |
 //! | [`replicate_replay`] | tail replay: the applied journal position per partition, and applying the records after it |
+//! | [`replicate_snapshot`] | a partition's snapshot, read from one consistent view of the local store, and loaded into one |
 //! | [`group_commit`] | [`GroupCommitter`], one synced write per batch of many workflows' appends |
 //! | `write_health` | [`WriteHealth`]: whether journal writes fail right now (readiness, intake) |
 //! | `conformance.rs` | the one test suite both implementations must pass |
@@ -46,6 +47,7 @@ pub mod memory;
 pub mod replicate;
 pub mod replicate_memory;
 pub mod replicate_replay;
+pub mod replicate_snapshot;
 pub mod rocks;
 pub mod status_entry;
 pub mod store;
@@ -60,10 +62,14 @@ pub use memory::MemoryStorage;
 pub use replicate::{partition_of, PartitionBatch, ReplicatedStorage, Replicator};
 pub use replicate_memory::MemoryReplicator;
 pub use replicate_replay::{applied_position, apply_records};
+pub use replicate_snapshot::{load_if_ahead, load_snapshot, take_snapshot};
 pub use rocks::{RocksConfig, RocksStorage};
 pub use status_entry::StatusEntry;
 pub use store::{DueTimer, WorkflowStore};
 pub use write_health::{probe_op, WriteHealth};
+
+/// Keys with their values, as [`Storage::read_ranges`] answers them.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// One mutation inside an atomic [`Storage::write`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +132,16 @@ pub trait Storage: Send + Sync + 'static {
         to: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), Error>;
+
+    /// Every entry of every range in `ranges` (in the order given, each in
+    /// ascending key order), read from one consistent view of the store: a
+    /// write is seen whole or not at all, whatever is written meanwhile.
+    /// A partition's snapshot is read this way. The default refuses
+    /// ([`Error::Unsupported`]); both implementations provide it.
+    fn read_ranges(&self, ranges: &[keys::KeyRange]) -> Result<Entries, Error> {
+        let _ = ranges;
+        Err(Error::Unsupported("consistent multi-range reads"))
+    }
 
     /// Number of synced WAL writes so far (RocksDB: its own `rocksdb.wal.synced`
     /// ticker; memory: syncs done). Lets tests and metrics prove that fsync is batched

@@ -55,9 +55,7 @@ pub trait Replicator: Send + Sync + 'static {
 /// The partition a key belongs to, for the tables that have one.
 pub fn partition_of(key: &[u8]) -> Option<u16> {
     match *key.first()? {
-        keys::JOURNAL | keys::SNAPSHOT | keys::STATUS | keys::TIMER | keys::OUTBOX
-            if key.len() >= 3 =>
-        {
+        tag if keys::PARTITIONED.contains(&tag) && key.len() >= 3 => {
             Some(u16::from_be_bytes([key[1], key[2]]))
         }
         _ => None,
@@ -186,6 +184,10 @@ impl Storage for ReplicatedStorage {
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), Error> {
         self.local.scan(from, to, visit)
+    }
+
+    fn read_ranges(&self, ranges: &[keys::KeyRange]) -> Result<super::Entries, Error> {
+        self.local.read_ranges(ranges)
     }
 
     fn wal_syncs(&self) -> u64 {

@@ -4,7 +4,9 @@
 //! sequence (JetStream's `Nats-Expected-Last-Subject-Sequence`), with the
 //! same record format, the same [`Appender`] and the same tail replay as
 //! the JetStream journal. [`MemoryReplicator::sharing`] is a second node
-//! on the same journal.
+//! on the same journal. [`MemoryReplicator::snapshot`] writes a
+//! partition's snapshot and trims the subject below it, as the JetStream
+//! journal does with its object store.
 
 use std::sync::{Arc, OnceLock};
 
@@ -12,14 +14,21 @@ use parking_lot::Mutex;
 
 use super::replicate::{PartitionBatch, Replicator};
 use super::replicate_replay::{applied_position, apply_records, position_op};
+use super::replicate_snapshot::{load_if_ahead, take_snapshot};
 use super::{Error, Storage};
-use crate::cluster::{Appender, Epoch, JournalOp, JournalPosition, NodeId};
+use crate::cluster::{
+    chain_hash, Appender, Epoch, JournalOp, JournalPosition, NodeId, PartitionSnapshot,
+};
 
 #[derive(Default)]
 struct Stream {
     /// `(stream sequence, partition, wire form)`, one sequence for all
     /// partitions, as in a JetStream stream.
     messages: Vec<(u64, u16, Vec<u8>)>,
+    /// The last sequence given (purged messages keep their sequences).
+    last_seq: u64,
+    /// Each partition's snapshot, in its wire form (the object store).
+    snapshots: std::collections::BTreeMap<u16, Vec<u8>>,
 }
 
 impl Stream {
@@ -32,9 +41,9 @@ impl Stream {
     }
 
     fn store(&mut self, partition: u16, wire: Vec<u8>) -> u64 {
-        let seq = self.messages.len() as u64 + 1;
-        self.messages.push((seq, partition, wire));
-        seq
+        self.last_seq += 1;
+        self.messages.push((self.last_seq, partition, wire));
+        self.last_seq
     }
 }
 
@@ -87,7 +96,13 @@ impl MemoryReplicator {
         let mut stream = self.stream.lock();
         let mut replayed = 0;
         if let Some(local) = self.local.get() {
-            let at = applied_position(local.as_ref(), partition).map_err(|e| e.to_string())?;
+            let mut at = applied_position(local.as_ref(), partition).map_err(|e| e.to_string())?;
+            if let Some(wire) = stream.snapshots.get(&partition) {
+                let snapshot = PartitionSnapshot::decode(partition, wire)?;
+                at = load_if_ahead(local.as_ref(), at, &snapshot)
+                    .map_err(|e| e.to_string())?
+                    .0;
+            }
             let after: Vec<(u64, Vec<u8>)> = stream
                 .messages
                 .iter()
@@ -110,6 +125,44 @@ impl MemoryReplicator {
                 .map_err(|e| e.to_string())?;
         }
         Ok(replayed)
+    }
+
+    /// Writes `partition`'s snapshot from the local store and trims its
+    /// subject below the record the snapshot covers (that record stays, so
+    /// the subject keeps a last sequence). Answers the position covered;
+    /// `None` when the store has applied nothing of the partition.
+    pub fn snapshot(&self, partition: u16) -> Result<Option<JournalPosition>, String> {
+        let local = self.local.get().ok_or("no local store attached")?;
+        let snapshot = take_snapshot(local.as_ref(), partition).map_err(|e| e.to_string())?;
+        let at = snapshot.position;
+        if at.seq == 0 {
+            return Ok(None);
+        }
+        let mut stream = self.stream.lock();
+        let covered = stream
+            .messages
+            .iter()
+            .find(|m| m.0 == at.seq && m.1 == partition);
+        if covered.is_none_or(|m| chain_hash(&m.2) != at.hash) {
+            return Err(format!(
+                "partition {partition}: the local store's position seq {} is not a record of the journal",
+                at.seq
+            ));
+        }
+        stream.snapshots.insert(partition, snapshot.encode());
+        stream
+            .messages
+            .retain(|m| m.1 != partition || m.0 >= at.seq);
+        Ok(Some(at))
+    }
+
+    /// The position `partition`'s snapshot covers, if it has one.
+    pub fn snapshot_position(&self, partition: u16) -> Option<JournalPosition> {
+        let stream = self.stream.lock();
+        let wire = stream.snapshots.get(&partition)?;
+        PartitionSnapshot::decode(partition, wire)
+            .ok()
+            .map(|s| s.position)
     }
 
     /// Appends `wire` to `partition` without any check, as a writer that

@@ -62,7 +62,7 @@ fn a_node_with_an_empty_store_restores_every_partition_from_the_journal() {
     // and the journal is still one chain.
     assert!(a.write(&[put(0, "a", 9)], true).is_err());
     b.write(&[put(0, "a", 9)], true).unwrap();
-    assert!(crate::cluster::check_replicated(0, &journal_b.records(0)).is_empty());
+    assert!(crate::cluster::check_replicated(0, None, &journal_b.records(0)).is_empty());
     // Its position names the last record: a restart replays nothing.
     let last = journal_b.records(0).pop().unwrap();
     assert_eq!(
@@ -101,7 +101,7 @@ fn a_journal_ahead_of_the_local_store_is_replayed_at_the_next_term() {
         mem.get(&keys::journal(0, "a", 2).unwrap()).unwrap(),
         Some(b"a-2".to_vec())
     );
-    assert!(crate::cluster::check_replicated(0, &journal.records(0)).is_empty());
+    assert!(crate::cluster::check_replicated(0, None, &journal.records(0)).is_empty());
 }
 
 #[test]

@@ -49,8 +49,8 @@ fn a_batch_becomes_one_record_per_partition_and_is_written_after_it() {
         (rec.kind, rec.epoch, rec.ops.len()),
         (RecordKind::Commit, Epoch(4), 3)
     );
-    assert!(check_replicated(0, &p0).is_empty());
-    assert!(check_replicated(1, &journal.records(1)).is_empty());
+    assert!(check_replicated(0, None, &p0).is_empty());
+    assert!(check_replicated(1, None, &journal.records(1)).is_empty());
     // Written locally too, the store-wide key included (local only).
     for op in a.iter().chain(&b).chain(&c) {
         assert!(mem.get(op.key()).unwrap().is_some());
@@ -87,7 +87,7 @@ fn a_deposed_partition_fails_alone_is_reported_and_is_not_written() {
     );
     // The journal holds n1's open, n2's open and nothing of n1 after it.
     assert_eq!(journal.records(1).len(), 2);
-    assert!(check_replicated(1, &journal.records(1)).is_empty());
+    assert!(check_replicated(1, None, &journal.records(1)).is_empty());
 }
 
 #[test]
@@ -133,7 +133,7 @@ async fn the_group_committer_sends_one_record_per_partition_per_batch() {
     // One open record, then exactly one record per batch.
     assert_eq!(journal.records(0).len() as u64, batches + 1);
     assert_eq!(journal.appends(), batches);
-    assert!(check_replicated(0, &journal.records(0)).is_empty());
+    assert!(check_replicated(0, None, &journal.records(0)).is_empty());
     let ops: usize = journal.records(0)[1..]
         .iter()
         .map(|(_, w)| JournalRecord::decode(w).unwrap().ops.len())

@@ -267,6 +267,25 @@ impl Storage for RocksStorage {
         Ok(())
     }
 
+    /// Every range read through one RocksDB snapshot.
+    fn read_ranges(&self, ranges: &[super::keys::KeyRange]) -> Result<super::Entries, Error> {
+        let snapshot = self.db.snapshot();
+        let mut out = Vec::new();
+        for r in ranges.iter().filter(|r| r.from < r.to) {
+            let mut ro = ReadOptions::default();
+            ro.set_snapshot(&snapshot);
+            ro.set_iterate_upper_bound(r.to.clone());
+            let mut it = self.db.raw_iterator_opt(ro);
+            it.seek(&r.from);
+            while let Some((k, v)) = it.item() {
+                out.push((k.to_vec(), v.to_vec()));
+                it.next();
+            }
+            it.status()?;
+        }
+        Ok(out)
+    }
+
     fn wal_syncs(&self) -> u64 {
         self.opts.get_ticker_count(Ticker::WalFileSynced)
     }

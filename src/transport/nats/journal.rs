@@ -22,23 +22,31 @@
 //! write) catches up. The term's open record then follows the last record
 //! applied.
 //!
+//! When the partition has a snapshot (`journal_snapshot`) ahead of the
+//! local store, starting a term loads it first and replays only the
+//! records after it.
+//!
 //! The record format, the chain and the terms are the pure
 //! [`crate::cluster`] code ([`Appender`], [`JournalRecord`]).
 //!
 //! [`ReplicatedStorage`]: crate::storage::ReplicatedStorage
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, object_store, stream};
 use tokio::sync::mpsc;
 
+use super::journal_snapshot::{ensure_snapshot_bucket, read_snapshot};
 use super::stream_name;
 use crate::cluster::{Append, Appender, Epoch, JournalPosition, NodeId};
 use crate::storage::replicate_replay::position_op;
-use crate::storage::{applied_position, apply_records, Error, PartitionBatch, Replicator, Storage};
+use crate::storage::{
+    applied_position, apply_records, load_if_ahead, Error, PartitionBatch, Replicator, Storage,
+};
 
 /// Records read and applied per local write during a tail replay.
 const REPLAY_CHUNK: usize = 256;
@@ -94,6 +102,12 @@ pub struct JetStreamJournal {
     /// The local store tail replay writes to (attached by the storage).
     local: OnceLock<Arc<dyn Storage>>,
     replayed: AtomicU64,
+    /// Each partition's snapshot (`<PREFIX>_SNAPSHOTS`).
+    pub(super) snapshots: object_store::ObjectStore,
+    /// Journal records appended per partition since its last snapshot.
+    since_snapshot: parking_lot::Mutex<BTreeMap<u16, u64>>,
+    /// Partition snapshots loaded into the local store by tail replay.
+    loaded: AtomicU64,
 }
 
 impl JetStreamJournal {
@@ -107,6 +121,7 @@ impl JetStreamJournal {
         replicas: usize,
     ) -> Result<(JetStreamJournal, mpsc::UnboundedReceiver<(u16, Epoch)>), String> {
         ensure_journal_stream(&js, prefix, replicas).await?;
+        let snapshots = ensure_snapshot_bucket(&js, prefix, replicas).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         Ok((
             JetStreamJournal {
@@ -118,6 +133,9 @@ impl JetStreamJournal {
                 appends: AtomicU64::new(0),
                 local: OnceLock::new(),
                 replayed: AtomicU64::new(0),
+                snapshots,
+                since_snapshot: parking_lot::Mutex::new(BTreeMap::new()),
+                loaded: AtomicU64::new(0),
             },
             rx,
         ))
@@ -132,6 +150,46 @@ impl JetStreamJournal {
     /// Journal records applied to the local store by tail replay so far.
     pub fn replayed(&self) -> u64 {
         self.replayed.load(Ordering::Relaxed)
+    }
+
+    /// Partition snapshots loaded into the local store by tail replay so
+    /// far.
+    pub fn snapshots_loaded(&self) -> u64 {
+        self.loaded.load(Ordering::Relaxed)
+    }
+
+    /// Journal records appended for `partition` since its last snapshot
+    /// (or since this node started).
+    pub fn records_since_snapshot(&self, partition: u16) -> u64 {
+        self.since_snapshot
+            .lock()
+            .get(&partition)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// A snapshot covered `counted` of the records counted for `partition`.
+    pub(super) fn snapshot_written(&self, partition: u16, counted: u64) {
+        if let Some(n) = self.since_snapshot.lock().get_mut(&partition) {
+            *n = n.saturating_sub(counted);
+        }
+    }
+
+    /// The partitions whose terms have started.
+    pub fn served(&self) -> Vec<u16> {
+        self.appender.lock().served()
+    }
+
+    pub(super) fn local(&self) -> Option<&Arc<dyn Storage>> {
+        self.local.get()
+    }
+
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub(super) fn js(&self) -> &jetstream::Context {
+        &self.js
     }
 
     /// The epoch this node appends under for `partition`, once serving.
@@ -157,6 +215,29 @@ impl JetStreamJournal {
             Some(l) => applied_position(l.as_ref(), partition).map_err(|e| e.to_string())?,
             None => JournalPosition::START,
         };
+        // A snapshot ahead of the local store (an empty one, or one that
+        // fell behind a trim) is loaded first: the records it covers may
+        // be gone from the journal.
+        if let Some(l) = &local {
+            if let Some(snapshot) = read_snapshot(&self.snapshots, partition).await? {
+                let store = l.clone();
+                let (now, loaded) = tokio::task::spawn_blocking(move || {
+                    load_if_ahead(store.as_ref(), at, &snapshot)
+                })
+                .await
+                .map_err(|e| format!("loading the snapshot of partition {partition} failed: {e}"))?
+                .map_err(|e| format!("loading the snapshot of partition {partition}: {e}"))?;
+                if loaded {
+                    self.loaded.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        partition,
+                        seq = now.seq,
+                        "cluster mode: partition snapshot loaded into the local store"
+                    );
+                }
+                at = now;
+            }
+        }
         // Replay until the tail is a record already applied: a record
         // appended meanwhile (a deposed owner's) is replayed too, or, if it
         // lands after this read, refuses the open record below.
@@ -308,6 +389,7 @@ impl JetStreamJournal {
                 let reason = match outcome {
                     Some(Outcome::Stored(seq)) => {
                         appender.acked(&a, seq);
+                        *self.since_snapshot.lock().entry(a.partition).or_default() += 1;
                         return Ok(JournalPosition::of(seq, &a.wire));
                     }
                     Some(Outcome::Refused) => format!(

@@ -16,6 +16,7 @@ mod guard;
 mod intake;
 mod journal;
 mod journal_check;
+mod journal_snapshot;
 mod lease;
 mod offer;
 mod publisher;
@@ -37,6 +38,9 @@ pub use journal::{
     ensure_journal_stream, journal_stream, journal_subject, read_partition, JetStreamJournal,
 };
 pub use journal_check::{check_journal, JournalReport};
+pub use journal_snapshot::{
+    ensure_snapshot_bucket, read_snapshot, run_snapshots, snapshot_bucket, SnapshotWritten,
+};
 pub use lease::{
     check_cluster_partitions, cluster_meta_bucket, lease_bucket, run_ownership, LeaseBucket,
 };
