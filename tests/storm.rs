@@ -91,6 +91,15 @@ fn start_until_accepted(url: &str, id: &str, give_up: Instant) -> bool {
     }
 }
 
+/// The wait before the storm's next kill: 2-4 s, drawn from `seed`
+/// (xorshift), so a seed replays the same kill schedule.
+pub(crate) fn next_kill_wait(seed: &mut u64) -> Duration {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    Duration::from_millis(2000 + *seed % 2001)
+}
+
 pub(crate) fn checker(b: &Bench, records: &[std::path::PathBuf], extra: &[&str]) -> Output {
     let mut c = bin();
     c.args(["verify", "--data-dir"])
@@ -159,10 +168,7 @@ fn storm_kill_9_every_few_seconds_loses_nothing_and_accepts_no_step_twice() {
     let mut resumed = 0u64;
     let mut spawned = Instant::now();
     loop {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let wait = Duration::from_millis(2000 + seed % 2001);
+        let wait = next_kill_wait(&mut seed);
         if began.elapsed() + wait > storm {
             break;
         }

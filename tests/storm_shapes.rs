@@ -12,7 +12,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use crate::cli::{bin, fields, num, Bench};
-use crate::storm::{checker, env_u64, sigterm, spawn_orchestrator};
+use crate::storm::{checker, env_u64, next_kill_wait, sigterm, spawn_orchestrator};
 
 /// Elements of the one large map, which the first kill lands in.
 const LARGE_MAP: u32 = 1_000;
@@ -151,10 +151,7 @@ fn storm_over_maps_conditions_signals_and_children_loses_nothing() {
         }
     };
     loop {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let wait = Duration::from_millis(2000 + seed % 2001);
+        let wait = next_kill_wait(&mut seed);
         if began.elapsed() + wait > storm {
             break;
         }

@@ -27,6 +27,7 @@ mod chain;
 mod check;
 mod claim;
 mod config;
+mod frame;
 mod kv;
 mod ownership;
 mod position;

@@ -17,7 +17,6 @@ use super::{Epoch, NodeId, RecordKind};
 
 /// The wire format's version byte.
 pub const RECORD_VERSION: u8 = 1;
-const HEADER_LEN: usize = 5;
 
 /// The hash of a record (SHA-256 of its wire form); the first record of a
 /// partition follows [`GENESIS`].
@@ -83,32 +82,21 @@ impl JournalRecord {
         };
         // Encoding owned bytes, strings and integers cannot fail.
         let payload = postcard::to_allocvec(&wire).unwrap_or_default();
-        let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-        out.push(RECORD_VERSION);
-        out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        out.extend_from_slice(&payload);
-        out
+        super::frame::seal(RECORD_VERSION, &payload)
     }
 
     /// Checks the version and checksum, then decodes.
     pub fn decode(bytes: &[u8]) -> Result<JournalRecord, String> {
-        if bytes.len() < HEADER_LEN {
-            return Err(format!("record of {} bytes is too short", bytes.len()));
-        }
-        if bytes[0] != RECORD_VERSION {
-            return Err(format!("unknown record format version {}", bytes[0]));
-        }
-        let mut crc = [0u8; 4];
-        crc.copy_from_slice(&bytes[1..HEADER_LEN]);
-        let stored = u32::from_le_bytes(crc);
-        let actual = crc32fast::hash(&bytes[HEADER_LEN..]);
-        if stored != actual {
-            return Err(format!(
-                "checksum mismatch (stored {stored:08x}, computed {actual:08x})"
-            ));
-        }
-        let w: Wire = postcard::from_bytes(&bytes[HEADER_LEN..])
-            .map_err(|e| format!("undecodable record: {e}"))?;
+        use super::frame::FrameError;
+        let payload = super::frame::open(RECORD_VERSION, bytes).map_err(|e| match e {
+            FrameError::Short(n) => format!("record of {n} bytes is too short"),
+            FrameError::Version(v) => format!("unknown record format version {v}"),
+            FrameError::Checksum { stored, actual } => {
+                format!("checksum mismatch (stored {stored:08x}, computed {actual:08x})")
+            }
+        })?;
+        let w: Wire =
+            postcard::from_bytes(payload).map_err(|e| format!("undecodable record: {e}"))?;
         Ok(JournalRecord {
             partition: w.partition,
             epoch: Epoch(w.epoch),

@@ -21,7 +21,6 @@ use super::JournalPosition;
 
 /// The wire format's version byte.
 pub const SNAPSHOT_VERSION: u8 = 1;
-const HEADER_LEN: usize = 5;
 
 /// See the module docs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,11 +51,7 @@ impl PartitionSnapshot {
         };
         // Encoding owned bytes and integers cannot fail.
         let payload = postcard::to_allocvec(&wire).unwrap_or_default();
-        let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-        out.push(SNAPSHOT_VERSION);
-        out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        out.extend_from_slice(&payload);
-        out
+        super::frame::seal(SNAPSHOT_VERSION, &payload)
     }
 
     /// Checks the version and the checksum, then decodes; `partition` is
@@ -64,23 +59,16 @@ impl PartitionSnapshot {
     /// refused.
     pub fn decode(partition: u16, bytes: &[u8]) -> Result<PartitionSnapshot, String> {
         let what = format!("snapshot of partition {partition}");
-        if bytes.len() < HEADER_LEN {
-            return Err(format!("{what}: {} bytes is too short", bytes.len()));
-        }
-        if bytes[0] != SNAPSHOT_VERSION {
-            return Err(format!("{what}: unknown format version {}", bytes[0]));
-        }
-        let mut crc = [0u8; 4];
-        crc.copy_from_slice(&bytes[1..HEADER_LEN]);
-        let stored = u32::from_le_bytes(crc);
-        let actual = crc32fast::hash(&bytes[HEADER_LEN..]);
-        if stored != actual {
-            return Err(format!(
+        use super::frame::FrameError;
+        let payload = super::frame::open(SNAPSHOT_VERSION, bytes).map_err(|e| match e {
+            FrameError::Short(n) => format!("{what}: {n} bytes is too short"),
+            FrameError::Version(v) => format!("{what}: unknown format version {v}"),
+            FrameError::Checksum { stored, actual } => format!(
                 "{what}: checksum mismatch (stored {stored:08x}, computed {actual:08x}); the snapshot is corrupt and is not loaded"
-            ));
-        }
-        let w: Wire = postcard::from_bytes(&bytes[HEADER_LEN..])
-            .map_err(|e| format!("{what}: undecodable: {e}"))?;
+            ),
+        })?;
+        let w: Wire =
+            postcard::from_bytes(payload).map_err(|e| format!("{what}: undecodable: {e}"))?;
         if w.partition != partition {
             return Err(format!("{what}: it names partition {}", w.partition));
         }

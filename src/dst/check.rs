@@ -194,54 +194,16 @@ pub(super) fn judge(
         }
     }
     for ((g, step, index), ids) in &element_successes {
-        if ids.len() > 1 {
-            out.push(format!(
-                "double accept: {} step {step} element {index} generation {g} succeeded {} times ({})",
-                id,
-                ids.len(),
-                ids.join(", ")
-            ));
-        }
-        for task_id in ids {
-            let answered = ev
-                .log
-                .executions
-                .get(task_id)
-                .is_some_and(|e| e.success_answers > 0);
-            if !answered {
-                out.push(format!(
-                    "unrecorded accept: {task_id} accepted but no worker answered it with success"
-                ));
-            }
-            journal_success.insert(key_of(task_id).to_string(), task_id.clone());
-        }
+        let what = format!("{id} step {step} element {index} generation {g}");
+        judge_successes(ev, &what, ids, out, journal_success);
     }
     let Some(terminal) = terminal else {
         out.push(format!("stuck: {id} is not terminal"));
         return None;
     };
     for ((g, step), ids) in &successes {
-        if ids.len() > 1 {
-            out.push(format!(
-                "double accept: {} step {step} generation {g} succeeded {} times ({})",
-                id,
-                ids.len(),
-                ids.join(", ")
-            ));
-        }
-        for task_id in ids {
-            let answered = ev
-                .log
-                .executions
-                .get(task_id)
-                .is_some_and(|e| e.success_answers > 0);
-            if !answered {
-                out.push(format!(
-                    "unrecorded accept: {task_id} accepted but no worker answered it with success"
-                ));
-            }
-            journal_success.insert(key_of(task_id).to_string(), task_id.clone());
-        }
+        let what = format!("{id} step {step} generation {g}");
+        judge_successes(ev, &what, ids, out, journal_success);
     }
     if terminal == "workflow_completed" {
         let outs: Vec<Option<&str>> = (0..def.steps.len())
@@ -271,6 +233,39 @@ pub(super) fn judge(
         }
     }
     Some(terminal)
+}
+
+/// The successes the journal accepted for one step (or element) of one
+/// generation, by task id: more than one is a double accept, one no
+/// worker answered with success is an unrecorded accept; each is noted
+/// under its key in `journal_success`.
+fn judge_successes(
+    ev: &Evidence<'_>,
+    what: &str,
+    ids: &[String],
+    out: &mut Vec<String>,
+    journal_success: &mut BTreeMap<String, String>,
+) {
+    if ids.len() > 1 {
+        out.push(format!(
+            "double accept: {what} succeeded {} times ({})",
+            ids.len(),
+            ids.join(", ")
+        ));
+    }
+    for task_id in ids {
+        let answered = ev
+            .log
+            .executions
+            .get(task_id)
+            .is_some_and(|e| e.success_answers > 0);
+        if !answered {
+            out.push(format!(
+                "unrecorded accept: {task_id} accepted but no worker answered it with success"
+            ));
+        }
+        journal_success.insert(key_of(task_id).to_string(), task_id.clone());
+    }
 }
 
 /// The idempotency key of one of our task ids (`<key>:<attempt>`).
