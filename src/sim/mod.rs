@@ -19,7 +19,6 @@ use std::collections::{BinaryHeap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::engine::clock::Clock;
@@ -27,6 +26,10 @@ use crate::pipeline::PipelineDef;
 use crate::transport::inproc::ToWorker;
 use crate::transport::{workflow_of_task, ReportSink, WorkerReport};
 use crate::workflow::{TaskError, TaskOutcome, TaskResult, TaskSpec};
+
+mod task_input;
+
+use task_input::{DepOutput, TaskInput};
 
 /// How the simulated workers behave.
 #[derive(Debug, Clone)]
@@ -211,81 +214,6 @@ impl SimConfig {
         match &self.latency_dist {
             Some(d) => d.sample(self.seed, task_id),
             None => Duration::from_millis(self.latency_ms),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct TaskInput<'a> {
-    #[serde(borrow, default)]
-    workflow: WorkflowInput<'a>,
-    #[serde(borrow, default)]
-    deps: std::collections::BTreeMap<std::borrow::Cow<'a, str>, DepOutput>,
-    /// A map element's own item (its `n`, if it has one, counts).
-    #[serde(default)]
-    element: Option<DepOutput>,
-}
-
-/// The part of the workflow input the simulated workers read.
-#[derive(Deserialize, Default)]
-struct WorkflowInput<'a> {
-    #[serde(borrow, default)]
-    video_id: Option<std::borrow::Cow<'a, str>>,
-    /// How many segments every output lists (for pipelines that map over them).
-    #[serde(default)]
-    segments: Option<u32>,
-    /// The language every output reports (for conditions that read it).
-    #[serde(borrow, default)]
-    language: Option<std::borrow::Cow<'a, str>>,
-    /// A child workflow's input is `{"workflow": <parent's input>, "deps":
-    /// ...}`: what the parent's input asks for holds for the child's tasks
-    /// too, unless the child's own input says otherwise.
-    #[serde(borrow, default)]
-    workflow: Option<Box<WorkflowInput<'a>>>,
-}
-
-impl<'a> WorkflowInput<'a> {
-    fn parent(&self) -> Option<&WorkflowInput<'a>> {
-        self.workflow.as_deref()
-    }
-
-    fn video_id(&self) -> Option<&str> {
-        self.video_id
-            .as_deref()
-            .or_else(|| self.parent().and_then(WorkflowInput::video_id))
-    }
-
-    fn segments(&self) -> Option<u32> {
-        self.segments
-            .or_else(|| self.parent().and_then(WorkflowInput::segments))
-    }
-
-    fn language(&self) -> Option<&str> {
-        self.language
-            .as_deref()
-            .or_else(|| self.parent().and_then(WorkflowInput::language))
-    }
-}
-
-/// A dependency's output: one step's `{"n": ..}`, a map step's array of
-/// them (`null` for an element that failed), or anything else (n = 0).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum DepOutput {
-    Many(Vec<Option<DepOutput>>),
-    One {
-        #[serde(default)]
-        n: u64,
-    },
-    Other(serde::de::IgnoredAny),
-}
-
-impl DepOutput {
-    fn n(&self) -> u64 {
-        match self {
-            DepOutput::Many(items) => items.iter().flatten().map(DepOutput::n).sum(),
-            DepOutput::One { n } => *n,
-            DepOutput::Other(_) => 0,
         }
     }
 }
