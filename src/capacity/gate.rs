@@ -26,7 +26,7 @@ use std::collections::BTreeSet;
 use rustc_hash::FxHashMap as FastMap;
 
 use super::limits::Limits;
-use super::queues::{Bucket, Held, PoolState, TypeState, Waiting};
+use super::queues::{Bucket, Held, KeyState, PoolState, TypeState, Waiting};
 pub use super::view::{GateView, Holder, KeyView, PoolView, TypeView, WaitingView};
 
 /// Priority levels: 0 (low) ..= `PRIORITY_MAX` (high).
@@ -78,6 +78,10 @@ pub struct Gate<T> {
     /// Queue deadlines of waiting tasks: `(due ms, task id)`.
     deadlines: BTreeSet<(u64, String)>,
     seq: u64,
+    /// Every limited task goes through its queue, even when nothing binds
+    /// (tests compare this with the direct path).
+    #[cfg(test)]
+    queue_only: bool,
 }
 
 impl<T> Default for Gate<T> {
@@ -96,6 +100,8 @@ impl<T> Gate<T> {
             waiting: FastMap::default(),
             deadlines: BTreeSet::new(),
             seq: 0,
+            #[cfg(test)]
+            queue_only: false,
         };
         // Nothing waits yet, so nothing is admitted here.
         let _ = g.reconfigure(limits, now);
@@ -110,6 +116,11 @@ impl<T> Gate<T> {
     /// nothing needs to be reported back.
     pub fn is_active(&self) -> bool {
         !self.types.is_empty() || !self.in_flight.is_empty() || !self.waiting.is_empty()
+    }
+
+    /// The task types with limits (their own, or their pool's).
+    pub fn limited_types(&self) -> impl Iterator<Item = &str> {
+        self.types.keys().map(String::as_str)
     }
 
     /// `task_type` has limits (its tasks go through the queue).
@@ -139,6 +150,17 @@ impl<T> Gate<T> {
         if let Some(w) = self.waiting.get_mut(t.task_id) {
             w.item = item;
             return Vec::new();
+        }
+        #[cfg(test)]
+        let direct = !self.queue_only;
+        #[cfg(not(test))]
+        let direct = true;
+        if direct && self.admit_directly(t, now) {
+            return vec![Admitted {
+                item,
+                waited_ms: 0,
+                tracked: true,
+            }];
         }
         let Some(ts) = self.types.get_mut(t.task_type) else {
             return Vec::new();
@@ -383,107 +405,6 @@ impl<T> Gate<T> {
         out
     }
 
-    /// Why `task_id` waits, if it does.
-    pub fn waiting(&self, task_id: &str) -> Option<WaitingView> {
-        let w = self.waiting.get(task_id)?;
-        let ts = self.types.get(&w.task_type)?;
-        Some(WaitingView {
-            task_type: w.task_type.clone(),
-            key: w.key.clone(),
-            since_ms: w.since_ms,
-            priority: w.priority,
-            held_by: self.holder(ts, &w.key),
-        })
-    }
-
-    /// Limits and usage of every limited type and pool, sorted by name.
-    pub fn view(&self) -> GateView {
-        let mut task_types: Vec<TypeView> = self
-            .types
-            .iter()
-            .map(|(name, ts)| {
-                let mut keys: Vec<KeyView> = ts
-                    .keys
-                    .iter()
-                    .map(|(k, ks)| KeyView {
-                        key: k.clone(),
-                        cap: ts.limits.key_cap(k),
-                        in_flight: ks.in_flight,
-                        queued: ks.queue.len(),
-                    })
-                    .collect();
-                keys.sort_by(|a, b| a.key.cmp(&b.key));
-                let oldest_since_ms = ts
-                    .keys
-                    .values()
-                    .flat_map(|ks| ks.queue.values())
-                    .filter_map(|id| self.waiting.get(id))
-                    .map(|w| w.since_ms)
-                    .min();
-                TypeView {
-                    task_type: name.clone(),
-                    cap: ts.limits.max_in_flight,
-                    rate_per_sec: ts.limits.rate_per_sec,
-                    pool: ts.pool.clone(),
-                    in_flight: ts.in_flight,
-                    queued: ts.queued,
-                    oldest_since_ms,
-                    keys,
-                }
-            })
-            .collect();
-        task_types.sort_by(|a, b| a.task_type.cmp(&b.task_type));
-        let mut pools: Vec<PoolView> = self
-            .pools
-            .iter()
-            .map(|(name, p)| PoolView {
-                pool: name.clone(),
-                cap: p.cap,
-                in_flight: p.in_flight,
-                task_types: p.task_types.clone(),
-            })
-            .collect();
-        pools.sort_by(|a, b| a.pool.cmp(&b.pool));
-        GateView { task_types, pools }
-    }
-
-    fn holder(&self, ts: &TypeState, key: &str) -> Holder {
-        if let Some((name, p)) = ts
-            .pool
-            .as_ref()
-            .and_then(|n| self.pools.get(n).map(|p| (n, p)))
-        {
-            if p.in_flight >= p.cap {
-                return Holder::Pool {
-                    pool: name.clone(),
-                    in_flight: p.in_flight,
-                    cap: p.cap,
-                };
-            }
-        }
-        if let Some(cap) = ts.limits.max_in_flight.filter(|c| ts.in_flight >= *c) {
-            return Holder::TaskType {
-                in_flight: ts.in_flight,
-                cap,
-            };
-        }
-        if let Some(ks) = ts.keys.get(key) {
-            if let Some(cap) = ts.key_full(key, ks) {
-                return Holder::Key {
-                    key: key.to_string(),
-                    in_flight: ks.in_flight,
-                    cap,
-                };
-            }
-        }
-        if let Some(b) = &ts.bucket {
-            if b.tokens < 1.0 {
-                return Holder::Rate { per_sec: b.per_sec };
-            }
-        }
-        Holder::Turn
-    }
-
     /// Admits waiting tasks of `task_type`, or of every type of its pool in
     /// turn, while capacity lasts.
     fn pump_type_or_pool(&mut self, task_type: &str, now: u64, out: &mut Vec<Admitted<T>>) {
@@ -517,6 +438,69 @@ impl<T> Gate<T> {
                 return;
             }
         }
+    }
+
+    /// Takes a slot for `t` at once when nothing of its type (nor of any
+    /// type of its pool) waits and every limit allows: exactly what
+    /// queueing it and pumping would do, without the queue's bookkeeping.
+    /// This is the path of every task while the limits do not bind.
+    fn admit_directly(&mut self, t: Ticket<'_>, now: u64) -> bool {
+        let Some(ts) = self.types.get(t.task_type) else {
+            return false;
+        };
+        if ts.queued > 0 || ts.limits.max_in_flight.is_some_and(|c| ts.in_flight >= c) {
+            return false;
+        }
+        if let Some(p) = ts.pool.as_ref().and_then(|p| self.pools.get(p)) {
+            let any_waits = p
+                .task_types
+                .iter()
+                .any(|m| self.types.get(m).is_some_and(|o| o.queued > 0));
+            if p.in_flight >= p.cap || any_waits {
+                return false;
+            }
+        }
+        let key_in_flight = ts.keys.get(t.key).map_or(0, |ks| ks.in_flight);
+        if ts.limits.key_cap(t.key).is_some_and(|c| key_in_flight >= c) {
+            return false;
+        }
+        let Some(ts) = self.types.get_mut(t.task_type) else {
+            return false;
+        };
+        if let Some(b) = ts.bucket.as_mut() {
+            if !b.has_token(now) {
+                return false;
+            }
+            b.tokens -= 1.0;
+        }
+        ts.in_flight += 1;
+        match ts.keys.get_mut(t.key) {
+            Some(ks) => ks.in_flight += 1,
+            None => {
+                ts.keys.insert(
+                    t.key.to_string(),
+                    KeyState {
+                        in_flight: 1,
+                        ..KeyState::default()
+                    },
+                );
+            }
+        }
+        if let Some(p) = ts.pool.as_ref().and_then(|p| self.pools.get_mut(p)) {
+            p.in_flight += 1;
+            // The pool's round robin moves on past this type, as a pump would.
+            if let Some(i) = p.task_types.iter().position(|m| m == t.task_type) {
+                p.next = (i + 1) % p.task_types.len();
+            }
+        }
+        self.in_flight.insert(
+            t.task_id.to_string(),
+            Held {
+                task_type: t.task_type.to_string(),
+                key: t.key.to_string(),
+            },
+        );
+        true
     }
 
     /// Admits the next waiting task of `task_type` if every limit allows.
@@ -588,6 +572,9 @@ impl<T> Gate<T> {
         true
     }
 }
+
+#[path = "gate_view.rs"]
+mod gate_view;
 
 #[cfg(test)]
 #[path = "gate_tests.rs"]

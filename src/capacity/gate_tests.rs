@@ -537,4 +537,51 @@ proptest! {
         prop_assert!(g.expire(u64::MAX, usize::MAX, |_| true).is_empty(), "no deadline outlives its task");
         prop_assert_eq!(g.next_queue_deadline(), None);
     }
+
+    /// Admitting at once when nothing waits is an optimisation only: a
+    /// gate that queues every task and pumps admits the same tasks, in the
+    /// same order, with the same tracking, after every step.
+    #[test]
+    fn the_direct_path_admits_exactly_what_queueing_would(steps in proptest::collection::vec(step(), 1..200)) {
+        let mut direct: Gate<String> = Gate::new(limits(3, 4), 0);
+        let mut queued: Gate<String> = Gate::new(limits(3, 4), 0);
+        queued.queue_only = true;
+        let flat = |a: Vec<Admitted<String>>| a.into_iter().map(|a| (a.item, a.tracked, a.waited_ms)).collect::<Vec<_>>();
+        let mut now = 0u64;
+        let mut n = 0u32;
+        let mut out: Vec<String> = Vec::new();
+        for s in steps {
+            let (a, b) = match s {
+                Step::Offer { key, task_type, priority, queue_timeout } => {
+                    let id = format!("x{n}");
+                    n += 1;
+                    let (tt, k) = (format!("t{task_type}"), format!("k{key}"));
+                    let queue_deadline_ms = queue_timeout.map(|q| now + u64::from(q));
+                    let t = Ticket { task_id: &id, task_type: &tt, key: &k, priority, queue_deadline_ms };
+                    (flat(direct.admit(t, id.clone(), now)), flat(queued.admit(t, id.clone(), now)))
+                }
+                Step::Finish { pick } => {
+                    if out.is_empty() {
+                        continue;
+                    }
+                    let id = out.remove(pick % out.len());
+                    (flat(direct.finish([id.as_str()], now)), flat(queued.finish([id.as_str()], now)))
+                }
+                Step::Tick { advance } => {
+                    now += u64::from(advance);
+                    let ea: Vec<String> = direct.expire(now, usize::MAX, |_| true).into_iter().map(|e| e.item).collect();
+                    let eb: Vec<String> = queued.expire(now, usize::MAX, |_| true).into_iter().map(|e| e.item).collect();
+                    prop_assert_eq!(&ea, &eb);
+                    (flat(direct.tick(now)), flat(queued.tick(now)))
+                }
+                Step::Reload { cap, pool } => {
+                    let l = limits(u32::from(cap), u32::from(pool));
+                    (flat(direct.reconfigure(l.clone(), now)), flat(queued.reconfigure(l, now)))
+                }
+            };
+            prop_assert_eq!(&a, &b);
+            out.extend(a.into_iter().filter(|(_, tracked, _)| *tracked).map(|(id, _, _)| id));
+            prop_assert_eq!(direct.view(), queued.view());
+        }
+    }
 }

@@ -31,7 +31,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
+use rustc_hash::FxHashMap as FastMap;
 
 use super::partition_shared::PartitionShared;
 use crate::capacity::share::node_limits;
@@ -71,6 +72,34 @@ pub struct Capacity {
     /// applies that share of them (`capacity::share`). Locked before the
     /// gate, never after.
     split: Mutex<Split>,
+    /// Where each limited type's key and the priority are read, copied
+    /// from the gate's limits whenever they change, so that tasks are
+    /// tagged (their workflow input parsed) outside the gate's lock.
+    tags: RwLock<Arc<TagPointers>>,
+}
+
+/// The limited task types with their key pointers, and the priority
+/// pointer.
+#[derive(Debug, Default)]
+struct TagPointers {
+    keys: FastMap<String, Option<String>>,
+    priority: Option<String>,
+}
+
+impl TagPointers {
+    fn of(gate: &Gate<Owed>) -> Self {
+        let limits = gate.limits();
+        TagPointers {
+            keys: gate
+                .limited_types()
+                .map(|t| {
+                    let key = limits.task_types.get(t).and_then(|l| l.key.clone());
+                    (t.to_string(), key)
+                })
+                .collect(),
+            priority: limits.priority.clone(),
+        }
+    }
 }
 
 /// The limits as configured (for the whole cluster) and the partitions
@@ -93,6 +122,7 @@ impl Capacity {
         let gate = Gate::new(limits.clone(), now);
         Capacity {
             active: AtomicBool::new(gate.is_active()),
+            tags: RwLock::new(Arc::new(TagPointers::of(&gate))),
             gate: Mutex::new(gate),
             backfills: Mutex::new(Backfills::default()),
             split: Mutex::new(Split {
@@ -119,6 +149,7 @@ impl Capacity {
         let mut g = self.gate.lock();
         let out = g.reconfigure(limits, now);
         self.settle(&g);
+        *self.tags.write() = Arc::new(TagPointers::of(&g));
         out
     }
 
@@ -144,10 +175,30 @@ impl Capacity {
     }
 
     /// Offers owed tasks; returns those to send now (these or others).
+    /// Each task of a limited type is tagged with its key and priority
+    /// first, without the gate's lock; tasks of one workflow in a row share
+    /// one reading of its input.
     pub fn admit(&self, owed: Vec<Owed>, now: u64) -> Vec<Admitted<Owed>> {
+        let pointers = self.tags.read().clone();
+        let mut last: Option<(&str, Option<&str>, (String, u8))> = None;
+        let mut tags: Vec<Option<(String, u8)>> = Vec::with_capacity(owed.len());
+        for o in &owed {
+            let Some(key_ptr) = pointers.keys.get(&o.spec.task_type) else {
+                tags.push(None);
+                continue;
+            };
+            let key_ptr = key_ptr.as_deref();
+            let tag = match &last {
+                Some((wf, k, tag)) if *wf == o.spec.workflow_id && *k == key_ptr => tag.clone(),
+                _ => key_and_priority(&o.spec, key_ptr, pointers.priority.as_deref()),
+            };
+            last = Some((&o.spec.workflow_id, key_ptr, tag.clone()));
+            tags.push(Some(tag));
+        }
+        drop(last);
         let mut g = self.gate.lock();
         let mut out = Vec::with_capacity(owed.len());
-        for o in owed {
+        for (o, tag) in owed.into_iter().zip(tags) {
             if !g.is_limited(&o.spec.task_type) {
                 out.push(Admitted {
                     item: o,
@@ -156,14 +207,16 @@ impl Capacity {
                 });
                 continue;
             }
-            let limits = g.limits();
-            let key_ptr = limits
-                .task_types
-                .get(&o.spec.task_type)
-                .and_then(|t| t.key.clone());
-            let prio_ptr = limits.priority.clone();
-            let (key, priority) =
-                key_and_priority(&o.spec, key_ptr.as_deref(), prio_ptr.as_deref());
+            // Limited since the pointers were copied (a reload between):
+            // read them from the gate.
+            let (key, priority) = tag.unwrap_or_else(|| {
+                let limits = g.limits();
+                let key_ptr = limits
+                    .task_types
+                    .get(&o.spec.task_type)
+                    .and_then(|t| t.key.as_deref());
+                key_and_priority(&o.spec, key_ptr, limits.priority.as_deref())
+            });
             let task_id = o.spec.task_id.clone();
             let task_type = o.spec.task_type.clone();
             let ticket = Ticket {
@@ -246,6 +299,7 @@ impl Capacity {
         let mut g = self.gate.lock();
         let out = g.reconfigure(node, now);
         self.settle(&g);
+        *self.tags.write() = Arc::new(TagPointers::of(&g));
         out
     }
 
@@ -307,11 +361,18 @@ fn key_and_priority(spec: &TaskSpec, key: Option<&str>, priority: Option<&str>) 
     if key.is_none() && priority.is_none() {
         return (String::new(), PRIORITY_NORMAL);
     }
-    let Ok(doc) = serde_json::from_str::<serde_json::Value>(&spec.input) else {
-        return (String::new(), PRIORITY_NORMAL);
-    };
-    let input = doc.get("workflow");
-    let at = |ptr: &str| input.and_then(|i| i.pointer(ptr));
+    // Only the workflow input is read: the rest of the task input (the
+    // dependencies' outputs) is skipped without being built.
+    #[derive(serde::Deserialize)]
+    struct Input<'a> {
+        #[serde(borrow)]
+        workflow: Option<&'a serde_json::value::RawValue>,
+    }
+    let input = serde_json::from_str::<Input<'_>>(&spec.input)
+        .ok()
+        .and_then(|i| i.workflow)
+        .and_then(|w| serde_json::from_str::<serde_json::Value>(w.get()).ok());
+    let at = |ptr: &str| input.as_ref().and_then(|i| i.pointer(ptr));
     let key = key
         .and_then(at)
         .map(|v| match v {
