@@ -13,9 +13,13 @@
 # line also gives CPU ms per workflow of nats-server, the orchestrator and
 # the worker (from /proc/<pid>/stat) and NATS messages in/out per workflow
 # (nats-server's /varz). Reports stay in $OUT (default /tmp/narralytica-ab).
+# The workload is version 1 of the video pipeline (tests/fixtures/pipelines,
+# nine static steps, the `segment` worker listing no segments), as for the
+# figures in docs/benchmarks.md; a build whose worker lists segments unasked
+# gets `--default-segments 0`, so both sides run the same workload.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 1 ] || { sed -n '2,16p' "$0" >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,19p' "$0" >&2; exit 2; }
 ROUNDS=${ROUNDS:-2}
 TESTS=${TESTS:-u o1000}
 DURATION=${DURATION:-20}
@@ -23,6 +27,7 @@ OUT=${OUT:-/tmp/narralytica-ab}
 PORT=${PORT:-14644}
 MON=${MON:-18244}
 URL=nats://127.0.0.1:$PORT
+PIPELINES=tests/fixtures/pipelines
 command -v nats-server >/dev/null || { echo "nats-server not on PATH (bash .ci/setup.sh)" >&2; exit 2; }
 for v in "$@"; do
   [ -x "${v#*=}" ] || { echo "not an executable: ${v#*=}" >&2; exit 2; }
@@ -42,21 +47,22 @@ for round in $(seq "$ROUNDS"); do
     printf 'port: %s\nhttp_port: %s\njetstream { store_dir: "%s/run/js" }\n' "$PORT" "$MON" "$OUT" > "$OUT/run/nats.conf"
     nats-server -c "$OUT/run/nats.conf" > "$OUT/run/nats.log" 2>&1 & NATS=$!; pids=("$NATS")
     sleep 0.5
-    "$BIN" run --nats-url "$URL" --data-dir "$OUT/run/data" --http-addr off > "$OUT/run/run.log" 2>&1 & RUN=$!; pids+=("$RUN")
-    "$BIN" worker --simulate --nats-url "$URL" > "$OUT/run/worker.log" 2>&1 & WRK=$!; pids+=("$WRK")
+    "$BIN" run --pipelines "$PIPELINES" --nats-url "$URL" --data-dir "$OUT/run/data" --http-addr off > "$OUT/run/run.log" 2>&1 & RUN=$!; pids+=("$RUN")
+    nosegs=(); "$BIN" worker --help | grep -q -- --default-segments && nosegs=(--default-segments 0)
+    "$BIN" worker --simulate --pipelines "$PIPELINES" "${nosegs[@]}" --nats-url "$URL" > "$OUT/run/worker.log" 2>&1 & WRK=$!; pids+=("$WRK")
     sleep 1
-    "$BIN" loadgen --nats-url "$URL" --concurrency 32 --workflows 500 > /dev/null 2>&1
+    "$BIN" loadgen --pipelines "$PIPELINES" --nats-url "$URL" --concurrency 32 --workflows 500 > /dev/null 2>&1
     for t in $TESTS; do
       rep="$OUT/$name-r$round-$t.json"
       case $t in
         u)
-          "$BIN" loadgen --nats-url "$URL" --concurrency 1 --workflows 300 --report "$rep" > /dev/null 2>&1
+          "$BIN" loadgen --pipelines "$PIPELINES" --nats-url "$URL" --concurrency 1 --workflows 300 --report "$rep" > /dev/null 2>&1
           echo "round $round $name unloaded: p50=$(field "$rep" "d['latency_ms']['p50']") p99=$(field "$rep" "d['latency_ms']['p99']") errors=$(field "$rep" "d['errors']")"
           ;;
         o*)
           rate=${t#o}
           a1=$(cpu "$NATS"); b1=$(cpu "$RUN"); c1=$(cpu "$WRK"); m1=$(varz)
-          "$BIN" loadgen --nats-url "$URL" --rate "$rate/s" --duration "${DURATION}s" --report "$rep" > /dev/null 2>&1
+          "$BIN" loadgen --pipelines "$PIPELINES" --nats-url "$URL" --rate "$rate/s" --duration "${DURATION}s" --report "$rep" > /dev/null 2>&1
           a2=$(cpu "$NATS"); b2=$(cpu "$RUN"); c2=$(cpu "$WRK"); m2=$(varz)
           n=$(field "$rep" "d['completed']")
           python3 - "$name" "$round" "$rate" "$rep" "$n" "$a1" "$a2" "$b1" "$b2" "$c1" "$c2" $m1 $m2 <<'PY'

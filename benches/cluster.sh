@@ -12,6 +12,9 @@
 #   ROUNDS=3 WORKFLOWS=40000 BIN=target/release/orchestrator benches/cluster.sh
 #
 # Reports stay in $OUT (default /tmp/narralytica-cluster).
+# The workload is version 1 of the video pipeline (tests/fixtures/pipelines,
+# nine static steps, the `segment` worker listing no segments), as for the
+# figures in docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -21,6 +24,7 @@ OUT=${OUT:-/tmp/narralytica-cluster}
 PORT=${PORT:-14654}
 HTTP=${HTTP:-19474}
 URL=nats://127.0.0.1:$PORT
+PIPELINES=tests/fixtures/pipelines
 command -v nats-server >/dev/null || { echo "nats-server not on PATH (bash .ci/setup.sh)" >&2; exit 2; }
 [ -x "$BIN" ] || { echo "not an executable: $BIN (cargo build --release)" >&2; exit 2; }
 pids=()
@@ -38,13 +42,13 @@ for round in $(seq "$ROUNDS"); do
     printf 'port: %s\njetstream { store_dir: "%s/run/js" }\n' "$PORT" "$OUT" > "$OUT/run/nats.conf"
     nats-server -c "$OUT/run/nats.conf" > "$OUT/run/nats.log" 2>&1 & NATS=$!; pids=("$NATS")
     sleep 0.5
-    "$BIN" run --config "$OUT/$mode.toml" --pipelines config/pipelines --nats-url "$URL" \
+    "$BIN" run --pipelines "$PIPELINES" --config "$OUT/$mode.toml" --nats-url "$URL" \
       --data-dir "$OUT/run/data" --http-addr "127.0.0.1:$HTTP" > "$OUT/run/run.log" 2>&1 & RUN=$!; pids+=("$RUN")
-    "$BIN" worker --simulate --nats-url "$URL" > "$OUT/run/worker.log" 2>&1 & WRK=$!; pids+=("$WRK")
+    "$BIN" worker --simulate --pipelines "$PIPELINES" --default-segments 0 --nats-url "$URL" > "$OUT/run/worker.log" 2>&1 & WRK=$!; pids+=("$WRK")
     for _ in $(seq 100); do grep -q "orchestrator running" "$OUT/run/run.log" && break; sleep 0.1; done
-    "$BIN" loadgen --nats-url "$URL" --concurrency 32 --workflows 500 > /dev/null 2>&1
+    "$BIN" loadgen --pipelines "$PIPELINES" --nats-url "$URL" --concurrency 32 --workflows 500 > /dev/null 2>&1
     rep="$OUT/$mode-r$round.json"
-    "$BIN" loadgen --nats-url "$URL" --concurrency 128 --workflows "$WORKFLOWS" --report "$rep" > /dev/null 2>&1
+    "$BIN" loadgen --pipelines "$PIPELINES" --nats-url "$URL" --concurrency 128 --workflows "$WORKFLOWS" --report "$rep" > /dev/null 2>&1
     line="round $round $mode: wf/s=$(field "$rep" "d['workflows_per_s']") p50=$(field "$rep" "d['latency_ms']['p50']") errors=$(field "$rep" "d['errors']")"
     if [ "$mode" = cluster ]; then
       transitions=$(metric narralytica_journal_records_total)

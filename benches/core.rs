@@ -1,5 +1,7 @@
 //! Pure-core throughput: one whole video workflow (start + 9 results) through
-//! `decide` and `evolve`, and a single result transition.
+//! `decide` and `evolve`, and a single result transition. The workflow is
+//! version 1 of the video pipeline (tests/fixtures/pipelines: nine static
+//! steps), on which the figures were measured.
 //!
 //! Run: `cargo bench --release --bench core` (figures in docs/benchmarks.md).
 
@@ -15,7 +17,7 @@ use orchestrator::workflow::{
 };
 
 fn video() -> (PipelineRef, PipelineDef) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pipelines/video.toml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipelines/video.toml");
     let def = load_pipeline_file(&path, &PipelineLimits::default()).expect("video.toml");
     let r = PipelineRef {
         name: def.name.clone(),

@@ -10,6 +10,9 @@
 # carried them, and messages per workflow. Run it with two builds to
 # compare event subject schemes (batching shares a message only between
 # records with the same subject).
+# The workload is version 1 of the video pipeline (tests/fixtures/pipelines,
+# nine static steps, the `segment` worker listing no segments), as for the
+# figures in docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKFLOWS=${1:-5000}
@@ -18,6 +21,7 @@ OUT=${OUT:-/tmp/narralytica-event-messages}
 PORT=${PORT:-14632}
 HTTP=${HTTP:-127.0.0.1:14633}
 URL=nats://127.0.0.1:$PORT
+PIPELINES=tests/fixtures/pipelines
 [ -x "$BIN" ] || { echo "no binary at $BIN" >&2; exit 2; }
 command -v nats-server >/dev/null || { echo "nats-server not on PATH (bash .ci/setup.sh)" >&2; exit 2; }
 rm -rf "$OUT"; mkdir -p "$OUT"
@@ -26,10 +30,10 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 nats-server -p "$PORT" -js -sd "$OUT/js" > "$OUT/nats.log" 2>&1 & pids+=($!)
 sleep 0.5
-"$BIN" run --nats-url "$URL" --data-dir "$OUT/data" --http-addr "$HTTP" > "$OUT/run.log" 2>&1 & pids+=($!)
-"$BIN" worker --simulate --nats-url "$URL" > "$OUT/worker.log" 2>&1 & pids+=($!)
+"$BIN" run --pipelines "$PIPELINES" --nats-url "$URL" --data-dir "$OUT/data" --http-addr "$HTTP" > "$OUT/run.log" 2>&1 & pids+=($!)
+"$BIN" worker --simulate --pipelines "$PIPELINES" --default-segments 0 --nats-url "$URL" > "$OUT/worker.log" 2>&1 & pids+=($!)
 sleep 1
-"$BIN" loadgen --nats-url "$URL" --concurrency 128 --workflows "$WORKFLOWS" --report "$OUT/report.json" > "$OUT/loadgen.log" 2>&1 || true
+"$BIN" loadgen --pipelines "$PIPELINES" --nats-url "$URL" --concurrency 128 --workflows "$WORKFLOWS" --report "$OUT/report.json" > "$OUT/loadgen.log" 2>&1 || true
 # The publisher drains after the last completion: wait until it is idle.
 prev=-1
 for _ in $(seq 50); do

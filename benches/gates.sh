@@ -2,6 +2,10 @@
 # The speed gates, measured end to end with `orchestrator loadgen`:
 # nats-server, `orchestrator run` and `orchestrator worker --simulate` as
 # separate processes on this machine, journal fsync on, lifecycle events on.
+# The workload is version 1 of the video pipeline (tests/fixtures/pipelines:
+# nine static steps, one task each, the `segment` worker listing no
+# segments), on which the figures in docs/benchmarks.md were measured; run,
+# worker and loadgen all get that directory with --pipelines.
 #
 #   benches/gates.sh [RUNS]            # default 3 runs per figure
 #   NATS_SYNC=always benches/gates.sh  # nats-server with sync_interval: always
@@ -32,6 +36,7 @@ PORT=${PORT:-14622}
 WORKFLOWS=${WORKFLOWS:-40000}
 CONCURRENCY=${CONCURRENCY:-128}
 URL=nats://127.0.0.1:$PORT
+PIPELINES=tests/fixtures/pipelines
 [ -x "$BIN" ] || { echo "no binary at $BIN: run cargo build --release" >&2; exit 2; }
 command -v nats-server >/dev/null || { echo "nats-server not on PATH (bash .ci/setup.sh)" >&2; exit 2; }
 rm -rf "$OUT"; mkdir -p "$OUT"
@@ -69,7 +74,7 @@ CAPS_ARGS=()
 if [ -n "${GATES_CAPS:-}" ]; then
   python3 - "$OUT/caps.toml" <<'PY'
 import sys, tomllib
-steps = tomllib.load(open("config/pipelines/video.toml", "rb"))["steps"]
+steps = tomllib.load(open("tests/fixtures/pipelines/video.toml", "rb"))["steps"]
 types = sorted({s.get("task_type", s["name"]) for s in steps})
 with open(sys.argv[1], "w") as f:
     f.write('[capacity]\npriority = "/priority"\n')
@@ -78,15 +83,15 @@ with open(sys.argv[1], "w") as f:
 PY
   CAPS_ARGS=(--config "$OUT/caps.toml")
 fi
-"$BIN" run --nats-url "$URL" --data-dir "$OUT/data" --http-addr off "${CAPS_ARGS[@]}" > "$OUT/run.log" 2>&1 & RUN=$!; pids+=($RUN)
-"$BIN" worker --simulate --nats-url "$URL" > "$OUT/worker.log" 2>&1 & pids+=($!)
+"$BIN" run --nats-url "$URL" --data-dir "$OUT/data" --http-addr off --pipelines "$PIPELINES" "${CAPS_ARGS[@]}" > "$OUT/run.log" 2>&1 & RUN=$!; pids+=($RUN)
+"$BIN" worker --simulate --nats-url "$URL" --pipelines "$PIPELINES" --default-segments 0 > "$OUT/worker.log" 2>&1 & pids+=($!)
 sleep 1
 
 # loadgen exits non-zero when a run had errors; its report still counts
 # them, and the verdicts below decide. No report at all: cannot measure.
 loadgen() {
   local report=$1 log=$2; shift 2
-  "$BIN" loadgen --nats-url "$URL" "$@" --report "$report" > "$log" 2>&1 || true
+  "$BIN" loadgen --nats-url "$URL" --pipelines "$PIPELINES" "$@" --report "$report" > "$log" 2>&1 || true
   [ -s "$report" ] || { echo "loadgen wrote no report ($report); its log:" >&2; tail -20 "$log" >&2; exit 2; }
 }
 # One report's figures on one line: wf/s tasks/s p50 p99 errors.

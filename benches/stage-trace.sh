@@ -16,6 +16,9 @@
 # and the median of each part is printed. Needs root (perf tracepoints), a
 # release build and nats-server on PATH. perf adds load of its own: the
 # parts are larger than without it; compare them with each other.
+# The workload is version 1 of the video pipeline (tests/fixtures/pipelines,
+# nine static steps, the `segment` worker listing no segments), as for the
+# figures in docs/benchmarks.md.
 #
 #   benches/stage-trace.sh
 set -euo pipefail
@@ -24,6 +27,7 @@ BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/orchestrator}
 OUT=${OUT:-/tmp/narralytica-trace}
 PORT=${PORT:-14655}
 URL=nats://127.0.0.1:$PORT
+PIPELINES=tests/fixtures/pipelines
 [ -x "$BIN" ] || { echo "no binary at $BIN: run cargo build --release" >&2; exit 2; }
 command -v nats-server >/dev/null || { echo "nats-server not on PATH (bash .ci/setup.sh)" >&2; exit 2; }
 command -v perf >/dev/null || { echo "perf not on PATH" >&2; exit 2; }
@@ -34,13 +38,13 @@ trap cleanup EXIT
 printf 'port: %s\njetstream { store_dir: "%s/js" }\n' "$PORT" "$OUT" > "$OUT/nats.conf"
 nats-server -c "$OUT/nats.conf" > "$OUT/nats.log" 2>&1 & NATS=$!; pids+=($NATS)
 sleep 0.5
-"$BIN" run --nats-url "$URL" --data-dir "$OUT/data" --http-addr off > "$OUT/run.log" 2>&1 & RUN=$!; pids+=($RUN)
-"$BIN" worker --simulate --nats-url "$URL" > "$OUT/worker.log" 2>&1 & WRK=$!; pids+=($WRK)
+"$BIN" run --pipelines "$PIPELINES" --nats-url "$URL" --data-dir "$OUT/data" --http-addr off > "$OUT/run.log" 2>&1 & RUN=$!; pids+=($RUN)
+"$BIN" worker --simulate --pipelines "$PIPELINES" --default-segments 0 --nats-url "$URL" > "$OUT/worker.log" 2>&1 & WRK=$!; pids+=($WRK)
 sleep 1
-"$BIN" loadgen --nats-url "$URL" --concurrency 32 --workflows 500 > /dev/null 2>&1
+"$BIN" loadgen --pipelines "$PIPELINES" --nats-url "$URL" --concurrency 32 --workflows 500 > /dev/null 2>&1
 events=syscalls:sys_enter_writev,syscalls:sys_enter_sendto,syscalls:sys_exit_recvfrom,syscalls:sys_exit_read,syscalls:sys_enter_fdatasync,syscalls:sys_exit_fdatasync
 perf record -q -o "$OUT/perf.data" -e "$events" -p "$NATS,$RUN,$WRK" -- \
-  "$BIN" loadgen --nats-url "$URL" --concurrency 1 --workflows "${WORKFLOWS:-60}" --report "$OUT/report.json" > "$OUT/loadgen.log" 2>&1
+  "$BIN" loadgen --pipelines "$PIPELINES" --nats-url "$URL" --concurrency 1 --workflows "${WORKFLOWS:-60}" --report "$OUT/report.json" > "$OUT/loadgen.log" 2>&1
 perf script -i "$OUT/perf.data" -F pid,time,event 2> /dev/null > "$OUT/trace.txt"
 python3 - "$OUT/trace.txt" "$OUT/report.json" "$RUN" "$WRK" <<'PY'
 import json, re, statistics, sys

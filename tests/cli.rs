@@ -50,8 +50,8 @@ fn pipelines_check_prints_each_dag() {
         "{stdout} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("pipeline video v1"), "{stdout}");
-    assert!(stdout.contains("embed"), "{stdout}");
+    assert!(stdout.contains("pipeline video v2"), "{stdout}");
+    assert!(stdout.contains("enrich[*] <- segment"), "{stdout}");
 }
 
 #[test]
@@ -427,8 +427,9 @@ fn the_python_reference_worker_completes_and_fails_workflows() {
     }
     let mut b = Bench::new(None);
     b.start_orchestrator();
-    let others =
-        "ingest,extract_audio,segment,enrich_topics,enrich_entities,enrich_sentiment,embed,index";
+    // Every other task type of the video pipeline (`translate` is skipped:
+    // the input names no target language).
+    let others = "ingest,extract_audio,segment,enrich_segment,embed,index";
     b.start_worker(&["--task-types", others]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python_worker.py");
     for (id, fail, status) in [("py-1", "none", "completed"), ("py-2", "fatal", "failed")] {
@@ -738,7 +739,9 @@ fn graceful_stop_runs_no_task_twice(nats: &str) {
     let mut twice: Vec<_> = per_task.iter().filter(|(_, n)| **n > 1).collect();
     twice.sort();
     assert!(twice.is_empty(), "ran more than once: {twice:?}");
-    assert_eq!(per_task.len(), 20 * 9, "every task of every workflow ran");
+    // 14 tasks per video workflow: 6 steps, and `enrich` once for each of
+    // the 8 segments `segment` lists by default (`translate` is skipped).
+    assert_eq!(per_task.len(), 20 * 14, "every task of every workflow ran");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Map steps through the whole engine: the example video pipeline (one
+//! Map steps through the whole engine: the shipped video pipeline (one
 //! task per segment) completes with checked outputs despite failures, its
 //! journal grows by about one record per element, and a crash in the middle
 //! of a 1,000-element map loses nothing and accepts no element twice.
@@ -18,8 +18,8 @@ use orchestrator::workflow::{EventKind, JournalRecord, Status};
 use crate::support::{Harness, Options};
 
 fn video_v2() -> PipelineDef {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/video.toml");
-    load_pipeline_file(&path, &PipelineLimits::default()).expect("the example is valid")
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pipelines/video.toml");
+    load_pipeline_file(&path, &PipelineLimits::default()).expect("the shipped pipeline is valid")
 }
 
 fn sim(latency_ms: u64, fail_rate: f64) -> Options {
@@ -63,8 +63,13 @@ async fn map_workflows_complete_with_checked_outputs_despite_failures() {
         .start_workflow("video", "empty", &input("empty", 0))
         .await
         .unwrap();
-    h.wait_terminal(21, Duration::from_secs(60)).await;
-    assert_eq!(Metrics::get(&h.metrics.workflows_completed), 21);
+    // An input that does not say: `segment` lists its default 8.
+    h.engine
+        .start_workflow("video", "plain", &crate::support::video_input("plain"))
+        .await
+        .unwrap();
+    h.wait_terminal(22, Duration::from_secs(60)).await;
+    assert_eq!(Metrics::get(&h.metrics.workflows_completed), 22);
     assert_eq!(Metrics::get(&h.metrics.output_errors), 0);
     let wf = h.engine.describe("m-3").await.unwrap().unwrap();
     let enrich = wf.steps[4].output.as_deref().unwrap();
@@ -73,10 +78,14 @@ async fn map_workflows_complete_with_checked_outputs_despite_failures() {
     assert_eq!(items[39]["n"], 1, "one output per element, in index order");
     let empty = h.engine.describe("empty").await.unwrap().unwrap();
     assert_eq!(empty.steps[4].output.as_deref(), Some("[]"));
+    let plain = h.engine.describe("plain").await.unwrap().unwrap();
+    let items: Vec<serde_json::Value> =
+        serde_json::from_str(plain.steps[4].output.as_deref().unwrap()).unwrap();
+    assert_eq!(items.len(), orchestrator::sim::DEFAULT_SEGMENTS as usize);
     let report = verify_store(&h.store).unwrap();
     assert_eq!(
         (report.completed, report.violations, report.corrupt),
-        (21, 0, 0),
+        (22, 0, 0),
         "{:?}",
         report.details
     );
@@ -84,7 +93,7 @@ async fn map_workflows_complete_with_checked_outputs_despite_failures() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_example_translates_only_when_the_detected_language_is_not_the_target() {
+async fn the_video_pipeline_translates_only_when_the_detected_language_is_not_the_target() {
     use orchestrator::workflow::StepStatus;
     let h = Harness::start(Arc::new(MemoryStorage::new()), sim(0, 0.1)).await;
     let inputs = [
@@ -228,5 +237,68 @@ async fn a_crash_in_the_middle_of_a_large_map_loses_nothing_and_accepts_no_eleme
         .filter(|e| matches!(e.kind, EventKind::ElementSucceeded { .. }))
         .count();
     assert_eq!(successes, 1_000);
+    h.stop().await;
+}
+
+/// The upgrade the product ships: a data dir whose video workflows started
+/// on version 1 (nine static steps) is opened with `config/pipelines`,
+/// which declares only version 2. The workflow in flight finishes on the
+/// definition it pinned, new ones start on version 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_workflows_started_on_version_1_finish_on_it_after_the_upgrade() {
+    let storage = Arc::new(MemoryStorage::new());
+    // Tasks that take an hour: `old` is still running when the node stops.
+    let before = Options {
+        pipelines: Some(crate::support::video_v1_pipelines()),
+        ..sim(3_600_000, 0.0)
+    };
+    let h = Harness::start(storage.clone(), before).await;
+    h.engine
+        .start_workflow("video", "old", &crate::support::video_input("old"))
+        .await
+        .unwrap();
+    let give_up = std::time::Instant::now() + Duration::from_secs(10);
+    while Metrics::get(&h.metrics.tasks_dispatched) < 1 {
+        assert!(std::time::Instant::now() < give_up, "ingest never sent");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    h.stop().await;
+
+    let after = Options {
+        pipelines: Some(vec![video_v2()]),
+        ..sim(0, 0.0)
+    };
+    let h = Harness::start(storage as Arc<dyn Storage>, after).await;
+    h.engine
+        .start_workflow("video", "new", &crate::support::video_input("new"))
+        .await
+        .unwrap();
+    h.wait_terminal(2, Duration::from_secs(30)).await;
+    assert_eq!(Metrics::get(&h.metrics.output_errors), 0);
+    let index_n = |wf: &orchestrator::workflow::WorkflowState, def: &PipelineDef| {
+        let out = wf.steps[def.step_index("index").unwrap()].output.as_deref();
+        serde_json::from_str::<serde_json::Value>(out.unwrap()).unwrap()["n"].as_u64()
+    };
+    let v1 = crate::support::video_v1_pipelines().remove(0);
+    let old = h.engine.describe("old").await.unwrap().unwrap();
+    let new = h.engine.describe("new").await.unwrap().unwrap();
+    assert_eq!(
+        (old.status, new.status),
+        (Status::Completed, Status::Completed)
+    );
+    assert_eq!((old.pipeline.version, new.pipeline.version), (1, 2));
+    assert_eq!((old.steps.len(), new.steps.len()), (9, 8));
+    // `index`: 17 on version 1; on version 2, 1 + 8 enrichments + 1.
+    assert_eq!(
+        (index_n(&old, &v1), index_n(&new, &video_v2())),
+        (Some(17), Some(10))
+    );
+    let report = verify_store(&h.store).unwrap();
+    assert_eq!(
+        (report.completed, report.violations, report.corrupt),
+        (2, 0, 0),
+        "{:?}",
+        report.details
+    );
     h.stop().await;
 }

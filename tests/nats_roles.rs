@@ -18,17 +18,15 @@ use crate::cli::{bin, wait_exit, Reaper};
 use crate::support::nats::{free_port, NatsServer};
 use crate::support::secure::Pki;
 
-const TASK_TYPES: [&str; 9] = [
-    "ingest",
-    "extract_audio",
-    "transcribe",
-    "segment",
-    "enrich_topics",
-    "enrich_entities",
-    "enrich_sentiment",
-    "embed",
-    "index",
-];
+/// The task types of the shipped pipelines: a worker of each runs the
+/// test's workflow.
+fn task_types() -> Vec<String> {
+    orchestrator::pipeline::task_types(&crate::support::shipped_pipelines())
+}
+
+/// The worker users of the file besides those: version 1 of the video
+/// pipeline's enrichments (workflows pinned to it still need workers).
+const V1_TASK_TYPES: [&str; 3] = ["enrich_topics", "enrich_entities", "enrich_sentiment"];
 
 fn password(user: &str) -> String {
     format!("pw-{user}-5e1")
@@ -73,7 +71,8 @@ impl Secure {
         let users = ["orchestrator", "operator", "events"]
             .into_iter()
             .map(str::to_owned)
-            .chain(TASK_TYPES.iter().map(|t| format!("worker-{t}")));
+            .chain(task_types().into_iter().map(|t| format!("worker-{t}")))
+            .chain(V1_TASK_TYPES.iter().map(|t| format!("worker-{t}")));
         for user in users {
             env.push((password_var(&user), password(&user)));
         }
@@ -180,7 +179,8 @@ fn with_the_shipped_nats_config_each_role_does_its_job_and_nothing_else() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut workers = Vec::new();
-    for t in TASK_TYPES {
+    for t in task_types() {
+        let t = t.as_str();
         let user = format!("worker-{t}");
         loop {
             let mut w = Reaper(

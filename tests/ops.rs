@@ -10,11 +10,13 @@ use crate::cli::{bin, fields, num, Bench};
 const VIDEO_TYPES: &str =
     "ingest,extract_audio,transcribe,segment,enrich_topics,enrich_entities,enrich_sentiment,embed,index";
 
-/// The shipped video pipeline, `hold` (a task type no test worker serves, so
-/// its workflows stay running) and `flaky` (one attempt per step).
+/// Version 1 of the video pipeline (its nine static steps fix the step
+/// positions, outputs and rerun sets these tests check), `hold` (a task
+/// type no test worker serves, so its workflows stay running) and `flaky`
+/// (one attempt per step).
 fn pipelines() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let video = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pipelines/video.toml");
+    let video = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipelines/video.toml");
     std::fs::copy(video, dir.path().join("video.toml")).unwrap();
     std::fs::write(
         dir.path().join("hold.toml"),

@@ -48,6 +48,8 @@ fn otlp(endpoint: String) -> OtlpConfig {
 /// this test binary a thread-scoped subscriber is unreliable: tracing's
 /// per-callsite interest cache is process-wide and races with the other
 /// tests' subscribers, which once lost every `workflow finished` line.)
+/// On version 1 of the video pipeline: every attempt is a step's task
+/// (map elements get no `task dispatched` or `task succeeded` lines).
 #[test]
 fn log_lines_carry_workflow_step_and_attempt_as_json_fields() {
     let dir = tempfile::tempdir().unwrap();
@@ -55,6 +57,8 @@ fn log_lines_carry_workflow_step_and_attempt_as_json_fields() {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args([
             "dev",
+            "--pipelines",
+            "tests/fixtures/pipelines",
             "--workflows",
             "3",
             "--fail-rate",

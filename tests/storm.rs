@@ -346,7 +346,7 @@ fn storm_checker_rules_on_hand_written_evidence() {
     use orchestrator::worker::ExecutionRecord;
     use orchestrator::workflow::{Event, EventKind};
 
-    let p = crate::support::video_pipelines()
+    let p = crate::support::video_v1_pipelines()
         .into_iter()
         .find(|p| p.name == "video")
         .unwrap();

@@ -6,10 +6,10 @@ use orchestrator::pipeline::PipelineDef;
 use orchestrator::verify::check_journal;
 use orchestrator::workflow::{AfterFailure, Event, EventKind, PipelineRef, ReopenMode, TaskError};
 
-use crate::support::video_pipelines;
+use crate::support::video_v1_pipelines;
 
 fn video() -> PipelineDef {
-    video_pipelines()
+    video_v1_pipelines()
         .into_iter()
         .find(|p| p.name == "video")
         .unwrap()

@@ -20,7 +20,7 @@ const POLL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  orchestrator batch retry --status failed --since 24h --dry-run\n  orchestrator batch rerun --pipeline video --status completed --from-step enrich_topics --rate 20/s\n  orchestrator batch status b-0199...   # and: batch pause JOB, batch resume JOB"
+    after_help = "Examples:\n  orchestrator batch retry --status failed --since 24h --dry-run\n  orchestrator batch rerun --pipeline video --status completed --from-step enrich --rate 20/s\n  orchestrator batch status b-0199...   # and: batch pause JOB, batch resume JOB"
 )]
 pub struct BatchArgs {
     #[command(subcommand)]
@@ -50,7 +50,7 @@ pub enum BatchCmd {
     },
     /// Rerun a step and everything downstream of it on every workflow the filter matches.
     #[command(
-        after_help = "Example: orchestrator batch rerun --pipeline video --status completed --from-step enrich_topics --rate 10/s"
+        after_help = "Example: orchestrator batch rerun --pipeline video --status completed --from-step enrich --rate 10/s"
     )]
     Rerun {
         #[command(flatten)]

@@ -35,10 +35,11 @@ pub struct DevArgs {
     #[arg(long, default_value_t = 100)]
     pub workflows: u64,
     /// Segments each workflow input asks the simulated workers to list
-    /// (`"segments": N`), for pipelines that map over them; 0 leaves the
-    /// field out.
-    #[arg(long, default_value_t = 0)]
-    pub segments: u32,
+    /// (`"segments": N`, every output then lists N: a map over them gets N
+    /// elements). Without it the input leaves them out and the simulated
+    /// `segment` workers list their default, 8.
+    #[arg(long)]
+    pub segments: Option<u32>,
     /// Share of task attempts that fail retryably, in [0, 1].
     #[arg(long, default_value_t = 0.0)]
     pub fail_rate: f64,
@@ -263,13 +264,11 @@ pub async fn run_dev(
         let items: Vec<(String, String)> = (0..n)
             .map(|_| {
                 let id = format!("dev-{}", uuid::Uuid::now_v7());
-                let input = if args.segments > 0 {
-                    format!(
-                        r#"{{"video_id":"{id}","video_url":"s3://media/{id}.mp4","segments":{}}}"#,
-                        args.segments
-                    )
-                } else {
-                    format!(r#"{{"video_id":"{id}","video_url":"s3://media/{id}.mp4"}}"#)
+                let input = match args.segments {
+                    Some(k) => format!(
+                        r#"{{"video_id":"{id}","video_url":"s3://media/{id}.mp4","segments":{k}}}"#
+                    ),
+                    None => format!(r#"{{"video_id":"{id}","video_url":"s3://media/{id}.mp4"}}"#),
                 };
                 (id, input)
             })

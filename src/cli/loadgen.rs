@@ -58,9 +58,11 @@ pub struct LoadgenArgs {
     #[arg(long, default_value = "config/pipelines")]
     pub pipelines: PathBuf,
     /// Segments each workflow input asks the simulated workers to list
-    /// (`"segments": N`), for pipelines that map over them; 0 leaves it out.
-    #[arg(long, default_value_t = 0)]
-    pub segments: u32,
+    /// (`"segments": N`, every output then lists N: a map over them gets N
+    /// elements). Without it the input leaves them out and the simulated
+    /// `segment` workers list their default, 8 (`worker --default-segments`).
+    #[arg(long)]
+    pub segments: Option<u32>,
     /// After the last start, how long to wait for workflows still running; those
     /// not terminal by then count as lost (errors).
     #[arg(long, value_parser = loadgen::parse_span, default_value = "30s")]

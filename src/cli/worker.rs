@@ -43,6 +43,10 @@ pub struct WorkerArgs {
     /// Share of executions answered late, after the attempt was superseded, in [0, 1].
     #[arg(long, default_value_t = 0.0)]
     pub stale_rate: f64,
+    /// Segments a `segment` task lists when its workflow input does not say
+    /// (`"segments": N` makes every output list N); 0 lists none.
+    #[arg(long, default_value_t = crate::sim::DEFAULT_SEGMENTS)]
+    pub default_segments: u32,
     /// Share of executions that succeed with a wrong output (`n` off by 1000), in [0, 1].
     #[arg(long, default_value_t = 0.0)]
     pub corrupt_rate: f64,
@@ -137,6 +141,7 @@ pub fn run(args: WorkerArgs) -> ExitCode {
         concurrency: args.concurrency,
         started_after_ms: args.started_after.as_millis() as u64,
         shutdown_grace_ms: args.shutdown_grace.as_millis() as u64,
+        default_segments: args.default_segments,
     };
     let mut nats = args.nats.config();
     // A worker is a service like `run`: it waits for NATS as long.

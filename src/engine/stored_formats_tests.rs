@@ -14,7 +14,9 @@ use crate::storage::Storage;
 use crate::workflow::stored::{OlderWorkflowStates, WorkflowStateV1, WorkflowStateV2};
 use crate::workflow::{decide_start, evolve, PipelineRef, WorkflowState};
 
-const VIDEO: &str = include_str!("../../config/pipelines/video.toml");
+/// Version 1 of the video pipeline: no maps, conditions or children, as
+/// the oldest stored formats hold it.
+const VIDEO: &str = include_str!("../../tests/fixtures/pipelines/video.toml");
 
 fn video() -> PipelineDef {
     parse_pipeline(VIDEO, "video.toml", &PipelineLimits::default()).unwrap()
@@ -134,7 +136,8 @@ fn a_snapshot_in_the_old_encoding_loads_with_no_maps() {
     assert_eq!(back, state);
 }
 
-const VIDEO_MAP: &str = include_str!("../../config/examples/video.toml");
+/// The shipped video pipeline (version 2): a map and a condition.
+const VIDEO_MAP: &str = include_str!("../../config/pipelines/video.toml");
 
 #[test]
 fn a_map_definition_stored_before_conditions_keeps_its_hash_and_is_read() {

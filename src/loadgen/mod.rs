@@ -252,7 +252,7 @@ struct Starter {
     client: async_nats::Client,
     subject: String,
     pipeline: String,
-    segments: u32,
+    segments: Option<u32>,
     timeout: Duration,
     tracker: Arc<Mutex<Tracker>>,
     permits: Arc<Semaphore>,
@@ -275,10 +275,11 @@ impl Starter {
         let body = serde_json::to_vec(&StartRequest {
             v: VERSION,
             pipeline: self.pipeline.clone(),
-            input: if self.segments > 0 {
-                json!({"video_url": format!("s3://media/{id}.mp4"), "video_id": id, "segments": self.segments})
-            } else {
-                json!({"video_url": format!("s3://media/{id}.mp4"), "video_id": id})
+            input: match self.segments {
+                Some(k) => {
+                    json!({"video_url": format!("s3://media/{id}.mp4"), "video_id": id, "segments": k})
+                }
+                None => json!({"video_url": format!("s3://media/{id}.mp4"), "video_id": id}),
             },
             id: id.clone(),
             pipeline_version: None,

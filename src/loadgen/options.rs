@@ -71,9 +71,10 @@ pub struct InProcessWorkers {
 pub struct Options {
     pub nats: NatsConfig,
     pub pipeline: Arc<PipelineDef>,
-    /// `"segments": N` in every workflow input (for pipelines that map over
-    /// the segments the simulated workers list); 0 leaves it out.
-    pub segments: u32,
+    /// `"segments": N` in every workflow input: every simulated output
+    /// lists N segments. `None` leaves it out, and the simulated `segment`
+    /// workers list their default ([`crate::sim::SimConfig::default_segments`]).
+    pub segments: Option<u32>,
     pub mode: Mode,
     pub max_in_flight_starts: usize,
     pub start_timeout: Duration,

@@ -102,8 +102,8 @@ fn percentages_parse_to_basis_points() {
 }
 
 #[test]
-fn the_example_video_pipeline_maps_per_segment_and_check_shows_it() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/video.toml");
+fn the_shipped_video_pipeline_maps_per_segment_and_check_shows_it() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pipelines/video.toml");
     let def =
         load_pipeline_file(&path, &PipelineLimits::default()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((def.name.as_str(), def.version), ("video", 2));

@@ -54,6 +54,13 @@ fn video() -> PipelineDef {
     load_pipeline_file(&path, &limits()).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Version 1 of the video pipeline (a test fixture): nine static steps,
+/// three of them in parallel.
+fn video_v1() -> PipelineDef {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipelines/video.toml");
+    load_pipeline_file(&path, &limits()).unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn needs_names(def: &PipelineDef, step: &str) -> Vec<String> {
     let step = &def.steps[def.step_index(step).expect("step exists")];
     step.needs
@@ -68,7 +75,7 @@ fn needs_names(def: &PipelineDef, step: &str) -> Vec<String> {
 fn video_pipeline_parses_with_expected_shape_and_policies() {
     let def = video();
     assert_eq!(def.name, "video");
-    assert_eq!(def.version, 1);
+    assert_eq!(def.version, 2);
     assert_eq!(def.workflow_timeout_ms, Some(24 * MS_PER_HOUR));
     let names: Vec<&str> = def.steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
@@ -78,15 +85,19 @@ fn video_pipeline_parses_with_expected_shape_and_policies() {
             "extract_audio",
             "transcribe",
             "segment",
-            "enrich_topics",
-            "enrich_entities",
-            "enrich_sentiment",
+            "enrich",
             "embed",
-            "index"
+            "index",
+            "translate"
         ]
     );
     for step in &def.steps {
-        assert_eq!(step.task_type, step.name);
+        let task_type = if step.name == "enrich" {
+            "enrich_segment"
+        } else {
+            &step.name
+        };
+        assert_eq!(step.task_type, task_type);
         assert_eq!(step.retry.max_attempts, 10, "{}", step.name);
         assert_eq!(step.retry.initial_backoff_ms, 200);
         assert_eq!(step.retry.backoff_coefficient, 2.0);
@@ -101,25 +112,34 @@ fn video_pipeline_parses_with_expected_shape_and_policies() {
             .timeouts
             .start_to_close_ms
     };
+    assert_eq!(start_to_close("ingest"), Some(2 * MS_PER_HOUR));
     assert_eq!(start_to_close("transcribe"), Some(4 * MS_PER_HOUR));
     assert_eq!(start_to_close("segment"), Some(MS_PER_HOUR));
+    assert_eq!(start_to_close("enrich"), Some(5 * MS_PER_MINUTE));
 
-    let mut embed_needs = needs_names(&def, "embed");
-    embed_needs.sort();
-    assert_eq!(
-        embed_needs,
-        ["enrich_entities", "enrich_sentiment", "enrich_topics"]
-    );
-    for enrich in ["enrich_topics", "enrich_entities", "enrich_sentiment"] {
-        assert_eq!(needs_names(&def, enrich), ["segment"]);
-    }
+    assert_eq!(needs_names(&def, "translate"), ["transcribe"]);
+    assert_eq!(needs_names(&def, "segment"), ["transcribe", "translate"]);
+    assert_eq!(needs_names(&def, "enrich"), ["segment"]);
+    assert_eq!(needs_names(&def, "embed"), ["enrich"]);
     assert_eq!(needs_names(&def, "index"), ["embed"]);
     assert!(needs_names(&def, "ingest").is_empty());
+    // Only `enrich` maps, only `translate` has a condition.
+    let mapped: Vec<usize> = (0..def.steps.len())
+        .filter(|&i| def.map_of(i).is_some())
+        .collect();
+    let conditional: Vec<usize> = (0..def.steps.len())
+        .filter(|&i| def.when_of(i).is_some())
+        .collect();
+    assert_eq!(mapped, [def.step_index("enrich").unwrap()]);
+    assert_eq!(conditional, [def.step_index("translate").unwrap()]);
 }
 
+/// Rendering of steps that run in parallel on one level, on version 1 of
+/// the video pipeline (the shipped version has none; `map_tests` checks how
+/// it renders).
 #[test]
-fn video_render_dag_shows_seven_levels() {
-    let rendered = video().render_dag();
+fn video_v1_render_dag_shows_seven_levels() {
+    let rendered = video_v1().render_dag();
     let mut lines = rendered.lines();
     assert_eq!(
         lines.next(),
@@ -827,5 +847,5 @@ fn shipped_pipeline_directory_loads() {
                 .join("\n")
         )
     });
-    assert!(defs.iter().any(|d| d.name == "video" && d.version == 1));
+    assert!(defs.iter().any(|d| d.name == "video" && d.version == 2));
 }

@@ -1,15 +1,22 @@
 //! Simulated workers for every task type: the workers of `orchestrator dev`
 //! and of the tests. A task's output is `{"video_id", "step", "n"}` with
 //! `n = 1 + Σ n of its dependencies` (a map step's array counts the sum of
-//! its elements, a skipped step's `null` counts 0), so a correct run of the
-//! video pipeline ends with `n = 17` at `index`, and any lost, duplicated or
-//! mixed-up output shows. A workflow
-//! input with `"segments": k` makes every output but a map element's list
-//! `k` segments, for pipelines that map over them, and one with `"language": "<l>"` makes
-//! every output report `"language": "<l>"` (the language a transcription
-//! detected), for conditions that read it. A child workflow's tasks read
-//! these through the child's input (`{"workflow": <parent's input>, ..}`),
-//! so a pipeline run as a child behaves as it does on its own.
+//! its elements, a skipped step's `null` counts 0), so any lost, duplicated
+//! or mixed-up output shows: a correct run of the video pipeline with its 8
+//! default segments and no translation ends with `n = 10` at `index`
+//! ([`check_outputs`] works out every step's `n` for any pipeline).
+//!
+//! Segments: a `segment` task lists [`DEFAULT_SEGMENTS`] segments
+//! (`"segments": [0, 1, ...]`, [`SimConfig::default_segments`]) when the
+//! workflow input does not say how many, as a real segmenter finds some in
+//! any transcript, so the video pipeline's map has work to do on any input.
+//! A workflow input with `"segments": k` makes every output but a map
+//! element's list `k` segments instead, for pipelines that map over other
+//! steps. A workflow input with `"language": "<l>"` makes every output
+//! report `"language": "<l>"` (the language a transcription detected), for
+//! conditions that read it. A child workflow's tasks read these through the
+//! child's input (`{"workflow": <parent's input>, ..}`), so a pipeline run
+//! as a child behaves as it does on its own.
 //!
 //! Pending tasks are held compactly (task id, due time, computed outcome);
 //! failures are drawn from the seed and the task id, so a run is repeatable.
@@ -55,6 +62,9 @@ pub struct SimConfig {
     /// On SIGTERM a NATS worker stops pulling and waits this long for the
     /// tasks in hand to finish and their results to be handed over.
     pub shutdown_grace_ms: u64,
+    /// Segments a `segment` task lists when the workflow input does not say
+    /// (`"segments": N`); 0 lists none, as in an output without segments.
+    pub default_segments: u32,
 }
 
 impl Default for SimConfig {
@@ -69,8 +79,22 @@ impl Default for SimConfig {
             concurrency: 1_000,
             started_after_ms: STARTED_AFTER_MS,
             shutdown_grace_ms: 30_000,
+            default_segments: DEFAULT_SEGMENTS,
         }
     }
+}
+
+/// Default of [`SimConfig::default_segments`].
+pub const DEFAULT_SEGMENTS: u32 = 8;
+
+/// The task type whose simulated workers list segments unasked.
+pub const SEGMENT_TASK_TYPE: &str = "segment";
+
+/// The segments a task of `task_type` lists when the workflow input does
+/// not say: `default_segments` for a `segment` task (none when 0), none
+/// for the others.
+pub fn unasked_segments(task_type: &str, default_segments: u32) -> Option<u32> {
+    (task_type == SEGMENT_TASK_TYPE && default_segments > 0).then_some(default_segments)
 }
 
 /// Default of [`SimConfig::started_after_ms`].
@@ -218,15 +242,27 @@ impl SimConfig {
     }
 }
 
-/// The output a correct worker returns for `spec`, as JSON text.
-pub fn output_for(spec: &TaskSpec) -> Result<String, String> {
-    output_from(&spec.input, &spec.workflow_id, &spec.step)
+/// The output a correct worker returns for `spec`, as JSON text
+/// (`default_segments`: [`SimConfig::default_segments`]).
+pub fn output_for(spec: &TaskSpec, default_segments: u32) -> Result<String, String> {
+    output_from(
+        &spec.input,
+        &spec.workflow_id,
+        &spec.step,
+        unasked_segments(&spec.task_type, default_segments),
+    )
 }
 
 /// The output for a task input (JSON text) of `step` in workflow
 /// `workflow_id`: `n = 1 + Σ n of the dependencies (+ n of the element)`,
-/// and the list `segments` when the workflow input asks for some.
-pub fn output_from(input: &str, workflow_id: &str, step: &str) -> Result<String, String> {
+/// and the list `segments` when the workflow input asks for some, else
+/// when `unasked` ([`unasked_segments`]) is some.
+pub fn output_from(
+    input: &str,
+    workflow_id: &str,
+    step: &str,
+    unasked: Option<u32>,
+) -> Result<String, String> {
     let input: TaskInput =
         serde_json::from_str(input).map_err(|e| format!("bad task input: {e}"))?;
     let n = 1
@@ -241,6 +277,7 @@ pub fn output_from(input: &str, workflow_id: &str, step: &str) -> Result<String,
     let segments = input
         .workflow
         .segments()
+        .or(unasked)
         .filter(|_| input.element.is_none());
     if let Some(k) = segments {
         out.push_str(r#","segments":["#);
@@ -440,7 +477,7 @@ pub async fn run(
                     let outcome = if fail {
                         Err(())
                     } else {
-                        output_for(&spec)
+                        output_for(&spec, cfg.default_segments)
                             .map(String::into_boxed_str)
                             .map_err(|_| ())
                     };

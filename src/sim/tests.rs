@@ -72,7 +72,8 @@ fn latency_distributions_parse_print_and_sample() {
 fn a_childs_tasks_read_the_parents_input_through_the_childs() {
     let child_task = r#"{"workflow":{"workflow":{"video_id":"v1","segments":2,"language":"fr"},"deps":{}},"deps":{"transcribe":{"n":3}}}"#;
     let out: serde_json::Value =
-        serde_json::from_str(&output_from(child_task, "v1~process~1", "segment").unwrap()).unwrap();
+        serde_json::from_str(&output_from(child_task, "v1~process~1", "segment", None).unwrap())
+            .unwrap();
     assert_eq!(
         out,
         serde_json::json!({"video_id":"v1","step":"segment","n":4,"segments":[0,1],"language":"fr"})
@@ -80,7 +81,118 @@ fn a_childs_tasks_read_the_parents_input_through_the_childs() {
     // The child's own input wins over its parent's.
     let own = r#"{"workflow":{"segments":1,"workflow":{"segments":5}}}"#;
     let out: serde_json::Value =
-        serde_json::from_str(&output_from(own, "c", "segment").unwrap()).unwrap();
+        serde_json::from_str(&output_from(own, "c", "segment", Some(8)).unwrap()).unwrap();
     assert_eq!(out["segments"], serde_json::json!([0]));
     assert_eq!(out["video_id"], "c");
+}
+
+#[test]
+fn a_segment_task_lists_the_default_segments_unless_the_input_says() {
+    let out = |input: &str, task_type: &str, default: u32| -> serde_json::Value {
+        let unasked = unasked_segments(task_type, default);
+        serde_json::from_str(&output_from(input, "v", task_type, unasked).unwrap()).unwrap()
+    };
+    let plain = r#"{"workflow":{"video_url":"s3://v.mp4"},"deps":{"transcribe":{"n":3}}}"#;
+    let listed = out(plain, "segment", DEFAULT_SEGMENTS);
+    assert_eq!(
+        listed["segments"],
+        serde_json::json!([0, 1, 2, 3, 4, 5, 6, 7])
+    );
+    assert_eq!(listed["n"], 4);
+    // Only the segmenter lists segments unasked, and 0 lists none.
+    assert!(out(plain, "transcribe", DEFAULT_SEGMENTS)
+        .get("segments")
+        .is_none());
+    assert!(out(plain, "segment", 0).get("segments").is_none());
+    // The input's count wins, for every task type (0 included: an empty list).
+    let asked = r#"{"workflow":{"segments":2},"deps":{}}"#;
+    assert_eq!(
+        out(asked, "segment", 8)["segments"],
+        serde_json::json!([0, 1])
+    );
+    assert_eq!(
+        out(asked, "embed", 8)["segments"],
+        serde_json::json!([0, 1])
+    );
+    let none = r#"{"workflow":{"segments":0},"deps":{}}"#;
+    assert_eq!(out(none, "segment", 8)["segments"], serde_json::json!([]));
+    // A map element lists none.
+    let element = r#"{"workflow":{},"deps":{},"element":3}"#;
+    assert!(out(element, "segment", 8).get("segments").is_none());
+}
+
+/// The shipped video pipeline, run by the simulated workers on an input
+/// that says nothing about segments: the map gets the default segments and
+/// every step's `n` checks out (`index`: 1 + the 8 enrichments + 1).
+#[test]
+fn the_shipped_video_pipeline_runs_on_the_default_segments() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pipelines/video.toml");
+    let def = crate::pipeline::load::load_pipeline_file(&path, &Default::default()).unwrap();
+    let mut outputs: Vec<Option<String>> = vec![None; def.steps.len()];
+    let workflow = r#"{"video_id":"v","video_url":"s3://v.mp4"}"#;
+    for i in def.topo_order() {
+        let step = &def.steps[i];
+        if def.when_of(i).is_some() {
+            // `translate` needs a target language: skipped.
+            continue;
+        }
+        let deps = |filter: &dyn Fn(usize) -> bool| -> String {
+            let parts: Vec<String> = step
+                .needs
+                .iter()
+                .map(|&d| usize::from(d))
+                .filter(|&d| filter(d))
+                .map(|d| {
+                    let out = outputs[d].as_deref().unwrap_or("null");
+                    format!(r#""{}":{out}"#, def.steps[d].name)
+                })
+                .collect();
+            parts.join(",")
+        };
+        let output = match def.map_of(i) {
+            None => {
+                let input = format!(
+                    r#"{{"workflow":{workflow},"deps":{{{}}}}}"#,
+                    deps(&|_| true)
+                );
+                output_from(
+                    &input,
+                    "v",
+                    &step.name,
+                    unasked_segments(&step.task_type, 8),
+                )
+                .unwrap()
+            }
+            Some(m) => {
+                let over = usize::from(m.over_step);
+                let items =
+                    crate::workflow::map::array_at(outputs[over].as_deref().unwrap(), &m.pointer)
+                        .unwrap();
+                assert_eq!(items.len(), DEFAULT_SEGMENTS as usize);
+                let elements: Vec<String> = items
+                    .iter()
+                    .map(|item| {
+                        let input = format!(
+                            r#"{{"workflow":{workflow},"deps":{{{}}},"element":{item}}}"#,
+                            deps(&|d| d != over)
+                        );
+                        output_from(
+                            &input,
+                            "v",
+                            &step.name,
+                            unasked_segments(&step.task_type, 8),
+                        )
+                        .unwrap()
+                    })
+                    .collect();
+                format!("[{}]", elements.join(","))
+            }
+        };
+        outputs[i] = Some(output);
+    }
+    let refs: Vec<Option<&str>> = outputs.iter().map(Option::as_deref).collect();
+    assert_eq!(check_outputs(&def, &refs), Vec::<String>::new());
+    let index = def.steps.iter().position(|s| s.name == "index").unwrap();
+    let index: serde_json::Value = serde_json::from_str(refs[index].unwrap()).unwrap();
+    assert_eq!(index["n"], 10);
 }

@@ -13,7 +13,7 @@ use crate::protocol::trace::{span_id, TraceParent, TRACEPARENT, TRACESTATE};
 use crate::protocol::{
     ErrorBody, HeartbeatMessage, ResultMessage, ResultStatus, TaskMessage, VERSION,
 };
-use crate::sim::{draw, output_from};
+use crate::sim::{draw, output_from, unasked_segments};
 
 /// Runs one attempt. `headers` are the task message's; `stream_msg` is
 /// its JetStream message (kept in progress while the task runs), `None`
@@ -101,7 +101,8 @@ pub(super) async fn execute(
         };
         (ResultStatus::Failed, None, Some(e))
     } else {
-        match output_from(task.input.get(), &task.workflow_id, &task.step)
+        let unasked = unasked_segments(&task.task_type, sim.default_segments);
+        match output_from(task.input.get(), &task.workflow_id, &task.step, unasked)
             .ok()
             .map(|o| {
                 if drawn(sim, 4, &task.task_id, faults.corrupt_rate) {

@@ -47,7 +47,17 @@ pub fn store_with_journals(
     store
 }
 
-pub fn video_pipelines() -> Vec<PipelineDef> {
+/// Version 1 of the video pipeline (`tests/fixtures/pipelines`): nine
+/// static steps, one task each, `n = 17` at `index`. The harness runs it
+/// by default: the engine tests count its tasks and read its steps by
+/// position. Tests of what the product ships load `config/pipelines`.
+pub fn video_v1_pipelines() -> Vec<PipelineDef> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipelines");
+    load_pipeline_dir(&dir, &PipelineLimits::default()).expect("the v1 fixture is valid")
+}
+
+/// The pipelines the product ships (`config/pipelines`).
+pub fn shipped_pipelines() -> Vec<PipelineDef> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pipelines");
     load_pipeline_dir(&dir, &PipelineLimits::default()).expect("shipped pipelines are valid")
 }
@@ -80,7 +90,8 @@ pub struct Options {
     pub partitions: u16,
     pub sim: SimConfig,
     pub config: EngineConfig,
-    /// Pipelines to load instead of `config/pipelines`.
+    /// Pipelines to load instead of version 1 of the video pipeline
+    /// ([`video_v1_pipelines`]).
     pub pipelines: Option<Vec<PipelineDef>>,
     /// Clock to use instead of the system clock.
     pub clock: Option<Arc<dyn Clock>>,
@@ -146,7 +157,7 @@ impl Harness {
             )
             .expect("committer"),
         );
-        let defs = opts.pipelines.unwrap_or_else(video_pipelines);
+        let defs = opts.pipelines.unwrap_or_else(video_v1_pipelines);
         let task_types = orchestrator::pipeline::task_types(&defs);
         let pipelines = Arc::new(PipelineRegistry::new(store.clone(), defs));
         committer

@@ -53,7 +53,7 @@ pub struct IdArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-#[command(after_help = "Example: orchestrator rerun video-123 --from-step enrich_topics")]
+#[command(after_help = "Example: orchestrator rerun video-123 --from-step enrich")]
 pub struct RerunArgs {
     /// Workflow id.
     pub id: String,

@@ -65,7 +65,7 @@ impl World {
                 retryable: true,
             })
         } else {
-            match crate::sim::output_for(&spec) {
+            match crate::sim::output_for(&spec, crate::sim::DEFAULT_SEGMENTS) {
                 Ok(out) => TaskOutcome::Succeeded(out),
                 Err(e) => TaskOutcome::Failed(TaskError {
                     kind: "invalid_input".into(),
