@@ -15,7 +15,9 @@
 #                                      # binding: a cap of 1,000,000 on every
 #                                      # task type of the video pipeline, a key
 #                                      # per video and a priority pointer (the
-#                                      # gate's cost on every dispatch)
+#                                      # gate on every dispatch; what it costs
+#                                      # against no limits, in one sitting:
+#                                      # benches/caps_overhead.sh)
 #
 # Prints one line per run, the median of each figure and a verdict per
 # gate, and exits 1 when a gate is missed (errors in any run included;
