@@ -1,8 +1,8 @@
 //! The NATS shell of the ownership core on a real nats-server: nodes split
 //! the partitions by leases in a JetStream KV bucket, hand them over when
 //! one leaves, take a dead node's leases after the TTL, and a node whose
-//! lease was taken is fenced out of the journal. Plus the partition-count
-//! check against the count stored at cluster creation.
+//! lease was taken is fenced out of the journal. Plus what is fixed at
+//! cluster creation: the partition count and the shared attempt key.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use orchestrator::cluster::{Epoch, LeaseConfig, Ownership};
 use orchestrator::storage::{keys, Error, MemoryStorage, Op, ReplicatedStorage, Storage};
+use orchestrator::transport::attempt_key::AttemptKey;
 use orchestrator::transport::nats::{
-    check_cluster_partitions, check_journal, run_ownership, JetStreamJournal, LeaseBucket,
+    check_cluster_partitions, check_journal, cluster_attempt_key, run_ownership, JetStreamJournal,
+    LeaseBucket,
 };
 use tokio::sync::watch;
 
@@ -158,4 +160,40 @@ async fn a_node_with_another_partition_count_than_the_cluster_is_refused() {
     );
     // Another prefix is another cluster.
     check_cluster_partitions(&js, "other", 16, 1).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nodes_of_a_cluster_share_the_first_nodes_attempt_key() {
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let (first, second) = ([1u8; 32], [2u8; 32]);
+    let a = cluster_attempt_key(&js, "ak", 1, &first).await.unwrap();
+    let b = cluster_attempt_key(&js, "ak", 1, &second).await.unwrap();
+    // A token the first node minted verifies on the second: the key is
+    // the first node's, not the second's own.
+    let token = a.token("wf:transcribe:0:1");
+    assert!(b.verify("wf:transcribe:0:1", &token));
+    assert_eq!(
+        token,
+        AttemptKey::from_bytes(&first).token("wf:transcribe:0:1")
+    );
+    assert_ne!(
+        token,
+        AttemptKey::from_bytes(&second).token("wf:transcribe:0:1")
+    );
+    // Another prefix is another cluster, with its own key.
+    let other = cluster_attempt_key(&js, "other", 1, &second).await.unwrap();
+    assert!(!other.verify("wf:transcribe:0:1", &token));
+    // A damaged stored key is refused with the bucket named, and the
+    // error shows none of the key's bytes.
+    let meta = js.get_key_value("AK_CLUSTER_META").await.unwrap();
+    meta.put("attempt_key", vec![7u8; 5].into()).await.unwrap();
+    let err = cluster_attempt_key(&js, "ak", 1, &second)
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("AK_CLUSTER_META") && err.contains("holds 5 bytes, not 32"),
+        "{err}"
+    );
 }

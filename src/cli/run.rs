@@ -274,9 +274,17 @@ pub async fn serve(
                 config.node.data_dir.display()
             )
         })?;
-        cfg.attempt_key =
-            crate::transport::attempt_key::AttemptKey::load_or_create(&config.node.data_dir)?;
         let (client, js) = connect_with_stats(&cfg, Some(nats_stats.clone())).await?;
+        // Every node of the cluster signs and checks attempt tokens with
+        // the key the first one stored.
+        let local = crate::transport::attempt_key::load_or_create_bytes(&config.node.data_dir)?;
+        cfg.attempt_key = crate::transport::nats::cluster_attempt_key(
+            &js,
+            &config.nats.prefix,
+            config.cluster.journal_replicas,
+            &local,
+        )
+        .await?;
         let journal = open_journal(&config, &js).await?;
         (Some((client, js)), Some(journal))
     } else {

@@ -15,6 +15,12 @@
 //! key file rotates it: the next start writes a new key, and results for
 //! attempts sent under the old one are refused (their timeouts retry them
 //! with new tokens).
+//!
+//! In cluster mode the nodes share one key, so that a result signed for
+//! one owner of a partition verifies on the next: the first node stores
+//! its data directory's key in the cluster's KV bucket (create-only), and
+//! every node uses the key stored there
+//! (`transport::nats::cluster_attempt_key`).
 
 use std::io::Write;
 use std::path::Path;
@@ -27,7 +33,7 @@ pub const KEY_FILE: &str = "attempt_token.key";
 
 /// Bytes of the key (SHA-256's block-sized secret would be 64; 32 is the
 /// hash's strength).
-const KEY_BYTES: usize = 32;
+pub const KEY_BYTES: usize = 32;
 
 /// Bytes of the token before hex (128 bits: unguessable, short on the wire).
 const TOKEN_BYTES: usize = 16;
@@ -55,31 +61,19 @@ impl AttemptKey {
 
     /// The key of the data directory `dir`, created (0600) on first use.
     pub fn load_or_create(dir: &Path) -> Result<AttemptKey, String> {
-        let path = dir.join(KEY_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) if bytes.len() == KEY_BYTES => return Ok(AttemptKey::from_bytes(&bytes)),
-            Ok(bytes) => {
-                return Err(format!(
-                    "{} holds {} bytes, not {KEY_BYTES}; delete it to make a new key",
-                    path.display(),
-                    bytes.len()
-                ))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        load_or_create_bytes(dir).map(|bytes| AttemptKey::from_bytes(&bytes))
+    }
+
+    /// The key held in `bytes` (a cluster's shared key, read from NATS):
+    /// exactly [`KEY_BYTES`] of them, else an error naming `source`.
+    pub fn from_stored(bytes: &[u8], source: &str) -> Result<AttemptKey, String> {
+        if bytes.len() != KEY_BYTES {
+            return Err(format!(
+                "{source} holds {} bytes, not {KEY_BYTES}",
+                bytes.len()
+            ));
         }
-        let bytes = random_bytes();
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options
-            .open(&path)
-            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        Ok(AttemptKey::from_bytes(&bytes))
+        Ok(AttemptKey::from_bytes(bytes))
     }
 
     /// The token of the attempt `task_id`.
@@ -98,6 +92,40 @@ impl AttemptKey {
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                 == 0
     }
+}
+
+/// The bytes of the data directory's key (`dir`/[`KEY_FILE`]), created
+/// (0600) on first use.
+pub fn load_or_create_bytes(dir: &Path) -> Result<[u8; KEY_BYTES], String> {
+    let path = dir.join(KEY_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) if bytes.len() == KEY_BYTES => {
+            let mut key = [0u8; KEY_BYTES];
+            key.copy_from_slice(&bytes);
+            return Ok(key);
+        }
+        Ok(bytes) => {
+            return Err(format!(
+                "{} holds {} bytes, not {KEY_BYTES}; delete it to make a new key",
+                path.display(),
+                bytes.len()
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    }
+    let bytes = random_bytes();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    file.write_all(&bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(bytes)
 }
 
 fn random_bytes() -> [u8; KEY_BYTES] {

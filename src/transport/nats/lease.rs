@@ -38,6 +38,25 @@ pub fn cluster_meta_bucket(prefix: &str) -> String {
 
 const PARTITIONS_KEY: &str = "partitions";
 
+/// Opens (or creates) the KV bucket of what is fixed at cluster creation:
+/// the partition count and the shared attempt key.
+pub(super) async fn open_cluster_meta(
+    js: &jetstream::Context,
+    prefix: &str,
+    replicas: usize,
+) -> Result<kv::Store, String> {
+    let bucket = cluster_meta_bucket(prefix);
+    js.create_or_update_key_value(kv::Config {
+        bucket: bucket.clone(),
+        history: 1,
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: replicas.max(1),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("cannot open the KV bucket {bucket}: {e}"))
+}
+
 /// Stores `partitions` as the cluster's partition count if none is stored
 /// yet, else refuses a different count with one line.
 pub async fn check_cluster_partitions(
@@ -47,16 +66,7 @@ pub async fn check_cluster_partitions(
     replicas: usize,
 ) -> Result<(), String> {
     let bucket = cluster_meta_bucket(prefix);
-    let store = js
-        .create_or_update_key_value(kv::Config {
-            bucket: bucket.clone(),
-            history: 1,
-            storage: jetstream::stream::StorageType::File,
-            num_replicas: replicas.max(1),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("cannot open the KV bucket {bucket}: {e}"))?;
+    let store = open_cluster_meta(js, prefix, replicas).await?;
     match store
         .create(PARTITIONS_KEY, partitions.to_string().into())
         .await

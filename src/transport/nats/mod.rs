@@ -11,6 +11,7 @@
 //!   times and then dropped; the attempt's timeout heals it.
 
 mod claim;
+mod cluster_key;
 mod connect;
 mod guard;
 mod intake;
@@ -31,6 +32,7 @@ use crate::transport::attempt_key::AttemptKey;
 
 pub use crate::transport::results::{ResultError, ResultHandler};
 pub use claim::{claim_prefix, cluster_bucket, load_or_create_node_id, PrefixClaim, NODE_ID_FILE};
+pub use cluster_key::cluster_attempt_key;
 pub use connect::{connect, connect_tuned, connect_with_stats, redact_url, NatsSecurity, Secret};
 pub use guard::{PartitionOf, Refused, ReportGuard};
 pub use intake::{consumer_gone, run_intake};
