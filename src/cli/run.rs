@@ -368,8 +368,8 @@ pub async fn serve(
         limits,
         clock.now_ms(),
     ));
-    let engine = Arc::new(
-        Engine::start(EngineCtx {
+    let engine = membership
+        .start_engine(EngineCtx {
             store: node.store.clone(),
             committer: node.committer.clone(),
             clock,
@@ -389,9 +389,7 @@ pub async fn serve(
             },
             capacity,
         })
-        .await
-        .map_err(|e| e.to_string())?,
-    );
+        .await?;
     transport.set_sink(engine.sink());
     let capacity_share = membership.follow_capacity_share(Arc::downgrade(&engine));
     transport.set_results(Arc::new(WeakResultIntake(Arc::downgrade(&engine))));

@@ -13,6 +13,7 @@
 mod claim;
 mod connect;
 mod guard;
+mod handover;
 mod intake;
 mod journal;
 mod journal_check;
@@ -33,6 +34,7 @@ pub use crate::transport::results::{ResultError, ResultHandler};
 pub use claim::{claim_prefix, cluster_bucket, load_or_create_node_id, PrefixClaim, NODE_ID_FILE};
 pub use connect::{connect, connect_tuned, connect_with_stats, redact_url, NatsSecurity, Secret};
 pub use guard::{PartitionOf, Refused, ReportGuard};
+pub use handover::PartitionHost;
 pub use intake::{consumer_gone, run_intake};
 pub use journal::{
     ensure_journal_stream, journal_stream, journal_subject, read_partition, JetStreamJournal,
