@@ -302,6 +302,13 @@ pub async fn serve(
     };
     // Streams are created idempotently; while NATS is unreachable, keep trying.
     tokio::pin!(shutdown);
+    // The first poll installs the SIGTERM and SIGINT handlers: until then
+    // the signal's default action kills the process, and the main wait
+    // below starts polling only after "orchestrator running" is printed.
+    if futures_util::FutureExt::now_or_never(shutdown.as_mut()).is_some() {
+        http.stop().await;
+        return Ok(());
+    }
     loop {
         match ensure_streams(&js, &cfg).await {
             Ok(()) => break,
