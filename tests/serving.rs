@@ -170,6 +170,11 @@ async fn stop_and_start_a_partition_while_its_workflows_run(storage: Arc<dyn Sto
     let later = verify_store(&h.store).unwrap();
     assert_eq!(stopped.events, later.events, "{later:?}");
     assert!(later.running > 0 && later.running <= mine.len() as u64);
+    // Its workflows left the status gauges with it.
+    assert_eq!(
+        h.metrics.workflows_running.get() + h.metrics.workflows_paused.get(),
+        0
+    );
 
     // Started again, it recovers and finishes every workflow, each step
     // accepted once.
@@ -181,6 +186,10 @@ async fn stop_and_start_a_partition_while_its_workflows_run(storage: Arc<dyn Sto
         assert_completed_with_checked_output(&h, id).await;
     }
     assert_eq!(Metrics::get(&h.metrics.output_errors), 0);
+    assert_eq!(
+        h.metrics.workflows_running.get() + h.metrics.workflows_paused.get(),
+        0
+    );
     let report = verify_store(&h.store).unwrap();
     assert_eq!(
         (

@@ -125,8 +125,30 @@ impl Engine {
         // that may still be in flight.
         actor.stop_children_and_wait(None, None).await;
         let _ = actor.stop_and_wait(None, None).await;
+        self.uncount(p);
         tracing::info!(partition = p, "partition no longer served by this node");
         Ok(())
+    }
+
+    /// Takes the partition's running and paused workflows out of the
+    /// status gauges (its next start here counts them again). Nothing of
+    /// it changes now, so the status index holds exactly what was counted.
+    fn uncount(&self, p: u16) {
+        let count = |status: crate::workflow::Status| {
+            self.ctx
+                .store
+                .list_status::<crate::storage::StatusEntry>(p, status.code(), usize::MAX)
+                .map(|ids| ids.len() as u64)
+        };
+        match (
+            count(crate::workflow::Status::Running),
+            count(crate::workflow::Status::Paused),
+        ) {
+            (Ok(running), Ok(paused)) => self.ctx.metrics.note_let_go(p, running, paused),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(partition = p, error = %e, "status gauges not updated for a partition let go");
+            }
+        }
     }
 }
 
