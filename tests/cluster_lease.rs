@@ -1,8 +1,10 @@
 //! The NATS shell of the ownership core on a real nats-server: nodes split
 //! the partitions by leases in a JetStream KV bucket, hand them over when
 //! one leaves, take a dead node's leases after the TTL, and a node whose
-//! lease was taken is fenced out of the journal. Plus what is fixed at
-//! cluster creation: the partition count and the shared attempt key.
+//! lease was taken is fenced out of the journal; each node's engine (here
+//! a recording stand-in) is told to start and stop the partitions it
+//! gains and hands over. Plus what is fixed at cluster creation: the
+//! partition count and the shared attempt key.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use orchestrator::storage::{keys, Error, MemoryStorage, Op, ReplicatedStorage, S
 use orchestrator::transport::attempt_key::AttemptKey;
 use orchestrator::transport::nats::{
     check_cluster_partitions, check_journal, cluster_attempt_key, run_ownership, JetStreamJournal,
-    LeaseBucket,
+    LeaseBucket, PartitionHost,
 };
 use tokio::sync::watch;
 
@@ -31,8 +33,31 @@ fn lease() -> LeaseConfig {
     }
 }
 
+/// A node's engine as the lease shell drives it: the partitions it was
+/// told to serve, and every start and stop in order.
+#[derive(Default)]
+struct Host {
+    served: parking_lot::Mutex<BTreeSet<u16>>,
+    calls: parking_lot::Mutex<Vec<(&'static str, u16)>>,
+}
+
+impl PartitionHost for Host {
+    fn start(&self, p: u16) -> futures_util::future::BoxFuture<'_, Result<(), String>> {
+        self.calls.lock().push(("start", p));
+        self.served.lock().insert(p);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn stop(&self, p: u16) -> futures_util::future::BoxFuture<'_, ()> {
+        self.calls.lock().push(("stop", p));
+        self.served.lock().remove(&p);
+        Box::pin(async {})
+    }
+}
+
 /// One node: its journal, the partitions it serves, and its driver.
 struct Node {
+    host: Arc<Host>,
     journal: Arc<JetStreamJournal>,
     serving: watch::Receiver<Vec<(u16, Epoch)>>,
     leave: watch::Sender<bool>,
@@ -54,16 +79,19 @@ async fn node(js: &async_nats::jetstream::Context, prefix: &str, id: &str) -> No
     let core = Ownership::new(lease(), id.into(), PARTITIONS, term_base);
     let (leave, leave_rx) = watch::channel(false);
     let (serving_tx, serving) = watch::channel(Vec::new());
+    let host = Arc::new(Host::default());
     let task = tokio::spawn(run_ownership(
         core,
         bucket,
         journal.clone(),
+        host.clone(),
         deposed,
         leave_rx,
         Duration::from_millis(100),
         serving_tx,
     ));
     Node {
+        host,
         journal,
         serving,
         leave,
@@ -73,6 +101,11 @@ async fn node(js: &async_nats::jetstream::Context, prefix: &str, id: &str) -> No
 
 fn partitions(n: &Node) -> BTreeSet<u16> {
     n.serving.borrow().iter().map(|(p, _)| *p).collect()
+}
+
+/// The partitions the node's engine was told to serve.
+fn engine_serves(n: &Node) -> BTreeSet<u16> {
+    n.host.served.lock().clone()
 }
 
 async fn until(what: &str, mut cond: impl FnMut() -> bool) {
@@ -97,17 +130,42 @@ async fn nodes_share_partitions_by_lease_hand_over_and_fence_a_dead_owner() {
     })
     .await;
 
+    until("each engine serves its node's partitions", || {
+        engine_serves(&a) == partitions(&a) && engine_serves(&b) == partitions(&b)
+    })
+    .await;
+
     // A third node joins, then leaves gracefully: its partitions come back.
+    // Each partition handed over was stopped in its giver's engine (intake
+    // first) before its taker's engine started it.
     let c = node(&js, "cl", "c").await;
     until("c gets its share", || partitions(&c).len() >= 2).await;
+    until("c's engine serves them", || {
+        engine_serves(&c) == partitions(&c)
+    })
+    .await;
+    let given: BTreeSet<u16> = partitions(&c);
+    for p in &given {
+        let stopped_before = |n: &Node| n.host.calls.lock().contains(&("stop", *p));
+        assert!(
+            stopped_before(&a) || stopped_before(&b),
+            "partition {p} was not stopped in its giver's engine"
+        );
+        assert!(!engine_serves(&a).contains(p) && !engine_serves(&b).contains(p));
+    }
     c.leave.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(30), c.task)
         .await
         .expect("c leaves")
         .unwrap();
+    let c_serves = c.host.served.lock().clone();
+    assert!(c_serves.is_empty(), "c's engine still serves {c_serves:?}");
     until("a and b serve everything again", || {
         let (pa, pb) = (partitions(&a), partitions(&b));
-        pa.len() + pb.len() == usize::from(PARTITIONS) && pa.is_disjoint(&pb)
+        pa.len() + pb.len() == usize::from(PARTITIONS)
+            && pa.is_disjoint(&pb)
+            && engine_serves(&a) == pa
+            && engine_serves(&b) == pb
     })
     .await;
 
@@ -116,8 +174,9 @@ async fn nodes_share_partitions_by_lease_hand_over_and_fence_a_dead_owner() {
     let b_partition = *partitions(&b).iter().next().unwrap();
     let b_epoch = b.journal.serving(b_partition).unwrap();
     b.task.abort();
-    until("a serves all partitions", || {
+    until("a serves all partitions, in its engine too", || {
         partitions(&a).len() == usize::from(PARTITIONS)
+            && engine_serves(&a).len() == usize::from(PARTITIONS)
     })
     .await;
     let a_epoch = a.journal.serving(b_partition).unwrap();

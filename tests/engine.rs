@@ -711,20 +711,20 @@ async fn a_workflow_keeps_the_pipeline_version_it_started_with() {
 
 /// Memory storage whose writes wait while the gate is shut (a long fsync on
 /// demand), and can be told to fail one write.
-struct GatedStorage {
+pub(crate) struct GatedStorage {
     inner: MemoryStorage,
     shut: parking_lot::Mutex<bool>,
     opened: parking_lot::Condvar,
     /// Writes blocked at the gate right now.
-    waiting: std::sync::atomic::AtomicU64,
+    pub(crate) waiting: std::sync::atomic::AtomicU64,
     /// Writes that passed the gate (failed or not).
-    writes: std::sync::atomic::AtomicU64,
+    pub(crate) writes: std::sync::atomic::AtomicU64,
     /// The write with this number (counted in `writes`, from 1) fails.
     fail_write: std::sync::atomic::AtomicU64,
 }
 
 impl GatedStorage {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         GatedStorage {
             inner: MemoryStorage::new(),
             shut: parking_lot::Mutex::new(false),
@@ -734,7 +734,7 @@ impl GatedStorage {
             fail_write: Default::default(),
         }
     }
-    fn set_shut(&self, shut: bool) {
+    pub(crate) fn set_shut(&self, shut: bool) {
         *self.shut.lock() = shut;
         self.opened.notify_all();
     }

@@ -35,6 +35,7 @@ mod reload;
 mod retention;
 mod sdk;
 mod security;
+mod serving;
 mod signals;
 mod storm;
 mod storm_shapes;

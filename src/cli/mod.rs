@@ -12,6 +12,7 @@ pub mod otlp_args;
 pub mod pipelines;
 pub mod run;
 mod run_console;
+mod run_host;
 mod run_membership;
 pub mod signal;
 pub mod start;

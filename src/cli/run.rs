@@ -310,6 +310,13 @@ pub async fn serve(
     };
     // Streams are created idempotently; while NATS is unreachable, keep trying.
     tokio::pin!(shutdown);
+    // The first poll installs the SIGTERM and SIGINT handlers: until then
+    // the signal's default action kills the process, and the main wait
+    // below starts polling only after "orchestrator running" is printed.
+    if futures_util::FutureExt::now_or_never(shutdown.as_mut()).is_some() {
+        http.stop().await;
+        return Ok(());
+    }
     loop {
         match ensure_streams(&js, &cfg).await {
             Ok(()) => break,
@@ -376,8 +383,8 @@ pub async fn serve(
         limits,
         clock.now_ms(),
     ));
-    let engine = Arc::new(
-        Engine::start(EngineCtx {
+    let engine = membership
+        .start_engine(EngineCtx {
             store: node.store.clone(),
             committer: node.committer.clone(),
             clock,
@@ -397,9 +404,7 @@ pub async fn serve(
             },
             capacity,
         })
-        .await
-        .map_err(|e| e.to_string())?,
-    );
+        .await?;
     transport.set_sink(engine.sink());
     let capacity_share = membership.follow_capacity_share(Arc::downgrade(&engine));
     transport.set_results(Arc::new(WeakResultIntake(Arc::downgrade(&engine))));

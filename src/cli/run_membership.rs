@@ -7,7 +7,11 @@
 //! to the owner of a partition is not built, so a second node, in either
 //! mode, is refused by the prefix claim. The one node takes every
 //! partition's lease before its engine starts; its journal appends are
-//! fenced by the leases' epochs.
+//! fenced by the leases' epochs. The engine serves the partitions whose
+//! journal terms are open: the lease shell starts and stops them in it
+//! through [`EngineHost`] (a lease that lapses stops its partition; held
+//! again, the partition recovers from the store the term's replay caught
+//! up).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +20,10 @@ use async_nats::jetstream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::run_host::EngineHost;
 use crate::cluster::{Epoch, Ownership};
 use crate::config::Config;
+use crate::engine::{Engine, EngineCtx};
 use crate::transport::nats::{
     check_cluster_partitions, claim_prefix, load_or_create_node_id, run_ownership, run_snapshots,
     JetStreamJournal, LeaseBucket, PrefixClaim,
@@ -69,6 +75,8 @@ struct Leases {
     serving: watch::Receiver<Vec<(u16, Epoch)>>,
     /// The cluster's partition count.
     partitions: u16,
+    /// The engine, as the lease shell starts and stops its partitions.
+    host: Arc<EngineHost>,
 }
 
 /// The prefix claim and, in cluster mode, the partition leases.
@@ -121,6 +129,18 @@ impl Membership {
             }
         }
         Ok(membership)
+    }
+
+    /// Starts the engine: in cluster mode serving the partitions whose
+    /// journal terms are open (every partition, with one node), and
+    /// connected to the lease shell; else serving every partition.
+    pub(super) async fn start_engine(&self, ctx: EngineCtx) -> Result<Arc<Engine>, String> {
+        match &self.leases {
+            Some(leases) => leases.host.start_engine(ctx).await,
+            None => Ok(Arc::new(
+                Engine::start(ctx).await.map_err(|e| e.to_string())?,
+            )),
+        }
     }
 
     /// In cluster mode: makes the engine's admission gate apply this
@@ -205,10 +225,12 @@ async fn take_leases(
     let core = Ownership::new(lease, journal.node_id.clone(), partitions, term_base);
     let (leave, leave_rx) = watch::channel(false);
     let (serving_tx, mut serving) = watch::channel(Vec::new());
+    let host = Arc::new(EngineHost::default());
     let driver = tokio::spawn(run_ownership(
         core,
         bucket,
         journal.journal.clone(),
+        host.clone(),
         journal.deposed,
         leave_rx,
         Duration::from_millis(100),
@@ -251,6 +273,7 @@ async fn take_leases(
         snapshots,
         serving,
         partitions,
+        host,
     })
 }
 

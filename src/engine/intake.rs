@@ -121,5 +121,11 @@ mod tests {
             verdict(Err(Error::Timeout)),
             Err(ResultError::Retry(_))
         ));
+        // A partition another node serves, or one being handed over: the
+        // result is not acknowledged and comes again.
+        assert!(matches!(
+            verdict(Err(Error::NotServed(3))),
+            Err(ResultError::Retry(m)) if m == "unavailable: partition 3 is not served by this node"
+        ));
     }
 }

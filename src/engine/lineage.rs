@@ -119,12 +119,20 @@ impl RouterLineage {
         }
     }
 
-    /// Every partition is up: performs what waited, in order.
+    /// Every partition is up: performs what waited, in order. The lock is
+    /// held meanwhile, so an effect asked for now waits its turn.
     pub(super) fn ready(&self) {
-        let waiting = self.waiting.lock().take().unwrap_or_default();
-        for d in waiting {
+        let mut w = self.waiting.lock();
+        for d in w.take().unwrap_or_default() {
             self.perform(d);
         }
+    }
+
+    /// A partition starts while the engine runs: effects wait again until
+    /// [`RouterLineage::ready`], so that those its recovery asks for reach
+    /// it (and its own workflows) once it is routed to.
+    pub(super) fn hold(&self) {
+        self.waiting.lock().get_or_insert_with(Vec::new);
     }
 
     fn defer_or_perform(&self, d: Deferred) {
@@ -139,12 +147,15 @@ impl RouterLineage {
     }
 
     fn send(&self, id: &str, input: Input) {
-        if let Some(p) = self.router.partition(id) {
-            let _ = p.cast(PartitionMsg::Input {
-                id: id.to_string(),
-                input,
-                reply: None,
-            });
+        match self.router.partition(id) {
+            Some(p) => {
+                let _ = p.cast(PartitionMsg::Input {
+                    id: id.to_string(),
+                    input,
+                    reply: None,
+                });
+            }
+            None => not_served(id),
         }
     }
 
@@ -170,6 +181,7 @@ impl RouterLineage {
     /// again, one that cannot start fails its parent's step.
     fn start(&self, spec: ChildSpec) {
         let Some(p) = self.router.partition(&spec.child_id) else {
+            not_served(&spec.child_id);
             return;
         };
         let (tx, rx) = ractor::concurrency::oneshot();
@@ -257,6 +269,18 @@ async fn settle_start(
             });
         }
     }
+}
+
+/// An effect for a workflow of a partition this node does not serve is not
+/// performed. The parent's recovery performs its child starts again
+/// (`restart_children`), and a start of a child that ended answers with
+/// its outcome; across nodes that heals only where one node serves both
+/// partitions (requests are not routed to another node).
+fn not_served(id: &str) {
+    tracing::debug!(
+        workflow_id = id,
+        "child step effect for a partition this node does not serve; not performed"
+    );
 }
 
 fn ended_outcome(ctx: &super::EngineCtx, state: &WorkflowState) -> Option<ChildOutcome> {

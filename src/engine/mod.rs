@@ -28,6 +28,8 @@ pub mod progress;
 pub mod recovery;
 pub mod registry;
 pub mod root;
+pub mod router;
+pub mod serving;
 #[cfg(test)]
 mod stored_formats_tests;
 pub mod timers;
@@ -41,19 +43,21 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use ractor::{Actor, ActorRef};
 
 use crate::pipeline::PipelineDef;
 use crate::storage::group_commit::GroupCommitter;
 use crate::storage::store::WorkflowStore;
-use crate::transport::{ReportSink, Transport, WorkerReport};
+use crate::transport::{ReportSink, Transport};
 use crate::workflow::{Input, Outcome, WorkflowState};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use metrics::Metrics;
 pub use partition::{AcceptReport, PartitionMsg};
 pub use registry::PipelineRegistry;
+pub use router::Router;
+pub use serving::Serve;
 pub use workflow_actor::StartReply;
 
 /// Engine limits and cadences; every one has a default and a config key.
@@ -287,46 +291,6 @@ pub struct EngineCtx {
     pub capacity: Arc<capacity::Capacity>,
 }
 
-/// Routes worker reports and requests to partitions by workflow id.
-pub struct Router {
-    partitions: RwLock<Vec<ActorRef<PartitionMsg>>>,
-    store: WorkflowStore,
-    /// Progress never reaches a partition: it changes no workflow state.
-    progress: progress::ProgressBoard,
-    clock: Arc<dyn Clock>,
-}
-
-impl Router {
-    fn partition(&self, id: &str) -> Option<ActorRef<PartitionMsg>> {
-        let p = usize::from(self.store.partition_of(id));
-        self.partitions.read().get(p).cloned()
-    }
-
-    pub(crate) fn set(&self, index: usize, actor: ActorRef<PartitionMsg>) {
-        let mut parts = self.partitions.write();
-        if parts.len() <= index {
-            parts.resize(index + 1, actor.clone());
-        }
-        parts[index] = actor;
-    }
-}
-
-impl ReportSink for Router {
-    fn report(&self, workflow_id: &str, report: WorkerReport) {
-        if let WorkerReport::Progress { task_id, progress } = report {
-            self.progress
-                .record(&task_id, self.clock.now_ms(), progress);
-            return;
-        }
-        if let Some(p) = self.partition(workflow_id) {
-            let _ = p.cast(PartitionMsg::Report {
-                id: workflow_id.to_string(),
-                report,
-            });
-        }
-    }
-}
-
 /// Errors callers of the engine can see.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -334,6 +298,11 @@ pub enum Error {
     Stopped,
     #[error("request timed out")]
     Timeout,
+    /// Transient: this node does not serve the workflow's partition (in a
+    /// cluster another node owns it, or it is being handed over); nothing
+    /// changed and the request may succeed later or on the owner.
+    #[error("unavailable: partition {0} is not served by this node")]
+    NotServed(u16),
     /// Final: no workflow has this id (never started, or purged).
     #[error("unknown workflow {0}")]
     UnknownWorkflow(String),
@@ -369,28 +338,37 @@ pub struct Engine {
     router: Arc<Router>,
     root: ActorRef<root::RootMsg>,
     root_join: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Holds child-step effects while a partition recovers ([`serving`]).
+    lineage: Arc<lineage::RouterLineage>,
+    /// Serializes starting and stopping partitions ([`serving`]).
+    changing: tokio::sync::Mutex<()>,
 }
 
 impl Engine {
-    /// Starts the supervision tree; returns once every partition has recovered.
+    /// Starts the supervision tree serving every partition of the store;
+    /// returns once every partition has recovered.
     pub async fn start(ctx: EngineCtx) -> Result<Engine, Error> {
+        Self::start_serving(ctx, Serve::All).await
+    }
+
+    /// Starts the supervision tree serving the partitions `serve` names
+    /// (a cluster node: those it holds); returns once each has recovered.
+    /// [`Engine::start_partition`] and [`Engine::stop_partition`] change
+    /// the set later.
+    pub async fn start_serving(ctx: EngineCtx, serve: Serve) -> Result<Engine, Error> {
         let ctx = Arc::new(ctx);
         ctx.metrics.register_capacity(&ctx.capacity);
         ctx.metrics.in_progress_limit.store(
             i64::try_from(ctx.config.in_progress_max).unwrap_or(i64::MAX),
             std::sync::atomic::Ordering::Relaxed,
         );
-        let router = Arc::new(Router {
-            partitions: RwLock::new(Vec::new()),
-            store: ctx.store.clone(),
-            progress: progress::ProgressBoard::default(),
-            clock: ctx.clock.clone(),
-        });
+        let router = Arc::new(Router::new(ctx.store.clone(), ctx.clock.clone()));
         let port = Arc::new(lineage::RouterLineage::new(router.clone(), &ctx));
         ctx.hooks.lineage.set(port.clone());
         let args = root::RootArgs {
             ctx: ctx.clone(),
             router: router.clone(),
+            serve: serve.partitions(ctx.store.partitions())?,
         };
         let (root, root_join) = Actor::spawn(None, root::RootActor, args)
             .await
@@ -403,6 +381,8 @@ impl Engine {
             router,
             root,
             root_join: Mutex::new(Some(root_join)),
+            lineage: port,
+            changing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -450,9 +430,9 @@ impl Engine {
     ) -> Result<StartReply, Error> {
         validate_id(id)?;
         validate_input(input)?;
-        let p = self.router.partition(id).ok_or(Error::Stopped)?;
-        let r = p
+        self.router
             .call(
+                id,
                 |reply| PartitionMsg::Start {
                     id: id.to_string(),
                     pipeline: pipeline.to_string(),
@@ -460,10 +440,9 @@ impl Engine {
                     input: input.to_string(),
                     reply,
                 },
-                Some(self.timeout()),
+                self.timeout(),
             )
-            .await;
-        flatten(r)
+            .await
     }
 
     /// Durably accepts many new workflows (ids already present are skipped);
@@ -473,20 +452,25 @@ impl Engine {
         pipeline: &str,
         items: Vec<(String, String)>,
     ) -> Result<AcceptReport, Error> {
-        let parts = self.router.partitions.read().clone();
-        let mut per: Vec<Vec<(String, String)>> = vec![Vec::new(); parts.len()];
+        let mut per: Vec<Vec<(String, String)>> =
+            vec![Vec::new(); usize::from(self.ctx.store.partitions())];
         for (id, input) in items {
             validate_id(&id)?;
             validate_input(&input)?;
             per[usize::from(self.ctx.store.partition_of(&id))].push((id, input));
         }
-        let mut calls = Vec::new();
-        for (p, items) in parts.iter().zip(per) {
+        // All or nothing on this node: a partition it does not serve
+        // refuses the whole request before any item is accepted.
+        let mut parts = Vec::new();
+        for (p, items) in (0u16..).zip(per) {
             if items.is_empty() {
                 continue;
             }
+            parts.push((self.router.actor(p).ok_or(Error::NotServed(p))?, items));
+        }
+        let mut calls = Vec::new();
+        for (p, items) in parts {
             let pipeline = pipeline.to_string();
-            let p = p.clone();
             calls.push(tokio::spawn(async move {
                 p.call(
                     |reply| PartitionMsg::AcceptMany {
@@ -502,7 +486,7 @@ impl Engine {
         let mut total = AcceptReport::default();
         for c in calls {
             let r = c.await.map_err(|_| Error::Stopped)?;
-            let r = flatten(r)?;
+            let r = router::flatten(r)?;
             total.created += r.created;
             total.existing += r.existing;
         }
@@ -511,25 +495,24 @@ impl Engine {
 
     /// Dispatches the first tasks of workflows accepted by [`Engine::accept_many`].
     pub fn release_held(&self) {
-        for p in self.router.partitions.read().iter() {
+        for (_, p) in self.router.served() {
             let _ = p.cast(PartitionMsg::RunHeld);
         }
     }
 
     /// Sends an input (cancel, pause, resume, reopen, ...) and waits for its outcome.
     pub async fn send(&self, id: &str, input: Input) -> Result<Outcome, Error> {
-        let p = self.router.partition(id).ok_or(Error::Stopped)?;
-        let r = p
+        self.router
             .call(
+                id,
                 |reply| PartitionMsg::Input {
                     id: id.to_string(),
                     input,
                     reply: Some(reply),
                 },
-                Some(self.timeout()),
+                self.timeout(),
             )
-            .await;
-        flatten(r)
+            .await
     }
 
     /// Delivers a worker's result and waits until the transition it causes
@@ -539,33 +522,31 @@ impl Engine {
         id: &str,
         result: crate::workflow::TaskResult,
     ) -> Result<Outcome, Error> {
-        let p = self.router.partition(id).ok_or(Error::Stopped)?;
-        let r = p
+        self.router
             .call(
+                id,
                 |reply| PartitionMsg::Result {
                     id: id.to_string(),
                     result,
                     reply,
                 },
-                Some(self.timeout()),
+                self.timeout(),
             )
-            .await;
-        flatten(r)
+            .await
     }
 
     /// The current state of a workflow, `None` if it does not exist.
     pub async fn describe(&self, id: &str) -> Result<Option<WorkflowState>, Error> {
-        let p = self.router.partition(id).ok_or(Error::Stopped)?;
-        let r = p
+        self.router
             .call(
+                id,
                 |reply| PartitionMsg::Describe {
                     id: id.to_string(),
                     reply,
                 },
-                Some(self.timeout()),
+                self.timeout(),
             )
-            .await;
-        flatten(r)
+            .await
     }
 
     /// Writes a consistent checkpoint of the whole store to `to` (a new
@@ -591,11 +572,12 @@ impl Engine {
     /// already synced. In-flight commits finish before their actor stops.
     pub async fn shutdown(&self) {
         let wait = Some(self.timeout());
-        let parts = self.router.partitions.read().clone();
-        for p in &parts {
+        let _changing = self.changing.lock().await;
+        let parts = self.router.served();
+        for (_, p) in &parts {
             let _ = p.stop_children_and_wait(None, wait).await;
         }
-        for p in &parts {
+        for (_, p) in &parts {
             let _ = p.stop_and_wait(None, wait).await;
         }
         let _ = self.root.stop_and_wait(None, wait).await;
@@ -603,7 +585,7 @@ impl Engine {
         if let Some(join) = join {
             let _ = join.await;
         }
-        self.router.partitions.write().clear();
+        self.router.clear();
     }
 }
 
@@ -636,16 +618,4 @@ fn validate_input(input: &str) -> Result<(), Error> {
     serde_json::from_str::<serde::de::IgnoredAny>(input)
         .map(|_| ())
         .map_err(|e| Error::Rejected(format!("workflow input is not valid JSON: {e}")))
-}
-
-fn flatten<T, E: Into<Error>>(
-    r: Result<ractor::rpc::CallResult<Result<T, E>>, ractor::MessagingErr<PartitionMsg>>,
-) -> Result<T, Error> {
-    match r {
-        Ok(ractor::rpc::CallResult::Success(Ok(v))) => Ok(v),
-        Ok(ractor::rpc::CallResult::Success(Err(e))) => Err(e.into()),
-        Ok(ractor::rpc::CallResult::Timeout) => Err(Error::Timeout),
-        Ok(ractor::rpc::CallResult::SenderError) => Err(Error::Stopped),
-        Err(_) => Err(Error::Stopped),
-    }
 }

@@ -26,8 +26,10 @@ use crate::workflow::{Input, TaskSpec, TimeoutKind, TimerKind, WorkflowState};
 use rustc_hash::FxHashMap as FastMap;
 
 mod accept;
+mod gauges;
 mod parking;
 mod purge;
+mod stopping;
 
 pub use purge::purge_ops;
 
@@ -74,6 +76,9 @@ pub enum PartitionMsg {
         reply: RpcReplyPort<Result<Option<WorkflowState>, String>>,
     },
     Tick,
+    /// Take no more input (see `stopping.rs`); answered once the message
+    /// in hand (a commit of the partition's own) is done.
+    StopIntake(RpcReplyPort<()>),
 }
 
 pub struct PartitionArgs {
@@ -122,6 +127,8 @@ pub struct PartitionState {
     actors: FastMap<String, Running>,
     by_actor: FastMap<ActorId, String>,
     ticker: Option<tokio::task::JoinHandle<()>>,
+    /// Set by [`PartitionMsg::StopIntake`]: the partition is being let go.
+    intake_stopped: bool,
     /// The backlog counts `(held, in progress)` last added to the gauges.
     reported: (usize, usize),
     /// The in-progress counts per pipeline last added to its gauge.
@@ -184,6 +191,7 @@ impl Actor for PartitionActor {
             actors: FastMap::default(),
             by_actor: FastMap::default(),
             ticker: None,
+            intake_stopped: false,
             reported: (0, 0),
             reported_by: FastMap::default(),
             ctx,
@@ -218,6 +226,7 @@ impl Actor for PartitionActor {
         }
         // A restarted partition reports its backlog afresh.
         st.report_backlog((0, 0));
+        st.unreport_by_pipeline();
         if st.ctx.capacity.is_active() {
             let held = st.shared.lock().schedule.liveness.take_all_capped();
             let now = st.ctx.clock.now_ms();
@@ -233,6 +242,10 @@ impl Actor for PartitionActor {
         msg: PartitionMsg,
         st: &mut PartitionState,
     ) -> Result<(), ActorProcessingErr> {
+        if !st.takes_input() {
+            // Dropped with its reply port: see `stopping.rs`.
+            return Ok(());
+        }
         match msg {
             PartitionMsg::Start {
                 id,
@@ -286,6 +299,11 @@ impl Actor for PartitionActor {
                 st.route(id, WorkflowMsg::Describe(reply));
             }
             PartitionMsg::Tick => st.tick(&myself).await,
+            PartitionMsg::StopIntake(reply) => {
+                st.stop_intake();
+                let _ = reply.send(());
+                return Ok(());
+            }
         }
         st.perform(&myself).await;
         Ok(())
@@ -302,6 +320,10 @@ impl Actor for PartitionActor {
                 let Some((id, _)) = st.exited(&cell) else {
                     return Ok(());
                 };
+                if !st.takes_input() {
+                    // Stopping: nothing is respawned or redelivered.
+                    return Ok(());
+                }
                 let state = boxed
                     .and_then(|mut b| b.take::<Resident>().ok())
                     .and_then(Resident::into_state)
@@ -312,6 +334,9 @@ impl Actor for PartitionActor {
                 let Some((id, handled)) = st.exited(&cell) else {
                     return Ok(());
                 };
+                if !st.takes_input() {
+                    return Ok(());
+                }
                 st.core.crashed(&id, err.to_string(), handled);
             }
             _ => return Ok(()),
@@ -348,48 +373,6 @@ impl PartitionState {
             actors: &self.actors,
         };
         self.core.route(id, msg, now, &mut progress);
-    }
-
-    /// Moves the backlog gauges by the change since the last report.
-    fn report_backlog(&mut self, now: (usize, usize)) {
-        let delta = |new: usize, old: usize| {
-            i64::try_from(new).unwrap_or(i64::MAX) - i64::try_from(old).unwrap_or(i64::MAX)
-        };
-        let m = &self.ctx.metrics;
-        let relaxed = std::sync::atomic::Ordering::Relaxed;
-        if now.0 != self.reported.0 {
-            m.backlog_held
-                .fetch_add(delta(now.0, self.reported.0), relaxed);
-        }
-        if now.1 != self.reported.1 {
-            m.in_progress
-                .fetch_add(delta(now.1, self.reported.1), relaxed);
-        }
-        self.reported = now;
-    }
-
-    /// Moves each pipeline's in-progress gauge by its change since the last
-    /// report.
-    fn report_by_pipeline(&mut self) {
-        let now = self.core.in_progress_by_pipeline();
-        let m = &self.ctx.metrics;
-        let relaxed = std::sync::atomic::Ordering::Relaxed;
-        let as_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        for (p, n) in now {
-            let old = self.reported_by.get(p).copied().unwrap_or(0);
-            if *n != old {
-                m.by_pipeline.with(p, |s| {
-                    s.in_progress.fetch_add(as_i64(*n) - as_i64(old), relaxed)
-                });
-            }
-        }
-        for (p, old) in &self.reported_by {
-            if !now.contains_key(p) {
-                m.by_pipeline
-                    .with(p, |s| s.in_progress.fetch_sub(as_i64(*old), relaxed));
-            }
-        }
-        self.reported_by = now.clone();
     }
 
     /// Performs what the core decided, in order, feeding back what happened.

@@ -441,6 +441,18 @@ impl Metrics {
         }
     }
 
+    /// A partition stopped being served here with `running` and `paused`
+    /// workflows: they leave the gauges (another node counts them), and
+    /// its next recovery here counts them again.
+    pub fn note_let_go(&self, partition: u16, running: u64, paused: u64) {
+        if self.recovered_partitions.lock().remove(&partition) {
+            self.workflows_running
+                .fetch_sub(i64::try_from(running).unwrap_or(i64::MAX), Relaxed);
+            self.workflows_paused
+                .fetch_sub(i64::try_from(paused).unwrap_or(i64::MAX), Relaxed);
+        }
+    }
+
     /// Registers (or replaces, after a restart) the liveness deadlines of a
     /// partition and the clock their ages are measured with.
     pub fn register_partition<S, C>(&self, partition: u16, times: &Arc<S>, clock: Arc<C>)
@@ -552,5 +564,17 @@ mod tests {
         m.status_changed(Some(Status::Completed), Status::Running);
         assert_eq!(m.workflows_running.get(), 3);
         assert_eq!(m.workflows_paused.get(), 1);
+        // Let go, then recovered again: counted once each time.
+        m.note_let_go(0, 3, 1);
+        m.note_let_go(0, 3, 1);
+        assert_eq!(
+            (m.workflows_running.get(), m.workflows_paused.get()),
+            (0, 0)
+        );
+        m.note_recovered(0, 2, 0);
+        assert_eq!(
+            (m.workflows_running.get(), m.workflows_paused.get()),
+            (2, 0)
+        );
     }
 }

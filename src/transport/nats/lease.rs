@@ -6,9 +6,10 @@
 //!
 //! [`LeaseBucket`] performs the core's KV requests (create, update and
 //! delete at an expected revision) and scans; [`run_ownership`] drives one
-//! node's core: it ticks it, performs its actions, starts and ends journal
-//! terms on [`JetStreamJournal`], and feeds refused appends back as
-//! `AppendRejected`.
+//! node's core: it ticks it, performs its actions, has the handover worker
+//! (`handover.rs`) start and end journal terms on [`JetStreamJournal`] and
+//! start and stop partitions in the engine, and feeds refused appends back
+//! as `AppendRejected`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
+use super::handover::{run_handovers, Done, Handover, PartitionHost};
 use super::journal::JetStreamJournal;
 use super::stream_name;
 use crate::cluster::{
@@ -196,13 +198,16 @@ impl LeaseBucket {
 }
 
 /// Drives one node's ownership core until it has left: ticks it every
-/// `tick`, performs its actions, and publishes the partitions it serves
-/// (with their epochs) on `serving`. `leave` asks it to hand everything
-/// over and deregister.
+/// `tick`, performs its actions, and publishes the partitions whose
+/// journal terms are open (with their epochs) on `serving`. `leave` asks
+/// it to hand everything over and deregister. Partition changes go to the
+/// handover worker in order; `host` is the node's engine.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_ownership(
     mut core: Ownership,
     bucket: LeaseBucket,
     journal: Arc<JetStreamJournal>,
+    host: Arc<dyn PartitionHost>,
     mut deposed: mpsc::UnboundedReceiver<(u16, Epoch)>,
     mut leave: watch::Receiver<bool>,
     tick: Duration,
@@ -214,9 +219,23 @@ pub async fn run_ownership(
     let mut asked_to_leave = false;
     let mut timer = tokio::time::interval(tick);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (handover, requests) = mpsc::unbounded_channel();
+    let (done_tx, mut done) = mpsc::unbounded_channel();
+    let (held_tx, held) = watch::channel(Vec::new());
+    let worker = tokio::spawn(run_handovers(
+        journal.clone(),
+        host,
+        requests,
+        held,
+        done_tx,
+    ));
+    let _worker = AbortOnDrop(worker);
     loop {
         while let Some(input) = inputs.pop_front() {
-            for action in core.handle(now_ms(), input) {
+            let actions = core.handle(now_ms(), input);
+            // Before the worker sees a start, so it finds its lease held.
+            held_tx.send_replace(core.held());
+            for action in actions {
                 match action {
                     Action::Kv(req) => {
                         if let Ok(result) = bucket.apply(&req).await {
@@ -229,21 +248,21 @@ pub async fn run_ownership(
                         }
                     }
                     Action::StartServing { partition, epoch } => {
-                        if let Err(e) = journal.start_serving(partition, epoch).await {
-                            tracing::warn!(partition, %epoch, error = %e, "journal term not opened");
-                            inputs.push_back(Input::AppendRejected { partition, epoch });
-                        }
+                        let _ = handover.send(Handover::Start { partition, epoch });
                     }
-                    // No engine intake to stop and no snapshot store yet:
-                    // the commit in flight ends with its batch, and a new
-                    // owner replays the journal.
                     Action::StopIntake { partition } => {
-                        inputs.push_back(Input::CommitFinished { partition })
+                        let _ = handover.send(Handover::StopIntake { partition });
                     }
+                    // The periodic snapshot is the only one written: a new
+                    // owner replays the journal's tail after it.
                     Action::Snapshot { partition } => {
                         inputs.push_back(Input::SnapshotWritten { partition })
                     }
-                    Action::StopServing { partition } => journal.stop_partition(partition),
+                    // Fenced at once; the engine stops the partition in turn.
+                    Action::StopServing { partition } => {
+                        journal.stop_partition(partition);
+                        let _ = handover.send(Handover::StopServing { partition });
+                    }
                     Action::Left => {}
                 }
             }
@@ -266,6 +285,16 @@ pub async fn run_ownership(
             Some((partition, epoch)) = deposed.recv() => {
                 inputs.push_back(Input::AppendRejected { partition, epoch });
             }
+            Some(d) = done.recv() => match d {
+                Done::CommitFinished { partition } => {
+                    inputs.push_back(Input::CommitFinished { partition });
+                }
+                Done::NotOpened { partition, epoch } => {
+                    inputs.push_back(Input::AppendRejected { partition, epoch });
+                }
+                // The loop runs again and publishes the terms now open.
+                Done::Opened => {}
+            },
             changed = leave.changed(), if !asked_to_leave => {
                 if changed.is_err() || *leave.borrow() {
                     asked_to_leave = true;
@@ -273,5 +302,14 @@ pub async fn run_ownership(
                 }
             }
         }
+    }
+}
+
+/// Aborts the handover worker when the lease loop ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -14,6 +14,7 @@ mod claim;
 mod cluster_key;
 mod connect;
 mod guard;
+mod handover;
 mod intake;
 mod journal;
 mod journal_check;
@@ -35,6 +36,7 @@ pub use claim::{claim_prefix, cluster_bucket, load_or_create_node_id, PrefixClai
 pub use cluster_key::cluster_attempt_key;
 pub use connect::{connect, connect_tuned, connect_with_stats, redact_url, NatsSecurity, Secret};
 pub use guard::{PartitionOf, Refused, ReportGuard};
+pub use handover::PartitionHost;
 pub use intake::{consumer_gone, run_intake};
 pub use journal::{
     ensure_journal_stream, journal_stream, journal_subject, read_partition, JetStreamJournal,
