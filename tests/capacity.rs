@@ -19,19 +19,7 @@ use crate::support::{Harness, Options};
 
 /// `transcribe` (capped in these tests) then `index` (not).
 fn pipeline() -> orchestrator::pipeline::PipelineDef {
-    let text = r#"
-[pipeline]
-name = "cap"
-version = 1
-
-[[steps]]
-name = "transcribe"
-
-[[steps]]
-name = "index"
-needs = ["transcribe"]
-"#;
-    orchestrator::pipeline::load::parse_pipeline(text, "cap.toml", &Default::default()).unwrap()
+    crate::support::two_step_pipeline("cap", "transcribe", "index")
 }
 
 fn capped(cap: u32) -> Limits {

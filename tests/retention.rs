@@ -19,17 +19,7 @@ use crate::support::{Harness, Options};
 const AFTER_MS: u64 = 600_000;
 
 fn two_steps() -> orchestrator::pipeline::PipelineDef {
-    let text = r#"
-[pipeline]
-name = "short"
-version = 1
-[[steps]]
-name = "a"
-[[steps]]
-name = "b"
-needs = ["a"]
-"#;
-    orchestrator::pipeline::load::parse_pipeline(text, "short.toml", &Default::default()).unwrap()
+    crate::support::two_step_pipeline("short", "a", "b")
 }
 
 /// Waits for `cond` on workflow `id`, moving the manual clock 60 ms at a

@@ -219,19 +219,7 @@ async fn a_stopped_partition_refuses_its_requests_and_finishes_once_started_on_r
 }
 
 fn two_steps() -> orchestrator::pipeline::PipelineDef {
-    let text = r#"
-[pipeline]
-name = "two"
-version = 1
-
-[[steps]]
-name = "a"
-
-[[steps]]
-name = "b"
-needs = ["a"]
-"#;
-    orchestrator::pipeline::load::parse_pipeline(text, "two.toml", &Default::default()).unwrap()
+    crate::support::two_step_pipeline("two", "a", "b")
 }
 
 async fn next_task(

@@ -371,3 +371,21 @@ pub fn loadgen_report(report: &std::path::Path, out: &std::process::Output) -> s
     });
     serde_json::from_str(&text).unwrap()
 }
+
+/// A pipeline `name` (version 1) of two steps: `first`, then `second`
+/// after it.
+pub fn two_step_pipeline(
+    name: &str,
+    first: &str,
+    second: &str,
+) -> orchestrator::pipeline::PipelineDef {
+    let text = format!(
+        "[pipeline]\nname = \"{name}\"\nversion = 1\n\n[[steps]]\nname = \"{first}\"\n\n[[steps]]\nname = \"{second}\"\nneeds = [\"{first}\"]\n"
+    );
+    orchestrator::pipeline::load::parse_pipeline(
+        &text,
+        &format!("{name}.toml"),
+        &Default::default(),
+    )
+    .unwrap()
+}
