@@ -3,7 +3,8 @@
 //! one leaves, take a dead node's leases after the TTL, and a node whose
 //! lease was taken is fenced out of the journal; each node's engine (here
 //! a recording stand-in) is told to start and stop the partitions it
-//! gains and hands over. Plus what is fixed at cluster creation: the
+//! gains and hands over, and a partition handed over gracefully has its
+//! snapshot written first. Plus what is fixed at cluster creation: the
 //! partition count and the shared attempt key.
 
 use std::collections::BTreeSet;
@@ -14,8 +15,8 @@ use orchestrator::cluster::{Epoch, LeaseConfig, Ownership};
 use orchestrator::storage::{keys, Error, MemoryStorage, Op, ReplicatedStorage, Storage};
 use orchestrator::transport::attempt_key::AttemptKey;
 use orchestrator::transport::nats::{
-    check_cluster_partitions, check_journal, cluster_attempt_key, run_ownership, JetStreamJournal,
-    LeaseBucket, PartitionHost,
+    check_cluster_partitions, check_journal, cluster_attempt_key, read_snapshot, run_ownership,
+    snapshot_bucket, JetStreamJournal, LeaseBucket, PartitionHost,
 };
 use tokio::sync::watch;
 
@@ -153,6 +154,13 @@ async fn nodes_share_partitions_by_lease_hand_over_and_fence_a_dead_owner() {
         );
         assert!(!engine_serves(&a).contains(p) && !engine_serves(&b).contains(p));
     }
+    // c journals a record in one of its partitions; its graceful leave
+    // writes that partition's snapshot before handing it over.
+    let handed = *given.iter().next().unwrap();
+    let c_store = ReplicatedStorage::new(Arc::new(MemoryStorage::new()), c.journal.clone());
+    let key = keys::journal(handed, "handed-over", 1).unwrap();
+    let op = Op::Put(key.clone(), b"before the handover".to_vec());
+    tokio::task::block_in_place(|| c_store.write(&[op], true)).unwrap();
     c.leave.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(30), c.task)
         .await
@@ -160,6 +168,19 @@ async fn nodes_share_partitions_by_lease_hand_over_and_fence_a_dead_owner() {
         .unwrap();
     let c_serves = c.host.served.lock().clone();
     assert!(c_serves.is_empty(), "c's engine still serves {c_serves:?}");
+    let snapshots = js.get_object_store(snapshot_bucket("cl")).await.unwrap();
+    let snapshot = read_snapshot(&snapshots, handed)
+        .await
+        .unwrap()
+        .expect("the handover wrote the partition's snapshot");
+    assert!(snapshot.position.seq > 0);
+    assert!(
+        snapshot
+            .entries
+            .iter()
+            .any(|(k, v)| *k == key && v == b"before the handover"),
+        "the snapshot holds the record journaled before the handover"
+    );
     until("a and b serve everything again", || {
         let (pa, pb) = (partitions(&a), partitions(&b));
         pa.len() + pb.len() == usize::from(PARTITIONS)

@@ -1,8 +1,8 @@
 //! The partition changes the ownership core asks for, performed one after
 //! the other off the lease loop (so that renewals go on while a journal's
 //! tail replays or a commit in flight ends): opening a journal term and
-//! starting the partition in the node's engine, stopping its intake, and
-//! ending its term. The engine is reached through [`PartitionHost`], which
+//! starting the partition in the node's engine, stopping its intake,
+//! writing its snapshot before it is handed over, and ending its term. The engine is reached through [`PartitionHost`], which
 //! the CLI connects: this layer does not know the engine.
 
 use std::sync::Arc;
@@ -38,6 +38,10 @@ pub(super) enum Handover {
     /// The term ended (the journal appends nothing more for it already):
     /// stop the partition in the engine too.
     StopServing { partition: u16 },
+    /// Write the partition's snapshot from the local store (its commits
+    /// have finished), so that its next owner replays only what follows;
+    /// answered with [`Done::SnapshotWritten`].
+    Snapshot { partition: u16 },
 }
 
 /// What the worker reports back to the lease loop.
@@ -53,6 +57,11 @@ pub(super) enum Done {
     },
     /// A term opened: the partitions served changed.
     Opened,
+    /// The handover snapshot is written, or could not be: either way the
+    /// handover goes on (the next owner replays from the last snapshot).
+    SnapshotWritten {
+        partition: u16,
+    },
 }
 
 /// Performs `requests` in order until the lease loop drops its sender.
@@ -93,6 +102,24 @@ pub(super) async fn run_handovers(
             Handover::StopServing { partition } => {
                 journal.stop_partition(partition);
                 host.stop(partition).await;
+            }
+            Handover::Snapshot { partition } => {
+                match journal.snapshot(partition).await {
+                    Ok(Some(w)) => tracing::info!(
+                        partition,
+                        seq = w.position.seq,
+                        keys = w.keys,
+                        purged = w.purged,
+                        "cluster mode: handover snapshot written"
+                    ),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(
+                        partition,
+                        error = %e,
+                        "cluster mode: handover snapshot not written; the next owner replays from the last one"
+                    ),
+                }
+                let _ = done.send(Done::SnapshotWritten { partition });
             }
         }
     }

@@ -253,10 +253,10 @@ pub async fn run_ownership(
                     Action::StopIntake { partition } => {
                         let _ = handover.send(Handover::StopIntake { partition });
                     }
-                    // The periodic snapshot is the only one written: a new
-                    // owner replays the journal's tail after it.
+                    // Its commits have finished: the snapshot covers
+                    // everything the partition journaled here.
                     Action::Snapshot { partition } => {
-                        inputs.push_back(Input::SnapshotWritten { partition })
+                        let _ = handover.send(Handover::Snapshot { partition });
                     }
                     // Fenced at once; the engine stops the partition in turn.
                     Action::StopServing { partition } => {
@@ -291,6 +291,9 @@ pub async fn run_ownership(
                 }
                 Done::NotOpened { partition, epoch } => {
                     inputs.push_back(Input::AppendRejected { partition, epoch });
+                }
+                Done::SnapshotWritten { partition } => {
+                    inputs.push_back(Input::SnapshotWritten { partition });
                 }
                 // The loop runs again and publishes the terms now open.
                 Done::Opened => {}
