@@ -38,15 +38,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-python3 - "$PIPELINES/video.toml" "$OUT/caps.toml" <<'PY'
-import sys, tomllib
-steps = tomllib.load(open(sys.argv[1], "rb"))["steps"]
-types = sorted({s.get("task_type", s["name"]) for s in steps})
-with open(sys.argv[2], "w") as f:
-    f.write('[capacity]\npriority = "/priority"\n')
-    for t in types:
-        f.write(f'\n[task_types.{t}]\nmax_in_flight = 1000000\nkey = "/video_id"\n')
-PY
+python3 benches/caps_not_binding.py "$PIPELINES/video.toml" "$OUT/caps.toml"
 
 # CPU seconds (user + system) a process has used so far.
 cpu() { python3 -c "import os,sys; f=open(f'/proc/{sys.argv[1]}/stat').read().rsplit(')',1)[1].split(); print((int(f[11])+int(f[12]))/os.sysconf('SC_CLK_TCK'))" "$1"; }

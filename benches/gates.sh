@@ -74,15 +74,7 @@ sleep 0.5
 kill -0 "${pids[0]}" 2>/dev/null || { echo "nats-server did not start:" >&2; cat "$OUT/nats.log" >&2; exit 2; }
 CAPS_ARGS=()
 if [ -n "${GATES_CAPS:-}" ]; then
-  python3 - "$OUT/caps.toml" <<'PY'
-import sys, tomllib
-steps = tomllib.load(open("tests/fixtures/pipelines/video.toml", "rb"))["steps"]
-types = sorted({s.get("task_type", s["name"]) for s in steps})
-with open(sys.argv[1], "w") as f:
-    f.write('[capacity]\npriority = "/priority"\n')
-    for t in types:
-        f.write(f'\n[task_types.{t}]\nmax_in_flight = 1000000\nkey = "/video_id"\n')
-PY
+  python3 benches/caps_not_binding.py "$PIPELINES/video.toml" "$OUT/caps.toml"
   CAPS_ARGS=(--config "$OUT/caps.toml")
 fi
 "$BIN" run --nats-url "$URL" --data-dir "$OUT/data" --http-addr off --pipelines "$PIPELINES" "${CAPS_ARGS[@]}" > "$OUT/run.log" 2>&1 & RUN=$!; pids+=($RUN)

@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::otlp_args::OtlpArgs;
-use super::run_membership::{open_journal, Membership};
+use super::run_membership::{open_journal, shared_attempt_key, Membership};
 use super::LogArgs;
 use crate::config::Config;
 use crate::engine::{
@@ -268,24 +268,9 @@ pub async fn serve(
     // Cluster mode: the storage appends every commit batch to the
     // replicated journal, so NATS comes first.
     let (connected, journal) = if config.cluster.enabled {
-        std::fs::create_dir_all(&config.node.data_dir).map_err(|e| {
-            format!(
-                "cannot create data dir {}: {e}",
-                config.node.data_dir.display()
-            )
-        })?;
         let (client, js) = connect_with_stats(&cfg, Some(nats_stats.clone())).await?;
-        // Every node of the cluster signs and checks attempt tokens with
-        // the key the first one stored.
-        let local = crate::transport::attempt_key::load_or_create_bytes(&config.node.data_dir)?;
-        cfg.attempt_key = crate::transport::nats::cluster_attempt_key(
-            &js,
-            &config.nats.prefix,
-            config.cluster.journal_replicas,
-            &local,
-        )
-        .await?;
         let journal = open_journal(&config, &js).await?;
+        cfg.attempt_key = shared_attempt_key(&config, &js).await?;
         (Some((client, js)), Some(journal))
     } else {
         (None, None)

@@ -25,8 +25,8 @@ use crate::cluster::{Epoch, Ownership};
 use crate::config::Config;
 use crate::engine::{Engine, EngineCtx};
 use crate::transport::nats::{
-    check_cluster_partitions, claim_prefix, load_or_create_node_id, run_ownership, run_snapshots,
-    JetStreamJournal, LeaseBucket, PrefixClaim,
+    check_cluster_partitions, claim_prefix, cluster_attempt_key, load_or_create_node_id,
+    run_ownership, run_snapshots, JetStreamJournal, LeaseBucket, PrefixClaim,
 };
 
 /// The replicated journal of a cluster-mode node, opened before its
@@ -62,6 +62,23 @@ pub(super) async fn open_journal(
         journal: Arc::new(journal),
         deposed,
     })
+}
+
+/// The attempt-token key every node of the cluster signs and checks
+/// with: the one the first node stored, else this node's own (stored now).
+/// The data directory exists: [`open_journal`] made it.
+pub(super) async fn shared_attempt_key(
+    config: &Config,
+    js: &jetstream::Context,
+) -> Result<crate::transport::attempt_key::AttemptKey, String> {
+    let local = crate::transport::attempt_key::load_or_create_bytes(&config.node.data_dir)?;
+    cluster_attempt_key(
+        js,
+        &config.nats.prefix,
+        config.cluster.journal_replicas,
+        &local,
+    )
+    .await
 }
 
 /// The driver of the partition leases.

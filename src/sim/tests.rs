@@ -149,20 +149,15 @@ fn the_shipped_video_pipeline_runs_on_the_default_segments() {
                 .collect();
             parts.join(",")
         };
+        // What the simulated worker answers for this step's task `input`.
+        let answer = |input: &str| {
+            output_from(input, "v", &step.name, unasked_segments(&step.task_type, 8)).unwrap()
+        };
         let output = match def.map_of(i) {
-            None => {
-                let input = format!(
-                    r#"{{"workflow":{workflow},"deps":{{{}}}}}"#,
-                    deps(&|_| true)
-                );
-                output_from(
-                    &input,
-                    "v",
-                    &step.name,
-                    unasked_segments(&step.task_type, 8),
-                )
-                .unwrap()
-            }
+            None => answer(&format!(
+                r#"{{"workflow":{workflow},"deps":{{{}}}}}"#,
+                deps(&|_| true)
+            )),
             Some(m) => {
                 let over = usize::from(m.over_step);
                 let items =
@@ -172,17 +167,10 @@ fn the_shipped_video_pipeline_runs_on_the_default_segments() {
                 let elements: Vec<String> = items
                     .iter()
                     .map(|item| {
-                        let input = format!(
+                        answer(&format!(
                             r#"{{"workflow":{workflow},"deps":{{{}}},"element":{item}}}"#,
                             deps(&|d| d != over)
-                        );
-                        output_from(
-                            &input,
-                            "v",
-                            &step.name,
-                            unasked_segments(&step.task_type, 8),
-                        )
-                        .unwrap()
+                        ))
                     })
                     .collect();
                 format!("[{}]", elements.join(","))

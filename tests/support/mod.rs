@@ -389,3 +389,21 @@ pub fn two_step_pipeline(
     )
     .unwrap()
 }
+
+/// The checker finds `n` workflows in `store`, every one completed, none
+/// running, and no violation or corrupt record.
+pub fn assert_all_completed(store: &WorkflowStore, n: u64) {
+    let report = orchestrator::verify::verify_store(store).unwrap();
+    assert_eq!(
+        (
+            report.workflows,
+            report.completed,
+            report.running,
+            report.violations,
+            report.corrupt
+        ),
+        (n, n, 0, 0, 0),
+        "{:?}",
+        report.details
+    );
+}
