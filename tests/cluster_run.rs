@@ -2,9 +2,10 @@
 //! processes on a real nats-server: one node takes every partition's lease,
 //! appends each commit batch to the replicated journal before its effects
 //! run, completes workflows for `worker --simulate`, and its journal checks
-//! clean with `verify --journal-from`. A second node on the prefix, in
-//! either mode, is refused (routing across nodes is not built), and so is a
-//! node with another partition count than the cluster's.
+//! clean with `verify --journal-from`. A second cluster node joins and
+//! takes a share of the partitions; a single-node run on the cluster's
+//! prefix is refused, and so is a node with another partition count than
+//! the cluster's.
 
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -98,7 +99,7 @@ fn a_one_node_cluster_completes_workflows_on_a_clean_journal_and_refuses_a_secon
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("cluster mode: node") && l.contains("serves all 4 partitions")),
+            .any(|l| l.starts_with("cluster mode: node") && l.contains("serves 4 of 4 partitions")),
         "{lines:?}"
     );
     let worker = bin()
@@ -128,14 +129,15 @@ fn a_one_node_cluster_completes_workflows_on_a_clean_journal_and_refuses_a_secon
     // workflow's partition (200 workflows, 9 tasks each, batched).
     assert!(field(&text, "records") > 4 + 4, "{text}");
 
-    // A second node on the prefix is refused, in either mode, naming
-    // the missing routing in cluster mode.
-    let line = refused(&mut Run::start(&nats, PREFIX, &b_dir, &conf4));
+    // A second cluster node joins and is handed a share of the
+    // partitions; stopped, it hands them back. A single-node run on the
+    // cluster's prefix is refused.
+    let mut b = Run::start(&nats, PREFIX, &b_dir, &conf4);
     assert!(
-        line.contains("another orchestrator serves prefix \"clu\"")
-            && line.contains("not available yet"),
-        "{line}"
+        b.settle(&mut lines),
+        "a second cluster node joins: {lines:?}"
     );
+    b.stop_gracefully();
     let line = refused(&mut Run::start(
         &nats,
         PREFIX,
@@ -143,7 +145,8 @@ fn a_one_node_cluster_completes_workflows_on_a_clean_journal_and_refuses_a_secon
         &single,
     ));
     assert!(
-        line.contains("another orchestrator serves prefix \"clu\""),
+        line.contains("another orchestrator serves prefix \"clu\"")
+            && line.contains("is a node of a cluster"),
         "{line}"
     );
 

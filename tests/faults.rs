@@ -33,7 +33,7 @@ fn spawn_orch(b: &Bench, http: u16, pipelines: Option<&Path>, extra: &[&str]) ->
 }
 
 /// `GET path` on the orchestrator's HTTP port: `(status, body)`.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
@@ -49,7 +49,7 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// Sum of the samples of `name` whose labels contain `label` (`""`: all).
-fn metric(body: &str, name: &str, label: &str) -> f64 {
+pub(crate) fn metric(body: &str, name: &str, label: &str) -> f64 {
     body.lines()
         .filter(|l| {
             l.strip_prefix(name)
@@ -60,7 +60,7 @@ fn metric(body: &str, name: &str, label: &str) -> f64 {
         .sum()
 }
 
-fn metrics(port: u16) -> String {
+pub(crate) fn metrics(port: u16) -> String {
     for _ in 0..50 {
         if let Some((200, body)) = http_get(port, "/metrics") {
             return body;

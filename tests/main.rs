@@ -10,6 +10,7 @@ mod cli;
 mod cluster;
 mod cluster_journal;
 mod cluster_lease;
+mod cluster_nodes;
 mod cluster_restore;
 mod cluster_run;
 mod console;

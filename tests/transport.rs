@@ -349,6 +349,7 @@ impl NatsRig {
             js.clone(),
             Arc::new(CollectingHandler(collector.clone())),
             collector.clone(),
+            None,
         );
         let intake = tokio::spawn(async move {
             let _ = intake.await;
@@ -737,6 +738,7 @@ async fn direct_results_are_answered_only_once_applied_and_refusals_say_whether_
             applied: applied.clone(),
         }),
         Arc::new(Collector::default()),
+        None,
     );
     let _intake = tokio::spawn(async move {
         let _ = intake.await;

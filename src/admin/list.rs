@@ -62,7 +62,7 @@ pub struct ScanCursor {
 }
 
 impl ScanCursor {
-    fn encode(&self) -> String {
+    pub(super) fn encode(&self) -> String {
         format!(
             "{}:{}:{}",
             self.status,
@@ -71,7 +71,7 @@ impl ScanCursor {
         )
     }
 
-    fn decode(s: &str) -> Option<ScanCursor> {
+    pub(super) fn decode(s: &str) -> Option<ScanCursor> {
         let mut it = s.splitn(3, ':');
         let status = it.next()?.parse().ok()?;
         let partition = it.next()?.parse().ok()?;
@@ -90,9 +90,23 @@ impl ScanCursor {
 pub fn scan_status_index(
     store: &WorkflowStore,
     sel: &Selection,
+    cursor: ScanCursor,
+    want: usize,
+    budget: usize,
+) -> Result<(Vec<ListedWorkflow>, Option<ScanCursor>), String> {
+    scan_cells(store, sel, cursor, want, budget, false)
+}
+
+/// [`scan_status_index`] over the index, or (`one_cell`) over the cursor's
+/// status in the cursor's partition only: `None` once that cell is
+/// exhausted.
+fn scan_cells(
+    store: &WorkflowStore,
+    sel: &Selection,
     mut cursor: ScanCursor,
     want: usize,
     budget: usize,
+    one_cell: bool,
 ) -> Result<(Vec<ListedWorkflow>, Option<ScanCursor>), String> {
     const CHUNK: usize = 512;
     let mut out = Vec::new();
@@ -133,6 +147,9 @@ pub fn scan_status_index(
                     break;
                 }
             }
+            if one_cell {
+                return Ok((out, None));
+            }
             cursor.partition += 1;
             cursor.after = None;
         }
@@ -142,20 +159,33 @@ pub fn scan_status_index(
     Ok((out, None))
 }
 
-pub(super) async fn list(r: ListRequest, engine: &Engine) -> Result<ListReply, AdminError> {
-    let want = r.limit.unwrap_or(LIST_PAGE_DEFAULT).clamp(1, LIST_PAGE_MAX) as usize;
-    let sel = Selection::new(&r.filter, engine.ctx().clock.now_ms())?;
-    let cursor = match &r.cursor {
-        None => ScanCursor {
+/// The cursor a request names, or the start of the index.
+pub(super) fn request_cursor(r: &ListRequest) -> Result<ScanCursor, AdminError> {
+    match &r.cursor {
+        None => Ok(ScanCursor {
             status: 0,
             partition: 0,
             after: None,
-        },
-        Some(c) => ScanCursor::decode(c).ok_or_else(|| AdminError::bad("malformed cursor"))?,
-    };
+        }),
+        Some(c) => ScanCursor::decode(c).ok_or_else(|| AdminError::bad("malformed cursor")),
+    }
+}
+
+/// `list` over this node's store: the whole index (a single node), or one
+/// cell (`r.cell`: the cursor's status in the cursor's partition, which
+/// this node must serve), asked for by a cluster node
+/// ([`super::list_cluster`]).
+pub(super) async fn list(r: ListRequest, engine: &Engine) -> Result<ListReply, AdminError> {
+    let want = r.limit.unwrap_or(LIST_PAGE_DEFAULT).clamp(1, LIST_PAGE_MAX) as usize;
+    let sel = Selection::new(&r.filter, engine.ctx().clock.now_ms())?;
+    let cursor = request_cursor(&r)?;
+    let one_cell = r.cell;
+    if one_cell && !engine.serves(cursor.partition) {
+        return Err(crate::engine::Error::NotServed(cursor.partition).into());
+    }
     let store = engine.ctx().store.clone();
     let (mut workflows, next) = tokio::task::spawn_blocking(move || {
-        scan_status_index(&store, &sel, cursor, want, LIST_SCAN_MAX)
+        scan_cells(&store, &sel, cursor, want, LIST_SCAN_MAX, one_cell)
     })
     .await
     .map_err(|e| AdminError::new(code::UNAVAILABLE, e.to_string()))?

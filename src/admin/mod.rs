@@ -14,17 +14,20 @@
 //! | file | owns |
 //! | --- | --- |
 //! | `serve` | the subscriptions, request decoding, dispatch to a verb |
+//! | `route` | a cluster node's forwarding of requests to a partition's owner |
 //! | `intake` | the bounds of intake (`unavailable` answers), the start-size check |
 //! | `wire` | the requests and replies of the workflow verbs |
 //! | `error` | error codes, the error reply, reply encoding |
 //! | `workflow` | `start`, `describe`, the operator inputs, `rerun` |
 //! | `history` | `history` and the view of one journaled event |
 //! | `list` | `list` and the status-index scan batch jobs share |
+//! | `list_cluster` | `list` across the partitions of a cluster's nodes |
 //! | `backup` | `backup` |
 //! | `pipelines` | `pipelines.reload` |
 //! | `capacity` | `capacity` |
 //! | `signal` | `signal` |
 //! | `local` | the verbs in-process, for the web console |
+//! | `lineage_remote` | child-step effects sent to another cluster node |
 //! | [`batch`] | durable, rate-limited batch jobs |
 
 mod backup;
@@ -33,9 +36,12 @@ mod capacity;
 mod error;
 mod history;
 mod intake;
+mod lineage_remote;
 mod list;
+mod list_cluster;
 mod local;
 mod pipelines;
+mod route;
 mod serve;
 mod signal;
 mod wire;
@@ -50,12 +56,14 @@ pub use capacity::{CapacityReply, CapacityRequest, PipelineInProgress};
 pub use error::{code, AdminError, ErrorReply};
 pub(crate) use history::history_event;
 pub use intake::IntakeLimits;
+pub use lineage_remote::{LineageEffect, LineageReply, LineageRequest, NatsLineage};
 pub use list::{scan_status_index, ScanCursor, Selection};
 pub use local::{LocalAdmin, StepShape, WorkflowShape};
 pub use pipelines::{
     log_reload, PipelineVersionView, PipelinesReloadReply, PipelinesReloadRequest,
     RemovedVersionView,
 };
+pub use route::{Routing, ROUTED_VERBS};
 #[cfg(test)]
 pub(crate) use serve::{decode_request, HasVersion};
 pub use serve::{serve, serve_with};

@@ -13,9 +13,12 @@ use super::capacity::CapacityRequest;
 use super::error::encode;
 use super::history::history;
 use super::intake::{check_start_size, Gate, IntakeLimits};
+use super::lineage_remote::LineageRequest;
 use super::list::list;
+use super::list_cluster::list_cluster;
 use super::local::LocalAdmin;
 use super::pipelines::{reload, PipelinesReloadRequest};
+use super::route::Routing;
 use super::signal::{signal, SignalRequest};
 use super::wire::{
     CancelRequest, DescribeRequest, HistoryRequest, ListRequest, RerunRequest, StartRequest,
@@ -38,7 +41,7 @@ pub async fn serve(
     limits: IntakeLimits,
 ) -> Result<(), String> {
     let (admin, runner) = LocalAdmin::start(engine);
-    serve_with(client, prefix, admin, runner, limits, None).await
+    serve_with(client, prefix, admin, runner, limits, None, None).await
 }
 
 /// [`serve`] over verbs made by [`LocalAdmin::start`], whose batch runner
@@ -52,6 +55,7 @@ pub async fn serve_with(
     runner: impl std::future::Future<Output = ()>,
     limits: IntakeLimits,
     subscribed: Option<tokio::sync::oneshot::Sender<()>>,
+    routing: Option<Routing>,
 ) -> Result<(), String> {
     let subjects = Subjects::new(&prefix)?;
     let mut subs = Vec::new();
@@ -71,20 +75,48 @@ pub async fn serve_with(
         let _ = tx.send(());
     }
     let engine = admin.engine().clone();
-    let batches = admin.batches().clone();
-    let slots = Arc::new(Semaphore::new(limits.in_flight_max.max(1)));
-    let gate = Arc::new(Gate::new(limits));
-    let subjects = Arc::new(subjects);
+    let server = Arc::new(Server {
+        batches: admin.batches().clone(),
+        slots: Arc::new(Semaphore::new(limits.in_flight_max.max(1))),
+        gate: Arc::new(Gate::new(limits)),
+        subjects: Arc::new(subjects),
+        client: client.clone(),
+        engine,
+        routing,
+    });
+    // Requests other nodes forward for the partitions this one serves.
+    let (forwarded_tx, mut forwarded) = tokio::sync::mpsc::channel(1024);
+    let _following = server.routing.as_ref().map(|r| {
+        AbortOnDrop(tokio::spawn(super::route::follow_partitions(
+            client.clone(),
+            server.subjects.clone(),
+            r.served.clone(),
+            forwarded_tx,
+        )))
+    });
+    let forwarded_loop = {
+        let server = server.clone();
+        async move {
+            let mut serving = tokio::task::JoinSet::new();
+            loop {
+                let msg = tokio::select! {
+                    m = forwarded.recv() => match m {
+                        Some(m) => m,
+                        None => std::future::pending().await,
+                    },
+                    Some(_) = serving.join_next(), if !serving.is_empty() => continue,
+                };
+                if let Some(verb) = super::route::forwarded_verb(msg.subject.as_str()) {
+                    server.take(verb, msg, false, &mut serving).await;
+                }
+            }
+        }
+    };
     // Plain futures, not spawned tasks: when the service drops `serve`, the
     // loops, the requests they serve (a `JoinSet` aborts its tasks when
     // dropped) and the batch runner go with it.
     let loops = subs.into_iter().map(|(verb, mut sub)| {
-        let engine = engine.clone();
-        let client = client.clone();
-        let batches = batches.clone();
-        let slots = slots.clone();
-        let gate = gate.clone();
-        let subjects = subjects.clone();
+        let server = server.clone();
         async move {
             // Requests are served concurrently (a start waits for its fsync;
             // the group committer batches concurrent ones). The subscription
@@ -98,59 +130,118 @@ pub async fn serve_with(
                     },
                     Some(_) = serving.join_next(), if !serving.is_empty() => continue,
                 };
-                let Some(reply_to) = msg.reply.clone() else {
-                    continue;
-                };
-                let refused = match slots.clone().try_acquire_owned() {
-                    Err(_) => Err(gate.queue_full(&engine)),
-                    Ok(permit) => match gate.refuse(verb, &engine) {
-                        Some(e) => Err(e),
-                        None => Ok(permit),
-                    },
-                };
-                let permit = match refused {
-                    Ok(permit) => permit,
-                    Err(e) => {
-                        let body = encode::<()>(Err(e));
-                        audit(verb, &msg, &body);
-                        let _ = client.publish(reply_to, body.into()).await;
-                        continue;
-                    }
-                };
-                let (engine, client, batches, gate, subjects) = (
-                    engine.clone(),
-                    client.clone(),
-                    batches.clone(),
-                    gate.clone(),
-                    subjects.clone(),
-                );
-                serving.spawn(async move {
-                    let _permit = permit;
-                    let max = gate.limits().limits.message_max_bytes;
-                    let body = if msg.payload.len() > max {
-                        engine.metrics().rejected_message("oversized");
-                        encode::<()>(Err(AdminError::bad(format!(
-                            "request of {} bytes exceeds nats.message_max_bytes ({max})",
-                            msg.payload.len()
-                        ))))
-                    } else {
-                        let ctx = Ctx {
-                            engine: &engine,
-                            batches: &batches,
-                            gate: &gate,
-                            subjects: &subjects,
-                        };
-                        handle(verb, &msg.payload, &ctx).await
-                    };
-                    let body = fit_reply(body, client.server_info().max_payload);
-                    audit(verb, &msg, &body);
-                    let _ = client.publish(reply_to, body.into()).await;
-                });
+                server.take(verb, msg, true, &mut serving).await;
             }
         }
     });
-    futures_util::future::join(futures_util::future::join_all(loops), runner).await;
+    futures_util::future::join3(
+        futures_util::future::join_all(loops),
+        forwarded_loop,
+        runner,
+    )
+    .await;
     Ok(())
+}
+
+/// What serving one request needs.
+struct Server {
+    engine: Arc<Engine>,
+    client: async_nats::Client,
+    batches: BatchHandle,
+    slots: Arc<Semaphore>,
+    gate: Arc<Gate>,
+    subjects: Arc<Subjects>,
+    routing: Option<Routing>,
+}
+
+impl Server {
+    /// Serves `msg` (a `verb` request) in `serving`: here, or forwarded to
+    /// the node serving its workflow's partition when `entry` (it came from
+    /// a client, not from another node) and this node does not serve it.
+    /// Refused at once with `unavailable` when intake is over a bound.
+    async fn take(
+        self: &Arc<Self>,
+        verb: &'static str,
+        msg: async_nats::Message,
+        entry: bool,
+        serving: &mut tokio::task::JoinSet<()>,
+    ) {
+        let Some(reply_to) = msg.reply.clone() else {
+            return;
+        };
+        let elsewhere = match (&self.routing, entry) {
+            (Some(r), true) => r.elsewhere(verb, &msg.payload),
+            _ => None,
+        };
+        let refused = match self.slots.clone().try_acquire_owned() {
+            Err(_) => Err(self.gate.queue_full(&self.engine)),
+            // The owner applies its own bounds to what it is forwarded.
+            Ok(permit) if elsewhere.is_some() => Ok(permit),
+            Ok(permit) => match self.gate.refuse(verb, &self.engine) {
+                Some(e) => Err(e),
+                None => Ok(permit),
+            },
+        };
+        let permit = match refused {
+            Ok(permit) => permit,
+            Err(e) => {
+                let body = encode::<()>(Err(e));
+                if entry {
+                    audit(verb, &msg, &body);
+                }
+                let _ = self.client.publish(reply_to, body.into()).await;
+                return;
+            }
+        };
+        let server = self.clone();
+        serving.spawn(async move {
+            let _permit = permit;
+            let body = match (elsewhere, &server.routing) {
+                (Some(p), Some(routing)) => {
+                    routing
+                        .forward(&server.client, &server.subjects, p, verb, &msg)
+                        .await
+                }
+                _ => server.answer(verb, &msg).await,
+            };
+            if entry {
+                audit(verb, &msg, &body);
+            }
+            let _ = server.client.publish(reply_to, body.into()).await;
+        });
+    }
+
+    /// This node's answer to `msg`.
+    async fn answer(&self, verb: &str, msg: &async_nats::Message) -> Vec<u8> {
+        let max = self.gate.limits().limits.message_max_bytes;
+        let body = if msg.payload.len() > max {
+            self.engine.metrics().rejected_message("oversized");
+            encode::<()>(Err(AdminError::bad(format!(
+                "request of {} bytes exceeds nats.message_max_bytes ({max})",
+                msg.payload.len()
+            ))))
+        } else {
+            let ctx = Ctx {
+                engine: &self.engine,
+                batches: &self.batches,
+                gate: &self.gate,
+                subjects: &self.subjects,
+                client: &self.client,
+                routing: self.routing.as_ref(),
+            };
+            handle(verb, &msg.payload, &ctx).await
+        };
+        fit_reply(body, self.client.server_info().max_payload)
+    }
+}
+
+/// Aborts a background task when dropped (the service was dropped).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// One audit line per mutating request, served or refused.
@@ -168,6 +259,9 @@ struct Ctx<'a> {
     batches: &'a BatchHandle,
     gate: &'a Gate,
     subjects: &'a Subjects,
+    client: &'a async_nats::Client,
+    /// A cluster node's routing: `list` walks every node's partitions.
+    routing: Option<&'a Routing>,
 }
 
 fn parse<'a, T: Deserialize<'a> + HasVersion>(
@@ -223,7 +317,8 @@ has_version!(
     BackupRequest,
     PipelinesReloadRequest,
     CapacityRequest,
-    SignalRequest
+    SignalRequest,
+    LineageRequest
 );
 
 async fn handle(verb: &str, payload: &[u8], ctx: &Ctx<'_>) -> Vec<u8> {
@@ -251,7 +346,12 @@ async fn handle(verb: &str, payload: &[u8], ctx: &Ctx<'_>) -> Vec<u8> {
             Err(e) => Err(e),
         }),
         "list" => encode(match parse::<ListRequest>(verb, payload, engine) {
-            Ok(r) => list(r, engine).await,
+            Ok(r) => match ctx.routing {
+                Some(routing) if !r.cell => {
+                    list_cluster(r, engine, routing, ctx.client, ctx.subjects).await
+                }
+                _ => list(r, engine).await,
+            },
             Err(e) => Err(e),
         }),
         "cancel" => encode(match parse::<CancelRequest>(verb, payload, engine) {
@@ -298,6 +398,10 @@ async fn handle(verb: &str, payload: &[u8], ctx: &Ctx<'_>) -> Vec<u8> {
                 engine.metrics().signal("invalid");
                 Err(e)
             }
+        }),
+        "lineage" => encode(match parse::<LineageRequest>(verb, payload, engine) {
+            Ok(r) => super::lineage_remote::perform(r, engine),
+            Err(e) => Err(e),
         }),
         "batch.list" => encode(match parse::<BatchListRequest>(verb, payload, engine) {
             Ok(r) => batches.list(r.limit).await,

@@ -269,6 +269,10 @@ pub struct ListRequest {
     /// The `cursor` of the previous reply.
     #[serde(default)]
     pub cursor: Option<String>,
+    /// Between cluster nodes: scan only the cursor's status in the cursor's
+    /// partition (the node serving it answers).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cell: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -217,6 +217,7 @@ pub async fn run_dev(
             .map(|e| e as Arc<dyn crate::otel::SpanSink>),
         plants: Default::default(),
         lineage: Default::default(),
+        remote_lineage: None,
     };
     let engine = Engine::start(crate::engine::EngineCtx {
         store: node.store.clone(),

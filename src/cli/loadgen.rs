@@ -70,8 +70,11 @@ pub struct LoadgenArgs {
     /// Start requests awaiting their reply at once, at most.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub max_in_flight_starts: u64,
-    /// A start without a reply after this long counts as failed.
-    #[arg(long, value_parser = loadgen::parse_span, default_value = "10s")]
+    /// A start without a definite answer after this long counts as failed;
+    /// until then one answered `unavailable` (backpressure, a partition
+    /// moving between cluster nodes) or left without a reply is sent again
+    /// with the same id.
+    #[arg(long, value_parser = loadgen::parse_span, default_value = "30s")]
     pub start_timeout: Duration,
     /// How long to wait for the orchestrator (admin answering, events stream present).
     #[arg(long, value_parser = loadgen::parse_span, default_value = "30s")]

@@ -319,7 +319,18 @@ pub async fn serve(
     }
     // One orchestrator per prefix: a second one refuses to start. In
     // cluster mode the node takes every partition's lease here.
-    let mut membership = Membership::join(&config, &js, journal, node.store.partitions()).await?;
+    let mut membership =
+        match Membership::join(&config, &js, journal, node.store.partitions()).await {
+            Ok(m) => m,
+            Err(e) => {
+                // Closed before the process exits, so RocksDB's threads
+                // are gone first.
+                http.stop().await;
+                write_probe.abort();
+                let _ = tokio::time::timeout(Duration::from_secs(1), node.close()).await;
+                return Err(e);
+            }
+        };
     if events.is_some() {
         crate::events::ensure_stream(
             &js,
@@ -329,7 +340,7 @@ pub async fn serve(
         )
         .await?;
     }
-    let watched = crate::transport::nats::Watched::new(
+    let mut watched = crate::transport::nats::Watched::new(
         &cfg,
         match events {
             Some(_) => vec![crate::events::stream_config(
@@ -340,6 +351,11 @@ pub async fn serve(
             None => Vec::new(),
         },
     )?;
+    // A cluster node's partitions have their own results consumers.
+    let served = membership.served();
+    if served.is_some() {
+        watched.results = None;
+    }
     let stream_watch = tokio::spawn(crate::transport::nats::watch_streams(
         js.clone(),
         watched,
@@ -361,6 +377,23 @@ pub async fn serve(
             eprintln!("exporting spans to {}", o.endpoint);
             Some(crate::otel::OtlpExporter::start(o, metrics.clone())?)
         }
+        None => None,
+    };
+    // A cluster node forwards what concerns partitions it does not serve.
+    let routing = served.clone().map(|served| {
+        let store = node.store.clone();
+        crate::admin::Routing {
+            served,
+            partition_of: Arc::new(move |id: &str| store.partition_of(id)),
+            forward_timeout: config.cluster.forward_timeout.as_duration(),
+        }
+    });
+    let remote_lineage = match &routing {
+        Some(r) => Some(crate::admin::NatsLineage::start(
+            client.clone(),
+            crate::protocol::subjects::Subjects::new(&cfg.prefix)?,
+            r.clone(),
+        )),
         None => None,
     };
     let limits = config.capacity_limits()?;
@@ -385,6 +418,9 @@ pub async fn serve(
                     .clone()
                     .map(|e| e as Arc<dyn crate::otel::SpanSink>),
                 plants,
+                remote_lineage: remote_lineage
+                    .as_ref()
+                    .map(|(port, _)| port.clone() as Arc<dyn crate::engine::lineage::LineagePort>),
                 ..Hooks::default()
             },
             capacity,
@@ -411,6 +447,7 @@ pub async fn serve(
         js.clone(),
         Arc::new(ResultIntake(engine.clone())),
         engine.sink(),
+        served,
     ));
     // SIGHUP is caught from before the admin verbs answer, so a signal sent
     // once the service is seen to be up reloads rather than kills it.
@@ -436,6 +473,7 @@ pub async fn serve(
         batch_runner,
         config.nats.intake_limits(),
         Some(subscribed),
+        routing,
     ));
     // Ready once recovery is done and the admin verbs have responders.
     if admin_serving.await.is_err() {
@@ -506,6 +544,9 @@ pub async fn serve(
         tracing::warn!(?engine_budget, "engine did not stop in time");
     }
     drop(engine);
+    if let Some((_, sender)) = remote_lineage {
+        sender.abort();
+    }
     // Unpublished events stay in the outbox for the next start.
     if let Some(p) = publisher {
         p.abort();

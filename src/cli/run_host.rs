@@ -24,12 +24,39 @@ struct HostState {
 }
 
 /// Connects the lease shell to the node's engine.
-#[derive(Default)]
 pub(super) struct EngineHost {
     state: tokio::sync::Mutex<HostState>,
+    /// The partitions the engine serves now: what the per-partition
+    /// subscriptions (admin requests, results) follow.
+    served: tokio::sync::watch::Sender<BTreeSet<u16>>,
+}
+
+impl Default for EngineHost {
+    fn default() -> Self {
+        EngineHost {
+            state: Default::default(),
+            served: tokio::sync::watch::channel(BTreeSet::new()).0,
+        }
+    }
 }
 
 impl EngineHost {
+    /// The partitions the engine serves, as they change: a partition is in
+    /// the set once its engine partition has started, and out of it once it
+    /// has stopped.
+    pub(super) fn served(&self) -> tokio::sync::watch::Receiver<BTreeSet<u16>> {
+        self.served.subscribe()
+    }
+
+    fn publish(&self, engine: &Engine) {
+        let now: BTreeSet<u16> = engine.served_partitions().into_iter().collect();
+        self.served.send_if_modified(|s| {
+            let changed = *s != now;
+            *s = now;
+            changed
+        });
+    }
+
     /// Starts the engine serving the partitions wanted so far.
     pub(super) async fn start_engine(&self, ctx: EngineCtx) -> Result<Arc<Engine>, String> {
         let mut st = self.state.lock().await;
@@ -40,6 +67,7 @@ impl EngineHost {
                 .map_err(|e| e.to_string())?,
         );
         st.engine = Some(Arc::downgrade(&engine));
+        self.publish(&engine);
         Ok(engine)
     }
 }
@@ -54,10 +82,14 @@ impl PartitionHost for EngineHost {
                     Ok(())
                 }
                 Some(weak) => match weak.upgrade() {
-                    Some(engine) => engine
-                        .start_partition(partition)
-                        .await
-                        .map_err(|e| e.to_string()),
+                    Some(engine) => {
+                        let started = engine
+                            .start_partition(partition)
+                            .await
+                            .map_err(|e| e.to_string());
+                        self.publish(&engine);
+                        started
+                    }
                     // The engine has shut down: the node is leaving.
                     None => Ok(()),
                 },
@@ -77,6 +109,7 @@ impl PartitionHost for EngineHost {
                         // Only a shut-down engine fails here, and it has
                         // nothing in flight.
                         let _ = engine.stop_partition(partition).await;
+                        self.publish(&engine);
                     }
                 }
             }

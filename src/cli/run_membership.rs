@@ -3,15 +3,15 @@
 //! (`[cluster] enabled`), the replicated journal the node's storage appends
 //! to and the partition leases that let it append (`docs/cluster.md`).
 //!
-//! Cluster mode serves one node per prefix: routing requests and results
-//! to the owner of a partition is not built, so a second node, in either
-//! mode, is refused by the prefix claim. The one node takes every
-//! partition's lease before its engine starts; its journal appends are
-//! fenced by the leases' epochs. The engine serves the partitions whose
-//! journal terms are open: the lease shell starts and stops them in it
-//! through [`EngineHost`] (a lease that lapses stops its partition; held
+//! A cluster's nodes share the prefix: each claims its own key (a single
+//! node and a cluster exclude each other) and takes its fair share of the
+//! partition leases; its journal appends are fenced by the leases' epochs.
+//! The engine serves the partitions whose journal terms are open: the
+//! lease shell starts and stops them in it through [`EngineHost`] as
+//! leases change hands (a lease that lapses stops its partition; held
 //! again, the partition recovers from the store the term's replay caught
-//! up).
+//! up), and [`Membership::served`] tells the admin service and the result
+//! intake which partitions this node serves.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,8 +106,9 @@ pub(super) struct Membership {
 impl Membership {
     /// Claims the prefix. In cluster mode (`journal` given) first checks
     /// the partition count against the cluster's, and after the claim
-    /// takes the partition leases, returning once the node serves every
-    /// partition (at most two lease TTLs and 10 s).
+    /// takes its share of the partition leases, returning once it serves
+    /// one (or after two lease TTLs: a cluster with more nodes than
+    /// partitions leaves some without any).
     pub(super) async fn join(
         config: &Config,
         js: &jetstream::Context,
@@ -125,7 +126,12 @@ impl Membership {
                 prefix,
                 &config.node.data_dir,
                 config.cluster.claim_ttl.as_duration(),
-                journal.is_some(),
+                journal.as_ref().map(|j| j.node_id.as_str()),
+                if journal.is_some() {
+                    config.cluster.journal_replicas
+                } else {
+                    1
+                },
             )
             .await?,
         );
@@ -158,6 +164,11 @@ impl Membership {
                 Engine::start(ctx).await.map_err(|e| e.to_string())?,
             )),
         }
+    }
+
+    /// In cluster mode: the partitions the engine serves, as they change.
+    pub(super) fn served(&self) -> Option<watch::Receiver<std::collections::BTreeSet<u16>>> {
+        self.leases.as_ref().map(|l| l.host.served())
     }
 
     /// In cluster mode: makes the engine's admission gate apply this
@@ -238,7 +249,8 @@ async fn take_leases(
     let term_base = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);
-    let bound = Duration::from_millis(lease.ttl_ms * 2) + Duration::from_secs(10);
+    let bound = Duration::from_millis(lease.ttl_ms * 2);
+    let scan_every_ms = lease.scan_every_ms;
     let core = Ownership::new(lease, journal.node_id.clone(), partitions, term_base);
     let (leave, leave_rx) = watch::channel(false);
     let (serving_tx, mut serving) = watch::channel(Vec::new());
@@ -254,23 +266,30 @@ async fn take_leases(
         serving_tx,
     ));
     let all = usize::from(partitions);
-    let taken = tokio::time::timeout(bound, serving.wait_for(|s| s.len() == all))
-        .await
-        .is_ok_and(|r| r.is_ok());
-    if !taken {
-        let held = serving.borrow().len();
-        let _ = leave.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(3), driver).await;
+    // The node's share grows as the others hand partitions over; it starts
+    // serving with what it holds, and the lease shell adds the rest.
+    let began = tokio::time::Instant::now();
+    let _ = tokio::time::timeout(bound, serving.wait_for(|s| !s.is_empty())).await;
+    // Then until the count stops growing for a scan interval: the leases
+    // free for this node are taken in the same scan or the next.
+    let settle = Duration::from_millis(scan_every_ms.max(100) * 2);
+    while began.elapsed() < bound {
+        if tokio::time::timeout(settle, serving.changed())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    if driver.is_finished() {
         return Err(format!(
-            "cluster mode: node {} holds the leases of {held} of {partitions} partitions after {} s; \
-             refusing to start (another node's leases lapse {} s after its last renewal)",
-            journal.node_id,
-            bound.as_secs(),
-            config.cluster.lease_ttl.as_duration().as_secs_f64()
+            "cluster mode: node {}: the partition lease driver stopped",
+            journal.node_id
         ));
     }
+    let held = serving.borrow().len();
     eprintln!(
-        "cluster mode: node {} serves all {partitions} partitions, journal stream {} with {} replica(s), {} partition snapshot(s) loaded, {} journal record(s) replayed into the local store",
+        "cluster mode: node {} serves {held} of {partitions} partitions, journal stream {} with {} replica(s), {} partition snapshot(s) loaded, {} journal record(s) replayed into the local store",
         journal.node_id,
         crate::transport::nats::journal_stream(&config.nats.prefix),
         config.cluster.journal_replicas,
@@ -294,20 +313,21 @@ async fn take_leases(
     })
 }
 
-/// Logs each change of the partitions served: a partition whose lease
-/// lapsed (NATS unreachable longer than the valid time) takes no commits
-/// until the node holds its lease again under a new epoch.
+/// Logs each change of the partitions served (a handover, a takeover, or
+/// a lease that lapsed while NATS was unreachable: that partition takes no
+/// commits here until its lease is held again under a new epoch).
 async fn report_serving(mut serving: watch::Receiver<Vec<(u16, Epoch)>>, all: usize) {
     while serving.changed().await.is_ok() {
-        let held = serving.borrow_and_update().len();
-        if held < all {
-            tracing::warn!(
-                held,
-                partitions = all,
-                "cluster mode: partitions without a lease take no commits"
-            );
-        } else {
-            tracing::info!(partitions = all, "cluster mode: serving every partition");
-        }
+        let held: Vec<u16> = serving
+            .borrow_and_update()
+            .iter()
+            .map(|(p, _)| *p)
+            .collect();
+        tracing::info!(
+            held = held.len(),
+            partitions = all,
+            serving = ?held,
+            "cluster mode: partitions served changed"
+        );
     }
 }

@@ -95,7 +95,8 @@ impl Default for Config {
                 enabled: false,
                 node_id: String::new(),
                 journal_replicas: 3,
-                lease_ttl: Dur::secs(10),
+                lease_ttl: Dur::secs(6),
+                forward_timeout: Dur::secs(5),
                 snapshot_every_records: 10_000,
                 snapshot_interval: Dur::secs(600),
             },
@@ -237,8 +238,14 @@ impl Config {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 
+    /// The NATS settings of `run`; a cluster node replicates its task and
+    /// result streams as its journal.
     pub fn nats_config(&self) -> crate::transport::nats::NatsConfig {
-        self.nats.nats_config()
+        let mut c = self.nats.nats_config();
+        if self.cluster.enabled {
+            c.stream_replicas = self.cluster.journal_replicas;
+        }
+        c
     }
 
     pub fn events_config(&self) -> crate::events::EventsConfig {
@@ -252,6 +259,11 @@ impl Config {
             batch_max: e.batch_max,
             batch_max_bytes: e.batch_max_bytes,
             scan_max: e.scan_max,
+            replicas: if self.cluster.enabled {
+                self.cluster.journal_replicas
+            } else {
+                1
+            },
         }
     }
 

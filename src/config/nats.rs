@@ -149,6 +149,7 @@ impl NatsSection {
             // `run` loads the data directory's key in its place.
             attempt_key: crate::transport::attempt_key::AttemptKey::random(),
             stream_max_age: n.stream_max_age.as_duration(),
+            stream_replicas: 1,
             duplicate_window: n.duplicate_window.as_duration(),
             results_ack_wait: n.results_ack_wait.as_duration(),
             results_max_ack_pending: n.results_max_ack_pending,

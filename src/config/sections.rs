@@ -207,6 +207,10 @@ pub struct ClusterSection {
     /// every fifth of it and counted valid for four fifths after a
     /// confirmed renewal.
     pub lease_ttl: Dur,
+    /// How long a node waits for the answer of the node it forwarded a
+    /// request to (an admin request about a workflow of a partition another
+    /// node serves); past it the client is answered `unavailable`.
+    pub forward_timeout: Dur,
     /// The owner of a partition writes the partition's snapshot to the
     /// object store `<PREFIX>_SNAPSHOTS` after this many journal records
     /// of it, then trims the journal below it; 0: no count trigger.

@@ -160,6 +160,10 @@ impl Config {
             "cluster.lease_ttl must be at least 1s",
         );
         need(
+            self.cluster.forward_timeout.0 >= 100,
+            "cluster.forward_timeout must be at least 100ms",
+        );
+        need(
             self.cluster
                 .node_id
                 .chars()

@@ -49,6 +49,7 @@ pub async fn collect(
                 filter: filter.clone(),
                 limit: Some(LIST_PAGE_MAX),
                 cursor,
+                cell: false,
             })
             .await?;
         out.extend(reply.workflows);

@@ -108,6 +108,20 @@ pub struct RouterLineage {
     router: Arc<Router>,
     ctx: std::sync::Weak<super::EngineCtx>,
     waiting: Mutex<Option<Vec<Deferred>>>,
+    /// Where effects for workflows of partitions this node does not serve
+    /// go (a cluster node: to the node serving them).
+    remote: Arc<RemoteSlot>,
+}
+
+/// The port effects for partitions not served here go to; empty: they are
+/// not performed (a single node serves every partition).
+#[derive(Default)]
+pub struct RemoteSlot(RwLock<Option<Arc<dyn LineagePort>>>);
+
+impl RemoteSlot {
+    fn get(&self) -> Option<Arc<dyn LineagePort>> {
+        self.0.read().clone()
+    }
 }
 
 impl RouterLineage {
@@ -116,7 +130,14 @@ impl RouterLineage {
             router,
             ctx: Arc::downgrade(ctx),
             waiting: Mutex::new(Some(Vec::new())),
+            remote: Arc::default(),
         }
+    }
+
+    /// Sends the effects for workflows of partitions this node does not
+    /// serve to `port`.
+    pub(super) fn set_remote(&self, port: Arc<dyn LineagePort>) {
+        *self.remote.0.write() = Some(port);
     }
 
     /// Every partition is up: performs what waited, in order. The lock is
@@ -147,15 +168,12 @@ impl RouterLineage {
     }
 
     fn send(&self, id: &str, input: Input) {
-        match self.router.partition(id) {
-            Some(p) => {
-                let _ = p.cast(PartitionMsg::Input {
-                    id: id.to_string(),
-                    input,
-                    reply: None,
-                });
-            }
-            None => not_served(id),
+        if let Some(p) = self.router.partition(id) {
+            let _ = p.cast(PartitionMsg::Input {
+                id: id.to_string(),
+                input,
+                reply: None,
+            });
         }
     }
 
@@ -163,6 +181,11 @@ impl RouterLineage {
         match d {
             Deferred::Start(spec) => self.start(spec),
             Deferred::Signal(child_id, signal) => {
+                if self.router.partition(&child_id).is_none() {
+                    return remote_or_drop(&self.remote, &child_id, |r| {
+                        r.signal_child(child_id.clone(), signal)
+                    });
+                }
                 let input = match signal {
                     ChildSignal::Cancel { reason } => Input::Cancel { reason },
                     ChildSignal::Pause => Input::Pause,
@@ -171,6 +194,11 @@ impl RouterLineage {
                 self.send(&child_id, input);
             }
             Deferred::Finished(parent, child_id, outcome) => {
+                if self.router.partition(&parent).is_none() {
+                    return remote_or_drop(&self.remote, &parent, |r| {
+                        r.child_finished(parent.clone(), child_id, outcome)
+                    });
+                }
                 self.send(&parent, Input::ChildFinished { child_id, outcome })
             }
         }
@@ -181,8 +209,8 @@ impl RouterLineage {
     /// again, one that cannot start fails its parent's step.
     fn start(&self, spec: ChildSpec) {
         let Some(p) = self.router.partition(&spec.child_id) else {
-            not_served(&spec.child_id);
-            return;
+            let id = spec.child_id.clone();
+            return remote_or_drop(&self.remote, &id, |r| r.start_child(spec));
         };
         let (tx, rx) = ractor::concurrency::oneshot();
         let sent = p.cast(PartitionMsg::Start {
@@ -197,11 +225,12 @@ impl RouterLineage {
         }
         let router = self.router.clone();
         let ctx = self.ctx.clone();
+        let remote = self.remote.clone();
         tokio::spawn(async move {
             let Ok(answer) = rx.await else {
                 return;
             };
-            settle_start(&router, &ctx, spec, answer).await;
+            settle_start(&router, &ctx, &remote, spec, answer).await;
         });
     }
 }
@@ -227,6 +256,7 @@ impl LineagePort for RouterLineage {
 async fn settle_start(
     router: &Router,
     ctx: &std::sync::Weak<super::EngineCtx>,
+    remote: &RemoteSlot,
     spec: ChildSpec,
     answer: Result<StartReply, InputError>,
 ) {
@@ -258,29 +288,40 @@ async fn settle_start(
         }
     };
     if let Some(outcome) = outcome {
-        if let Some(p) = router.partition(&spec.parent_id) {
-            let _ = p.cast(PartitionMsg::Input {
-                id: spec.parent_id.clone(),
-                input: Input::ChildFinished {
-                    child_id: spec.child_id,
-                    outcome,
-                },
-                reply: None,
-            });
+        match router.partition(&spec.parent_id) {
+            Some(p) => {
+                let _ = p.cast(PartitionMsg::Input {
+                    id: spec.parent_id.clone(),
+                    input: Input::ChildFinished {
+                        child_id: spec.child_id,
+                        outcome,
+                    },
+                    reply: None,
+                });
+            }
+            None => {
+                let parent = spec.parent_id.clone();
+                remote_or_drop(remote, &parent, |r| {
+                    r.child_finished(spec.parent_id, spec.child_id, outcome)
+                });
+            }
         }
     }
 }
 
-/// An effect for a workflow of a partition this node does not serve is not
-/// performed. The parent's recovery performs its child starts again
-/// (`restart_children`), and a start of a child that ended answers with
-/// its outcome; across nodes that heals only where one node serves both
-/// partitions (requests are not routed to another node).
-fn not_served(id: &str) {
-    tracing::debug!(
-        workflow_id = id,
-        "child step effect for a partition this node does not serve; not performed"
-    );
+/// An effect for a workflow of a partition this node does not serve goes
+/// to the remote port (a cluster node: the node serving it). Without one
+/// it is not performed: the parent's recovery performs its child starts
+/// again (`restart_children`), and a start of a child that ended answers
+/// with its outcome.
+fn remote_or_drop(remote: &RemoteSlot, id: &str, send: impl FnOnce(&dyn LineagePort)) {
+    match remote.get() {
+        Some(r) => send(r.as_ref()),
+        None => tracing::debug!(
+            workflow_id = id,
+            "child step effect for a partition this node does not serve; not performed"
+        ),
+    }
 }
 
 fn ended_outcome(ctx: &super::EngineCtx, state: &WorkflowState) -> Option<ChildOutcome> {

@@ -275,6 +275,10 @@ pub struct Hooks {
     pub plants: crate::failpoints::Plants,
     /// Where child steps' effects go; the engine sets its own port at start.
     pub lineage: lineage::LineageSlot,
+    /// Where child steps' effects for workflows of partitions this engine
+    /// does not serve go (a cluster node: the node serving them); `None`:
+    /// they are not performed.
+    pub remote_lineage: Option<Arc<dyn lineage::LineagePort>>,
 }
 
 /// Everything an actor needs, shared read-only.
@@ -364,6 +368,9 @@ impl Engine {
         );
         let router = Arc::new(Router::new(ctx.store.clone(), ctx.clock.clone()));
         let port = Arc::new(lineage::RouterLineage::new(router.clone(), &ctx));
+        if let Some(remote) = &ctx.hooks.remote_lineage {
+            port.set_remote(remote.clone());
+        }
         ctx.hooks.lineage.set(port.clone());
         let args = root::RootArgs {
             ctx: ctx.clone(),
@@ -376,14 +383,16 @@ impl Engine {
         // Every partition has recovered: children whose start or report
         // recovery asked for again can be reached now.
         port.ready();
-        Ok(Engine {
+        let engine = Engine {
             ctx,
             router,
             root,
             root_join: Mutex::new(Some(root_join)),
             lineage: port,
             changing: tokio::sync::Mutex::new(()),
-        })
+        };
+        engine.count_served(false);
+        Ok(engine)
     }
 
     pub fn ctx(&self) -> &Arc<EngineCtx> {

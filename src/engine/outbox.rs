@@ -34,6 +34,14 @@ pub trait LifecycleOutbox: Send + Sync {
     /// After the record's batch is durable: hand its message over. Never
     /// blocks.
     fn committed(&self, item: OutboxItem);
+
+    /// The engine now serves `partitions` (a cluster node's set changed).
+    /// When `started` is set, a partition joined it: its stored rows (the
+    /// records its previous owner committed and had not published, which
+    /// the journal's replay brought in) are to be published.
+    fn serving(&self, partitions: &[u16], started: bool) {
+        let _ = (partitions, started);
+    }
 }
 
 /// The stored outbox row: what, besides the journal record itself, it takes

@@ -96,9 +96,24 @@ impl Engine {
             .call(|reply| RootMsg::Serve { index: p, reply }, None)
             .await;
         self.lineage.ready();
+        self.count_served(true);
         match r {
             Ok(ractor::rpc::CallResult::Success(r)) => r.map_err(Error::Start),
             _ => Err(Error::Stopped),
+        }
+    }
+
+    /// Sets the `partitions_served` gauge and tells the event outbox the
+    /// partitions served (`started`: one joined).
+    pub(super) fn count_served(&self, started: bool) {
+        let served = self.served_partitions();
+        let n = i64::try_from(served.len()).unwrap_or(i64::MAX);
+        self.ctx
+            .metrics
+            .partitions_served
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+        if let Some(outbox) = &self.ctx.hooks.outbox {
+            outbox.serving(&served, started);
         }
     }
 
@@ -126,6 +141,7 @@ impl Engine {
         actor.stop_children_and_wait(None, None).await;
         let _ = actor.stop_and_wait(None, None).await;
         self.uncount(p);
+        self.count_served(false);
         tracing::info!(partition = p, "partition no longer served by this node");
         Ok(())
     }

@@ -56,6 +56,12 @@ pub struct Outbox {
     tx: mpsc::Sender<OutboxItem>,
     /// Set when the channel overflowed: the publisher must read storage.
     pub(super) rescan: AtomicBool,
+    /// Wakes an idle publisher when `rescan` is set without a message.
+    pub(super) rescan_wake: tokio::sync::Notify,
+    /// The partitions whose rows this node publishes; `None`: all (a
+    /// single node). A cluster node leaves the rows of the partitions
+    /// other nodes serve to them.
+    served: parking_lot::RwLock<Option<std::collections::BTreeSet<u16>>>,
     pub stats: Arc<EventStats>,
     /// Test-only negative control: committed messages are neither stored
     /// nor handed over (the checker must notice the missing events).
@@ -74,6 +80,8 @@ impl Outbox {
                 tx,
                 // The first thing the publisher does is read what a previous run left.
                 rescan: AtomicBool::new(true),
+                rescan_wake: tokio::sync::Notify::new(),
+                served: parking_lot::RwLock::new(None),
                 stats: Arc::default(),
                 drop_all: AtomicBool::new(false),
             }),
@@ -182,6 +190,14 @@ impl Outbox {
         })
     }
 
+    /// The partitions whose stored rows this node publishes; `None`: all.
+    pub fn published_partitions(&self) -> Option<Vec<u16>> {
+        self.served
+            .read()
+            .as_ref()
+            .map(|s| s.iter().copied().collect())
+    }
+
     /// After the record's batch is durable: hand the message over. Never blocks.
     pub fn committed(&self, item: OutboxItem) {
         if self.tx.try_send(item).is_err() {
@@ -213,6 +229,14 @@ impl LifecycleOutbox for Outbox {
 
     fn committed(&self, item: OutboxItem) {
         Outbox::committed(self, item)
+    }
+
+    fn serving(&self, partitions: &[u16], started: bool) {
+        *self.served.write() = Some(partitions.iter().copied().collect());
+        if started {
+            self.rescan.store(true, Relaxed);
+            self.rescan_wake.notify_one();
+        }
     }
 }
 

@@ -39,19 +39,22 @@ pub async fn run_publisher(
             let (st, ob, pl) = (store.clone(), outbox.clone(), pipelines.clone());
             let limit = cfg.scan_max.max(1);
             let rows = tokio::task::spawn_blocking(move || {
-                st.scan_outbox(limit, decode_outbox_row).map(|rows| {
-                    let n = rows.len();
-                    let items: Vec<_> = rows
-                        .into_iter()
-                        .map(|(key, row)| {
-                            let item = row
-                                .map_err(|e| e.to_string())
-                                .and_then(|(k, stored)| rebuild(&ob, &st, &pl, k, stored));
-                            (key, item)
-                        })
-                        .collect();
-                    (n, items)
-                })
+                // Rows of partitions another node serves are that node's.
+                let partitions = ob.published_partitions();
+                st.scan_outbox_of(partitions.as_deref(), limit, decode_outbox_row)
+                    .map(|rows| {
+                        let n = rows.len();
+                        let items: Vec<_> = rows
+                            .into_iter()
+                            .map(|(key, row)| {
+                                let item = row
+                                    .map_err(|e| e.to_string())
+                                    .and_then(|(k, stored)| rebuild(&ob, &st, &pl, k, stored));
+                                (key, item)
+                            })
+                            .collect();
+                        (n, items)
+                    })
             })
             .await
             .map_err(|e| e.to_string())
@@ -84,7 +87,12 @@ pub async fn run_publisher(
             }
         }
         if backlog.is_empty() {
-            match rx.recv().await {
+            let next = tokio::select! {
+                item = rx.recv() => item,
+                // A partition joined: read its rows from storage.
+                _ = outbox.rescan_wake.notified() => continue,
+            };
+            match next {
                 Some(item) => backlog.push_back(item),
                 None => return,
             }

@@ -24,6 +24,9 @@ pub struct EventsConfig {
     pub batch_max_bytes: usize,
     /// Outbox rows read from storage per catch-up scan.
     pub scan_max: usize,
+    /// Replicas of the event stream (a cluster node: the cluster's
+    /// `journal_replicas`).
+    pub replicas: usize,
 }
 
 impl Default for EventsConfig {
@@ -37,6 +40,7 @@ impl Default for EventsConfig {
             batch_max: 64,
             batch_max_bytes: 256 * 1024,
             scan_max: 10_000,
+            replicas: 1,
         }
     }
 }
@@ -57,6 +61,7 @@ pub fn stream_config(
         max_bytes: cfg.max_bytes,
         max_message_size: i32::try_from(max_message_bytes).unwrap_or(i32::MAX),
         duplicate_window: cfg.duplicate_window,
+        num_replicas: cfg.replicas.max(1),
         storage: stream::StorageType::File,
         ..Default::default()
     })

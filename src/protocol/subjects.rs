@@ -152,6 +152,17 @@ impl Subjects {
     pub fn admin(&self, verb: &str) -> String {
         format!("{}.admin.{verb}", self.prefix)
     }
+
+    /// A request about a workflow of `partition`, forwarded by a cluster
+    /// node that does not serve it to the node that does.
+    pub fn admin_partition(&self, partition: u16, verb: &str) -> String {
+        format!("{}.admin.part.{partition}.{verb}", self.prefix)
+    }
+
+    /// Every verb forwarded to `partition`'s node.
+    pub fn admin_partition_all(&self, partition: u16) -> String {
+        format!("{}.admin.part.{partition}.*", self.prefix)
+    }
 }
 
 #[cfg(test)]

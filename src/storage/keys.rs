@@ -42,8 +42,8 @@ pub use batch::{
 use bytes::{prefix_end, push_name, Reader};
 pub use workflow::{
     all_journals, all_outbox, all_snapshots, decode_journal, decode_outbox, decode_snapshot,
-    decode_status, decode_timer, journal, journal_range, outbox, snapshot, status, status_range,
-    status_range_after, timer, timers_due,
+    decode_status, decode_timer, journal, journal_range, outbox, partition_outbox, snapshot,
+    status, status_range, status_range_after, timer, timers_due,
 };
 
 /// Tag of the meta table (store-wide settings such as the partition count).

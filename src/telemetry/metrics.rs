@@ -193,6 +193,8 @@ metric_set! {
         pub workflows_running: Gauge,
         @metric("workflows_paused", "Workflows in status paused.")
         pub workflows_paused: Gauge,
+        @metric("partitions_served", "Partitions this node's engine serves now (a cluster node: its share of the leases; a single node: all).")
+        pub partitions_served: Gauge,
         /// Attempt counters by task type.
         @family("task_type")
         pub by_task_type: Family<TaskTypeStats>,

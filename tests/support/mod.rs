@@ -259,6 +259,7 @@ impl Harness {
                         .clone()
                         .map(|e| e as Arc<dyn orchestrator::otel::SpanSink>),
                     lineage: Default::default(),
+                    remote_lineage: None,
                 },
                 capacity: Arc::new(orchestrator::engine::capacity::Capacity::new(
                     opts.capacity,
@@ -291,6 +292,7 @@ impl Harness {
                 js,
                 Arc::new(ResultIntake(engine.clone())),
                 engine.sink(),
+                None,
             );
             workers.push(tokio::spawn(async move {
                 if let Err(e) = intake.await {

@@ -90,7 +90,14 @@ impl NatsServer {
     /// A server run with the configuration `make(port, store_dir)` returns
     /// (written to a file and passed with `-c`).
     pub fn start_with_config(make: impl FnOnce(u16, &std::path::Path) -> String) -> NatsServer {
-        let port = free_port();
+        NatsServer::start_with_config_on(free_port(), make)
+    }
+
+    /// [`NatsServer::start_with_config`] on `port`.
+    pub fn start_with_config_on(
+        port: u16,
+        make: impl FnOnce(u16, &std::path::Path) -> String,
+    ) -> NatsServer {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("js");
         let path = dir.path().join("nats.conf");
@@ -207,4 +214,77 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `n` nats-servers on loopback joined in one JetStream cluster (routes
+/// between them), returned once the cluster takes a stream with `n`
+/// replicas.
+pub fn start_cluster(n: usize) -> Vec<NatsServer> {
+    // Client and route ports, all distinct (a port handed out free is not
+    // held, so the same one could come back).
+    let mut ports: Vec<u16> = Vec::new();
+    while ports.len() < 2 * n {
+        let p = free_port();
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    let (clients, routes) = ports.split_at(n);
+    let all = routes
+        .iter()
+        .map(|r| format!("nats-route://127.0.0.1:{r}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let servers: Vec<NatsServer> = routes
+        .iter()
+        .enumerate()
+        .map(|(i, route)| {
+            NatsServer::start_with_config_on(clients[i], |_, store| {
+                format!(
+                    "host: 127.0.0.1\nserver_name: n{i}\n\
+                     jetstream {{ store_dir: \"{}\" }}\n\
+                     cluster {{ name: narralytica\n  listen: 127.0.0.1:{route}\n  routes: [{all}] }}\n",
+                    store.display()
+                )
+            })
+        })
+        .collect();
+    wait_for_replicas(&servers[0].url(), n);
+    servers
+}
+
+/// Waits (up to 60 s) until the cluster behind `url` creates a stream with
+/// `n` replicas: its JetStream meta leader is elected and `n` servers
+/// joined.
+fn wait_for_replicas(url: &str, n: usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "the NATS cluster did not take an R{n} stream within 60 s"
+            );
+            if let Ok(client) = async_nats::connect(url).await {
+                let js = async_nats::jetstream::new(client);
+                let made = js
+                    .create_stream(async_nats::jetstream::stream::Config {
+                        name: "CLUSTER_READY".into(),
+                        subjects: vec!["cluster.ready".into()],
+                        num_replicas: n,
+                        storage: async_nats::jetstream::stream::StorageType::Memory,
+                        ..Default::default()
+                    })
+                    .await;
+                if made.is_ok() {
+                    let _ = js.delete_stream("CLUSTER_READY").await;
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
 }

@@ -251,6 +251,7 @@ pub fn list(args: ListArgs) -> ExitCode {
                         filter: filter.clone(),
                         limit: Some(LIST_PAGE_MAX),
                         cursor: cursor.take(),
+                        cell: false,
                     },
                 )
                 .await

@@ -44,6 +44,13 @@ pub fn all_outbox() -> KeyRange {
     KeyRange::prefixed(vec![OUTBOX])
 }
 
+/// Every outbox entry of `partition`.
+pub fn partition_outbox(partition: u16) -> KeyRange {
+    let mut prefix = vec![OUTBOX];
+    prefix.extend_from_slice(&partition.to_be_bytes());
+    KeyRange::prefixed(prefix)
+}
+
 /// Decode an outbox key (same fields as a journal key).
 pub fn decode_outbox(key: &[u8]) -> Result<JournalKey, Error> {
     let mut r = Reader::new(key, OUTBOX)?;

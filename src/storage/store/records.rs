@@ -84,13 +84,33 @@ impl WorkflowStore {
         limit: usize,
         decode: impl Fn(&[u8], &[u8]) -> Result<T, Error>,
     ) -> Result<Vec<OutboxRow<T>>, Error> {
-        let range = keys::all_outbox();
+        self.scan_outbox_of(None, limit, decode)
+    }
+
+    /// [`WorkflowStore::scan_outbox`] over the rows of `partitions` only
+    /// (`None`: every partition), in partition order.
+    pub fn scan_outbox_of<T>(
+        &self,
+        partitions: Option<&[u16]>,
+        limit: usize,
+        decode: impl Fn(&[u8], &[u8]) -> Result<T, Error>,
+    ) -> Result<Vec<OutboxRow<T>>, Error> {
+        let ranges = match partitions {
+            None => vec![keys::all_outbox()],
+            Some(ps) => ps.iter().map(|p| keys::partition_outbox(*p)).collect(),
+        };
         let mut out = Vec::new();
-        self.storage.scan(&range.from, &range.to, &mut |k, v| {
-            let item = keys::decode_outbox(k).and_then(|key| decode(k, v).map(|val| (key, val)));
-            out.push((k.to_vec(), item));
-            out.len() < limit
-        })?;
+        for range in ranges {
+            if out.len() >= limit {
+                break;
+            }
+            self.storage.scan(&range.from, &range.to, &mut |k, v| {
+                let item =
+                    keys::decode_outbox(k).and_then(|key| decode(k, v).map(|val| (key, val)));
+                out.push((k.to_vec(), item));
+                out.len() < limit
+            })?;
+        }
         Ok(out)
     }
 

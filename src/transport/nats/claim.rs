@@ -1,7 +1,13 @@
-//! The prefix claim of a single-node `run`: one key in a JetStream KV
-//! bucket (`<PREFIX>_CLUSTER`), renewed as a heartbeat, so that a second
-//! orchestrator started on the same prefix refuses to start instead of
-//! silently splitting the work.
+//! The prefix claim of a `run`: a key in a JetStream KV bucket
+//! (`<PREFIX>_CLUSTER`), renewed as a heartbeat, so that a second
+//! single-node orchestrator started on the same prefix refuses to start
+//! instead of silently splitting the work.
+//!
+//! A single node claims `single.claim`, which one node holds at a time. A
+//! cluster node claims `cluster.<node id>`, its own key (a cluster shares
+//! the prefix by partition leases), and the two kinds exclude each other:
+//! a cluster node refuses a prefix a single node holds, and a single node
+//! refuses one where a cluster node's claim is alive.
 //!
 //! The bucket's `max_age` is the claim's TTL (`cluster.claim_ttl`): a node
 //! killed with `kill -9` stops renewing, and its claim is gone a TTL later.
@@ -26,7 +32,9 @@ use crate::cluster::{claim_step, ClaimStep};
 pub const NODE_ID_FILE: &str = "node_id";
 
 /// The key of the single-node claim in the bucket.
-const CLAIM_KEY: &str = "single.claim";
+const SINGLE_KEY: &str = "single.claim";
+/// The prefix of the cluster nodes' claims (`cluster.<node id>`).
+const CLUSTER_KEYS: &str = "cluster.";
 
 /// What a claim says about its holder, for the refusal line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,6 +67,7 @@ pub fn load_or_create_node_id(dir: &Path) -> Result<String, String> {
 /// [`PrefixClaim::release`].
 pub struct PrefixClaim {
     store: kv::Store,
+    key: String,
     value: bytes::Bytes,
     revision: Arc<AtomicU64>,
     ttl: Duration,
@@ -70,24 +79,42 @@ fn host() -> String {
         .unwrap_or_else(|_| "unknown host".into())
 }
 
-/// Claims `prefix` for the node of `data_dir`, or refuses with one line
-/// that names the holder. A node in cluster mode claims the prefix as
-/// well: routing across nodes is not built, so a cluster has one node per
-/// prefix, and its refusal says so.
+/// Claims `prefix` for the node of `data_dir` (`node`: a cluster node's
+/// configured id, else the data directory's), or refuses with one line
+/// that names the holder: a single node refuses any other live claim, a
+/// cluster node a single node's.
 pub async fn claim_prefix(
     js: &jetstream::Context,
     prefix: &str,
     data_dir: &Path,
     ttl: Duration,
-    cluster_mode: bool,
+    cluster_node: Option<&str>,
+    replicas: usize,
 ) -> Result<PrefixClaim, String> {
-    let node = load_or_create_node_id(data_dir)?;
+    let node = match cluster_node {
+        Some(id) => id.to_owned(),
+        None => load_or_create_node_id(data_dir)?,
+    };
+    let key = match cluster_node {
+        Some(id) => format!("{CLUSTER_KEYS}{id}"),
+        None => SINGLE_KEY.to_owned(),
+    };
     let bucket = cluster_bucket(prefix);
+    // A bucket that exists keeps its replicas: a single node refused on a
+    // cluster's prefix must not scale the cluster's bucket down.
+    let replicas = match js.get_stream(format!("KV_{bucket}")).await {
+        Ok(mut s) => match s.info().await {
+            Ok(info) => info.config.num_replicas,
+            Err(_) => replicas,
+        },
+        Err(_) => replicas,
+    };
     let store = js
         .create_or_update_key_value(kv::Config {
             bucket: bucket.clone(),
             history: 1,
             max_age: ttl,
+            num_replicas: replicas.max(1),
             storage: jetstream::stream::StorageType::File,
             ..Default::default()
         })
@@ -99,19 +126,44 @@ pub async fn claim_prefix(
         pid: std::process::id(),
     };
     let value = bytes::Bytes::from(serde_json::to_vec(&mine).map_err(|e| e.to_string())?);
+    let refusal = |other: &ClaimValue, what: &str| {
+        format!(
+            "another orchestrator serves prefix {prefix:?} on this NATS (node {}, pid {} on {}); \
+             refusing to start: {what} (a stopped node's claim lapses {} s after its last heartbeat)",
+            other.node,
+            other.pid,
+            other.host,
+            ttl.as_secs_f64()
+        )
+    };
+    let other_kind = |found: Option<ClaimValue>| {
+        found.map(|other| match cluster_node {
+            Some(_) => refusal(
+                &other,
+                "it runs in single-node mode, which does not share a prefix: stop it or use another prefix",
+            ),
+            None => refusal(
+                &other,
+                "it is a node of a cluster (`[cluster] enabled`); start this node in cluster mode too, or use another prefix",
+            ),
+        })
+    };
+    if let Some(e) = other_kind(other_kind_claim(&store, cluster_node.is_some()).await?) {
+        return Err(e);
+    }
     // A race with another starting node costs one more round.
     for _ in 0..3 {
-        let found = read_claim(&store).await?;
+        let found = read_claim(&store, &key).await?;
         let step = claim_step(&node, found.as_ref().map(|(v, r)| (v.node.as_str(), *r)));
         // A lost race is tried again; any other error ends the start.
         let written = match step {
-            ClaimStep::Create => match store.create(CLAIM_KEY, value.clone()).await {
+            ClaimStep::Create => match store.create(&key, value.clone()).await {
                 Ok(r) => Some(r),
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => None,
                 Err(e) => return Err(format!("cannot claim prefix {prefix:?}: {e}")),
             },
             ClaimStep::TakeOver { revision } => {
-                match store.update(CLAIM_KEY, value.clone(), revision).await {
+                match store.update(&key, value.clone(), revision).await {
                     Ok(r) => Some(r),
                     Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => None,
                     Err(e) => return Err(format!("cannot claim prefix {prefix:?}: {e}")),
@@ -119,29 +171,33 @@ pub async fn claim_prefix(
             }
             ClaimStep::Refuse { .. } => {
                 let (other, _) = found.expect("a refusal names a holder");
-                let what = if cluster_mode {
-                    "cluster mode runs one node per prefix (routing requests across nodes is not available yet): stop it or use another prefix"
-                } else {
-                    "stop it or use another prefix"
-                };
-                return Err(format!(
-                    "another orchestrator serves prefix {prefix:?} on this NATS (node {}, pid {} on {}); \
-                     refusing to start: {what} (a stopped node's claim lapses {} s after its last heartbeat)",
-                    other.node,
-                    other.pid,
-                    other.host,
-                    ttl.as_secs_f64()
-                ));
+                return Err(match cluster_node {
+                    Some(_) => refusal(
+                        &other,
+                        "a node with this node id runs already: give each node its own `cluster.node_id` or data directory",
+                    ),
+                    None => refusal(&other, "stop it or use another prefix"),
+                });
             }
         };
         if let Some(revision) = written {
-            tracing::info!(node = %node, prefix, revision, "prefix claimed");
-            return Ok(PrefixClaim {
+            let claim = PrefixClaim {
                 store,
+                key,
                 value,
                 revision: Arc::new(AtomicU64::new(revision)),
                 ttl,
-            });
+            };
+            // A node of the other kind that started at the same moment: one
+            // of the two (or both) steps back.
+            if let Some(e) =
+                other_kind(other_kind_claim(&claim.store, cluster_node.is_some()).await?)
+            {
+                claim.release().await;
+                return Err(e);
+            }
+            tracing::info!(node = %node, prefix, revision, "prefix claimed");
+            return Ok(claim);
         }
     }
     Err(format!(
@@ -149,9 +205,35 @@ pub async fn claim_prefix(
     ))
 }
 
-async fn read_claim(store: &kv::Store) -> Result<Option<(ClaimValue, u64)>, String> {
+/// A live claim of the other kind: for a cluster node the single node's,
+/// for a single node any cluster node's.
+async fn other_kind_claim(
+    store: &kv::Store,
+    cluster_mode: bool,
+) -> Result<Option<ClaimValue>, String> {
+    if cluster_mode {
+        return Ok(read_claim(store, SINGLE_KEY).await?.map(|(v, _)| v));
+    }
+    use futures_util::StreamExt;
+    let mut keys = match store.keys().await {
+        Ok(k) => k,
+        // An empty bucket has no keys to list.
+        Err(_) => return Ok(None),
+    };
+    while let Some(k) = keys.next().await {
+        let k = k.map_err(|e| format!("cannot read the prefix claims: {e}"))?;
+        if k.starts_with(CLUSTER_KEYS) {
+            if let Some((v, _)) = read_claim(store, &k).await? {
+                return Ok(Some(v));
+            }
+        }
+    }
+    Ok(None)
+}
+
+async fn read_claim(store: &kv::Store, key: &str) -> Result<Option<(ClaimValue, u64)>, String> {
     let entry = store
-        .entry(CLAIM_KEY)
+        .entry(key)
         .await
         .map_err(|e| format!("cannot read the prefix claim: {e}"))?;
     Ok(entry.and_then(|e| {
@@ -179,14 +261,14 @@ impl PrefixClaim {
             let revision = self.revision.load(Ordering::SeqCst);
             match self
                 .store
-                .update(CLAIM_KEY, self.value.clone(), revision)
+                .update(&self.key, self.value.clone(), revision)
                 .await
             {
                 Ok(r) => self.revision.store(r, Ordering::SeqCst),
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    match read_claim(&self.store).await {
+                    match read_claim(&self.store, &self.key).await {
                         Ok(None) => {
-                            if let Ok(r) = self.store.create(CLAIM_KEY, self.value.clone()).await {
+                            if let Ok(r) = self.store.create(&self.key, self.value.clone()).await {
                                 self.revision.store(r, Ordering::SeqCst);
                             }
                         }
@@ -214,7 +296,7 @@ impl PrefixClaim {
         let revision = self.revision.load(Ordering::SeqCst);
         if let Err(e) = self
             .store
-            .delete_expect_revision(CLAIM_KEY, Some(revision))
+            .delete_expect_revision(&self.key, Some(revision))
             .await
         {
             tracing::warn!(error = %e, "prefix claim not released; it lapses by itself");

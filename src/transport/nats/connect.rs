@@ -300,6 +300,18 @@ pub async fn connect_tuned(
     secrets.extend(url_secrets(&cfg.url));
     // Longest first, so a `user:pass` pair is replaced before its parts.
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    // One URL or several, comma-separated (the servers of a cluster).
+    let servers = cfg
+        .url
+        .split(',')
+        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            let why = secrets
+                .iter()
+                .fold(e.to_string(), |m, s| m.replace(s.as_str(), "***"));
+            format!("invalid NATS URL {shown}: {why}")
+        })?;
     let give_up = tokio::time::Instant::now() + cfg.connect_timeout;
     let mut pause = Duration::from_millis(100);
     loop {
@@ -321,7 +333,7 @@ pub async fn connect_tuned(
             }),
             None => options,
         };
-        let error = match tokio::time::timeout(left, options.connect(&cfg.url)).await {
+        let error = match tokio::time::timeout(left, options.connect(servers.as_slice())).await {
             Ok(Ok(client)) => {
                 let js = jetstream::new(client.clone());
                 return Ok((client, js));

@@ -75,12 +75,17 @@ fn accept_heartbeat(
 
 /// Consumes results (JetStream, acked after the durable transition) and
 /// heartbeats (core NATS) until the client closes.
+///
+/// With `served` (a cluster node) results are read per partition, only for
+/// the partitions the node serves now ([`super::partition_intake`]);
+/// without, one consumer reads every partition's.
 pub async fn run_intake(
     cfg: NatsConfig,
     client: async_nats::Client,
     js: jetstream::Context,
     handler: Arc<dyn ResultHandler>,
     sink: Arc<dyn ReportSink>,
+    served: Option<tokio::sync::watch::Receiver<std::collections::BTreeSet<u16>>>,
 ) -> Result<(), String> {
     let subjects = Subjects::new(&cfg.prefix)?;
     let limits = cfg.limits.clone();
@@ -126,6 +131,12 @@ pub async fn run_intake(
             }
         }
     }));
+    if let Some(served) = served {
+        return super::partition_intake::run_partition_results(
+            cfg, client, js, handler, guard, served,
+        )
+        .await;
+    }
     // Results by request-reply: answered once applied (durable or ignored).
     let _direct = if cfg.results_direct {
         let sub = client
@@ -167,14 +178,18 @@ pub async fn run_intake(
                     continue;
                 }
             };
-            take_result(msg, &limits, &guard, &handler);
+            take_result(msg, &limits, &guard, &handler, None);
         }
         tokio::time::sleep(REOPEN_AFTER).await;
     }
 }
 
+/// How long a result of a partition that left this node waits before its
+/// redelivery (to the partition's next owner).
+const HAND_BACK_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Pause before the results consumer is opened again.
-const REOPEN_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+pub(super) const REOPEN_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The durable consumer the orchestrator reads results with.
 pub fn results_consumer_config(cfg: &NatsConfig) -> consumer::pull::Config {
@@ -218,12 +233,16 @@ pub fn consumer_gone(e: &consumer::pull::MessagesError) -> bool {
 }
 
 /// One delivered result: refused at once if malformed or forged, else
-/// handed to the engine and acked once its transition is durable.
-fn take_result(
+/// handed to the engine and acked once its transition is durable. A result
+/// the engine could not apply is not acked, so JetStream redelivers it
+/// after `ack_wait`; when `moved` says its partition has left this node
+/// meanwhile, it is handed back at once (a delayed nak) for the next owner.
+pub(super) fn take_result(
     msg: jetstream::Message,
     limits: &crate::protocol::Limits,
     guard: &ReportGuard,
     handler: &Arc<dyn ResultHandler>,
+    moved: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 ) {
     crate::failpoints::point("result.received");
     match accept_result(&msg.payload, Some(msg.subject.as_str()), limits, guard) {
@@ -244,8 +263,15 @@ fn take_result(
                         let _ = msg.ack_with(jetstream::AckKind::Term).await;
                     }
                     Err(ResultError::Retry(e)) => {
-                        // Not acked: JetStream redelivers after ack_wait.
-                        tracing::warn!(task_id = %task_id, error = %e, "result not applied; it will be redelivered");
+                        if moved.is_some_and(|moved| moved()) {
+                            tracing::debug!(task_id = %task_id, "result of a partition handed over; redelivered to its owner");
+                            let _ = msg
+                                .ack_with(jetstream::AckKind::Nak(Some(HAND_BACK_AFTER)))
+                                .await;
+                        } else {
+                            // Not acked: JetStream redelivers after ack_wait.
+                            tracing::warn!(task_id = %task_id, error = %e, "result not applied; it will be redelivered");
+                        }
                     }
                 }
             });
@@ -298,7 +324,7 @@ fn result_reply(ok: bool, retry: bool, error: Option<String>) -> bytes::Bytes {
 /// (`ResultReply`) says `ok` once the result's transition is durable or the
 /// result was ignored, so the worker can forget it. At most `in_flight_max`
 /// are applied at once; the rest wait in the subscription.
-async fn serve_direct_results(
+pub(super) async fn serve_direct_results(
     mut sub: async_nats::Subscriber,
     client: async_nats::Client,
     handler: Arc<dyn ResultHandler>,
@@ -352,7 +378,7 @@ async fn serve_direct_results(
 }
 
 /// Aborts a background task when dropped (its owner was cancelled).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

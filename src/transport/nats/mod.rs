@@ -21,6 +21,7 @@ mod journal_check;
 mod journal_snapshot;
 mod lease;
 mod offer;
+mod partition_intake;
 mod publisher;
 mod stats;
 mod streams;
@@ -48,6 +49,7 @@ pub use journal_snapshot::{
 pub use lease::{
     check_cluster_partitions, cluster_meta_bucket, lease_bucket, run_ownership, LeaseBucket,
 };
+pub use partition_intake::{partition_consumer_config, partition_consumer_name};
 pub use publisher::{Drained, NatsTransport};
 pub use stats::{NatsStats, OfferDeclined};
 pub use streams::{ensure_streams, stream_configs, stream_name};
@@ -72,6 +74,9 @@ pub struct NatsConfig {
     pub attempt_key: AttemptKey,
     /// Tasks and results older than this are dropped by the server.
     pub stream_max_age: Duration,
+    /// Replicas of the task and result streams (a cluster node: the
+    /// cluster's `journal_replicas`, so they outlive a lost server).
+    pub stream_replicas: usize,
     /// Window in which a re-published task id is dropped as a duplicate.
     pub duplicate_window: Duration,
     /// How long a delivered result may stay unacknowledged before redelivery.
@@ -129,6 +134,7 @@ impl Default for NatsConfig {
             prefix: "narralytica".into(),
             security: NatsSecurity::default(),
             connect_timeout: Duration::from_secs(30),
+            stream_replicas: 1,
             client_name: "narralytica-orchestrator".into(),
             attempt_key: AttemptKey::random(),
             stream_max_age: Duration::from_secs(7 * 24 * 3600),

@@ -25,6 +25,7 @@ pub fn stream_configs(cfg: &NatsConfig) -> Result<Vec<stream::Config>, String> {
         retention: stream::RetentionPolicy::WorkQueue,
         max_age: cfg.stream_max_age,
         max_message_size: max_msg,
+        num_replicas: cfg.stream_replicas.max(1),
         duplicate_window: cfg.duplicate_window,
         storage: stream::StorageType::File,
         ..Default::default()

@@ -22,8 +22,9 @@ use super::{stream_name, NatsConfig, NatsStats};
 #[derive(Debug, Clone)]
 pub struct Watched {
     pub streams: Vec<stream::Config>,
-    /// The results consumer (on the RESULTS stream).
-    pub results: consumer::pull::Config,
+    /// The results consumer (on the RESULTS stream); `None` on a cluster
+    /// node, whose partitions' consumers are opened by their readers.
+    pub results: Option<consumer::pull::Config>,
     pub results_stream: String,
 }
 
@@ -35,7 +36,7 @@ impl Watched {
         streams.extend(more);
         Ok(Watched {
             streams,
-            results: results_consumer_config(cfg),
+            results: Some(results_consumer_config(cfg)),
             results_stream: stream_name(&cfg.prefix, "RESULTS"),
         })
     }
@@ -108,11 +109,13 @@ async fn keep_consumer(
     watched: &Watched,
     stats: &NatsStats,
 ) -> Result<(), String> {
+    let Some(want) = &watched.results else {
+        return Ok(());
+    };
     let Ok(s) = js.get_stream(&watched.results_stream).await else {
         // Missing stream: reported (and repaired) by `keep_stream`.
         return Ok(());
     };
-    let want = &watched.results;
     match s.consumer_info(RESULTS_CONSUMER).await {
         Ok(info) => {
             let have = &info.config;
