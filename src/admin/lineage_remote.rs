@@ -176,10 +176,7 @@ async fn send_in_order(
             let body = routing
                 .forward_payload(&client, &subjects, p, "lineage", payload.clone(), None)
                 .await;
-            let error = match serde_json::from_slice::<ErrorReply>(&body) {
-                Ok(e) => Some(e),
-                Err(_) => None,
-            };
+            let error = serde_json::from_slice::<ErrorReply>(&body).ok();
             match error {
                 None => break,
                 Some(e) if e.code != code::UNAVAILABLE => {
