@@ -36,11 +36,11 @@ fn cluster_conf_with(path: &Path, extra: &str) {
 }
 
 /// The number of journal records the node replayed at start, from its
-/// `cluster mode: node … serves all` line.
+/// `cluster mode: node … serves N of N partitions` line.
 fn replayed(lines: &[String]) -> u64 {
     let line = lines
         .iter()
-        .find(|l| l.starts_with("cluster mode: node") && l.contains("serves all"))
+        .find(|l| l.starts_with("cluster mode: node") && l.contains(" serves "))
         .unwrap_or_else(|| panic!("no cluster mode line: {lines:?}"));
     let before = line
         .split(" journal record(s) replayed")
@@ -57,7 +57,7 @@ fn replayed(lines: &[String]) -> u64 {
 fn snapshots_loaded(lines: &[String]) -> u64 {
     let line = lines
         .iter()
-        .find(|l| l.starts_with("cluster mode: node") && l.contains("serves all"))
+        .find(|l| l.starts_with("cluster mode: node") && l.contains(" serves "))
         .unwrap_or_else(|| panic!("no cluster mode line: {lines:?}"));
     line.split(" partition snapshot(s) loaded")
         .next()
