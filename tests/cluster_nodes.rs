@@ -375,27 +375,51 @@ fn timeouts(node: &Node) -> f64 {
     metric(&metrics(node.port), "narralytica_task_timeouts_total", "")
 }
 
-#[test]
-fn a_rolling_restart_and_a_node_added_and_removed_hand_partitions_over_gracefully() {
+/// Three nats-servers, nodes a, b and c (one on each, two leases each)
+/// and two recording workers.
+struct Running {
+    servers: Vec<NatsServer>,
+    dir: tempfile::TempDir,
+    nodes: Vec<Node>,
+    _workers: Vec<Reaper>,
+}
+
+fn running() -> Running {
     let servers = start_cluster(3);
     let dir = tempfile::tempdir().unwrap();
-    let ids = ["a", "b", "c"];
-    let mut nodes: Vec<Node> = ids
+    let nodes: Vec<Node> = ["a", "b", "c"]
         .iter()
         .zip(&servers)
         .map(|(id, nats)| start_node(nats, dir.path(), id))
         .collect();
+    wait_for_leases(
+        &servers[0].url(),
+        &[("a", 2), ("b", 2), ("c", 2)],
+        Duration::from_secs(30),
+    );
+    let _workers = (0..2)
+        .zip(&servers)
+        .map(|(i, nats)| worker(nats, &dir.path().join(format!("w{i}.jsonl"))))
+        .collect();
+    Running {
+        servers,
+        dir,
+        nodes,
+        _workers,
+    }
+}
+
+#[test]
+fn a_rolling_restart_and_a_node_added_and_removed_hand_partitions_over_gracefully() {
+    let Running {
+        servers,
+        dir,
+        mut nodes,
+        _workers,
+    } = running();
+    let ids = ["a", "b", "c"];
     let url = servers[0].url();
     let even = [("a", 2), ("b", 2), ("c", 2)];
-    wait_for_leases(&url, &even, Duration::from_secs(30));
-    let records: Vec<PathBuf> = (0..2)
-        .map(|i| dir.path().join(format!("w{i}.jsonl")))
-        .collect();
-    let _workers: Vec<Reaper> = records
-        .iter()
-        .zip(&servers)
-        .map(|(r, nats)| worker(nats, r))
-        .collect();
     let report = dir.path().join("load.json");
     let n = 400;
     let load = loadgen(&servers[0], &report, n);
@@ -454,24 +478,14 @@ fn signal(run: &Run, sig: &str) {
 
 #[test]
 fn a_paused_owner_is_fenced_and_a_lost_nats_server_loses_nothing() {
-    let mut servers = start_cluster(3);
-    let dir = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<Node> = ["a", "b", "c"]
-        .iter()
-        .zip(&servers)
-        .map(|(id, nats)| start_node(nats, dir.path(), id))
-        .collect();
+    let Running {
+        mut servers,
+        dir,
+        mut nodes,
+        _workers,
+    } = running();
     let url = servers[0].url();
     let even = [("a", 2), ("b", 2), ("c", 2)];
-    wait_for_leases(&url, &even, Duration::from_secs(30));
-    let records: Vec<PathBuf> = (0..2)
-        .map(|i| dir.path().join(format!("w{i}.jsonl")))
-        .collect();
-    let _workers: Vec<Reaper> = records
-        .iter()
-        .zip(&servers)
-        .map(|(r, nats)| worker(nats, r))
-        .collect();
     let report = dir.path().join("load.json");
     let n = 600;
     let load = loadgen(&servers[0], &report, n);

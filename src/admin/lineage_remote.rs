@@ -26,42 +26,13 @@ use crate::engine::lineage::LineagePort;
 use crate::engine::Engine;
 use crate::protocol::subjects::Subjects;
 use crate::protocol::VERSION;
-use crate::workflow::{ChildOutcome, ChildSignal, ChildSpec};
+use crate::workflow::{ChildOutcome, ChildSignal, ChildSpec, LineageEffect};
 
 /// How long an effect is retried while its partition has no serving node.
 pub const DELIVER_WITHIN: Duration = Duration::from_secs(60);
 /// Effects waiting to be sent at most; past it one is dropped (logged) and
 /// healed by the parent's recovery.
 pub const WAITING_MAX: usize = 100_000;
-
-/// One child-step effect.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum LineageEffect {
-    Start {
-        spec: ChildSpec,
-    },
-    Signal {
-        child_id: String,
-        signal: ChildSignal,
-    },
-    Finished {
-        parent_id: String,
-        child_id: String,
-        outcome: ChildOutcome,
-    },
-}
-
-impl LineageEffect {
-    /// The workflow the effect is an input to.
-    pub fn target(&self) -> &str {
-        match self {
-            LineageEffect::Start { spec } => &spec.child_id,
-            LineageEffect::Signal { child_id, .. } => child_id,
-            LineageEffect::Finished { parent_id, .. } => parent_id,
-        }
-    }
-}
 
 /// The `lineage` request.
 #[derive(Debug, Serialize, Deserialize)]
@@ -91,7 +62,7 @@ pub(super) fn perform(r: LineageRequest, engine: &Engine) -> Result<LineageReply
         .get()
         .ok_or_else(|| AdminError::new(code::UNAVAILABLE, "unavailable: engine not started"))?;
     match r.effect {
-        LineageEffect::Start { spec } => port.start_child(spec),
+        LineageEffect::Start { spec } => port.start_child(*spec),
         LineageEffect::Signal { child_id, signal } => port.signal_child(child_id, signal),
         LineageEffect::Finished {
             parent_id,
@@ -134,7 +105,9 @@ impl NatsLineage {
 
 impl LineagePort for NatsLineage {
     fn start_child(&self, spec: ChildSpec) {
-        self.send(LineageEffect::Start { spec });
+        self.send(LineageEffect::Start {
+            spec: Box::new(spec),
+        });
     }
 
     fn signal_child(&self, child_id: String, signal: ChildSignal) {

@@ -56,7 +56,7 @@ pub use capacity::{CapacityReply, CapacityRequest, PipelineInProgress};
 pub use error::{code, AdminError, ErrorReply};
 pub(crate) use history::history_event;
 pub use intake::IntakeLimits;
-pub use lineage_remote::{LineageEffect, LineageReply, LineageRequest, NatsLineage};
+pub use lineage_remote::{LineageReply, LineageRequest, NatsLineage};
 pub use list::{scan_status_index, ScanCursor, Selection};
 pub use local::{LocalAdmin, StepShape, WorkflowShape};
 pub use pipelines::{

@@ -352,8 +352,7 @@ pub async fn serve(
         },
     )?;
     // A cluster node's partitions have their own results consumers.
-    let served = membership.served();
-    if served.is_some() {
+    if membership.served().is_some() {
         watched.results = None;
     }
     let stream_watch = tokio::spawn(crate::transport::nats::watch_streams(
@@ -380,14 +379,7 @@ pub async fn serve(
         None => None,
     };
     // A cluster node forwards what concerns partitions it does not serve.
-    let routing = served.clone().map(|served| {
-        let store = node.store.clone();
-        crate::admin::Routing {
-            served,
-            partition_of: Arc::new(move |id: &str| store.partition_of(id)),
-            forward_timeout: config.cluster.forward_timeout.as_duration(),
-        }
-    });
+    let routing = membership.routing(&node.store, &config);
     let remote_lineage = match &routing {
         Some(r) => Some(crate::admin::NatsLineage::start(
             client.clone(),
@@ -447,7 +439,7 @@ pub async fn serve(
         js.clone(),
         Arc::new(ResultIntake(engine.clone())),
         engine.sink(),
-        served,
+        membership.served(),
     ));
     // SIGHUP is caught from before the admin verbs answer, so a signal sent
     // once the service is seen to be up reloads rather than kills it.

@@ -171,6 +171,21 @@ impl Membership {
         self.leases.as_ref().map(|l| l.host.served())
     }
 
+    /// In cluster mode: how the admin service reaches the partitions this
+    /// node does not serve.
+    pub(super) fn routing(
+        &self,
+        store: &crate::storage::store::WorkflowStore,
+        config: &Config,
+    ) -> Option<crate::admin::Routing> {
+        let store = store.clone();
+        self.served().map(|served| crate::admin::Routing {
+            served,
+            partition_of: Arc::new(move |id: &str| store.partition_of(id)),
+            forward_timeout: config.cluster.forward_timeout.as_duration(),
+        })
+    }
+
     /// In cluster mode: makes the engine's admission gate apply this
     /// node's partition share of the configured caps and rates
     /// (`capacity::share`, docs/capacity.md "Scope"), now and whenever the

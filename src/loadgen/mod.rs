@@ -21,6 +21,7 @@ pub mod hist;
 mod options;
 pub mod procstat;
 mod report;
+mod start;
 pub mod track;
 
 use std::sync::Arc;
@@ -31,12 +32,13 @@ use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::admin::{DescribeRequest, StartRequest, WorkflowReply};
+use crate::admin::{DescribeRequest, StartRequest};
 use crate::protocol::subjects::Subjects;
 use crate::protocol::VERSION;
 use crate::transport::nats::{stream_name, NatsConfig};
 use hist::round2;
 use report::{build_report, text_summary};
+use start::start_one;
 
 pub use options::*;
 use track::{Class, Timings, Tracker};
@@ -225,53 +227,6 @@ async fn start_workers(
     }
     Ok(handle)
 }
-
-/// Sends one `start`; `Ok` only for a workflow this run created. An
-/// answer `unavailable` and a lost reply are retried with the same id
-/// until `timeout`: the id is this run's own, so an existing workflow found
-/// by a retry is the one an earlier try created.
-async fn start_one(
-    client: &async_nats::Client,
-    subject: String,
-    body: Vec<u8>,
-    timeout: Duration,
-) -> Result<(), String> {
-    let body = bytes::Bytes::from(body);
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut pause = Duration::from_millis(50);
-    let mut tried = false;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let attempt = tokio::time::timeout(
-            left.min(START_TRY_TIMEOUT),
-            client.request(subject.clone(), body.clone()),
-        )
-        .await;
-        let retry = match attempt {
-            Err(_) => format!("no start reply within {:?}", left.min(START_TRY_TIMEOUT)),
-            Ok(Err(e)) => format!("start request failed: {e}"),
-            Ok(Ok(msg)) => {
-                let reply: WorkflowReply = serde_json::from_slice(&msg.payload)
-                    .map_err(|e| format!("bad start reply: {e}"))?;
-                match (reply.error, reply.code.as_deref()) {
-                    (Some(e), Some(crate::admin::code::UNAVAILABLE)) => e,
-                    (Some(e), _) => return Err(e),
-                    (None, _) if reply.created == Some(true) || tried => return Ok(()),
-                    (None, _) => return Err("the id already existed (created=false)".into()),
-                }
-            }
-        };
-        tried = true;
-        if tokio::time::Instant::now() + pause >= deadline {
-            return Err(retry);
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(1));
-    }
-}
-
-/// One try of a start waits this long at most for its reply.
-const START_TRY_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Starter {
     client: async_nats::Client,

@@ -68,6 +68,39 @@ pub enum ChildSignal {
     Resume,
 }
 
+/// One child-step effect: an input to a workflow other than the one whose
+/// transition asked for it (the engine's lineage port performs it, a
+/// cluster node sends it to the node serving its target, the simulator
+/// delivers it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LineageEffect {
+    /// Start the child `spec` names.
+    Start { spec: Box<ChildSpec> },
+    /// A parent's cancel, pause or resume for its child.
+    Signal {
+        child_id: String,
+        signal: ChildSignal,
+    },
+    /// A child's end, for its parent.
+    Finished {
+        parent_id: String,
+        child_id: String,
+        outcome: ChildOutcome,
+    },
+}
+
+impl LineageEffect {
+    /// The workflow the effect is an input to.
+    pub fn target(&self) -> &str {
+        match self {
+            LineageEffect::Start { spec } => &spec.child_id,
+            LineageEffect::Signal { child_id, .. } => child_id,
+            LineageEffect::Finished { parent_id, .. } => parent_id,
+        }
+    }
+}
+
 /// The id of the child that step `step` of `parent` starts in `generation`.
 pub fn child_id(parent: &str, step: &str, generation: u32) -> String {
     format!("{parent}{CHILD_SEPARATOR}{step}{CHILD_SEPARATOR}{generation}")

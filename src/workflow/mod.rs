@@ -38,7 +38,7 @@ pub use event::{
 };
 pub use evolve::{evolve, replay};
 pub use input::{Input, TaskOutcome, TaskResult, TimerKind};
-pub use lineage::{ChildOutcome, ChildSignal, ChildSpec};
+pub use lineage::{ChildOutcome, ChildSignal, ChildSpec, LineageEffect};
 pub use state::{PipelineRef, Signal, Status, StepState, StepStatus, WaitRun, WorkflowState};
 
 #[cfg(test)]

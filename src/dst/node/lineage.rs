@@ -14,38 +14,12 @@ use crate::engine::lineage::LineagePort;
 use crate::engine::workflow_actor::{InputError, StartReply};
 use crate::engine::{recovery, Metrics};
 use crate::workflow::lineage::outcome_of;
-use crate::workflow::{ChildOutcome, ChildSignal, ChildSpec, Input, WorkflowState};
+use crate::workflow::{ChildOutcome, ChildSignal, ChildSpec, Input, LineageEffect, WorkflowState};
 
 /// A lineage effect on its way to the workflow it concerns. Held in
 /// memory only: an orchestrator crash loses those in flight, and recovery
 /// performs the start of every running child again.
-#[derive(Debug, Clone)]
-pub(in crate::dst) enum Lineage {
-    /// Start the child `spec` names.
-    Start(Box<ChildSpec>),
-    /// A parent's cancel, pause or resume for its child.
-    Signal {
-        child_id: String,
-        signal: ChildSignal,
-    },
-    /// A child's end, for its parent.
-    Finished {
-        parent_id: String,
-        child_id: String,
-        outcome: ChildOutcome,
-    },
-}
-
-impl Lineage {
-    /// The workflow it goes to.
-    pub(in crate::dst) fn target(&self) -> &str {
-        match self {
-            Lineage::Start(spec) => &spec.child_id,
-            Lineage::Signal { child_id, .. } => child_id,
-            Lineage::Finished { parent_id, .. } => parent_id,
-        }
-    }
-}
+pub(in crate::dst) type Lineage = LineageEffect;
 
 /// Who started a workflow, and so who hears how the start went.
 pub(in crate::dst) enum Starter {
@@ -57,9 +31,9 @@ pub(in crate::dst) enum Starter {
 
 impl LineagePort for SimTransport {
     fn start_child(&self, spec: ChildSpec) {
-        self.out
-            .lock()
-            .push(Effect::Lineage(Lineage::Start(Box::new(spec))));
+        self.out.lock().push(Effect::Lineage(Lineage::Start {
+            spec: Box::new(spec),
+        }));
     }
 
     fn signal_child(&self, child_id: String, signal: ChildSignal) {
@@ -82,7 +56,7 @@ impl SimNode {
     /// the engine's port routes it.
     pub fn lineage(&mut self, msg: Lineage) {
         match msg {
-            Lineage::Start(spec) => self.start_child(*spec),
+            Lineage::Start { spec } => self.start_child(*spec),
             Lineage::Signal { child_id, signal } => {
                 let input = match signal {
                     ChildSignal::Cancel { reason } => Input::Cancel { reason },

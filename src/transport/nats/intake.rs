@@ -158,7 +158,8 @@ pub async fn run_intake(
     // stream, or alone): the stream watch puts both back, and until then a
     // pull that finds no consumer is retried here.
     loop {
-        let mut messages = match open_results(&js, &cfg).await {
+        let mut messages = match open_results(&js, &cfg.prefix, results_consumer_config(&cfg)).await
+        {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "results consumer not available; retrying");
@@ -205,18 +206,22 @@ pub fn results_consumer_config(cfg: &NatsConfig) -> consumer::pull::Config {
 /// The name of the orchestrator's durable results consumer.
 pub const RESULTS_CONSUMER: &str = "orchestrator";
 
-async fn open_results(
+/// Opens (creating it if missing) the results consumer `config` names
+/// and its message stream.
+pub(super) async fn open_results(
     js: &jetstream::Context,
-    cfg: &NatsConfig,
+    prefix: &str,
+    config: consumer::pull::Config,
 ) -> Result<consumer::pull::Stream, String> {
     let stream = js
-        .get_stream(stream_name(&cfg.prefix, "RESULTS"))
+        .get_stream(stream_name(prefix, "RESULTS"))
         .await
         .map_err(|e| format!("results stream: {e}"))?;
+    let name = config.durable_name.clone().unwrap_or_default();
     let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(RESULTS_CONSUMER, results_consumer_config(cfg))
+        .get_or_create_consumer(&name, config)
         .await
-        .map_err(|e| format!("results consumer: {e}"))?;
+        .map_err(|e| format!("results consumer {name}: {e}"))?;
     consumer
         .messages()
         .await

@@ -25,8 +25,8 @@ use tokio::sync::watch;
 
 use super::guard::ReportGuard;
 use super::intake::{
-    consumer_gone, results_consumer_config, serve_direct_results, take_result, AbortOnDrop,
-    REOPEN_AFTER, RESULTS_CONSUMER,
+    consumer_gone, open_results, results_consumer_config, serve_direct_results, take_result,
+    AbortOnDrop, REOPEN_AFTER, RESULTS_CONSUMER,
 };
 use super::{stream_name, NatsConfig};
 use crate::protocol::subjects::Subjects;
@@ -136,7 +136,8 @@ impl Shared {
         let moved: Arc<dyn Fn() -> bool + Send + Sync> =
             Arc::new(move || !served.borrow().contains(&p));
         loop {
-            let mut messages = match self.open(p).await {
+            let config = partition_consumer_config(&self.cfg, &self.subjects, p);
+            let mut messages = match open_results(&self.js, &self.cfg.prefix, config).await {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(partition = p, error = %e, "results consumer not available; retrying");
@@ -162,25 +163,6 @@ impl Shared {
             }
             tokio::time::sleep(REOPEN_AFTER).await;
         }
-    }
-
-    async fn open(&self, p: u16) -> Result<consumer::pull::Stream, String> {
-        let stream = self
-            .js
-            .get_stream(stream_name(&self.cfg.prefix, "RESULTS"))
-            .await
-            .map_err(|e| format!("results stream: {e}"))?;
-        let consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                &partition_consumer_name(p),
-                partition_consumer_config(&self.cfg, &self.subjects, p),
-            )
-            .await
-            .map_err(|e| format!("results consumer of partition {p}: {e}"))?;
-        consumer
-            .messages()
-            .await
-            .map_err(|e| format!("results consumer of partition {p}: {e}"))
     }
 }
 
